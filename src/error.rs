@@ -1,0 +1,48 @@
+//! Errors are values (DESIGN.md principle 8): every failure a user can cause names what went wrong
+//! and what to do about it.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found on any backend ({backends}).\n\
+         Install a Vulkan driver for your GPU, or Mesa's software rasterizer for a CPU fallback \
+         (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)."
+    )]
+    NoAdapter { backends: String },
+
+    #[error("no adapter matches --device {selector:?}. Available adapters:\n{available}")]
+    NoMatchingAdapter { selector: String, available: String },
+
+    #[error("could not open a device on {adapter}: {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+
+    #[error("{what} needs {needed} but the adapter allows at most {limit} ({limit_name})")]
+    Limit {
+        what: String,
+        needed: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
+
+    #[error("shape error in {op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for a shape error: `shape_err("matmul", format!(..))`.
+pub fn shape_err(op: &'static str, msg: impl Into<String>) -> Error {
+    Error::Shape { op, msg: msg.into() }
+}

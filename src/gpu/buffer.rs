@@ -1,0 +1,220 @@
+//! Tensors on the GPU. Activations are plain f32 buffers ([`Tensor`]). Weights ([`Weight`]) stay
+//! in the checkpoint's precision, packed in `u32` words (DESIGN.md principle 5), with every row
+//! padded to a whole number of 16-byte `vec4<u32>` groups so kernels can use vector loads, and split
+//! into chunks of whole row groups when larger than the adapter's storage-binding limit.
+
+use super::Context;
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// The precision weights are stored and read in. Activations are always f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    /// The value of the shaders' `*_DTYPE` override constant.
+    pub fn code(self) -> f64 {
+        match self {
+            DType::F32 => 0.0,
+            DType::F16 => 1.0,
+            DType::BF16 => 2.0,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// `x` rounded to this precision (round-to-nearest-even), as the GPU will see it.
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            DType::F32 => x,
+            DType::F16 => half::f16::from_f32(x).to_f32(),
+            DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// Little-endian bytes of `values` in this precision.
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            DType::F32 => bytemuck::cast_slice(values).to_vec(),
+            DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        }
+    }
+
+    /// Elements per 16-byte `vec4<u32>`: rows are padded to a multiple of this.
+    pub fn elems_per_vec4(self) -> usize {
+        16 / self.bytes()
+    }
+}
+
+/// An f32 activation buffer (or a window of one).
+#[derive(Clone)]
+pub struct Tensor {
+    pub buffer: Arc<wgpu::Buffer>,
+    /// Length in f32 (or u32) elements.
+    pub len: usize,
+}
+
+impl Tensor {
+    pub fn zeros(ctx: &Context, label: &str, len: usize) -> Self {
+        Self { buffer: Arc::new(ctx.storage(label, len as u64 * 4)), len }
+    }
+
+    pub fn from_f32(ctx: &Context, label: &str, data: &[f32]) -> Self {
+        let t = Self::zeros(ctx, label, data.len());
+        ctx.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        t
+    }
+
+    pub fn from_u32(ctx: &Context, label: &str, data: &[u32]) -> Self {
+        let t = Self::zeros(ctx, label, data.len());
+        ctx.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        t
+    }
+
+    pub fn write_f32(&self, ctx: &Context, data: &[f32]) {
+        ctx.queue.write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+    }
+
+    pub fn read_f32(&self, ctx: &Context) -> Result<Vec<f32>> {
+        ctx.read_f32(&self.buffer, 0, self.len)
+    }
+
+    pub fn read_u32(&self, ctx: &Context) -> Result<Vec<u32>> {
+        ctx.read_u32(&self.buffer, 0, self.len)
+    }
+
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.buffer.as_entire_binding()
+    }
+}
+
+/// One binding-sized piece of a [`Weight`]: rows `first_row .. first_row + rows`.
+pub struct WeightChunk {
+    pub buffer: wgpu::Buffer,
+    pub first_row: u32,
+    pub rows: u32,
+}
+
+/// A weight matrix `[rows, cols]` (row-major, `y = x @ W^T` convention) in its checkpoint precision.
+/// Stacked expert tensors `[E, R, C]` are `rows = E*R` with `group_rows = R`: chunks never split a
+/// group, so one expert is always inside one binding.
+pub struct Weight {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub group_rows: usize,
+    /// Words (u32) from one row to the next, a multiple of 4.
+    pub row_words: usize,
+    pub chunks: Vec<WeightChunk>,
+}
+
+impl Weight {
+    pub fn row_words(dtype: DType, cols: usize) -> usize {
+        cols.next_multiple_of(dtype.elems_per_vec4()) * dtype.bytes() / 4
+    }
+
+    /// Upload `bytes` (little-endian, `rows*cols` elements of `dtype`, unpadded). Host memory used
+    /// beyond `bytes` is one chunk's padded copy.
+    pub fn upload(
+        ctx: &Context,
+        label: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        group_rows: usize,
+        bytes: &[u8],
+    ) -> Result<Self> {
+        Self::upload_with_binding_limit(ctx, label, dtype, rows, cols, group_rows, bytes, ctx.caps.max_storage_binding)
+    }
+
+    /// As [`Weight::upload`], with an explicit per-chunk byte limit (tests use a small one to
+    /// exercise chunking cheaply).
+    #[allow(clippy::too_many_arguments)]
+    pub fn upload_with_binding_limit(
+        ctx: &Context,
+        label: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        group_rows: usize,
+        bytes: &[u8],
+        binding_limit: u64,
+    ) -> Result<Self> {
+        let elem = dtype.bytes();
+        if group_rows == 0 || rows % group_rows != 0 {
+            return Err(Error::Invalid(format!(
+                "{label}: {rows} rows do not split into groups of {group_rows}"
+            )));
+        }
+        if bytes.len() != rows * cols * elem {
+            return Err(Error::Invalid(format!(
+                "{label}: expected {} bytes for [{rows}, {cols}] {}, got {}",
+                rows * cols * elem,
+                dtype.name(),
+                bytes.len()
+            )));
+        }
+        let row_words = Self::row_words(dtype, cols);
+        let row_bytes = row_words as u64 * 4;
+        let group_bytes = row_bytes * group_rows as u64;
+        let limit = binding_limit.min(ctx.caps.max_buffer);
+        if group_bytes > limit {
+            return Err(Error::Limit {
+                what: format!("{label} (one group of {group_rows} rows)"),
+                needed: group_bytes,
+                limit,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        let groups_per_chunk = (limit / group_bytes) as usize;
+        let rows_per_chunk = groups_per_chunk * group_rows;
+        let mut chunks = Vec::new();
+        let mut first = 0usize;
+        while first < rows {
+            let n = rows_per_chunk.min(rows - first);
+            let mut padded = vec![0u8; n * row_bytes as usize];
+            for r in 0..n {
+                let src = &bytes[(first + r) * cols * elem..][..cols * elem];
+                padded[r * row_bytes as usize..][..cols * elem].copy_from_slice(src);
+            }
+            let buffer = ctx.storage(&format!("{label}[{first}..]"), padded.len() as u64);
+            ctx.queue.write_buffer(&buffer, 0, &padded);
+            chunks.push(WeightChunk { buffer, first_row: first as u32, rows: n as u32 });
+            first += n;
+        }
+        Ok(Self { dtype, rows, cols, group_rows, row_words, chunks })
+    }
+
+    /// Upload f32 `values`, rounded to `dtype` (tests and synthetic models).
+    pub fn from_f32(ctx: &Context, label: &str, dtype: DType, rows: usize, cols: usize, values: &[f32]) -> Result<Self> {
+        Self::upload(ctx, label, dtype, rows, cols, 1, &dtype.encode(values))
+    }
+
+    /// Bytes on the GPU, padding included.
+    pub fn gpu_bytes(&self) -> u64 {
+        (self.rows * self.row_words * 4) as u64
+    }
+
+    /// Bytes of real data (what a kernel that reads every element must move).
+    pub fn data_bytes(&self) -> u64 {
+        (self.rows * self.cols * self.dtype.bytes()) as u64
+    }
+}

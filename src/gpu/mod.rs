@@ -1,0 +1,325 @@
+//! The wgpu context: adapter choice, capabilities, buffers, read-back and GPU timers.
+
+mod buffer;
+mod caps;
+mod timer;
+
+pub use buffer::{DType, Tensor, Weight, WeightChunk};
+pub use caps::Caps;
+pub use timer::GpuTimer;
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How to choose and open an adapter: the CLI's `--device` / `--portable`, or for tests the
+/// `WGMOE_DEVICE` / `WGMOE_PORTABLE` environment variables.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// An adapter index (as `wgmoe devices` prints it), a backend name (`vulkan`, `metal`, `dx12`,
+    /// `gl`), or a case-insensitive substring of the adapter name. `None` picks the best adapter.
+    pub selector: Option<String>,
+    /// Restrict to WebGPU's default limits and no optional features, the weakest adapter we support.
+    pub portable: bool,
+}
+
+impl DeviceOptions {
+    pub fn from_env() -> Self {
+        let selector = std::env::var("WGMOE_DEVICE").ok().filter(|s| !s.is_empty());
+        let portable = matches!(
+            std::env::var("WGMOE_PORTABLE").as_deref(),
+            Ok("1") | Ok("true") | Ok("yes")
+        );
+        Self { selector, portable }
+    }
+}
+
+/// One adapter as enumerated, with what `wgmoe devices` prints.
+pub struct AdapterEntry {
+    pub index: usize,
+    pub adapter: wgpu::Adapter,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Caps,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter on every backend this build of wgpu has, in the instance's order.
+pub fn list_adapters() -> Vec<AdapterEntry> {
+    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .into_iter()
+        .enumerate()
+        .map(|(index, adapter)| {
+            let info = adapter.get_info();
+            let caps = Caps::of_adapter(&adapter, &adapter.limits(), false);
+            AdapterEntry { index, adapter, info, caps }
+        })
+        .collect()
+}
+
+/// Higher is better: discrete beats integrated beats virtual beats software; among equals, native
+/// compute APIs beat OpenGL (lavapipe and NVIDIA list the same device on both).
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 1,
+        _ => 0,
+    };
+    (kind, backend)
+}
+
+pub fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "vulkan",
+        wgpu::Backend::Metal => "metal",
+        wgpu::Backend::Dx12 => "dx12",
+        wgpu::Backend::Gl => "gl",
+        wgpu::Backend::BrowserWebGpu => "webgpu",
+        _ => "other",
+    }
+}
+
+fn matches(entry: &AdapterEntry, selector: &str) -> bool {
+    if let Ok(i) = selector.parse::<usize>() {
+        return entry.index == i;
+    }
+    let s = selector.to_ascii_lowercase();
+    let backend = backend_name(entry.info.backend);
+    if ["vulkan", "metal", "dx12", "gl", "webgpu"].contains(&s.as_str()) {
+        return backend == s;
+    }
+    entry.info.name.to_ascii_lowercase().contains(&s)
+}
+
+/// One line per adapter, for errors that need to say what exists.
+pub fn describe_adapters(entries: &[AdapterEntry]) -> String {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "  [{}] {} ({:?}, {})",
+                e.index,
+                e.info.name,
+                e.info.device_type,
+                backend_name(e.info.backend)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+type PipelineKey = (&'static str, String, String);
+
+/// An open device and everything kernels need to know about it.
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Caps,
+    /// A 16-byte storage buffer bound where an optional input is absent (auto layouts keep every
+    /// binding a shader mentions, even behind a disabled override).
+    pub dummy: wgpu::Buffer,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Context {
+    /// Choose an adapter as `opts` says and open it with the adapter's own limits (or WebGPU's
+    /// defaults when `portable`).
+    pub fn new(opts: &DeviceOptions) -> Result<Self> {
+        let entries = list_adapters();
+        if entries.is_empty() {
+            return Err(Error::NoAdapter {
+                backends: "vulkan, metal, dx12, gl".into(),
+            });
+        }
+        let candidates: Vec<&AdapterEntry> = match &opts.selector {
+            Some(sel) => entries.iter().filter(|e| matches(e, sel)).collect(),
+            None => entries.iter().collect(),
+        };
+        let Some(chosen) = candidates.into_iter().max_by_key(|e| (rank(&e.info), usize::MAX - e.index)) else {
+            return Err(Error::NoMatchingAdapter {
+                selector: opts.selector.clone().unwrap_or_default(),
+                available: describe_adapters(&entries),
+            });
+        };
+        Self::open(&chosen.adapter, opts.portable)
+    }
+
+    /// Like [`Context::new`] with the options from the environment, as tests and benches use it.
+    pub fn from_env() -> Result<Self> {
+        Self::new(&DeviceOptions::from_env())
+    }
+
+    fn open(adapter: &wgpu::Adapter, portable: bool) -> Result<Self> {
+        let info = adapter.get_info();
+        let (features, limits, experimental) = if portable {
+            (wgpu::Features::empty(), wgpu::Limits::default(), wgpu::ExperimentalFeatures::disabled())
+        } else {
+            let wanted = wgpu::Features::SHADER_F16
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+                | wgpu::Features::IMMEDIATES
+                | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            let features = adapter.features() & wanted;
+            let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                // SAFETY: the cooperative-matrix kernels are only used when Caps says so and each is
+                // tested against its portable twin.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            };
+            (features, adapter.limits(), experimental)
+        };
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgmoe"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: experimental,
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
+            Error::RequestDevice { adapter: info.name.clone(), source }
+        })?;
+        let caps = Caps::of_device(adapter, &device, portable);
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self { device, queue, info, caps, dummy, pipelines: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        backend_name(self.info.backend)
+    }
+
+    /// A compute pipeline for `entry` of the shader family `family`, specialised by override
+    /// `constants`; built once and cached (DESIGN.md principle 3).
+    pub fn pipeline(
+        &self,
+        family: &'static str,
+        source: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Arc<wgpu::ComputePipeline> {
+        let key = (family, entry.to_string(), format!("{constants:?}"));
+        let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
+        if let Some(p) = cache.get(&key) {
+            return p.clone();
+        }
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(family),
+            source: wgpu::ShaderSource::Wgsl(crate::kernels::with_prelude(source).into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let p = Arc::new(pipeline);
+        cache.insert(key, p.clone());
+        p
+    }
+
+    /// A storage buffer of `bytes` bytes (rounded up to 16), zeroed.
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(value);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (bytes.len() as u64).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytes);
+        buf
+    }
+
+    /// Record `dispatches` into one compute pass, submit, and return without waiting.
+    pub fn submit(&self, dispatches: &[&crate::kernels::Dispatch]) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Block until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+    }
+
+    /// Copy `size` bytes at `offset` of `buffer` back to the host (waits for the GPU).
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let size4 = size.next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: size4.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size4);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("read-back callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the read-back buffer failed: {e}")))?;
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("read-back view failed: {e:?}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..size as usize].to_vec())
+    }
+
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, offset_elems: u64, len: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, offset_elems * 4, len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn read_u32(&self, buffer: &wgpu::Buffer, offset_elems: u64, len: usize) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buffer, offset_elems * 4, len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}

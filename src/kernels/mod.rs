@@ -1,0 +1,98 @@
+//! The Rust side of every kernel family: pipelines, bind groups and dispatch shapes. Each family's
+//! shader is `shaders/<family>.wgsl`; its tests are `kernels-tests/<family>.rs`.
+//!
+//! A kernel constructor validates shapes and returns [`Dispatch`]es built once (pipelines, bind
+//! groups, parameter buffers); recording one into a pass allocates nothing.
+
+pub mod rmsnorm;
+
+use crate::gpu::Context;
+use std::sync::Arc;
+
+pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+
+/// Every shader family's source, for validation and benchmarks: `(family, source)`.
+pub const SHADERS: &[(&str, &str)] = &[("rmsnorm", rmsnorm::SHADER)];
+
+pub fn with_prelude(source: &str) -> String {
+    format!("{PRELUDE}\n{source}")
+}
+
+/// One recorded compute dispatch: a pipeline, its bind group and the workgroup grid.
+pub struct Dispatch {
+    pub label: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    // Buffers the dispatch owns (its parameters), kept alive with it.
+    _owned: Vec<wgpu::Buffer>,
+}
+
+impl Dispatch {
+    /// Bind `resources` (binding index, resource) in group 0 of `pipeline`.
+    pub fn new(
+        ctx: &Context,
+        label: impl Into<String>,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        resources: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+        owned: Vec<wgpu::Buffer>,
+    ) -> Self {
+        let label = label.into();
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding: *binding, resource: resource.clone() })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Self { label, pipeline, bind_group, groups, _owned: owned }
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if self.groups.iter().any(|&g| g == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    pub fn groups(&self) -> [u32; 3] {
+        self.groups
+    }
+}
+
+/// A flat count of workgroups as a grid within the 65535-per-dimension limit; shaders recover the
+/// flat index with `flat_group` (shaders/common.wgsl).
+pub fn grid(groups: u32) -> [u32; 3] {
+    const X: u32 = 65535;
+    if groups <= X {
+        [groups, 1, 1]
+    } else {
+        [X, groups.div_ceil(X), 1]
+    }
+}
+
+/// A byte window of a buffer as a binding.
+pub fn window(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: std::num::NonZeroU64::new(size) })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every shader parses and validates with naga, no GPU needed.
+    #[test]
+    fn shaders_validate() {
+        for (family, source) in super::SHADERS {
+            let src = super::with_prelude(source);
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{family}.wgsl: {}", e.emit_to_string(&src)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{family}.wgsl: {}", e.emit_to_string(&src)));
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! RMSNorm with an optional fused residual add (MODELS.md §1): `x += delta; y = w * x * rsqrt(mean(x²) + eps)`.
+
+use super::{grid, Dispatch};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Context, Tensor, Weight};
+
+pub const SHADER: &str = include_str!("../../shaders/rmsnorm.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    dim: u32,
+    x_stride: u32,
+    y_stride: u32,
+    add_stride: u32,
+    eps: f32,
+    _pad: [u32; 2],
+}
+
+/// Row layout of one RMSNorm: `rows` rows of `dim` values, each read at `x_stride` and written at
+/// `y_stride` (both default to `dim`).
+#[derive(Clone, Copy, Debug)]
+pub struct NormShape {
+    pub rows: usize,
+    pub dim: usize,
+    pub x_stride: usize,
+    pub y_stride: usize,
+    pub eps: f32,
+}
+
+impl NormShape {
+    pub fn new(rows: usize, dim: usize, eps: f32) -> Self {
+        Self { rows, dim, x_stride: dim, y_stride: dim, eps }
+    }
+}
+
+/// Where the normalised rows go.
+pub enum NormOut<'a> {
+    /// Overwrite `x` (the residual-add form cannot be in place: the sum is the residual stream).
+    InPlace,
+    To(&'a Tensor),
+}
+
+/// Build one RMSNorm dispatch. With `delta`, `x += delta` first and the sum stays in `x`.
+pub fn rmsnorm(
+    ctx: &Context,
+    shape: NormShape,
+    x: &Tensor,
+    delta: Option<&Tensor>,
+    w: &Weight,
+    out: NormOut<'_>,
+) -> Result<Dispatch> {
+    let NormShape { rows, dim, x_stride, y_stride, eps } = shape;
+    let op = "rmsnorm";
+    if w.cols != dim || w.rows != 1 {
+        return Err(shape_err(op, format!("weight is [{}, {}], expected [1, {dim}]", w.rows, w.cols)));
+    }
+    if x_stride < dim || rows > 0 && (rows - 1) * x_stride + dim > x.len {
+        return Err(shape_err(op, format!("x holds {} values, too few for {rows} rows at stride {x_stride}", x.len)));
+    }
+    if let Some(d) = delta {
+        if d.len < rows * dim {
+            return Err(shape_err(op, format!("delta holds {} values, need {}", d.len, rows * dim)));
+        }
+    }
+    let y = match out {
+        NormOut::InPlace => {
+            if delta.is_some() {
+                return Err(shape_err(op, "a fused residual add needs a separate output"));
+            }
+            None
+        }
+        NormOut::To(y) => {
+            if y_stride < dim || rows > 0 && (rows - 1) * y_stride + dim > y.len {
+                return Err(shape_err(op, format!("y holds {} values, too few for {rows} rows at stride {y_stride}", y.len)));
+            }
+            Some(y)
+        }
+    };
+    let params = ctx.uniform(
+        "rmsnorm.params",
+        &Params {
+            rows: rows as u32,
+            dim: dim as u32,
+            x_stride: x_stride as u32,
+            y_stride: y_stride as u32,
+            add_stride: dim as u32,
+            eps,
+            _pad: [0; 2],
+        },
+    );
+    let wg = if dim >= 1024 { 256.0 } else { 64.0 };
+    let constants = [("WG", wg), ("W_DTYPE", w.dtype.code()), ("ADD", delta.is_some() as u32 as f64)];
+    let entry = if y.is_some() { "rmsnorm" } else { "rmsnorm_inplace" };
+    let pipeline = ctx.pipeline("rmsnorm", SHADER, entry, &constants);
+    let mut res = vec![(0, params.as_entire_binding()), (1, x.binding()), (3, w.chunks[0].buffer.as_entire_binding())];
+    res.push((2, delta.map_or(ctx.dummy.as_entire_binding(), |d| d.binding())));
+    if let Some(y) = y {
+        res.push((4, y.binding()));
+    }
+    Ok(Dispatch::new(ctx, entry, pipeline, &res, grid(rows as u32), vec![params.clone()]))
+}
