@@ -4,7 +4,15 @@
 //! A kernel constructor validates shapes and returns [`Dispatch`]es built once (pipelines, bind
 //! groups, parameter buffers); recording one into a pass allocates nothing.
 
+pub mod attention;
+pub mod embedding;
+pub mod matmul;
+pub mod moe;
 pub mod rmsnorm;
+pub mod rope;
+pub mod router;
+pub mod sampling;
+pub mod swiglu;
 
 use crate::gpu::Context;
 use std::sync::Arc;
@@ -12,7 +20,17 @@ use std::sync::Arc;
 pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every shader family's source, for validation and benchmarks: `(family, source)`.
-pub const SHADERS: &[(&str, &str)] = &[("rmsnorm", rmsnorm::SHADER)];
+pub const SHADERS: &[(&str, &str)] = &[
+    ("attention", attention::SHADER),
+    ("embedding", embedding::SHADER),
+    ("matmul", matmul::SHADER),
+    ("moe", moe::SHADER),
+    ("rmsnorm", rmsnorm::SHADER),
+    ("rope", rope::SHADER),
+    ("router", router::SHADER),
+    ("sampling", sampling::SHADER),
+    ("swiglu", swiglu::SHADER),
+];
 
 pub fn with_prelude(source: &str) -> String {
     format!("{PRELUDE}\n{source}")
@@ -94,5 +112,22 @@ mod tests {
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{family}.wgsl: {}", e.emit_to_string(&src)));
         }
+    }
+}
+
+/// The per-step values kernels read from GPU memory rather than from their parameters, so that a
+/// recorded decode step can be replayed unchanged (DESIGN.md principle 3). A `u32` storage buffer
+/// (bind it read-only as `array<u32>`); the host or a kernel writes it before each step.
+pub mod step {
+    /// Position of the first token of this batch (= tokens already in the KV cache).
+    pub const POS0: usize = 0;
+    /// Tokens in this batch.
+    pub const N_TOKENS: usize = 1;
+    /// Words in the step buffer.
+    pub const LEN: usize = 4;
+
+    /// A step buffer holding `pos0` and `n_tokens`.
+    pub fn new(ctx: &crate::gpu::Context, pos0: u32, n_tokens: u32) -> crate::gpu::Tensor {
+        crate::gpu::Tensor::from_u32(ctx, "step", &[pos0, n_tokens, 0, 0])
     }
 }

@@ -1,0 +1,3 @@
+//! attention kernels against f64 CPU references.
+
+mod common;

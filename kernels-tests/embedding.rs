@@ -1,0 +1,3 @@
+//! embedding kernels against f64 CPU references.
+
+mod common;

@@ -1,0 +1,3 @@
+//! matmul kernels against f64 CPU references.
+
+mod common;

@@ -1,0 +1,3 @@
+//! moe kernels against f64 CPU references.
+
+mod common;

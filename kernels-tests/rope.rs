@@ -1,0 +1,3 @@
+//! rope kernels against f64 CPU references.
+
+mod common;

@@ -1,0 +1,3 @@
+//! router kernels against f64 CPU references.
+
+mod common;

@@ -1,0 +1,3 @@
+//! sampling kernels against f64 CPU references.
+
+mod common;

@@ -1,0 +1,3 @@
+//! swiglu kernels against f64 CPU references.
+
+mod common;

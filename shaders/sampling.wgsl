@@ -1,0 +1,3 @@
+// sampling: placeholder until the family is written.
+@compute @workgroup_size(1)
+fn placeholder_sampling() {}

@@ -1,0 +1,3 @@
+// swiglu: placeholder until the family is written.
+@compute @workgroup_size(1)
+fn placeholder_swiglu() {}

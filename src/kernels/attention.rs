@@ -1,0 +1,3 @@
+//! attention kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/attention.wgsl");

@@ -1,0 +1,3 @@
+//! embedding kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/embedding.wgsl");

@@ -1,0 +1,3 @@
+//! matmul kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/matmul.wgsl");

@@ -1,0 +1,3 @@
+//! moe kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/moe.wgsl");

@@ -1,0 +1,3 @@
+//! rope kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/rope.wgsl");

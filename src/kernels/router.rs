@@ -1,0 +1,3 @@
+//! router kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/router.wgsl");

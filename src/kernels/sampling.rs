@@ -1,0 +1,3 @@
+//! sampling kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/sampling.wgsl");

@@ -1,0 +1,3 @@
+//! swiglu kernels.
+
+pub const SHADER: &str = include_str!("../../shaders/swiglu.wgsl");
