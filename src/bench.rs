@@ -1,15 +1,264 @@
-//! `wgmoe bench-kernels` / `cargo bench`: every kernel at real model shapes.
+//! `wgmoe bench-kernels` and `cargo bench`: every kernel at the real shapes of the target models,
+//! timed on the GPU (timestamp queries; wall clock where absent), with GB/s, GFLOP/s and the
+//! fraction of the adapter's measured copy bandwidth (the roofline for decode).
 
 use crate::error::Result;
-use crate::gpu::DeviceOptions;
+use crate::gpu::{Context, DType, DeviceOptions, GpuTimer, Tensor, Weight};
+use crate::kernels::{self, Dispatch};
 
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Model shapes to benchmark (comma separated): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite,
+    /// gpt-oss-20b, or tiny (a small shape for software adapters and CI).
+    #[arg(long, value_delimiter = ',', default_value = "olmoe-1b-7b,qwen3-30b-a3b,deepseek-v2-lite,gpt-oss-20b")]
+    pub shapes: Vec<String>,
+    /// Weight precision: f32, f16 or bf16.
+    #[arg(long, default_value = "f16")]
+    pub dtype: String,
+    /// Minimum GPU time per measurement, in milliseconds (a kernel is repeated to reach it).
+    #[arg(long, default_value_t = 20.0)]
+    pub min_ms: f64,
+    /// Only kernels whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
 }
 
-pub fn run(_opts: &DeviceOptions, _args: &BenchArgs) -> Result<()> {
-    Err(crate::Error::Invalid("bench-kernels is not built yet".into()))
+impl Default for BenchArgs {
+    fn default() -> Self {
+        Self {
+            json: false,
+            shapes: vec!["tiny".into()],
+            dtype: "f16".into(),
+            min_ms: 20.0,
+            filter: None,
+        }
+    }
+}
+
+/// The dimensions a kernel benchmark needs from one model.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub name: &'static str,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub expert_inter: usize,
+    pub vocab: usize,
+    /// MLA latent rank and rope dims (DeepSeek); 0 for GQA models.
+    pub kv_lora: usize,
+    pub rope_dims: usize,
+}
+
+pub fn shape(name: &str) -> Option<Shape> {
+    let s = |name, hidden, heads, kv_heads, head_dim, experts, top_k, expert_inter, vocab, kv_lora, rope_dims| Shape {
+        name,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        experts,
+        top_k,
+        expert_inter,
+        vocab,
+        kv_lora,
+        rope_dims,
+    };
+    Some(match name {
+        "olmoe-1b-7b" => s("olmoe-1b-7b", 2048, 16, 16, 128, 64, 8, 1024, 50304, 0, 128),
+        "qwen3-30b-a3b" => s("qwen3-30b-a3b", 2048, 32, 4, 128, 128, 8, 768, 151936, 0, 128),
+        "deepseek-v2-lite" => s("deepseek-v2-lite", 2048, 16, 16, 192, 64, 6, 1408, 102400, 512, 64),
+        "gpt-oss-20b" => s("gpt-oss-20b", 2880, 64, 8, 64, 32, 4, 2880, 201088, 0, 64),
+        "tiny" => s("tiny", 256, 4, 2, 64, 8, 2, 128, 1024, 0, 64),
+        _ => return None,
+    })
+}
+
+/// One measured kernel.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub shape: String,
+    pub kernel: String,
+    pub detail: String,
+    pub us: f64,
+    pub bytes: f64,
+    pub flops: f64,
+    pub copy_gbs: f64,
+}
+
+impl Row {
+    pub fn gbs(&self) -> f64 {
+        self.bytes / self.us * 1e-3
+    }
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.us * 1e-3
+    }
+    pub fn roofline(&self) -> f64 {
+        self.gbs() / self.copy_gbs
+    }
+}
+
+/// A kernel to time: its dispatches and the bytes and FLOPs one run moves and computes.
+pub struct Case {
+    pub kernel: &'static str,
+    pub detail: String,
+    pub dispatches: Vec<Dispatch>,
+    pub bytes: f64,
+    pub flops: f64,
+}
+
+/// GPU seconds for one run of `dispatches`, repeated in one pass until `min_ms` is reached.
+pub fn time_dispatches(ctx: &Context, timer: &GpuTimer, dispatches: &[Dispatch], min_ms: f64) -> Result<f64> {
+    let run = |reps: usize| {
+        timer.time_pass(ctx, |pass| {
+            for _ in 0..reps {
+                for d in dispatches {
+                    d.record(pass);
+                }
+            }
+        })
+    };
+    run(1)?; // warm-up: pipeline first use, caches
+    let once = run(1)?.max(1e-7);
+    let reps = ((min_ms * 1e-3 / once).ceil() as usize).clamp(1, 10_000);
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        samples.push(run(reps)? / reps as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[1])
+}
+
+/// Measured copy bandwidth in bytes/s (bytes read + bytes written), over a buffer as large as
+/// one binding allows (at most 256 MiB).
+pub fn copy_bandwidth(ctx: &Context, timer: &GpuTimer, min_ms: f64) -> Result<f64> {
+    let bytes = ctx.caps.max_storage_binding.min(256 << 20) / 16 * 16;
+    let src = ctx.storage("copy.src", bytes);
+    let dst = ctx.storage("copy.dst", bytes);
+    let d = kernels::bench::copy(ctx, &src, &dst, bytes)?;
+    let s = time_dispatches(ctx, timer, std::slice::from_ref(&d), min_ms)?;
+    Ok(2.0 * bytes as f64 / s)
+}
+
+/// GPU time per dispatch in a chain of dependent one-invocation dispatches, in seconds.
+pub fn dispatch_overhead(ctx: &Context, timer: &GpuTimer) -> Result<f64> {
+    let buf = ctx.storage("chain", 16);
+    let chain: Vec<Dispatch> = (0..1000).map(|_| kernels::bench::chain(ctx, &buf)).collect();
+    let s = timer.time_pass(ctx, |pass| chain.iter().for_each(|d| d.record(pass)))?;
+    let s2 = timer.time_pass(ctx, |pass| chain.iter().for_each(|d| d.record(pass)))?;
+    Ok(s.min(s2) / 1000.0)
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(crate::Error::Invalid(format!("unknown --dtype {s:?}: use f32, f16 or bf16"))),
+    }
+}
+
+/// The kernels of one model shape (decode and prefill forms).
+fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
+    let mut out = Vec::new();
+    let d = s.hidden;
+    let wb = dtype.bytes() as f64;
+
+    // RMSNorm, decode row.
+    let norm_w = kernels::bench::random_weight(ctx, "norm", dtype, 1, d, 1, 1, 1.0)?;
+    let x = Tensor::zeros(ctx, "x", 512 * d);
+    let y = Tensor::zeros(ctx, "y", 512 * d);
+    for t in [1usize, 512] {
+        let shape = kernels::rmsnorm::NormShape::new(t, d, 1e-6);
+        let n = kernels::rmsnorm::rmsnorm(ctx, shape, &x, None, &norm_w, kernels::rmsnorm::NormOut::To(&y))?;
+        out.push(Case {
+            kernel: "rmsnorm",
+            detail: format!("T={t} D={d}"),
+            dispatches: vec![n],
+            bytes: (t * d * 8) as f64 + d as f64 * wb,
+            flops: (t * d * 4) as f64,
+        });
+    }
+    let _ = Weight::row_words(dtype, d);
+    Ok(out)
+}
+
+pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
+    let ctx = Context::new(opts)?;
+    let rows = measure(&ctx, args)?;
+    let timer = GpuTimer::new(&ctx);
+    let copy = rows.first().map_or(0.0, |r| r.copy_gbs);
+    let overhead = dispatch_overhead(&ctx, &timer)?;
+    let clock = if timer.is_gpu() { "GPU timestamps" } else { "wall clock (no timestamp queries)" };
+    if args.json {
+        let json = serde_json::json!({
+            "adapter": ctx.info.name,
+            "backend": ctx.backend_name(),
+            "driver": format!("{} {}", ctx.info.driver, ctx.info.driver_info),
+            "dtype": args.dtype,
+            "clock": clock,
+            "copy_gbs": copy,
+            "dispatch_us": overhead * 1e6,
+            "kernels": rows.iter().map(|r| serde_json::json!({
+                "shape": r.shape, "kernel": r.kernel, "detail": r.detail, "us": r.us,
+                "gbs": r.gbs(), "gflops": r.gflops(), "roofline": r.roofline(),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    } else {
+        println!("adapter: {} ({}, {} {})", ctx.info.name, ctx.backend_name(), ctx.info.driver, ctx.info.driver_info);
+        println!("timing: {clock}; weights {}; copy bandwidth {copy:.1} GB/s; dependent dispatch {:.2} us", args.dtype, overhead * 1e6);
+        println!();
+        println!("| shape | kernel | detail | us | GB/s | GFLOP/s | of copy BW |");
+        println!("|---|---|---|---:|---:|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0}% |",
+                r.shape,
+                r.kernel,
+                r.detail,
+                r.us,
+                r.gbs(),
+                r.gflops(),
+                100.0 * r.roofline()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Time every kernel of every requested shape.
+pub fn measure(ctx: &Context, args: &BenchArgs) -> Result<Vec<Row>> {
+    let dtype = parse_dtype(&args.dtype)?;
+    let timer = GpuTimer::new(ctx);
+    let copy_gbs = copy_bandwidth(ctx, &timer, args.min_ms)? * 1e-9;
+    let mut rows = Vec::new();
+    for name in &args.shapes {
+        let s = shape(name).ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "unknown shape {name:?}: use olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b or tiny"
+            ))
+        })?;
+        for case in cases(ctx, &s, dtype)? {
+            if args.filter.as_deref().is_some_and(|f| !case.kernel.contains(f)) {
+                continue;
+            }
+            let secs = time_dispatches(ctx, &timer, &case.dispatches, args.min_ms)?;
+            rows.push(Row {
+                shape: s.name.to_string(),
+                kernel: case.kernel.to_string(),
+                detail: case.detail,
+                us: secs * 1e6,
+                bytes: case.bytes,
+                flops: case.flops,
+                copy_gbs,
+            });
+        }
+    }
+    Ok(rows)
 }

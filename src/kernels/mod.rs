@@ -5,6 +5,7 @@
 //! groups, parameter buffers); recording one into a pass allocates nothing.
 
 pub mod attention;
+pub mod bench;
 pub mod embedding;
 pub mod matmul;
 pub mod moe;
@@ -22,6 +23,7 @@ pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 /// Every shader family's source, for validation and benchmarks: `(family, source)`.
 pub const SHADERS: &[(&str, &str)] = &[
     ("attention", attention::SHADER),
+    ("bench", bench::SHADER),
     ("embedding", embedding::SHADER),
     ("matmul", matmul::SHADER),
     ("moe", moe::SHADER),

@@ -1,0 +1,95 @@
+//! Benchmark helpers: a vec4 copy (the bandwidth roofline), a dependent one-invocation dispatch
+//! (the per-dispatch overhead), and random weights filled on the GPU (synthetic shapes without
+//! multi-GB host buffers).
+
+use super::{grid, Dispatch};
+use crate::error::{Error, Result};
+use crate::gpu::{Context, DType, Weight, WeightChunk};
+
+pub const SHADER: &str = include_str!("../../shaders/bench.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    words: u32,
+    seed: u32,
+    scale: f32,
+    dtype: u32,
+}
+
+fn params(ctx: &Context, words: u32, seed: u32, scale: f32, dtype: DType) -> wgpu::Buffer {
+    ctx.uniform("bench.params", &Params { words, seed, scale, dtype: dtype.code() as u32 })
+}
+
+/// `dst[..bytes] = src[..bytes]` (bytes a multiple of 16).
+pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<Dispatch> {
+    let vec4s = bytes / 16;
+    if bytes % 16 != 0 || bytes > src.size() || bytes > dst.size() || vec4s > u32::MAX as u64 {
+        return Err(Error::Invalid(format!("copy of {bytes} bytes does not fit the buffers")));
+    }
+    let p = params(ctx, vec4s as u32, 0, 0.0, DType::F32);
+    let pipeline = ctx.pipeline("bench", SHADER, "copy", &[]);
+    let res = [(0, p.as_entire_binding()), (1, src.as_entire_binding()), (2, dst.as_entire_binding())];
+    Ok(Dispatch::new(ctx, "copy", pipeline, &res, grid((vec4s as u32).div_ceil(256)), vec![p.clone()]))
+}
+
+/// One invocation incrementing `dst[0]`: consecutive copies form a dependent chain.
+pub fn chain(ctx: &Context, dst: &wgpu::Buffer) -> Dispatch {
+    let pipeline = ctx.pipeline("bench", SHADER, "chain", &[]);
+    Dispatch::new(ctx, "chain", pipeline, &[(2, dst.as_entire_binding())], [1, 1, 1], vec![])
+}
+
+/// A weight `[rows, cols]` of uniform random values in `[-scale, scale)`, made on the GPU.
+/// `cols` must fill whole 16-byte groups, so the padding that real shapes never have cannot
+/// hold random values a kernel might read.
+pub fn random_weight(
+    ctx: &Context,
+    label: &str,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    group_rows: usize,
+    seed: u32,
+    scale: f32,
+) -> Result<Weight> {
+    if cols % dtype.elems_per_vec4() != 0 || group_rows == 0 || rows % group_rows != 0 {
+        return Err(Error::Invalid(format!(
+            "{label}: random weights need whole row groups and cols ({cols}) a multiple of {}",
+            dtype.elems_per_vec4()
+        )));
+    }
+    let row_words = Weight::row_words(dtype, cols);
+    let group_bytes = (row_words * 4 * group_rows) as u64;
+    let limit = ctx.caps.max_storage_binding.min(ctx.caps.max_buffer);
+    if group_bytes > limit {
+        return Err(Error::Limit {
+            what: format!("{label} (one group of {group_rows} rows)"),
+            needed: group_bytes,
+            limit,
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    let rows_per_chunk = (limit / group_bytes) as usize * group_rows;
+    let mut chunks = Vec::new();
+    let mut first = 0;
+    let pipeline = ctx.pipeline("bench", SHADER, "fill_random", &[]);
+    while first < rows {
+        let n = rows_per_chunk.min(rows - first);
+        let vec4s = (n * row_words / 4) as u32;
+        let buffer = ctx.storage(&format!("{label}[{first}..]"), n as u64 * row_words as u64 * 4);
+        let p = params(ctx, vec4s, seed.wrapping_add(first as u32 * 0x9E37_79B9), scale, dtype);
+        let d = Dispatch::new(
+            ctx,
+            "fill_random",
+            pipeline.clone(),
+            &[(0, p.as_entire_binding()), (2, buffer.as_entire_binding())],
+            grid(vec4s.div_ceil(256)),
+            vec![p.clone()],
+        );
+        ctx.submit(&[&d]);
+        chunks.push(WeightChunk { buffer, first_row: first as u32, rows: n as u32 });
+        first += n;
+    }
+    ctx.wait()?;
+    Ok(Weight { dtype, rows, cols, group_rows, row_words, chunks })
+}
