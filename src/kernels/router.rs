@@ -1,3 +1,255 @@
-//! router kernels.
+//! The MoE router tail in one kernel (MODELS.md §3, §5, §6.6, §7): routing scores (softmax or
+//! sigmoid), an optional selection bias, DeepSeek's group-limited selection, top-k, renormalisation
+//! and scaling. Router logits come from a matmul; expert ids and weights stay on the GPU for the
+//! expert kernels ([`crate::kernels::moe`]).
+//!
+//! | model | spec |
+//! |---|---|
+//! | Mixtral, Qwen3-MoE (`norm_topk_prob`), gpt-oss (softmax over the top-k logits) | softmax, renormalize |
+//! | Qwen1.5/2-MoE, OLMoE | softmax |
+//! | DeepSeek-V2(-Lite) | softmax, optional `Groups { score: Max }`, scale |
+//! | DeepSeek-V3 | sigmoid, bias, `Groups { score: Top2Sum }`, renormalize, scale |
+
+use super::{grid, Dispatch};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Context, Tensor};
 
 pub const SHADER: &str = include_str!("../../shaders/router.wgsl");
+
+/// The most experts one router workgroup handles (one invocation per expert, WebGPU's 256).
+pub const MAX_EXPERTS: usize = 256;
+
+/// `src` without its subgroup code, for adapters without subgroups: wgpu validates a whole module
+/// against the device's features, so even unreachable subgroup calls would be rejected. Drops the
+/// lines between `// subgroups:begin` and `// subgroups:end` and every line tagged `// subgroups-only`.
+pub fn without_subgroups(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut skipping = false;
+    for line in src.lines() {
+        let t = line.trim();
+        if t == "// subgroups:begin" {
+            skipping = true;
+        } else if t == "// subgroups:end" {
+            skipping = false;
+        } else if !skipping && !t.ends_with("// subgroups-only") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    experts: u32,
+    top_k: u32,
+    n_group: u32,
+    topk_group: u32,
+    group_size: u32,
+    renormalize: u32,
+    _pad0: u32,
+    scale: f32,
+    eps: f32,
+    _pad1: [u32; 2],
+}
+
+/// How routing scores come from logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scoring {
+    /// fp32 softmax over all experts (Mixtral, Qwen, OLMoE, DeepSeek-V2, gpt-oss).
+    Softmax,
+    /// Per-expert sigmoid (DeepSeek-V3).
+    Sigmoid,
+}
+
+/// How a group of experts is scored for group-limited selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupScore {
+    /// The group's best score (DeepSeek-V2 `group_limited_greedy`).
+    Max,
+    /// The sum of the group's two best (biased) scores (DeepSeek-V3).
+    Top2Sum,
+}
+
+/// DeepSeek's group-limited selection: experts form `n_group` equal groups, only the `topk_group`
+/// best groups may be chosen from.
+#[derive(Clone, Copy, Debug)]
+pub struct Groups {
+    pub n_group: usize,
+    pub topk_group: usize,
+    pub score: GroupScore,
+}
+
+/// One router configuration for `tokens` rows of `experts` logits.
+#[derive(Clone, Copy, Debug)]
+pub struct RouterSpec {
+    pub tokens: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub scoring: Scoring,
+    pub groups: Option<Groups>,
+    /// Divide the chosen weights by their sum (plus 1e-20 for sigmoid scores, as DeepSeek-V3 does).
+    pub renormalize: bool,
+    /// Multiply the final weights by this (`routed_scaling_factor`; 1.0 elsewhere).
+    pub scale: f32,
+}
+
+fn validate(
+    spec: &RouterSpec,
+    logits: &Tensor,
+    bias: Option<&Tensor>,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<()> {
+    let op = "router";
+    let RouterSpec {
+        tokens,
+        experts,
+        top_k,
+        ..
+    } = *spec;
+    if experts == 0 || experts > MAX_EXPERTS {
+        return Err(shape_err(
+            op,
+            format!("{experts} experts; the router handles 1..={MAX_EXPERTS}"),
+        ));
+    }
+    if top_k == 0 || top_k > experts {
+        return Err(shape_err(
+            op,
+            format!("top_k {top_k} must be in 1..={experts} (the expert count)"),
+        ));
+    }
+    if logits.len < tokens * experts {
+        return Err(shape_err(
+            op,
+            format!("logits hold {} values, need {tokens}x{experts}", logits.len),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.len < experts {
+            return Err(shape_err(
+                op,
+                format!("bias holds {} values, need {experts}", b.len),
+            ));
+        }
+    }
+    for (name, t) in [("ids", ids), ("weights", weights)] {
+        if t.len < tokens * top_k {
+            return Err(shape_err(
+                op,
+                format!("{name} holds {} values, need {tokens}x{top_k}", t.len),
+            ));
+        }
+    }
+    if let Some(g) = spec.groups {
+        if g.n_group == 0 || experts % g.n_group != 0 {
+            return Err(shape_err(
+                op,
+                format!("{experts} experts do not split into {} groups", g.n_group),
+            ));
+        }
+        if g.topk_group == 0 || g.topk_group > g.n_group {
+            return Err(shape_err(
+                op,
+                format!("topk_group {} must be in 1..={}", g.topk_group, g.n_group),
+            ));
+        }
+        let size = experts / g.n_group;
+        if g.score == GroupScore::Top2Sum && size < 2 {
+            return Err(shape_err(
+                op,
+                format!("top-2 group scores need groups of at least 2 experts, got {size}"),
+            ));
+        }
+        if top_k > g.topk_group * size {
+            return Err(shape_err(
+                op,
+                format!(
+                    "top_k {top_k} exceeds the {} experts in the {} kept groups",
+                    g.topk_group * size,
+                    g.topk_group
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Build the router dispatch: `logits [tokens, experts]` (+ `bias [experts]` for selection only) ->
+/// `ids [tokens, top_k]` (u32, descending selection score) and `weights [tokens, top_k]` (f32).
+pub fn router(
+    ctx: &Context,
+    spec: &RouterSpec,
+    logits: &Tensor,
+    bias: Option<&Tensor>,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<Dispatch> {
+    validate(spec, logits, bias, ids, weights)?;
+    let (n_group, topk_group, top2) = match spec.groups {
+        Some(g) => (g.n_group, g.topk_group, g.score == GroupScore::Top2Sum),
+        None => (1, 1, false),
+    };
+    let params = ctx.uniform(
+        "router.params",
+        &Params {
+            tokens: spec.tokens as u32,
+            experts: spec.experts as u32,
+            top_k: spec.top_k as u32,
+            n_group: n_group as u32,
+            topk_group: topk_group as u32,
+            group_size: (spec.experts / n_group) as u32,
+            renormalize: spec.renormalize as u32,
+            _pad0: 0,
+            scale: spec.scale,
+            eps: if spec.scoring == Scoring::Sigmoid {
+                1e-20
+            } else {
+                0.0
+            },
+            _pad1: [0; 2],
+        },
+    );
+    // One invocation per expert; a power of two for the tree reductions, whole subgroups for the
+    // fast path.
+    let mut wg = spec.experts.next_power_of_two().max(32) as u32;
+    let subgroups = ctx.caps.subgroups_usable() && ctx.caps.subgroup_max <= MAX_EXPERTS as u32;
+    if subgroups {
+        wg = wg.max(ctx.caps.subgroup_max.next_power_of_two());
+    }
+    let flag = |b: bool| b as u32 as f64;
+    let constants = [
+        ("WG", wg as f64),
+        ("SIGMOID", flag(spec.scoring == Scoring::Sigmoid)),
+        ("HAS_BIAS", flag(bias.is_some())),
+        ("GROUPS", flag(spec.groups.is_some())),
+        ("TOP2", flag(top2)),
+        ("SUBGROUPS", flag(subgroups)),
+    ];
+    let pipeline = if subgroups {
+        ctx.pipeline("router", SHADER, "router_sg", &constants)
+    } else {
+        ctx.pipeline("router", &without_subgroups(SHADER), "router", &constants)
+    };
+    let res = [
+        (0, params.as_entire_binding()),
+        (1, logits.binding()),
+        (
+            2,
+            bias.map_or(ctx.dummy.as_entire_binding(), |b| b.binding()),
+        ),
+        (3, ids.binding()),
+        (4, weights.binding()),
+    ];
+    Ok(Dispatch::new(
+        ctx,
+        "router",
+        pipeline,
+        &res,
+        grid(spec.tokens as u32),
+        vec![params.clone()],
+    ))
+}
