@@ -1,3 +1,538 @@
-//! attention kernels.
+//! Causal attention over a KV cache (MODELS.md §1, §6.5, §7) and the cache writer.
+//!
+//! [`attention`] serves prefill and decode alike: query token t is at position `step[POS0] + t`
+//! and sees cache positions `<= pos` (and `> pos - window` with a sliding window). GQA, MQA and
+//! DeepSeek's absorbed MLA are all the same kernel with different strides: for MLA the query is
+//! `(q_lat | q_pe)` per head, the cache row is `[c | k_pe]` with one KV head, and the values are
+//! the first `r` floats of each cache row (the value binding aliases the key buffer).
+//! [`kv_store`] copies this batch's keys or values into the cache at the positions of the step
+//! buffer, so a recorded decode step replays unchanged.
+
+use super::{grid, step, Dispatch};
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::{Context, Tensor};
+use std::sync::OnceLock;
 
 pub const SHADER: &str = include_str!("../../shaders/attention.wgsl");
+
+const SUBGROUP_BEGIN: &str = "// SUBGROUP-BEGIN";
+const SUBGROUP_END: &str = "// SUBGROUP-END";
+/// What replaces the subgroup region on adapters without subgroups: never called (SG = false),
+/// only there so the portable reductions' `if SG` branches still name a function.
+const SUBGROUP_STUBS: &str =
+    "fn red_max_sg(x: f32) -> f32 { return x; }\nfn red_sum_sg(x: f32) -> f32 { return x; }\n";
+
+/// The shader without any subgroup operation: naga rejects a whole module that mentions one when
+/// the device lacks the feature, even in an entry point that is never used.
+fn portable_source() -> &'static str {
+    static SRC: OnceLock<String> = OnceLock::new();
+    SRC.get_or_init(|| {
+        let begin = SHADER
+            .find(SUBGROUP_BEGIN)
+            .expect("attention.wgsl has a SUBGROUP-BEGIN marker");
+        let end = SHADER
+            .find(SUBGROUP_END)
+            .expect("attention.wgsl has a SUBGROUP-END marker")
+            + SUBGROUP_END.len();
+        format!("{}{}{}", &SHADER[..begin], SUBGROUP_STUBS, &SHADER[end..])
+    })
+}
+
+/// Shape and cache layout of one attention call. Strides are in floats.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnSpec {
+    /// Query tokens in this batch (1 in decode).
+    pub tokens: usize,
+    pub heads: usize,
+    /// KV heads; each serves `heads / kv_heads` consecutive query heads.
+    pub kv_heads: usize,
+    /// Dims of `q . k` (MLA absorbed: `r + dr`).
+    pub k_dim: usize,
+    /// Dims of each value and output head (MLA absorbed: `r`).
+    pub v_dim: usize,
+    /// Floats between query tokens and between query heads.
+    pub q_row_stride: usize,
+    pub q_head_stride: usize,
+    /// Floats between cache positions and between KV heads of the key cache.
+    pub k_stride: usize,
+    pub k_head_stride: usize,
+    /// The same for the value cache, whose values start `v_offset` floats into it.
+    pub v_stride: usize,
+    pub v_head_stride: usize,
+    pub v_offset: usize,
+    /// Multiplies `q . k` (`head_dim^-0.5`, or MLA's `qh^-0.5 * m^2`).
+    pub scale: f32,
+    /// Sliding window `W`: only the last `W` positions, the current one included, are visible.
+    pub window: Option<u32>,
+    /// gpt-oss attention sinks (one logit per head).
+    pub sinks: bool,
+    /// Cache capacity in positions.
+    pub max_seq: usize,
+}
+
+impl AttnSpec {
+    /// Multi-head / grouped-query attention with contiguous `q [T, H, hd]` and separate caches
+    /// `[max_seq, KV, hd]`, scale `hd^-0.5`.
+    pub fn gqa(
+        tokens: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        max_seq: usize,
+    ) -> Self {
+        let kv_row = kv_heads * head_dim;
+        Self {
+            tokens,
+            heads,
+            kv_heads,
+            k_dim: head_dim,
+            v_dim: head_dim,
+            q_row_stride: heads * head_dim,
+            q_head_stride: head_dim,
+            k_stride: kv_row,
+            k_head_stride: head_dim,
+            v_stride: kv_row,
+            v_head_stride: head_dim,
+            v_offset: 0,
+            scale: (head_dim as f32).powf(-0.5),
+            window: None,
+            sinks: false,
+            max_seq,
+        }
+    }
+
+    /// DeepSeek's absorbed MLA (MODELS.md §6.5): `q [T, H, r + dr]` = (q_lat | q_pe), one cache of
+    /// rows `[c | k_pe]` (bind it as both k and v), values = the first `r` floats of each row.
+    pub fn mla(
+        tokens: usize,
+        heads: usize,
+        kv_lora_rank: usize,
+        rope_dim: usize,
+        scale: f32,
+        max_seq: usize,
+    ) -> Self {
+        let row = kv_lora_rank + rope_dim;
+        Self {
+            tokens,
+            heads,
+            kv_heads: 1,
+            k_dim: row,
+            v_dim: kv_lora_rank,
+            q_row_stride: heads * row,
+            q_head_stride: row,
+            k_stride: row,
+            k_head_stride: row,
+            v_stride: row,
+            v_head_stride: row,
+            v_offset: 0,
+            scale,
+            window: None,
+            sinks: false,
+            max_seq,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    heads: u32,
+    group: u32,
+    k_dim: u32,
+    v_dim: u32,
+    q_row_stride: u32,
+    q_head_stride: u32,
+    k_stride: u32,
+    k_head_stride: u32,
+    v_stride: u32,
+    v_head_stride: u32,
+    v_offset: u32,
+    window: u32,
+    max_seq: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Invocations per workgroup (a power of two, within the portable 256).
+const WG: usize = 64;
+
+/// Last float index + 1 touched by `n` items of `len` floats at `stride`, plus `m` groups at `group_stride`.
+fn extent(
+    offset: usize,
+    n: usize,
+    stride: usize,
+    m: usize,
+    group_stride: usize,
+    len: usize,
+) -> usize {
+    if n == 0 || m == 0 {
+        return 0;
+    }
+    offset + (n - 1) * stride + (m - 1) * group_stride + len
+}
+
+fn check_buffer(op: &'static str, what: &str, t: &Tensor, need: usize) -> Result<()> {
+    if need > t.len {
+        return Err(shape_err(
+            op,
+            format!("{what} holds {} floats, the layout needs {need}", t.len),
+        ));
+    }
+    Ok(())
+}
+
+fn check_u32(op: &'static str, what: &str, v: usize) -> Result<()> {
+    if v > u32::MAX as usize {
+        return Err(shape_err(op, format!("{what} = {v} does not fit a u32")));
+    }
+    Ok(())
+}
+
+struct Buffers<'a> {
+    q: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    sinks: Option<&'a Tensor>,
+    step: &'a Tensor,
+    o: &'a Tensor,
+}
+
+fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
+    let op = "attention";
+    if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+        return Err(shape_err(
+            op,
+            format!(
+                "{} KV heads do not divide {} query heads",
+                s.kv_heads, s.heads
+            ),
+        ));
+    }
+    if s.k_dim == 0 || s.v_dim == 0 {
+        return Err(shape_err(
+            op,
+            format!("head dims must be positive (k {} v {})", s.k_dim, s.v_dim),
+        ));
+    }
+    if s.max_seq == 0 || s.tokens > s.max_seq {
+        return Err(shape_err(
+            op,
+            format!(
+                "{} tokens do not fit a cache of {} positions",
+                s.tokens, s.max_seq
+            ),
+        ));
+    }
+    if s.window == Some(0) {
+        return Err(shape_err(
+            op,
+            "a sliding window of 0 positions sees nothing",
+        ));
+    }
+    for (what, v) in [
+        ("k_stride", s.k_stride),
+        ("v_stride", s.v_stride),
+        ("max_seq", s.max_seq),
+        ("tokens*heads", s.tokens * s.heads),
+    ] {
+        check_u32(op, what, v)?;
+    }
+    let q_need = extent(
+        0,
+        s.tokens,
+        s.q_row_stride,
+        s.heads,
+        s.q_head_stride,
+        s.k_dim,
+    );
+    check_buffer(op, "q", b.q, q_need)?;
+    let k_need = extent(
+        0,
+        s.max_seq,
+        s.k_stride,
+        s.kv_heads,
+        s.k_head_stride,
+        s.k_dim,
+    );
+    check_buffer(op, "the key cache", b.k, k_need)?;
+    let v_need = extent(
+        s.v_offset,
+        s.max_seq,
+        s.v_stride,
+        s.kv_heads,
+        s.v_head_stride,
+        s.v_dim,
+    );
+    check_buffer(op, "the value cache", b.v, v_need)?;
+    check_buffer(op, "o", b.o, s.tokens * s.heads * s.v_dim)?;
+    match (s.sinks, b.sinks) {
+        (true, Some(t)) => check_buffer(op, "sinks", t, s.heads)?,
+        (true, None) => {
+            return Err(shape_err(
+                op,
+                "the spec asks for sinks but no sink tensor was given",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(shape_err(
+                op,
+                "a sink tensor was given but the spec has sinks off",
+            ))
+        }
+        (false, None) => {}
+    }
+    if b.step.len < step::LEN {
+        return Err(shape_err(
+            op,
+            format!(
+                "the step buffer holds {} words, need {}",
+                b.step.len,
+                step::LEN
+            ),
+        ));
+    }
+    let shared = ((s.k_dim + s.v_dim + 2 * WG) * 4) as u64;
+    if shared > ctx.caps.max_workgroup_storage as u64 {
+        return Err(Error::Limit {
+            what: format!("attention with k_dim {} and v_dim {}", s.k_dim, s.v_dim),
+            needed: shared,
+            limit: ctx.caps.max_workgroup_storage as u64,
+            limit_name: "max_compute_workgroup_storage_size",
+        });
+    }
+    Ok(())
+}
+
+/// One attention dispatch: `o[t, h, :] = softmax_j(scale * q[t, h] . k[j, g(h)]) @ v[j, g(h)]`
+/// over the visible cache positions, with `o` contiguous `[T, H, v_dim]`. `k_cache` and `v_cache`
+/// may be the same tensor. `sinks` is `[H]` when `spec.sinks`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    ctx: &Context,
+    spec: AttnSpec,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    sinks: Option<&Tensor>,
+    step_buf: &Tensor,
+    o: &Tensor,
+) -> Result<Dispatch> {
+    let s = spec;
+    validate(
+        ctx,
+        &s,
+        &Buffers {
+            q,
+            k: k_cache,
+            v: v_cache,
+            sinks,
+            step: step_buf,
+            o,
+        },
+    )?;
+    let params = ctx.uniform(
+        "attention.params",
+        &Params {
+            tokens: s.tokens as u32,
+            heads: s.heads as u32,
+            group: (s.heads / s.kv_heads) as u32,
+            k_dim: s.k_dim as u32,
+            v_dim: s.v_dim as u32,
+            q_row_stride: s.q_row_stride as u32,
+            q_head_stride: s.q_head_stride as u32,
+            k_stride: s.k_stride as u32,
+            k_head_stride: s.k_head_stride as u32,
+            v_stride: s.v_stride as u32,
+            v_head_stride: s.v_head_stride as u32,
+            v_offset: s.v_offset as u32,
+            window: s.window.unwrap_or(0),
+            max_seq: s.max_seq as u32,
+            scale: s.scale,
+            _pad: 0,
+        },
+    );
+    let sg = ctx.caps.subgroups_usable();
+    let (source, entry) = if sg {
+        (SHADER, "attention_sg")
+    } else {
+        (portable_source(), "attention")
+    };
+    let constants = [
+        ("WG", WG as f64),
+        ("KMAX", s.k_dim as f64),
+        ("VMAX", s.v_dim as f64),
+        ("SINKS", s.sinks as u32 as f64),
+        ("SG", sg as u32 as f64),
+    ];
+    let pipeline = ctx.pipeline("attention", source, entry, &constants);
+    let res = [
+        (0, params.as_entire_binding()),
+        (1, q.binding()),
+        (2, k_cache.binding()),
+        (3, v_cache.binding()),
+        (
+            4,
+            sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding()),
+        ),
+        (5, step_buf.binding()),
+        (6, o.binding()),
+    ];
+    let groups = grid((s.tokens * s.heads) as u32);
+    Ok(Dispatch::new(
+        ctx,
+        "attention",
+        pipeline,
+        &res,
+        groups,
+        vec![params.clone()],
+    ))
+}
+
+/// Where [`kv_store`] copies from and to: `tokens` rows of `width` floats, read from the source at
+/// `src_offset + t * src_stride` and written to cache row `pos0 + t` at
+/// `dst_offset + pos * dst_stride`, for a cache of `max_seq` rows.
+///
+/// Examples: the K part of a fused qkv row is `src_offset = H*hd`, `src_stride = (H+2KV)*hd`,
+/// `width = KV*hd`; MLA stores the whole normed-and-roped `kv_a` row (`width = r + dr`).
+#[derive(Clone, Copy, Debug)]
+pub struct KvStoreSpec {
+    pub tokens: usize,
+    pub width: usize,
+    pub src_stride: usize,
+    pub src_offset: usize,
+    pub dst_stride: usize,
+    pub dst_offset: usize,
+    pub max_seq: usize,
+}
+
+impl KvStoreSpec {
+    /// Packed rows of `width` on both sides.
+    pub fn packed(tokens: usize, width: usize, max_seq: usize) -> Self {
+        Self {
+            tokens,
+            width,
+            src_stride: width,
+            src_offset: 0,
+            dst_stride: width,
+            dst_offset: 0,
+            max_seq,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StoreParams {
+    tokens: u32,
+    width: u32,
+    src_stride: u32,
+    src_offset: u32,
+    dst_stride: u32,
+    dst_offset: u32,
+    max_seq: u32,
+    _pad: u32,
+}
+
+/// Copy this batch's rows into the cache at positions `step[POS0]..step[POS0] + tokens`; rows that
+/// would land past `max_seq` are dropped (the host keeps positions within the cache).
+pub fn kv_store(
+    ctx: &Context,
+    src: &Tensor,
+    cache: &Tensor,
+    spec: KvStoreSpec,
+    step_buf: &Tensor,
+) -> Result<Dispatch> {
+    let op = "kv_store";
+    let s = spec;
+    if s.width == 0 || s.max_seq == 0 || s.tokens > s.max_seq {
+        return Err(shape_err(
+            op,
+            format!(
+                "{} rows of {} floats do not fit a cache of {} positions",
+                s.tokens, s.width, s.max_seq
+            ),
+        ));
+    }
+    if s.max_seq > 1 && s.width > s.dst_stride {
+        return Err(shape_err(
+            op,
+            format!(
+                "rows of {} floats overlap at a cache stride of {}",
+                s.width, s.dst_stride
+            ),
+        ));
+    }
+    check_buffer(
+        op,
+        "the source",
+        src,
+        extent(s.src_offset, s.tokens, s.src_stride, 1, 0, s.width),
+    )?;
+    check_buffer(
+        op,
+        "the cache",
+        cache,
+        extent(s.dst_offset, s.max_seq, s.dst_stride, 1, 0, s.width),
+    )?;
+    if step_buf.len < step::LEN {
+        return Err(shape_err(
+            op,
+            format!(
+                "the step buffer holds {} words, need {}",
+                step_buf.len,
+                step::LEN
+            ),
+        ));
+    }
+    check_u32(op, "cache size", s.dst_offset + s.max_seq * s.dst_stride)?;
+    check_u32(op, "tokens*width", s.tokens * s.width)?;
+    let params = ctx.uniform(
+        "kv_store.params",
+        &StoreParams {
+            tokens: s.tokens as u32,
+            width: s.width as u32,
+            src_stride: s.src_stride as u32,
+            src_offset: s.src_offset as u32,
+            dst_stride: s.dst_stride as u32,
+            dst_offset: s.dst_offset as u32,
+            max_seq: s.max_seq as u32,
+            _pad: 0,
+        },
+    );
+    // kv_store uses no subgroup operation: the portable source serves every adapter.
+    let pipeline = ctx.pipeline("attention", portable_source(), "kv_store", &[]);
+    let res = [
+        (7, params.as_entire_binding()),
+        (8, src.binding()),
+        (9, cache.binding()),
+        (5, step_buf.binding()),
+    ];
+    let groups = grid(((s.tokens * s.width) as u32).div_ceil(64));
+    Ok(Dispatch::new(
+        ctx,
+        "kv_store",
+        pipeline,
+        &res,
+        groups,
+        vec![params.clone()],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The portable source keeps every entry point but the subgroup one and validates with no
+    /// subgroup capability.
+    #[test]
+    fn portable_source_has_no_subgroup_ops() {
+        let src = super::super::with_prelude(super::portable_source());
+        assert!(!src.contains("subgroupAdd") && !src.contains("attention_sg"));
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+        use naga::valid::Capabilities as C;
+        let caps = C::all() - C::SUBGROUP - C::SUBGROUP_BARRIER - C::SUBGROUP_VERTEX_STAGE;
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+    }
+}
