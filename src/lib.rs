@@ -8,5 +8,6 @@ pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 
 pub use error::{Error, Result};

@@ -1,0 +1,66 @@
+//! Where weights come from: one interface over safetensors folders and GGUF files.
+
+use crate::error::{Error, Result};
+use crate::gpu::DType;
+use std::borrow::Cow;
+
+/// A tensor's element type as stored in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SrcDType {
+    F32,
+    F16,
+    BF16,
+    Other(String),
+}
+
+/// One tensor's bytes (borrowed from a memory map, or owned after dequantisation).
+pub struct RawTensor<'a> {
+    pub name: String,
+    pub file: String,
+    pub dtype: SrcDType,
+    pub shape: Vec<usize>,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl RawTensor<'_> {
+    /// The GPU precision of this tensor, or an error naming it.
+    pub fn gpu_dtype(&self) -> Result<DType> {
+        match &self.dtype {
+            SrcDType::F32 => Ok(DType::F32),
+            SrcDType::F16 => Ok(DType::F16),
+            SrcDType::BF16 => Ok(DType::BF16),
+            SrcDType::Other(t) => Err(Error::Invalid(format!(
+                "{}: tensor {} has type {t}; supported: F32, F16, BF16",
+                self.file, self.name
+            ))),
+        }
+    }
+
+    /// Check the shape against what the model description expects.
+    pub fn expect_shape(&self, want: &[usize]) -> Result<()> {
+        if self.shape != want {
+            return Err(Error::Invalid(format!(
+                "{}: tensor {} has shape {:?}, expected {:?}",
+                self.file, self.name, self.shape, want
+            )));
+        }
+        Ok(())
+    }
+
+    /// Values widened to f32 (small tensors the host needs, e.g. biases for checks).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let b = &self.bytes;
+        Ok(match self.gpu_dtype()? {
+            DType::F32 => bytemuck::pod_collect_to_vec(b),
+            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        })
+    }
+}
+
+pub trait TensorSource {
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor, or an error naming it and the file(s) searched.
+    fn get(&self, name: &str) -> Result<RawTensor<'_>>;
+    fn names(&self) -> Vec<String>;
+}
