@@ -1,3 +1,265 @@
-//! sampling kernels.
+//! Next-token selection on the GPU (DESIGN.md principle 2): greedy argmax and temperature / top-k /
+//! top-p sampling of one row of logits into a u32 token buffer, with the random number drawn from a
+//! counter-based hash of (seed, step position), so a recorded step replays with fresh randomness.
+
+use super::{step, Dispatch};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Context, Tensor};
 
 pub const SHADER: &str = include_str!("../../shaders/sampling.wgsl");
+
+/// Where the subgroup fast path starts in [`SHADER`]; adapters without subgroups get the text before it.
+const SUBGROUP_SECTION: &str = "// @subgroup-begin";
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    vocab: u32,
+    row: u32,
+    out_index: u32,
+    top_k: u32,
+    inv_temp: f32,
+    top_p: f32,
+    seed_lo: u32,
+    seed_hi: u32,
+}
+
+/// Which logits to reduce: row `row` of a `[rows, vocab]` tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgmaxSpec {
+    pub vocab: usize,
+    pub row: usize,
+}
+
+/// A sampler over row `row` of `[rows, vocab]` logits.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleSpec {
+    pub vocab: usize,
+    pub row: usize,
+    /// `<= 0` is greedy (argmax); NaN is an error.
+    pub temperature: f32,
+    /// Keep the logits `>=` the k-th largest (ties kept); 0 (or `>= vocab`) is off.
+    pub top_k: usize,
+    /// Keep the smallest set of highest logits holding `>= top_p` of the top-k mass; in (0, 1], 1 is off.
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+/// The PCG hash (O'Neill's PCG-RXS-M-XS output over one LCG step), as in the shader.
+pub fn pcg_hash(x: u32) -> u32 {
+    let state = x.wrapping_mul(747796405).wrapping_add(2891336453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
+    (word >> 22) ^ word
+}
+
+/// The uniform number in `[0, 1)` that [`sample`] draws for `seed` at step position `pos0`
+/// (`step[POS0]`), bit-identical to the shader's: 24 random bits scaled by 2^-24.
+pub fn sample_uniform(seed: u64, pos0: u32) -> f32 {
+    let h = pcg_hash(pcg_hash(pcg_hash(pos0) ^ seed as u32) ^ (seed >> 32) as u32);
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+/// Bytes of workgroup memory the shader declares for a workgroup of `wg` invocations.
+fn workgroup_bytes(wg: u32) -> u32 {
+    // red_v, red_i, prefix: 4 B each; acc_a, acc_b: 16 B each; a few scalars.
+    wg * (3 * 4 + 2 * 16) + 32
+}
+
+/// The widest workgroup the adapter runs: one workgroup walks a whole vocabulary.
+fn workgroup_size(ctx: &Context) -> u32 {
+    [1024, 512, 256]
+        .into_iter()
+        .find(|&wg| {
+            wg <= ctx.caps.max_invocations && workgroup_bytes(wg) <= ctx.caps.max_workgroup_storage
+        })
+        .unwrap_or(256)
+}
+
+fn check_row(
+    op: &'static str,
+    logits: &Tensor,
+    vocab: usize,
+    row: usize,
+    out: &Tensor,
+    out_index: usize,
+) -> Result<()> {
+    if vocab == 0 {
+        return Err(shape_err(op, "vocab is 0"));
+    }
+    let rows = logits.len / vocab;
+    if row >= rows {
+        return Err(shape_err(
+            op,
+            format!("row {row} is out of range: logits hold {rows} rows of {vocab}"),
+        ));
+    }
+    if logits.len > u32::MAX as usize {
+        return Err(shape_err(op, "logits exceed 32-bit indexing"));
+    }
+    if out_index >= out.len {
+        return Err(shape_err(
+            op,
+            format!(
+                "out_index {out_index} is past the {} entries of out",
+                out.len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The pipeline for `entry` (its subgroup twin `entry_sg` when the adapter has usable subgroups).
+fn pipeline(
+    ctx: &Context,
+    entry: &'static str,
+    entry_sg: &'static str,
+) -> (std::sync::Arc<wgpu::ComputePipeline>, &'static str) {
+    let constants = [("WG", workgroup_size(ctx) as f64)];
+    if ctx.caps.subgroups_usable() {
+        (
+            ctx.pipeline("sampling", SHADER, entry_sg, &constants),
+            entry_sg,
+        )
+    } else {
+        let portable = SHADER.split(SUBGROUP_SECTION).next().unwrap_or(SHADER);
+        (ctx.pipeline("sampling", portable, entry, &constants), entry)
+    }
+}
+
+fn params(
+    vocab: usize,
+    row: usize,
+    out_index: usize,
+    top_k: u32,
+    inv_temp: f32,
+    top_p: f32,
+    seed: u64,
+) -> Params {
+    Params {
+        vocab: vocab as u32,
+        row: row as u32,
+        out_index: out_index as u32,
+        top_k,
+        inv_temp,
+        top_p,
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+    }
+}
+
+/// Write the index of the largest logit of row `spec.row` (lowest index on ties) to
+/// `out[out_index]` (`out` a u32 buffer). One workgroup.
+pub fn argmax(
+    ctx: &Context,
+    logits: &Tensor,
+    spec: ArgmaxSpec,
+    out: &Tensor,
+    out_index: usize,
+) -> Result<Dispatch> {
+    check_row("argmax", logits, spec.vocab, spec.row, out, out_index)?;
+    let params = ctx.uniform(
+        "argmax.params",
+        &params(spec.vocab, spec.row, out_index, 0, 0.0, 1.0, 0),
+    );
+    let (pipeline, entry) = pipeline(ctx, "argmax", "argmax_sg");
+    let res = [
+        (0, params.as_entire_binding()),
+        (1, logits.binding()),
+        (3, out.binding()),
+    ];
+    Ok(Dispatch::new(
+        ctx,
+        entry,
+        pipeline,
+        &res,
+        [1, 1, 1],
+        vec![params.clone()],
+    ))
+}
+
+/// Sample a token from row `spec.row` into `out[out_index]`: `p_i ∝ exp((l_i - max) / T)` over the
+/// top-k then top-p survivors, drawn with [`sample_uniform`]`(seed, step[POS0])` (`step` is the step
+/// buffer of [`crate::kernels::step`]). `temperature <= 0` builds an [`argmax`] instead. One workgroup.
+pub fn sample(
+    ctx: &Context,
+    logits: &Tensor,
+    spec: SampleSpec,
+    step: &Tensor,
+    out: &Tensor,
+    out_index: usize,
+) -> Result<Dispatch> {
+    let op = "sample";
+    let SampleSpec {
+        vocab,
+        row,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    } = spec;
+    check_row(op, logits, vocab, row, out, out_index)?;
+    if temperature.is_nan() {
+        return Err(shape_err(op, "temperature is NaN"));
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(shape_err(op, format!("top_p {top_p} is outside (0, 1]")));
+    }
+    if temperature <= 0.0 {
+        return argmax(ctx, logits, ArgmaxSpec { vocab, row }, out, out_index);
+    }
+    let inv_temp = 1.0 / temperature;
+    if !inv_temp.is_finite() {
+        return Err(shape_err(
+            op,
+            format!("temperature {temperature} is too small to divide by"),
+        ));
+    }
+    if step.len <= step::POS0 {
+        return Err(shape_err(
+            op,
+            format!("the step buffer holds {} words", step.len),
+        ));
+    }
+    let top_k = if top_k >= vocab { 0 } else { top_k as u32 };
+    let params = ctx.uniform(
+        "sample.params",
+        &params(vocab, row, out_index, top_k, inv_temp, top_p, seed),
+    );
+    let (pipeline, entry) = pipeline(ctx, "sample", "sample_sg");
+    let res = [
+        (0, params.as_entire_binding()),
+        (1, logits.binding()),
+        (2, step.binding()),
+        (3, out.binding()),
+    ];
+    Ok(Dispatch::new(
+        ctx,
+        entry,
+        pipeline,
+        &res,
+        [1, 1, 1],
+        vec![params.clone()],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn portable_source_has_no_subgroup_ops() {
+        let portable = super::SHADER.split(super::SUBGROUP_SECTION).next().unwrap();
+        assert!(portable.len() < super::SHADER.len());
+        assert!(!portable.contains("subgroupMax") && !portable.contains("subgroup_id"));
+        // It must validate without the subgroup capabilities (the prelude needs others, e.g. for unpack2x16float).
+        use naga::valid::Capabilities as C;
+        let no_subgroups = C::SUBGROUP | C::SUBGROUP_BARRIER | C::SUBGROUP_VERTEX_STAGE;
+        let src = crate::kernels::with_prelude(portable);
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all() - no_subgroups,
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+    }
+}
