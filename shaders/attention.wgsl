@@ -36,10 +36,13 @@ struct Params {
 }
 
 override WG: u32 = 64u;
-override KMAX: u32 = 128u;
+// ceil(k_dim / 4): the query is kept as vec4s.
+override KQ: u32 = 32u;
 override VMAX: u32 = 128u;
 override SINKS: bool = false;
 override SG: bool = false;
+// k_dim, k_stride and k_head_stride are multiples of 4: score with vec4 loads through kc4.
+override VEC4: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -48,11 +51,13 @@ override SG: bool = false;
 @group(0) @binding(4) var<storage, read> sinks: array<f32>;
 @group(0) @binding(5) var<storage, read> step: array<u32>;
 @group(0) @binding(6) var<storage, read_write> o: array<f32>;
+// The key buffer again, viewed as vec4s (bound to the same buffer).
+@group(0) @binding(10) var<storage, read> kc4: array<vec4<f32>>;
 
 // Finite stand-in for -inf: WGSL lets implementations assume no infinities.
 const NEG_BIG: f32 = -3.0e38;
 
-var<workgroup> qs: array<f32, KMAX>;
+var<workgroup> qs: array<vec4<f32>, KQ>;
 var<workgroup> acc: array<f32, VMAX>;
 var<workgroup> ps: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
@@ -97,6 +102,23 @@ fn red_sum(x: f32, lid: u32) -> f32 {
     return r;
 }
 
+// q . k for the key starting at float `kb`.
+fn score(kb: u32) -> f32 {
+    if VEC4 {
+        let kb4 = kb >> 2u;
+        var acc4 = vec4<f32>(0.0);
+        for (var i = 0u; i < KQ; i++) {
+            acc4 += qs[i] * kc4[kb4 + i];
+        }
+        return (acc4.x + acc4.y) + (acc4.z + acc4.w);
+    }
+    var dot = 0.0;
+    for (var d = 0u; d < p.k_dim; d++) {
+        dot += qs[d >> 2u][d & 3u] * kc[kb + d];
+    }
+    return dot;
+}
+
 fn attend(gid: u32, lid: u32) {
     if gid >= p.tokens * p.heads {
         return;
@@ -114,8 +136,13 @@ fn attend(gid: u32, lid: u32) {
 
     // The query, pre-scaled, is read by every invocation for every key: keep it in workgroup memory.
     let qb = t * p.q_row_stride + h * p.q_head_stride;
-    for (var d = lid; d < p.k_dim; d += WG) {
-        qs[d] = q[qb + d] * p.scale;
+    for (var d = lid; d < 4u * KQ; d += WG) {
+        // Zero padding past k_dim keeps the last vec4 exact.
+        var x = 0.0;
+        if d < p.k_dim {
+            x = q[qb + d] * p.scale;
+        }
+        qs[d >> 2u][d & 3u] = x;
     }
     for (var d = lid; d < p.v_dim; d += WG) {
         acc[d] = 0.0;
@@ -131,12 +158,7 @@ fn attend(gid: u32, lid: u32) {
         let valid = j <= hi;
         var s = NEG_BIG;
         if valid {
-            let kb = j * p.k_stride + kh;
-            var dot = 0.0;
-            for (var d = 0u; d < p.k_dim; d++) {
-                dot += qs[d] * kc[kb + d];
-            }
-            s = dot;
+            s = score(j * p.k_stride + kh);
         }
         let m_new = max(m, red_max(s, lid));
         let pj = select(0.0, exp(s - m_new), valid);

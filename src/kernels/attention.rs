@@ -292,7 +292,7 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
             ),
         ));
     }
-    let shared = ((s.k_dim + s.v_dim + 2 * WG) * 4) as u64;
+    let shared = ((s.k_dim.next_multiple_of(4) + s.v_dim + 2 * WG) * 4) as u64;
     if shared > ctx.caps.max_workgroup_storage as u64 {
         return Err(Error::Limit {
             what: format!("attention with k_dim {} and v_dim {}", s.k_dim, s.v_dim),
@@ -353,6 +353,9 @@ pub fn attention(
         },
     );
     let sg = ctx.caps.subgroups_usable();
+    let vec4 = [s.k_dim, s.k_stride, s.k_head_stride]
+        .iter()
+        .all(|v| v % 4 == 0);
     let (source, entry) = if sg {
         (SHADER, "attention_sg")
     } else {
@@ -360,10 +363,11 @@ pub fn attention(
     };
     let constants = [
         ("WG", WG as f64),
-        ("KMAX", s.k_dim as f64),
+        ("KQ", s.k_dim.div_ceil(4) as f64),
         ("VMAX", s.v_dim as f64),
         ("SINKS", s.sinks as u32 as f64),
         ("SG", sg as u32 as f64),
+        ("VEC4", vec4 as u32 as f64),
     ];
     let pipeline = ctx.pipeline("attention", source, entry, &constants);
     let res = [
@@ -377,6 +381,7 @@ pub fn attention(
         ),
         (5, step_buf.binding()),
         (6, o.binding()),
+        (10, k_cache.binding()),
     ];
     let groups = grid((s.tokens * s.heads) as u32);
     Ok(Dispatch::new(
