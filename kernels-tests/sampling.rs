@@ -142,6 +142,13 @@ fn argmax_ties_take_the_lowest_index_and_temperature_zero_is_greedy() {
         let out = Tensor::zeros(ctx, "out", 2);
         let st = step::new(ctx, 17, 1);
         let a = argmax(ctx, &lt, ArgmaxSpec { vocab, row: 0 }, &out, 0).unwrap();
+        // Each context runs its own path: the subgroup fast path where usable, else the portable twin.
+        let path = if ctx.caps.subgroups_usable() {
+            "argmax_sg"
+        } else {
+            "argmax"
+        };
+        assert_eq!(a.label, path, "{name}");
         let spec = SampleSpec {
             vocab,
             row: 0,
