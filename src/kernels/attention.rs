@@ -200,7 +200,7 @@ struct Buffers<'a> {
 
 fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
     let op = "attention";
-    if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+    if s.heads == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
         return Err(shape_err(
             op,
             format!(
@@ -355,7 +355,7 @@ pub fn attention(
     let sg = ctx.caps.subgroups_usable();
     let vec4 = [s.k_dim, s.k_stride, s.k_head_stride]
         .iter()
-        .all(|v| v % 4 == 0);
+        .all(|v| v.is_multiple_of(4));
     let (source, entry) = if sg {
         (SHADER, "attention_sg")
     } else {

@@ -245,7 +245,7 @@ const WG: u32 = 64;
 fn validate(spec: &RopeSpec, x: &Tensor, inv_freq: &Tensor, step_buf: &Tensor) -> Result<()> {
     let op = "rope";
     let s = spec;
-    if s.rot_dims == 0 || s.rot_dims % 2 != 0 {
+    if s.rot_dims == 0 || !s.rot_dims.is_multiple_of(2) {
         return Err(shape_err(
             op,
             format!("rot_dims {} must be even and positive", s.rot_dims),
