@@ -6,8 +6,10 @@
 
 pub mod attention;
 pub mod bench;
+pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod mla;
 pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
@@ -24,8 +26,10 @@ pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 pub const SHADERS: &[(&str, &str)] = &[
     ("attention", attention::SHADER),
     ("bench", bench::SHADER),
+    ("elementwise", elementwise::SHADER),
     ("embedding", embedding::SHADER),
     ("matmul", matmul::SHADER),
+    ("mla", mla::SHADER),
     ("moe", moe::SHADER),
     ("rmsnorm", rmsnorm::SHADER),
     ("rope", rope::SHADER),

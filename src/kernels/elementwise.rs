@@ -1,0 +1,103 @@
+//! Row copies between strided layouts and in-place clamping: the glue between the big kernels
+//! (MLA's query assembly, the last prefill row into the logits head, OLMoE's `clip_qkv`).
+
+use super::{grid, Dispatch};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Context, Tensor};
+
+pub const SHADER: &str = include_str!("../../shaders/elementwise.wgsl");
+
+const WG: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    width: u32,
+    src_stride: u32,
+    src_offset: u32,
+    dst_stride: u32,
+    dst_offset: u32,
+    limit: f32,
+    _pad: u32,
+}
+
+/// `rows` rows of `width` values: row `r` of a layout starts at `r * stride + offset`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows {
+    pub rows: usize,
+    pub width: usize,
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl Rows {
+    /// Packed rows: stride = width, offset 0.
+    pub fn packed(rows: usize, width: usize) -> Self {
+        Self { rows, width, stride: width, offset: 0 }
+    }
+
+    fn check(&self, op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+        if self.rows == 0 || self.width == 0 {
+            return Err(shape_err(op, format!("{what}: empty layout {self:?}")));
+        }
+        let end = (self.rows - 1) * self.stride + self.offset + self.width;
+        if self.stride < self.width && self.rows > 1 || end > t.len {
+            return Err(shape_err(op, format!("{what}: layout {self:?} needs {end} values, tensor holds {}", t.len)));
+        }
+        Ok(())
+    }
+}
+
+fn build(ctx: &Context, entry: &'static str, p: Params, res: &[(u32, wgpu::BindingResource<'_>)]) -> Dispatch {
+    let params = ctx.uniform("elementwise.params", &p);
+    let pipeline = ctx.pipeline("elementwise", SHADER, entry, &[("WG", WG as f64)]);
+    let mut all = vec![(0, params.as_entire_binding())];
+    all.extend(res.iter().cloned());
+    let n = (p.rows * p.width) as usize;
+    Dispatch::new(ctx, entry, pipeline, &all, grid(n.div_ceil(WG) as u32), vec![params.clone()])
+}
+
+/// Copy rows from the `from` layout of `src` to the `to` layout of `dst` (same rows and width).
+pub fn copy_rows(ctx: &Context, src: &Tensor, from: Rows, dst: &Tensor, to: Rows) -> Result<Dispatch> {
+    let op = "copy_rows";
+    if from.rows != to.rows || from.width != to.width {
+        return Err(shape_err(op, format!("source {from:?} and destination {to:?} differ in rows or width")));
+    }
+    from.check(op, "src", src)?;
+    to.check(op, "dst", dst)?;
+    if std::sync::Arc::ptr_eq(&src.buffer, &dst.buffer) {
+        return Err(shape_err(op, "source and destination must be different buffers"));
+    }
+    let p = Params {
+        rows: from.rows as u32,
+        width: from.width as u32,
+        src_stride: from.stride as u32,
+        src_offset: from.offset as u32,
+        dst_stride: to.stride as u32,
+        dst_offset: to.offset as u32,
+        limit: 0.0,
+        _pad: 0,
+    };
+    Ok(build(ctx, op, p, &[(1, src.binding()), (2, dst.binding())]))
+}
+
+/// Clamp the values of `rows` of `t` to `[-limit, limit]`, in place.
+pub fn clamp_rows(ctx: &Context, t: &Tensor, rows: Rows, limit: f32) -> Result<Dispatch> {
+    let op = "clamp_rows";
+    rows.check(op, "t", t)?;
+    if !(limit > 0.0 && limit.is_finite()) {
+        return Err(shape_err(op, format!("limit must be positive and finite, got {limit}")));
+    }
+    let p = Params {
+        rows: rows.rows as u32,
+        width: rows.width as u32,
+        src_stride: 0,
+        src_offset: 0,
+        dst_stride: rows.stride as u32,
+        dst_offset: rows.offset as u32,
+        limit,
+        _pad: 0,
+    };
+    Ok(build(ctx, op, p, &[(2, t.binding())]))
+}
