@@ -1,3 +1,481 @@
-//! moe kernels against f64 CPU references.
+//! Routed experts against an f64 reference: decode GEMVs (1/3/8 tokens) and prefill grouped GEMMs
+//! (9/40 tokens), every weight precision, concatenated and interleaved gate/up, SwiGLU and gpt-oss's
+//! clamped SwiGLU with biases, idle experts, tokens sharing an expert pattern, odd D/I, an OLMoE-sized
+//! expert, accumulate on/off, experts split over several weight chunks, bad shapes, and router ->
+//! experts end to end with the ids never leaving the GPU.
+//!
+//! Ids and routing weights are fed in as GPU tensors so routing is not under test (except end to
+//! end). The reference uses the weights rounded to their dtype and f64 math; the GPU computes in f32
+//! (dot products of up to 2048 terms, exp in the activation), whose relative error is ~1e-6 at worst,
+//! an NMSE ~1e-12; the bound 1e-9 leaves margin across adapters while any indexing or formula error
+//! (a wrong row, a missed slot or bias) shows up as NMSE >= 1e-4.
 
 mod common;
+use common::*;
+use wgmoe::gpu::{Context, DType, Tensor, Weight};
+use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, GateUp, MoeSpec};
+use wgmoe::kernels::router::{router, RouterSpec, Scoring};
+
+const NMSE: f64 = 1e-9;
+const GPT_OSS: Act = Act::ClampedSwiGlu {
+    limit: 1.0,
+    alpha: 1.702,
+};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Auto,
+    Decode,
+    Prefill,
+}
+
+/// Host copies of one block's inputs: weights as f32 values already rounded to their dtype.
+struct Data {
+    x: Vec<f32>,
+    ids: Vec<u32>,
+    w: Vec<f32>,
+    gate_up: Vec<f32>,
+    down: Vec<f32>,
+    gate_up_bias: Option<Vec<f32>>,
+    down_bias: Option<Vec<f32>>,
+    y0: Vec<f32>,
+}
+
+fn act(a: Act, g: f64, u: f64) -> f64 {
+    match a {
+        Act::SwiGlu => g / (1.0 + (-g).exp()) * u,
+        Act::ClampedSwiGlu { limit, alpha } => {
+            let (l, al) = (limit as f64, alpha as f64);
+            let g = g.min(l);
+            let u = u.clamp(-l, l);
+            (u + 1.0) * g / (1.0 + (-al * g).exp())
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(&a, &b)| a as f64 * b).sum()
+}
+
+/// One expert on one token row, in f64.
+fn expert(s: &MoeSpec, d: &Data, e: usize, x: &[f64]) -> Vec<f64> {
+    let (dim, i_n) = (s.hidden, s.inter);
+    let gu = &d.gate_up[e * 2 * i_n * dim..][..2 * i_n * dim];
+    let h: Vec<f64> = (0..i_n)
+        .map(|i| {
+            let (gr, ur) = match s.gate_up {
+                GateUp::Concatenated => (i, i_n + i),
+                GateUp::Interleaved => (2 * i, 2 * i + 1),
+            };
+            let gb = d
+                .gate_up_bias
+                .as_ref()
+                .map_or(0.0, |b| b[e * 2 * i_n + gr] as f64);
+            let ub = d
+                .gate_up_bias
+                .as_ref()
+                .map_or(0.0, |b| b[e * 2 * i_n + ur] as f64);
+            let g = dot(&gu[gr * dim..][..dim], x) + gb;
+            let u = dot(&gu[ur * dim..][..dim], x) + ub;
+            act(s.act, g, u)
+        })
+        .collect();
+    (0..dim)
+        .map(|r| {
+            dot(&d.down[(e * dim + r) * i_n..][..i_n], &h)
+                + d.down_bias.as_ref().map_or(0.0, |b| b[e * dim + r] as f64)
+        })
+        .collect()
+}
+
+fn reference(s: &MoeSpec, d: &Data) -> Vec<f64> {
+    let dim = s.hidden;
+    let mut y: Vec<f64> = if s.accumulate {
+        d.y0.iter().map(|&v| v as f64).collect()
+    } else {
+        vec![0.0; s.tokens * dim]
+    };
+    for t in 0..s.tokens {
+        let x: Vec<f64> = d.x[t * dim..][..dim].iter().map(|&v| v as f64).collect();
+        for j in 0..s.top_k {
+            let out = expert(s, d, d.ids[t * s.top_k + j] as usize, &x);
+            let w = d.w[t * s.top_k + j] as f64;
+            for r in 0..dim {
+                y[t * dim + r] += w * out[r];
+            }
+        }
+    }
+    y
+}
+
+/// `k` distinct experts out of `allowed`, shuffled.
+fn pick(rng: &mut Rng, allowed: &[u32], k: usize) -> Vec<u32> {
+    let mut v = allowed.to_vec();
+    for i in 0..k {
+        let j = i + rng.below(v.len() - i);
+        v.swap(i, j);
+    }
+    v.truncate(k);
+    v
+}
+
+/// Random inputs: experts `idle` receive no token; token 2 (if any) copies token 0's experts.
+fn make_data(s: &MoeSpec, dtype: DType, bias: bool, idle: &[u32], seed: u64) -> Data {
+    let mut rng = Rng::new(seed);
+    let (e, d, i) = (s.experts, s.hidden, s.inter);
+    let allowed: Vec<u32> = (0..e as u32).filter(|x| !idle.contains(x)).collect();
+    let mut ids: Vec<u32> = (0..s.tokens)
+        .flat_map(|_| pick(&mut rng, &allowed, s.top_k))
+        .collect();
+    if s.tokens > 2 {
+        let first = ids[..s.top_k].to_vec();
+        ids[2 * s.top_k..][..s.top_k].copy_from_slice(&first);
+    }
+    let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(x)).collect::<Vec<f32>>();
+    let ga = 3.0 / (d as f32).sqrt();
+    let da = 3.0 / (i as f32).sqrt();
+    Data {
+        x: rng.vec(s.tokens * d, 1.0),
+        ids,
+        w: (0..s.tokens * s.top_k)
+            .map(|_| 0.05 + rng.unit() as f32)
+            .collect(),
+        gate_up: round(rng.vec(e * 2 * i * d, ga)),
+        down: round(rng.vec(e * d * i, da)),
+        gate_up_bias: bias.then(|| round(rng.vec(e * 2 * i, 0.5))),
+        down_bias: bias.then(|| round(rng.vec(e * d, 0.5))),
+        y0: rng.vec(s.tokens * d, 1.0),
+    }
+}
+
+/// Per-weight binding limits making chunks of two experts each (`None`: one chunk).
+fn upload(
+    ctx: &Context,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    v: &[f32],
+    chunked: bool,
+) -> Weight {
+    let group_bytes = (Weight::row_words(dtype, cols) * 4 * group) as u64;
+    let limit = if chunked {
+        2 * group_bytes + 16
+    } else {
+        ctx.caps.max_storage_binding
+    };
+    Weight::upload_with_binding_limit(ctx, "w", dtype, rows, cols, group, &dtype.encode(v), limit)
+        .unwrap()
+}
+
+fn run_gpu(
+    ctx: &Context,
+    s: &MoeSpec,
+    dtype: DType,
+    d: &Data,
+    chunked: bool,
+    path: Path,
+) -> Vec<f32> {
+    let (e, dim, i) = (s.experts, s.hidden, s.inter);
+    let gu = upload(ctx, dtype, e * 2 * i, dim, 2 * i, &d.gate_up, chunked);
+    let dn = upload(ctx, dtype, e * dim, i, dim, &d.down, chunked);
+    if chunked {
+        assert!(
+            gu.chunks.len() >= 3 && dn.chunks.len() >= 3,
+            "chunking not exercised"
+        );
+    }
+    let gub = d
+        .gate_up_bias
+        .as_ref()
+        .map(|b| Weight::from_f32(ctx, "gub", dtype, e, 2 * i, b).unwrap());
+    let dnb = d
+        .down_bias
+        .as_ref()
+        .map(|b| Weight::from_f32(ctx, "dnb", dtype, e, dim, b).unwrap());
+    let x = Tensor::from_f32(ctx, "x", &d.x);
+    let ids = Tensor::from_u32(ctx, "ids", &d.ids);
+    let w = Tensor::from_f32(ctx, "w", &d.w);
+    let y = Tensor::from_f32(ctx, "y", &d.y0);
+    let f = match path {
+        Path::Auto => moe,
+        Path::Decode => moe_decode,
+        Path::Prefill => moe_prefill,
+    };
+    let ds = f(
+        ctx,
+        *s,
+        &x,
+        &ids,
+        &w,
+        &gu,
+        &dn,
+        gub.as_ref(),
+        dnb.as_ref(),
+        &y,
+    )
+    .unwrap();
+    ctx.submit(&ds.iter().collect::<Vec<_>>());
+    y.read_f32(ctx).unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(s: MoeSpec, dtype: DType, bias: bool, idle: &[u32], chunked: bool, path: Path, seed: u64) {
+    let d = make_data(&s, dtype, bias, idle, seed);
+    let want = reference(&s, &d);
+    for (name, ctx) in contexts() {
+        let got = run_gpu(ctx, &s, dtype, &d, chunked, path);
+        let what = format!(
+            "{name} {} {s:?} bias={bias} chunked={chunked}",
+            dtype.name()
+        );
+        assert_nmse(&what, &got, &want, NMSE);
+    }
+}
+
+fn spec(tokens: usize, experts: usize, top_k: usize, hidden: usize, inter: usize) -> MoeSpec {
+    MoeSpec {
+        tokens,
+        experts,
+        top_k,
+        hidden,
+        inter,
+        gate_up: GateUp::Concatenated,
+        act: Act::SwiGlu,
+        accumulate: false,
+    }
+}
+
+/// Every dtype x gate/up layout x activation (gpt-oss's with biases) at the given token counts.
+fn sweep(tokens: &[usize], path: Path) {
+    let mut seed = 1;
+    for &t in tokens {
+        for dtype in DTYPES {
+            for (gate_up, act) in [
+                (GateUp::Concatenated, Act::SwiGlu),
+                (GateUp::Interleaved, GPT_OSS),
+                (GateUp::Concatenated, GPT_OSS),
+                (GateUp::Interleaved, Act::SwiGlu),
+            ] {
+                let bias = act != Act::SwiGlu;
+                let s = MoeSpec {
+                    gate_up,
+                    act,
+                    accumulate: seed % 2 == 0,
+                    ..spec(t, 6, 2, 72, 40)
+                };
+                check(s, dtype, bias, &[], false, path, seed);
+                seed += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_all_dtypes_layouts_acts() {
+    sweep(&[1, 3, 8], Path::Decode);
+}
+
+#[test]
+fn prefill_all_dtypes_layouts_acts() {
+    sweep(&[9, 40], Path::Prefill);
+}
+
+#[test]
+fn odd_sizes_idle_experts_accumulate() {
+    for (path, t) in [
+        (Path::Auto, 1),
+        (Path::Auto, 5),
+        (Path::Auto, 37),
+        (Path::Prefill, 3),
+    ] {
+        for accumulate in [false, true] {
+            // D and I not multiples of 4 or 8; experts 1, 4 and 9 get no token.
+            let s = MoeSpec {
+                accumulate,
+                ..spec(t, 12, 3, 70, 37)
+            };
+            check(
+                s,
+                DType::BF16,
+                true,
+                &[1, 4, 9],
+                false,
+                path,
+                t as u64 + accumulate as u64,
+            );
+            let s = MoeSpec {
+                accumulate,
+                gate_up: GateUp::Interleaved,
+                act: GPT_OSS,
+                ..spec(t, 5, 1, 33, 13)
+            };
+            check(s, DType::F16, false, &[0], false, path, 7 * t as u64);
+        }
+    }
+}
+
+#[test]
+fn chunked_experts() {
+    // Two experts per chunk: 4 chunks of gate_up and of down.
+    for (t, path) in [(1, Path::Decode), (4, Path::Decode), (20, Path::Prefill)] {
+        for dtype in DTYPES {
+            let s = MoeSpec {
+                accumulate: t == 4,
+                ..spec(t, 7, 3, 72, 40)
+            };
+            check(s, dtype, true, &[], true, path, 100 + t as u64);
+            let s = MoeSpec {
+                gate_up: GateUp::Interleaved,
+                act: GPT_OSS,
+                ..s
+            };
+            check(s, dtype, true, &[5], true, path, 200 + t as u64);
+        }
+    }
+}
+
+#[test]
+fn olmoe_sized_experts_bf16() {
+    // OLMoE-1B-7B's D=2048, I=1024, k=8, with 10 of its 64 experts to keep lavapipe fast.
+    check(
+        spec(1, 10, 8, 2048, 1024),
+        DType::BF16,
+        false,
+        &[],
+        false,
+        Path::Auto,
+        42,
+    );
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let ctx = native();
+    let s = spec(2, 4, 2, 16, 8);
+    let f = |n| Tensor::zeros(ctx, "t", n);
+    let zeros =
+        |r: usize, c: usize, g: usize| upload(ctx, DType::F32, r, c, g, &vec![0.0; r * c], false);
+    let (gu, dn) = (zeros(4 * 16, 16, 16), zeros(4 * 16, 8, 16));
+    let (x, ids, w, y) = (f(32), f(4), f(4), f(32));
+    let call = |s: MoeSpec, gu: &Weight, dn: &Weight, x: &Tensor| {
+        moe(ctx, s, x, &ids, &w, gu, dn, None, None, &y).is_err()
+    };
+    assert!(!call(s, &gu, &dn, &x), "a good shape");
+    assert!(moe_prefill(ctx, s, &x, &ids, &w, &gu, &dn, None, None, &y).is_ok());
+    assert!(call(MoeSpec { top_k: 5, ..s }, &gu, &dn, &x), "k > E");
+    assert!(
+        call(MoeSpec { inter: 9, ..s }, &gu, &dn, &x),
+        "gate_up rows != E*2I"
+    );
+    assert!(
+        call(MoeSpec { hidden: 8, ..s }, &gu, &dn, &x),
+        "gate_up cols != D"
+    );
+    assert!(
+        call(MoeSpec { experts: 3, ..s }, &gu, &dn, &x),
+        "expert count mismatch"
+    );
+    assert!(call(s, &dn, &gu, &x), "weights swapped");
+    assert!(call(s, &gu, &dn, &f(16)), "x too short");
+    assert!(
+        call(MoeSpec { tokens: 3, ..s }, &gu, &dn, &x),
+        "ids too short"
+    );
+    assert!(call(MoeSpec { tokens: 0, ..s }, &gu, &dn, &x), "no tokens");
+    let ungrouped = zeros(4 * 16, 16, 1);
+    assert!(
+        call(s, &ungrouped, &dn, &x),
+        "gate_up not grouped by expert"
+    );
+    let bad_bias = zeros(4, 8, 1);
+    assert!(
+        moe(ctx, s, &x, &ids, &w, &gu, &dn, Some(&bad_bias), None, &y).is_err(),
+        "gate_up bias [E, I]"
+    );
+    let big = f(9 * 16);
+    let (ids9, w9) = (f(18), f(18));
+    let s9 = MoeSpec { tokens: 9, ..s };
+    assert!(
+        moe_decode(ctx, s9, &big, &ids9, &w9, &gu, &dn, None, None, &big).is_err(),
+        "decode beyond 8 tokens"
+    );
+}
+
+/// Softmax + top-k + renormalise in f64; `None` when a choice is within 1e-4 of a tie.
+fn route(logits: &[f32], k: usize) -> Option<(Vec<u32>, Vec<f32>)> {
+    let m = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+    let p: Vec<f64> = logits.iter().map(|&l| (l as f64 - m).exp()).collect();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let z: f64 = p.iter().sum();
+    if order[..k + 1]
+        .windows(2)
+        .any(|w| (p[w[0]] - p[w[1]]) / z < 1e-4)
+    {
+        return None;
+    }
+    let sum: f64 = order[..k].iter().map(|&i| p[i]).sum();
+    Some((
+        order[..k].iter().map(|&i| i as u32).collect(),
+        order[..k].iter().map(|&i| (p[i] / sum) as f32).collect(),
+    ))
+}
+
+#[test]
+fn router_to_experts_end_to_end() {
+    for tokens in [3, 20] {
+        let s = MoeSpec {
+            accumulate: true,
+            ..spec(tokens, 16, 4, 72, 40)
+        };
+        let mut rng = Rng::new(tokens as u64);
+        let mut logits = vec![];
+        let (mut ids, mut w) = (vec![], vec![]);
+        while ids.len() < tokens * s.top_k {
+            let l = rng.vec(s.experts, 3.0);
+            if let Some((i, ww)) = route(&l, s.top_k) {
+                logits.extend(l);
+                ids.extend(i);
+                w.extend(ww);
+            }
+        }
+        let mut d = make_data(&s, DType::BF16, false, &[], 9 + tokens as u64);
+        d.ids = ids;
+        d.w = w;
+        // The routing weights are rounded to f32 in `w`; its error (1e-7 relative) is far below NMSE.
+        let want = reference(&s, &d);
+        for (name, ctx) in contexts() {
+            let (e, dim, i) = (s.experts, s.hidden, s.inter);
+            let gu = upload(ctx, DType::BF16, e * 2 * i, dim, 2 * i, &d.gate_up, false);
+            let dn = upload(ctx, DType::BF16, e * dim, i, dim, &d.down, false);
+            let lt = Tensor::from_f32(ctx, "logits", &logits);
+            let ids = Tensor::zeros(ctx, "ids", tokens * s.top_k);
+            let wt = Tensor::zeros(ctx, "w", tokens * s.top_k);
+            let x = Tensor::from_f32(ctx, "x", &d.x);
+            let y = Tensor::from_f32(ctx, "y", &d.y0);
+            let rs = RouterSpec {
+                tokens,
+                experts: e,
+                top_k: s.top_k,
+                scoring: Scoring::Softmax,
+                groups: None,
+                renormalize: true,
+                scale: 1.0,
+            };
+            let r = router(ctx, &rs, &lt, None, &ids, &wt).unwrap();
+            let m = moe(ctx, s, &x, &ids, &wt, &gu, &dn, None, None, &y).unwrap();
+            let mut all = vec![&r];
+            all.extend(m.iter());
+            ctx.submit(&all);
+            assert_nmse(
+                &format!("{name} router->moe T={tokens}"),
+                &y.read_f32(ctx).unwrap(),
+                &want,
+                NMSE,
+            );
+        }
+    }
+}

@@ -1,3 +1,543 @@
-// moe: placeholder until the family is written.
-@compute @workgroup_size(1)
-fn placeholder_moe() {}
+// Routed experts (MODELS.md §3, §7): y[t] (+)= sum_j w[t,j] * Expert_{ids[t,j]}(x[t]), where
+//   Expert_e(x) = down_e @ act(gate_e @ x + gb_e, up_e @ x + ub_e) + db_e
+// Expert ids and weights are read from the router's GPU buffers; nothing comes back to the CPU.
+//
+// Decode (few tokens):
+//   moe_gate_up_decode  one workgroup per (token, slot, 4 outputs): gate+up GEMV, activation fused -> h
+//   moe_down_decode     one workgroup per (token, 8 rows): down GEMV summed over the k slots inside the
+//                       workgroup, weighted, + residual -> y
+// Prefill (any token count):
+//   moe_count           one workgroup per expert: its (token*k + slot) pairs in order, and their count
+//   moe_gate_up_gemm    per (expert, token tile, output tile): gathered x rows @ gate/up, act -> h[pair]
+//   moe_down_gemm       per (expert, token tile, output tile): h[pair] @ down, * w[pair] -> y_slots[pair]
+//   moe_reduce          y[t] (+)= sum_j y_slots[t*k + j]
+// Weights are stacked experts split into chunks of whole experts; one dispatch per chunk handles the
+// experts in [first_expert, first_expert + n_experts) and skips the others.
+//
+// Lines tagged `subgroups-only` and the regions between subgroup markers are stripped for adapters
+// without subgroups (src/kernels/router.rs: without_subgroups).
+
+struct Params {
+    tokens: u32,
+    top_k: u32,
+    dim: u32,          // D (hidden)
+    inter: u32,        // I (expert FFN width)
+    row_words: u32,    // words per row of the bound weight chunk
+    h_stride: u32,     // floats per row of h (I rounded up to 8)
+    first_expert: u32, // of the bound chunk
+    n_experts: u32,    // in the bound chunk
+    experts: u32,      // E, all chunks
+    cap: u32,          // list capacity per expert (= tokens)
+    bias_words: u32,   // words per expert row of the bound bias
+    add_into: u32,     // add into y instead of overwriting it
+    limit: f32,        // clamped SwiGLU
+    alpha: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+override WG: u32 = 128u;
+override W_DTYPE: u32 = 0u;
+override B_DTYPE: u32 = 0u;
+override HAS_BIAS: bool = false;
+// Gate/up rows interleaved (row 2i = gate i, 2i+1 = up i; gpt-oss) instead of concatenated.
+override INTERLEAVED: bool = false;
+// gpt-oss: g = min(g, limit); u = clamp(u, -limit, limit); (u + 1) * g * sigmoid(alpha * g).
+override CLAMPED: bool = false;
+override SUBGROUPS: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read> route_w: array<f32>;
+@group(0) @binding(4) var<storage, read> wq: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> bias: array<u32>;
+@group(0) @binding(6) var<storage, read_write> h_out: array<f32>;
+@group(0) @binding(7) var<storage, read> h_in: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(9) var<storage, read_write> counts: array<u32>;
+@group(0) @binding(10) var<storage, read_write> lists: array<u32>;
+@group(0) @binding(11) var<storage, read> counts_in: array<u32>;
+@group(0) @binding(12) var<storage, read> lists_in: array<u32>;
+@group(0) @binding(13) var<storage, read_write> y_slots: array<f32>;
+@group(0) @binding(14) var<storage, read> y_slots_in: array<f32>;
+
+// Weight elements per vec4<u32>.
+fn epv() -> u32 {
+    return select(8u, 4u, W_DTYPE == DT_F32);
+}
+
+// The 8 (16-bit) or first 4 (f32) values of one vec4 of a weight row.
+fn widen(v: vec4<u32>) -> array<f32, 8> {
+    if W_DTYPE == DT_F32 {
+        let f = bitcast<vec4<f32>>(v);
+        return array<f32, 8>(f.x, f.y, f.z, f.w, 0.0, 0.0, 0.0, 0.0);
+    }
+    let a = unpack_half2(v.x, W_DTYPE);
+    let b = unpack_half2(v.y, W_DTYPE);
+    let c = unpack_half2(v.z, W_DTYPE);
+    let d = unpack_half2(v.w, W_DTYPE);
+    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
+}
+
+fn dot8(w: array<f32, 8>, v: array<f32, 8>) -> f32 {
+    var s = w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3];
+    if W_DTYPE != DT_F32 {
+        s += w[4] * v[4] + w[5] * v[5] + w[6] * v[6] + w[7] * v[7];
+    }
+    return s;
+}
+
+// Bias element `col` of expert row `e` (bias rows are whole experts: [E, cols]).
+fn bias_at(e: u32, col: u32) -> f32 {
+    if !HAS_BIAS {
+        return 0.0;
+    }
+    let base = e * p.bias_words;
+    if B_DTYPE == DT_F32 {
+        return bitcast<f32>(bias[base + col]);
+    }
+    return pick_half(bias[base + (col >> 1u)], col, B_DTYPE);
+}
+
+// Gate/up row of output i within expert `local` of the chunk.
+fn gate_row(local: u32, i: u32) -> u32 {
+    if INTERLEAVED {
+        return local * 2u * p.inter + 2u * i;
+    }
+    return local * 2u * p.inter + i;
+}
+fn up_row(local: u32, i: u32) -> u32 {
+    if INTERLEAVED {
+        return local * 2u * p.inter + 2u * i + 1u;
+    }
+    return local * 2u * p.inter + p.inter + i;
+}
+fn gate_col(i: u32) -> u32 {
+    return select(i, 2u * i, INTERLEAVED);
+}
+fn up_col(i: u32) -> u32 {
+    return select(p.inter + i, 2u * i + 1u, INTERLEAVED);
+}
+
+fn act(g0: f32, u0: f32) -> f32 {
+    if CLAMPED {
+        let g = min(g0, p.limit);
+        let u = clamp(u0, -p.limit, p.limit);
+        return (u + 1.0) * g / (1.0 + exp(-p.alpha * g));
+    }
+    return g0 / (1.0 + exp(-g0)) * u0;
+}
+
+fn in_chunk(e: u32) -> bool {
+    return e >= p.first_expert && e < p.first_expert + p.n_experts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode GEMVs: each invocation accumulates 8 partial dot products, reduced across the workgroup.
+
+var<workgroup> red: array<f32, 8 * WG>;
+var<private> sg_lane: u32;
+var<private> sg_size: u32;
+
+// Portable twin: a tree over workgroup memory. Returns sum n in invocation n < 8.
+fn wg_reduce8(v: array<f32, 8>, lid: u32) -> f32 {
+    for (var n = 0u; n < 8u; n++) {
+        red[n * WG + lid] = v[n];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            for (var n = 0u; n < 8u; n++) {
+                red[n * WG + lid] += red[n * WG + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    return red[min(lid, 7u) * WG];
+}
+
+// subgroups:begin
+fn sg_reduce8(v: array<f32, 8>, lid: u32) -> f32 {
+    let nsg = WG / sg_size;
+    for (var n = 0u; n < 8u; n++) {
+        let s = subgroupAdd(v[n]);
+        if sg_lane == 0u {
+            red[n * nsg + lid / sg_size] = s;
+        }
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    let n = min(lid, 7u);
+    for (var k = 0u; k < nsg; k++) {
+        total += red[n * nsg + k];
+    }
+    return total;
+}
+// subgroups:end
+
+fn reduce8(v: array<f32, 8>, lid: u32) -> f32 {
+    if SUBGROUPS { return sg_reduce8(v, lid); } // subgroups-only
+    return wg_reduce8(v, lid);
+}
+
+// x[t] elements 4q.. or 8q.. (matching one weight vec4), zero past the row.
+fn x_vec(t: u32, q: u32) -> array<f32, 8> {
+    let n = epv();
+    let base = t * p.dim;
+    var v: array<f32, 8>;
+    for (var c = 0u; c < n; c++) {
+        let i = q * n + c;
+        v[c] = select(0.0, x[base + min(i, p.dim - 1u)], i < p.dim);
+    }
+    return v;
+}
+
+// One workgroup per (pair = token*k + slot, 4 consecutive outputs i): gate and up dots (8 rows).
+fn gate_up_decode(wid: vec3<u32>, lid: u32) {
+    let tiles = (p.inter + 3u) / 4u;
+    let g = flat_group(wid);
+    let pair = g / tiles;
+    if pair >= p.tokens * p.top_k {
+        return;
+    }
+    let e = ids[pair];
+    if !in_chunk(e) {
+        return;
+    }
+    let local = e - p.first_expert;
+    let i0 = (g % tiles) * 4u;
+    let t = pair / p.top_k;
+    let rw4 = p.row_words / 4u;
+    var rows: array<u32, 8>;
+    for (var n = 0u; n < 4u; n++) {
+        let i = min(i0 + n, p.inter - 1u);
+        rows[n] = gate_row(local, i) * rw4;
+        rows[4u + n] = up_row(local, i) * rw4;
+    }
+    var acc: array<f32, 8>;
+    for (var q = lid; q < rw4; q += WG) {
+        let xv = x_vec(t, q);
+        for (var n = 0u; n < 8u; n++) {
+            acc[n] += dot8(widen(wq[rows[n] + q]), xv);
+        }
+    }
+    let s = reduce8(acc, lid);
+    // Invocation n < 4 holds gate n, invocation 4 + n holds up n: pair them through `red`.
+    workgroupBarrier();
+    if lid < 8u {
+        red[lid] = s;
+    }
+    workgroupBarrier();
+    if lid < 4u && i0 + lid < p.inter {
+        let i = i0 + lid;
+        let gv = red[lid] + bias_at(e, gate_col(i));
+        let uv = red[4u + lid] + bias_at(e, up_col(i));
+        h_out[pair * p.h_stride + i] = act(gv, uv);
+    }
+}
+
+// h[pair] elements 4q.. or 8q.. (matching one weight vec4); h rows are padded with zeros to 8.
+fn h_vec(pair: u32, q: u32) -> array<f32, 8> {
+    let base = pair * p.h_stride / 4u;
+    if W_DTYPE == DT_F32 {
+        let a = h_in[base + q];
+        return array<f32, 8>(a.x, a.y, a.z, a.w, 0.0, 0.0, 0.0, 0.0);
+    }
+    let a = h_in[base + 2u * q];
+    let b = h_in[base + 2u * q + 1u];
+    return array<f32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
+}
+
+// One workgroup per (token, 8 consecutive rows r of y): sum over the k slots of
+// w * (down[e, r] . h[t, j] + db[e, r]), for the slots whose expert is in this chunk.
+fn down_decode(wid: vec3<u32>, lid: u32) {
+    let tiles = (p.dim + 7u) / 8u;
+    let g = flat_group(wid);
+    let t = g / tiles;
+    if t >= p.tokens {
+        return;
+    }
+    let r0 = (g % tiles) * 8u;
+    let rw4 = p.row_words / 4u;
+    var acc: array<f32, 8>;
+    for (var j = 0u; j < p.top_k; j++) {
+        let pair = t * p.top_k + j;
+        let e = ids[pair];
+        if !in_chunk(e) {
+            continue;
+        }
+        let w = route_w[pair];
+        let row0 = (e - p.first_expert) * p.dim;
+        for (var q = lid; q < rw4; q += WG) {
+            let hv = h_vec(pair, q);
+            for (var n = 0u; n < 8u; n++) {
+                let r = row0 + min(r0 + n, p.dim - 1u);
+                acc[n] += w * dot8(widen(wq[r * rw4 + q]), hv);
+            }
+        }
+    }
+    let s = reduce8(acc, lid);
+    let r = r0 + lid;
+    if lid < 8u && r < p.dim {
+        var b = 0.0;
+        if HAS_BIAS {
+            for (var j = 0u; j < p.top_k; j++) {
+                let pair = t * p.top_k + j;
+                let e = ids[pair];
+                if in_chunk(e) {
+                    b += route_w[pair] * bias_at(e, r);
+                }
+            }
+        }
+        let o = t * p.dim + r;
+        let prev = select(0.0, y[o], p.add_into != 0u);
+        y[o] = prev + s + b;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn moe_gate_up_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gate_up_decode(wid, lid);
+}
+
+@compute @workgroup_size(WG)
+fn moe_down_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    down_decode(wid, lid);
+}
+
+// subgroups:begin
+@compute @workgroup_size(WG)
+fn moe_gate_up_decode_sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) size: u32,
+) {
+    sg_lane = lane;
+    sg_size = size;
+    gate_up_decode(wid, lid);
+}
+
+@compute @workgroup_size(WG)
+fn moe_down_decode_sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) size: u32,
+) {
+    sg_lane = lane;
+    sg_size = size;
+    down_decode(wid, lid);
+}
+// subgroups:end
+
+// ---------------------------------------------------------------------------------------------
+// Prefill: per-expert pair lists.
+
+const SCAN_WG: u32 = 256u;
+var<workgroup> scan: array<u32, SCAN_WG>;
+
+// One workgroup per expert: the pairs routed to it in increasing order (a stable counting sort,
+// so results do not depend on scheduling), capped at `cap` (a token names an expert at most once).
+@compute @workgroup_size(SCAN_WG)
+fn moe_count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = flat_group(wid);
+    if e >= p.experts {
+        return;
+    }
+    let total = p.tokens * p.top_k;
+    var found = 0u;
+    for (var start = 0u; start < total; start += SCAN_WG) {
+        let pair = start + lid;
+        let hit = pair < total && ids[min(pair, total - 1u)] == e;
+        scan[lid] = u32(hit);
+        workgroupBarrier();
+        // Inclusive Hillis-Steele scan of the hits.
+        for (var off = 1u; off < SCAN_WG; off <<= 1u) {
+            let v = scan[lid] + select(0u, scan[lid - min(off, lid)], lid >= off);
+            workgroupBarrier();
+            scan[lid] = v;
+            workgroupBarrier();
+        }
+        let pos = found + scan[lid] - 1u;
+        if hit && pos < p.cap {
+            lists[e * p.cap + pos] = pair;
+        }
+        found += scan[SCAN_WG - 1u];
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        counts[e] = min(found, p.cap);
+    }
+}
+
+// y[t] (+)= sum_j y_slots[t*k + j]: one invocation per output element.
+@compute @workgroup_size(SCAN_WG)
+fn moe_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o = flat_group(wid) * SCAN_WG + lid;
+    if o >= p.tokens * p.dim {
+        return;
+    }
+    let t = o / p.dim;
+    let r = o % p.dim;
+    var s = select(0.0, y[o], p.add_into != 0u);
+    for (var j = 0u; j < p.top_k; j++) {
+        s += y_slots_in[(t * p.top_k + j) * p.dim + r];
+    }
+    y[o] = s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill grouped GEMMs: 256 invocations as 16x16, a tile of BM gathered token rows by BN outputs,
+// K in steps of BK staged in workgroup memory (stride BK + 1 against bank conflicts).
+
+const BM: u32 = 32u;
+const BK: u32 = 32u;
+const BKP: u32 = 33u;
+const GEMM_WG: u32 = 256u;
+// gate_up: 32 outputs (64 weight rows); down: 64 outputs. Both stage 64 weight rows.
+const BN_GU: u32 = 32u;
+const BN_DN: u32 = 64u;
+
+var<workgroup> xs: array<f32, BM * BKP>;
+var<workgroup> ws: array<f32, 64 * BKP>;
+var<workgroup> tile_pairs: array<u32, BM>;
+var<workgroup> tile_rows: u32;
+
+// Stage 64 weight rows (`rows[n]`, row indices within the chunk) x BK columns from column k0.
+fn stage_weights(row_of: ptr<function, array<u32, 64>>, k0: u32, lid: u32) {
+    let n = epv();
+    let vpr = BK / n;
+    let rw4 = p.row_words / 4u;
+    for (var idx = lid; idx < 64u * vpr; idx += GEMM_WG) {
+        let r = idx / vpr;
+        let qv = idx % vpr;
+        let q = k0 / n + qv;
+        var v = vec4<u32>(0u);
+        if q < rw4 {
+            v = wq[(*row_of)[r] * rw4 + q];
+        }
+        let f = widen(v);
+        for (var c = 0u; c < n; c++) {
+            ws[r * BKP + qv * n + c] = f[c];
+        }
+    }
+}
+
+// The expert's count and this tile's pairs; returns the rows in the tile (0: nothing to do).
+fn load_tile(e: u32, mtile: u32, lid: u32) -> u32 {
+    if lid == 0u {
+        let count = counts_in[e];
+        tile_rows = select(0u, min(BM, count - mtile * BM), mtile * BM < count);
+    }
+    workgroupBarrier();
+    let rows = workgroupUniformLoad(&tile_rows);
+    if lid < BM && rows > 0u {
+        tile_pairs[lid] = lists_in[e * p.cap + mtile * BM + min(lid, rows - 1u)];
+    }
+    return rows;
+}
+
+@compute @workgroup_size(GEMM_WG)
+fn moe_gate_up_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let local = wid.z;
+    let e = p.first_expert + local;
+    let rows = load_tile(e, wid.y, lid);
+    if rows == 0u {
+        return;
+    }
+    let i0 = wid.x * BN_GU;
+    var row_of: array<u32, 64>;
+    for (var n = 0u; n < BN_GU; n++) {
+        let i = min(i0 + n, p.inter - 1u);
+        row_of[n] = gate_row(local, i);
+        row_of[BN_GU + n] = up_row(local, i);
+    }
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc_g: array<f32, 4>;
+    var acc_u: array<f32, 4>;
+    for (var k0 = 0u; k0 < p.dim; k0 += BK) {
+        workgroupBarrier();
+        for (var idx = lid; idx < BM * BK; idx += GEMM_WG) {
+            let m = idx / BK;
+            let col = k0 + idx % BK;
+            let t = tile_pairs[m] / p.top_k;
+            xs[m * BKP + idx % BK] = select(0.0, x[t * p.dim + min(col, p.dim - 1u)], col < p.dim);
+        }
+        stage_weights(&row_of, k0, lid);
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = xs[ty * BKP + kk];
+            let a1 = xs[(ty + 16u) * BKP + kk];
+            let g0 = ws[tx * BKP + kk];
+            let g1 = ws[(tx + 16u) * BKP + kk];
+            let u0 = ws[(BN_GU + tx) * BKP + kk];
+            let u1 = ws[(BN_GU + tx + 16u) * BKP + kk];
+            acc_g[0] += a0 * g0;
+            acc_g[1] += a0 * g1;
+            acc_g[2] += a1 * g0;
+            acc_g[3] += a1 * g1;
+            acc_u[0] += a0 * u0;
+            acc_u[1] += a0 * u1;
+            acc_u[2] += a1 * u0;
+            acc_u[3] += a1 * u1;
+        }
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let m = ty + 16u * (c / 2u);
+        let i = i0 + tx + 16u * (c % 2u);
+        if m < rows && i < p.inter {
+            let gv = acc_g[c] + bias_at(e, gate_col(i));
+            let uv = acc_u[c] + bias_at(e, up_col(i));
+            h_out[tile_pairs[m] * p.h_stride + i] = act(gv, uv);
+        }
+    }
+}
+
+@compute @workgroup_size(GEMM_WG)
+fn moe_down_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let local = wid.z;
+    let e = p.first_expert + local;
+    let rows = load_tile(e, wid.y, lid);
+    if rows == 0u {
+        return;
+    }
+    let r0 = wid.x * BN_DN;
+    var row_of: array<u32, 64>;
+    for (var n = 0u; n < BN_DN; n++) {
+        row_of[n] = local * p.dim + min(r0 + n, p.dim - 1u);
+    }
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc: array<f32, 8>;
+    for (var k0 = 0u; k0 < p.inter; k0 += BK) {
+        workgroupBarrier();
+        for (var idx = lid; idx < BM * BK; idx += GEMM_WG) {
+            let m = idx / BK;
+            let col = k0 + idx % BK;
+            let v = h_in[(tile_pairs[m] * p.h_stride + min(col, p.inter - 1u)) / 4u];
+            xs[m * BKP + idx % BK] = select(0.0, v[col % 4u], col < p.inter);
+        }
+        stage_weights(&row_of, k0, lid);
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = xs[ty * BKP + kk];
+            let a1 = xs[(ty + 16u) * BKP + kk];
+            for (var b = 0u; b < 4u; b++) {
+                let wv = ws[(tx + 16u * b) * BKP + kk];
+                acc[b] += a0 * wv;
+                acc[4u + b] += a1 * wv;
+            }
+        }
+    }
+    for (var c = 0u; c < 8u; c++) {
+        let m = ty + 16u * (c / 4u);
+        let r = r0 + tx + 16u * (c % 4u);
+        if m < rows && r < p.dim {
+            let pair = tile_pairs[m];
+            y_slots[pair * p.dim + r] = route_w[pair] * (acc[c] + bias_at(e, r));
+        }
+    }
+}

@@ -1,3 +1,546 @@
-//! moe kernels.
+//! Routed expert FFNs (MODELS.md §3, §7): `y[t] (+)= sum_j w[t,j] * Expert_{ids[t,j]}(x[t])` with
+//! `Expert_e(x) = down_e @ act(gate_e @ x + gb_e, up_e @ x + ub_e) + db_e`, reading expert ids and
+//! weights from the router's GPU buffers (DESIGN.md principle 7: MoE never syncs).
+//!
+//! Decode (`tokens <= DECODE_MAX_TOKENS`): two GEMV dispatches per weight chunk, gate+up with the
+//! activation fused into a scratch `h [T, k, I]`, then down with the k slots summed, weighted and
+//! added to `y` inside each workgroup. Prefill (any T): a per-expert pair list built on the GPU, a
+//! grouped tiled GEMM for gate+up (gathering x rows through the list), one for down (writing weighted
+//! rows per (token, slot)), and a reduce over the k slots into `y`.
+
+use super::router::without_subgroups;
+use super::{grid, Dispatch};
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::{Context, Tensor, Weight};
 
 pub const SHADER: &str = include_str!("../../shaders/moe.wgsl");
+
+/// The most tokens [`moe`] runs through the decode GEMVs; more go through the grouped GEMMs.
+pub const DECODE_MAX_TOKENS: usize = 8;
+
+const DECODE_WG: u32 = 128;
+// Tile shapes of the prefill GEMMs (shaders/moe.wgsl BM, BN_GU, BN_DN) and the count/reduce width.
+const BM: usize = 32;
+const BN_GU: usize = 32;
+const BN_DN: usize = 64;
+const SCAN_WG: usize = 256;
+
+/// How gate and up rows share each expert's `[2I, D]` block of `gate_up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateUp {
+    /// Rows `[0, I)` are gate, `[I, 2I)` up (Mixtral, Qwen, OLMoE, DeepSeek).
+    Concatenated,
+    /// Row `2i` is gate `i`, row `2i+1` up `i` (gpt-oss); the gate/up bias is interleaved the same way.
+    Interleaved,
+}
+
+/// The gated activation between the two projections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    /// `silu(g) * u`.
+    SwiGlu,
+    /// gpt-oss: `g = min(g, limit); u = clamp(u, -limit, limit); (u + 1) * g * sigmoid(alpha * g)`.
+    ClampedSwiGlu { limit: f32, alpha: f32 },
+}
+
+/// Shapes and options of one MoE block for `tokens` rows (scratch is sized for exactly this many).
+#[derive(Clone, Copy, Debug)]
+pub struct MoeSpec {
+    pub tokens: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    /// D: the model width.
+    pub hidden: usize,
+    /// I: each expert's FFN width.
+    pub inter: usize,
+    pub gate_up: GateUp,
+    pub act: Act,
+    /// Add into `y` (the residual stream) instead of overwriting it.
+    pub accumulate: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    top_k: u32,
+    dim: u32,
+    inter: u32,
+    row_words: u32,
+    h_stride: u32,
+    first_expert: u32,
+    n_experts: u32,
+    experts: u32,
+    cap: u32,
+    bias_words: u32,
+    add_into: u32,
+    limit: f32,
+    alpha: f32,
+    _pad: [u32; 2],
+}
+
+/// The inputs of one MoE block, checked once.
+struct Block<'a> {
+    spec: MoeSpec,
+    x: &'a Tensor,
+    ids: &'a Tensor,
+    weights: &'a Tensor,
+    gate_up: &'a Weight,
+    down: &'a Weight,
+    gate_up_bias: Option<&'a Weight>,
+    down_bias: Option<&'a Weight>,
+    y: &'a Tensor,
+}
+
+const OP: &str = "moe";
+
+fn check_weight(name: &str, w: &Weight, rows: usize, cols: usize, group_rows: usize) -> Result<()> {
+    if w.rows != rows || w.cols != cols || w.group_rows != group_rows {
+        return Err(shape_err(
+            OP,
+            format!(
+                "{name} is [{}, {}] in groups of {}, expected [{rows}, {cols}] in groups of {group_rows}",
+                w.rows, w.cols, w.group_rows
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_bias(name: &str, b: Option<&Weight>, experts: usize, cols: usize) -> Result<()> {
+    let Some(b) = b else { return Ok(()) };
+    if b.rows != experts || b.cols != cols {
+        return Err(shape_err(
+            OP,
+            format!(
+                "{name} is [{}, {}], expected [{experts}, {cols}]",
+                b.rows, b.cols
+            ),
+        ));
+    }
+    if b.chunks.len() != 1 {
+        return Err(shape_err(
+            OP,
+            format!(
+                "{name} must fit one binding, it has {} chunks",
+                b.chunks.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Block<'_> {
+    fn validate(&self) -> Result<()> {
+        let MoeSpec {
+            tokens: t,
+            experts: e,
+            top_k: k,
+            hidden: d,
+            inter: i,
+            ..
+        } = self.spec;
+        if t == 0 || e == 0 || d == 0 || i == 0 {
+            return Err(shape_err(
+                OP,
+                format!("empty shape: tokens {t}, experts {e}, hidden {d}, inter {i}"),
+            ));
+        }
+        if k == 0 || k > e {
+            return Err(shape_err(
+                OP,
+                format!("top_k {k} must be in 1..={e} (the expert count)"),
+            ));
+        }
+        check_weight("gate_up", self.gate_up, e * 2 * i, d, 2 * i)?;
+        check_weight("down", self.down, e * d, i, d)?;
+        check_bias("gate_up_bias", self.gate_up_bias, e, 2 * i)?;
+        check_bias("down_bias", self.down_bias, e, d)?;
+        for (name, len, need) in [
+            ("x", self.x.len, t * d),
+            ("y", self.y.len, t * d),
+            ("ids", self.ids.len, t * k),
+            ("weights", self.weights.len, t * k),
+        ] {
+            if len < need {
+                return Err(shape_err(
+                    OP,
+                    format!("{name} holds {len} values, need {need}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn h_stride(&self) -> usize {
+        self.spec.inter.next_multiple_of(8)
+    }
+
+    fn params(&self) -> Params {
+        let s = &self.spec;
+        let (limit, alpha) = match s.act {
+            Act::SwiGlu => (0.0, 0.0),
+            Act::ClampedSwiGlu { limit, alpha } => (limit, alpha),
+        };
+        Params {
+            tokens: s.tokens as u32,
+            top_k: s.top_k as u32,
+            dim: s.hidden as u32,
+            inter: s.inter as u32,
+            h_stride: self.h_stride() as u32,
+            experts: s.experts as u32,
+            cap: s.tokens as u32,
+            limit,
+            alpha,
+            ..Default::default()
+        }
+    }
+
+    /// Params bound with chunk `c` of weight `w` (and its bias).
+    fn chunk_params(&self, w: &Weight, c: usize, bias: Option<&Weight>, add_into: bool) -> Params {
+        let chunk = &w.chunks[c];
+        Params {
+            row_words: w.row_words as u32,
+            first_expert: chunk.first_row / w.group_rows as u32,
+            n_experts: chunk.rows / w.group_rows as u32,
+            bias_words: bias.map_or(0, |b| b.row_words as u32),
+            add_into: add_into as u32,
+            ..self.params()
+        }
+    }
+
+    fn constants(
+        &self,
+        w: &Weight,
+        bias: Option<&Weight>,
+        subgroups: bool,
+        wg: u32,
+    ) -> Vec<(&'static str, f64)> {
+        let flag = |b: bool| b as u32 as f64;
+        vec![
+            ("WG", wg as f64),
+            ("W_DTYPE", w.dtype.code()),
+            ("B_DTYPE", bias.map_or(0.0, |b| b.dtype.code())),
+            ("HAS_BIAS", flag(bias.is_some())),
+            (
+                "INTERLEAVED",
+                flag(self.spec.gate_up == GateUp::Interleaved),
+            ),
+            (
+                "CLAMPED",
+                flag(matches!(self.spec.act, Act::ClampedSwiGlu { .. })),
+            ),
+            ("SUBGROUPS", flag(subgroups)),
+        ]
+    }
+}
+
+fn scratch(ctx: &Context, label: &str, elems: usize) -> Result<wgpu::Buffer> {
+    let bytes = elems as u64 * 4;
+    if bytes > ctx.caps.max_storage_binding {
+        return Err(Error::Limit {
+            what: format!("moe scratch {label} (lower the tokens per MoE call)"),
+            needed: bytes,
+            limit: ctx.caps.max_storage_binding,
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    Ok(ctx.storage(label, bytes))
+}
+
+fn bias_binding<'a>(ctx: &'a Context, b: Option<&'a Weight>) -> wgpu::BindingResource<'a> {
+    b.map_or(ctx.dummy.as_entire_binding(), |b| {
+        b.chunks[0].buffer.as_entire_binding()
+    })
+}
+
+/// The whole MoE block: decode GEMVs for up to [`DECODE_MAX_TOKENS`] tokens, grouped GEMMs beyond.
+/// `x [tokens, hidden]`, `ids`/`weights [tokens, top_k]` (the router's outputs), `gate_up
+/// [experts*2I, hidden]` in groups of 2I rows, `down [experts*hidden, I]` in groups of `hidden` rows,
+/// optional biases `[experts, 2I]` and `[experts, hidden]`, `y [tokens, hidden]`.
+#[allow(clippy::too_many_arguments)]
+pub fn moe(
+    ctx: &Context,
+    spec: MoeSpec,
+    x: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+    gate_up: &Weight,
+    down: &Weight,
+    gate_up_bias: Option<&Weight>,
+    down_bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    if spec.tokens <= DECODE_MAX_TOKENS {
+        moe_decode(
+            ctx,
+            spec,
+            x,
+            ids,
+            weights,
+            gate_up,
+            down,
+            gate_up_bias,
+            down_bias,
+            y,
+        )
+    } else {
+        moe_prefill(
+            ctx,
+            spec,
+            x,
+            ids,
+            weights,
+            gate_up,
+            down,
+            gate_up_bias,
+            down_bias,
+            y,
+        )
+    }
+}
+
+/// Decode path: per gate_up chunk one GEMV dispatch over every (token, slot) writing `h`, then per
+/// down chunk one GEMV dispatch summing the slots into `y` (the first chunk overwrites `y` unless
+/// `accumulate`, later chunks add). Errors beyond [`DECODE_MAX_TOKENS`] tokens.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_decode(
+    ctx: &Context,
+    spec: MoeSpec,
+    x: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+    gate_up: &Weight,
+    down: &Weight,
+    gate_up_bias: Option<&Weight>,
+    down_bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let b = Block {
+        spec,
+        x,
+        ids,
+        weights,
+        gate_up,
+        down,
+        gate_up_bias,
+        down_bias,
+        y,
+    };
+    b.validate()?;
+    if spec.tokens > DECODE_MAX_TOKENS {
+        return Err(shape_err(
+            OP,
+            format!(
+                "decode takes at most {DECODE_MAX_TOKENS} tokens, got {}",
+                spec.tokens
+            ),
+        ));
+    }
+    let (t, k, d, i) = (spec.tokens, spec.top_k, spec.hidden, spec.inter);
+    let h = scratch(ctx, "moe.h", t * k * b.h_stride())?;
+    let subgroups = ctx.caps.subgroups_usable() && ctx.caps.subgroup_max <= DECODE_WG;
+    let portable_src;
+    let (src, suffix) = if subgroups {
+        (SHADER, "_sg")
+    } else {
+        portable_src = without_subgroups(SHADER);
+        (portable_src.as_str(), "")
+    };
+    let mut out = Vec::new();
+    let consts = b.constants(gate_up, gate_up_bias, subgroups, DECODE_WG);
+    let pipeline = ctx.pipeline("moe", src, &format!("moe_gate_up_decode{suffix}"), &consts);
+    for c in 0..gate_up.chunks.len() {
+        let params = ctx.uniform(
+            "moe.params",
+            &b.chunk_params(gate_up, c, gate_up_bias, false),
+        );
+        let res = [
+            (0, params.as_entire_binding()),
+            (1, x.binding()),
+            (2, ids.binding()),
+            (4, gate_up.chunks[c].buffer.as_entire_binding()),
+            (5, bias_binding(ctx, gate_up_bias)),
+            (6, h.as_entire_binding()),
+        ];
+        let groups = grid((t * k * i.div_ceil(4)) as u32);
+        out.push(Dispatch::new(
+            ctx,
+            "moe.gate_up_decode",
+            pipeline.clone(),
+            &res,
+            groups,
+            vec![params.clone(), h.clone()],
+        ));
+    }
+    let consts = b.constants(down, down_bias, subgroups, DECODE_WG);
+    let pipeline = ctx.pipeline("moe", src, &format!("moe_down_decode{suffix}"), &consts);
+    for c in 0..down.chunks.len() {
+        let add_into = spec.accumulate || c > 0;
+        let params = ctx.uniform("moe.params", &b.chunk_params(down, c, down_bias, add_into));
+        let res = [
+            (0, params.as_entire_binding()),
+            (2, ids.binding()),
+            (3, weights.binding()),
+            (4, down.chunks[c].buffer.as_entire_binding()),
+            (5, bias_binding(ctx, down_bias)),
+            (7, h.as_entire_binding()),
+            (8, y.binding()),
+        ];
+        let groups = grid((t * d.div_ceil(8)) as u32);
+        out.push(Dispatch::new(
+            ctx,
+            "moe.down_decode",
+            pipeline.clone(),
+            &res,
+            groups,
+            vec![params.clone(), h.clone()],
+        ));
+    }
+    Ok(out)
+}
+
+/// Prefill path: count (per-expert pair lists), per gate_up chunk a grouped GEMM into `h`, per down
+/// chunk a grouped GEMM into per-slot rows, and a reduce into `y`. Scratch (lists, `h`, slot rows) is
+/// allocated here for `spec.tokens` tokens.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_prefill(
+    ctx: &Context,
+    spec: MoeSpec,
+    x: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+    gate_up: &Weight,
+    down: &Weight,
+    gate_up_bias: Option<&Weight>,
+    down_bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let b = Block {
+        spec,
+        x,
+        ids,
+        weights,
+        gate_up,
+        down,
+        gate_up_bias,
+        down_bias,
+        y,
+    };
+    b.validate()?;
+    let (t, k, d, i, e) = (
+        spec.tokens,
+        spec.top_k,
+        spec.hidden,
+        spec.inter,
+        spec.experts,
+    );
+    let counts = scratch(ctx, "moe.counts", e)?;
+    let lists = scratch(ctx, "moe.lists", e * t)?;
+    let h = scratch(ctx, "moe.h", t * k * b.h_stride())?;
+    let slots = scratch(ctx, "moe.y_slots", t * k * d)?;
+    // The GEMMs and count kernel need no subgroups: always the portable source.
+    let src = without_subgroups(SHADER);
+    let owned = |params: &wgpu::Buffer| {
+        vec![
+            params.clone(),
+            counts.clone(),
+            lists.clone(),
+            h.clone(),
+            slots.clone(),
+        ]
+    };
+    let mut out = Vec::new();
+
+    let params = ctx.uniform("moe.params", &b.params());
+    let pipeline = ctx.pipeline("moe", &src, "moe_count", &[]);
+    let res = [
+        (0, params.as_entire_binding()),
+        (2, ids.binding()),
+        (9, counts.as_entire_binding()),
+        (10, lists.as_entire_binding()),
+    ];
+    out.push(Dispatch::new(
+        ctx,
+        "moe.count",
+        pipeline,
+        &res,
+        grid(e as u32),
+        owned(&params),
+    ));
+
+    let m_tiles = t.div_ceil(BM) as u32;
+    let consts = b.constants(gate_up, gate_up_bias, false, DECODE_WG);
+    let pipeline = ctx.pipeline("moe", &src, "moe_gate_up_gemm", &consts);
+    for c in 0..gate_up.chunks.len() {
+        let p = b.chunk_params(gate_up, c, gate_up_bias, false);
+        let params = ctx.uniform("moe.params", &p);
+        let res = [
+            (0, params.as_entire_binding()),
+            (1, x.binding()),
+            (4, gate_up.chunks[c].buffer.as_entire_binding()),
+            (5, bias_binding(ctx, gate_up_bias)),
+            (6, h.as_entire_binding()),
+            (11, counts.as_entire_binding()),
+            (12, lists.as_entire_binding()),
+        ];
+        let groups = [i.div_ceil(BN_GU) as u32, m_tiles, p.n_experts];
+        out.push(Dispatch::new(
+            ctx,
+            "moe.gate_up_gemm",
+            pipeline.clone(),
+            &res,
+            groups,
+            owned(&params),
+        ));
+    }
+
+    let consts = b.constants(down, down_bias, false, DECODE_WG);
+    let pipeline = ctx.pipeline("moe", &src, "moe_down_gemm", &consts);
+    for c in 0..down.chunks.len() {
+        let p = b.chunk_params(down, c, down_bias, false);
+        let params = ctx.uniform("moe.params", &p);
+        let res = [
+            (0, params.as_entire_binding()),
+            (3, weights.binding()),
+            (4, down.chunks[c].buffer.as_entire_binding()),
+            (5, bias_binding(ctx, down_bias)),
+            (7, h.as_entire_binding()),
+            (11, counts.as_entire_binding()),
+            (12, lists.as_entire_binding()),
+            (13, slots.as_entire_binding()),
+        ];
+        let groups = [d.div_ceil(BN_DN) as u32, m_tiles, p.n_experts];
+        out.push(Dispatch::new(
+            ctx,
+            "moe.down_gemm",
+            pipeline.clone(),
+            &res,
+            groups,
+            owned(&params),
+        ));
+    }
+
+    let params = ctx.uniform(
+        "moe.params",
+        &Params {
+            add_into: spec.accumulate as u32,
+            ..b.params()
+        },
+    );
+    let pipeline = ctx.pipeline("moe", &src, "moe_reduce", &[]);
+    let res = [
+        (0, params.as_entire_binding()),
+        (8, y.binding()),
+        (14, slots.as_entire_binding()),
+    ];
+    out.push(Dispatch::new(
+        ctx,
+        "moe.reduce",
+        pipeline,
+        &res,
+        grid((t * d).div_ceil(SCAN_WG) as u32),
+        owned(&params),
+    ));
+    Ok(out)
+}
