@@ -402,7 +402,8 @@ pub fn moe_decode(
 
 /// Prefill path: count (per-expert pair lists), per gate_up chunk a grouped GEMM into `h`, per down
 /// chunk a grouped GEMM into per-slot rows, and a reduce into `y`. Scratch (lists, `h`, slot rows) is
-/// allocated here for `spec.tokens` tokens.
+/// allocated here for `spec.tokens` tokens. Each token must name an expert at most once (as every
+/// router does): an expert's list holds at most `tokens` pairs.
 #[allow(clippy::too_many_arguments)]
 pub fn moe_prefill(
     ctx: &Context,

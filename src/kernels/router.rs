@@ -145,7 +145,7 @@ fn validate(
         }
     }
     if let Some(g) = spec.groups {
-        if g.n_group == 0 || experts % g.n_group != 0 {
+        if g.n_group == 0 || !experts.is_multiple_of(g.n_group) {
             return Err(shape_err(
                 op,
                 format!("{experts} experts do not split into {} groups", g.n_group),
