@@ -1,3 +1,358 @@
-//! matmul kernels.
+//! Dense projections `y[t, n] (+)= sum_k x[t, k] * W[n, k] (+ bias[n])`: f32 activations against a
+//! weight in its checkpoint precision (f32/f16/bf16 packed in u32 words), with the bias and the
+//! residual add (`accumulate`) fused into the epilogue (DESIGN.md principle 4).
+//!
+//! Two kernels, one semantics: [`matvec`] for decode (1..=8 token rows, bandwidth-bound: threads
+//! stride along K in `vec4<u32>` weight words and reduce with `subgroupAdd` where usable, through
+//! workgroup memory otherwise) and [`gemm`] for prefill (64x64 tiles staged in workgroup memory).
+//! [`matmul`] picks one. A weight split into chunks gets one dispatch per chunk.
+
+use super::{grid, Dispatch};
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::{Context, Tensor, Weight, WeightChunk};
+use std::sync::{Arc, OnceLock};
 
 pub const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
+
+/// Where the subgroup-only kernels start in [`SHADER`].
+const SUBGROUP_MARKER: &str = "// @subgroup-kernels";
+
+/// The most token rows [`matvec`] takes; [`matmul`] switches to [`gemm`] above it.
+pub const MATVEC_MAX_TOKENS: usize = 8;
+
+// Must match MAX_ROWS / MAX_ACC in shaders/matmul.wgsl.
+const MAX_ROWS: usize = 4;
+const MAX_ACC: usize = 16;
+// The gemm output tile, as in the shader.
+const GEMM_TILE: usize = 64;
+
+/// The token-row layout of one projection. `x` holds `tokens` rows of `K = w.cols` values at
+/// `x_stride`; `y` gets `tokens` rows of `N = w.rows` values at `y_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSpec {
+    pub tokens: usize,
+    pub x_stride: usize,
+    pub y_stride: usize,
+    /// Add into `y` instead of overwriting it (the residual add fused into the epilogue).
+    pub accumulate: bool,
+}
+
+impl MatmulSpec {
+    /// Packed rows for `w`: `x_stride = w.cols`, `y_stride = w.rows`, overwrite.
+    pub fn packed(tokens: usize, w: &Weight) -> Self {
+        Self {
+            tokens,
+            x_stride: w.cols,
+            y_stride: w.rows,
+            accumulate: false,
+        }
+    }
+
+    /// The same layout with explicit row strides (slices of wider rows).
+    pub fn strided(tokens: usize, x_stride: usize, y_stride: usize) -> Self {
+        Self {
+            tokens,
+            x_stride,
+            y_stride,
+            accumulate: false,
+        }
+    }
+
+    /// The same layout, adding into `y`.
+    pub fn accumulating(self) -> Self {
+        Self {
+            accumulate: true,
+            ..self
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    rows: u32,
+    k: u32,
+    kw: u32,
+    kw_full: u32,
+    x_stride: u32,
+    y_stride: u32,
+    first_row: u32,
+    bias_dtype: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+/// `Params::bias_dtype` when there is no bias (shaders/matmul.wgsl NO_BIAS).
+const NO_BIAS: u32 = u32::MAX;
+
+/// `y = x @ W^T (+ bias)` (or `+=` with `spec.accumulate`): [`matvec`] for up to
+/// [`MATVEC_MAX_TOKENS`] rows, [`gemm`] beyond. One dispatch per weight chunk.
+pub fn matmul(
+    ctx: &Context,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    if spec.tokens <= MATVEC_MAX_TOKENS {
+        matvec(ctx, spec, x, w, bias, y)
+    } else {
+        gemm(ctx, spec, x, w, bias, y)
+    }
+}
+
+/// The decode projection, for 1..=[`MATVEC_MAX_TOKENS`] token rows.
+pub fn matvec(
+    ctx: &Context,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let op = "matvec";
+    validate(ctx, op, spec, x, w, bias, y)?;
+    if spec.tokens > MATVEC_MAX_TOKENS {
+        return Err(shape_err(
+            op,
+            format!(
+                "{} token rows, at most {MATVEC_MAX_TOKENS} (use gemm)",
+                spec.tokens
+            ),
+        ));
+    }
+    let t = spec.tokens;
+    let rows = matvec_rows(t);
+    let wg = matvec_workgroup(w);
+    let subgroups = ctx.caps.subgroups_usable();
+    // Subgroups leave one partial per subgroup, and subgroups_usable() promises >= 4 lanes each.
+    let red = if subgroups { wg / 4 } else { wg } * rows * t;
+    let mut constants = common_constants(spec, x, w);
+    constants.extend([
+        ("WG", wg as f64),
+        ("T", t as f64),
+        ("ROWS", rows as f64),
+        ("RED", red as f64),
+    ]);
+    let (entry, source) = if subgroups {
+        ("matvec_sg", SHADER)
+    } else {
+        ("matvec", portable_source())
+    };
+    let pipeline = ctx.pipeline("matmul", source, entry, &constants);
+    Ok(w.chunks
+        .iter()
+        .map(|chunk| {
+            let groups = grid((chunk.rows as usize).div_ceil(rows) as u32);
+            dispatch(ctx, entry, &pipeline, spec, x, w, chunk, bias, y, groups)
+        })
+        .collect())
+}
+
+/// The prefill projection, for any number of token rows (tiled, edges masked).
+pub fn gemm(
+    ctx: &Context,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let op = "gemm";
+    validate(ctx, op, spec, x, w, bias, y)?;
+    let m_tiles = spec.tokens.div_ceil(GEMM_TILE);
+    let constants = common_constants(spec, x, w);
+    let pipeline = ctx.pipeline("matmul", portable_source(), "gemm", &constants);
+    let mut out = Vec::with_capacity(w.chunks.len());
+    for chunk in &w.chunks {
+        let n_tiles = (chunk.rows as usize).div_ceil(GEMM_TILE);
+        let groups = m_tiles * n_tiles;
+        let limit = ctx.caps.max_workgroups_per_dim as usize;
+        if groups > limit * limit {
+            return Err(shape_err(
+                op,
+                format!("{groups} workgroups exceed a {limit}x{limit} grid"),
+            ));
+        }
+        out.push(dispatch(
+            ctx,
+            op,
+            &pipeline,
+            spec,
+            x,
+            w,
+            chunk,
+            bias,
+            y,
+            grid(groups as u32),
+        ));
+    }
+    Ok(out)
+}
+
+/// Output rows per matvec workgroup: as many as the accumulator budget allows.
+fn matvec_rows(tokens: usize) -> usize {
+    (MAX_ACC / tokens).clamp(1, MAX_ROWS)
+}
+
+/// Threads per matvec workgroup: a power of two (the portable tree needs one); the smaller size
+/// for short rows so fewer threads idle (two sizes only, to keep pipeline variants few).
+fn matvec_workgroup(w: &Weight) -> usize {
+    if w.row_words / 4 >= 128 {
+        128
+    } else {
+        64
+    }
+}
+
+/// [`SHADER`] without the subgroup kernels, for adapters that lack the feature.
+fn portable_source() -> &'static str {
+    static SRC: OnceLock<&'static str> = OnceLock::new();
+    SRC.get_or_init(|| SHADER.split(SUBGROUP_MARKER).next().unwrap_or(SHADER))
+}
+
+/// Whether x can be read as `vec4<f32>`: rows start 16-byte aligned and the buffer is whole vec4s.
+fn x_vec4(spec: MatmulSpec, x: &Tensor) -> bool {
+    spec.x_stride.is_multiple_of(4) && x.buffer.size().is_multiple_of(16)
+}
+
+/// The specialisation both kernels share: what shapes their inner loops.
+fn common_constants(spec: MatmulSpec, x: &Tensor, w: &Weight) -> Vec<(&'static str, f64)> {
+    vec![
+        ("W_DTYPE", w.dtype.code()),
+        ("X_VEC", x_vec4(spec, x) as u32 as f64),
+    ]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    ctx: &Context,
+    label: &str,
+    pipeline: &Arc<wgpu::ComputePipeline>,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    chunk: &WeightChunk,
+    bias: Option<&Weight>,
+    y: &Tensor,
+    groups: [u32; 3],
+) -> Dispatch {
+    let kw = w.row_words / 4;
+    let params = Params {
+        tokens: spec.tokens as u32,
+        rows: chunk.rows,
+        k: w.cols as u32,
+        kw: kw as u32,
+        kw_full: (w.cols / w.dtype.elems_per_vec4()) as u32,
+        x_stride: spec.x_stride as u32,
+        y_stride: spec.y_stride as u32,
+        first_row: chunk.first_row,
+        bias_dtype: bias.map_or(NO_BIAS, |b| b.dtype.code() as u32),
+        accumulate: spec.accumulate as u32,
+        _pad: [0; 2],
+    };
+    let params = ctx.uniform("matmul.params", &params);
+    let x4 = if x_vec4(spec, x) {
+        x.binding()
+    } else {
+        ctx.dummy.as_entire_binding()
+    };
+    let bias = bias.map_or(ctx.dummy.as_entire_binding(), |b| {
+        b.chunks[0].buffer.as_entire_binding()
+    });
+    let res = [
+        (0, params.as_entire_binding()),
+        (1, x.binding()),
+        (2, x4),
+        (3, chunk.buffer.as_entire_binding()),
+        (4, bias),
+        (5, y.binding()),
+    ];
+    let label = format!(
+        "{label}[{}..{}]",
+        chunk.first_row,
+        chunk.first_row + chunk.rows
+    );
+    Dispatch::new(
+        ctx,
+        label,
+        pipeline.clone(),
+        &res,
+        groups,
+        vec![params.clone()],
+    )
+}
+
+/// Shapes, strides, buffer sizes and limits, so that a bad call is an `Err` and never a GPU fault.
+fn validate(
+    ctx: &Context,
+    op: &'static str,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<()> {
+    let MatmulSpec {
+        tokens: t,
+        x_stride,
+        y_stride,
+        ..
+    } = spec;
+    let (n, k) = (w.rows, w.cols);
+    if t == 0 {
+        return Err(shape_err(op, "zero token rows"));
+    }
+    if n == 0 || k == 0 || w.chunks.is_empty() {
+        return Err(shape_err(op, format!("weight is [{n}, {k}]")));
+    }
+    if x_stride < k || (t - 1) * x_stride + k > x.len {
+        return Err(shape_err(
+            op,
+            format!(
+                "x holds {} values, too few for {t} rows of {k} at stride {x_stride}",
+                x.len
+            ),
+        ));
+    }
+    if y_stride < n || (t - 1) * y_stride + n > y.len {
+        return Err(shape_err(
+            op,
+            format!(
+                "y holds {} values, too few for {t} rows of {n} at stride {y_stride}",
+                y.len
+            ),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.rows != 1 || b.cols != n || b.chunks.len() != 1 {
+            return Err(shape_err(
+                op,
+                format!("bias is [{}, {}], expected [1, {n}]", b.rows, b.cols),
+            ));
+        }
+    }
+    if Arc::ptr_eq(&x.buffer, &y.buffer) {
+        return Err(shape_err(
+            op,
+            "x and y are the same buffer (the output cannot alias the input)",
+        ));
+    }
+    // Indices are u32 in the shader.
+    if x.len > u32::MAX as usize || y.len > u32::MAX as usize {
+        return Err(shape_err(op, "activation buffers beyond 2^32 elements"));
+    }
+    for (what, buf) in [("x", &x.buffer), ("y", &y.buffer)] {
+        if buf.size() > ctx.caps.max_storage_binding {
+            return Err(Error::Limit {
+                what: format!("{op} {what} binding"),
+                needed: buf.size(),
+                limit: ctx.caps.max_storage_binding,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+    }
+    Ok(())
+}
