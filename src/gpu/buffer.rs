@@ -158,18 +158,33 @@ impl Weight {
         bytes: &[u8],
         binding_limit: u64,
     ) -> Result<Self> {
-        let elem = dtype.bytes();
-        if group_rows == 0 || rows % group_rows != 0 {
-            return Err(Error::Invalid(format!(
-                "{label}: {rows} rows do not split into groups of {group_rows}"
-            )));
-        }
-        if bytes.len() != rows * cols * elem {
+        if bytes.len() != rows * cols * dtype.bytes() {
             return Err(Error::Invalid(format!(
                 "{label}: expected {} bytes for [{rows}, {cols}] {}, got {}",
-                rows * cols * elem,
+                rows * cols * dtype.bytes(),
                 dtype.name(),
                 bytes.len()
+            )));
+        }
+        let w = Self::alloc(ctx, label, dtype, rows, cols, group_rows, binding_limit)?;
+        w.write_rows(ctx, 0, bytes)?;
+        Ok(w)
+    }
+
+    /// A zeroed weight, chunked for `binding_limit`; fill it with [`Weight::write_rows`]. Loading
+    /// a checkpoint piece by piece this way keeps host memory at one source tensor.
+    pub fn alloc(
+        ctx: &Context,
+        label: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        group_rows: usize,
+        binding_limit: u64,
+    ) -> Result<Self> {
+        if rows == 0 || cols == 0 || group_rows == 0 || rows % group_rows != 0 {
+            return Err(Error::Invalid(format!(
+                "{label}: [{rows}, {cols}] does not split into groups of {group_rows} rows"
             )));
         }
         let row_words = Self::row_words(dtype, cols);
@@ -184,23 +199,54 @@ impl Weight {
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
-        let groups_per_chunk = (limit / group_bytes) as usize;
-        let rows_per_chunk = groups_per_chunk * group_rows;
+        let rows_per_chunk = (limit / group_bytes) as usize * group_rows;
         let mut chunks = Vec::new();
         let mut first = 0usize;
         while first < rows {
             let n = rows_per_chunk.min(rows - first);
-            let mut padded = vec![0u8; n * row_bytes as usize];
-            for r in 0..n {
-                let src = &bytes[(first + r) * cols * elem..][..cols * elem];
-                padded[r * row_bytes as usize..][..cols * elem].copy_from_slice(src);
-            }
-            let buffer = ctx.storage(&format!("{label}[{first}..]"), padded.len() as u64);
-            ctx.queue.write_buffer(&buffer, 0, &padded);
+            let buffer = ctx.storage(&format!("{label}[{first}..]"), n as u64 * row_bytes);
             chunks.push(WeightChunk { buffer, first_row: first as u32, rows: n as u32 });
             first += n;
         }
         Ok(Self { dtype, rows, cols, group_rows, row_words, chunks })
+    }
+
+    /// Write whole rows starting at `first_row` from unpadded little-endian `bytes` of this
+    /// weight's dtype, padding each row to `row_words` on the way.
+    pub fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
+        let src_row = self.cols * self.dtype.bytes();
+        let n = bytes.len() / src_row;
+        if bytes.len() % src_row != 0 || first_row + n > self.rows {
+            return Err(Error::Invalid(format!(
+                "{} bytes are not whole rows of {} bytes fitting at row {first_row} of {}",
+                bytes.len(),
+                src_row,
+                self.rows
+            )));
+        }
+        let row_bytes = self.row_words * 4;
+        let mut row = first_row;
+        while row < first_row + n {
+            let chunk = self
+                .chunks
+                .iter()
+                .find(|c| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&row))
+                .ok_or_else(|| Error::Invalid(format!("row {row} is in no chunk")))?;
+            let in_chunk = ((chunk.first_row + chunk.rows) as usize).min(first_row + n) - row;
+            let src = &bytes[(row - first_row) * src_row..][..in_chunk * src_row];
+            let offset = (row - chunk.first_row as usize) as u64 * row_bytes as u64;
+            if row_bytes == src_row {
+                ctx.queue.write_buffer(&chunk.buffer, offset, src);
+            } else {
+                let mut padded = vec![0u8; in_chunk * row_bytes];
+                for (dst, s) in padded.chunks_exact_mut(row_bytes).zip(src.chunks_exact(src_row)) {
+                    dst[..src_row].copy_from_slice(s);
+                }
+                ctx.queue.write_buffer(&chunk.buffer, offset, &padded);
+            }
+            row += in_chunk;
+        }
+        Ok(())
     }
 
     /// Upload f32 `values`, rounded to `dtype` (tests and synthetic models).

@@ -20,31 +20,11 @@ pub const SUPPORTED: &[&str] = &[
     "gpt_oss",
 ];
 
-/// RoPE frequency scaling (MODELS.md §2.1).
-#[derive(Clone, Debug, PartialEq)]
-pub enum RopeScaling {
-    Default,
-    Yarn {
-        factor: f64,
-        original_max_position: f64,
-        beta_fast: f64,
-        beta_slow: f64,
-        mscale: Option<f64>,
-        mscale_all_dim: Option<f64>,
-        attention_factor: Option<f64>,
-        truncate: bool,
-    },
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position: f64,
-    },
-}
+pub use crate::kernels::rope::RopeScaling;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rope {
-    pub theta: f64,
+    pub theta: f32,
     /// Rotated dims per head (head_dim, or qk_rope_head_dim for MLA).
     pub dims: usize,
     /// Interleaved pairs (DeepSeek MLA) instead of half-split.
@@ -83,19 +63,7 @@ pub enum Attention {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scoring {
-    Softmax,
-    Sigmoid,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupScore {
-    /// DeepSeek-V2 group_limited_greedy: a group's score is its best expert.
-    Max,
-    /// DeepSeek-V3: the sum of its two best (bias-corrected) experts.
-    Top2Sum,
-}
+pub use crate::kernels::router::{GroupScore, Scoring};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Router {
@@ -264,14 +232,14 @@ impl ModelConfig {
             .and_then(|p| p.get("rope_theta"))
             .and_then(Value::as_f64)
             .or(j.f64_opt("rope_theta")?)
-            .unwrap_or(default_theta);
+            .unwrap_or(default_theta) as f32;
         let scaling = match rope_params {
-            Some(p) => parse_rope_scaling(&j.sub(p), max_position)?,
+            Some(p) => parse_rope_scaling(&j.sub(p))?,
             None if mt == "gpt_oss" => RopeScaling::Yarn {
-                factor: 32.0,
-                original_max_position: 4096.0,
-                beta_fast: 32.0,
-                beta_slow: 1.0,
+                factor: Some(32.0),
+                original_max_position: Some(4096),
+                beta_fast: Some(32.0),
+                beta_slow: Some(1.0),
                 mscale: None,
                 mscale_all_dim: None,
                 attention_factor: None,
@@ -302,9 +270,11 @@ impl ModelConfig {
             v_head_dim = v;
             rope_dims = rope;
             attn_scale = (head_dim as f64).powf(-0.5);
-            if let RopeScaling::Yarn { factor, mscale_all_dim: Some(m), .. } = &scaling {
+            if let RopeScaling::Yarn { factor, original_max_position, mscale_all_dim: Some(m), .. } = &scaling {
                 if *m != 0.0 {
-                    let ms = 0.1 * m * factor.ln() + 1.0;
+                    let original = original_max_position.unwrap_or(max_position);
+                    let factor = factor.map_or(max_position as f64 / original as f64, f64::from);
+                    let ms = 0.1 * *m as f64 * factor.ln() + 1.0;
                     attn_scale *= ms * ms;
                 }
             }
@@ -372,28 +342,28 @@ impl ModelConfig {
     }
 }
 
-fn parse_rope_scaling(p: &Json<'_>, max_position: usize) -> Result<RopeScaling> {
+fn parse_rope_scaling(p: &Json<'_>) -> Result<RopeScaling> {
     let kind = p.str_opt("rope_type").or(p.str_opt("type")).unwrap_or("default");
     Ok(match kind {
         "default" | "linear_default" => RopeScaling::Default,
         "yarn" => {
-            let original = p.f64_opt("original_max_position_embeddings")?.unwrap_or(max_position as f64);
+            let f = |k: &str| -> Result<Option<f32>> { Ok(p.f64_opt(k)?.map(|v| v as f32)) };
             RopeScaling::Yarn {
-                factor: p.f64_opt("factor")?.unwrap_or(max_position as f64 / original),
-                original_max_position: original,
-                beta_fast: p.f64_or("beta_fast", 32.0)?,
-                beta_slow: p.f64_or("beta_slow", 1.0)?,
-                mscale: p.f64_opt("mscale")?,
-                mscale_all_dim: p.f64_opt("mscale_all_dim")?,
-                attention_factor: p.f64_opt("attention_factor")?,
+                factor: f("factor")?,
+                original_max_position: p.usize_opt("original_max_position_embeddings")?,
+                beta_fast: f("beta_fast")?,
+                beta_slow: f("beta_slow")?,
+                mscale: f("mscale")?,
+                mscale_all_dim: f("mscale_all_dim")?,
+                attention_factor: f("attention_factor")?,
                 truncate: p.bool_or("truncate", true)?,
             }
         }
         "llama3" => RopeScaling::Llama3 {
-            factor: p.f64_or("factor", 8.0)?,
-            low_freq_factor: p.f64_or("low_freq_factor", 1.0)?,
-            high_freq_factor: p.f64_or("high_freq_factor", 4.0)?,
-            original_max_position: p.f64_or("original_max_position_embeddings", 8192.0)?,
+            factor: p.f64_or("factor", 8.0)? as f32,
+            low_freq_factor: p.f64_or("low_freq_factor", 1.0)? as f32,
+            high_freq_factor: p.f64_or("high_freq_factor", 4.0)? as f32,
+            original_max_position: p.usize_or("original_max_position_embeddings", 8192)?,
         },
         other => {
             return Err(Error::Invalid(format!(

@@ -1,5 +1,119 @@
-//! Checkpoints to models: config, weights, the forward plan.
+//! Checkpoints to models: the config, the weights, the forward plan and the KV cache.
 
 pub mod config;
+pub mod plan;
 pub mod safetensors;
 pub mod source;
+pub mod weights;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Tensor};
+use crate::kernels::{self, step};
+use config::ModelConfig;
+use plan::{KvCache, LogitRows, Plan, PlanIo};
+use std::collections::HashMap;
+use std::path::Path;
+use weights::ModelWeights;
+
+/// A loaded model: its description, its weights on the GPU and its RoPE table.
+pub struct Model {
+    pub ctx: Context,
+    pub config: ModelConfig,
+    pub weights: ModelWeights,
+    inv_freq: Tensor,
+    attention_factor: f32,
+}
+
+impl Model {
+    /// Load a Hugging Face model folder (`config.json` + safetensors).
+    pub fn load_dir(ctx: Context, dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
+        let config = ModelConfig::from_json(&text, &cfg_path.display().to_string())?;
+        let src = safetensors::Safetensors::open_dir(dir)?;
+        let weights = weights::load(&ctx, &config, &src, progress)?;
+        Ok(Self::new(ctx, config, weights))
+    }
+
+    pub fn new(ctx: Context, config: ModelConfig, weights: ModelWeights) -> Self {
+        let r = &config.rope;
+        let (inv, attention_factor) = kernels::rope::rope_frequencies(r.dims, r.theta, &r.scaling, config.max_position);
+        let inv_freq = Tensor::from_f32(&ctx, "inv_freq", &inv);
+        Self { ctx, config, weights, inv_freq, attention_factor }
+    }
+
+    /// A fresh generation state with room for `max_seq` tokens.
+    pub fn session(&self, max_seq: usize) -> Session<'_> {
+        let max_seq = max_seq.max(1);
+        Session {
+            model: self,
+            cache: KvCache::new(&self.ctx, &self.config, max_seq),
+            step: step::new(&self.ctx, 0, 0),
+            ids: Tensor::zeros(&self.ctx, "ids", max_seq),
+            pos: 0,
+            plans: HashMap::new(),
+        }
+    }
+}
+
+/// One sequence being processed: the KV cache, the position, and the plans built so far.
+pub struct Session<'m> {
+    pub model: &'m Model,
+    pub cache: KvCache,
+    step: Tensor,
+    ids: Tensor,
+    pos: usize,
+    plans: HashMap<(usize, LogitRows), Plan>,
+}
+
+impl Session<'_> {
+    /// Tokens already in the cache.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Run `tokens` through the model at the current position in one batch and return the logits
+    /// of every row (`rows == All`, `[T, vocab]`) or of the last one (`[vocab]`).
+    pub fn forward(&mut self, tokens: &[u32], rows: LogitRows) -> Result<Vec<f32>> {
+        let m = self.model;
+        let cfg = &m.config;
+        if tokens.is_empty() {
+            return Err(Error::Invalid("no tokens to process".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+            return Err(Error::Invalid(format!("token id {bad} is out of range: the vocabulary has {} tokens", cfg.vocab)));
+        }
+        if self.pos + tokens.len() > self.cache.max_seq {
+            return Err(Error::Invalid(format!(
+                "{} tokens after {} would exceed the context of {} tokens",
+                tokens.len(),
+                self.pos,
+                self.cache.max_seq
+            )));
+        }
+        let key = (tokens.len(), rows);
+        if !self.plans.contains_key(&key) {
+            let io = PlanIo {
+                ids: &self.ids,
+                step: &self.step,
+                cache: &self.cache,
+                inv_freq: &m.inv_freq,
+                attention_factor: m.attention_factor,
+            };
+            let plan = plan::build(&m.ctx, cfg, &m.weights, &io, tokens.len(), rows)?;
+            self.plans.insert(key, plan);
+        }
+        let plan = &self.plans[&key];
+        m.ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        m.ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[self.pos as u32, tokens.len() as u32]));
+        let refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();
+        m.ctx.submit(&refs);
+        self.pos += tokens.len();
+        plan.logits.read_f32(&m.ctx)
+    }
+}

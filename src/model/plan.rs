@@ -1,0 +1,398 @@
+//! The forward-plan builder: one walk over the model description that turns a batch of `tokens`
+//! rows into a list of recorded dispatches (embedding, every layer, the logits head). The same
+//! builder serves every architecture (DESIGN.md principle 1) and both prefill (many rows) and
+//! decode (one row against the KV cache); a plan is built once per batch size and replayed with
+//! new positions written to the step buffer.
+
+use super::config::{Attention, Ffn, ModelConfig, QkNorm};
+use super::weights::{AttnWeights, FfnWeights, Linear, MlaQuery, ModelWeights};
+use crate::error::Result;
+use crate::gpu::{Context, Tensor, Weight};
+use crate::kernels::{self, Dispatch};
+use kernels::attention::{AttnSpec, KvStoreSpec};
+use kernels::elementwise::Rows;
+use kernels::matmul::MatmulSpec;
+use kernels::rmsnorm::{NormOut, NormShape};
+use kernels::rope::{RopeLayout, RopeSpec};
+
+/// DeepSeek builds `q_a_layernorm` / `kv_a_layernorm` with the default eps, not `rms_norm_eps`.
+const MLA_NORM_EPS: f32 = 1e-6;
+
+/// The per-layer KV cache: GQA keeps K and V `[max_seq, KV*hd]`; MLA one `[max_seq, r + dr]` of
+/// normalised latents and roped shared keys (MODELS.md §6.5).
+pub struct KvCache {
+    pub max_seq: usize,
+    pub layers: Vec<(Tensor, Option<Tensor>)>,
+}
+
+impl KvCache {
+    pub fn new(ctx: &Context, cfg: &ModelConfig, max_seq: usize) -> Self {
+        let layers = (0..cfg.layers.len())
+            .map(|i| match &cfg.attention {
+                Attention::Gqa { .. } => {
+                    let w = cfg.kv_heads * cfg.head_dim;
+                    (
+                        Tensor::zeros(ctx, &format!("k_cache.{i}"), max_seq * w),
+                        Some(Tensor::zeros(ctx, &format!("v_cache.{i}"), max_seq * cfg.kv_heads * cfg.v_head_dim)),
+                    )
+                }
+                Attention::Mla { kv_lora_rank, rope_dim, .. } => {
+                    (Tensor::zeros(ctx, &format!("latent_cache.{i}"), max_seq * (kv_lora_rank + rope_dim)), None)
+                }
+            })
+            .collect();
+        Self { max_seq, layers }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.layers.iter().map(|(k, v)| (k.len + v.as_ref().map_or(0, |v| v.len)) as u64 * 4).sum()
+    }
+}
+
+/// Which rows get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogitRows {
+    All,
+    Last,
+}
+
+/// What the plan reads and writes that outlives it: token ids in, positions, the cache.
+pub struct PlanIo<'a> {
+    pub ids: &'a Tensor,
+    pub step: &'a Tensor,
+    pub cache: &'a KvCache,
+    pub inv_freq: &'a Tensor,
+    pub attention_factor: f32,
+}
+
+/// A recorded forward pass for a fixed number of token rows.
+pub struct Plan {
+    pub tokens: usize,
+    pub dispatches: Vec<Dispatch>,
+    /// `[rows, vocab]` with rows = tokens or 1.
+    pub logits: Tensor,
+    pub logit_rows: usize,
+}
+
+/// Scratch activations of one plan, sized for its row count.
+struct Scratch {
+    x: Tensor,
+    h: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    gu: Tensor,
+    act: Tensor,
+    tmp: Tensor,
+    small: Tensor,
+    router_logits: Tensor,
+    expert_ids: Tensor,
+    expert_weights: Tensor,
+}
+
+fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
+    let (mut inter, mut experts, mut top_k) = (1, 1, 1);
+    for l in &cfg.layers {
+        match &l.ffn {
+            Ffn::Dense { inter: i, .. } => inter = inter.max(*i),
+            Ffn::Moe { experts: e, top_k: k, inter: i, shared, .. } => {
+                inter = inter.max(*i).max(shared.as_ref().map_or(0, |s| s.inter));
+                experts = experts.max(*e);
+                top_k = top_k.max(*k);
+            }
+        }
+    }
+    (inter, experts, top_k)
+}
+
+impl Scratch {
+    fn new(ctx: &Context, cfg: &ModelConfig, t: usize) -> Self {
+        let d = cfg.hidden;
+        let (inter, experts, top_k) = widest_ffn(cfg);
+        let (q_w, kv_w, o_w) = match &cfg.attention {
+            Attention::Gqa { .. } => (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.heads * cfg.v_head_dim),
+            Attention::Mla { q_lora_rank, kv_lora_rank: r, rope_dim: dr, nope_dim: dn, v_dim: dv, .. } => {
+                // q: the projection (H*(dn+dr)); k: kv_a rows (r+dr); v: q_cat (H*(r+dr)); o: o_lat (H*r)
+                // then per-head values (H*dv) in `tmp`; `small`: the low-rank query.
+                let _ = (q_lora_rank, dv);
+                (cfg.heads * (dn + dr), r + dr, cfg.heads * r)
+            }
+        };
+        let v_w = match &cfg.attention {
+            Attention::Gqa { .. } => cfg.kv_heads * cfg.v_head_dim,
+            Attention::Mla { kv_lora_rank: r, rope_dim: dr, .. } => cfg.heads * (r + dr),
+        };
+        let small_w = match &cfg.attention {
+            Attention::Mla { q_lora_rank: Some(qr), .. } => *qr,
+            _ => 1,
+        };
+        let z = |name: &str, n: usize| Tensor::zeros(ctx, name, n.max(1));
+        Self {
+            x: z("x", t * d),
+            h: z("h", t * d),
+            q: z("q", t * q_w),
+            k: z("k", t * kv_w),
+            v: z("v", t * v_w),
+            o: z("o", t * o_w),
+            gu: z("gate_up", t * 2 * inter),
+            act: z("act", t * inter),
+            tmp: z("tmp", t * d.max(cfg.heads * cfg.v_head_dim)),
+            small: z("small", t * small_w),
+            router_logits: z("router_logits", t * experts),
+            expert_ids: z("expert_ids", t * top_k),
+            expert_weights: z("expert_weights", t * top_k),
+        }
+    }
+}
+
+struct Builder<'a> {
+    ctx: &'a Context,
+    cfg: &'a ModelConfig,
+    t: usize,
+    s: Scratch,
+    out: Vec<Dispatch>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, d: Dispatch) {
+        self.out.push(d);
+    }
+
+    fn extend(&mut self, d: Vec<Dispatch>) {
+        self.out.extend(d);
+    }
+
+    fn linear(&mut self, lin: &Linear, x: &Tensor, y: &Tensor, accumulate: bool) -> Result<()> {
+        let mut spec = MatmulSpec::packed(self.t, &lin.w);
+        spec.accumulate = accumulate;
+        let d = kernels::matmul::matmul(self.ctx, spec, x, &lin.w, lin.bias.as_ref(), y)?;
+        self.extend(d);
+        Ok(())
+    }
+
+    fn norm(&mut self, shape: NormShape, x: &Tensor, w: &Weight, out: NormOut<'_>) -> Result<()> {
+        let d = kernels::rmsnorm::rmsnorm(self.ctx, shape, x, None, w, out)?;
+        self.push(d);
+        Ok(())
+    }
+
+    fn attention_gqa(&mut self, layer: usize, w: &AttnWeights, io: &PlanIo<'_>) -> Result<()> {
+        let AttnWeights::Gqa { q, k, v, o, q_norm, k_norm, sinks } = w else { unreachable!() };
+        let cfg = self.cfg;
+        let (t, h, kv, hd) = (self.t, cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let (sq, sk, sv, so, sh) = (self.s.q.clone(), self.s.k.clone(), self.s.v.clone(), self.s.o.clone(), self.s.h.clone());
+        self.linear(q, &sh, &sq, false)?;
+        self.linear(k, &sh, &sk, false)?;
+        self.linear(v, &sh, &sv, false)?;
+        let Attention::Gqa { qk_norm, clip_qkv, .. } = &cfg.attention else { unreachable!() };
+        if let (Some(qn), Some(kn)) = (q_norm, k_norm) {
+            let (qs, ks) = match qk_norm {
+                QkNorm::PerHead => (NormShape::new(t * h, hd, cfg.eps), NormShape::new(t * kv, hd, cfg.eps)),
+                _ => (NormShape::new(t, h * hd, cfg.eps), NormShape::new(t, kv * hd, cfg.eps)),
+            };
+            self.norm(qs, &sq, qn, NormOut::InPlace)?;
+            self.norm(ks, &sk, kn, NormOut::InPlace)?;
+        }
+        if let Some(limit) = clip_qkv {
+            for (tensor, width) in [(&sq, h * hd), (&sk, kv * hd), (&sv, kv * hd)] {
+                let d = kernels::elementwise::clamp_rows(self.ctx, tensor, Rows::packed(t, width), *limit)?;
+                self.push(d);
+            }
+        }
+        for (tensor, heads) in [(&sq, h), (&sk, kv)] {
+            let spec = RopeSpec::heads(t, heads, hd, RopeLayout::Half, io.attention_factor);
+            self.push(kernels::rope::rope(self.ctx, tensor, spec, io.inv_freq, io.step)?);
+        }
+        let (kc, vc) = &io.cache.layers[layer];
+        let vc = vc.as_ref().expect("GQA cache has values");
+        let ms = io.cache.max_seq;
+        self.push(kernels::attention::kv_store(self.ctx, &sk, kc, KvStoreSpec::packed(t, kv * hd, ms), io.step)?);
+        self.push(kernels::attention::kv_store(self.ctx, &sv, vc, KvStoreSpec::packed(t, kv * hd, ms), io.step)?);
+        let mut spec = AttnSpec::gqa(t, h, kv, hd, ms);
+        spec.scale = cfg.attn_scale;
+        spec.window = cfg.layers[layer].window.map(|w| w as u32);
+        spec.sinks = sinks.is_some();
+        self.push(kernels::attention::attention(self.ctx, spec, &sq, kc, vc, sinks.as_ref(), io.step, &so)?);
+        let x = self.s.x.clone();
+        self.linear(o, &so, &x, true)
+    }
+
+    fn attention_mla(&mut self, layer: usize, w: &AttnWeights, io: &PlanIo<'_>) -> Result<()> {
+        let AttnWeights::Mla { q, kv_a, kv_norm, uk_t, uv, o } = w else { unreachable!() };
+        let Attention::Mla { kv_lora_rank: r, nope_dim: dn, rope_dim: dr, v_dim: dv, .. } = self.cfg.attention else {
+            unreachable!()
+        };
+        let (t, h) = (self.t, self.cfg.heads);
+        let s = &self.s;
+        let (sh, sq, sk, qcat, olat, tmp, small) =
+            (s.h.clone(), s.q.clone(), s.k.clone(), s.v.clone(), s.o.clone(), s.tmp.clone(), s.small.clone());
+        match q {
+            MlaQuery::Direct(lin) => self.linear(lin, &sh, &sq, false)?,
+            MlaQuery::LowRank { a, norm, b } => {
+                self.linear(a, &sh, &small, false)?;
+                self.norm(NormShape::new(t, a.w.rows, MLA_NORM_EPS), &small, norm, NormOut::InPlace)?;
+                self.linear(b, &small, &sq, false)?;
+            }
+        }
+        self.linear(kv_a, &sh, &sk, false)?;
+        let latent = NormShape { rows: t, dim: r, x_stride: r + dr, y_stride: r + dr, eps: MLA_NORM_EPS };
+        self.norm(latent, &sk, kv_norm, NormOut::InPlace)?;
+        let q_rope = RopeSpec {
+            tokens: t,
+            heads: h,
+            head_stride: dn + dr,
+            row_stride: h * (dn + dr),
+            rot_offset: dn,
+            rot_dims: dr,
+            layout: if self.cfg.rope.interleaved { RopeLayout::Interleaved } else { RopeLayout::Half },
+            attention_factor: io.attention_factor,
+        };
+        let k_rope = RopeSpec { heads: 1, head_stride: r + dr, row_stride: r + dr, rot_offset: r, ..q_rope };
+        self.push(kernels::rope::rope(self.ctx, &sq, q_rope, io.inv_freq, io.step)?);
+        self.push(kernels::rope::rope(self.ctx, &sk, k_rope, io.inv_freq, io.step)?);
+        let (cache, _) = &io.cache.layers[layer];
+        let ms = io.cache.max_seq;
+        self.push(kernels::attention::kv_store(self.ctx, &sk, cache, KvStoreSpec::packed(t, r + dr, ms), io.step)?);
+        // q_cat[t, h] = (W_UK_h^T q_nope | q_pe).
+        use kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
+        let absorb = HeadMatvecSpec {
+            tokens: t,
+            heads: h,
+            in_dim: dn,
+            out_dim: r,
+            x: HeadLayout { row_stride: h * (dn + dr), head_stride: dn + dr, offset: 0 },
+            y: HeadLayout { row_stride: h * (r + dr), head_stride: r + dr, offset: 0 },
+        };
+        self.push(head_matvec(self.ctx, absorb, &sq, uk_t, &qcat)?);
+        let from = Rows { rows: t * h, width: dr, stride: dn + dr, offset: dn };
+        let to = Rows { rows: t * h, width: dr, stride: r + dr, offset: r };
+        self.push(kernels::elementwise::copy_rows(self.ctx, &sq, from, &qcat, to)?);
+        let mut spec = AttnSpec::mla(t, h, r, dr, self.cfg.attn_scale, ms);
+        spec.window = self.cfg.layers[layer].window.map(|w| w as u32);
+        self.push(kernels::attention::attention(self.ctx, spec, &qcat, cache, cache, None, io.step, &olat)?);
+        let out = HeadMatvecSpec {
+            tokens: t,
+            heads: h,
+            in_dim: r,
+            out_dim: dv,
+            x: HeadLayout { row_stride: h * r, head_stride: r, offset: 0 },
+            y: HeadLayout { row_stride: h * dv, head_stride: dv, offset: 0 },
+        };
+        self.push(head_matvec(self.ctx, out, &olat, uv, &tmp)?);
+        let x = self.s.x.clone();
+        self.linear(o, &tmp, &x, true)
+    }
+
+    /// SwiGLU MLP on `h` (gate|up stacked), added into `x` — or, with `gate`, scaled by
+    /// `sigmoid(h @ gate^T)` first (Qwen2-MoE's shared expert).
+    fn gated_mlp(&mut self, gate_up: &Linear, down: &Linear, gate: Option<&Linear>) -> Result<()> {
+        use kernels::swiglu::{swiglu, Act, GateUpLayout, SwigluSpec};
+        let inter = down.w.cols;
+        let (sh, gu, act, x, tmp, small) =
+            (self.s.h.clone(), self.s.gu.clone(), self.s.act.clone(), self.s.x.clone(), self.s.tmp.clone(), self.s.router_logits.clone());
+        self.linear(gate_up, &sh, &gu, false)?;
+        let spec = SwigluSpec::new(self.t, inter, GateUpLayout::Concatenated, Act::Silu);
+        self.push(swiglu(self.ctx, spec, &gu, &act)?);
+        match gate {
+            None => self.linear(down, &act, &x, true),
+            Some(g) => {
+                self.linear(down, &act, &tmp, false)?;
+                self.linear(g, &sh, &small, false)?;
+                let spec = kernels::swiglu::SigmoidGateSpec::new(self.t, self.cfg.hidden);
+                self.push(kernels::swiglu::sigmoid_gate(self.ctx, spec, &small, &tmp, &x)?);
+                Ok(())
+            }
+        }
+    }
+
+    fn ffn(&mut self, layer: usize, w: &FfnWeights) -> Result<()> {
+        match (w, &self.cfg.layers[layer].ffn) {
+            (FfnWeights::Dense { gate_up, down }, _) => self.gated_mlp(gate_up, down, None),
+            (
+                FfnWeights::Moe { router, selection_bias, gate_up, down, gate_up_bias, down_bias, shared },
+                Ffn::Moe { experts, top_k, inter, router: rc, gpt_oss, .. },
+            ) => {
+                use kernels::moe::{moe, Act, GateUp, MoeSpec};
+                use kernels::router::{Groups, RouterSpec};
+                let (sh, rl, ids, ws, x) = (
+                    self.s.h.clone(),
+                    self.s.router_logits.clone(),
+                    self.s.expert_ids.clone(),
+                    self.s.expert_weights.clone(),
+                    self.s.x.clone(),
+                );
+                self.linear(router, &sh, &rl, false)?;
+                let spec = RouterSpec {
+                    tokens: self.t,
+                    experts: *experts,
+                    top_k: *top_k,
+                    scoring: rc.scoring,
+                    groups: rc.groups.map(|(n_group, topk_group, score)| Groups { n_group, topk_group, score }),
+                    renormalize: rc.renormalize,
+                    scale: rc.scale,
+                };
+                self.push(kernels::router::router(self.ctx, &spec, &rl, selection_bias.as_ref(), &ids, &ws)?);
+                let spec = MoeSpec {
+                    tokens: self.t,
+                    experts: *experts,
+                    top_k: *top_k,
+                    hidden: self.cfg.hidden,
+                    inter: *inter,
+                    gate_up: if gpt_oss.is_some() { GateUp::Interleaved } else { GateUp::Concatenated },
+                    act: match gpt_oss {
+                        Some(g) => Act::ClampedSwiGlu { limit: g.limit, alpha: g.alpha },
+                        None => Act::SwiGlu,
+                    },
+                    accumulate: true,
+                };
+                let d = moe(self.ctx, spec, &sh, &ids, &ws, gate_up, down, gate_up_bias.as_ref(), down_bias.as_ref(), &x)?;
+                self.extend(d);
+                if let Some(s) = shared {
+                    self.gated_mlp(&s.gate_up, &s.down, s.gate.as_ref())?;
+                }
+                Ok(())
+            }
+            _ => Err(crate::Error::Invalid(format!("layer {layer}: weights do not match the FFN description"))),
+        }
+    }
+}
+
+/// Build the forward pass for `tokens` rows reading ids from `io.ids` at positions from the step
+/// buffer.
+pub fn build(
+    ctx: &Context,
+    cfg: &ModelConfig,
+    w: &ModelWeights,
+    io: &PlanIo<'_>,
+    tokens: usize,
+    rows: LogitRows,
+) -> Result<Plan> {
+    let mut b = Builder { ctx, cfg, t: tokens, s: Scratch::new(ctx, cfg, tokens), out: Vec::new() };
+    let (x, h) = (b.s.x.clone(), b.s.h.clone());
+    b.extend(kernels::embedding::embedding(ctx, &w.embed, io.ids, tokens, &x)?);
+    for (i, lw) in w.layers.iter().enumerate() {
+        b.norm(NormShape::new(tokens, cfg.hidden, cfg.eps), &x, &lw.attn_norm, NormOut::To(&h))?;
+        match &lw.attn {
+            AttnWeights::Gqa { .. } => b.attention_gqa(i, &lw.attn, io)?,
+            AttnWeights::Mla { .. } => b.attention_mla(i, &lw.attn, io)?,
+        }
+        b.norm(NormShape::new(tokens, cfg.hidden, cfg.eps), &x, &lw.ffn_norm, NormOut::To(&h))?;
+        b.ffn(i, &lw.ffn)?;
+    }
+    let logit_rows = if rows == LogitRows::All { tokens } else { 1 };
+    let head_in = if rows == LogitRows::Last && tokens > 1 {
+        let last = Rows { rows: 1, width: cfg.hidden, stride: cfg.hidden, offset: (tokens - 1) * cfg.hidden };
+        let tmp = b.s.tmp.clone();
+        b.push(kernels::elementwise::copy_rows(ctx, &x, last, &tmp, Rows::packed(1, cfg.hidden))?);
+        tmp
+    } else {
+        x.clone()
+    };
+    b.norm(NormShape::new(logit_rows, cfg.hidden, cfg.eps), &head_in, &w.norm, NormOut::To(&h))?;
+    let head = w.lm_head.as_ref().unwrap_or(&w.embed);
+    let logits = Tensor::zeros(ctx, "logits", logit_rows * cfg.vocab);
+    let spec = MatmulSpec::packed(logit_rows, head);
+    b.extend(kernels::matmul::matmul(ctx, spec, &h, head, None, &logits)?);
+    Ok(Plan { tokens, dispatches: b.out, logits, logit_rows })
+}
