@@ -46,7 +46,6 @@ fn parity(name: &str, bound: f32) {
     let mut s = model.session(64);
     let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();
     let e = max_abs_diff(&prefill, &r.logits);
-    eprintln!("{name}: prefill max err {e}");
     assert!(e <= bound, "{name}: prefill max |logit error| {e} > {bound}");
 
     let mut s = model.session(64);

@@ -100,7 +100,14 @@ def write(name, cfg, dtype):
     folder = os.path.join(OUT, name + ("_bf16" if dtype == torch.bfloat16 else ""))
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder)
-    ref = model.float()
+    if dtype == torch.bfloat16:
+        # transformers in fp32 on the saved bf16 weights. (`.float()` on the bf16 model would also keep
+        # the rotary `inv_freq` buffers rounded to bf16, which no runtime does.)
+        ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager",
+                                                   experts_implementation="eager")
+        ref.eval()
+    else:
+        ref = model
     # Greedy decoding must not hinge on a near-tie: try prompts until every greedy step has a clear winner.
     for _ in range(50):
         prompt = torch.randint(0, cfg.vocab_size, (1, PROMPT_LEN), generator=gen)
