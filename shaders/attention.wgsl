@@ -10,9 +10,7 @@
 // v[j, g, d] = v_offset + j*v_stride + g*v_head_stride + d. The v binding may be the k buffer
 // (MLA: values are the first r floats of each [c | k_pe] row).
 //
-// The subgroup reductions sit between the SUBGROUP-BEGIN/END markers; on adapters without
-// subgroups the host replaces that region with stubs (src/kernels/attention.rs), because a module
-// that merely mentions subgroup operations is rejected there.
+// The subgroup reductions are marked for `without_subgroups` (src/kernels/mod.rs).
 
 struct Params {
     tokens: u32,
@@ -69,9 +67,7 @@ var<private> sg_count: u32;
 
 // Workgroup-wide max / sum (WG is a power of two). Every invocation gets the result.
 fn red_max(x: f32, lid: u32) -> f32 {
-    if SG {
-        return red_max_sg(x);
-    }
+    if SG { return red_max_sg(x); } // subgroups-only
     red[lid] = x;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -86,9 +82,7 @@ fn red_max(x: f32, lid: u32) -> f32 {
 }
 
 fn red_sum(x: f32, lid: u32) -> f32 {
-    if SG {
-        return red_sum_sg(x);
-    }
+    if SG { return red_sum_sg(x); } // subgroups-only
     red[lid] = x;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -234,7 +228,7 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     cache[pos * sp.dst_stride + sp.dst_offset + i] = src[t * sp.src_stride + sp.src_offset + i];
 }
 
-// SUBGROUP-BEGIN
+// subgroups:begin
 fn red_max_sg(x: f32) -> f32 {
     let s = subgroupMax(x);
     if sg_lane == 0u {
@@ -276,4 +270,4 @@ fn attention_sg(
     sg_count = count;
     attend(flat_group(wid), lid);
 }
-// SUBGROUP-END
+// subgroups:end

@@ -264,8 +264,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 }
 
-// @subgroup-kernels: everything below needs the subgroups feature; src/kernels/matmul.rs strips it
-// from the source compiled for adapters without it (a module is validated whole).
+// subgroups:begin (to the end of the file: see `without_subgroups` in src/kernels/mod.rs)
 
 // Fast path: subgroupAdd, then one partial per subgroup through workgroup memory.
 @compute @workgroup_size(WG)
@@ -297,3 +296,4 @@ fn matvec_sg(
         store_sum(row0, lid, v);
     }
 }
+// subgroups:end

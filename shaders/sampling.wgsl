@@ -292,7 +292,7 @@ fn sample(@builtin(local_invocation_id) lid3: vec3<u32>) {
     sample_rest(lid, reduce_best_tree(local_best(lid), lid));
 }
 
-// @subgroup-begin
+// subgroups:begin
 // Fast path: reduce within each subgroup, then invocation 0 combines the subgroups' winners.
 
 fn reduce_best_subgroup(b: Best, lid: u32, lane: u32, sg: u32, n_sg: u32) -> Best {
@@ -340,3 +340,4 @@ fn sample_sg(
     let lid = lid3.x;
     sample_rest(lid, reduce_best_subgroup(local_best(lid), lid, lane, sg, n_sg));
 }
+// subgroups:end

@@ -221,9 +221,14 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return p.clone();
         }
+        let source = if self.device.features().contains(wgpu::Features::SUBGROUP) {
+            crate::kernels::with_prelude(source)
+        } else {
+            crate::kernels::with_prelude(&crate::kernels::without_subgroups(source))
+        };
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(family),
-            source: wgpu::ShaderSource::Wgsl(crate::kernels::with_prelude(source).into()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
         });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),

@@ -11,32 +11,8 @@
 use super::{grid, step, Dispatch};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Context, Tensor};
-use std::sync::OnceLock;
 
 pub const SHADER: &str = include_str!("../../shaders/attention.wgsl");
-
-const SUBGROUP_BEGIN: &str = "// SUBGROUP-BEGIN";
-const SUBGROUP_END: &str = "// SUBGROUP-END";
-/// What replaces the subgroup region on adapters without subgroups: never called (SG = false),
-/// only there so the portable reductions' `if SG` branches still name a function.
-const SUBGROUP_STUBS: &str =
-    "fn red_max_sg(x: f32) -> f32 { return x; }\nfn red_sum_sg(x: f32) -> f32 { return x; }\n";
-
-/// The shader without any subgroup operation: naga rejects a whole module that mentions one when
-/// the device lacks the feature, even in an entry point that is never used.
-fn portable_source() -> &'static str {
-    static SRC: OnceLock<String> = OnceLock::new();
-    SRC.get_or_init(|| {
-        let begin = SHADER
-            .find(SUBGROUP_BEGIN)
-            .expect("attention.wgsl has a SUBGROUP-BEGIN marker");
-        let end = SHADER
-            .find(SUBGROUP_END)
-            .expect("attention.wgsl has a SUBGROUP-END marker")
-            + SUBGROUP_END.len();
-        format!("{}{}{}", &SHADER[..begin], SUBGROUP_STUBS, &SHADER[end..])
-    })
-}
 
 /// Shape and cache layout of one attention call. Strides are in floats.
 #[derive(Clone, Copy, Debug)]
@@ -356,11 +332,7 @@ pub fn attention(
     let vec4 = [s.k_dim, s.k_stride, s.k_head_stride]
         .iter()
         .all(|v| v.is_multiple_of(4));
-    let (source, entry) = if sg {
-        (SHADER, "attention_sg")
-    } else {
-        (portable_source(), "attention")
-    };
+    let entry = if sg { "attention_sg" } else { "attention" };
     let constants = [
         ("WG", WG as f64),
         ("KQ", s.k_dim.div_ceil(4) as f64),
@@ -369,7 +341,7 @@ pub fn attention(
         ("SG", sg as u32 as f64),
         ("VEC4", vec4 as u32 as f64),
     ];
-    let pipeline = ctx.pipeline("attention", source, entry, &constants);
+    let pipeline = ctx.pipeline("attention", SHADER, entry, &constants);
     let res = [
         (0, params.as_entire_binding()),
         (1, q.binding()),
@@ -505,8 +477,7 @@ pub fn kv_store(
             _pad: 0,
         },
     );
-    // kv_store uses no subgroup operation: the portable source serves every adapter.
-    let pipeline = ctx.pipeline("attention", portable_source(), "kv_store", &[]);
+    let pipeline = ctx.pipeline("attention", SHADER, "kv_store", &[]);
     let res = [
         (7, params.as_entire_binding()),
         (8, src.binding()),
@@ -522,22 +493,4 @@ pub fn kv_store(
         groups,
         vec![params.clone()],
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    /// The portable source keeps every entry point but the subgroup one and validates with no
-    /// subgroup capability.
-    #[test]
-    fn portable_source_has_no_subgroup_ops() {
-        let src = super::super::with_prelude(super::portable_source());
-        assert!(!src.contains("subgroupAdd") && !src.contains("attention_sg"));
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
-        use naga::valid::Capabilities as C;
-        let caps = C::all() - C::SUBGROUP - C::SUBGROUP_BARRIER - C::SUBGROUP_VERTEX_STAGE;
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
-    }
 }

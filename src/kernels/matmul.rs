@@ -10,12 +10,10 @@
 use super::{grid, Dispatch};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Context, Tensor, Weight, WeightChunk};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
 
-/// Where the subgroup-only kernels start in [`SHADER`].
-const SUBGROUP_MARKER: &str = "// @subgroup-kernels";
 
 /// The most token rows [`matvec`] takes; [`matmul`] switches to [`gemm`] above it.
 pub const MATVEC_MAX_TOKENS: usize = 8;
@@ -136,12 +134,8 @@ pub fn matvec(
         ("ROWS", rows as f64),
         ("RED", red as f64),
     ]);
-    let (entry, source) = if subgroups {
-        ("matvec_sg", SHADER)
-    } else {
-        ("matvec", portable_source())
-    };
-    let pipeline = ctx.pipeline("matmul", source, entry, &constants);
+    let entry = if subgroups { "matvec_sg" } else { "matvec" };
+    let pipeline = ctx.pipeline("matmul", SHADER, entry, &constants);
     Ok(w.chunks
         .iter()
         .map(|chunk| {
@@ -164,7 +158,7 @@ pub fn gemm(
     validate(ctx, op, spec, x, w, bias, y)?;
     let m_tiles = spec.tokens.div_ceil(GEMM_TILE);
     let constants = common_constants(spec, x, w);
-    let pipeline = ctx.pipeline("matmul", portable_source(), "gemm", &constants);
+    let pipeline = ctx.pipeline("matmul", SHADER, "gemm", &constants);
     let mut out = Vec::with_capacity(w.chunks.len());
     for chunk in &w.chunks {
         let n_tiles = (chunk.rows as usize).div_ceil(GEMM_TILE);
@@ -207,11 +201,6 @@ fn matvec_workgroup(w: &Weight) -> usize {
     }
 }
 
-/// [`SHADER`] without the subgroup kernels, for adapters that lack the feature.
-fn portable_source() -> &'static str {
-    static SRC: OnceLock<&'static str> = OnceLock::new();
-    SRC.get_or_init(|| SHADER.split(SUBGROUP_MARKER).next().unwrap_or(SHADER))
-}
 
 /// Whether x can be read as `vec4<f32>`: rows start 16-byte aligned and the buffer is whole vec4s.
 fn x_vec4(spec: MatmulSpec, x: &Tensor) -> bool {

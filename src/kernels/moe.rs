@@ -8,7 +8,6 @@
 //! grouped tiled GEMM for gate+up (gathering x rows through the list), one for down (writing weighted
 //! rows per (token, slot)), and a reduce over the k slots into `y`.
 
-use super::router::without_subgroups;
 use super::{grid, Dispatch};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Context, Tensor, Weight};
@@ -340,16 +339,10 @@ pub fn moe_decode(
     let (t, k, d, i) = (spec.tokens, spec.top_k, spec.hidden, spec.inter);
     let h = scratch(ctx, "moe.h", t * k * b.h_stride())?;
     let subgroups = ctx.caps.subgroups_usable() && ctx.caps.subgroup_max <= DECODE_WG;
-    let portable_src;
-    let (src, suffix) = if subgroups {
-        (SHADER, "_sg")
-    } else {
-        portable_src = without_subgroups(SHADER);
-        (portable_src.as_str(), "")
-    };
+    let suffix = if subgroups { "_sg" } else { "" };
     let mut out = Vec::new();
     let consts = b.constants(gate_up, gate_up_bias, subgroups, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", src, &format!("moe_gate_up_decode{suffix}"), &consts);
+    let pipeline = ctx.pipeline("moe", SHADER, &format!("moe_gate_up_decode{suffix}"), &consts);
     for c in 0..gate_up.chunks.len() {
         let params = ctx.uniform(
             "moe.params",
@@ -374,7 +367,7 @@ pub fn moe_decode(
         ));
     }
     let consts = b.constants(down, down_bias, subgroups, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", src, &format!("moe_down_decode{suffix}"), &consts);
+    let pipeline = ctx.pipeline("moe", SHADER, &format!("moe_down_decode{suffix}"), &consts);
     for c in 0..down.chunks.len() {
         let add_into = spec.accumulate || c > 0;
         let params = ctx.uniform("moe.params", &b.chunk_params(down, c, down_bias, add_into));
@@ -440,8 +433,6 @@ pub fn moe_prefill(
     let lists = scratch(ctx, "moe.lists", e * t)?;
     let h = scratch(ctx, "moe.h", t * k * b.h_stride())?;
     let slots = scratch(ctx, "moe.y_slots", t * k * d)?;
-    // The GEMMs and count kernel need no subgroups: always the portable source.
-    let src = without_subgroups(SHADER);
     let owned = |params: &wgpu::Buffer| {
         vec![
             params.clone(),
@@ -454,7 +445,7 @@ pub fn moe_prefill(
     let mut out = Vec::new();
 
     let params = ctx.uniform("moe.params", &b.params());
-    let pipeline = ctx.pipeline("moe", &src, "moe_count", &[]);
+    let pipeline = ctx.pipeline("moe", SHADER, "moe_count", &[]);
     let res = [
         (0, params.as_entire_binding()),
         (2, ids.binding()),
@@ -472,7 +463,7 @@ pub fn moe_prefill(
 
     let m_tiles = t.div_ceil(BM) as u32;
     let consts = b.constants(gate_up, gate_up_bias, false, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", &src, "moe_gate_up_gemm", &consts);
+    let pipeline = ctx.pipeline("moe", SHADER, "moe_gate_up_gemm", &consts);
     for c in 0..gate_up.chunks.len() {
         let p = b.chunk_params(gate_up, c, gate_up_bias, false);
         let params = ctx.uniform("moe.params", &p);
@@ -497,7 +488,7 @@ pub fn moe_prefill(
     }
 
     let consts = b.constants(down, down_bias, false, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", &src, "moe_down_gemm", &consts);
+    let pipeline = ctx.pipeline("moe", SHADER, "moe_down_gemm", &consts);
     for c in 0..down.chunks.len() {
         let p = b.chunk_params(down, c, down_bias, false);
         let params = ctx.uniform("moe.params", &p);
@@ -529,7 +520,7 @@ pub fn moe_prefill(
             ..b.params()
         },
     );
-    let pipeline = ctx.pipeline("moe", &src, "moe_reduce", &[]);
+    let pipeline = ctx.pipeline("moe", SHADER, "moe_reduce", &[]);
     let res = [
         (0, params.as_entire_binding()),
         (8, y.binding()),

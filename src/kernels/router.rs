@@ -19,26 +19,6 @@ pub const SHADER: &str = include_str!("../../shaders/router.wgsl");
 /// The most experts one router workgroup handles (one invocation per expert, WebGPU's 256).
 pub const MAX_EXPERTS: usize = 256;
 
-/// `src` without its subgroup code, for adapters without subgroups: wgpu validates a whole module
-/// against the device's features, so even unreachable subgroup calls would be rejected. Drops the
-/// lines between `// subgroups:begin` and `// subgroups:end` and every line tagged `// subgroups-only`.
-pub fn without_subgroups(src: &str) -> String {
-    let mut out = String::with_capacity(src.len());
-    let mut skipping = false;
-    for line in src.lines() {
-        let t = line.trim();
-        if t == "// subgroups:begin" {
-            skipping = true;
-        } else if t == "// subgroups:end" {
-            skipping = false;
-        } else if !skipping && !t.ends_with("// subgroups-only") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -229,11 +209,8 @@ pub fn router(
         ("TOP2", flag(top2)),
         ("SUBGROUPS", flag(subgroups)),
     ];
-    let pipeline = if subgroups {
-        ctx.pipeline("router", SHADER, "router_sg", &constants)
-    } else {
-        ctx.pipeline("router", &without_subgroups(SHADER), "router", &constants)
-    };
+    let entry = if subgroups { "router_sg" } else { "router" };
+    let pipeline = ctx.pipeline("router", SHADER, entry, &constants);
     let res = [
         (0, params.as_entire_binding()),
         (1, logits.binding()),

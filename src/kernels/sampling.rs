@@ -8,8 +8,6 @@ use crate::gpu::{Context, Tensor};
 
 pub const SHADER: &str = include_str!("../../shaders/sampling.wgsl");
 
-/// Where the subgroup fast path starts in [`SHADER`]; adapters without subgroups get the text before it.
-const SUBGROUP_SECTION: &str = "// @subgroup-begin";
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -121,8 +119,7 @@ fn pipeline(
             entry_sg,
         )
     } else {
-        let portable = SHADER.split(SUBGROUP_SECTION).next().unwrap_or(SHADER);
-        (ctx.pipeline("sampling", portable, entry, &constants), entry)
+        (ctx.pipeline("sampling", SHADER, entry, &constants), entry)
     }
 }
 
@@ -240,26 +237,4 @@ pub fn sample(
         [1, 1, 1],
         vec![params.clone()],
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn portable_source_has_no_subgroup_ops() {
-        let portable = super::SHADER.split(super::SUBGROUP_SECTION).next().unwrap();
-        assert!(portable.len() < super::SHADER.len());
-        assert!(!portable.contains("subgroupMax") && !portable.contains("subgroup_id"));
-        // It must validate without the subgroup capabilities (the prelude needs others, e.g. for unpack2x16float).
-        use naga::valid::Capabilities as C;
-        let no_subgroups = C::SUBGROUP | C::SUBGROUP_BARRIER | C::SUBGROUP_VERTEX_STAGE;
-        let src = crate::kernels::with_prelude(portable);
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all() - no_subgroups,
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
-    }
 }
