@@ -13,11 +13,11 @@
 mod common;
 use common::*;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, GateUp, MoeSpec};
+use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, GateUpLayout, MoeSpec};
 use wgmoe::kernels::router::{router, RouterSpec, Scoring};
 
 const NMSE: f64 = 1e-9;
-const GPT_OSS: Act = Act::ClampedSwiGlu {
+const GPT_OSS: Act = Act::Clamped {
     limit: 1.0,
     alpha: 1.702,
 };
@@ -43,8 +43,8 @@ struct Data {
 
 fn act(a: Act, g: f64, u: f64) -> f64 {
     match a {
-        Act::SwiGlu => g / (1.0 + (-g).exp()) * u,
-        Act::ClampedSwiGlu { limit, alpha } => {
+        Act::Silu => g / (1.0 + (-g).exp()) * u,
+        Act::Clamped { limit, alpha } => {
             let (l, al) = (limit as f64, alpha as f64);
             let g = g.min(l);
             let u = u.clamp(-l, l);
@@ -64,8 +64,8 @@ fn expert(s: &MoeSpec, d: &Data, e: usize, x: &[f64]) -> Vec<f64> {
     let h: Vec<f64> = (0..i_n)
         .map(|i| {
             let (gr, ur) = match s.gate_up {
-                GateUp::Concatenated => (i, i_n + i),
-                GateUp::Interleaved => (2 * i, 2 * i + 1),
+                GateUpLayout::Concatenated => (i, i_n + i),
+                GateUpLayout::Interleaved => (2 * i, 2 * i + 1),
             };
             let gb = d
                 .gate_up_bias
@@ -240,8 +240,8 @@ fn spec(tokens: usize, experts: usize, top_k: usize, hidden: usize, inter: usize
         top_k,
         hidden,
         inter,
-        gate_up: GateUp::Concatenated,
-        act: Act::SwiGlu,
+        gate_up: GateUpLayout::Concatenated,
+        act: Act::Silu,
         accumulate: false,
     }
 }
@@ -252,12 +252,12 @@ fn sweep(tokens: &[usize], path: Path) {
     for &t in tokens {
         for dtype in DTYPES {
             for (gate_up, act) in [
-                (GateUp::Concatenated, Act::SwiGlu),
-                (GateUp::Interleaved, GPT_OSS),
-                (GateUp::Concatenated, GPT_OSS),
-                (GateUp::Interleaved, Act::SwiGlu),
+                (GateUpLayout::Concatenated, Act::Silu),
+                (GateUpLayout::Interleaved, GPT_OSS),
+                (GateUpLayout::Concatenated, GPT_OSS),
+                (GateUpLayout::Interleaved, Act::Silu),
             ] {
-                let bias = act != Act::SwiGlu;
+                let bias = act != Act::Silu;
                 let s = MoeSpec {
                     gate_up,
                     act,
@@ -306,7 +306,7 @@ fn odd_sizes_idle_experts_accumulate() {
             );
             let s = MoeSpec {
                 accumulate,
-                gate_up: GateUp::Interleaved,
+                gate_up: GateUpLayout::Interleaved,
                 act: GPT_OSS,
                 ..spec(t, 5, 1, 33, 13)
             };
@@ -326,7 +326,7 @@ fn chunked_experts() {
             };
             check(s, dtype, true, &[], true, path, 100 + t as u64);
             let s = MoeSpec {
-                gate_up: GateUp::Interleaved,
+                gate_up: GateUpLayout::Interleaved,
                 act: GPT_OSS,
                 ..s
             };

@@ -24,23 +24,7 @@ const BN_GU: usize = 32;
 const BN_DN: usize = 64;
 const SCAN_WG: usize = 256;
 
-/// How gate and up rows share each expert's `[2I, D]` block of `gate_up`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateUp {
-    /// Rows `[0, I)` are gate, `[I, 2I)` up (Mixtral, Qwen, OLMoE, DeepSeek).
-    Concatenated,
-    /// Row `2i` is gate `i`, row `2i+1` up `i` (gpt-oss); the gate/up bias is interleaved the same way.
-    Interleaved,
-}
-
-/// The gated activation between the two projections.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Act {
-    /// `silu(g) * u`.
-    SwiGlu,
-    /// gpt-oss: `g = min(g, limit); u = clamp(u, -limit, limit); (u + 1) * g * sigmoid(alpha * g)`.
-    ClampedSwiGlu { limit: f32, alpha: f32 },
-}
+pub use super::swiglu::{Act, GateUpLayout};
 
 /// Shapes and options of one MoE block for `tokens` rows (scratch is sized for exactly this many).
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +36,7 @@ pub struct MoeSpec {
     pub hidden: usize,
     /// I: each expert's FFN width.
     pub inter: usize,
-    pub gate_up: GateUp,
+    pub gate_up: GateUpLayout,
     pub act: Act,
     /// Add into `y` (the residual stream) instead of overwriting it.
     pub accumulate: bool,
@@ -178,8 +162,8 @@ impl Block<'_> {
     fn params(&self) -> Params {
         let s = &self.spec;
         let (limit, alpha) = match s.act {
-            Act::SwiGlu => (0.0, 0.0),
-            Act::ClampedSwiGlu { limit, alpha } => (limit, alpha),
+            Act::Silu => (0.0, 0.0),
+            Act::Clamped { limit, alpha } => (limit, alpha),
         };
         Params {
             tokens: s.tokens as u32,
@@ -223,11 +207,11 @@ impl Block<'_> {
             ("HAS_BIAS", flag(bias.is_some())),
             (
                 "INTERLEAVED",
-                flag(self.spec.gate_up == GateUp::Interleaved),
+                flag(self.spec.gate_up == GateUpLayout::Interleaved),
             ),
             (
                 "CLAMPED",
-                flag(matches!(self.spec.act, Act::ClampedSwiGlu { .. })),
+                flag(matches!(self.spec.act, Act::Clamped { .. })),
             ),
             ("SUBGROUPS", flag(subgroups)),
         ]

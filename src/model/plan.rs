@@ -313,7 +313,7 @@ impl Builder<'_> {
                 FfnWeights::Moe { router, selection_bias, gate_up, down, gate_up_bias, down_bias, shared },
                 Ffn::Moe { experts, top_k, inter, router: rc, gpt_oss, .. },
             ) => {
-                use kernels::moe::{moe, Act, GateUp, MoeSpec};
+                use kernels::moe::{moe, Act, GateUpLayout, MoeSpec};
                 use kernels::router::{Groups, RouterSpec};
                 let (sh, rl, ids, ws, x) = (
                     self.s.h.clone(),
@@ -339,10 +339,10 @@ impl Builder<'_> {
                     top_k: *top_k,
                     hidden: self.cfg.hidden,
                     inter: *inter,
-                    gate_up: if gpt_oss.is_some() { GateUp::Interleaved } else { GateUp::Concatenated },
+                    gate_up: if gpt_oss.is_some() { GateUpLayout::Interleaved } else { GateUpLayout::Concatenated },
                     act: match gpt_oss {
-                        Some(g) => Act::ClampedSwiGlu { limit: g.limit, alpha: g.alpha },
-                        None => Act::SwiGlu,
+                        Some(g) => Act::Clamped { limit: g.limit, alpha: g.alpha },
+                        None => Act::Silu,
                     },
                     accumulate: true,
                 };
