@@ -3,7 +3,7 @@
 //! fraction of the adapter's measured copy bandwidth (the roofline for decode).
 
 use crate::error::Result;
-use crate::gpu::{Context, DType, DeviceOptions, GpuTimer, Tensor, Weight};
+use crate::gpu::{Context, DType, DeviceOptions, GpuTimer, Tensor};
 use crate::kernels::{self, Dispatch};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -163,17 +163,28 @@ fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
-/// The kernels of one model shape (decode and prefill forms).
-fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
-    let mut out = Vec::new();
-    let d = s.hidden;
-    let wb = dtype.bytes() as f64;
+/// Prefill rows in the prefill forms of the kernels (llama-bench's pp512).
+const PREFILL: usize = 512;
+/// Cache positions already filled when decode attention is measured.
+const DECODE_CONTEXT: usize = 1024;
 
-    // RMSNorm, decode row.
-    let norm_w = kernels::bench::random_weight(ctx, "norm", dtype, 1, d, 1, 1, 1.0)?;
-    let x = Tensor::zeros(ctx, "x", 512 * d);
-    let y = Tensor::zeros(ctx, "y", 512 * d);
-    for t in [1usize, 512] {
+/// The kernels of one model shape, in decode (T = 1) and prefill (T = 512) forms.
+fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
+    use kernels::attention::{attention, AttnSpec};
+    use kernels::matmul::{matmul, MatmulSpec};
+    let mut out = Vec::new();
+    let (d, h, kv, hd, e, k, inter, vocab) =
+        (s.hidden, s.heads, s.kv_heads, s.head_dim, s.experts, s.top_k, s.expert_inter, s.vocab);
+    let wb = dtype.bytes() as f64;
+    let rnd = |label: &str, rows: usize, cols: usize, group: usize, seed: u32| {
+        kernels::bench::random_weight(ctx, label, dtype, rows, cols, group, seed, 0.05)
+    };
+    let act = |n: usize| Tensor::zeros(ctx, "act", n);
+    let x = act(PREFILL * d.max(2 * inter).max(h * hd));
+    let y = act(PREFILL * d.max(2 * inter).max(h * hd).max(e));
+
+    let norm_w = rnd("norm", 1, d, 1, 1)?;
+    for t in [1usize, PREFILL] {
         let shape = kernels::rmsnorm::NormShape::new(t, d, 1e-6);
         let n = kernels::rmsnorm::rmsnorm(ctx, shape, &x, None, &norm_w, kernels::rmsnorm::NormOut::To(&y))?;
         out.push(Case {
@@ -184,7 +195,163 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             flops: (t * d * 4) as f64,
         });
     }
-    let _ = Weight::row_words(dtype, d);
+
+    // Projections: the attention query (decode and prefill) and the logits head.
+    let q_rows = h * hd;
+    let wq = rnd("q_proj", q_rows, d, 1, 2)?;
+    for t in [1usize, PREFILL] {
+        let dispatches = matmul(ctx, MatmulSpec::packed(t, &wq), &x, &wq, None, &y)?;
+        out.push(Case {
+            kernel: if t == 1 { "matvec" } else { "gemm" },
+            detail: format!("q_proj [{q_rows}, {d}] T={t}"),
+            dispatches,
+            bytes: wq.data_bytes() as f64 + (t * (d + q_rows) * 4) as f64,
+            flops: (2 * t * q_rows * d) as f64,
+        });
+    }
+    let head = rnd("lm_head", vocab, d, 1, 3)?;
+    let logits = act(vocab);
+    out.push(Case {
+        kernel: "matvec",
+        detail: format!("lm_head [{vocab}, {d}] T=1"),
+        dispatches: matmul(ctx, MatmulSpec::packed(1, &head), &x, &head, None, &logits)?,
+        bytes: head.data_bytes() as f64 + ((d + vocab) * 4) as f64,
+        flops: (2 * vocab * d) as f64,
+    });
+
+    // Router tail and experts.
+    let ids = Tensor::zeros(ctx, "ids", PREFILL * k);
+    let weights = Tensor::from_f32(ctx, "weights", &vec![1.0 / k as f32; PREFILL * k]);
+    let router_logits = Tensor::from_f32(ctx, "router_logits", &(0..PREFILL * e).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect::<Vec<_>>());
+    for t in [1usize, PREFILL] {
+        let spec = kernels::router::RouterSpec {
+            tokens: t,
+            experts: e,
+            top_k: k,
+            scoring: kernels::router::Scoring::Softmax,
+            groups: None,
+            renormalize: true,
+            scale: 1.0,
+        };
+        out.push(Case {
+            kernel: "router",
+            detail: format!("E={e} k={k} T={t}"),
+            dispatches: vec![kernels::router::router(ctx, &spec, &router_logits, None, &ids, &weights)?],
+            bytes: (t * (e + 2 * k) * 4) as f64,
+            flops: (t * e * 4) as f64,
+        });
+    }
+    let gate_up = rnd("experts.gate_up", e * 2 * inter, d, 2 * inter, 4)?;
+    let down = rnd("experts.down", e * d, inter, d, 5)?;
+    ctx.submit(&[&kernels::router::router(
+        ctx,
+        &kernels::router::RouterSpec {
+            tokens: PREFILL,
+            experts: e,
+            top_k: k,
+            scoring: kernels::router::Scoring::Softmax,
+            groups: None,
+            renormalize: true,
+            scale: 1.0,
+        },
+        &router_logits,
+        None,
+        &ids,
+        &weights,
+    )?]);
+    for t in [1usize, PREFILL] {
+        let spec = kernels::moe::MoeSpec {
+            tokens: t,
+            experts: e,
+            top_k: k,
+            hidden: d,
+            inter,
+            gate_up: kernels::moe::GateUpLayout::Concatenated,
+            act: kernels::moe::Act::Silu,
+            accumulate: true,
+        };
+        let used = (t * k).min(e) as f64;
+        out.push(Case {
+            kernel: "moe",
+            detail: format!("E={e} k={k} D={d} I={inter} T={t}"),
+            dispatches: kernels::moe::moe(ctx, spec, &x, &ids, &weights, &gate_up, &down, None, None, &y)?,
+            bytes: used * (3 * inter * d) as f64 * wb + (t * d * 8) as f64,
+            flops: (t * k * 6 * inter * d) as f64,
+        });
+    }
+
+    // Attention against a filled cache: decode at DECODE_CONTEXT positions, prefill of 512.
+    let (kv_row, spec_for): (usize, Box<dyn Fn(usize) -> AttnSpec>) = if s.kv_lora > 0 {
+        let (r, dr) = (s.kv_lora, s.rope_dims);
+        let scale = (hd as f32).powf(-0.5);
+        (r + dr, Box::new(move |t| AttnSpec::mla(t, h, r, dr, scale, DECODE_CONTEXT + PREFILL)))
+    } else {
+        (kv * hd, Box::new(move |t| AttnSpec::gqa(t, h, kv, hd, DECODE_CONTEXT + PREFILL)))
+    };
+    let cache = act((DECODE_CONTEXT + PREFILL) * kv_row);
+    let q = act(PREFILL * h * kv_row.max(hd));
+    let o = act(PREFILL * h * kv_row.max(hd));
+    for (t, pos0) in [(1usize, DECODE_CONTEXT - 1), (PREFILL, 0)] {
+        let spec = spec_for(t);
+        let step = kernels::step::new(ctx, pos0 as u32, t as u32);
+        // Query-key pairs visible under the causal mask.
+        let pairs = if t == 1 { DECODE_CONTEXT } else { PREFILL * (PREFILL + 1) / 2 };
+        out.push(Case {
+            kernel: "attention",
+            detail: format!("{} H={h} T={t} ctx={}", if s.kv_lora > 0 { "mla" } else { "gqa" }, pos0 + t),
+            dispatches: vec![attention(ctx, spec, &q, &cache, &cache, None, &step, &o)?],
+            // The cache read once, the ideal a kernel could reach.
+            bytes: ((pos0 + t) * kv_row * 4) as f64,
+            flops: (2 * h * pairs * (spec.k_dim + spec.v_dim)) as f64,
+        });
+    }
+
+    // Small per-token kernels.
+    let inv = Tensor::from_f32(ctx, "inv_freq", &vec![1e-2; s.rope_dims / 2]);
+    let step = kernels::step::new(ctx, 100, 1);
+    let rope = kernels::rope::RopeSpec::heads(1, h, hd, kernels::rope::RopeLayout::Half, 1.0);
+    if s.kv_lora == 0 {
+        out.push(Case {
+            kernel: "rope",
+            detail: format!("H={h} hd={hd} T=1"),
+            dispatches: vec![kernels::rope::rope(ctx, &q, rope, &inv, &step)?],
+            bytes: (2 * h * hd * 4) as f64,
+            flops: (3 * h * hd) as f64,
+        });
+    }
+    let embed = rnd("embed", vocab, d, 1, 6)?;
+    out.push(Case {
+        kernel: "embedding",
+        detail: format!("V={vocab} D={d} T=1"),
+        dispatches: kernels::embedding::embedding(ctx, &embed, &ids, 1, &y)?,
+        bytes: d as f64 * (wb + 4.0),
+        flops: 0.0,
+    });
+    let sw = kernels::swiglu::SwigluSpec::new(1, inter, kernels::swiglu::GateUpLayout::Concatenated, kernels::swiglu::Act::Silu);
+    out.push(Case {
+        kernel: "swiglu",
+        detail: format!("I={inter} T=1"),
+        dispatches: vec![kernels::swiglu::swiglu(ctx, sw, &x, &y)?],
+        bytes: (3 * inter * 4) as f64,
+        flops: (6 * inter) as f64,
+    });
+    let token = Tensor::zeros(ctx, "token", 4);
+    let am = kernels::sampling::ArgmaxSpec { vocab, row: 0 };
+    out.push(Case {
+        kernel: "argmax",
+        detail: format!("V={vocab}"),
+        dispatches: vec![kernels::sampling::argmax(ctx, &logits, am, &token, 0)?],
+        bytes: (vocab * 4) as f64,
+        flops: vocab as f64,
+    });
+    let sp = kernels::sampling::SampleSpec { vocab, row: 0, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1 };
+    out.push(Case {
+        kernel: "sample",
+        detail: format!("V={vocab} top-k 40 top-p 0.95"),
+        dispatches: vec![kernels::sampling::sample(ctx, &logits, sp, &step, &token, 0)?],
+        bytes: (vocab * 4) as f64,
+        flops: vocab as f64,
+    });
     Ok(out)
 }
 
@@ -235,16 +402,22 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
 /// Time every kernel of every requested shape.
 pub fn measure(ctx: &Context, args: &BenchArgs) -> Result<Vec<Row>> {
     let dtype = parse_dtype(&args.dtype)?;
+    let shapes = args
+        .shapes
+        .iter()
+        .map(|name| {
+            shape(name).ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "unknown shape {name:?}: use olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b or tiny"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let timer = GpuTimer::new(ctx);
     let copy_gbs = copy_bandwidth(ctx, &timer, args.min_ms)? * 1e-9;
     let mut rows = Vec::new();
-    for name in &args.shapes {
-        let s = shape(name).ok_or_else(|| {
-            crate::Error::Invalid(format!(
-                "unknown shape {name:?}: use olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b or tiny"
-            ))
-        })?;
-        for case in cases(ctx, &s, dtype)? {
+    for s in &shapes {
+        for case in cases(ctx, s, dtype)? {
             if args.filter.as_deref().is_some_and(|f| !case.kernel.contains(f)) {
                 continue;
             }
