@@ -4,6 +4,7 @@
 
 mod common;
 use std::path::PathBuf;
+use wgmoe::generate::GenerateOptions;
 use wgmoe::model::plan::LogitRows;
 use wgmoe::model::Model;
 
@@ -66,6 +67,15 @@ fn parity(name: &str, bound: f32) {
         logits = s.forward(&[next], LogitRows::Last).unwrap();
     }
     assert_eq!(greedy, r.greedy, "{name}: greedy tokens differ from transformers'");
+
+    // The same through the GPU sampler, with the token fed back on the GPU.
+    let mut s = model.session(64);
+    let opts = GenerateOptions { max_new_tokens: r.greedy.len(), ..Default::default() };
+    let mut streamed = Vec::new();
+    let (ids, stats) = s.generate(&r.prompt, &opts, |t| Ok(streamed.push(t))).unwrap();
+    assert_eq!(ids, r.greedy, "{name}: GPU-sampled greedy tokens differ from transformers'");
+    assert_eq!(streamed, ids);
+    assert_eq!((stats.prompt_tokens, stats.generated, stats.stopped_by), (r.prompt.len(), r.greedy.len(), "max tokens"));
 }
 
 // f32 weights: logits of magnitude ~10 agree with transformers' fp32 eager forward to 1e-3.
@@ -126,4 +136,39 @@ fn qwen3_moe_bf16() {
 #[test]
 fn deepseek_v3_bf16() {
     parity("deepseek_v3_bf16", F32_BOUND);
+}
+
+#[test]
+fn sampling_is_seeded_and_stops() {
+    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let model = Model::load_dir(ctx, &fixture("qwen3_moe"), &|_, _| {}).unwrap();
+    let prompt = reference("qwen3_moe").prompt;
+    let run = |seed: u64, stop: Vec<u32>| {
+        let opts = GenerateOptions { max_new_tokens: 12, temperature: 1.0, top_k: 20, top_p: 0.9, seed, stop };
+        model.session(64).generate(&prompt, &opts, |_| Ok(())).unwrap()
+    };
+    let (a, _) = run(7, vec![]);
+    let (b, _) = run(7, vec![]);
+    assert_eq!(a, b, "same seed, same tokens");
+    let others: Vec<Vec<u32>> = (8..12).map(|s| run(s, vec![]).0).collect();
+    assert!(others.iter().any(|o| *o != a), "different seeds never changed the sample");
+    // Stopping on the 4th sampled token: the first three come out, the stop token does not.
+    let (c, stats) = run(7, vec![a[3]]);
+    let first = a.iter().position(|&t| t == a[3]).unwrap();
+    assert_eq!(c, a[..first].to_vec());
+    assert_eq!(stats.stopped_by, "stop token");
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let model = Model::load_dir(ctx, &fixture("llama"), &|_, _| {}).unwrap();
+    let mut s = model.session(8);
+    let e = s.forward(&[1, 2, 128], LogitRows::Last).unwrap_err().to_string();
+    assert!(e.contains("128") && e.contains("vocabulary"), "{e}");
+    let e = s.forward(&[1; 9], LogitRows::Last).unwrap_err().to_string();
+    assert!(e.contains("context"), "{e}");
+    assert!(s.forward(&[], LogitRows::Last).is_err());
+    let opts = GenerateOptions { top_p: 0.0, ..Default::default() };
+    assert!(s.generate(&[1, 2], &opts, |_| Ok(())).is_err());
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod generate;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

@@ -1,6 +1,7 @@
 //! Checkpoints to models: the config, the weights, the forward plan and the KV cache.
 
 pub mod config;
+pub mod gguf;
 pub mod plan;
 pub mod safetensors;
 pub mod source;
@@ -53,6 +54,7 @@ impl Model {
             ids: Tensor::zeros(&self.ctx, "ids", max_seq),
             pos: 0,
             plans: HashMap::new(),
+            tails: HashMap::new(),
         }
     }
 }
@@ -65,6 +67,7 @@ pub struct Session<'m> {
     ids: Tensor,
     pos: usize,
     plans: HashMap<(usize, LogitRows), Plan>,
+    tails: HashMap<(usize, LogitRows), (String, kernels::Dispatch)>,
 }
 
 impl Session<'_> {
@@ -77,16 +80,56 @@ impl Session<'_> {
         self.pos = 0;
     }
 
+    /// Tokens the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.cache.max_seq
+    }
+
     /// Run `tokens` through the model at the current position in one batch and return the logits
     /// of every row (`rows == All`, `[T, vocab]`) or of the last one (`[vocab]`).
     pub fn forward(&mut self, tokens: &[u32], rows: LogitRows) -> Result<Vec<f32>> {
-        let m = self.model;
-        let cfg = &m.config;
+        let model = self.model;
+        self.run(tokens, rows, None)?;
+        self.plans[&(tokens.len(), rows)].logits.read_f32(&model.ctx)
+    }
+
+    /// Run `tokens` and, in the same submit, the dispatch `tail` builds from the plan's logits, the
+    /// step buffer and the ids buffer (a sampler writing the next token into `ids[0]`). The tail is
+    /// built once per plan and `tail_key` (a description of its spec), then replayed.
+    pub fn forward_with(
+        &mut self,
+        tokens: &[u32],
+        rows: LogitRows,
+        tail_key: &str,
+        tail: impl Fn(&Context, &Tensor, &Tensor, &Tensor) -> Result<kernels::Dispatch>,
+    ) -> Result<()> {
+        let key = (tokens.len(), rows);
+        self.ensure_plan(key)?;
+        let fresh = self.tails.get(&key).is_none_or(|(k, _)| k != tail_key);
+        if fresh {
+            let d = tail(&self.model.ctx, &self.plans[&key].logits, &self.step, &self.ids)?;
+            self.tails.insert(key, (tail_key.to_string(), d));
+        }
+        let tail = self.tails.remove(&key);
+        let r = self.run(tokens, rows, tail.as_ref().map(|t| &t.1));
+        if let Some(t) = tail {
+            self.tails.insert(key, t);
+        }
+        r
+    }
+
+    /// Read `ids[i]` (the token a sampler wrote) back to the host.
+    pub fn read_id(&self, i: usize) -> Result<u32> {
+        Ok(self.model.ctx.read_u32(&self.ids.buffer, i as u64, 1)?[0])
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.model.config.vocab;
         if tokens.is_empty() {
             return Err(Error::Invalid("no tokens to process".into()));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
-            return Err(Error::Invalid(format!("token id {bad} is out of range: the vocabulary has {} tokens", cfg.vocab)));
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Invalid(format!("token id {bad} is out of range: the vocabulary has {vocab} tokens")));
         }
         if self.pos + tokens.len() > self.cache.max_seq {
             return Err(Error::Invalid(format!(
@@ -96,8 +139,12 @@ impl Session<'_> {
                 self.cache.max_seq
             )));
         }
-        let key = (tokens.len(), rows);
+        Ok(())
+    }
+
+    fn ensure_plan(&mut self, key: (usize, LogitRows)) -> Result<()> {
         if !self.plans.contains_key(&key) {
+            let m = self.model;
             let io = PlanIo {
                 ids: &self.ids,
                 step: &self.step,
@@ -105,15 +152,24 @@ impl Session<'_> {
                 inv_freq: &m.inv_freq,
                 attention_factor: m.attention_factor,
             };
-            let plan = plan::build(&m.ctx, cfg, &m.weights, &io, tokens.len(), rows)?;
+            let plan = plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1)?;
             self.plans.insert(key, plan);
         }
-        let plan = &self.plans[&key];
-        m.ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(tokens));
-        m.ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[self.pos as u32, tokens.len() as u32]));
-        let refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();
-        m.ctx.submit(&refs);
+        Ok(())
+    }
+
+    fn run(&mut self, tokens: &[u32], rows: LogitRows, tail: Option<&kernels::Dispatch>) -> Result<()> {
+        self.check(tokens)?;
+        let pos = self.pos;
+        let ctx = &self.model.ctx;
+        ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[pos as u32, tokens.len() as u32]));
+        self.ensure_plan((tokens.len(), rows))?;
+        let plan = &self.plans[&(tokens.len(), rows)];
+        let mut refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();
+        refs.extend(tail);
+        self.model.ctx.submit(&refs);
         self.pos += tokens.len();
-        plan.logits.read_f32(&m.ctx)
+        Ok(())
     }
 }
