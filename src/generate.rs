@@ -30,6 +30,31 @@ impl Default for GenerateOptions {
     }
 }
 
+/// A model's default sampling (`generation_config.json`): `None` where it says nothing.
+#[derive(Clone, Debug, Default)]
+pub struct SamplingDefaults {
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+}
+
+/// Read `generation_config.json` beside a model (a folder; GGUF files carry none). `do_sample:
+/// false` means greedy whatever the temperature says.
+pub fn sampling_defaults(model: &std::path::Path) -> SamplingDefaults {
+    let path = model.join("generation_config.json");
+    let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+        return SamplingDefaults::default();
+    };
+    if v.get("do_sample").and_then(|d| d.as_bool()) == Some(false) {
+        return SamplingDefaults { temperature: Some(0.0), ..Default::default() };
+    }
+    SamplingDefaults {
+        temperature: v.get("temperature").and_then(|x| x.as_f64()).map(|x| x as f32),
+        top_k: v.get("top_k").and_then(|x| x.as_u64()).map(|x| x as usize),
+        top_p: v.get("top_p").and_then(|x| x.as_f64()).map(|x| x as f32),
+    }
+}
+
 /// What one generation did, for the tokens/s line.
 #[derive(Clone, Debug, Default)]
 pub struct GenerateStats {

@@ -1,8 +1,15 @@
 //! The `wgmoe` command line: argument parsing and printing only.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use wgmoe::generate::{GenerateOptions, GenerateStats};
 use wgmoe::gpu::{self, DeviceOptions};
+use wgmoe::model::plan::LogitRows;
+use wgmoe::model::{Model, Session};
+use wgmoe::tokenizer::{Message, Tokenizer};
+use wgmoe::{Error, Result};
 
 #[derive(Parser)]
 #[command(name = "wgmoe", version, about = "Portable Mixture-of-Experts inference on any GPU (WGSL through wgpu)")]
@@ -23,6 +30,101 @@ enum Command {
     Devices,
     /// Benchmark every kernel at real model shapes.
     BenchKernels(wgmoe::bench::BenchArgs),
+    /// Generate text from a prompt, streaming it as it comes.
+    Run(RunArgs),
+    /// Chat interactively; the KV cache is kept between turns.
+    Chat(ChatArgs),
+    /// Write the logits of every position of a token sequence (f32 little-endian, [n_tokens, vocab]).
+    Logits(LogitsArgs),
+    /// Print the token ids of a text as a JSON array (needs only the tokenizer files).
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Args)]
+struct ModelArg {
+    /// A Hugging Face model folder (config.json, safetensors, tokenizer.json) or a .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Tokens the KV cache holds (prompt + generation); capped at the model's maximum.
+    #[arg(long, default_value_t = 4096)]
+    context: usize,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy. Default: generation_config.json's, else greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the smallest set of tokens holding this much probability (1: off).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Seed of the sampler's random numbers.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    n: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Wrap the prompt as one user message through the model's chat template.
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokens to generate at most per reply.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 1024)]
+    n: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tokens: Vec<u32>,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Prefill the first token, then feed every later one through the single-token decode path.
+    #[arg(long)]
+    decode: bool,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// A model folder (tokenizer.json, tokenizer_config.json) or a .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    text: Option<String>,
+    /// Read the text from this file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Wrap the text as one user message through the chat template, with the generation prompt.
+    #[arg(long)]
+    chat: bool,
 }
 
 fn main() -> ExitCode {
@@ -32,6 +134,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => devices(&opts),
         Command::BenchKernels(args) => wgmoe::bench::run(&opts, &args),
+        Command::Run(args) => run(&opts, &args),
+        Command::Chat(args) => chat(&opts, &args),
+        Command::Logits(args) => logits(&opts, &args),
+        Command::Tokenize(args) => tokenize(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,16 +148,168 @@ fn main() -> ExitCode {
     }
 }
 
-fn devices(opts: &DeviceOptions) -> wgmoe::Result<()> {
+/// Load a model with a progress bar on a terminal, then say what it took.
+fn load_model(opts: &DeviceOptions, path: &Path) -> Result<Model> {
+    let ctx = gpu::Context::new(opts)?;
+    let adapter = format!("{} ({})", ctx.info.name, ctx.backend_name());
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} tensors {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = std::time::Instant::now();
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let model = Model::load(ctx, path, &progress)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "loaded {} ({}) in {:.1} s: {:.2} GiB of weights on {adapter}",
+        path.display(),
+        model.config.model_type,
+        start.elapsed().as_secs_f64(),
+        model.weights.gpu_bytes() as f64 / (1u64 << 30) as f64
+    );
+    Ok(model)
+}
+
+fn session<'m>(model: &'m Model, arg: &ModelArg) -> Session<'m> {
+    model.session(arg.context.min(model.config.max_position))
+}
+
+fn sampling(args: &SamplingArgs, model: &Path, tok: &Tokenizer, max_new_tokens: usize) -> GenerateOptions {
+    let d = wgmoe::generate::sampling_defaults(model);
+    GenerateOptions {
+        max_new_tokens,
+        temperature: args.temperature.or(d.temperature).unwrap_or(0.0),
+        top_k: args.top_k.or(d.top_k).unwrap_or(0),
+        top_p: args.top_p.or(d.top_p).unwrap_or(1.0),
+        seed: args.seed,
+        stop: tok.eos_ids().to_vec(),
+    }
+}
+
+fn print_stats(s: &GenerateStats) {
+    eprintln!(
+        "\nprompt: {} tokens, {:.1} tok/s; generated: {} tokens, {:.1} tok/s ({})",
+        s.prompt_tokens,
+        s.prompt_tps(),
+        s.generated,
+        s.generate_tps(),
+        s.stopped_by
+    );
+}
+
+/// Generate after `prompt`, streaming text to stdout.
+fn stream(sess: &mut Session<'_>, tok: &Tokenizer, prompt: &[u32], opts: &GenerateOptions) -> Result<(Vec<u32>, GenerateStats)> {
+    let mut decoder = tok.stream_decoder(true);
+    let mut out = std::io::stdout();
+    let r = sess.generate(prompt, opts, |id| {
+        let text = decoder.push(id)?;
+        out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| Error::Invalid(format!("stdout: {e}")))
+    })?;
+    let rest = decoder.finish()?;
+    let _ = out.write_all(rest.as_bytes()).and_then(|_| out.flush());
+    Ok(r)
+}
+
+fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
+    let tok = wgmoe::model::tokenizer_for(&args.model.model)?;
+    let prompt = if args.chat {
+        tok.encode_chat(&[Message::user(args.prompt.as_str())], true)?
+    } else {
+        tok.encode(&args.prompt, true)?
+    };
+    let model = load_model(opts, &args.model.model)?;
+    let mut sess = session(&model, &args.model);
+    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
+    let (_, stats) = stream(&mut sess, &tok, &prompt, &gen)?;
+    print_stats(&stats);
+    Ok(())
+}
+
+fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
+    let tok = wgmoe::model::tokenizer_for(&args.model.model)?;
+    if !tok.has_chat_template() {
+        return Err(Error::Invalid(format!("{} has no chat template", args.model.model.display())));
+    }
+    let model = load_model(opts, &args.model.model)?;
+    let mut sess = session(&model, &args.model);
+    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
+    let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.as_str())).collect();
+    // Tokens the cache holds, to feed only what a new turn adds.
+    let mut cached: Vec<u32> = Vec::new();
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.read_line(&mut line).map_err(|e| Error::Invalid(format!("stdin: {e}")))? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.is_empty() {
+            continue;
+        }
+        messages.push(Message::user(line));
+        let ids = tok.encode_chat(&messages, true)?;
+        let reuse = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        if reuse < cached.len() || reuse == ids.len() {
+            // The template rewrote earlier turns: start the cache over.
+            sess.reset();
+            cached.clear();
+        }
+        let start = cached.len();
+        let (reply, stats) = stream(&mut sess, &tok, &ids[start..], &gen)?;
+        println!();
+        print_stats(&stats);
+        cached = ids;
+        cached.extend(&reply);
+        messages.push(Message::assistant(tok.decode(&reply, true)?));
+    }
+}
+
+fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
+    let model = load_model(opts, &args.model.model)?;
+    let mut sess = session(&model, &args.model);
+    let t = &args.tokens;
+    let values = if args.decode {
+        let mut v = sess.forward(&t[..1], LogitRows::All)?;
+        for &tok in &t[1..] {
+            v.extend(sess.forward(&[tok], LogitRows::Last)?);
+        }
+        v
+    } else {
+        sess.forward(t, LogitRows::All)?
+    };
+    std::fs::write(&args.out, bytemuck::cast_slice(&values))
+        .map_err(|e| Error::Invalid(format!("{}: {e}", args.out.display())))?;
+    eprintln!("wrote [{}, {}] f32 logits to {}", t.len(), model.config.vocab, args.out.display());
+    Ok(())
+}
+
+fn tokenize(args: &TokenizeArgs) -> Result<()> {
+    let tok = wgmoe::model::tokenizer_for(&args.model)?;
+    let text = match (&args.text, &args.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
+        (None, None) => return Err(Error::Invalid("give --text or --file".into())),
+    };
+    let ids = if args.chat { tok.encode_chat(&[Message::user(text)], true)? } else { tok.encode(&text, true)? };
+    println!("{}", serde_json::to_string(&ids).unwrap_or_default());
+    Ok(())
+}
+
+fn devices(opts: &DeviceOptions) -> Result<()> {
     let entries = gpu::list_adapters();
     if entries.is_empty() {
-        return Err(wgmoe::Error::NoAdapter { backends: "vulkan, metal, dx12".into() });
+        return Err(Error::NoAdapter { backends: "vulkan, metal, dx12".into() });
     }
-    let chosen = gpu::Context::new(opts).ok().map(|c| c.info.name.clone() + "/" + c.backend_name());
+    let chosen = gpu::Context::new(opts).ok().map(|c| (c.info.name.clone(), c.info.backend));
     for e in &entries {
         let i = &e.info;
         let c = &e.caps;
-        let mark = if chosen.as_deref() == Some(&format!("{}/{}", i.name, gpu::backend_name(i.backend))) { " (default)" } else { "" };
+        let mark = if chosen.as_ref() == Some(&(i.name.clone(), i.backend)) { " (default)" } else { "" };
         println!("[{}] {}{}", e.index, i.name, mark);
         println!("    vendor 0x{:04x}, device 0x{:04x}, {:?}, backend {}", i.vendor, i.device, i.device_type, gpu::backend_name(i.backend));
         println!("    driver: {} {}", i.driver, i.driver_info);

@@ -25,7 +25,29 @@ pub struct Model {
     attention_factor: f32,
 }
 
+/// The tokenizer of a model folder (`tokenizer.json` & co.) or of a `.gguf` file's vocabulary;
+/// the weights are not read.
+pub fn tokenizer_for(path: &Path) -> Result<crate::tokenizer::Tokenizer> {
+    if path.is_dir() {
+        return crate::tokenizer::Tokenizer::from_dir(path);
+    }
+    let file = gguf::GgufFile::open(path)?;
+    let (inner, template, bos, eos, eos_ids) = gguf::tokenizer_parts(&file)?;
+    Ok(crate::tokenizer::Tokenizer::from_parts(inner, template, bos, eos, eos_ids))
+}
+
 impl Model {
+    /// Load a Hugging Face model folder or a `.gguf` file.
+    pub fn load(ctx: Context, path: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
+        if path.is_dir() {
+            Self::load_dir(ctx, path, progress)
+        } else if path.is_file() {
+            gguf::load_gguf(ctx, path, progress)
+        } else {
+            Err(Error::Invalid(format!("{}: no such model folder or .gguf file", path.display())))
+        }
+    }
+
     /// Load a Hugging Face model folder (`config.json` + safetensors).
     pub fn load_dir(ctx: Context, dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
         let cfg_path = dir.join("config.json");

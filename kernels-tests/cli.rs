@@ -1,0 +1,161 @@
+//! The `wgmoe` binary's stable interfaces (`logits`) and its errors for bad input: each names the
+//! file, tensor or value at fault, exits non-zero, and never panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name)
+}
+
+fn wgmoe(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()))
+        .output()
+        .expect("run wgmoe");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "wgmoe panicked: {stderr}");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), stderr)
+}
+
+fn reference_tokens(name: &str) -> Vec<u32> {
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
+    j["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(&std::fs::read(path).unwrap())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgmoe-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn logits_file_matches_transformers_in_both_paths() {
+    let name = "deepseek_v2_lite";
+    let tokens = reference_tokens(name);
+    let list = tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let want = read_f32(&fixture(name).join("logits.bin"));
+    let dir = scratch("logits");
+    for decode in [false, true] {
+        let out = dir.join(format!("logits-{decode}.bin"));
+        let model = fixture(name);
+        let mut args = vec!["logits", "--model", model.to_str().unwrap(), "--tokens", &list, "--out", out.to_str().unwrap()];
+        if decode {
+            args.push("--decode");
+        }
+        let (ok, _, err) = wgmoe(&args);
+        assert!(ok, "{err}");
+        let got = read_f32(&out);
+        assert_eq!(got.len(), tokens.len() * 128, "file holds exactly [n_tokens, vocab] f32");
+        let e = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(e < 1e-3, "decode={decode}: max error {e}");
+    }
+}
+
+/// A copy of a fixture whose files can be broken one at a time.
+fn copy_fixture(name: &str, tag: &str) -> PathBuf {
+    let dir = scratch(tag);
+    for f in std::fs::read_dir(fixture(name)).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn logits_error(model: &Path, tokens: &str) -> String {
+    let out = model.join("out.bin");
+    let (ok, _, err) = wgmoe(&["logits", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap()]);
+    assert!(!ok, "expected a failure, got success");
+    err
+}
+
+/// Rewrite `model.safetensors` of `dir` through `edit` (name, dtype, shape, bytes) -> kept tensors.
+fn rewrite_tensors(dir: &Path, edit: impl Fn(String, safetensors::Dtype, Vec<usize>, Vec<u8>) -> Option<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(n, v)| edit(n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = kept
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+}
+
+#[test]
+fn bad_models_are_clear_errors() {
+    // Missing folder.
+    let err = logits_error(Path::new("/nonexistent/model"), "1");
+    assert!(err.contains("/nonexistent/model"), "{err}");
+
+    // Unknown model_type lists the supported ones.
+    let d = copy_fixture("llama", "unknown-type");
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"llama\"", "\"falcon\"");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    let err = logits_error(&d, "1");
+    assert!(err.contains("falcon") && err.contains("qwen3_moe") && err.contains("config.json"), "{err}");
+
+    // Truncated weights file.
+    let d = copy_fixture("llama", "truncated");
+    let f = d.join("model.safetensors");
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+    let err = logits_error(&d, "1");
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    // A missing tensor is named.
+    let d = copy_fixture("qwen3_moe", "missing");
+    rewrite_tensors(&d, |n, dt, s, b| (n != "model.layers.1.mlp.experts.3.up_proj.weight").then_some((n, dt, s, b)));
+    let err = logits_error(&d, "1");
+    assert!(err.contains("model.layers.1.mlp.experts.3.up_proj.weight") && err.contains("missing"), "{err}");
+
+    // A tensor of the wrong shape names both shapes.
+    let d = copy_fixture("llama", "shape");
+    rewrite_tensors(&d, |n, dt, s, b| {
+        if n == "model.layers.0.self_attn.k_proj.weight" {
+            let half = b.len() / 2;
+            Some((n, dt, vec![s[0] / 2, s[1]], b[..half].to_vec()))
+        } else {
+            Some((n, dt, s, b))
+        }
+    });
+    let err = logits_error(&d, "1");
+    assert!(err.contains("k_proj.weight") && err.contains("[16, 64]") && err.contains("[32, 64]"), "{err}");
+
+    // A tensor of an unsupported dtype.
+    let d = copy_fixture("llama", "dtype");
+    rewrite_tensors(&d, |n, dt, s, b| {
+        if n == "model.norm.weight" {
+            Some((n, safetensors::Dtype::I32, s, b))
+        } else {
+            Some((n, dt, s, b))
+        }
+    });
+    let err = logits_error(&d, "1");
+    assert!(err.contains("model.norm.weight") && err.contains("I32"), "{err}");
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let m = fixture("llama");
+    let err = logits_error(&m, "1,2,999");
+    assert!(err.contains("999") && err.contains("vocabulary"), "{err}");
+    let long = (0..300).map(|i| (i % 100).to_string()).collect::<Vec<_>>().join(",");
+    let err = logits_error(&m, &long);
+    assert!(err.contains("context"), "{err}");
+    let (ok, _, err) = wgmoe(&["--device", "no-such-gpu", "devices"]);
+    assert!(ok, "devices lists adapters even when --device matches none: {err}");
+    let (ok, _, err) = wgmoe(&["--device", "no-such-gpu", "logits", "--model", m.to_str().unwrap(), "--tokens", "1", "--out", "/tmp/x"]);
+    assert!(!ok && err.contains("no-such-gpu") && err.contains("[0]"), "{err}");
+}
