@@ -290,6 +290,44 @@ fn bad_files_are_errors_naming_the_file() {
     assert!(missing.contains("/nonexistent/model.gguf"), "{missing}");
 }
 
+/// Random byte corruption of the header, metadata and tensor table, and truncation at every length
+/// up to the data section: errors or a file that reads, never a panic.
+#[test]
+fn corrupted_files_never_panic() {
+    let good = std::fs::read(data("tiny.gguf")).unwrap();
+    let data_start = GgufFile::open(&data("tiny.gguf")).unwrap().data_start;
+    let p = std::env::temp_dir().join(format!("wgmoe-gguf-test-{}-fuzz.gguf", std::process::id()));
+    let exercise = |bytes: &[u8]| {
+        std::fs::write(&p, bytes).unwrap();
+        if let Ok(src) = GgufSource::open(&p) {
+            for n in src.names() {
+                let _ = src.get(&n).map(|t| t.to_f32());
+            }
+            let _ = src.config();
+            let _ = src.tokenizer_parts();
+        }
+    };
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut bad = good.clone();
+        for _ in 0..1 + rand() % 4 {
+            let at = (rand() as usize) % data_start;
+            bad[at] = rand() as u8;
+        }
+        exercise(&bad);
+    }
+    for len in (0..data_start).step_by(7) {
+        exercise(&good[..len]);
+    }
+    std::fs::remove_file(&p).ok();
+}
+
 #[test]
 fn unsupported_architecture_lists_the_supported_ones() {
     let good = std::fs::read(data("tiny.gguf")).unwrap();
@@ -395,4 +433,260 @@ fn smollm2_logits_and_greedy_answer() {
     eprintln!("answer: {text:?}");
     assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
     assert_eq!(greedy, want_greedy[..greedy.len()], "greedy tokens differ from transformers' ({:?})", r["greedy_text"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transformers fixtures converted to GGUF (F32, llama.cpp names and permutation) must give
+// the fixtures' logits: this checks the name mapping and metadata of every GGUF architecture.
+// ---------------------------------------------------------------------------------------------
+
+/// A minimal GGUF v3 writer: metadata (u32 / f32 / string values) and F32 tensors.
+struct Writer {
+    kv: Vec<u8>,
+    n_kv: u64,
+    tensors: Vec<(String, Vec<u64>, Vec<f32>)>,
+}
+
+enum Meta<'a> {
+    U32(u32),
+    F32(f32),
+    Str(&'a str),
+}
+
+impl Writer {
+    fn new() -> Self {
+        Self { kv: Vec::new(), n_kv: 0, tensors: Vec::new() }
+    }
+    fn put_str(buf: &mut Vec<u8>, s: &str) {
+        buf.extend((s.len() as u64).to_le_bytes());
+        buf.extend(s.as_bytes());
+    }
+    fn meta(&mut self, key: &str, v: Meta<'_>) {
+        Self::put_str(&mut self.kv, key);
+        match v {
+            Meta::U32(x) => {
+                self.kv.extend(4u32.to_le_bytes());
+                self.kv.extend(x.to_le_bytes());
+            }
+            Meta::F32(x) => {
+                self.kv.extend(6u32.to_le_bytes());
+                self.kv.extend(x.to_le_bytes());
+            }
+            Meta::Str(x) => {
+                self.kv.extend(8u32.to_le_bytes());
+                Self::put_str(&mut self.kv, x);
+            }
+        }
+        self.n_kv += 1;
+    }
+    /// `shape` row-major (transformers order); GGUF stores the dims reversed.
+    fn tensor(&mut self, name: &str, shape: &[usize], values: Vec<f32>) {
+        self.tensors.push((name.to_string(), shape.iter().rev().map(|&d| d as u64).collect(), values));
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend((self.tensors.len() as u64).to_le_bytes());
+        b.extend(self.n_kv.to_le_bytes());
+        b.extend(&self.kv);
+        let mut offset = 0u64;
+        for (name, dims, values) in &self.tensors {
+            Self::put_str(&mut b, name);
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(gguf::GGML_F32.to_le_bytes());
+            b.extend(offset.to_le_bytes());
+            offset += (values.len() as u64 * 4).div_ceil(32) * 32;
+        }
+        b.resize(b.len().div_ceil(32) * 32, 0);
+        for (_, _, values) in &self.tensors {
+            b.extend(bytemuck::cast_slice::<f32, u8>(values));
+            b.resize(b.len().div_ceil(32) * 32, 0);
+        }
+        b
+    }
+}
+
+/// llama.cpp's name for a transformers tensor (convert_hf_to_gguf / gguf-py tensor_mapping).
+fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, name) = rest.split_once('.')?;
+    let (base, kind) = name.rsplit_once('.')?;
+    let g = match base {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "mlp.gate" => "ffn_gate_inp",
+        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
+        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
+        "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}.{kind}"))
+}
+
+/// Convert a fixture folder to a GGUF file the way convert_hf_to_gguf lays one out.
+fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
+    use wgmoe::model::safetensors::Safetensors;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
+    let st = Safetensors::open_dir(&dir).unwrap();
+    let mut w = Writer::new();
+    w.meta("general.architecture", Meta::Str(arch));
+    let k = |s: &str| format!("{arch}.{s}");
+    w.meta(&k("block_count"), Meta::U32(u("num_hidden_layers")));
+    w.meta(&k("context_length"), Meta::U32(u("max_position_embeddings")));
+    w.meta(&k("embedding_length"), Meta::U32(u("hidden_size")));
+    w.meta(&k("feed_forward_length"), Meta::U32(u("intermediate_size")));
+    w.meta(&k("attention.head_count"), Meta::U32(u("num_attention_heads")));
+    w.meta(&k("attention.head_count_kv"), Meta::U32(u("num_key_value_heads")));
+    w.meta(&k("attention.layer_norm_rms_epsilon"), Meta::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32));
+    w.meta(&k("rope.freq_base"), Meta::F32(cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32));
+    w.meta(&k("vocab_size"), Meta::U32(u("vocab_size")));
+    if cfg["head_dim"].is_u64() {
+        w.meta(&k("attention.key_length"), Meta::U32(u("head_dim")));
+        w.meta(&k("attention.value_length"), Meta::U32(u("head_dim")));
+    }
+    let experts = cfg.get("num_experts").or(cfg.get("num_local_experts")).and_then(|v| v.as_u64()).map(|v| v as u32);
+    if let Some(e) = experts {
+        w.meta(&k("expert_count"), Meta::U32(e));
+        w.meta(&k("expert_used_count"), Meta::U32(u("num_experts_per_tok")));
+        if cfg["moe_intermediate_size"].is_u64() {
+            w.meta(&k("expert_feed_forward_length"), Meta::U32(u("moe_intermediate_size")));
+        }
+        if cfg["shared_expert_intermediate_size"].is_u64() {
+            w.meta(&k("expert_shared_feed_forward_length"), Meta::U32(u("shared_expert_intermediate_size")));
+        }
+    }
+    if let Some(c) = cfg["clip_qkv"].as_f64() {
+        w.meta(&k("attention.clamp_kqv"), Meta::F32(c as f32));
+    }
+    let (heads, kv_heads) = (u("num_attention_heads") as usize, u("num_key_value_heads") as usize);
+    let mut names = st.names();
+    names.sort();
+    let mut stacks: std::collections::BTreeMap<String, Vec<(usize, Vec<usize>, Vec<f32>)>> = Default::default();
+    for hf in names {
+        let t = st.get(&hf).unwrap();
+        let mut values = t.to_f32().unwrap();
+        let shape = t.shape.clone();
+        // Experts: model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight -> blk.N.ffn_*_exps.
+        let hf = hf.replace(".block_sparse_moe.", ".mlp.");
+        if let Some(pos) = hf.find(".mlp.experts.") {
+            let layer = hf["model.layers.".len()..pos].to_string();
+            let rest = &hf[pos + ".mlp.experts.".len()..];
+            let (e, proj) = rest.split_once('.').unwrap();
+            let g = match proj {
+                "gate_proj.weight" | "w1.weight" => "ffn_gate_exps",
+                "up_proj.weight" | "w3.weight" => "ffn_up_exps",
+                "down_proj.weight" | "w2.weight" => "ffn_down_exps",
+                other => panic!("{other}"),
+            };
+            stacks.entry(format!("blk.{layer}.{g}.weight")).or_default().push((e.parse().unwrap(), shape, values));
+            continue;
+        }
+        let g = gguf_name(&hf).unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"));
+        if arch == "llama" && (g.contains(".attn_q.") || g.contains(".attn_k.")) {
+            let n_head = if g.contains(".attn_q.") { heads } else { kv_heads };
+            let rows = shape[0];
+            let row_bytes = values.len() * 4 / rows;
+            let p = gguf::permute_rows(bytemuck::cast_slice(&values), rows, row_bytes, n_head);
+            values = bytemuck::pod_collect_to_vec(&p);
+        }
+        // llama.cpp keeps the shared-expert gate as a vector.
+        let shape = if g.ends_with("ffn_gate_inp_shexp.weight") { vec![shape[1]] } else { shape };
+        w.tensor(&g, &shape, values);
+    }
+    for (g, mut parts) in stacks {
+        parts.sort_by_key(|p| p.0);
+        let shape = [parts.len(), parts[0].1[0], parts[0].1[1]];
+        w.tensor(&g, &shape, parts.into_iter().flat_map(|p| p.2).collect());
+    }
+    w.bytes()
+}
+
+fn gguf_fixture_parity(name: &str, arch: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let want: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(dir.join("logits.bin")).unwrap());
+    let p = write_temp(&format!("fixture-{name}"), &fixture_to_gguf(name, arch));
+    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
+    std::fs::remove_file(&p).ok();
+    let model = model.unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(model.config.model_type, name);
+    let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert_eq!(got.len(), want.len());
+    // f32 weights, same bound as kernels-tests/models.rs.
+    assert!(err <= 1e-3, "{name} through GGUF: max |logit error| {err}");
+}
+
+#[test]
+fn fixture_llama_through_gguf() {
+    gguf_fixture_parity("llama", "llama");
+}
+#[test]
+fn fixture_qwen2_through_gguf() {
+    gguf_fixture_parity("qwen2", "qwen2");
+}
+#[test]
+fn fixture_qwen3_through_gguf() {
+    gguf_fixture_parity("qwen3", "qwen3");
+}
+#[test]
+fn fixture_qwen2_moe_through_gguf() {
+    gguf_fixture_parity("qwen2_moe", "qwen2moe");
+}
+#[test]
+fn fixture_qwen3_moe_through_gguf() {
+    gguf_fixture_parity("qwen3_moe", "qwen3moe");
+}
+#[test]
+fn fixture_olmoe_through_gguf() {
+    gguf_fixture_parity("olmoe", "olmoe");
+}
+
+/// llama.cpp has no sliding window for Mixtral (a GGUF Mixtral attends to everything), so the
+/// GGUF model is compared with the fixture's safetensors loaded with `sliding_window` removed.
+#[test]
+fn fixture_mixtral_through_gguf() {
+    use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures/mixtral");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    cfg["sliding_window"] = serde_json::Value::Null;
+    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+    let config = ModelConfig::from_value(&cfg, "mixtral/config.json").unwrap();
+    let w = weights::load(&ctx, &config, &Safetensors::open_dir(&dir).unwrap(), &|_, _| {}).unwrap();
+    let want = Model::new(ctx, config, w).session(64).forward(&tokens, LogitRows::All).unwrap();
+
+    let p = write_temp("fixture-mixtral", &fixture_to_gguf("mixtral", "llama"));
+    let ctx = wgmoe::gpu::Context::from_env().unwrap();
+    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
+    std::fs::remove_file(&p).ok();
+    let model = model.unwrap();
+    assert_eq!(model.config.model_type, "mixtral");
+    let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(err <= 1e-5, "mixtral through GGUF vs safetensors: max |logit error| {err}");
 }

@@ -358,7 +358,7 @@ impl GgufFile {
                 None => None,
                 Some((be, bb)) => {
                     let row = dims.first().copied().unwrap_or(1) as usize;
-                    if row % be != 0 {
+                    if !row.is_multiple_of(be) {
                         return Err(Error::Invalid(format!(
                             "{name}: tensor {tname} ({}) has rows of {row} elements, not a multiple of its block size {be}",
                             ggml_type_name(ggml_type)
@@ -679,7 +679,15 @@ impl GgufSource {
         c.insert("model_type".into(), json!(model_type));
         c.insert("architectures".into(), json!([a]));
         c.insert("hidden_size".into(), json!(hidden));
-        c.insert("num_hidden_layers".into(), json!(f.req_u64(&k("block_count"))?));
+        let layers = f.req_u64(&k("block_count"))?;
+        if layers == 0 || layers as usize > f.tensors.len() {
+            return Err(Error::Invalid(format!(
+                "{}: {a}.block_count is {layers}, but the file has {} tensors",
+                f.name(),
+                f.tensors.len()
+            )));
+        }
+        c.insert("num_hidden_layers".into(), json!(layers));
         c.insert("num_attention_heads".into(), json!(heads));
         c.insert("num_key_value_heads".into(), json!(kv_heads));
         c.insert("vocab_size".into(), json!(vocab));
@@ -723,9 +731,22 @@ impl GgufSource {
             // Qwen3-MoE releases renormalise the top-k weights; Qwen1.5-MoE and OLMoE do not.
             let norm = f.get(&k("expert_weights_norm")).and_then(Value::as_bool).unwrap_or(model_type == "qwen3_moe");
             c.insert("norm_topk_prob".into(), json!(norm));
+            // Layers without a router are dense (transformers' `mlp_only_layers`).
+            if matches!(model_type.as_str(), "qwen2_moe" | "qwen3_moe") {
+                let layers = f.req_u64(&k("block_count"))?;
+                let dense: Vec<u64> =
+                    (0..layers).filter(|i| f.tensor(&format!("blk.{i}.ffn_gate_inp.weight")).is_none()).collect();
+                c.insert("mlp_only_layers".into(), json!(dense));
+                c.insert("decoder_sparse_step".into(), json!(1));
+            }
             if model_type == "qwen2_moe" {
                 let shared = f.req_u64(&k("expert_shared_feed_forward_length"))?;
                 c.insert("shared_expert_intermediate_size".into(), json!(shared));
+            }
+        }
+        if model_type == "olmoe" {
+            if let Some(clip) = f.opt_f64(&k("attention.clamp_kqv"))? {
+                c.insert("clip_qkv".into(), json!(clip));
             }
         }
         Ok(Json::Object(c))
@@ -816,7 +837,7 @@ impl GgufSource {
     }
 
     /// The tokenizer from the GGUF vocabulary: `(tokenizer, chat template, bos, eos tokens, eos ids)`.
-    pub fn tokenizer_parts(&self) -> Result<(tokenizers::Tokenizer, Option<String>, Option<String>, Vec<String>, Vec<u32>)> {
+    pub fn tokenizer_parts(&self) -> Result<TokenizerParts> {
         tokenizer_parts(&self.file)
     }
 }
@@ -933,8 +954,11 @@ fn pre_tokenizer(pre: Option<&str>) -> Json {
     }
 }
 
+/// `(tokenizer, chat template, bos token, eos tokens, eos ids)`.
+pub type TokenizerParts = (tokenizers::Tokenizer, Option<String>, Option<String>, Vec<String>, Vec<u32>);
+
 /// Build the tokenizer a GGUF's metadata describes (byte-level BPE, `tokenizer.ggml.model == "gpt2"`).
-pub fn tokenizer_parts(f: &GgufFile) -> Result<(tokenizers::Tokenizer, Option<String>, Option<String>, Vec<String>, Vec<u32>)> {
+pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
     let name = f.name();
     let model = f.opt_str("tokenizer.ggml.model").unwrap_or("(none)");
     if model != "gpt2" {
