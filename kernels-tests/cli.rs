@@ -159,3 +159,58 @@ fn bad_requests_are_clear_errors() {
     let (ok, _, err) = wgmoe(&["--device", "no-such-gpu", "logits", "--model", m.to_str().unwrap(), "--tokens", "1", "--out", "/tmp/x"]);
     assert!(!ok && err.contains("no-such-gpu") && err.contains("[0]"), "{err}");
 }
+
+fn asset(rel: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets").join(rel);
+    assert!(p.exists(), "{} is missing: run scripts/fetch_test_assets.sh", p.display());
+    p
+}
+
+#[test]
+fn tokenize_prints_the_tokenizers_ids() {
+    let dir = asset("qwen3");
+    let tok = wgmoe::tokenizer::Tokenizer::from_dir(&dir).unwrap();
+    let text = "Hello, 世界! 🦀  code: fn main() {}";
+    let (ok, out, err) = wgmoe(&["tokenize", "--model", dir.to_str().unwrap(), "--text", text]);
+    assert!(ok, "{err}");
+    let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(ids, tok.encode(text, true).unwrap());
+    let (ok, out, err) = wgmoe(&["tokenize", "--model", dir.to_str().unwrap(), "--text", text, "--chat"]);
+    assert!(ok, "{err}");
+    let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
+    let want = tok.encode_chat(&[wgmoe::tokenizer::Message::user(text)], true).unwrap();
+    assert_eq!(ids, want);
+    assert!(tok.decode(&ids, false).unwrap().contains("<|im_start|>assistant"));
+}
+
+#[test]
+fn run_and_chat_answer_with_smollm2() {
+    let gguf = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = gguf.to_str().unwrap();
+    let (ok, out, err) = wgmoe(&["run", "--model", model, "--chat", "--prompt", "What is the capital of France?", "-n", "24"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Paris"), "answer: {out:?}");
+    assert!(err.contains("tok/s") && err.contains("loaded"), "{err}");
+
+    // Two turns through stdin: the second feeds only what the turn adds to the cached conversation.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args(["chat", "--model", model, "-n", "12"])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\nAnd of Italy?\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("Paris"), "{stdout:?}");
+    let prompts: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("prompt: ")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(prompts.len(), 2, "{stderr}");
+    assert!(prompts[1] < prompts[0], "second turn re-fed the whole conversation: {prompts:?}");
+}

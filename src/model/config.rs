@@ -219,6 +219,17 @@ impl ModelConfig {
             )));
         }
         let max_position = j.usize_or("max_position_embeddings", 4096)?;
+        // Far above any real model; a corrupt file must not turn into a huge allocation or loop.
+        for (key, value, limit) in [
+            ("num_hidden_layers", n_layers, 4096),
+            ("hidden_size", hidden, 1 << 20),
+            ("num_attention_heads", heads, 1 << 14),
+            ("vocab_size", vocab, 1 << 26),
+        ] {
+            if value == 0 || value > limit {
+                return Err(Error::Invalid(format!("{file}: {key} = {value} is not a plausible model size")));
+            }
+        }
         let eps = j.f64_or("rms_norm_eps", 1e-6)? as f32;
 
         // RoPE: rope_parameters (transformers 5) or rope_scaling + rope_theta (hub).
