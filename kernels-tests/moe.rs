@@ -13,7 +13,7 @@
 mod common;
 use common::*;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, GateUpLayout, MoeSpec};
+use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, Experts, GateUpLayout, MoeSpec};
 use wgmoe::kernels::router::{router, RouterSpec, Scoring};
 
 const NMSE: f64 = 1e-9;
@@ -202,19 +202,8 @@ fn run_gpu(
         Path::Decode => moe_decode,
         Path::Prefill => moe_prefill,
     };
-    let ds = f(
-        ctx,
-        *s,
-        &x,
-        &ids,
-        &w,
-        &gu,
-        &dn,
-        gub.as_ref(),
-        dnb.as_ref(),
-        &y,
-    )
-    .unwrap();
+    let experts = Experts { gate_up: &gu, down: &dn, gate_up_bias: gub.as_ref(), down_bias: dnb.as_ref() };
+    let ds = f(ctx, *s, experts, &x, &ids, &w, &y).unwrap();
     ctx.submit(&ds.iter().collect::<Vec<_>>());
     y.read_f32(ctx).unwrap()
 }
@@ -359,10 +348,10 @@ fn bad_shapes_are_errors() {
     let (gu, dn) = (zeros(4 * 16, 16, 16), zeros(4 * 16, 8, 16));
     let (x, ids, w, y) = (f(32), f(4), f(4), f(32));
     let call = |s: MoeSpec, gu: &Weight, dn: &Weight, x: &Tensor| {
-        moe(ctx, s, x, &ids, &w, gu, dn, None, None, &y).is_err()
+        moe(ctx, s, Experts { gate_up: gu, down: dn, gate_up_bias: None, down_bias: None }, x, &ids, &w, &y).is_err()
     };
     assert!(!call(s, &gu, &dn, &x), "a good shape");
-    assert!(moe_prefill(ctx, s, &x, &ids, &w, &gu, &dn, None, None, &y).is_ok());
+    assert!(moe_prefill(ctx, s, Experts { gate_up: &gu, down: &dn, gate_up_bias: None, down_bias: None }, &x, &ids, &w, &y).is_ok());
     assert!(call(MoeSpec { top_k: 5, ..s }, &gu, &dn, &x), "k > E");
     assert!(
         call(MoeSpec { inter: 9, ..s }, &gu, &dn, &x),
@@ -390,14 +379,14 @@ fn bad_shapes_are_errors() {
     );
     let bad_bias = zeros(4, 8, 1);
     assert!(
-        moe(ctx, s, &x, &ids, &w, &gu, &dn, Some(&bad_bias), None, &y).is_err(),
+        moe(ctx, s, Experts { gate_up: &gu, down: &dn, gate_up_bias: Some(&bad_bias), down_bias: None }, &x, &ids, &w, &y).is_err(),
         "gate_up bias [E, I]"
     );
     let big = f(9 * 16);
     let (ids9, w9) = (f(18), f(18));
     let s9 = MoeSpec { tokens: 9, ..s };
     assert!(
-        moe_decode(ctx, s9, &big, &ids9, &w9, &gu, &dn, None, None, &big).is_err(),
+        moe_decode(ctx, s9, Experts { gate_up: &gu, down: &dn, gate_up_bias: None, down_bias: None }, &big, &ids9, &w9, &big).is_err(),
         "decode beyond 8 tokens"
     );
 }
@@ -466,7 +455,7 @@ fn router_to_experts_end_to_end() {
                 scale: 1.0,
             };
             let r = router(ctx, &rs, &lt, None, &ids, &wt).unwrap();
-            let m = moe(ctx, s, &x, &ids, &wt, &gu, &dn, None, None, &y).unwrap();
+            let m = moe(ctx, s, Experts { gate_up: &gu, down: &dn, gate_up_bias: None, down_bias: None }, &x, &ids, &wt, &y).unwrap();
             let mut all = vec![&r];
             all.extend(m.iter());
             ctx.submit(&all);

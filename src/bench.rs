@@ -271,10 +271,11 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             accumulate: true,
         };
         let used = (t * k).min(e) as f64;
+        let experts = kernels::moe::Experts { gate_up: &gate_up, down: &down, gate_up_bias: None, down_bias: None };
         out.push(Case {
             kernel: "moe",
             detail: format!("E={e} k={k} D={d} I={inter} T={t}"),
-            dispatches: kernels::moe::moe(ctx, spec, &x, &ids, &weights, &gate_up, &down, None, None, &y)?,
+            dispatches: kernels::moe::moe(ctx, spec, experts, &x, &ids, &weights, &y)?,
             bytes: used * (3 * inter * d) as f64 * wb + (t * d * 8) as f64,
             flops: (t * k * 6 * inter * d) as f64,
         });

@@ -26,6 +26,17 @@ const SCAN_WG: usize = 256;
 
 pub use super::swiglu::{Act, GateUpLayout};
 
+/// One layer's stacked experts: `gate_up [experts*2I, hidden]` in groups of 2I rows, `down
+/// [experts*hidden, I]` in groups of `hidden` rows, optional biases `[experts, 2I]` and
+/// `[experts, hidden]` (gpt-oss).
+#[derive(Clone, Copy)]
+pub struct Experts<'a> {
+    pub gate_up: &'a Weight,
+    pub down: &'a Weight,
+    pub gate_up_bias: Option<&'a Weight>,
+    pub down_bias: Option<&'a Weight>,
+}
+
 /// Shapes and options of one MoE block for `tokens` rows (scratch is sized for exactly this many).
 #[derive(Clone, Copy, Debug)]
 pub struct MoeSpec {
@@ -241,75 +252,36 @@ fn bias_binding<'a>(ctx: &'a Context, b: Option<&'a Weight>) -> wgpu::BindingRes
 /// `x [tokens, hidden]`, `ids`/`weights [tokens, top_k]` (the router's outputs), `gate_up
 /// [experts*2I, hidden]` in groups of 2I rows, `down [experts*hidden, I]` in groups of `hidden` rows,
 /// optional biases `[experts, 2I]` and `[experts, hidden]`, `y [tokens, hidden]`.
-#[allow(clippy::too_many_arguments)]
 pub fn moe(
     ctx: &Context,
     spec: MoeSpec,
+    experts: Experts<'_>,
     x: &Tensor,
     ids: &Tensor,
     weights: &Tensor,
-    gate_up: &Weight,
-    down: &Weight,
-    gate_up_bias: Option<&Weight>,
-    down_bias: Option<&Weight>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     if spec.tokens <= DECODE_MAX_TOKENS {
-        moe_decode(
-            ctx,
-            spec,
-            x,
-            ids,
-            weights,
-            gate_up,
-            down,
-            gate_up_bias,
-            down_bias,
-            y,
-        )
+        moe_decode(ctx, spec, experts, x, ids, weights, y)
     } else {
-        moe_prefill(
-            ctx,
-            spec,
-            x,
-            ids,
-            weights,
-            gate_up,
-            down,
-            gate_up_bias,
-            down_bias,
-            y,
-        )
+        moe_prefill(ctx, spec, experts, x, ids, weights, y)
     }
 }
 
 /// Decode path: per gate_up chunk one GEMV dispatch over every (token, slot) writing `h`, then per
 /// down chunk one GEMV dispatch summing the slots into `y` (the first chunk overwrites `y` unless
 /// `accumulate`, later chunks add). Errors beyond [`DECODE_MAX_TOKENS`] tokens.
-#[allow(clippy::too_many_arguments)]
 pub fn moe_decode(
     ctx: &Context,
     spec: MoeSpec,
+    experts: Experts<'_>,
     x: &Tensor,
     ids: &Tensor,
     weights: &Tensor,
-    gate_up: &Weight,
-    down: &Weight,
-    gate_up_bias: Option<&Weight>,
-    down_bias: Option<&Weight>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let b = Block {
-        spec,
-        x,
-        ids,
-        weights,
-        gate_up,
-        down,
-        gate_up_bias,
-        down_bias,
-        y,
-    };
+    let Experts { gate_up, down, gate_up_bias, down_bias } = experts;
+    let b = Block { spec, x, ids, weights, gate_up, down, gate_up_bias, down_bias, y };
     b.validate()?;
     if spec.tokens > DECODE_MAX_TOKENS {
         return Err(shape_err(
@@ -381,30 +353,17 @@ pub fn moe_decode(
 /// chunk a grouped GEMM into per-slot rows, and a reduce into `y`. Scratch (lists, `h`, slot rows) is
 /// allocated here for `spec.tokens` tokens. Each token must name an expert at most once (as every
 /// router does): an expert's list holds at most `tokens` pairs.
-#[allow(clippy::too_many_arguments)]
 pub fn moe_prefill(
     ctx: &Context,
     spec: MoeSpec,
+    experts: Experts<'_>,
     x: &Tensor,
     ids: &Tensor,
     weights: &Tensor,
-    gate_up: &Weight,
-    down: &Weight,
-    gate_up_bias: Option<&Weight>,
-    down_bias: Option<&Weight>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let b = Block {
-        spec,
-        x,
-        ids,
-        weights,
-        gate_up,
-        down,
-        gate_up_bias,
-        down_bias,
-        y,
-    };
+    let Experts { gate_up, down, gate_up_bias, down_bias } = experts;
+    let b = Block { spec, x, ids, weights, gate_up, down, gate_up_bias, down_bias, y };
     b.validate()?;
     let (t, k, d, i, e) = (
         spec.tokens,

@@ -313,7 +313,7 @@ impl Builder<'_> {
                 FfnWeights::Moe { router, selection_bias, gate_up, down, gate_up_bias, down_bias, shared },
                 Ffn::Moe { experts, top_k, inter, router: rc, gpt_oss, .. },
             ) => {
-                use kernels::moe::{moe, Act, GateUpLayout, MoeSpec};
+                use kernels::moe::{moe, Act, Experts, GateUpLayout, MoeSpec};
                 use kernels::router::{Groups, RouterSpec};
                 let (sh, rl, ids, ws, x) = (
                     self.s.h.clone(),
@@ -346,7 +346,8 @@ impl Builder<'_> {
                     },
                     accumulate: true,
                 };
-                let d = moe(self.ctx, spec, &sh, &ids, &ws, gate_up, down, gate_up_bias.as_ref(), down_bias.as_ref(), &x)?;
+                let experts = Experts { gate_up, down, gate_up_bias: gate_up_bias.as_ref(), down_bias: down_bias.as_ref() };
+                let d = moe(self.ctx, spec, experts, &sh, &ids, &ws, &x)?;
                 self.extend(d);
                 if let Some(s) = shared {
                     self.gated_mlp(&s.gate_up, &s.down, s.gate.as_ref())?;
