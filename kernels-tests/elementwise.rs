@@ -60,3 +60,24 @@ fn bad_layouts_are_errors() {
     assert!(copy_rows(ctx, &a, Rows::packed(2, 5), &a, Rows::packed(2, 5)).is_err());
     assert!(clamp_rows(ctx, &a, Rows::packed(2, 5), -1.0).is_err());
 }
+
+#[test]
+fn advance_step_logs_and_moves_on() {
+    use wgmoe::kernels::elementwise::advance_step;
+    for (name, ctx) in contexts() {
+        let step = wgmoe::kernels::step::new(ctx, 5, 3);
+        let ids = Tensor::from_u32(ctx, "ids", &[42, 7]);
+        let log = Tensor::from_u32(ctx, "log", &[0; 10]);
+        let d = advance_step(ctx, &step, &ids, &log).unwrap();
+        ctx.submit(&[&d]);
+        assert_eq!(step.read_u32(ctx).unwrap()[..2], [8, 1], "{name}");
+        ctx.queue.write_buffer(&ids.buffer, 0, bytemuck::cast_slice(&[43u32]));
+        ctx.submit(&[&d]);
+        assert_eq!(step.read_u32(ctx).unwrap()[..2], [9, 1], "{name}");
+        assert_eq!(log.read_u32(ctx).unwrap(), [0, 0, 0, 0, 0, 0, 0, 0, 42, 43], "{name}");
+        // Past the log's end the position still advances; nothing is written out of bounds.
+        ctx.submit(&[&d]);
+        ctx.submit(&[&d]);
+        assert_eq!(step.read_u32(ctx).unwrap()[..2], [11, 1], "{name}");
+    }
+}

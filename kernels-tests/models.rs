@@ -172,3 +172,20 @@ fn bad_requests_are_errors() {
     let opts = GenerateOptions { top_p: 0.0, ..Default::default() };
     assert!(s.generate(&[1, 2], &opts, |_| Ok(())).is_err());
 }
+
+/// Generation stopped by max_new_tokens leaves its last token unfed and the steps the GPU ran
+/// ahead discarded: feeding that token continues the reference greedy sequence exactly.
+#[test]
+fn generation_continues_after_max_tokens() {
+    for name in ["qwen3_moe", "gpt_oss"] {
+        let r = reference(name);
+        let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+        let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap();
+        let mut s = model.session(64);
+        let opts = |n| GenerateOptions { max_new_tokens: n, ..Default::default() };
+        let (a, _) = s.generate(&r.prompt, &opts(5), |_| Ok(())).unwrap();
+        assert_eq!(s.position(), r.prompt.len() + 4, "{name}");
+        let (b, _) = s.generate(&a[4..], &opts(11), |_| Ok(())).unwrap();
+        assert_eq!([a, b].concat(), r.greedy, "{name}");
+    }
+}

@@ -39,3 +39,20 @@ fn clamp_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let j = (i / p.width) * p.dst_stride + p.dst_offset + i % p.width;
     dst[j] = clamp(dst[j], -p.limit, p.limit);
 }
+
+// The end of a generation step, one invocation: log the token the sampler wrote to ids[0] at its
+// position, then advance the step buffer past this batch so the next replayed step needs no
+// host write (step[0] = pos0, step[1] = n_tokens; the next batch is one token).
+@group(0) @binding(3) var<storage, read_write> step_state: array<u32>;
+@group(0) @binding(4) var<storage, read> next_ids: array<u32>;
+@group(0) @binding(5) var<storage, read_write> token_log: array<u32>;
+
+@compute @workgroup_size(1)
+fn advance_step() {
+    let pos = step_state[0] + step_state[1];
+    if pos < arrayLength(&token_log) {
+        token_log[pos] = next_ids[0];
+    }
+    step_state[0] = pos;
+    step_state[1] = 1u;
+}

@@ -3,10 +3,9 @@
 //! the CPU only reads it back to stream it and to check stop conditions.
 
 use crate::error::{Error, Result};
-use crate::kernels::sampling::{self, SampleSpec};
-use crate::kernels::Dispatch;
-use crate::model::plan::LogitRows;
-use crate::model::Session;
+use crate::kernels::sampling::SampleSpec;
+use crate::model::{Session, LOOKAHEAD};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Sampling and stopping.
@@ -70,14 +69,21 @@ impl GenerateStats {
     pub fn prompt_tps(&self) -> f64 {
         self.prompt_tokens as f64 / self.prompt_secs.max(1e-9)
     }
+    /// Decode steps per second: the tokens after the first, which the prompt's pass samples.
     pub fn generate_tps(&self) -> f64 {
-        self.generated as f64 / self.generate_secs.max(1e-9)
+        self.generated.saturating_sub(1) as f64 / self.generate_secs.max(1e-9)
     }
 }
 
 impl Session<'_> {
     /// Run `prompt` (appended to what the cache already holds), then generate, calling `on_token`
     /// with each new token id as it is known. Returns the generated ids (stop token excluded).
+    ///
+    /// Each step is one submit whose sampler writes the next token where the following step's
+    /// embedding reads it, so the GPU never waits for the CPU: the CPU keeps up to
+    /// [`LOOKAHEAD`] steps queued and reads tokens back behind them. On return the session holds
+    /// the prompt and every generated token that was fed back (all of them but the last when
+    /// `max_new_tokens` ends it; all of them when a stop token does).
     pub fn generate(
         &mut self,
         prompt: &[u32],
@@ -93,14 +99,38 @@ impl Session<'_> {
                 opts.temperature, opts.top_p
             )));
         }
-        let mut stats = GenerateStats { prompt_tokens: prompt.len(), ..Default::default() };
+        let spec = SampleSpec {
+            vocab: self.model.config.vocab,
+            row: 0,
+            temperature: opts.temperature,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+            seed: opts.seed,
+        };
+        let mut stats = GenerateStats { prompt_tokens: prompt.len(), stopped_by: "max tokens", ..Default::default() };
         let start = Instant::now();
-        let mut token = self.step_and_sample(prompt, opts)?;
-        stats.prompt_secs = start.elapsed().as_secs_f64();
-        let start = Instant::now();
+        let first = self.submit_generation_step(Some(prompt), spec)?;
+        let prompt_end = self.position();
+        let mut pending = VecDeque::from([first]);
         let mut out = Vec::new();
-        stats.stopped_by = "max tokens";
-        while out.len() < opts.max_new_tokens {
+        let mut decode_start = None;
+        while let Some(next) = pending.pop_front() {
+            // Keep the GPU busy: queue the steps after this one before waiting for it. Step i
+            // samples token i; the last useful step samples token max_new_tokens - 1.
+            let submitted = out.len() + 1 + pending.len();
+            let room = self.capacity().saturating_sub(self.position());
+            let wanted = opts.max_new_tokens.saturating_sub(submitted).min(room);
+            for _ in 0..wanted.min(LOOKAHEAD.saturating_sub(pending.len())) {
+                pending.push_back(self.submit_generation_step(None, spec)?);
+            }
+            let token = self.wait_token(next)?;
+            if decode_start.is_none() {
+                stats.prompt_secs = start.elapsed().as_secs_f64();
+                decode_start = Some(Instant::now());
+            }
+            if token as usize >= spec.vocab {
+                return Err(Error::Gpu(format!("the sampler produced token {token}, outside the vocabulary")));
+            }
             if opts.stop.contains(&token) {
                 stats.stopped_by = "stop token";
                 break;
@@ -110,36 +140,19 @@ impl Session<'_> {
             if out.len() == opts.max_new_tokens {
                 break;
             }
-            if self.position() + 1 > self.capacity() {
+            if pending.is_empty() {
                 stats.stopped_by = "context full";
                 break;
             }
-            token = self.step_and_sample(&[token], opts)?;
         }
+        // Steps queued past the end computed positions nobody asked for: drop them.
+        for p in pending {
+            self.wait_token(p)?;
+        }
+        let fed = if stats.stopped_by == "stop token" { out.len() } else { out.len().saturating_sub(1) };
+        self.truncate(prompt_end + fed);
         stats.generated = out.len();
-        stats.generate_secs = start.elapsed().as_secs_f64();
+        stats.generate_secs = decode_start.map_or(0.0, |d| d.elapsed().as_secs_f64());
         Ok((out, stats))
-    }
-
-    /// One forward pass over `tokens` whose last row is sampled on the GPU into the ids buffer;
-    /// returns the sampled id.
-    fn step_and_sample(&mut self, tokens: &[u32], opts: &GenerateOptions) -> Result<u32> {
-        let vocab = self.model.config.vocab;
-        let spec = SampleSpec {
-            vocab,
-            row: 0,
-            temperature: opts.temperature,
-            top_k: opts.top_k,
-            top_p: opts.top_p,
-            seed: opts.seed,
-        };
-        self.forward_with(tokens, LogitRows::Last, &format!("{spec:?}"), |ctx, logits, step, ids| -> Result<Dispatch> {
-            sampling::sample(ctx, logits, spec, step, ids, 0)
-        })?;
-        let id = self.read_id(0)?;
-        if id as usize >= vocab {
-            return Err(Error::Gpu(format!("the sampler produced token {id}, outside the vocabulary")));
-        }
-        Ok(id)
     }
 }

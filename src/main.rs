@@ -265,6 +265,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         print_stats(&stats);
         cached = ids;
         cached.extend(&reply);
+        cached.truncate(sess.position());
         messages.push(Message::assistant(tok.decode(&reply, true)?));
     }
 }

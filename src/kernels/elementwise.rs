@@ -101,3 +101,15 @@ pub fn clamp_rows(ctx: &Context, t: &Tensor, rows: Rows, limit: f32) -> Result<D
     };
     Ok(build(ctx, op, p, &[(2, t.binding())]))
 }
+
+/// End a generation step: `log[pos0 + n] = ids[0]` (the sampled token at the position it will
+/// occupy), then `step = [pos0 + n, 1]`, so the next single-token step can be replayed as recorded.
+pub fn advance_step(ctx: &Context, step_buf: &Tensor, ids: &Tensor, log: &Tensor) -> Result<Dispatch> {
+    let op = "advance_step";
+    if step_buf.len < super::step::LEN || ids.len == 0 || log.len == 0 {
+        return Err(shape_err(op, "needs a step buffer, an ids buffer and a token log"));
+    }
+    let pipeline = ctx.pipeline("elementwise", SHADER, op, &[("WG", WG as f64)]);
+    let res = [(3, step_buf.binding()), (4, ids.binding()), (5, log.binding())];
+    Ok(Dispatch::new(ctx, op, pipeline, &res, [1, 1, 1], vec![]))
+}

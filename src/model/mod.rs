@@ -69,16 +69,47 @@ impl Model {
     /// A fresh generation state with room for `max_seq` tokens.
     pub fn session(&self, max_seq: usize) -> Session<'_> {
         let max_seq = max_seq.max(1);
+        let step = step::new(&self.ctx, 0, 0);
+        let ids = Tensor::zeros(&self.ctx, "ids", max_seq);
+        let log = Tensor::zeros(&self.ctx, "token_log", max_seq + 1);
+        let advance = kernels::elementwise::advance_step(&self.ctx, &step, &ids, &log)
+            .expect("the step, ids and log buffers are sized for advance_step");
+        let readback = (0..=LOOKAHEAD)
+            .map(|_| {
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("token readback"),
+                    size: 4,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
         Session {
             model: self,
             cache: KvCache::new(&self.ctx, &self.config, max_seq),
-            step: step::new(&self.ctx, 0, 0),
-            ids: Tensor::zeros(&self.ctx, "ids", max_seq),
+            step,
+            ids,
+            log,
+            advance,
+            readback,
+            slot_busy: vec![false; LOOKAHEAD + 1],
+            next_slot: 0,
             pos: 0,
             plans: HashMap::new(),
             tails: HashMap::new(),
         }
     }
+}
+
+/// Generation steps the CPU lets the GPU run ahead of the token it is reading back.
+pub const LOOKAHEAD: usize = 3;
+
+/// A sampled token on its way back to the host.
+pub struct PendingToken {
+    slot: usize,
+    position: usize,
+    submission: wgpu::SubmissionIndex,
+    done: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 
 /// One sequence being processed: the KV cache, the position, and the plans built so far.
@@ -87,6 +118,15 @@ pub struct Session<'m> {
     pub cache: KvCache,
     step: Tensor,
     ids: Tensor,
+    /// `log[p]`: the sampled token that will sit at position `p`.
+    log: Tensor,
+    /// Logs the sampled token and advances the step buffer on the GPU.
+    advance: kernels::Dispatch,
+    /// Mappable copies of logged tokens, one per generation step in flight.
+    readback: Vec<wgpu::Buffer>,
+    /// A slot is busy from its map request until its token is read and the buffer unmapped.
+    slot_busy: Vec<bool>,
+    next_slot: usize,
     pos: usize,
     plans: HashMap<(usize, LogitRows), Plan>,
     tails: HashMap<(usize, LogitRows), (String, kernels::Dispatch)>,
@@ -100,6 +140,84 @@ impl Session<'_> {
 
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// Forget everything past `pos` (tokens computed ahead of a stop, or an edited conversation).
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Submit one generation step without waiting: `prompt` (written from the host) or, with
+    /// `None`, the token the previous step sampled (already in the ids buffer, at the position the
+    /// GPU's step buffer holds); the last row is sampled by `sample` and logged. At most
+    /// [`LOOKAHEAD`] + 1 steps may be pending.
+    pub fn submit_generation_step(&mut self, prompt: Option<&[u32]>, sample: kernels::sampling::SampleSpec) -> Result<PendingToken> {
+        let n = prompt.map_or(1, <[u32]>::len);
+        let rows = LogitRows::Last;
+        if let Some(p) = prompt {
+            self.check(p)?;
+            let ctx = &self.model.ctx;
+            ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(p));
+            ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[self.pos as u32, n as u32]));
+        } else if self.pos + 1 > self.cache.max_seq {
+            return Err(Error::Invalid(format!("the context of {} tokens is full", self.cache.max_seq)));
+        }
+        let key = (n, rows);
+        self.ensure_plan(key)?;
+        let tail_key = format!("{sample:?}");
+        if self.tails.get(&key).is_none_or(|(k, _)| *k != tail_key) {
+            let d = kernels::sampling::sample(&self.model.ctx, &self.plans[&key].logits, sample, &self.step, &self.ids, 0)?;
+            self.tails.insert(key, (tail_key, d));
+        }
+        self.pos += n;
+        let position = self.pos;
+        let slot = self.next_slot;
+        self.next_slot = (slot + 1) % self.readback.len();
+        let ctx = &self.model.ctx;
+        if self.slot_busy[slot] {
+            // A step abandoned by an error still holds this slot: let it finish and release it.
+            ctx.wait()?;
+            self.readback[slot].unmap();
+        }
+        self.slot_busy[slot] = true;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in &self.plans[&key].dispatches {
+                d.record(&mut pass);
+            }
+            self.tails[&key].1.record(&mut pass);
+            self.advance.record(&mut pass);
+        }
+        enc.copy_buffer_to_buffer(&self.log.buffer, position as u64 * 4, &self.readback[slot], 0, 4);
+        let submission = ctx.queue.submit([enc.finish()]);
+        let (tx, done) = std::sync::mpsc::channel();
+        self.readback[slot].slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        Ok(PendingToken { slot, position, submission, done })
+    }
+
+    /// Wait for a submitted step's token.
+    pub fn wait_token(&mut self, t: PendingToken) -> Result<u32> {
+        let ctx = &self.model.ctx;
+        let status = loop {
+            if let Ok(r) = t.done.try_recv() {
+                break r;
+            }
+            ctx.device
+                .poll(wgpu::PollType::Wait { submission_index: Some(t.submission.clone()), timeout: None })
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        };
+        status.map_err(|e| Error::Gpu(format!("reading back the token at {} failed: {e}", t.position)))?;
+        let buf = &self.readback[t.slot];
+        let id = {
+            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("{e:?}")))?;
+            u32::from_le_bytes([view[0], view[1], view[2], view[3]])
+        };
+        buf.unmap();
+        self.slot_busy[t.slot] = false;
+        Ok(id)
     }
 
     /// Tokens the cache can hold.
