@@ -1,10 +1,23 @@
-// Causal attention over a KV cache, one kernel for prefill and decode, GQA / MQA / absorbed MLA
-// (MODELS.md §1, §6.5, §7). One workgroup per (query token, head). Query t sits at position
-// pos = step[0] + t and sees cache positions lo..=pos, lo = pos + 1 - window with a sliding window.
-// Keys are walked in blocks of WG with an online (flash-style) softmax: each invocation scores one
-// key of the block, the block max and sum are workgroup reductions, and each invocation owns a
-// slice of the output dims, rescaled by exp(m_old - m_new) whenever the running max grows.
-// gpt-oss sinks add exp(sink[h] - m) to the denominator and contribute no value.
+// Causal attention over a KV cache, GQA / MQA / absorbed MLA (MODELS.md §1, §6.5, §7). Query token t
+// sits at position pos = step[0] + t and sees cache positions lo..=pos, lo = pos + 1 - window with a
+// sliding window. gpt-oss sinks add exp(sink[h] - m) to the denominator and contribute no value.
+// Two kernels (src/kernels/attention.rs picks one per shape):
+//
+// * Rows (`attention*`): one workgroup per (query token, RW query heads of one KV group, key chunk).
+//   The RW heads share every key and value load. Keys are walked in blocks of WG with an online
+//   (flash-style) softmax: each invocation scores one key for all RW heads, the block max and sum
+//   are workgroup reductions, and each invocation owns a slice of the output dims, rescaled by
+//   exp(m_old - m_new) whenever the running max grows. With `chunks` > 1 (split-KV, decode) the
+//   visible range is cut into at most `chunks` chunks of >= min_chunk keys, sized at run time from
+//   step[0]: chunks past the live count exit at once, a live chunk writes its partial
+//   (max, sum, unnormalised output) to `part`, and the last chunk of a (token, head slice) to
+//   arrive (an atomic counter, reset by that chunk) merges the partials, sinks included. One
+//   dispatch, so a recorded decode step replays unchanged as step[0] grows.
+// * Tile (`attention_tile`, prefill): one workgroup per (BQ rows, BK-key tiles), where the rows are
+//   (token, head) pairs of one KV group, heads fastest (RH heads by BQ / RH tokens). The query rows
+//   and each K then V tile are staged in workgroup memory; key tiles outside the union of the rows'
+//   visible ranges (causal future, before the window) are never visited, masked keys inside a
+//   visited tile score -inf. Each row's online softmax is kept by its TPR = WG / BQ owners.
 //
 // Cache addressing (floats): k[j, g, d] = j*k_stride + g*k_head_stride + d,
 // v[j, g, d] = v_offset + j*v_stride + g*v_head_stride + d. The v binding may be the k buffer
@@ -30,17 +43,39 @@ struct Params {
     window: u32,
     max_seq: u32,
     scale: f32,
+    // Head slices per token: heads / RW (rows) or heads / RH (tile).
+    slices: u32,
+    // Rows: key chunks dispatched per (token, slice) (1: no split) and the fewest keys in a chunk.
+    chunks: u32,
+    min_chunk: u32,
+    // Rows with chunks > 1: word index of the arrival counters in `part`.
+    arrivals_at: u32,
     _pad: u32,
 }
 
 override WG: u32 = 64u;
-// ceil(k_dim / 4): the query is kept as vec4s.
+// ceil(k_dim / 4): queries are kept as vec4s.
 override KQ: u32 = 32u;
+// v_dim.
 override VMAX: u32 = 128u;
 override SINKS: bool = false;
 override SG: bool = false;
-// k_dim, k_stride and k_head_stride are multiples of 4: score with vec4 loads through kc4.
+// k_dim, k_stride and k_head_stride are multiples of 4: load keys as vec4s through kc4.
 override VEC4: bool = false;
+// The same for values (v_dim, v_stride, v_head_stride, v_offset) through vc4 (tile kernel).
+override VVEC4: bool = false;
+// Rows: query heads per workgroup (<= RMAX, divides the group).
+override RW: u32 = 1u;
+// Tile: rows (token, head pairs) and keys per tile, heads per tile, accumulators per invocation,
+// vec4s per staged K/V row (padded so rows do not all start in one bank).
+override BQ: u32 = 16u;
+override BK: u32 = 8u;
+override RH: u32 = 1u;
+override NACC: u32 = 16u;
+override KT4: u32 = 33u;
+
+const RMAX: u32 = 16u;
+const NACC_MAX: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -49,151 +84,505 @@ override VEC4: bool = false;
 @group(0) @binding(4) var<storage, read> sinks: array<f32>;
 @group(0) @binding(5) var<storage, read> step: array<u32>;
 @group(0) @binding(6) var<storage, read_write> o: array<f32>;
-// The key buffer again, viewed as vec4s (bound to the same buffer).
+// The key / value buffers again, viewed as vec4s (bound to the same buffers).
 @group(0) @binding(10) var<storage, read> kc4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read> vc4: array<vec4<f32>>;
+// Split-KV scratch (one binding, within the portable 8 storage buffers): per (token, head, chunk)
+// [m, l, acc[v_dim]] as f32 bits, then from `arrivals_at` one arrival counter per (token, head
+// slice), zero between dispatches. Every access is atomic, so partials move through the
+// device-coherent path whatever the backend caches.
+@group(0) @binding(11) var<storage, read_write> part: array<atomic<u32>>;
 
 // Finite stand-in for -inf: WGSL lets implementations assume no infinities.
 const NEG_BIG: f32 = -3.0e38;
 
-var<workgroup> qs: array<vec4<f32>, KQ>;
-var<workgroup> acc: array<f32, VMAX>;
-var<workgroup> ps: array<f32, WG>;
-var<workgroup> red: array<f32, WG>;
+// Rows kernel workgroup memory.
+var<workgroup> qs: array<vec4<f32>, RW * KQ>;
+var<workgroup> acc: array<f32, RW * VMAX>;
+var<workgroup> ps: array<f32, RW * WG>;
+var<workgroup> red: array<f32, RW * WG>;
+var<workgroup> smax: array<f32, RMAX>;
+var<workgroup> ssum: array<f32, RMAX>;
+var<workgroup> arrived: u32;
 
-// Set by the subgroup entry point.
+// Tile kernel workgroup memory.
+var<workgroup> tq: array<vec4<f32>, BQ * KQ>;
+var<workgroup> tkv: array<vec4<f32>, BK * KT4>;
+var<workgroup> ts: array<f32, BQ * BK>;
+
+// Per-invocation values of the RW heads (scores, then probabilities) fed to the reductions.
+var<private> vals: array<f32, RMAX>;
+
+// Set by the subgroup entry points.
 var<private> sg_lane: u32;
 var<private> sg_id: u32;
 var<private> sg_count: u32;
 
-// Workgroup-wide max / sum (WG is a power of two). Every invocation gets the result.
-fn red_max(x: f32, lid: u32) -> f32 {
-    if SG { return red_max_sg(x); } // subgroups-only
-    red[lid] = x;
+// First visible cache position for a query at `pos`.
+fn window_lo(pos: u32) -> u32 {
+    if p.window > 0u && pos + 1u > p.window {
+        return pos + 1u - p.window;
+    }
+    return 0u;
+}
+
+// Per-head workgroup max (into smax) or sum (into ssum) of `vals[r]`, r < RW (WG a power of two).
+fn reduce_rows(lid: u32, is_max: bool) {
+    if SG { reduce_rows_sg(is_max); return; } // subgroups-only
+    for (var r = 0u; r < RW; r++) {
+        red[r * WG + lid] = vals[r];
+    }
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if lid < s {
-            red[lid] = max(red[lid], red[lid + s]);
+            for (var r = 0u; r < RW; r++) {
+                let a = red[r * WG + lid];
+                let b = red[r * WG + lid + s];
+                red[r * WG + lid] = select(a + b, max(a, b), is_max);
+            }
         }
         workgroupBarrier();
     }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn red_sum(x: f32, lid: u32) -> f32 {
-    if SG { return red_sum_sg(x); } // subgroups-only
-    red[lid] = x;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] += red[lid + s];
+    if lid < RW {
+        if is_max {
+            smax[lid] = red[lid * WG];
+        } else {
+            ssum[lid] = red[lid * WG];
         }
-        workgroupBarrier();
     }
-    let r = red[0];
     workgroupBarrier();
-    return r;
 }
 
-// q . k for the key starting at float `kb`.
-fn score(kb: u32) -> f32 {
+// Scores of the key starting at float `kb` against the RW (pre-scaled) queries, into vals.
+fn score_rows(kb: u32) {
+    for (var r = 0u; r < RW; r++) {
+        vals[r] = 0.0;
+    }
     if VEC4 {
         let kb4 = kb >> 2u;
-        var acc4 = vec4<f32>(0.0);
         for (var i = 0u; i < KQ; i++) {
-            acc4 += qs[i] * kc4[kb4 + i];
+            let k = kc4[kb4 + i];
+            for (var r = 0u; r < RW; r++) {
+                vals[r] += dot(qs[r * KQ + i], k);
+            }
         }
-        return (acc4.x + acc4.y) + (acc4.z + acc4.w);
-    }
-    var dot = 0.0;
-    for (var d = 0u; d < p.k_dim; d++) {
-        dot += qs[d >> 2u][d & 3u] * kc[kb + d];
-    }
-    return dot;
-}
-
-fn attend(gid: u32, lid: u32) {
-    if gid >= p.tokens * p.heads {
         return;
     }
-    let t = gid / p.heads;
-    let h = gid - t * p.heads;
-    let g = h / p.group;
-    let pos = step[0] + t;
+    for (var d = 0u; d < p.k_dim; d++) {
+        let k = kc[kb + d];
+        for (var r = 0u; r < RW; r++) {
+            vals[r] += qs[r * KQ + (d >> 2u)][d & 3u] * k;
+        }
+    }
+}
+
+// What one rows workgroup does; `live` = 0 when it has nothing to do.
+struct Job {
+    t: u32,
+    slice: u32,
+    h0: u32,
+    chunk: u32,
+    live: u32,
+    kb: u32,
+    ke: u32,
+}
+
+fn job(gid: u32) -> Job {
+    var j: Job;
+    j.live = 0u;
+    if gid >= p.tokens * p.slices * p.chunks {
+        return j;
+    }
+    j.chunk = gid % p.chunks;
+    let rest = gid / p.chunks;
+    j.slice = rest % p.slices;
+    j.t = rest / p.slices;
+    j.h0 = j.slice * RW;
+    let pos = step[0] + j.t;
     // Clamped so a position past the cache reads nothing out of bounds (the host checks T <= max_seq).
     let hi = min(pos, p.max_seq - 1u);
-    var lo = 0u;
-    if p.window > 0u && pos + 1u > p.window {
-        lo = pos + 1u - p.window;
+    let lo = window_lo(pos);
+    let n = select(0u, hi + 1u - lo, hi + 1u > lo);
+    let cs = max(p.min_chunk, (n + p.chunks - 1u) / p.chunks);
+    // An empty range still has one chunk, which writes zeros (or nothing but the sink).
+    let live = max(1u, (n + cs - 1u) / cs);
+    if j.chunk >= live {
+        return j;
     }
+    j.live = live;
+    j.kb = lo + j.chunk * cs;
+    j.ke = min(j.kb + cs, lo + n);
+    return j;
+}
 
-    // The query, pre-scaled, is read by every invocation for every key: keep it in workgroup memory.
-    let qb = t * p.q_row_stride + h * p.q_head_stride;
-    for (var d = lid; d < 4u * KQ; d += WG) {
+// Online softmax of the RW heads over keys kb..ke; leaves acc (unnormalised) and each head's
+// running max and sum in m / l (identical in every invocation).
+var<private> m_run: array<f32, RMAX>;
+var<private> l_run: array<f32, RMAX>;
+
+fn rows(jb: Job, lid: u32) {
+    let g = jb.h0 / p.group;
+    // The queries, pre-scaled, are read by every invocation for every key: workgroup memory.
+    for (var i = lid; i < RW * 4u * KQ; i += WG) {
+        let r = i / (4u * KQ);
+        let d = i - r * 4u * KQ;
         // Zero padding past k_dim keeps the last vec4 exact.
         var x = 0.0;
         if d < p.k_dim {
-            x = q[qb + d] * p.scale;
+            x = q[jb.t * p.q_row_stride + (jb.h0 + r) * p.q_head_stride + d] * p.scale;
         }
-        qs[d >> 2u][d & 3u] = x;
+        qs[r * KQ + (d >> 2u)][d & 3u] = x;
     }
-    for (var d = lid; d < p.v_dim; d += WG) {
-        acc[d] = 0.0;
+    for (var i = lid; i < RW * VMAX; i += WG) {
+        acc[i] = 0.0;
+    }
+    for (var r = 0u; r < RW; r++) {
+        m_run[r] = NEG_BIG;
+        l_run[r] = 0.0;
     }
     workgroupBarrier();
 
     let kh = g * p.k_head_stride;
     let vh = p.v_offset + g * p.v_head_stride;
-    var m = NEG_BIG;
-    var l = 0.0;
-    for (var base = lo; base <= hi; base += WG) {
+    var corr: array<f32, RMAX>;
+    var a: array<f32, RMAX>;
+    for (var base = jb.kb; base < jb.ke; base += WG) {
         let j = base + lid;
-        let valid = j <= hi;
-        var s = NEG_BIG;
+        let valid = j < jb.ke;
         if valid {
-            s = score(j * p.k_stride + kh);
+            score_rows(j * p.k_stride + kh);
+        } else {
+            for (var r = 0u; r < RW; r++) {
+                vals[r] = NEG_BIG;
+            }
         }
-        let m_new = max(m, red_max(s, lid));
-        let pj = select(0.0, exp(s - m_new), valid);
-        let corr = exp(m - m_new);
-        ps[lid] = pj;
-        // red_sum's barriers also publish ps.
-        l = l * corr + red_sum(pj, lid);
-        let n = min(WG, hi + 1u - base);
-        for (var d = lid; d < p.v_dim; d += WG) {
-            var a = acc[d] * corr;
+        reduce_rows(lid, true);
+        for (var r = 0u; r < RW; r++) {
+            let m_new = max(m_run[r], smax[r]);
+            corr[r] = exp(m_run[r] - m_new);
+            m_run[r] = m_new;
+            let pj = select(0.0, exp(vals[r] - m_new), valid);
+            vals[r] = pj;
+            ps[r * WG + lid] = pj;
+        }
+        // The reduction's barriers also publish ps.
+        reduce_rows(lid, false);
+        for (var r = 0u; r < RW; r++) {
+            l_run[r] = l_run[r] * corr[r] + ssum[r];
+        }
+        let n = min(WG, jb.ke - base);
+        for (var d = lid; d < VMAX; d += WG) {
+            for (var r = 0u; r < RW; r++) {
+                a[r] = acc[r * VMAX + d] * corr[r];
+            }
             var vi = base * p.v_stride + vh + d;
             for (var i = 0u; i < n; i++) {
-                a += ps[i] * vc[vi];
+                let v = vc[vi];
+                for (var r = 0u; r < RW; r++) {
+                    a[r] += ps[r * WG + i] * v;
+                }
                 vi += p.v_stride;
             }
-            acc[d] = a;
+            for (var r = 0u; r < RW; r++) {
+                acc[r * VMAX + d] = a[r];
+            }
         }
         // ps is rewritten by the next block.
         workgroupBarrier();
-        m = m_new;
+    }
+}
+
+// Normalise acc by l (and the sink) into o.
+fn finish_direct(jb: Job, lid: u32) {
+    for (var r = 0u; r < RW; r++) {
+        let h = jb.h0 + r;
+        var fin = 1.0;
+        var total = l_run[r];
+        if SINKS {
+            // Rescale to max(m, sink) so a large sink cannot overflow exp.
+            let sk = sinks[h];
+            let m2 = max(m_run[r], sk);
+            fin = exp(m_run[r] - m2);
+            total = l_run[r] * fin + exp(sk - m2);
+        }
+        let inv = select(0.0, fin / total, total > 0.0);
+        let ob = (jb.t * p.heads + h) * VMAX;
+        for (var d = lid; d < VMAX; d += WG) {
+            o[ob + d] = acc[r * VMAX + d] * inv;
+        }
+    }
+}
+
+// Merge the `live` partials of the RW heads (every chunk has at least one visible key, so each m is
+// finite). Chunk weights go through ps (live <= chunks <= WG, checked by the host).
+fn combine(jb: Job, lid: u32) {
+    let stride = VMAX + 2u;
+    for (var r = 0u; r < RW; r++) {
+        let h = jb.h0 + r;
+        let slot = jb.t * p.heads + h;
+        let b0 = slot * p.chunks * stride;
+        var mx = NEG_BIG;
+        for (var c = 0u; c < jb.live; c++) {
+            mx = max(mx, part_load(b0 + c * stride));
+        }
+        var sk = NEG_BIG;
+        if SINKS {
+            sk = sinks[h];
+            mx = max(mx, sk);
+        }
+        var total = 0.0;
+        for (var c = 0u; c < jb.live; c++) {
+            total += part_load(b0 + c * stride + 1u) * exp(part_load(b0 + c * stride) - mx);
+        }
+        if SINKS {
+            total += exp(sk - mx);
+        }
+        let inv = select(0.0, 1.0 / total, total > 0.0);
+        if lid < jb.live {
+            ps[lid] = exp(part_load(b0 + lid * stride) - mx) * inv;
+        }
+        workgroupBarrier();
+        let ob = slot * VMAX;
+        for (var d = lid; d < VMAX; d += WG) {
+            var x = 0.0;
+            for (var c = 0u; c < jb.live; c++) {
+                x += ps[c] * part_load(b0 + c * stride + 2u + d);
+            }
+            o[ob + d] = x;
+        }
+        workgroupBarrier();
+    }
+}
+
+fn part_load(i: u32) -> f32 {
+    return bitcast<f32>(atomicLoad(&part[i]));
+}
+
+fn part_store(i: u32, x: f32) {
+    atomicStore(&part[i], bitcast<u32>(x));
+}
+
+fn finish_split(jb: Job, lid: u32) {
+    if jb.live == 1u {
+        finish_direct(jb, lid);
+        return;
+    }
+    let stride = VMAX + 2u;
+    for (var r = 0u; r < RW; r++) {
+        let pb = ((jb.t * p.heads + jb.h0 + r) * p.chunks + jb.chunk) * stride;
+        if lid == 0u {
+            part_store(pb, m_run[r]);
+            part_store(pb + 1u, l_run[r]);
+        }
+        for (var d = lid; d < VMAX; d += WG) {
+            part_store(pb + 2u + d, acc[r * VMAX + d]);
+        }
+    }
+    // Release this chunk's partial device-wide, then count it; the last arrival acquires them all.
+    storageBarrier();
+    let ci = p.arrivals_at + jb.t * p.slices + jb.slice;
+    if lid == 0u {
+        arrived = atomicAdd(&part[ci], 1u);
+    }
+    let before = workgroupUniformLoad(&arrived);
+    if before + 1u == jb.live {
+        storageBarrier();
+        combine(jb, lid);
+        if lid == 0u {
+            atomicStore(&part[ci], 0u);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let jb = job(flat_group(wid));
+    if jb.live == 0u {
+        return;
+    }
+    rows(jb, lid);
+    finish_direct(jb, lid);
+}
+
+@compute @workgroup_size(WG)
+fn attention_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let jb = job(flat_group(wid));
+    if jb.live == 0u {
+        return;
+    }
+    rows(jb, lid);
+    finish_split(jb, lid);
+}
+
+// ---- Tile kernel (prefill) ----
+
+// K (or V) vec4 i of cache row `row` at float offset `base` (+ the head offset), zero past `dim`.
+fn load_k4(row: u32, base: u32, i: u32) -> vec4<f32> {
+    let b = row * p.k_stride + base;
+    if VEC4 {
+        return kc4[(b >> 2u) + i];
+    }
+    var v = vec4<f32>(0.0);
+    for (var e = 0u; e < 4u; e++) {
+        let d = 4u * i + e;
+        if d < p.k_dim {
+            v[e] = kc[b + d];
+        }
+    }
+    return v;
+}
+
+fn load_v4(row: u32, base: u32, i: u32) -> vec4<f32> {
+    let b = row * p.v_stride + base;
+    if VVEC4 {
+        return vc4[(b >> 2u) + i];
+    }
+    var v = vec4<f32>(0.0);
+    for (var e = 0u; e < 4u; e++) {
+        let d = 4u * i + e;
+        if d < p.v_dim {
+            v[e] = vc[b + d];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let gid = flat_group(wid);
+    let tq_tokens = BQ / RH;
+    let slice = gid % p.slices;
+    let t0 = (gid / p.slices) * tq_tokens;
+    if t0 >= p.tokens {
+        return;
+    }
+    let h0 = slice * RH;
+    let g = h0 / p.group;
+    let pos0 = step[0];
+    let t_last = min(t0 + tq_tokens, p.tokens) - 1u;
+    // The union of the rows' visible ranges (contiguous: consecutive tokens, sliding windows).
+    let k_lo = window_lo(pos0 + t0);
+    let k_hi = min(pos0 + t_last, p.max_seq - 1u);
+
+    for (var i = lid; i < BQ * KQ; i += WG) {
+        let r = i / KQ;
+        let c = i - r * KQ;
+        let t = t0 + r / RH;
+        var x = vec4<f32>(0.0);
+        if t < p.tokens {
+            let qb = t * p.q_row_stride + (h0 + r % RH) * p.q_head_stride;
+            for (var e = 0u; e < 4u; e++) {
+                let d = 4u * c + e;
+                if d < p.k_dim {
+                    x[e] = q[qb + d] * p.scale;
+                }
+            }
+        }
+        tq[i] = x;
     }
 
+    // This invocation owns dims sub + k * TPR of row `orow`.
+    let tpr = WG / BQ;
+    let orow = lid / tpr;
+    let sub = lid - orow * tpr;
+    var m = NEG_BIG;
+    var l = 0.0;
+    var acc_r: array<f32, NACC_MAX>;
+    for (var k = 0u; k < NACC; k++) {
+        acc_r[k] = 0.0;
+    }
+    let kh = g * p.k_head_stride;
+    let vh = p.v_offset + g * p.v_head_stride;
+    let vq = (VMAX + 3u) / 4u;
+
+    for (var kb = k_lo; kb <= k_hi; kb += BK) {
+        let nk = min(BK, k_hi + 1u - kb);
+        for (var i = lid; i < BK * KQ; i += WG) {
+            let j = i / KQ;
+            let c = i - j * KQ;
+            var x = vec4<f32>(0.0);
+            if j < nk {
+                x = load_k4(kb + j, kh, c);
+            }
+            tkv[j * KT4 + c] = x;
+        }
+        workgroupBarrier();
+        for (var i = lid; i < BQ * BK; i += WG) {
+            let r = i / BK;
+            let j = i - r * BK;
+            let t = t0 + r / RH;
+            let pos = pos0 + t;
+            let kp = kb + j;
+            var s = NEG_BIG;
+            if j < nk && t < p.tokens && kp <= pos && kp >= window_lo(pos) {
+                var a4 = vec4<f32>(0.0);
+                for (var c = 0u; c < KQ; c++) {
+                    a4 += tq[r * KQ + c] * tkv[j * KT4 + c];
+                }
+                s = (a4.x + a4.y) + (a4.z + a4.w);
+            }
+            ts[i] = s;
+        }
+        workgroupBarrier();
+        // Values over the keys.
+        for (var i = lid; i < BK * vq; i += WG) {
+            let j = i / vq;
+            let c = i - j * vq;
+            var x = vec4<f32>(0.0);
+            if j < nk {
+                x = load_v4(kb + j, vh, c);
+            }
+            tkv[j * KT4 + c] = x;
+        }
+        workgroupBarrier();
+        var mt = NEG_BIG;
+        for (var j = 0u; j < BK; j++) {
+            mt = max(mt, ts[orow * BK + j]);
+        }
+        let m_new = max(m, mt);
+        let corr = exp(m - m_new);
+        for (var k = 0u; k < NACC; k++) {
+            acc_r[k] *= corr;
+        }
+        var sum = 0.0;
+        for (var j = 0u; j < nk; j++) {
+            let s = ts[orow * BK + j];
+            let pj = select(0.0, exp(s - m_new), s != NEG_BIG);
+            sum += pj;
+            for (var k = 0u; k < NACC; k++) {
+                let d = sub + k * tpr;
+                if d < VMAX {
+                    acc_r[k] += pj * tkv[j * KT4 + (d >> 2u)][d & 3u];
+                }
+            }
+        }
+        l = l * corr + sum;
+        m = m_new;
+        // tkv and ts are rewritten by the next tile.
+        workgroupBarrier();
+    }
+
+    let t = t0 + orow / RH;
+    if t >= p.tokens {
+        return;
+    }
+    let h = h0 + orow % RH;
     var fin = 1.0;
     var total = l;
     if SINKS {
-        // Rescale to max(m, sink) so a large sink cannot overflow exp.
         let sk = sinks[h];
         let m2 = max(m, sk);
         fin = exp(m - m2);
         total = l * fin + exp(sk - m2);
     }
     let inv = select(0.0, fin / total, total > 0.0);
-    let ob = (t * p.heads + h) * p.v_dim;
-    for (var d = lid; d < p.v_dim; d += WG) {
-        o[ob + d] = acc[d] * inv;
+    let ob = (t * p.heads + h) * VMAX;
+    for (var k = 0u; k < NACC; k++) {
+        let d = sub + k * tpr;
+        if d < VMAX {
+            o[ob + d] = acc_r[k] * inv;
+        }
     }
-}
-
-@compute @workgroup_size(WG)
-fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    attend(flat_group(wid), lid);
 }
 
 // Copy `tokens` rows of `width` floats (source rows `src_stride` apart from `src_offset`) into the
@@ -229,32 +618,28 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 }
 
 // subgroups:begin
-fn red_max_sg(x: f32) -> f32 {
-    let s = subgroupMax(x);
-    if sg_lane == 0u {
-        red[sg_id] = s;
+fn reduce_rows_sg(is_max: bool) {
+    for (var r = 0u; r < RW; r++) {
+        let x = vals[r];
+        let s = select(subgroupAdd(x), subgroupMax(x), is_max);
+        if sg_lane == 0u {
+            red[r * WG + sg_id] = s;
+        }
     }
     workgroupBarrier();
-    var r = red[0];
-    for (var i = 1u; i < sg_count; i++) {
-        r = max(r, red[i]);
+    for (var r = 0u; r < RW; r++) {
+        var v = red[r * WG];
+        for (var i = 1u; i < sg_count; i++) {
+            let b = red[r * WG + i];
+            v = select(v + b, max(v, b), is_max);
+        }
+        if is_max {
+            smax[r] = v;
+        } else {
+            ssum[r] = v;
+        }
     }
     workgroupBarrier();
-    return r;
-}
-
-fn red_sum_sg(x: f32) -> f32 {
-    let s = subgroupAdd(x);
-    if sg_lane == 0u {
-        red[sg_id] = s;
-    }
-    workgroupBarrier();
-    var r = red[0];
-    for (var i = 1u; i < sg_count; i++) {
-        r += red[i];
-    }
-    workgroupBarrier();
-    return r;
 }
 
 @compute @workgroup_size(WG)
@@ -268,6 +653,30 @@ fn attention_sg(
     sg_lane = lane;
     sg_id = sid;
     sg_count = count;
-    attend(flat_group(wid), lid);
+    let jb = job(flat_group(wid));
+    if jb.live == 0u {
+        return;
+    }
+    rows(jb, lid);
+    finish_direct(jb, lid);
+}
+
+@compute @workgroup_size(WG)
+fn attention_split_sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(num_subgroups) count: u32,
+) {
+    sg_lane = lane;
+    sg_id = sid;
+    sg_count = count;
+    let jb = job(flat_group(wid));
+    if jb.live == 0u {
+        return;
+    }
+    rows(jb, lid);
+    finish_split(jb, lid);
 }
 // subgroups:end

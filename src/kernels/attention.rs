@@ -2,11 +2,22 @@
 //!
 //! [`attention`] serves prefill and decode alike: query token t is at position `step[POS0] + t`
 //! and sees cache positions `<= pos` (and `> pos - window` with a sliding window). GQA, MQA and
-//! DeepSeek's absorbed MLA are all the same kernel with different strides: for MLA the query is
+//! DeepSeek's absorbed MLA are all the same kernels with different strides: for MLA the query is
 //! `(q_lat | q_pe)` per head, the cache row is `[c | k_pe]` with one KV head, and the values are
 //! the first `r` floats of each cache row (the value binding aliases the key buffer).
 //! [`kv_store`] copies this batch's keys or values into the cache at the positions of the step
 //! buffer, so a recorded decode step replays unchanged.
+//!
+//! Which kernel runs ([`plan`], overridable through [`AttnSpec::tuning`]):
+//! - **Tiled** (prefill, `tokens >= TILE_MIN_TOKENS` and `v_dim <= 256` with a tile that fits the
+//!   adapter's workgroup memory): BQ (token, head) rows of one KV group share K/V tiles staged in
+//!   workgroup memory; key tiles that every row masks (causal future, before the window) are skipped.
+//! - **Rows** (decode, short batches, MLA's 576-float keys): one workgroup per (token, RW query heads
+//!   of one KV group, key chunk); the RW heads share each key and value load. With more than one
+//!   chunk (split-KV / flash-decoding) the visible range is cut at run time from the step buffer
+//!   into at most `chunks` chunks; the last chunk to finish merges the partials in the same dispatch
+//!   (an atomic arrival counter and device-scope barriers, so split-KV is used on Vulkan only; other
+//!   backends get one chunk per row).
 
 use super::{grid, step, Dispatch};
 use crate::error::{shape_err, Error, Result};
@@ -44,6 +55,39 @@ pub struct AttnSpec {
     pub sinks: bool,
     /// Cache capacity in positions.
     pub max_seq: usize,
+    /// Kernel choice; [`AttnTuning::default`] lets [`plan`] decide.
+    pub tuning: AttnTuning,
+}
+
+/// Which kernel [`attention`] records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// Tiled for prefill-sized batches where a tile fits, rows otherwise.
+    #[default]
+    Auto,
+    /// One workgroup per (token, head slice, key chunk).
+    Rows,
+    /// Query-row tiles sharing K/V tiles (an error where no tile fits).
+    Tiled,
+}
+
+/// Overrides for [`plan`]'s choices (tests and benchmarks use them to pin a path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnTuning {
+    pub kernel: AttnKernel,
+    /// Rows: the most key chunks per (token, head slice); 0 picks from the shape (and the backend),
+    /// 1 turns split-KV off. At most the rows workgroup size (64).
+    pub max_chunks: usize,
+    /// Rows: the fewest keys in a chunk (chunks grow past this as the context grows).
+    pub min_chunk: usize,
+    /// Rows: query heads per workgroup; 0 picks the most of a KV group that fits.
+    pub heads_per_group: usize,
+}
+
+impl Default for AttnTuning {
+    fn default() -> Self {
+        Self { kernel: AttnKernel::Auto, max_chunks: 0, min_chunk: MIN_CHUNK, heads_per_group: 0 }
+    }
 }
 
 impl AttnSpec {
@@ -74,6 +118,7 @@ impl AttnSpec {
             window: None,
             sinks: false,
             max_seq,
+            tuning: AttnTuning::default(),
         }
     }
 
@@ -105,6 +150,7 @@ impl AttnSpec {
             window: None,
             sinks: false,
             max_seq,
+            tuning: AttnTuning::default(),
         }
     }
 }
@@ -127,11 +173,134 @@ struct Params {
     window: u32,
     max_seq: u32,
     scale: f32,
+    slices: u32,
+    chunks: u32,
+    min_chunk: u32,
+    arrivals_at: u32,
     _pad: u32,
 }
 
-/// Invocations per workgroup (a power of two, within the portable 256).
+/// Invocations per rows workgroup (a power of two, within the portable 256); also the most chunks.
 const WG: usize = 64;
+/// Most query heads per rows workgroup (the shader's RMAX).
+const RMAX: usize = 16;
+/// Most output dims one tile invocation accumulates (the shader's NACC_MAX).
+const NACC_MAX: usize = 32;
+/// Default fewest keys per split-KV chunk.
+pub const MIN_CHUNK: usize = 256;
+/// Workgroups split-KV aims for in one dispatch (a GPU has ~100 compute units).
+const TARGET_WORKGROUPS: usize = 256;
+/// Batches of at least this many tokens use the tiled kernel (where a tile fits).
+pub const TILE_MIN_TOKENS: usize = 8;
+
+/// The kernel [`attention`] records for a spec on a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPlan {
+    /// `heads` query heads per workgroup, up to `chunks` key chunks of >= `min_chunk` keys each
+    /// (1: no split-KV).
+    Rows { heads: usize, chunks: usize, min_chunk: usize, workgroup_bytes: u64 },
+    /// Tiles of `rows` (token, head) rows (`heads` heads by `rows / heads` tokens) and `keys` keys,
+    /// `invocations` per workgroup.
+    Tiled { rows: usize, keys: usize, heads: usize, invocations: usize, workgroup_bytes: u64 },
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn rows_bytes(s: &AttnSpec, rw: usize) -> u64 {
+    ((rw * 4 * s.k_dim.div_ceil(4) + rw * s.v_dim + 2 * rw * WG + 2 * RMAX + 1) * 4) as u64
+}
+
+/// K/V tile row in vec4s: room for a key or a value, odd so rows start in different banks.
+fn tile_row4(s: &AttnSpec) -> usize {
+    let r = s.k_dim.div_ceil(4).max(s.v_dim.div_ceil(4));
+    r | 1
+}
+
+fn tile_bytes(s: &AttnSpec, bq: usize, bk: usize) -> u64 {
+    (16 * (bq * s.k_dim.div_ceil(4) + bk * tile_row4(s)) + 4 * bq * bk) as u64
+}
+
+fn tile_plan(ctx: &Context, s: &AttnSpec) -> Option<AttnPlan> {
+    let group = s.heads / s.kv_heads;
+    let limit = ctx.caps.max_workgroup_storage as u64;
+    for (bq, bk) in [(32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4)] {
+        // Eight owners per row.
+        let wg = 8 * bq;
+        if wg > ctx.caps.max_invocations as usize || s.v_dim.div_ceil(8) > NACC_MAX {
+            continue;
+        }
+        let bytes = tile_bytes(s, bq, bk);
+        if bytes <= limit {
+            let heads = gcd(group, bq);
+            return Some(AttnPlan::Tiled { rows: bq, keys: bk, heads, invocations: wg, workgroup_bytes: bytes });
+        }
+    }
+    None
+}
+
+fn rows_plan(ctx: &Context, s: &AttnSpec) -> Result<AttnPlan> {
+    let group = s.heads / s.kv_heads;
+    let limit = ctx.caps.max_workgroup_storage as u64;
+    let t = &s.tuning;
+    let rw = if t.heads_per_group > 0 {
+        if !group.is_multiple_of(t.heads_per_group) || t.heads_per_group > RMAX {
+            return Err(shape_err(
+                "attention",
+                format!("{} heads per workgroup must divide the group of {group} and be <= {RMAX}", t.heads_per_group),
+            ));
+        }
+        t.heads_per_group
+    } else {
+        (1..=group.min(RMAX)).rev().find(|&r| group.is_multiple_of(r) && rows_bytes(s, r) <= limit).unwrap_or(1)
+    };
+    let bytes = rows_bytes(s, rw);
+    if bytes > limit {
+        return Err(Error::Limit {
+            what: format!("attention with k_dim {} and v_dim {}", s.k_dim, s.v_dim),
+            needed: bytes,
+            limit,
+            limit_name: "max_compute_workgroup_storage_size",
+        });
+    }
+    let min_chunk = t.min_chunk.max(1);
+    let most = s.max_seq.div_ceil(min_chunk).clamp(1, WG);
+    let chunks = match t.max_chunks {
+        0 if ctx.info.backend == wgpu::Backend::Vulkan => {
+            let slots = s.tokens * (s.heads / rw);
+            TARGET_WORKGROUPS.div_ceil(slots.max(1)).clamp(1, most)
+        }
+        0 => 1,
+        n => n.min(most),
+    };
+    Ok(AttnPlan::Rows { heads: rw, chunks, min_chunk, workgroup_bytes: bytes })
+}
+
+/// The kernel and shape [`attention`] would record for `spec` on this device.
+pub fn plan(ctx: &Context, spec: &AttnSpec) -> Result<AttnPlan> {
+    let s = spec;
+    if s.heads == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
+        return Err(shape_err("attention", format!("{} KV heads do not divide {} query heads", s.kv_heads, s.heads)));
+    }
+    match s.tuning.kernel {
+        AttnKernel::Tiled => tile_plan(ctx, s).ok_or_else(|| Error::Limit {
+            what: format!("an attention tile with k_dim {} and v_dim {}", s.k_dim, s.v_dim),
+            needed: tile_bytes(s, 8, 4),
+            limit: ctx.caps.max_workgroup_storage as u64,
+            limit_name: "max_compute_workgroup_storage_size",
+        }),
+        AttnKernel::Rows => rows_plan(ctx, s),
+        AttnKernel::Auto => match (s.tokens >= TILE_MIN_TOKENS).then(|| tile_plan(ctx, s)).flatten() {
+            Some(p) => Ok(p),
+            None => rows_plan(ctx, s),
+        },
+    }
+}
 
 /// Last float index + 1 touched by `n` items of `len` floats at `stride`, plus `m` groups at `group_stride`.
 fn extent(
@@ -268,15 +437,7 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
             ),
         ));
     }
-    let shared = ((s.k_dim.next_multiple_of(4) + s.v_dim + 2 * WG) * 4) as u64;
-    if shared > ctx.caps.max_workgroup_storage as u64 {
-        return Err(Error::Limit {
-            what: format!("attention with k_dim {} and v_dim {}", s.k_dim, s.v_dim),
-            needed: shared,
-            limit: ctx.caps.max_workgroup_storage as u64,
-            limit_name: "max_compute_workgroup_storage_size",
-        });
-    }
+    let _ = ctx;
     Ok(())
 }
 
@@ -307,12 +468,27 @@ pub fn attention(
             o,
         },
     )?;
+    let plan = plan(ctx, &s)?;
+    let group = s.heads / s.kv_heads;
+    let (slices, chunks, min_chunk) = match plan {
+        AttnPlan::Rows { heads, chunks, min_chunk, .. } => (s.heads / heads, chunks, min_chunk),
+        AttnPlan::Tiled { heads, .. } => (s.heads / heads, 1, 1),
+    };
+    let scratch = match plan {
+        AttnPlan::Rows { chunks, .. } if chunks > 1 => {
+            // Partials, then one arrival counter per (token, head slice).
+            let floats = s.tokens * s.heads * chunks * (s.v_dim + 2);
+            check_u32("attention", "split-KV scratch", floats + s.tokens * slices)?;
+            Some((Tensor::zeros(ctx, "attention.partials", floats + s.tokens * slices), floats))
+        }
+        _ => None,
+    };
     let params = ctx.uniform(
         "attention.params",
         &Params {
             tokens: s.tokens as u32,
             heads: s.heads as u32,
-            group: (s.heads / s.kv_heads) as u32,
+            group: group as u32,
             k_dim: s.k_dim as u32,
             v_dim: s.v_dim as u32,
             q_row_stride: s.q_row_stride as u32,
@@ -325,6 +501,10 @@ pub fn attention(
             window: s.window.unwrap_or(0),
             max_seq: s.max_seq as u32,
             scale: s.scale,
+            slices: slices as u32,
+            chunks: chunks as u32,
+            min_chunk: min_chunk as u32,
+            arrivals_at: scratch.as_ref().map_or(0, |(_, at)| *at as u32),
             _pad: 0,
         },
     );
@@ -332,38 +512,60 @@ pub fn attention(
     let vec4 = [s.k_dim, s.k_stride, s.k_head_stride]
         .iter()
         .all(|v| v.is_multiple_of(4));
-    let entry = if sg { "attention_sg" } else { "attention" };
-    let constants = [
-        ("WG", WG as f64),
+    let vvec4 = [s.v_dim, s.v_stride, s.v_head_stride, s.v_offset]
+        .iter()
+        .all(|v| v.is_multiple_of(4));
+    let mut constants = vec![
         ("KQ", s.k_dim.div_ceil(4) as f64),
         ("VMAX", s.v_dim as f64),
         ("SINKS", s.sinks as u32 as f64),
-        ("SG", sg as u32 as f64),
         ("VEC4", vec4 as u32 as f64),
     ];
-    let pipeline = ctx.pipeline("attention", SHADER, entry, &constants);
-    let res = [
+    let sinks_res = sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding());
+    let mut res = vec![
         (0, params.as_entire_binding()),
         (1, q.binding()),
         (2, k_cache.binding()),
         (3, v_cache.binding()),
-        (
-            4,
-            sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding()),
-        ),
+        (4, sinks_res),
         (5, step_buf.binding()),
         (6, o.binding()),
         (10, k_cache.binding()),
     ];
-    let groups = grid((s.tokens * s.heads) as u32);
-    Ok(Dispatch::new(
-        ctx,
-        "attention",
-        pipeline,
-        &res,
-        groups,
-        vec![params.clone()],
-    ))
+    let mut owned = vec![params.clone()];
+    let (entry, groups) = match plan {
+        AttnPlan::Rows { heads, chunks, .. } => {
+            constants.extend([("WG", WG as f64), ("RW", heads as f64), ("SG", sg as u32 as f64)]);
+            let entry = match (chunks > 1, sg) {
+                (false, false) => "attention",
+                (false, true) => "attention_sg",
+                (true, false) => "attention_split",
+                (true, true) => "attention_split_sg",
+            };
+            if let Some((part, _)) = &scratch {
+                res.push((11, part.binding()));
+                owned.push((*part.buffer).clone());
+            }
+            (entry, grid((s.tokens * slices * chunks) as u32))
+        }
+        AttnPlan::Tiled { rows, keys, heads, invocations, .. } => {
+            let tpr = invocations / rows;
+            constants.extend([
+                ("WG", invocations as f64),
+                ("BQ", rows as f64),
+                ("BK", keys as f64),
+                ("RH", heads as f64),
+                ("NACC", s.v_dim.div_ceil(tpr) as f64),
+                ("KT4", tile_row4(&s) as f64),
+                ("VVEC4", vvec4 as u32 as f64),
+            ]);
+            res.push((13, v_cache.binding()));
+            let tiles = s.tokens.div_ceil(rows / heads);
+            ("attention_tile", grid((tiles * slices) as u32))
+        }
+    };
+    let pipeline = ctx.pipeline("attention", SHADER, entry, &constants);
+    Ok(Dispatch::new(ctx, "attention", pipeline, &res, groups, owned))
 }
 
 /// Where [`kv_store`] copies from and to: `tokens` rows of `width` floats, read from the source at
