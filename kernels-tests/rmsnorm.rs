@@ -10,7 +10,7 @@ fn reference(x: &[f32], delta: Option<&[f32]>, w: &[f64], s: NormShape) -> (Vec<
     let mut xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut y = vec![0.0; s.rows * s.y_stride];
     for r in 0..s.rows {
-        let row = &mut xs[r * s.x_stride..][..s.dim];
+        let row = &mut xs[r * s.x_stride + s.x_offset..][..s.dim];
         if let Some(d) = delta {
             for i in 0..s.dim {
                 row[i] += d[r * s.dim + i] as f64;
@@ -29,7 +29,7 @@ fn check(s: NormShape, with_delta: bool, in_place: bool, seed: u64) {
     for (name, ctx) in contexts() {
         for dtype in DTYPES {
             let mut rng = Rng::new(seed);
-            let x = rng.vec((s.rows.max(1) - 1) * s.x_stride + s.dim, 2.0);
+            let x = rng.vec((s.rows.max(1) - 1) * s.x_stride + s.x_offset + s.dim, 2.0);
             let delta = with_delta.then(|| rng.vec(s.rows * s.dim, 1.0));
             let wv: Vec<f32> = (0..s.dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
             let w = Weight::from_f32(ctx, "w", dtype, 1, s.dim, &wv).unwrap();
@@ -43,8 +43,8 @@ fn check(s: NormShape, with_delta: bool, in_place: bool, seed: u64) {
             let what = format!("{name} {} {s:?} delta={with_delta} in_place={in_place}", dtype.name());
             let got = if in_place { xt.read_f32(ctx).unwrap() } else { yt.read_f32(ctx).unwrap() };
             // Compare only the rows' own elements (strided layouts leave gaps untouched).
-            let stride = if in_place { s.x_stride } else { s.y_stride };
-            let pick = |v: &[f32]| -> Vec<f32> { (0..s.rows).flat_map(|r| v[r * stride..][..s.dim].to_vec()).collect() };
+            let (stride, offset) = if in_place { (s.x_stride, s.x_offset) } else { (s.y_stride, 0) };
+            let pick = |v: &[f32]| -> Vec<f32> { (0..s.rows).flat_map(|r| v[r * stride + offset..][..s.dim].to_vec()).collect() };
             let pick64 = |v: &[f64]| -> Vec<f64> { (0..s.rows).flat_map(|r| v[r * s.y_stride..][..s.dim].to_vec()).collect() };
             assert_nmse(&what, &pick(&got), &pick64(&want_y), 1e-10);
             if with_delta {
@@ -78,9 +78,12 @@ fn in_place_per_head_qk_norm() {
 #[test]
 fn strided_rows_mla_latent() {
     // DeepSeek-V2-Lite: normalise the first 512 of each 576-wide kv_a row into a packed output.
-    let s = NormShape { rows: 5, dim: 512, x_stride: 576, y_stride: 512, eps: 1e-6 };
+    let s = NormShape { x_stride: 576, y_stride: 512, ..NormShape::new(5, 512, 1e-6) };
     check(s, false, false, 9);
-    let s = NormShape { rows: 3, dim: 512, x_stride: 576, y_stride: 576, eps: 1e-6 };
+    let s = NormShape { x_stride: 576, y_stride: 576, ..NormShape::new(3, 512, 1e-6) };
+    check(s, false, true, 10);
+    // OLMoE's k_norm: the k part of fused q|k|v rows, in place.
+    let s = NormShape { x_stride: 3 * 256, y_stride: 3 * 256, x_offset: 256, ..NormShape::new(4, 256, 1e-5) };
     check(s, false, true, 10);
 }
 

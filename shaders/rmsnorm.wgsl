@@ -11,6 +11,7 @@ struct Params {
     y_stride: u32,
     add_stride: u32,
     eps: f32,
+    x_offset: u32,
 }
 
 override WG: u32 = 128u;
@@ -34,7 +35,7 @@ fn weight(i: u32) -> f32 {
 
 fn sum_squares(row: u32, lid: u32) -> f32 {
     var acc = 0.0;
-    let base = row * p.x_stride;
+    let base = row * p.x_stride + p.x_offset;
     for (var i = lid; i < p.dim; i += WG) {
         var v = x[base + i];
         if ADD {
@@ -63,7 +64,7 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let lid = lid3.x;
     let scale = inverseSqrt(sum_squares(row, lid) / f32(p.dim) + p.eps);
     for (var i = lid; i < p.dim; i += WG) {
-        y[row * p.y_stride + i] = weight(i) * (x[row * p.x_stride + i] * scale);
+        y[row * p.y_stride + i] = weight(i) * (x[row * p.x_stride + p.x_offset + i] * scale);
     }
 }
 
@@ -77,7 +78,7 @@ fn rmsnorm_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let lid = lid3.x;
     let scale = inverseSqrt(sum_squares(row, lid) / f32(p.dim) + p.eps);
     for (var i = lid; i < p.dim; i += WG) {
-        let j = row * p.x_stride + i;
+        let j = row * p.x_stride + p.x_offset + i;
         x[j] = weight(i) * (x[j] * scale);
     }
 }

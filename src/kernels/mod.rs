@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod mla;
+pub mod qkv;
 pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
@@ -30,6 +31,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("embedding", embedding::SHADER),
     ("matmul", matmul::SHADER),
     ("mla", mla::SHADER),
+    ("qkv", qkv::SHADER),
     ("moe", moe::SHADER),
     ("rmsnorm", rmsnorm::SHADER),
     ("rope", rope::SHADER),

@@ -15,23 +15,25 @@ struct Params {
     y_stride: u32,
     add_stride: u32,
     eps: f32,
-    _pad: [u32; 2],
+    x_offset: u32,
+    _pad: u32,
 }
 
-/// Row layout of one RMSNorm: `rows` rows of `dim` values, each read at `x_stride` and written at
-/// `y_stride` (both default to `dim`).
+/// Row layout of one RMSNorm: `rows` rows of `dim` values, row `r` read at `r * x_stride +
+/// x_offset` and written at `r * y_stride` (or in place); strides default to `dim`, the offset to 0.
 #[derive(Clone, Copy, Debug)]
 pub struct NormShape {
     pub rows: usize,
     pub dim: usize,
     pub x_stride: usize,
     pub y_stride: usize,
+    pub x_offset: usize,
     pub eps: f32,
 }
 
 impl NormShape {
     pub fn new(rows: usize, dim: usize, eps: f32) -> Self {
-        Self { rows, dim, x_stride: dim, y_stride: dim, eps }
+        Self { rows, dim, x_stride: dim, y_stride: dim, x_offset: 0, eps }
     }
 }
 
@@ -51,12 +53,12 @@ pub fn rmsnorm(
     w: &Weight,
     out: NormOut<'_>,
 ) -> Result<Dispatch> {
-    let NormShape { rows, dim, x_stride, y_stride, eps } = shape;
+    let NormShape { rows, dim, x_stride, y_stride, x_offset, eps } = shape;
     let op = "rmsnorm";
     if w.cols != dim || w.rows != 1 {
         return Err(shape_err(op, format!("weight is [{}, {}], expected [1, {dim}]", w.rows, w.cols)));
     }
-    if x_stride < dim || rows > 0 && (rows - 1) * x_stride + dim > x.len {
+    if x_stride < dim || rows > 0 && (rows - 1) * x_stride + x_offset + dim > x.len {
         return Err(shape_err(op, format!("x holds {} values, too few for {rows} rows at stride {x_stride}", x.len)));
     }
     if let Some(d) = delta {
@@ -87,7 +89,8 @@ pub fn rmsnorm(
             y_stride: y_stride as u32,
             add_stride: dim as u32,
             eps,
-            _pad: [0; 2],
+            x_offset: x_offset as u32,
+            _pad: 0,
         },
     );
     let wg = if dim >= 1024 { 256.0 } else { 64.0 };

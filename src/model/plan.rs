@@ -236,7 +236,7 @@ impl Builder<'_> {
             }
         }
         self.linear(kv_a, &sh, &sk, false)?;
-        let latent = NormShape { rows: t, dim: r, x_stride: r + dr, y_stride: r + dr, eps: MLA_NORM_EPS };
+        let latent = NormShape { x_stride: r + dr, y_stride: r + dr, ..NormShape::new(t, r, MLA_NORM_EPS) };
         self.norm(latent, &sk, kv_norm, NormOut::InPlace)?;
         let q_rope = RopeSpec {
             tokens: t,

@@ -1,0 +1,149 @@
+//! The fused q|k|v preparation (per-head norm, clamp, RoPE, KV-cache store) against an f64 CPU
+//! reference of the same steps.
+
+mod common;
+use common::*;
+use wgmoe::gpu::{DType, Tensor, Weight};
+use wgmoe::kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
+use wgmoe::kernels::rope::RopeLayout;
+use wgmoe::kernels::step;
+
+struct Case {
+    spec: QkvSpec,
+    norm: Option<DType>,
+    pos0: usize,
+}
+
+/// Reference: (q rows after, k cache, v cache).
+fn reference(c: &Case, qkv: &[f32], qn: &[f64], kn: &[f64], inv: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let s = c.spec;
+    let (h, kv, hd) = (s.heads, s.kv_heads, s.head_dim);
+    let w = s.row_width();
+    let mut q = vec![0.0; s.tokens * h * hd];
+    let mut kc = vec![0.0; s.max_seq * kv * hd];
+    let mut vc = vec![0.0; s.max_seq * kv * hd];
+    for t in 0..s.tokens {
+        let pos = c.pos0 + t;
+        for slot in 0..h + 2 * kv {
+            let mut x: Vec<f64> = qkv[t * w + slot * hd..][..hd].iter().map(|&v| v as f64).collect();
+            let is_q = slot < h;
+            let is_k = !is_q && slot < h + kv;
+            if c.norm.is_some() && (is_q || is_k) {
+                let ms = x.iter().map(|v| v * v).sum::<f64>() / hd as f64;
+                let scale = 1.0 / (ms + s.eps as f64).sqrt();
+                let nw = if is_q { qn } else { kn };
+                for i in 0..hd {
+                    x[i] *= scale * nw[i];
+                }
+            }
+            if let Some(cl) = s.clip {
+                x.iter_mut().for_each(|v| *v = v.clamp(-cl as f64, cl as f64));
+            }
+            if is_q || is_k {
+                for i in 0..hd / 2 {
+                    // HF's angle: f32 position times f32 frequency, then cos/sin.
+                    let angle = (pos as f32 * inv[i]) as f64;
+                    let (sn, cs) = angle.sin_cos();
+                    let (cs, sn) = (cs * s.attention_factor as f64, sn * s.attention_factor as f64);
+                    let (a, b) = match s.layout {
+                        RopeLayout::Half => (i, i + hd / 2),
+                        RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                    };
+                    let (xa, xb) = (x[a], x[b]);
+                    x[a] = xa * cs - xb * sn;
+                    x[b] = xb * cs + xa * sn;
+                }
+            }
+            if is_q {
+                q[(t * h + slot) * hd..][..hd].copy_from_slice(&x);
+            } else {
+                let kvh = if is_k { slot - h } else { slot - h - kv };
+                let dst = if is_k { &mut kc } else { &mut vc };
+                dst[(pos * kv + kvh) * hd..][..hd].copy_from_slice(&x);
+            }
+        }
+    }
+    (q, kc, vc)
+}
+
+fn check(c: Case) {
+    for (name, ctx) in contexts() {
+        let s = c.spec;
+        let mut rng = Rng::new((s.head_dim * 31 + s.tokens * 7 + c.pos0) as u64);
+        let qkv = rng.vec(s.tokens * s.row_width(), 3.0);
+        let inv: Vec<f32> = (0..s.head_dim / 2).map(|i| 10000f32.powf(-2.0 * i as f32 / s.head_dim as f32)).collect();
+        let qn_v: Vec<f32> = (0..s.head_dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
+        let kn_v: Vec<f32> = (0..s.head_dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
+        let dt = c.norm.unwrap_or(DType::F32);
+        let (qn_w, kn_w) = (
+            Weight::from_f32(ctx, "qn", dt, 1, s.head_dim, &qn_v).unwrap(),
+            Weight::from_f32(ctx, "kn", dt, 1, s.head_dim, &kn_v).unwrap(),
+        );
+        let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
+        let t_inv = Tensor::from_f32(ctx, "inv", &inv);
+        let st = step::new(ctx, c.pos0 as u32, s.tokens as u32);
+        let cache = s.max_seq * s.kv_heads * s.head_dim;
+        let (kc, vc) = (Tensor::zeros(ctx, "k", cache), Tensor::zeros(ctx, "v", cache));
+        let norms = c.norm.map(|_| QkNorms { q: &qn_w, k: &kn_w });
+        let d = prepare_qkv(ctx, s, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
+        ctx.submit(&[&d]);
+        let (want_q, want_k, want_v) = reference(&c, &qkv, &rounded(dt, &qn_v), &rounded(dt, &kn_v), &inv);
+        let got = t_qkv.read_f32(ctx).unwrap();
+        let w = s.row_width();
+        let got_q: Vec<f32> = (0..s.tokens).flat_map(|t| got[t * w..][..s.heads * s.head_dim].to_vec()).collect();
+        let what = format!("{name} {:?} norm={:?} pos0={}", s, c.norm, c.pos0);
+        assert_nmse(&format!("{what} q"), &got_q, &want_q, 1e-10);
+        assert_nmse(&format!("{what} k"), &kc.read_f32(ctx).unwrap(), &want_k, 1e-10);
+        assert_nmse(&format!("{what} v"), &vc.read_f32(ctx).unwrap(), &want_v, 1e-12);
+    }
+}
+
+fn spec(tokens: usize, heads: usize, kv_heads: usize, head_dim: usize) -> QkvSpec {
+    QkvSpec {
+        tokens,
+        heads,
+        kv_heads,
+        head_dim,
+        layout: RopeLayout::Half,
+        attention_factor: 1.0,
+        eps: 1e-6,
+        clip: None,
+        max_seq: 64,
+    }
+}
+
+#[test]
+fn plain_gqa_decode_and_prefill() {
+    check(Case { spec: spec(1, 4, 2, 16), norm: None, pos0: 7 });
+    check(Case { spec: spec(5, 4, 2, 16), norm: None, pos0: 0 });
+    // Llama/Mixtral-like head at a late position, a yarn-like amplitude.
+    check(Case { spec: QkvSpec { attention_factor: 1.34657, ..spec(3, 8, 2, 128) }, norm: None, pos0: 50 });
+}
+
+#[test]
+fn qwen3_per_head_norm_every_dtype() {
+    for dt in DTYPES {
+        check(Case { spec: spec(2, 32, 4, 128), norm: Some(dt), pos0: 11 });
+    }
+}
+
+#[test]
+fn olmoe_clip_and_odd_heads() {
+    check(Case { spec: QkvSpec { clip: Some(0.8), ..spec(4, 3, 3, 20) }, norm: None, pos0: 3 });
+    check(Case { spec: QkvSpec { clip: Some(0.5), layout: RopeLayout::Interleaved, ..spec(2, 2, 1, 6) }, norm: Some(DType::F32), pos0: 9 });
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let ctx = native();
+    let s = spec(1, 4, 2, 16);
+    let qkv = Tensor::zeros(ctx, "qkv", s.row_width());
+    let inv = Tensor::zeros(ctx, "inv", 8);
+    let st = step::new(ctx, 0, 1);
+    let c = Tensor::zeros(ctx, "c", 64 * 32);
+    assert!(prepare_qkv(ctx, s, &qkv, None, &inv, &st, &c, &c).is_ok());
+    assert!(prepare_qkv(ctx, QkvSpec { tokens: 2, ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
+    assert!(prepare_qkv(ctx, QkvSpec { head_dim: 15, ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
+    assert!(prepare_qkv(ctx, QkvSpec { max_seq: 65, ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
+    assert!(prepare_qkv(ctx, QkvSpec { clip: Some(-1.0), ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
+}

@@ -1,0 +1,141 @@
+//! Everything between the fused q|k|v projection and attention in one dispatch: per-head q/k
+//! RMSNorm (Qwen3), clamping (OLMoE `clip_qkv`), RoPE, and storing k and v into the KV cache at
+//! the positions the step buffer gives. Replaces up to seven separate dispatches per layer.
+
+use super::rope::RopeLayout;
+use super::{grid, step, Dispatch};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Context, Tensor, Weight};
+
+pub const SHADER: &str = include_str!("../../shaders/qkv.wgsl");
+
+const WG: usize = 64;
+/// Head sizes the kernel holds in workgroup memory (shaders/qkv.wgsl MAX_HEAD).
+pub const MAX_HEAD_DIM: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    row_stride: u32,
+    max_seq: u32,
+    eps: f32,
+    clip: f32,
+    af: f32,
+    _pad: [u32; 3],
+}
+
+/// The fused row `[q heads | k heads | v heads]` of `tokens` tokens and what to do to it.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvSpec {
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub layout: RopeLayout,
+    /// RoPE amplitude (yarn's attention factor).
+    pub attention_factor: f32,
+    /// Per-head RMSNorm epsilon (used with norm weights).
+    pub eps: f32,
+    /// Clamp q, k and v to `[-clip, clip]` after the norm.
+    pub clip: Option<f32>,
+    /// Rows the caches hold.
+    pub max_seq: usize,
+}
+
+impl QkvSpec {
+    pub fn row_width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
+    }
+}
+
+/// Per-head q and k norm weights (`[head_dim]` each).
+pub struct QkNorms<'a> {
+    pub q: &'a Weight,
+    pub k: &'a Weight,
+}
+
+/// Build the dispatch: `qkv` holds `tokens` fused rows; `k_cache`/`v_cache` are `[max_seq, KV*hd]`.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_qkv(
+    ctx: &Context,
+    spec: QkvSpec,
+    qkv: &Tensor,
+    norms: Option<QkNorms<'_>>,
+    inv_freq: &Tensor,
+    step_buf: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+) -> Result<Dispatch> {
+    let op = "prepare_qkv";
+    let QkvSpec { tokens, heads, kv_heads, head_dim: hd, .. } = spec;
+    if tokens == 0 || heads == 0 || kv_heads == 0 || hd == 0 || hd % 2 != 0 || hd > MAX_HEAD_DIM {
+        return Err(shape_err(op, format!("unsupported shape {spec:?} (even head_dim up to {MAX_HEAD_DIM})")));
+    }
+    if qkv.len < tokens * spec.row_width() {
+        return Err(shape_err(op, format!("qkv holds {}, needs {}", qkv.len, tokens * spec.row_width())));
+    }
+    let cache = spec.max_seq * kv_heads * hd;
+    if k_cache.len < cache || v_cache.len < cache {
+        return Err(shape_err(op, format!("caches hold {} and {}, need {cache}", k_cache.len, v_cache.len)));
+    }
+    if inv_freq.len < hd / 2 || step_buf.len < step::LEN {
+        return Err(shape_err(op, "inv_freq or the step buffer is too short"));
+    }
+    let norm_dtype = match &norms {
+        Some(n) => {
+            if n.q.cols != hd || n.k.cols != hd || n.q.rows != 1 || n.k.rows != 1 || n.q.dtype != n.k.dtype {
+                return Err(shape_err(op, format!("q/k norms must both be [{hd}] of one dtype")));
+            }
+            n.q.dtype.code()
+        }
+        None => 0.0,
+    };
+    let clip = spec.clip.unwrap_or(0.0);
+    if spec.clip.is_some() && !(clip > 0.0 && clip.is_finite()) {
+        return Err(shape_err(op, format!("clip must be positive, got {clip}")));
+    }
+    let params = ctx.uniform(
+        "qkv.params",
+        &Params {
+            tokens: tokens as u32,
+            heads: heads as u32,
+            kv_heads: kv_heads as u32,
+            head_dim: hd as u32,
+            row_stride: spec.row_width() as u32,
+            max_seq: spec.max_seq as u32,
+            eps: spec.eps,
+            clip,
+            af: spec.attention_factor,
+            _pad: [0; 3],
+        },
+    );
+    let constants = [
+        ("WG", WG as f64),
+        ("QK_NORM", norms.is_some() as u32 as f64),
+        ("CLIP", spec.clip.is_some() as u32 as f64),
+        ("INTERLEAVED", (spec.layout == RopeLayout::Interleaved) as u32 as f64),
+        ("NORM_DTYPE", norm_dtype),
+    ];
+    let pipeline = ctx.pipeline("qkv", SHADER, op, &constants);
+    let dummy = || ctx.dummy.as_entire_binding();
+    let (qn, kn) = match &norms {
+        Some(n) => (n.q.chunks[0].buffer.as_entire_binding(), n.k.chunks[0].buffer.as_entire_binding()),
+        None => (dummy(), dummy()),
+    };
+    let res = [
+        (0, params.as_entire_binding()),
+        (1, qkv.binding()),
+        (2, inv_freq.binding()),
+        (3, step_buf.binding()),
+        (4, qn),
+        (5, kn),
+        (6, k_cache.binding()),
+        (7, v_cache.binding()),
+    ];
+    let groups = grid((tokens * (heads + 2 * kv_heads)) as u32);
+    Ok(Dispatch::new(ctx, op, pipeline, &res, groups, vec![params.clone()]))
+}
