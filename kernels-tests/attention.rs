@@ -1,7 +1,9 @@
 //! Attention against an f64 reference: causal prefill and decode over a filled cache, GQA at real
 //! shapes (Qwen3, gpt-oss), sliding windows, sinks, absorbed MLA (V2-Lite dims), odd head dims,
 //! v_dim != k_dim, strided queries, kv_store + attention replayed through the step buffer, bad
-//! shapes. Cache positions past the visible range hold random values, so a mask that lets them in
+//! shapes; then each kernel path pinned through `AttnSpec::tuning`: split-KV decode across chunk
+//! edges, replayed at growing positions, with windows, sinks and MLA, GQA key sharing, and tiled
+//! prefill with partial tiles and windows that mask whole tiles. Cache positions past the visible range hold random values, so a mask that lets them in
 //! shows up as an error.
 //!
 //! Bound: NMSE 1e-7 (f32 math). The kernel pre-scales q in f32, accumulates dot products, exp and
@@ -11,7 +13,9 @@
 mod common;
 use common::*;
 use wgmoe::gpu::{Context, Tensor};
-use wgmoe::kernels::attention::{attention, kv_store, AttnSpec, KvStoreSpec};
+use wgmoe::kernels::attention::{
+    attention, kv_store, plan, AttnKernel, AttnPlan, AttnSpec, AttnTuning, KvStoreSpec,
+};
 use wgmoe::kernels::step;
 
 fn reference(
@@ -517,4 +521,233 @@ fn bad_shapes_are_errors() {
         kv_store(ctx, &src, &cache, KvStoreSpec::packed(5, 2, 4), &st).is_err(),
         "more tokens than cache"
     );
+}
+
+// ---- Each path pinned ----
+
+fn tuned(s: AttnSpec, kernel: AttnKernel, max_chunks: usize, min_chunk: usize) -> AttnSpec {
+    AttnSpec {
+        tuning: AttnTuning {
+            kernel,
+            max_chunks,
+            min_chunk,
+            heads_per_group: 0,
+        },
+        ..s
+    }
+}
+
+fn rows_chunks(s: &AttnSpec) -> usize {
+    match plan(native(), s).unwrap() {
+        AttnPlan::Rows { chunks, .. } => chunks,
+        p => panic!("expected the rows kernel for {s:?}, got {p:?}"),
+    }
+}
+
+#[test]
+fn plan_picks_paths() {
+    for (_, ctx) in contexts() {
+        // Decode: rows, split across the cache (lavapipe is a Vulkan adapter).
+        let d = AttnSpec::gqa(1, 32, 4, 128, 4096);
+        match plan(ctx, &d).unwrap() {
+            AttnPlan::Rows { heads, chunks, .. } => {
+                assert_eq!(heads, 8, "a KV group's 8 heads share one workgroup");
+                assert!(chunks > 1, "decode splits the keys");
+            }
+            p => panic!("decode: {p:?}"),
+        }
+        // Prefill: tiles, within the portable 16 KiB at hd 128.
+        let p = plan(ctx, &AttnSpec::gqa(512, 32, 4, 128, 4096)).unwrap();
+        assert!(matches!(p, AttnPlan::Tiled { .. }), "prefill: {p:?}");
+        if let AttnPlan::Tiled {
+            workgroup_bytes, ..
+        } = p
+        {
+            assert!(workgroup_bytes <= ctx.caps.max_workgroup_storage as u64);
+        }
+        // MLA (v_dim 512): rows for prefill too, heads of the one latent group sharing keys.
+        let m = plan(ctx, &AttnSpec::mla(64, 16, 512, 64, 0.1, 4096)).unwrap();
+        assert!(
+            matches!(m, AttnPlan::Rows { heads, .. } if heads >= 2),
+            "mla: {m:?}"
+        );
+    }
+    // No split asked: one chunk.
+    let s = tuned(AttnSpec::gqa(1, 8, 2, 64, 4096), AttnKernel::Rows, 1, 256);
+    assert_eq!(rows_chunks(&s), 1);
+}
+
+#[test]
+fn split_kv_decode_across_chunk_edges() {
+    // Default 256-key chunks: 255 keys fit one chunk, 257 need two (the second holds one key).
+    let s = AttnSpec::gqa(1, 8, 2, 32, 1100);
+    assert!(rows_chunks(&s) > 1);
+    for pos0 in [0, 1, 255, 256, 257, 1000] {
+        check("split decode", s, pos0, 100 + pos0 as u64);
+    }
+    // Chunk size grows past min_chunk once every chunk is in use: 4 chunks of >= 16 keys.
+    let s = tuned(AttnSpec::gqa(1, 4, 4, 24, 400), AttnKernel::Rows, 4, 16);
+    for pos0 in [15, 16, 63, 64, 65, 399] {
+        check("split decode, 4 chunks", s, pos0, 110 + pos0 as u64);
+    }
+}
+
+#[test]
+fn split_kv_gqa_groups() {
+    // R = 1 (OLMoE-like), 2, 8 (Qwen3-like); and R = 8 spread over workgroups of 2 heads.
+    for (h, kv) in [(8, 8), (8, 4), (16, 2)] {
+        let s = tuned(AttnSpec::gqa(1, h, kv, 64, 800), AttnKernel::Rows, 0, 128);
+        check(&format!("split gqa R={}", h / kv), s, 700, 120 + h as u64 + kv as u64);
+    }
+    let mut s = tuned(AttnSpec::gqa(1, 16, 2, 64, 800), AttnKernel::Rows, 0, 128);
+    s.tuning.heads_per_group = 2;
+    check("split gqa R=8 by 2", s, 650, 130);
+    // A short batch (speculative / chunked decode) through the split kernel.
+    let s = tuned(AttnSpec::gqa(3, 8, 2, 32, 600), AttnKernel::Rows, 6, 64);
+    check("split 3 tokens", s, 500, 131);
+}
+
+#[test]
+fn split_kv_windows_and_sinks() {
+    let base = AttnSpec {
+        sinks: true,
+        ..tuned(AttnSpec::gqa(1, 8, 2, 64, 1200), AttnKernel::Rows, 8, 64)
+    };
+    check("split sinks", base, 1100, 140);
+    for (w, pos0) in [(700, 1100), (128, 1100), (40, 1100), (700, 300)] {
+        let s = AttnSpec {
+            window: Some(w),
+            ..base
+        };
+        check(&format!("split sinks + window {w}"), s, pos0, 141 + w as u64);
+        let s = AttnSpec { sinks: false, ..s };
+        check(&format!("split window {w}"), s, pos0, 142 + w as u64);
+    }
+    // A sink that dominates every chunk's max.
+    let s = AttnSpec {
+        heads: 2,
+        kv_heads: 1,
+        q_row_stride: 2 * 16,
+        k_stride: 16,
+        v_stride: 16,
+        k_dim: 16,
+        v_dim: 16,
+        q_head_stride: 16,
+        k_head_stride: 16,
+        v_head_stride: 16,
+        ..tuned(AttnSpec::gqa(1, 2, 1, 16, 300), AttnKernel::Rows, 4, 32)
+    };
+    let s = AttnSpec { sinks: true, ..s };
+    let mut inp = inputs(&s, false, 150);
+    inp.sinks = Some(vec![40.0, -40.0]);
+    let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 250);
+    for (name, ctx) in contexts() {
+        let got = run(ctx, s, &inp, false, 250);
+        assert_nmse(&format!("{name} split large sink"), &got, &want, 1e-7);
+    }
+}
+
+#[test]
+fn split_kv_mla_decode() {
+    // DeepSeek-V2-Lite absorbed decode: 16 heads of the one latent group share each 576-float key.
+    let s = AttnSpec::mla(1, 16, 512, 64, 0.114721, 600);
+    assert!(rows_chunks(&s) > 1);
+    check_shared("mla split decode", s, 550, true, 160);
+    let s = tuned(s, AttnKernel::Rows, 5, 32);
+    check_shared("mla split decode, 5 chunks", s, 170, true, 161);
+}
+
+/// One decode dispatch recorded once and replayed as step[POS0] grows over a filled cache: the
+/// live chunk count changes between replays and the arrival counters must come back to zero.
+#[test]
+fn split_kv_replayed_at_growing_positions() {
+    let s = tuned(AttnSpec::gqa(1, 8, 2, 32, 600), AttnKernel::Rows, 6, 64);
+    let inp = inputs(&s, false, 170);
+    for (name, ctx) in contexts() {
+        let q = Tensor::from_f32(ctx, "q", &inp.q);
+        let k = Tensor::from_f32(ctx, "k", &inp.k);
+        let v = Tensor::from_f32(ctx, "v", &inp.v);
+        let st = step::new(ctx, 0, 1);
+        let o = Tensor::zeros(ctx, "o", s.heads * s.v_dim);
+        let d = attention(ctx, s, &q, &k, &v, None, &st, &o).unwrap();
+        for pos0 in [0, 63, 64, 65, 200, 200, 383, 384, 385, 599, 10] {
+            ctx.queue
+                .write_buffer(&st.buffer, 0, bytemuck::cast_slice(&[pos0 as u32, 1]));
+            ctx.submit(&[&d]);
+            let want = reference(&s, &inp.q, &inp.k, &inp.v, None, pos0);
+            assert_nmse(
+                &format!("{name} replay pos0={pos0}"),
+                &o.read_f32(ctx).unwrap(),
+                &want,
+                1e-7,
+            );
+        }
+    }
+}
+
+#[test]
+fn tiled_prefill_partial_tiles() {
+    // T not a multiple of any tile; heads of a group share tiles (R = 4, 1, 8).
+    for (t, h, kv) in [(1, 8, 2), (13, 8, 2), (37, 4, 4), (45, 16, 2)] {
+        let s = tuned(AttnSpec::gqa(t, h, kv, 64, t + 5), AttnKernel::Tiled, 0, 256);
+        check(&format!("tiled T={t}"), s, 0, 200 + t as u64);
+        check(&format!("tiled T={t} after cache"), s, 5, 201 + t as u64);
+    }
+    // Qwen3 head shape, and odd / unequal head dims (scalar loads).
+    let s = tuned(AttnSpec::gqa(21, 32, 4, 128, 30), AttnKernel::Tiled, 0, 256);
+    check("tiled qwen3", s, 3, 210);
+    for hd in [13, 1] {
+        let s = tuned(AttnSpec::gqa(11, 6, 3, hd, 14), AttnKernel::Tiled, 0, 256);
+        check(&format!("tiled hd={hd}"), s, 2, 211 + hd as u64);
+    }
+    let (kd, vd) = (24, 40);
+    let s = AttnSpec {
+        k_dim: kd,
+        v_dim: vd,
+        q_row_stride: 4 * kd,
+        q_head_stride: kd,
+        k_stride: 2 * kd,
+        k_head_stride: kd,
+        v_stride: 2 * vd,
+        v_head_stride: vd,
+        ..tuned(AttnSpec::gqa(19, 4, 2, kd, 25), AttnKernel::Tiled, 0, 256)
+    };
+    check("tiled v_dim != k_dim", s, 4, 215);
+    let (h, kv, hd) = (4, 2, 16);
+    let s = AttnSpec {
+        q_row_stride: (h + 2 * kv) * hd,
+        k_stride: 2 * kv * hd,
+        v_stride: 2 * kv * hd,
+        v_offset: kv * hd,
+        ..tuned(AttnSpec::gqa(17, h, kv, hd, 20), AttnKernel::Tiled, 0, 256)
+    };
+    check_shared("tiled fused rows", s, 3, true, 216);
+}
+
+#[test]
+fn tiled_prefill_windows_and_sinks() {
+    // Windows far shorter than the prompt: most key tiles of a query tile are masked whole.
+    for (w, pos0) in [(3, 0), (5, 50), (40, 7)] {
+        let s = AttnSpec {
+            window: Some(w),
+            ..tuned(AttnSpec::gqa(100, 4, 2, 32, 160), AttnKernel::Tiled, 0, 256)
+        };
+        check(&format!("tiled window {w}"), s, pos0, 220 + w as u64);
+        let s = AttnSpec { sinks: true, ..s };
+        check(&format!("tiled window {w} + sinks"), s, pos0, 221 + w as u64);
+    }
+    let s = AttnSpec {
+        sinks: true,
+        ..tuned(AttnSpec::gqa(30, 8, 2, 64, 40), AttnKernel::Tiled, 0, 256)
+    };
+    check("tiled sinks", s, 2, 230);
+}
+
+#[test]
+fn rows_without_split_matches() {
+    // The plain per-row kernel (one chunk) for decode and prefill, as on non-Vulkan backends.
+    let s = tuned(AttnSpec::gqa(1, 8, 2, 64, 700), AttnKernel::Rows, 1, 256);
+    check("rows decode, one chunk", s, 650, 240);
+    let s = tuned(AttnSpec::gqa(20, 8, 2, 64, 30), AttnKernel::Rows, 1, 256);
+    check("rows prefill, one chunk", s, 4, 241);
 }
