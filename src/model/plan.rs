@@ -13,6 +13,7 @@ use kernels::attention::{AttnSpec, KvStoreSpec};
 use kernels::elementwise::Rows;
 use kernels::matmul::MatmulSpec;
 use kernels::rmsnorm::{NormOut, NormShape};
+use kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
 use kernels::rope::{RopeLayout, RopeSpec};
 
 /// DeepSeek builds `q_a_layernorm` / `kv_a_layernorm` with the default eps, not `rms_norm_eps`.
@@ -111,7 +112,7 @@ impl Scratch {
         let d = cfg.hidden;
         let (inter, experts, top_k) = widest_ffn(cfg);
         let (q_w, kv_w, o_w) = match &cfg.attention {
-            Attention::Gqa { .. } => (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.heads * cfg.v_head_dim),
+            Attention::Gqa { .. } => ((cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim, 1, cfg.heads * cfg.v_head_dim),
             Attention::Mla { q_lora_rank, kv_lora_rank: r, rope_dim: dr, nope_dim: dn, v_dim: dv, .. } => {
                 // q: the projection (H*(dn+dr)); k: kv_a rows (r+dr); v: q_cat (H*(r+dr)); o: o_lat (H*r)
                 // then per-head values (H*dv) in `tmp`; `small`: the low-rank query.
@@ -120,7 +121,7 @@ impl Scratch {
             }
         };
         let v_w = match &cfg.attention {
-            Attention::Gqa { .. } => cfg.kv_heads * cfg.v_head_dim,
+            Attention::Gqa { .. } => 1,
             Attention::Mla { kv_lora_rank: r, rope_dim: dr, .. } => cfg.heads * (r + dr),
         };
         let small_w = match &cfg.attention {
@@ -178,38 +179,42 @@ impl Builder<'_> {
     }
 
     fn attention_gqa(&mut self, layer: usize, w: &AttnWeights, io: &PlanIo<'_>) -> Result<()> {
-        let AttnWeights::Gqa { q, k, v, o, q_norm, k_norm, sinks } = w else { unreachable!() };
+        let AttnWeights::Gqa { qkv, o, q_norm, k_norm, sinks } = w else { unreachable!() };
         let cfg = self.cfg;
-        let (t, h, kv, hd) = (self.t, cfg.heads, cfg.kv_heads, cfg.head_dim);
-        let (sq, sk, sv, so, sh) = (self.s.q.clone(), self.s.k.clone(), self.s.v.clone(), self.s.o.clone(), self.s.h.clone());
-        self.linear(q, &sh, &sq, false)?;
-        self.linear(k, &sh, &sk, false)?;
-        self.linear(v, &sh, &sv, false)?;
         let Attention::Gqa { qk_norm, clip_qkv, .. } = &cfg.attention else { unreachable!() };
+        let (t, h, kv, hd) = (self.t, cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let (sq, so, sh) = (self.s.q.clone(), self.s.o.clone(), self.s.h.clone());
+        // One projection into fused rows [q heads | k heads | v heads].
+        self.linear(qkv, &sh, &sq, false)?;
+        let spec = QkvSpec {
+            tokens: t,
+            heads: h,
+            kv_heads: kv,
+            head_dim: hd,
+            layout: RopeLayout::Half,
+            attention_factor: io.attention_factor,
+            eps: cfg.eps,
+            clip: *clip_qkv,
+            max_seq: io.cache.max_seq,
+        };
+        let row = spec.row_width();
+        let mut per_head = None;
         if let (Some(qn), Some(kn)) = (q_norm, k_norm) {
-            let (qs, ks) = match qk_norm {
-                QkNorm::PerHead => (NormShape::new(t * h, hd, cfg.eps), NormShape::new(t * kv, hd, cfg.eps)),
-                _ => (NormShape::new(t, h * hd, cfg.eps), NormShape::new(t, kv * hd, cfg.eps)),
-            };
-            self.norm(qs, &sq, qn, NormOut::InPlace)?;
-            self.norm(ks, &sk, kn, NormOut::InPlace)?;
-        }
-        if let Some(limit) = clip_qkv {
-            for (tensor, width) in [(&sq, h * hd), (&sk, kv * hd), (&sv, kv * hd)] {
-                let d = kernels::elementwise::clamp_rows(self.ctx, tensor, Rows::packed(t, width), *limit)?;
-                self.push(d);
+            if *qk_norm == QkNorm::PerHead {
+                per_head = Some(QkNorms { q: qn, k: kn });
+            } else {
+                // OLMoE normalises the whole q and k projections: in place, before the clamp.
+                let q = NormShape { x_stride: row, y_stride: row, ..NormShape::new(t, h * hd, cfg.eps) };
+                let k = NormShape { x_offset: h * hd, ..NormShape { rows: t, dim: kv * hd, ..q } };
+                self.norm(q, &sq, qn, NormOut::InPlace)?;
+                self.norm(k, &sq, kn, NormOut::InPlace)?;
             }
-        }
-        for (tensor, heads) in [(&sq, h), (&sk, kv)] {
-            let spec = RopeSpec::heads(t, heads, hd, RopeLayout::Half, io.attention_factor);
-            self.push(kernels::rope::rope(self.ctx, tensor, spec, io.inv_freq, io.step)?);
         }
         let (kc, vc) = &io.cache.layers[layer];
         let vc = vc.as_ref().expect("GQA cache has values");
-        let ms = io.cache.max_seq;
-        self.push(kernels::attention::kv_store(self.ctx, &sk, kc, KvStoreSpec::packed(t, kv * hd, ms), io.step)?);
-        self.push(kernels::attention::kv_store(self.ctx, &sv, vc, KvStoreSpec::packed(t, kv * hd, ms), io.step)?);
-        let mut spec = AttnSpec::gqa(t, h, kv, hd, ms);
+        self.push(prepare_qkv(self.ctx, spec, &sq, per_head, io.inv_freq, io.step, kc, vc)?);
+        let mut spec = AttnSpec::gqa(t, h, kv, hd, io.cache.max_seq);
+        spec.q_row_stride = row;
         spec.scale = cfg.attn_scale;
         spec.window = cfg.layers[layer].window.map(|w| w as u32);
         spec.sinks = sinks.is_some();

@@ -21,9 +21,8 @@ pub enum MlaQuery {
 
 pub enum AttnWeights {
     Gqa {
-        q: Linear,
-        k: Linear,
-        v: Linear,
+        /// q, k and v projections stacked: `[(H + 2KV) * hd, D]` (one matmul per layer).
+        qkv: Linear,
         o: Linear,
         q_norm: Option<Weight>,
         k_norm: Option<Weight>,
@@ -90,7 +89,7 @@ impl ModelWeights {
             n += l.attn_norm.gpu_bytes() + l.ffn_norm.gpu_bytes();
             let lin = |x: &Linear| x.w.gpu_bytes() + x.bias.as_ref().map_or(0, Weight::gpu_bytes);
             n += match &l.attn {
-                AttnWeights::Gqa { q, k, v, o, .. } => lin(q) + lin(k) + lin(v) + lin(o),
+                AttnWeights::Gqa { qkv, o, .. } => lin(qkv) + lin(o),
                 AttnWeights::Mla { q, kv_a, uk_t, uv, o, .. } => {
                     let qb = match q {
                         MlaQuery::Direct(l) => lin(l),
@@ -255,9 +254,16 @@ fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<Attn
     match &cfg.attention {
         Attention::Gqa { qkv_bias, o_bias, qk_norm, sinks, .. } => {
             let a = format!("{p}.self_attn");
-            let q = l.linear(&format!("{a}.q_proj"), h * hd, d, *qkv_bias)?;
-            let k = l.linear(&format!("{a}.k_proj"), kv * hd, d, *qkv_bias)?;
-            let v = l.linear(&format!("{a}.v_proj"), kv * hd, d, *qkv_bias)?;
+            let part = |n: &str, rows: usize| (format!("{a}.{n}_proj.weight"), rows);
+            let parts = [part("q", h * hd), part("k", kv * hd), part("v", kv * hd)];
+            let w = l.stacked(&format!("{a}.qkv"), &parts, d, 1)?;
+            let bias = if *qkv_bias {
+                let part = |n: &str, rows: usize| (format!("{a}.{n}_proj.bias"), rows);
+                Some(l.stacked_bias(&format!("{a}.qkv.bias"), &[part("q", h * hd), part("k", kv * hd), part("v", kv * hd)])?)
+            } else {
+                None
+            };
+            let qkv = Linear { w, bias };
             let o = l.linear(&format!("{a}.o_proj"), d, h * hd, *o_bias)?;
             let (qn, kn) = match qk_norm {
                 QkNorm::None => (None, None),
@@ -271,7 +277,7 @@ fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<Attn
                 ),
             };
             let sinks = if *sinks { Some(l.vector_f32(&format!("{a}.sinks"), h)?) } else { None };
-            Ok(AttnWeights::Gqa { q, k, v, o, q_norm: qn, k_norm: kn, sinks })
+            Ok(AttnWeights::Gqa { qkv, o, q_norm: qn, k_norm: kn, sinks })
         }
         Attention::Mla { q_lora_rank, kv_lora_rank: r, nope_dim: dn, rope_dim: dr, v_dim: dv, bias } => {
             let a = format!("{p}.self_attn");
