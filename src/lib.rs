@@ -5,6 +5,7 @@
 //! `kernels-tests/<family>.rs`).
 
 pub mod bench;
+pub mod bench_model;
 pub mod error;
 pub mod generate;
 pub mod gpu;

@@ -30,6 +30,8 @@ enum Command {
     Devices,
     /// Benchmark every kernel at real model shapes.
     BenchKernels(wgmoe::bench::BenchArgs),
+    /// Prompt (pp) and generation (tg) tokens/s of a model or a synthetic shape, like llama-bench.
+    Bench(wgmoe::bench_model::BenchModelArgs),
     /// Generate text from a prompt, streaming it as it comes.
     Run(RunArgs),
     /// Chat interactively; the KV cache is kept between turns.
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => devices(&opts),
         Command::BenchKernels(args) => wgmoe::bench::run(&opts, &args),
+        Command::Bench(args) => wgmoe::bench_model::run(&opts, &args),
         Command::Run(args) => run(&opts, &args),
         Command::Chat(args) => chat(&opts, &args),
         Command::Logits(args) => logits(&opts, &args),

@@ -5,6 +5,7 @@ pub mod gguf;
 pub mod plan;
 pub mod safetensors;
 pub mod source;
+pub mod synthetic;
 pub mod weights;
 
 use crate::error::{Error, Result};
@@ -311,5 +312,18 @@ impl Session<'_> {
         self.model.ctx.submit(&refs);
         self.pos += tokens.len();
         Ok(())
+    }
+}
+
+impl Session<'_> {
+    /// The dispatches one generation step of `tokens` rows replays, in order (the plan, its
+    /// sampler tail, the step advance), for `wgmoe bench --profile`; `None` until such a step has
+    /// been submitted. Recording them advances the GPU's step buffer like a real step.
+    pub fn step_dispatches(&self, tokens: usize) -> Option<Vec<&kernels::Dispatch>> {
+        let key = (tokens, LogitRows::Last);
+        let mut v: Vec<&kernels::Dispatch> = self.plans.get(&key)?.dispatches.iter().collect();
+        v.push(&self.tails.get(&key)?.1);
+        v.push(&self.advance);
+        Some(v)
     }
 }

@@ -1,0 +1,635 @@
+//! `wgmoe bench`: end-to-end prompt and generation speed of a whole model, reported like
+//! llama-bench (`pp512`, `tg128`, mean ± sd over repetitions after a warm-up; a markdown table or
+//! JSON with llama-bench's field names) so numbers compare across projects. For generation it also
+//! gives the bandwidth roofline: weight bytes one token reads over the adapter's measured copy
+//! bandwidth. `--profile` splits one decode step's GPU time by kernel family with timestamp
+//! queries between dispatches.
+//!
+//! The model is a checkpoint (`--model`) or random weights of a real model's shape made on the GPU
+//! (`--synthetic`, see [`crate::model::synthetic`]); both run through the same [`Model`] and
+//! [`Session`] code path.
+
+use crate::bench::copy_bandwidth;
+use crate::error::{Error, Result};
+use crate::generate::GenerateOptions;
+use crate::gpu::{Context, DType, DeviceOptions, GpuTimer};
+use crate::model::plan::LogitRows;
+use crate::model::synthetic::{self, Footprint, SynthOptions};
+use crate::model::{Model, Session};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchModelArgs {
+    /// A Hugging Face model folder or a .gguf file.
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Random weights with a real model's shape, made on the GPU: olmoe-1b-7b, qwen3-30b-a3b,
+    /// deepseek-v2-lite, gpt-oss-20b, mixtral-8x7b, or tiny (for software adapters and CI).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Prompt tokens of the prefill test (0: skip it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens of the decode test (0: skip it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions of each test (after one warm-up).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Weight precision of a synthetic model: f16, bf16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub dtype: String,
+    /// Print a JSON array (llama-bench's fields) instead of the markdown table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also time one decode step per kernel family (GPU timestamps between dispatches).
+    #[arg(long)]
+    pub profile: bool,
+    /// Refuse synthetic weights larger than this (GiB) before allocating them.
+    #[arg(long)]
+    pub max_weights_gib: Option<f64>,
+    /// Seed of the random prompt tokens and synthetic weights.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+}
+
+impl Default for BenchModelArgs {
+    fn default() -> Self {
+        Self {
+            model: None,
+            synthetic: None,
+            n_prompt: 512,
+            n_gen: 128,
+            reps: 5,
+            dtype: "f16".into(),
+            json: false,
+            profile: false,
+            max_weights_gib: None,
+            seed: 1234,
+        }
+    }
+}
+
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s.to_ascii_lowercase().as_str() {
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        "f32" => Ok(DType::F32),
+        _ => Err(Error::Invalid(format!("unknown --dtype {s:?}: use f16, bf16 or f32"))),
+    }
+}
+
+/// What the report says about the model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The table's model column, e.g. `olmoe-1b-7b F16`.
+    pub name: String,
+    /// The shape or the file.
+    pub filename: String,
+    pub model_type: String,
+    pub weight_format: DType,
+    pub footprint: Footprint,
+}
+
+/// Open `--model` or build `--synthetic`, saying on `log` what is about to be allocated.
+pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Result<(Model, ModelInfo)> {
+    match (&args.model, &args.synthetic) {
+        (None, Some(shape)) => {
+            let dtype = parse_dtype(&args.dtype)?;
+            let cfg = synthetic::shape_config(shape)?;
+            let fp = synthetic::footprint(&cfg, dtype);
+            log(&format!(
+                "synthetic {shape}: {} parameters, {} of {} weights to make on {} ({:.4} GB read per token)",
+                params_cell(fp.params),
+                size_cell(fp.gpu_bytes),
+                dtype.name(),
+                ctx.info.name,
+                fp.read_bytes_per_token * 1e-9
+            ));
+            let opts = SynthOptions {
+                dtype,
+                seed: args.seed as u32,
+                max_bytes: args.max_weights_gib.map(|g| (g * (1u64 << 30) as f64) as u64),
+            };
+            let start = Instant::now();
+            let model_type = cfg.model_type.clone();
+            let model = synthetic::model_from_config(ctx, cfg, &format!("synthetic shape {shape}"), &opts)?;
+            log(&format!("made in {:.1} s", start.elapsed().as_secs_f64()));
+            let info = ModelInfo {
+                name: format!("{shape} {}", dtype.name().to_uppercase()),
+                filename: format!("synthetic:{shape}"),
+                model_type,
+                weight_format: dtype,
+                footprint: fp,
+            };
+            Ok((model, info))
+        }
+        (Some(path), None) => {
+            let start = Instant::now();
+            let model = Model::load(ctx, path, &|_, _| {})?;
+            let dtype = model.weights.embed.dtype;
+            let fp = synthetic::footprint(&model.config, dtype);
+            log(&format!(
+                "loaded {} in {:.1} s: {:.2} GiB of weights",
+                path.display(),
+                start.elapsed().as_secs_f64(),
+                synthetic::gib(model.weights.gpu_bytes())
+            ));
+            let stem = path.file_name().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+            let info = ModelInfo {
+                name: format!("{stem} {}", dtype.name().to_uppercase()),
+                filename: path.display().to_string(),
+                model_type: model.config.model_type.clone(),
+                weight_format: dtype,
+                footprint: fp,
+            };
+            Ok((model, info))
+        }
+        _ => Err(Error::Invalid("give exactly one of --model PATH or --synthetic SHAPE".into())),
+    }
+}
+
+/// One llama-bench test: `pp{n_prompt}` or `tg{n_gen}`.
+#[derive(Clone, Debug)]
+pub struct TestResult {
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub samples_ns: Vec<f64>,
+    pub samples_ts: Vec<f64>,
+    /// Generation only: tokens/s the weight traffic allows at the measured copy bandwidth.
+    pub roofline_ts: Option<f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Sample standard deviation (n - 1), 0 for one sample, as llama-bench computes it.
+fn stddev(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+impl TestResult {
+    pub fn name(&self) -> String {
+        if self.n_gen == 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        }
+    }
+    pub fn avg_ts(&self) -> f64 {
+        mean(&self.samples_ts)
+    }
+    pub fn stddev_ts(&self) -> f64 {
+        stddev(&self.samples_ts)
+    }
+    pub fn avg_ns(&self) -> f64 {
+        mean(&self.samples_ns)
+    }
+    pub fn stddev_ns(&self) -> f64 {
+        stddev(&self.samples_ns)
+    }
+    pub fn roofline_fraction(&self) -> Option<f64> {
+        self.roofline_ts.map(|r| self.avg_ts() / r)
+    }
+}
+
+/// GPU time of one kernel family in a decode step.
+#[derive(Clone, Debug)]
+pub struct FamilyTime {
+    pub family: String,
+    pub dispatches: usize,
+    pub us: f64,
+}
+
+/// `--profile`'s result.
+#[derive(Clone, Debug)]
+pub enum Profile {
+    /// Why there is no per-family time (no timestamp queries inside passes).
+    Missing(String),
+    Measured {
+        /// Tokens in the cache when the step ran.
+        context: usize,
+        /// Dispatches in one step.
+        dispatches: usize,
+        /// GPU time from the first dispatch's start to the last one's end, per step.
+        step_us: f64,
+        /// The same step recorded without the timestamps between dispatches (pass-boundary
+        /// timestamps only): what the inner timestamps cost shows as the difference.
+        pass_us: f64,
+        /// By time, largest first; sums to `step_us`.
+        families: Vec<FamilyTime>,
+    },
+}
+
+/// Everything `wgmoe bench` reports.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub adapter: String,
+    pub backend: String,
+    pub driver: String,
+    pub model: ModelInfo,
+    /// Measured copy bandwidth (bytes read + written per second), when generation was measured.
+    pub copy_bytes_per_s: Option<f64>,
+    pub results: Vec<TestResult>,
+    pub profile: Option<Profile>,
+    /// Seconds since the Unix epoch when the measurement started.
+    pub started: u64,
+}
+
+/// xorshift64*: the random prompt.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % n as u64) as u32
+    }
+}
+
+fn greedy(max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions { max_new_tokens, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop: vec![] }
+}
+
+/// `n` decode steps after a one-token prompt; returns their seconds.
+fn decode(sess: &mut Session<'_>, first: u32, n: usize) -> Result<f64> {
+    sess.reset();
+    let (_, stats) = sess.generate(&[first], &greedy(n + 1), |_| Ok(()))?;
+    if stats.generated != n + 1 {
+        return Err(Error::Invalid(format!(
+            "generation stopped after {} of {} tokens ({})",
+            stats.generated,
+            n + 1,
+            stats.stopped_by
+        )));
+    }
+    Ok(stats.generate_secs)
+}
+
+/// Run the benchmark on a model.
+pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<Report> {
+    let ctx = &model.ctx;
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (p, n, reps) = (args.n_prompt, args.n_gen, args.reps.max(1));
+    if p == 0 && n == 0 {
+        return Err(Error::Invalid("nothing to measure: -p and -n are both 0".into()));
+    }
+    let vocab = model.config.vocab;
+    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let prompt: Vec<u32> = (0..p).map(|_| rng.below(vocab)).collect();
+    let first = rng.below(vocab);
+    let mut sess = model.session(p.max(1) + n + 2);
+    let mut results = Vec::new();
+    if p > 0 {
+        // Warm-up: pipelines, the plan for p rows, caches.
+        sess.reset();
+        let logits = sess.forward(&prompt, LogitRows::Last)?;
+        if logits.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Gpu(format!("the prefill of {p} tokens produced non-finite logits")));
+        }
+        let mut samples = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            // An empty cache each time, like a fresh session (the plan is kept).
+            sess.reset();
+            let start = Instant::now();
+            sess.forward(&prompt, LogitRows::Last)?;
+            samples.push(start.elapsed().as_secs_f64());
+        }
+        results.push(TestResult {
+            n_prompt: p,
+            n_gen: 0,
+            samples_ns: samples.iter().map(|s| s * 1e9).collect(),
+            samples_ts: samples.iter().map(|s| p as f64 / s).collect(),
+            roofline_ts: None,
+        });
+    }
+    let mut copy_bytes_per_s = None;
+    if n > 0 {
+        decode(&mut sess, first, n.min(8))?; // warm-up
+        let mut samples = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            samples.push(decode(&mut sess, first, n)?);
+        }
+        let timer = GpuTimer::new(ctx);
+        let copy = copy_bandwidth(ctx, &timer, 20.0)?;
+        copy_bytes_per_s = Some(copy);
+        results.push(TestResult {
+            n_prompt: 0,
+            n_gen: n,
+            samples_ns: samples.iter().map(|s| s * 1e9).collect(),
+            samples_ts: samples.iter().map(|s| n as f64 / s).collect(),
+            roofline_ts: Some(copy / info.footprint.read_bytes_per_token),
+        });
+    }
+    let profile = if args.profile { Some(profile_decode(model, &prompt, reps)?) } else { None };
+    Ok(Report {
+        adapter: ctx.info.name.clone(),
+        backend: ctx.backend_name().to_string(),
+        driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info).trim().to_string(),
+        model: info,
+        copy_bytes_per_s,
+        results,
+        profile,
+        started,
+    })
+}
+
+/// The family of a dispatch: its label up to the first `.`, `:` or `[`, without a variant suffix
+/// (`moe.gate_up_decode` is `moe`, `matvec_sg` is `matvec`, `rmsnorm_inplace` is `rmsnorm`).
+pub fn family(label: &str) -> &str {
+    let mut f = label.split(['.', ':', '[']).next().unwrap_or(label);
+    for suffix in ["_sg", "_subgroup", "_portable", "_inplace", "_vec4"] {
+        f = f.strip_suffix(suffix).unwrap_or(f);
+    }
+    f
+}
+
+/// GPU time per kernel family of one decode step at the context `prompt` leaves (a prompt of one
+/// token when it is empty), from timestamps written after every dispatch of the step the session
+/// replays; the mean over `reps` steps after a warm-up.
+pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize) -> Result<Profile> {
+    let ctx = &model.ctx;
+    if !ctx.caps.timestamps_in_passes {
+        return Ok(Profile::Missing(format!(
+            "{} offers no timestamp queries inside compute passes (TIMESTAMP_QUERY_INSIDE_PASSES{}): no per-kernel times",
+            ctx.info.name,
+            if ctx.caps.timestamps { "; pass-level timestamps only" } else { "" }
+        )));
+    }
+    let reps = reps.max(1);
+    let prompt: &[u32] = if prompt.is_empty() { &[0] } else { prompt };
+    // Each replayed step advances the GPU's position by one: leave room for all of them.
+    let mut sess = model.session(prompt.len() + 2 * reps + 8);
+    sess.generate(prompt, &greedy(2), |_| Ok(()))?;
+    let context = sess.position();
+    let steps = sess
+        .step_dispatches(1)
+        .ok_or_else(|| Error::Gpu("the session recorded no decode step to profile".into()))?;
+    let count = steps.len() + 1;
+    let max = wgpu::QUERY_SET_MAX_QUERIES as usize;
+    let sets: Vec<wgpu::QuerySet> = (0..count.div_ceil(max))
+        .map(|i| {
+            ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: (count - i * max).min(max) as u32,
+            })
+        })
+        .collect();
+    let resolve_bytes = (count * 8).next_multiple_of(256) as u64 + 256 * sets.len() as u64;
+    let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("profile-resolve"),
+        size: resolve_bytes,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let stamp = |pass: &mut wgpu::ComputePass<'_>, k: usize| pass.write_timestamp(&sets[k / max], (k % max) as u32);
+    let period = ctx.queue.get_timestamp_period() as f64;
+    let mut per_dispatch = vec![0.0f64; steps.len()];
+    for rep in 0..=reps {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
+            stamp(&mut pass, 0);
+            for (k, d) in steps.iter().enumerate() {
+                d.record(&mut pass);
+                stamp(&mut pass, k + 1);
+            }
+        }
+        // Each set resolves at its own 256-byte-aligned offset.
+        let mut offsets = Vec::with_capacity(sets.len());
+        let mut offset = 0u64;
+        for (i, set) in sets.iter().enumerate() {
+            let n = (count - i * max).min(max) as u32;
+            enc.resolve_query_set(set, 0..n, &resolve, offset);
+            offsets.push((offset, n as usize));
+            offset = (offset + n as u64 * 8).next_multiple_of(256);
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        if rep == 0 {
+            continue; // warm-up
+        }
+        let mut ts = Vec::with_capacity(count);
+        for (off, n) in offsets {
+            let bytes = ctx.read_bytes(&resolve, off, n as u64 * 8)?;
+            ts.extend(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))));
+        }
+        for (k, t) in per_dispatch.iter_mut().enumerate() {
+            *t += ts[k + 1].saturating_sub(ts[k]) as f64 * period * 1e-3 / reps as f64;
+        }
+    }
+    let timer = GpuTimer::new(ctx);
+    let mut pass_us = 0.0;
+    for _ in 0..reps {
+        pass_us += timer.time_pass(ctx, |pass| steps.iter().for_each(|d| d.record(pass)))? * 1e6 / reps as f64;
+    }
+    let mut families: Vec<FamilyTime> = Vec::new();
+    for (d, us) in steps.iter().zip(&per_dispatch) {
+        let f = family(&d.label);
+        match families.iter_mut().find(|x| x.family == f) {
+            Some(x) => {
+                x.dispatches += 1;
+                x.us += us;
+            }
+            None => families.push(FamilyTime { family: f.to_string(), dispatches: 1, us: *us }),
+        }
+    }
+    families.sort_by(|a, b| b.us.total_cmp(&a.us));
+    Ok(Profile::Measured { context, dispatches: steps.len(), step_us: per_dispatch.iter().sum(), pass_us, families })
+}
+
+fn backend_label(backend: &str) -> String {
+    let b = match backend {
+        "vulkan" => "Vulkan",
+        "metal" => "Metal",
+        "dx12" => "DX12",
+        "gl" => "GL",
+        "webgpu" => "WebGPU",
+        other => other,
+    };
+    format!("{b} (wgmoe)")
+}
+
+/// The header lines: adapter, backend, driver, weight format, bandwidth roofline.
+pub fn summary(r: &Report) -> Vec<String> {
+    let mut out = vec![
+        format!("adapter: {}", r.adapter),
+        format!("backend: {}", backend_label(&r.backend)),
+        format!("driver: {}", r.driver),
+        format!("weight format: {}", r.model.weight_format.name()),
+    ];
+    if let Some(c) = r.copy_bytes_per_s {
+        let per_token = r.model.footprint.read_bytes_per_token;
+        out.push(format!(
+            "roofline: {:.3} GB of weights read per token / {:.1} GB/s copy bandwidth = {:.1} tok/s",
+            per_token * 1e-9,
+            c * 1e-9,
+            c / per_token
+        ));
+    }
+    out
+}
+
+/// llama-bench's markdown table, one row per test, and (for generation) the roofline fraction.
+pub fn markdown(r: &Report) -> String {
+    let m = &r.model;
+    let mut s = String::new();
+    s.push_str("| model | size | params | backend | test | t/s |\n");
+    s.push_str("| --- | ---: | ---: | --- | ---: | ---: |\n");
+    for t in &r.results {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.2} ± {:.2} |\n",
+            m.name,
+            size_cell(m.footprint.data_bytes),
+            params_cell(m.footprint.params),
+            backend_label(&r.backend),
+            t.name(),
+            t.avg_ts(),
+            t.stddev_ts()
+        ));
+    }
+    for t in &r.results {
+        if let (Some(roof), Some(f)) = (t.roofline_ts, t.roofline_fraction()) {
+            s.push_str(&format!("\n{}: {:.1} of a {:.1} tok/s roofline ({:.1}%)\n", t.name(), t.avg_ts(), roof, 100.0 * f));
+        }
+    }
+    if let Some(p) = &r.profile {
+        s.push('\n');
+        s.push_str(&profile_table(p));
+    }
+    s
+}
+
+/// llama-bench's size column: MiB below 1 GiB, GiB above.
+pub fn size_cell(bytes: u64) -> String {
+    synthetic::human_bytes(bytes)
+}
+
+/// llama-bench's params column: M below a billion, B above.
+pub fn params_cell(params: u64) -> String {
+    if params < 1_000_000_000 {
+        format!("{:.2} M", params as f64 * 1e-6)
+    } else {
+        format!("{:.2} B", params as f64 * 1e-9)
+    }
+}
+
+/// The `--profile` table: family | dispatches | us/token | share.
+pub fn profile_table(p: &Profile) -> String {
+    match p {
+        Profile::Missing(why) => format!("profile: {why}\n"),
+        Profile::Measured { context, dispatches, step_us, pass_us, families } => {
+            let mut s = format!(
+                "decode step at context {context}: {dispatches} dispatches, {step_us:.1} us of GPU time with a timestamp \
+                 after each dispatch ({pass_us:.1} us without)\n\n"
+            );
+            s.push_str("| family | dispatches | us/token | share |\n| --- | ---: | ---: | ---: |\n");
+            for f in families {
+                s.push_str(&format!(
+                    "| {} | {} | {:.1} | {:.1}% |\n",
+                    f.family,
+                    f.dispatches,
+                    f.us,
+                    100.0 * f.us / step_us.max(1e-12)
+                ));
+            }
+            s
+        }
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (llama-bench's `test_time`).
+fn iso8601(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A JSON array with one object per test, in llama-bench's field names plus wgmoe's own
+/// (`adapter`, `driver`, `weight_format`, and for generation the roofline).
+pub fn to_json(r: &Report) -> Value {
+    let m = &r.model;
+    let rows = r
+        .results
+        .iter()
+        .map(|t| {
+            let mut o = json!({
+                "build_commit": env!("CARGO_PKG_VERSION"),
+                "backends": backend_label(&r.backend),
+                "gpu_info": r.adapter,
+                "model_filename": m.filename,
+                "model_type": format!("{} {:.2}B {}", m.model_type, m.footprint.params as f64 * 1e-9, m.weight_format.name().to_uppercase()),
+                "model_size": m.footprint.data_bytes,
+                "model_n_params": m.footprint.params,
+                "n_batch": t.n_prompt.max(1),
+                "n_ubatch": t.n_prompt.max(1),
+                "type_k": "f32",
+                "type_v": "f32",
+                "n_gpu_layers": 99,
+                "n_prompt": t.n_prompt,
+                "n_gen": t.n_gen,
+                "test_time": iso8601(r.started),
+                "avg_ns": t.avg_ns().round() as u64,
+                "stddev_ns": t.stddev_ns().round() as u64,
+                "avg_ts": t.avg_ts(),
+                "stddev_ts": t.stddev_ts(),
+                "samples_ns": t.samples_ns.iter().map(|x| x.round() as u64).collect::<Vec<_>>(),
+                "samples_ts": t.samples_ts,
+                "adapter": r.adapter,
+                "backend": r.backend,
+                "driver": r.driver,
+                "weight_format": m.weight_format.name(),
+            });
+            if let (Some(roof), Some(f), Some(c)) = (t.roofline_ts, t.roofline_fraction(), r.copy_bytes_per_s) {
+                o["roofline_ts"] = json!(roof);
+                o["roofline_fraction"] = json!(f);
+                o["weight_bytes_per_token"] = json!(m.footprint.read_bytes_per_token);
+                o["copy_bandwidth_gbs"] = json!(c * 1e-9);
+            }
+            o
+        })
+        .collect::<Vec<_>>();
+    Value::Array(rows)
+}
+
+/// `wgmoe bench`.
+pub fn run(opts: &DeviceOptions, args: &BenchModelArgs) -> Result<()> {
+    let ctx = Context::new(opts)?;
+    let (model, info) = open_model(ctx, args, &|line| eprintln!("{line}"))?;
+    let report = measure(&model, info, args)?;
+    if args.json {
+        for line in summary(&report) {
+            eprintln!("{line}");
+        }
+        if let Some(p) = &report.profile {
+            eprint!("{}", profile_table(p));
+        }
+        println!("{}", serde_json::to_string_pretty(&to_json(&report)).unwrap_or_default());
+    } else {
+        for line in summary(&report) {
+            println!("{line}");
+        }
+        println!();
+        print!("{}", markdown(&report));
+    }
+    Ok(())
+}
