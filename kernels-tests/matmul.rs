@@ -420,3 +420,58 @@ fn bad_shapes_are_errors() {
         assert!(picked(9).starts_with("gemm"), "T=9 ran {}", picked(9));
     }
 }
+
+/// `matmul_normed`: RMSNorm folded into the matvec prologue (decode) or a norm dispatch before
+/// the gemm (prefill), against `W (g * x * rsqrt(mean(x²) + eps)) + b`; the normalised rows it
+/// stores for other readers against the reference norm.
+#[test]
+fn norm_prologue_matches_norm_then_matmul() {
+    use wgmoe::kernels::matmul::{matmul_normed, NormPrologue};
+    for (name, ctx) in contexts() {
+        for (t, n, k, dx, chunk_limit) in [(1, 37, 64, 0, None), (3, 130, 200, 4, None), (8, 64, 72, 0, Some(4096u64)), (20, 50, 96, 0, None)] {
+            for dtype in DTYPES {
+                let mut rng = Rng::new((t * 1000 + n + k) as u64);
+                let xs = k + dx;
+                let x = rng.vec((t - 1) * xs + k, 2.0);
+                let g: Vec<f32> = (0..k).map(|_| 1.0 + rng.uniform(0.3)).collect();
+                let wv = rng.vec(n * k, 0.5);
+                let bv = rng.vec(n, 0.5);
+                let eps = 1e-5;
+                let w = match chunk_limit {
+                    Some(l) => Weight::upload_with_binding_limit(ctx, "w", dtype, n, k, 1, &dtype.encode(&wv), l).unwrap(),
+                    None => Weight::from_f32(ctx, "w", dtype, n, k, &wv).unwrap(),
+                };
+                if chunk_limit.is_some() {
+                    assert!(w.chunks.len() > 1);
+                }
+                let gw = Weight::from_f32(ctx, "g", dtype, 1, k, &g).unwrap();
+                let b = Weight::from_f32(ctx, "b", DType::F32, 1, n, &bv).unwrap();
+                let xt = Tensor::from_f32(ctx, "x", &x);
+                let normed = Tensor::zeros(ctx, "normed", t * k);
+                let y = Tensor::zeros(ctx, "y", t * n);
+                let spec = MatmulSpec::strided(t, xs, n);
+                let norm = NormPrologue { weight: &gw, eps, normed: &normed, store: true };
+                let ds = matmul_normed(ctx, spec, &xt, norm, &w, Some(&b), &y).unwrap();
+                ctx.submit(&ds.iter().collect::<Vec<_>>());
+                let (gr, wr) = (rounded(dtype, &g), rounded(dtype, &wv));
+                let mut want_h = vec![0.0; t * k];
+                let mut want_y = vec![0.0; t * n];
+                for r in 0..t {
+                    let row = &x[r * xs..][..k];
+                    let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / k as f64;
+                    let s = 1.0 / (ms + eps as f64).sqrt();
+                    for i in 0..k {
+                        want_h[r * k + i] = gr[i] * row[i] as f64 * s;
+                    }
+                    for o in 0..n {
+                        let dot: f64 = (0..k).map(|i| wr[o * k + i] * want_h[r * k + i]).sum();
+                        want_y[r * n + o] = dot + bv[o] as f64;
+                    }
+                }
+                let what = format!("{name} {} t={t} n={n} k={k}", dtype.name());
+                assert_nmse(&what, &y.read_f32(ctx).unwrap(), &want_y, BOUND);
+                assert_nmse(&format!("{what} normed"), &normed.read_f32(ctx).unwrap(), &want_h, BOUND);
+            }
+        }
+    }
+}

@@ -23,11 +23,16 @@ struct Params {
     // would otherwise multiply the pipeline variants. bias_dtype is a DT_* code or NO_BIAS.
     bias_dtype: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // matvec's RMSNorm prologue: the norm weight's DT_* code or NO_NORM, its epsilon, and whether
+    // workgroup 0 also writes the normalised rows to xn (for later readers of the same input).
+    norm_dtype: u32,
+    eps: f32,
+    store_normed: u32,
+    _pad: u32,
 }
 
 const NO_BIAS: u32 = 0xffffffffu;
+const NO_NORM: u32 = 0xffffffffu;
 
 override W_DTYPE: u32 = 0u;
 // x rows start on 16-byte boundaries (x_stride % 4 == 0), so whole quads load as one vec4.
@@ -39,6 +44,19 @@ override X_VEC: bool = false;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read> norm_w: array<u32>;
+@group(0) @binding(7) var<storage, read_write> xn: array<f32>;
+
+// Per token, 1/rms of x (the prologue's result); the epilogue applies it.
+var<workgroup> norm_scale: array<f32, 8>;
+
+fn norm_weight(k: u32) -> f32 {
+    let i = min(k, p.k - 1u);
+    if p.norm_dtype == DT_F32 {
+        return bitcast<f32>(norm_w[i]);
+    }
+    return pick_half(norm_w[i >> 1u], i, p.norm_dtype);
+}
 
 fn bias_at(n: u32) -> f32 {
     if p.bias_dtype == NO_BIAS {
@@ -54,7 +72,12 @@ fn bias_at(n: u32) -> f32 {
 fn store(t: u32, n: u32, v: f32) {
     let col = p.first_row + n;
     let i = t * p.y_stride + col;
-    var out = v + bias_at(col);
+    var s = v;
+    if p.norm_dtype != NO_NORM {
+        // y = W (g * x * scale) = scale * (W (g * x)): the prologue's per-token factor.
+        s *= norm_scale[t];
+    }
+    var out = s + bias_at(col);
     if p.accumulate != 0u {
         out += y[i];
     }
@@ -64,6 +87,14 @@ fn store(t: u32, n: u32, v: f32) {
 // Four consecutive x values of token t from column k; `full` says all four are below K, otherwise
 // the ones past K read as zero (x holds only K values per row: never read past them).
 fn x_quad(t: u32, k: u32, full: bool) -> vec4<f32> {
+    var v = x_quad_raw(t, k, full);
+    if p.norm_dtype != NO_NORM {
+        v *= vec4<f32>(norm_weight(k), norm_weight(k + 1u), norm_weight(k + 2u), norm_weight(k + 3u));
+    }
+    return v;
+}
+
+fn x_quad_raw(t: u32, k: u32, full: bool) -> vec4<f32> {
     let base = t * p.x_stride + k;
     if full {
         if X_VEC {
@@ -141,6 +172,41 @@ fn partial_sums(row0: u32, lid: u32) -> array<f32, MAX_ACC> {
     return acc;
 }
 
+// The RMSNorm prologue (norm fused into the projection, DESIGN.md principle 4): every workgroup
+// computes each token's 1/rms itself (x is a few KiB, the weights are what matter); workgroup 0
+// of the first chunk also writes the normalised rows when another kernel reads them next.
+fn norm_prologue(lid: u32, group: u32) {
+    if p.norm_dtype == NO_NORM {
+        return;
+    }
+    for (var t = 0u; t < T; t++) {
+        var acc = 0.0;
+        for (var k = lid; k < p.k; k += WG) {
+            let v = x[t * p.x_stride + k];
+            acc += v * v;
+        }
+        red[lid] = acc;
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if lid < s {
+                red[lid] += red[lid + s];
+            }
+            workgroupBarrier();
+        }
+        if lid == 0u {
+            norm_scale[t] = inverseSqrt(red[0] / f32(p.k) + p.eps);
+        }
+        workgroupBarrier();
+    }
+    if p.store_normed != 0u && group == 0u {
+        for (var t = 0u; t < T; t++) {
+            for (var k = lid; k < p.k; k += WG) {
+                xn[t * p.k + k] = norm_weight(k) * (x[t * p.x_stride + k] * norm_scale[t]);
+            }
+        }
+    }
+}
+
 // Thread j < ROWS*T of the workgroup writes output (row0 + j / T, token j % T).
 fn store_sum(row0: u32, j: u32, v: f32) {
     let n = row0 + j / T;
@@ -156,6 +222,7 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if row0 >= p.rows {
         return;
     }
+    norm_prologue(lid, flat_group(wid));
     let acc = partial_sums(row0, lid);
     let rt = ROWS * T;
     for (var j = 0u; j < rt; j++) {
@@ -279,6 +346,7 @@ fn matvec_sg(
     if row0 >= p.rows {
         return;
     }
+    norm_prologue(lid, flat_group(wid));
     let acc = partial_sums(row0, lid);
     let rt = ROWS * T;
     for (var j = 0u; j < rt; j++) {

@@ -129,6 +129,8 @@ pub struct Context {
     /// A 16-byte storage buffer bound where an optional input is absent (auto layouts keep every
     /// binding a shader mentions, even behind a disabled override).
     pub dummy: wgpu::Buffer,
+    /// A small writable buffer bound where an optional output is absent.
+    pub scratch: wgpu::Buffer,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
 
@@ -200,7 +202,13 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Ok(Self { device, queue, info, caps, dummy, pipelines: Mutex::new(HashMap::new()) })
+        let scratch = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scratch"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self { device, queue, info, caps, dummy, scratch, pipelines: Mutex::new(HashMap::new()) })
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -78,11 +78,54 @@ struct Params {
     first_row: u32,
     bias_dtype: u32,
     accumulate: u32,
-    _pad: [u32; 2],
+    norm_dtype: u32,
+    eps: f32,
+    store_normed: u32,
+    _pad: u32,
 }
 
 /// `Params::bias_dtype` when there is no bias (shaders/matmul.wgsl NO_BIAS).
 const NO_BIAS: u32 = u32::MAX;
+/// `Params::norm_dtype` without the RMSNorm prologue (shaders/matmul.wgsl NO_NORM).
+const NO_NORM: u32 = u32::MAX;
+
+/// An RMSNorm applied to x on the way in: `W (weight * x * rsqrt(mean(x²) + eps))`. `normed`
+/// receives the normalised rows `[tokens, K]` (packed) for other readers of the same input.
+#[derive(Clone, Copy)]
+pub struct NormPrologue<'a> {
+    pub weight: &'a Weight,
+    pub eps: f32,
+    pub normed: &'a Tensor,
+    /// Whether `normed` must be written (another kernel reads it next).
+    pub store: bool,
+}
+
+/// `matmul` of `RMSNorm(x)`: decode folds the norm into the projection's prologue (one dispatch;
+/// `normed` written only when asked), prefill normalises into `normed` first, then multiplies.
+pub fn matmul_normed(
+    ctx: &Context,
+    spec: MatmulSpec,
+    x: &Tensor,
+    norm: NormPrologue<'_>,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let k = w.cols;
+    if norm.weight.rows != 1 || norm.weight.cols != k || norm.normed.len < spec.tokens * k {
+        return Err(shape_err(
+            "matmul_normed",
+            format!("norm weight [{}, {}] or normed rows ({}) do not fit K = {k}", norm.weight.rows, norm.weight.cols, norm.normed.len),
+        ));
+    }
+    if spec.tokens <= MATVEC_MAX_TOKENS {
+        return matvec_impl(ctx, spec, x, Some(norm), w, bias, y);
+    }
+    let shape = super::rmsnorm::NormShape { x_stride: spec.x_stride, y_stride: k, ..super::rmsnorm::NormShape::new(spec.tokens, k, norm.eps) };
+    let mut out = vec![super::rmsnorm::rmsnorm(ctx, shape, x, None, norm.weight, super::rmsnorm::NormOut::To(norm.normed))?];
+    out.extend(gemm(ctx, MatmulSpec { x_stride: k, ..spec }, norm.normed, w, bias, y)?);
+    Ok(out)
+}
 
 /// `y = x @ W^T (+ bias)` (or `+=` with `spec.accumulate`): [`matvec`] for up to
 /// [`MATVEC_MAX_TOKENS`] rows, [`gemm`] beyond. One dispatch per weight chunk.
@@ -106,6 +149,18 @@ pub fn matvec(
     ctx: &Context,
     spec: MatmulSpec,
     x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    matvec_impl(ctx, spec, x, None, w, bias, y)
+}
+
+fn matvec_impl(
+    ctx: &Context,
+    spec: MatmulSpec,
+    x: &Tensor,
+    norm: Option<NormPrologue<'_>>,
     w: &Weight,
     bias: Option<&Weight>,
     y: &Tensor,
@@ -140,7 +195,8 @@ pub fn matvec(
         .iter()
         .map(|chunk| {
             let groups = grid((chunk.rows as usize).div_ceil(rows) as u32);
-            dispatch(ctx, entry, &pipeline, spec, x, w, chunk, bias, y, groups)
+            let norm = norm.map(|n| NormPrologue { store: n.store && chunk.first_row == 0, ..n });
+            dispatch(ctx, entry, &pipeline, spec, x, w, chunk, bias, norm, y, groups)
         })
         .collect())
 }
@@ -170,18 +226,7 @@ pub fn gemm(
                 format!("{groups} workgroups exceed a {limit}x{limit} grid"),
             ));
         }
-        out.push(dispatch(
-            ctx,
-            op,
-            &pipeline,
-            spec,
-            x,
-            w,
-            chunk,
-            bias,
-            y,
-            grid(groups as u32),
-        ));
+        out.push(dispatch(ctx, op, &pipeline, spec, x, w, chunk, bias, None, y, grid(groups as u32)));
     }
     Ok(out)
 }
@@ -225,6 +270,7 @@ fn dispatch(
     w: &Weight,
     chunk: &WeightChunk,
     bias: Option<&Weight>,
+    norm: Option<NormPrologue<'_>>,
     y: &Tensor,
     groups: [u32; 3],
 ) -> Dispatch {
@@ -240,7 +286,10 @@ fn dispatch(
         first_row: chunk.first_row,
         bias_dtype: bias.map_or(NO_BIAS, |b| b.dtype.code() as u32),
         accumulate: spec.accumulate as u32,
-        _pad: [0; 2],
+        norm_dtype: norm.map_or(NO_NORM, |n| n.weight.dtype.code() as u32),
+        eps: norm.map_or(0.0, |n| n.eps),
+        store_normed: norm.is_some_and(|n| n.store) as u32,
+        _pad: 0,
     };
     let params = ctx.uniform("matmul.params", &params);
     let x4 = if x_vec4(spec, x) {
@@ -251,14 +300,24 @@ fn dispatch(
     let bias = bias.map_or(ctx.dummy.as_entire_binding(), |b| {
         b.chunks[0].buffer.as_entire_binding()
     });
-    let res = [
+    let (norm_w, normed) = match norm {
+        Some(n) => (n.weight.chunks[0].buffer.as_entire_binding(), n.normed.binding()),
+        // The prologue is off (a uniform flag): any buffer of the right kind will do.
+        None => (ctx.dummy.as_entire_binding(), ctx.scratch.as_entire_binding()),
+    };
+    let mut res = vec![
         (0, params.as_entire_binding()),
         (1, x.binding()),
         (2, x4),
         (3, chunk.buffer.as_entire_binding()),
         (4, bias),
         (5, y.binding()),
+        (6, norm_w),
     ];
+    // Only matvec has the prologue's normalised-rows output (gemm's layout lacks binding 7).
+    if label.starts_with("matvec") {
+        res.push((7, normed));
+    }
     let label = format!(
         "{label}[{}..{}]",
         chunk.first_row,

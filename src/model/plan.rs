@@ -11,7 +11,7 @@ use crate::gpu::{Context, Tensor, Weight};
 use crate::kernels::{self, Dispatch};
 use kernels::attention::{AttnSpec, KvStoreSpec};
 use kernels::elementwise::Rows;
-use kernels::matmul::MatmulSpec;
+use kernels::matmul::{MatmulSpec, NormPrologue};
 use kernels::rmsnorm::{NormOut, NormShape};
 use kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
 use kernels::rope::{RopeLayout, RopeSpec};
@@ -172,20 +172,30 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// `y = lin(RMSNorm(x; norm))` in one dispatch where the norm fits the projection's prologue
+    /// (decode); `store` also leaves `RMSNorm(x)` in `h` for the layer's other readers.
+    fn normed_linear(&mut self, norm: &Weight, lin: &Linear, x: &Tensor, y: &Tensor, store: bool) -> Result<()> {
+        let h = self.s.h.clone();
+        let prologue = NormPrologue { weight: norm, eps: self.cfg.eps, normed: &h, store };
+        let d = kernels::matmul::matmul_normed(self.ctx, MatmulSpec::packed(self.t, &lin.w), x, prologue, &lin.w, lin.bias.as_ref(), y)?;
+        self.extend(d);
+        Ok(())
+    }
+
     fn norm(&mut self, shape: NormShape, x: &Tensor, w: &Weight, out: NormOut<'_>) -> Result<()> {
         let d = kernels::rmsnorm::rmsnorm(self.ctx, shape, x, None, w, out)?;
         self.push(d);
         Ok(())
     }
 
-    fn attention_gqa(&mut self, layer: usize, w: &AttnWeights, io: &PlanIo<'_>) -> Result<()> {
+    fn attention_gqa(&mut self, layer: usize, w: &AttnWeights, norm: &Weight, io: &PlanIo<'_>) -> Result<()> {
         let AttnWeights::Gqa { qkv, o, q_norm, k_norm, sinks } = w else { unreachable!() };
         let cfg = self.cfg;
         let Attention::Gqa { qk_norm, clip_qkv, .. } = &cfg.attention else { unreachable!() };
         let (t, h, kv, hd) = (self.t, cfg.heads, cfg.kv_heads, cfg.head_dim);
-        let (sq, so, sh) = (self.s.q.clone(), self.s.o.clone(), self.s.h.clone());
-        // One projection into fused rows [q heads | k heads | v heads].
-        self.linear(qkv, &sh, &sq, false)?;
+        let (sq, so, x) = (self.s.q.clone(), self.s.o.clone(), self.s.x.clone());
+        // One projection of the normed input into fused rows [q heads | k heads | v heads].
+        self.normed_linear(norm, qkv, &x, &sq, false)?;
         let spec = QkvSpec {
             tokens: t,
             heads: h,
@@ -219,24 +229,24 @@ impl Builder<'_> {
         spec.window = cfg.layers[layer].window.map(|w| w as u32);
         spec.sinks = sinks.is_some();
         self.push(kernels::attention::attention(self.ctx, spec, &sq, kc, vc, sinks.as_ref(), io.step, &so)?);
-        let x = self.s.x.clone();
         self.linear(o, &so, &x, true)
     }
 
-    fn attention_mla(&mut self, layer: usize, w: &AttnWeights, io: &PlanIo<'_>) -> Result<()> {
+    fn attention_mla(&mut self, layer: usize, w: &AttnWeights, norm: &Weight, io: &PlanIo<'_>) -> Result<()> {
         let AttnWeights::Mla { q, kv_a, kv_norm, uk_t, uv, o } = w else { unreachable!() };
         let Attention::Mla { kv_lora_rank: r, nope_dim: dn, rope_dim: dr, v_dim: dv, .. } = self.cfg.attention else {
             unreachable!()
         };
         let (t, h) = (self.t, self.cfg.heads);
         let s = &self.s;
-        let (sh, sq, sk, qcat, olat, tmp, small) =
-            (s.h.clone(), s.q.clone(), s.k.clone(), s.v.clone(), s.o.clone(), s.tmp.clone(), s.small.clone());
+        let (x, sh, sq, sk, qcat, olat, tmp, small) =
+            (s.x.clone(), s.h.clone(), s.q.clone(), s.k.clone(), s.v.clone(), s.o.clone(), s.tmp.clone(), s.small.clone());
         match q {
-            MlaQuery::Direct(lin) => self.linear(lin, &sh, &sq, false)?,
-            MlaQuery::LowRank { a, norm, b } => {
-                self.linear(a, &sh, &small, false)?;
-                self.norm(NormShape::new(t, a.w.rows, MLA_NORM_EPS), &small, norm, NormOut::InPlace)?;
+            // The first projection also leaves the normed input in `h` for kv_a.
+            MlaQuery::Direct(lin) => self.normed_linear(norm, lin, &x, &sq, true)?,
+            MlaQuery::LowRank { a, norm: q_norm, b } => {
+                self.normed_linear(norm, a, &x, &small, true)?;
+                self.norm(NormShape::new(t, a.w.rows, MLA_NORM_EPS), &small, q_norm, NormOut::InPlace)?;
                 self.linear(b, &small, &sq, false)?;
             }
         }
@@ -285,18 +295,21 @@ impl Builder<'_> {
             y: HeadLayout { row_stride: h * dv, head_stride: dv, offset: 0 },
         };
         self.push(head_matvec(self.ctx, out, &olat, uv, &tmp)?);
-        let x = self.s.x.clone();
         self.linear(o, &tmp, &x, true)
     }
 
     /// SwiGLU MLP on `h` (gate|up stacked), added into `x` — or, with `gate`, scaled by
-    /// `sigmoid(h @ gate^T)` first (Qwen2-MoE's shared expert).
-    fn gated_mlp(&mut self, gate_up: &Linear, down: &Linear, gate: Option<&Linear>) -> Result<()> {
+    /// `sigmoid(h @ gate^T)` first (Qwen2-MoE's shared expert). With `norm`, `h = RMSNorm(x)` is
+    /// folded into the gate|up projection.
+    fn gated_mlp(&mut self, norm: Option<&Weight>, gate_up: &Linear, down: &Linear, gate: Option<&Linear>) -> Result<()> {
         use kernels::swiglu::{swiglu, Act, GateUpLayout, SwigluSpec};
         let inter = down.w.cols;
         let (sh, gu, act, x, tmp, small) =
             (self.s.h.clone(), self.s.gu.clone(), self.s.act.clone(), self.s.x.clone(), self.s.tmp.clone(), self.s.router_logits.clone());
-        self.linear(gate_up, &sh, &gu, false)?;
+        match norm {
+            Some(n) => self.normed_linear(n, gate_up, &x, &gu, gate.is_some())?,
+            None => self.linear(gate_up, &sh, &gu, false)?,
+        }
         let spec = SwigluSpec::new(self.t, inter, GateUpLayout::Concatenated, Act::Silu);
         self.push(swiglu(self.ctx, spec, &gu, &act)?);
         match gate {
@@ -311,9 +324,9 @@ impl Builder<'_> {
         }
     }
 
-    fn ffn(&mut self, layer: usize, w: &FfnWeights) -> Result<()> {
+    fn ffn(&mut self, layer: usize, w: &FfnWeights, norm: &Weight) -> Result<()> {
         match (w, &self.cfg.layers[layer].ffn) {
-            (FfnWeights::Dense { gate_up, down }, _) => self.gated_mlp(gate_up, down, None),
+            (FfnWeights::Dense { gate_up, down }, _) => self.gated_mlp(Some(norm), gate_up, down, None),
             (
                 FfnWeights::Moe { router, selection_bias, gate_up, down, gate_up_bias, down_bias, shared },
                 Ffn::Moe { experts, top_k, inter, router: rc, gpt_oss, .. },
@@ -327,7 +340,8 @@ impl Builder<'_> {
                     self.s.expert_weights.clone(),
                     self.s.x.clone(),
                 );
-                self.linear(router, &sh, &rl, false)?;
+                // The router's projection normalises x and leaves h for the experts.
+                self.normed_linear(norm, router, &x, &rl, true)?;
                 let spec = RouterSpec {
                     tokens: self.t,
                     experts: *experts,
@@ -355,7 +369,7 @@ impl Builder<'_> {
                 let d = moe(self.ctx, spec, experts, &sh, &ids, &ws, &x)?;
                 self.extend(d);
                 if let Some(s) = shared {
-                    self.gated_mlp(&s.gate_up, &s.down, s.gate.as_ref())?;
+                    self.gated_mlp(None, &s.gate_up, &s.down, s.gate.as_ref())?;
                 }
                 Ok(())
             }
@@ -378,13 +392,11 @@ pub fn build(
     let (x, h) = (b.s.x.clone(), b.s.h.clone());
     b.extend(kernels::embedding::embedding(ctx, &w.embed, io.ids, tokens, &x)?);
     for (i, lw) in w.layers.iter().enumerate() {
-        b.norm(NormShape::new(tokens, cfg.hidden, cfg.eps), &x, &lw.attn_norm, NormOut::To(&h))?;
         match &lw.attn {
-            AttnWeights::Gqa { .. } => b.attention_gqa(i, &lw.attn, io)?,
-            AttnWeights::Mla { .. } => b.attention_mla(i, &lw.attn, io)?,
+            AttnWeights::Gqa { .. } => b.attention_gqa(i, &lw.attn, &lw.attn_norm, io)?,
+            AttnWeights::Mla { .. } => b.attention_mla(i, &lw.attn, &lw.attn_norm, io)?,
         }
-        b.norm(NormShape::new(tokens, cfg.hidden, cfg.eps), &x, &lw.ffn_norm, NormOut::To(&h))?;
-        b.ffn(i, &lw.ffn)?;
+        b.ffn(i, &lw.ffn, &lw.ffn_norm)?;
     }
     let logit_rows = if rows == LogitRows::All { tokens } else { 1 };
     let head_in = if rows == LogitRows::Last && tokens > 1 {
@@ -395,10 +407,10 @@ pub fn build(
     } else {
         x.clone()
     };
-    b.norm(NormShape::new(logit_rows, cfg.hidden, cfg.eps), &head_in, &w.norm, NormOut::To(&h))?;
     let head = w.lm_head.as_ref().unwrap_or(&w.embed);
     let logits = Tensor::zeros(ctx, "logits", logit_rows * cfg.vocab);
     let spec = MatmulSpec::packed(logit_rows, head);
-    b.extend(kernels::matmul::matmul(ctx, spec, &h, head, None, &logits)?);
+    let norm = NormPrologue { weight: &w.norm, eps: cfg.eps, normed: &h, store: false };
+    b.extend(kernels::matmul::matmul_normed(ctx, spec, &head_in, norm, head, None, &logits)?);
     Ok(Plan { tokens, dispatches: b.out, logits, logit_rows })
 }
