@@ -236,13 +236,13 @@ impl Weight {
             let src = &bytes[(row - first_row) * src_row..][..in_chunk * src_row];
             let offset = (row - chunk.first_row as usize) as u64 * row_bytes as u64;
             if row_bytes == src_row {
-                ctx.queue.write_buffer(&chunk.buffer, offset, src);
+                ctx.upload(&chunk.buffer, offset, src)?;
             } else {
                 let mut padded = vec![0u8; in_chunk * row_bytes];
                 for (dst, s) in padded.chunks_exact_mut(row_bytes).zip(src.chunks_exact(src_row)) {
                     dst[..src_row].copy_from_slice(s);
                 }
-                ctx.queue.write_buffer(&chunk.buffer, offset, &padded);
+                ctx.upload(&chunk.buffer, offset, &padded)?;
             }
             row += in_chunk;
         }

@@ -132,7 +132,13 @@ pub struct Context {
     /// A small writable buffer bound where an optional output is absent.
     pub scratch: wgpu::Buffer,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Bytes written with `upload` since the last flush.
+    pending_upload: std::sync::atomic::AtomicU64,
 }
+
+/// wgpu stages `write_buffer` data in host memory until the next submit; past this many bytes,
+/// `upload` flushes and waits, so loading a model holds at most this much besides one tensor.
+const UPLOAD_FLUSH_BYTES: u64 = 64 << 20;
 
 impl Context {
     /// Choose an adapter as `opts` says and open it with the adapter's own limits (or WebGPU's
@@ -208,7 +214,16 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Ok(Self { device, queue, info, caps, dummy, scratch, pipelines: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            device,
+            queue,
+            info,
+            caps,
+            dummy,
+            scratch,
+            pipelines: Mutex::new(HashMap::new()),
+            pending_upload: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -262,6 +277,22 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// Write `data` into `buffer` at `offset` in pieces, flushing wgpu's staging memory to the GPU
+    /// every [`UPLOAD_FLUSH_BYTES`] so large loads never hold the whole model in host memory.
+    pub fn upload(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        for (i, piece) in data.chunks(UPLOAD_FLUSH_BYTES as usize).enumerate() {
+            self.queue.write_buffer(buffer, offset + (i as u64) * UPLOAD_FLUSH_BYTES, piece);
+            let pending = self.pending_upload.fetch_add(piece.len() as u64, Ordering::Relaxed) + piece.len() as u64;
+            if pending >= UPLOAD_FLUSH_BYTES {
+                self.pending_upload.store(0, Ordering::Relaxed);
+                self.queue.submit([]);
+                self.wait()?;
+            }
+        }
+        Ok(())
     }
 
     /// A uniform buffer holding `value`.

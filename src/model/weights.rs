@@ -122,12 +122,12 @@ pub struct Loader<'a> {
     pub total: usize,
 }
 
-/// A tensor's values in `dtype` (the same bytes when it already is; widened/narrowed otherwise).
-fn bytes_as(t: &RawTensor<'_>, dtype: DType) -> Result<Vec<u8>> {
+/// A tensor's values in `dtype` (its own bytes when it already is; converted otherwise).
+fn bytes_as<'a>(t: &'a RawTensor<'_>, dtype: DType) -> Result<std::borrow::Cow<'a, [u8]>> {
     if t.gpu_dtype()? == dtype {
-        return Ok(t.bytes.to_vec());
+        return Ok(std::borrow::Cow::Borrowed(&t.bytes));
     }
-    Ok(dtype.encode(&t.to_f32()?))
+    Ok(std::borrow::Cow::Owned(dtype.encode(&t.to_f32()?)))
 }
 
 /// `[rows, cols]` row-major bytes transposed to `[cols, rows]`.
