@@ -72,7 +72,10 @@ fn parity(name: &str, bound: f32) {
     let mut s = model.session(64);
     let opts = GenerateOptions { max_new_tokens: r.greedy.len(), ..Default::default() };
     let mut streamed = Vec::new();
-    let (ids, stats) = s.generate(&r.prompt, &opts, |t| Ok(streamed.push(t))).unwrap();
+    let (ids, stats) = s.generate(&r.prompt, &opts, |t| {
+        let _: () = streamed.push(t);
+        Ok(())
+    }).unwrap();
     assert_eq!(ids, r.greedy, "{name}: GPU-sampled greedy tokens differ from transformers'");
     assert_eq!(streamed, ids);
     assert_eq!((stats.prompt_tokens, stats.generated, stats.stopped_by), (r.prompt.len(), r.greedy.len(), "max tokens"));

@@ -1,4 +1,4 @@
-// Small data-movement and pointwise ops the forward plan needs between the big kernels.
+// Small data-movement ops the forward plan needs between the big kernels.
 
 struct Params {
     rows: u32,
@@ -7,8 +7,8 @@ struct Params {
     src_offset: u32,
     dst_stride: u32,
     dst_offset: u32,
-    limit: f32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override WG: u32 = 256u;
@@ -27,17 +27,6 @@ fn copy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let r = i / p.width;
     let c = i % p.width;
     dst[r * p.dst_stride + p.dst_offset + c] = src[r * p.src_stride + p.src_offset + c];
-}
-
-// In place on dst: clamp rows' values to [-limit, limit] (OLMoE clip_qkv).
-@compute @workgroup_size(WG)
-fn clamp_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_group(wid) * WG + lid.x;
-    if i >= p.rows * p.width {
-        return;
-    }
-    let j = (i / p.width) * p.dst_stride + p.dst_offset + i % p.width;
-    dst[j] = clamp(dst[j], -p.limit, p.limit);
 }
 
 // The end of a generation step, one invocation: log the token the sampler wrote to ids[0] at its

@@ -182,7 +182,7 @@ impl Weight {
         group_rows: usize,
         binding_limit: u64,
     ) -> Result<Self> {
-        if rows == 0 || cols == 0 || group_rows == 0 || rows % group_rows != 0 {
+        if rows == 0 || cols == 0 || group_rows == 0 || !rows.is_multiple_of(group_rows) {
             return Err(Error::Invalid(format!(
                 "{label}: [{rows}, {cols}] does not split into groups of {group_rows} rows"
             )));
@@ -216,7 +216,7 @@ impl Weight {
     pub fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
         let src_row = self.cols * self.dtype.bytes();
         let n = bytes.len() / src_row;
-        if bytes.len() % src_row != 0 || first_row + n > self.rows {
+        if !bytes.len().is_multiple_of(src_row) || first_row + n > self.rows {
             return Err(Error::Invalid(format!(
                 "{} bytes are not whole rows of {} bytes fitting at row {first_row} of {}",
                 bytes.len(),

@@ -24,7 +24,7 @@ fn params(ctx: &Context, words: u32, seed: u32, scale: f32, dtype: DType) -> wgp
 /// `dst[..bytes] = src[..bytes]` (bytes a multiple of 16).
 pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<Dispatch> {
     let vec4s = bytes / 16;
-    if bytes % 16 != 0 || bytes > src.size() || bytes > dst.size() || vec4s > u32::MAX as u64 {
+    if !bytes.is_multiple_of(16) || bytes > src.size() || bytes > dst.size() || vec4s > u32::MAX as u64 {
         return Err(Error::Invalid(format!("copy of {bytes} bytes does not fit the buffers")));
     }
     let p = params(ctx, vec4s as u32, 0, 0.0, DType::F32);
@@ -52,7 +52,7 @@ pub fn random_weight(
     seed: u32,
     scale: f32,
 ) -> Result<Weight> {
-    if cols % dtype.elems_per_vec4() != 0 || group_rows == 0 || rows % group_rows != 0 {
+    if !cols.is_multiple_of(dtype.elems_per_vec4()) || group_rows == 0 || !rows.is_multiple_of(group_rows) {
         return Err(Error::Invalid(format!(
             "{label}: random weights need whole row groups and cols ({cols}) a multiple of {}",
             dtype.elems_per_vec4()

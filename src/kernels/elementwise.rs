@@ -1,5 +1,5 @@
-//! Row copies between strided layouts and in-place clamping: the glue between the big kernels
-//! (MLA's query assembly, the last prefill row into the logits head, OLMoE's `clip_qkv`).
+//! Glue between the big kernels: row copies between strided layouts (MLA's query assembly, the
+//! last prefill row into the logits head) and the end-of-step bookkeeping of generation.
 
 use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
@@ -18,8 +18,7 @@ struct Params {
     src_offset: u32,
     dst_stride: u32,
     dst_offset: u32,
-    limit: f32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
 /// `rows` rows of `width` values: row `r` of a layout starts at `r * stride + offset`.
@@ -76,30 +75,9 @@ pub fn copy_rows(ctx: &Context, src: &Tensor, from: Rows, dst: &Tensor, to: Rows
         src_offset: from.offset as u32,
         dst_stride: to.stride as u32,
         dst_offset: to.offset as u32,
-        limit: 0.0,
-        _pad: 0,
+        _pad: [0; 2],
     };
     Ok(build(ctx, op, p, &[(1, src.binding()), (2, dst.binding())]))
-}
-
-/// Clamp the values of `rows` of `t` to `[-limit, limit]`, in place.
-pub fn clamp_rows(ctx: &Context, t: &Tensor, rows: Rows, limit: f32) -> Result<Dispatch> {
-    let op = "clamp_rows";
-    rows.check(op, "t", t)?;
-    if !(limit > 0.0 && limit.is_finite()) {
-        return Err(shape_err(op, format!("limit must be positive and finite, got {limit}")));
-    }
-    let p = Params {
-        rows: rows.rows as u32,
-        width: rows.width as u32,
-        src_stride: 0,
-        src_offset: 0,
-        dst_stride: rows.stride as u32,
-        dst_offset: rows.offset as u32,
-        limit,
-        _pad: 0,
-    };
-    Ok(build(ctx, op, p, &[(2, t.binding())]))
 }
 
 /// End a generation step: `log[pos0 + n] = ids[0]` (the sampled token at the position it will

@@ -466,7 +466,7 @@ fn layer_ffn(j: &Json<'_>, mt: &str, i: usize) -> Result<Ffn> {
                 .map(|a| a.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default();
             let step = j.usize_or("decoder_sparse_step", 1)?.max(1);
-            let is_moe = !mlp_only.contains(&(i as u64)) && experts > 0 && (i + 1) % step == 0;
+            let is_moe = !mlp_only.contains(&(i as u64)) && experts > 0 && (i + 1).is_multiple_of(step);
             if !is_moe {
                 return dense("intermediate_size");
             }
