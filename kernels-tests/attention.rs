@@ -13,19 +13,10 @@
 mod common;
 use common::*;
 use wgmoe::gpu::{Context, Tensor};
-use wgmoe::kernels::attention::{
-    attention, kv_store, plan, AttnKernel, AttnPlan, AttnSpec, AttnTuning, KvStoreSpec,
-};
+use wgmoe::kernels::attention::{attention, kv_store, plan, AttnKernel, AttnPlan, AttnSpec, AttnTuning, KvStoreSpec};
 use wgmoe::kernels::step;
 
-fn reference(
-    s: &AttnSpec,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    sinks: Option<&[f32]>,
-    pos0: usize,
-) -> Vec<f64> {
+fn reference(s: &AttnSpec, q: &[f32], k: &[f32], v: &[f32], sinks: Option<&[f32]>, pos0: usize) -> Vec<f64> {
     let group = s.heads / s.kv_heads;
     let mut out = vec![0.0; s.tokens * s.heads * s.v_dim];
     for t in 0..s.tokens {
@@ -37,24 +28,12 @@ fn reference(
             let scores: Vec<f64> = (lo..=pos)
                 .map(|j| {
                     let kv = &k[j * s.k_stride + g * s.k_head_stride..][..s.k_dim];
-                    s.scale as f64
-                        * qv.iter()
-                            .zip(kv)
-                            .map(|(&a, &b)| a as f64 * b as f64)
-                            .sum::<f64>()
+                    s.scale as f64 * qv.iter().zip(kv).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
                 })
                 .collect();
             let sink = sinks.map(|sk| sk[h] as f64);
-            let m = scores
-                .iter()
-                .copied()
-                .chain(sink)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let den: f64 = scores
-                .iter()
-                .chain(sink.as_ref())
-                .map(|x| (x - m).exp())
-                .sum();
+            let m = scores.iter().copied().chain(sink).fold(f64::NEG_INFINITY, f64::max);
+            let den: f64 = scores.iter().chain(sink.as_ref()).map(|x| (x - m).exp()).sum();
             let o = &mut out[(t * s.heads + h) * s.v_dim..][..s.v_dim];
             for (j, sc) in (lo..=pos).zip(&scores) {
                 let p = (sc - m).exp() / den;
@@ -79,16 +58,11 @@ fn inputs(s: &AttnSpec, shared_kv: bool, seed: u64) -> Inputs {
     let mut rng = Rng::new(seed);
     let q_len = (s.tokens - 1) * s.q_row_stride + (s.heads - 1) * s.q_head_stride + s.k_dim;
     let k_len = (s.max_seq - 1) * s.k_stride + (s.kv_heads - 1) * s.k_head_stride + s.k_dim;
-    let v_len =
-        s.v_offset + (s.max_seq - 1) * s.v_stride + (s.kv_heads - 1) * s.v_head_stride + s.v_dim;
+    let v_len = s.v_offset + (s.max_seq - 1) * s.v_stride + (s.kv_heads - 1) * s.v_head_stride + s.v_dim;
     // Scores of a few units: peaked enough that a wrong mask or a wrong max shows.
     let q = rng.vec(q_len, 1.0);
     let k = rng.vec(k_len.max(v_len), 2.0);
-    let v = if shared_kv {
-        k.clone()
-    } else {
-        rng.vec(v_len, 1.0)
-    };
+    let v = if shared_kv { k.clone() } else { rng.vec(v_len, 1.0) };
     let sinks = s.sinks.then(|| rng.vec(s.heads, 2.0));
     Inputs { q, k, v, sinks }
 }
@@ -101,10 +75,7 @@ fn run(ctx: &Context, s: AttnSpec, inp: &Inputs, shared_kv: bool, pos0: usize) -
     } else {
         Tensor::from_f32(ctx, "v", &inp.v)
     };
-    let sinks = inp
-        .sinks
-        .as_ref()
-        .map(|sk| Tensor::from_f32(ctx, "sinks", sk));
+    let sinks = inp.sinks.as_ref().map(|sk| Tensor::from_f32(ctx, "sinks", sk));
     let st = step::new(ctx, pos0 as u32, s.tokens as u32);
     let o = Tensor::zeros(ctx, "o", s.tokens * s.heads * s.v_dim);
     let d = attention(ctx, s, &q, &k, &v, sinks.as_ref(), &st, &o).unwrap();
@@ -118,12 +89,7 @@ fn check_shared(what: &str, s: AttnSpec, pos0: usize, shared_kv: bool, seed: u64
     let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), pos0);
     for (name, ctx) in contexts() {
         let got = run(ctx, s, &inp, shared_kv, pos0);
-        assert_nmse(
-            &format!("{name} {what} pos0={pos0} {s:?}"),
-            &got,
-            &want,
-            1e-7,
-        );
+        assert_nmse(&format!("{name} {what} pos0={pos0} {s:?}"), &got, &want, 1e-7);
     }
 }
 
@@ -149,12 +115,7 @@ fn prefill_qwen3_shape() {
 #[test]
 fn decode_against_filled_cache() {
     for pos0 in [0, 5, 300] {
-        check(
-            "decode",
-            AttnSpec::gqa(1, 4, 2, 32, 320),
-            pos0,
-            20 + pos0 as u64,
-        );
+        check("decode", AttnSpec::gqa(1, 4, 2, 32, 320), pos0, 20 + pos0 as u64);
     }
     // OLMoE: no GQA (KV = H), hd 128, a sequence longer than one key block.
     check("olmoe decode", AttnSpec::gqa(1, 16, 16, 128, 150), 139, 21);
@@ -225,20 +186,9 @@ fn large_sink_does_not_overflow() {
                 );
             }
         }
-        let head1 = |v: &[f32]| -> Vec<f32> {
-            (0..3)
-                .flat_map(|t| v[t * 16 + 8..t * 16 + 16].to_vec())
-                .collect()
-        };
-        let want1: Vec<f64> = (0..3)
-            .flat_map(|t| want[t * 16 + 8..t * 16 + 16].to_vec())
-            .collect();
-        assert_nmse(
-            &format!("{name} negligible sink"),
-            &head1(&got),
-            &want1,
-            1e-7,
-        );
+        let head1 = |v: &[f32]| -> Vec<f32> { (0..3).flat_map(|t| v[t * 16 + 8..t * 16 + 16].to_vec()).collect() };
+        let want1: Vec<f64> = (0..3).flat_map(|t| want[t * 16 + 8..t * 16 + 16].to_vec()).collect();
+        assert_nmse(&format!("{name} negligible sink"), &head1(&got), &want1, 1e-7);
     }
 }
 
@@ -248,13 +198,7 @@ fn mla_absorbed() {
     // [c | k_pe] are bound as keys and (their first 512 floats) as values.
     let s = AttnSpec::mla(4, 16, 512, 64, 0.114721, 8);
     check_shared("mla v2-lite prefill", s, 2, true, 50);
-    check_shared(
-        "mla v2-lite decode",
-        AttnSpec { tokens: 1, ..s },
-        7,
-        true,
-        51,
-    );
+    check_shared("mla v2-lite decode", AttnSpec { tokens: 1, ..s }, 7, true, 51);
     let tiny = AttnSpec::mla(3, 2, 8, 4, 0.3, 5);
     check_shared("mla tiny", tiny, 0, true, 52);
 }
@@ -336,12 +280,7 @@ fn kv_store_then_attention_over_steps() {
             let (k, v) = (slice(h * hd), slice((h + kv) * hd));
             let q = &qkv[pos0 * row..(pos0 + tokens) * row];
             let want = reference(&attn_spec(tokens), q, &k, &v, None, pos0);
-            assert_nmse(
-                &format!("{name} step pos0={pos0} tokens={tokens}"),
-                &got,
-                &want,
-                1e-7,
-            );
+            assert_nmse(&format!("{name} step pos0={pos0} tokens={tokens}"), &got, &want, 1e-7);
         };
 
         let src = Tensor::from_f32(ctx, "qkv", &qkv[..prefill * row]);
@@ -349,17 +288,7 @@ fn kv_store_then_attention_over_steps() {
         let dispatches = [
             store(prefill, &src, h * hd, &k_cache),
             store(prefill, &src, (h + kv) * hd, &v_cache),
-            attention(
-                ctx,
-                attn_spec(prefill),
-                &src,
-                &k_cache,
-                &v_cache,
-                None,
-                &st,
-                &o,
-            )
-            .unwrap(),
+            attention(ctx, attn_spec(prefill), &src, &k_cache, &v_cache, None, &st, &o).unwrap(),
         ];
         ctx.submit(&dispatches.iter().collect::<Vec<_>>());
         check_step(0, prefill, o.read_f32(ctx).unwrap());
@@ -414,26 +343,18 @@ fn bad_shapes_are_errors() {
     let o = Tensor::zeros(ctx, "o", 2 * 4 * 8);
     let st = step::new(ctx, 0, 2);
     let sinks = Tensor::zeros(ctx, "sinks", 4);
-    let go = |s: AttnSpec, q: &Tensor, k: &Tensor, sk: Option<&Tensor>| {
-        attention(ctx, s, q, k, k, sk, &st, &o)
-    };
+    let go = |s: AttnSpec, q: &Tensor, k: &Tensor, sk: Option<&Tensor>| attention(ctx, s, q, k, k, sk, &st, &o);
     assert!(go(s, &q, &k, None).is_ok());
     assert!(
         go(AttnSpec { kv_heads: 3, ..s }, &q, &k, None).is_err(),
         "kv heads do not divide heads"
     );
-    assert!(
-        go(AttnSpec { kv_heads: 0, ..s }, &q, &k, None).is_err(),
-        "no kv heads"
-    );
+    assert!(go(AttnSpec { kv_heads: 0, ..s }, &q, &k, None).is_err(), "no kv heads");
     assert!(
         go(AttnSpec { max_seq: 5, ..s }, &q, &k, None).is_err(),
         "cache too small"
     );
-    assert!(
-        go(AttnSpec { tokens: 3, ..s }, &q, &k, None).is_err(),
-        "q too small"
-    );
+    assert!(go(AttnSpec { tokens: 3, ..s }, &q, &k, None).is_err(), "q too small");
     assert!(
         go(
             AttnSpec {
@@ -453,16 +374,7 @@ fn bad_shapes_are_errors() {
         "values past the cache"
     );
     assert!(
-        go(
-            AttnSpec {
-                window: Some(0),
-                ..s
-            },
-            &q,
-            &k,
-            None
-        )
-        .is_err(),
+        go(AttnSpec { window: Some(0), ..s }, &q, &k, None).is_err(),
         "empty window"
     );
     assert!(
@@ -476,16 +388,10 @@ fn bad_shapes_are_errors() {
         go(AttnSpec { sinks: true, ..s }, &q, &k, Some(&short)).is_err(),
         "sinks too short"
     );
-    assert!(
-        go(AttnSpec { k_dim: 0, ..s }, &q, &k, None).is_err(),
-        "zero head dim"
-    );
+    assert!(go(AttnSpec { k_dim: 0, ..s }, &q, &k, None).is_err(), "zero head dim");
     // Query and accumulator would not fit in workgroup memory (every buffer is large enough).
     let big = AttnSpec::mla(1, 1, 16384, 64, 0.1, 1);
-    let (qb, ob) = (
-        Tensor::zeros(ctx, "qb", 16448),
-        Tensor::zeros(ctx, "ob", 16384),
-    );
+    let (qb, ob) = (Tensor::zeros(ctx, "qb", 16448), Tensor::zeros(ctx, "ob", 16384));
     let r = attention(ctx, big, &qb, &qb, &qb, None, &st, &ob);
     assert!(
         matches!(r, Err(wgmoe::error::Error::Limit { .. })),
@@ -559,18 +465,12 @@ fn plan_picks_paths() {
         // Prefill: tiles, within the portable 16 KiB at hd 128.
         let p = plan(ctx, &AttnSpec::gqa(512, 32, 4, 128, 4096)).unwrap();
         assert!(matches!(p, AttnPlan::Tiled { .. }), "prefill: {p:?}");
-        if let AttnPlan::Tiled {
-            workgroup_bytes, ..
-        } = p
-        {
+        if let AttnPlan::Tiled { workgroup_bytes, .. } = p {
             assert!(workgroup_bytes <= ctx.caps.max_workgroup_storage as u64);
         }
         // MLA (v_dim 512): rows for prefill too, heads of the one latent group sharing keys.
         let m = plan(ctx, &AttnSpec::mla(64, 16, 512, 64, 0.1, 4096)).unwrap();
-        assert!(
-            matches!(m, AttnPlan::Rows { heads, .. } if heads >= 2),
-            "mla: {m:?}"
-        );
+        assert!(matches!(m, AttnPlan::Rows { heads, .. } if heads >= 2), "mla: {m:?}");
     }
     // No split asked: one chunk.
     let s = tuned(AttnSpec::gqa(1, 8, 2, 64, 4096), AttnKernel::Rows, 1, 256);

@@ -5,10 +5,25 @@ mod common;
 
 #[test]
 fn bench_tiny_reports_every_kernel() {
-    let args = wgmoe::bench::BenchArgs { min_ms: 0.5, ..Default::default() };
+    let args = wgmoe::bench::BenchArgs {
+        min_ms: 0.5,
+        ..Default::default()
+    };
     let rows = wgmoe::bench::measure(common::native(), &args).unwrap();
     let kernels: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.kernel.as_str()).collect();
-    for k in ["rmsnorm", "matvec", "gemm", "router", "moe", "attention", "rope", "embedding", "swiglu", "argmax", "sample"] {
+    for k in [
+        "rmsnorm",
+        "matvec",
+        "gemm",
+        "router",
+        "moe",
+        "attention",
+        "rope",
+        "embedding",
+        "swiglu",
+        "argmax",
+        "sample",
+    ] {
         assert!(kernels.contains(k), "no benchmark row for {k}");
     }
     for r in &rows {
@@ -19,7 +34,10 @@ fn bench_tiny_reports_every_kernel() {
 
 #[test]
 fn unknown_shape_is_an_error() {
-    let args = wgmoe::bench::BenchArgs { shapes: vec!["gpt-5".into()], ..Default::default() };
+    let args = wgmoe::bench::BenchArgs {
+        shapes: vec!["gpt-5".into()],
+        ..Default::default()
+    };
     let e = wgmoe::bench::measure(common::native(), &args).unwrap_err().to_string();
     assert!(e.contains("gpt-5") && e.contains("olmoe-1b-7b"), "{e}");
 }

@@ -8,9 +8,9 @@ use std::process::Command;
 use wgmoe::bench_model::{self, BenchModelArgs, Profile};
 use wgmoe::generate::GenerateOptions;
 use wgmoe::gpu::{Context, DType};
+use wgmoe::model::config::ModelConfig;
 use wgmoe::model::plan::LogitRows;
 use wgmoe::model::synthetic::{self, SynthOptions};
-use wgmoe::model::config::ModelConfig;
 
 fn ctx() -> Context {
     Context::from_env().unwrap_or_else(|e| panic!("the benchmark tests need a GPU adapter: {e}"))
@@ -34,14 +34,24 @@ fn footprints_match_transformers_and_the_issue() {
         let fp = synthetic::footprint(&cfg, DType::F16);
         assert_eq!(fp.params, params, "{shape}");
         // f16 everywhere but a few f32 vectors (gpt-oss's sinks and stacked q|k|v biases).
-        assert!(fp.data_bytes >= 2 * params && fp.data_bytes - 2 * params <= params / 10_000, "{shape}");
+        assert!(
+            fp.data_bytes >= 2 * params && fp.data_bytes - 2 * params <= params / 10_000,
+            "{shape}"
+        );
         assert!(fp.gpu_bytes >= fp.data_bytes, "{shape}");
-        assert!(fp.read_bytes_per_token > 0.0 && fp.read_bytes_per_token < fp.data_bytes as f64, "{shape}");
+        assert!(
+            fp.read_bytes_per_token > 0.0 && fp.read_bytes_per_token < fp.data_bytes as f64,
+            "{shape}"
+        );
     }
     // The issue's roofline: OLMoE reads 2.36 GB per token, Qwen3-30B-A3B about 6.1 GB (480 tok/s
     // at 2.93 TB/s).
     let olmoe = synthetic::footprint(&synthetic::shape_config("olmoe-1b-7b").unwrap(), DType::F16);
-    assert!((olmoe.read_bytes_per_token * 1e-9 - 2.36).abs() < 0.01, "{}", olmoe.read_bytes_per_token);
+    assert!(
+        (olmoe.read_bytes_per_token * 1e-9 - 2.36).abs() < 0.01,
+        "{}",
+        olmoe.read_bytes_per_token
+    );
     let qwen = synthetic::footprint(&synthetic::shape_config("qwen3-30b-a3b").unwrap(), DType::F16);
     let roof = 2.93e12 / qwen.read_bytes_per_token;
     assert!((440.0..520.0).contains(&roof), "{roof}");
@@ -54,11 +64,17 @@ fn footprints_match_transformers_and_the_issue() {
 #[test]
 fn shapes_agree_with_the_transformers_script() {
     let script = include_str!("../scripts/hf_bench.py");
-    let start = script.find("SHAPES = json.loads(r\"\"\"").expect("SHAPES in hf_bench.py") + 24;
+    let start = script
+        .find("SHAPES = json.loads(r\"\"\"")
+        .expect("SHAPES in hf_bench.py")
+        + 24;
     let end = start + script[start..].find("\"\"\"").expect("end of SHAPES");
     let py: Value = serde_json::from_str(&script[start..end]).expect("hf_bench.py SHAPES is JSON");
     let rs: Value = serde_json::from_str(synthetic::SHAPES_JSON).unwrap();
-    assert_eq!(py, rs, "scripts/hf_bench.py and src/model/synthetic.rs list different shapes");
+    assert_eq!(
+        py, rs,
+        "scripts/hf_bench.py and src/model/synthetic.rs list different shapes"
+    );
     for name in synthetic::SHAPES {
         assert!(rs.get(name).is_some(), "{name}");
     }
@@ -72,14 +88,21 @@ fn synthetic_tiny_runs_and_generates_finite_logits() {
     let model = synthetic::model(ctx, "tiny", &SynthOptions::default()).unwrap();
     // The same structure as a loaded model: ModelWeights counts all but the few small vectors.
     let got = model.weights.gpu_bytes();
-    assert!(got <= fp.gpu_bytes && got as f64 >= 0.98 * fp.gpu_bytes as f64, "{got} vs {}", fp.gpu_bytes);
+    assert!(
+        got <= fp.gpu_bytes && got as f64 >= 0.98 * fp.gpu_bytes as f64,
+        "{got} vs {}",
+        fp.gpu_bytes
+    );
     let mut sess = model.session(32);
     let logits = sess.forward(&[1, 2, 3, 4, 5], LogitRows::All).unwrap();
     assert_eq!(logits.len(), 5 * cfg.vocab);
     assert!(logits.iter().all(|x| x.is_finite()));
     let spread = logits.iter().fold(0f32, |m, x| m.max(x.abs()));
     assert!(spread > 1e-3, "logits are all ~0: {spread}");
-    let opts = GenerateOptions { max_new_tokens: 6, ..Default::default() };
+    let opts = GenerateOptions {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
     let (ids, _) = sess.generate(&[7], &opts, |_| Ok(())).unwrap();
     assert_eq!(ids.len(), 6);
     assert!(ids.iter().all(|&t| (t as usize) < cfg.vocab));
@@ -122,14 +145,25 @@ fn every_architecture_synthesizes_and_runs() {
         let cfg = shrunk(shape);
         let dtype = dtypes[i % dtypes.len()];
         let fp = synthetic::footprint(&cfg, dtype);
-        let opts = SynthOptions { dtype, seed: 7 + i as u32, max_bytes: None };
-        let model = synthetic::model_from_config(ctx(), cfg.clone(), shape, &opts).unwrap_or_else(|e| panic!("{shape}: {e}"));
+        let opts = SynthOptions {
+            dtype,
+            seed: 7 + i as u32,
+            max_bytes: None,
+        };
+        let model =
+            synthetic::model_from_config(ctx(), cfg.clone(), shape, &opts).unwrap_or_else(|e| panic!("{shape}: {e}"));
         assert!(model.weights.gpu_bytes() <= fp.gpu_bytes, "{shape}");
         let mut sess = model.session(16);
         // Past gpt-oss's window of 4, so the sliding layers mask something.
         let tokens: Vec<u32> = (0..7).map(|t| (t * 37 + i as u32) % 512).collect();
-        let logits = sess.forward(&tokens, LogitRows::All).unwrap_or_else(|e| panic!("{shape}: {e}"));
-        assert!(logits.iter().all(|x| x.is_finite()), "{shape} ({}): non-finite logits", dtype.name());
+        let logits = sess
+            .forward(&tokens, LogitRows::All)
+            .unwrap_or_else(|e| panic!("{shape}: {e}"));
+        assert!(
+            logits.iter().all(|x| x.is_finite()),
+            "{shape} ({}): non-finite logits",
+            dtype.name()
+        );
         let step = sess.forward(&[3], LogitRows::Last).unwrap();
         assert!(step.iter().all(|x| x.is_finite()), "{shape}: non-finite decode logits");
     }
@@ -160,7 +194,10 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
 
     let md = bench_model::markdown(&report);
     assert!(md.contains("| model | size | params | backend | test | t/s |"), "{md}");
-    assert!(md.contains("| tiny F16 | 4.76 MiB | 2.50 M | ") && md.contains(" (wgmoe) | pp24 | "), "{md}");
+    assert!(
+        md.contains("| tiny F16 | 4.76 MiB | 2.50 M | ") && md.contains(" (wgmoe) | pp24 | "),
+        "{md}"
+    );
     assert!(md.contains("tg6") && md.contains(" ± "), "{md}");
     let summary = bench_model::summary(&report).join("\n");
     for k in ["adapter:", "backend:", "driver:", "weight format: f16", "roofline:"] {
@@ -172,16 +209,36 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
     assert_eq!(rows.len(), 2);
     for r in rows {
         for k in [
-            "model_type", "model_size", "model_n_params", "n_prompt", "n_gen", "avg_ns", "stddev_ns", "avg_ts",
-            "stddev_ts", "samples_ns", "samples_ts", "backends", "gpu_info", "adapter", "driver", "weight_format",
+            "model_type",
+            "model_size",
+            "model_n_params",
+            "n_prompt",
+            "n_gen",
+            "avg_ns",
+            "stddev_ns",
+            "avg_ts",
+            "stddev_ts",
+            "samples_ns",
+            "samples_ts",
+            "backends",
+            "gpu_info",
+            "adapter",
+            "driver",
+            "weight_format",
         ] {
             assert!(r.get(k).is_some(), "JSON row lacks {k}: {r}");
         }
         assert_eq!(r["model_n_params"], 2_496_000);
         assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
     }
-    assert_eq!((rows[0]["n_prompt"].as_u64(), rows[0]["n_gen"].as_u64()), (Some(24), Some(0)));
-    assert_eq!((rows[1]["n_prompt"].as_u64(), rows[1]["n_gen"].as_u64()), (Some(0), Some(6)));
+    assert_eq!(
+        (rows[0]["n_prompt"].as_u64(), rows[0]["n_gen"].as_u64()),
+        (Some(24), Some(0))
+    );
+    assert_eq!(
+        (rows[1]["n_prompt"].as_u64(), rows[1]["n_gen"].as_u64()),
+        (Some(0), Some(6))
+    );
     assert!(rows[0].get("roofline_fraction").is_none());
     assert!(rows[1]["roofline_fraction"].as_f64().unwrap() > 0.0);
 
@@ -190,7 +247,13 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
             assert!(!model.ctx.caps.timestamps_in_passes);
             assert!(why.contains("timestamp"), "{why}");
         }
-        Profile::Measured { dispatches, step_us, pass_us, families, .. } => {
+        Profile::Measured {
+            dispatches,
+            step_us,
+            pass_us,
+            families,
+            ..
+        } => {
             let sum: f64 = families.iter().map(|f| f.us).sum();
             let count: usize = families.iter().map(|f| f.dispatches).sum();
             assert_eq!(count, *dispatches);
@@ -198,7 +261,10 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
             assert!(*step_us > 0.0 && *pass_us > 0.0);
             // The timestamps between dispatches cost little: the step takes about as long
             // without them (loose: lavapipe shares 2 cores with the build).
-            assert!(step_us / pass_us > 0.4 && step_us / pass_us < 2.5, "{step_us} vs {pass_us}");
+            assert!(
+                step_us / pass_us > 0.4 && step_us / pass_us < 2.5,
+                "{step_us} vs {pass_us}"
+            );
             let fams: Vec<&str> = families.iter().map(|f| f.family.as_str()).collect();
             for f in ["matvec", "attention", "moe", "router"] {
                 assert!(fams.contains(&f), "no {f} in {fams:?}");
@@ -220,9 +286,18 @@ fn family_names() {
 #[test]
 fn unknown_shape_is_a_clear_error() {
     let e = synthetic::shape_config("gpt-5").unwrap_err().to_string();
-    assert!(e.contains("gpt-5") && e.contains("olmoe-1b-7b") && e.contains("tiny"), "{e}");
-    let args = BenchModelArgs { synthetic: Some("gpt-5".into()), ..Default::default() };
-    let e = bench_model::open_model(ctx(), &args, &|_| {}).err().unwrap().to_string();
+    assert!(
+        e.contains("gpt-5") && e.contains("olmoe-1b-7b") && e.contains("tiny"),
+        "{e}"
+    );
+    let args = BenchModelArgs {
+        synthetic: Some("gpt-5".into()),
+        ..Default::default()
+    };
+    let e = bench_model::open_model(ctx(), &args, &|_| {})
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("gpt-5"), "{e}");
     let e = bench_model::parse_dtype("q4").unwrap_err().to_string();
     assert!(e.contains("q4") && e.contains("f16"), "{e}");
@@ -233,32 +308,69 @@ fn shapes_that_cannot_fit_are_clear_errors() {
     // Mixtral-8x7B in f16 is ~93 GB: more than an 80 GB H100.
     let cfg = synthetic::shape_config("mixtral-8x7b").unwrap();
     let fp = synthetic::footprint(&cfg, DType::F16);
-    assert!(fp.gpu_bytes as f64 > 92e9 && (fp.gpu_bytes as f64) < 95e9, "{}", fp.gpu_bytes);
+    assert!(
+        fp.gpu_bytes as f64 > 92e9 && (fp.gpu_bytes as f64) < 95e9,
+        "{}",
+        fp.gpu_bytes
+    );
     let h100 = 80 * (1u64 << 30);
-    let e = synthetic::check_fits("synthetic shape mixtral-8x7b", DType::F16, fp.gpu_bytes, Some(h100)).unwrap_err().to_string();
-    assert!(e.contains("mixtral-8x7b") && e.contains("86.") && e.contains("GiB") && e.contains("80.00 GiB"), "{e}");
+    let e = synthetic::check_fits("synthetic shape mixtral-8x7b", DType::F16, fp.gpu_bytes, Some(h100))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mixtral-8x7b") && e.contains("86.") && e.contains("GiB") && e.contains("80.00 GiB"),
+        "{e}"
+    );
     assert!(synthetic::check_fits("olmoe", DType::F16, 14 << 30, Some(h100)).is_ok());
     // Refused before anything is allocated, through the real entry points.
-    let opts = SynthOptions { max_bytes: Some(1 << 20), ..Default::default() };
+    let opts = SynthOptions {
+        max_bytes: Some(1 << 20),
+        ..Default::default()
+    };
     let e = synthetic::model(ctx(), "tiny", &opts).err().unwrap().to_string();
     assert!(e.contains("tiny") && e.contains("MiB") && e.contains("1.00 MiB"), "{e}");
-    let args = BenchModelArgs { synthetic: Some("mixtral-8x7b".into()), max_weights_gib: Some(80.0), ..Default::default() };
-    let e = bench_model::open_model(ctx(), &args, &|_| {}).err().unwrap().to_string();
+    let args = BenchModelArgs {
+        synthetic: Some("mixtral-8x7b".into()),
+        max_weights_gib: Some(80.0),
+        ..Default::default()
+    };
+    let e = bench_model::open_model(ctx(), &args, &|_| {})
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("mixtral-8x7b") && e.contains("80.00 GiB"), "{e}");
 }
 
 #[test]
 fn cli_bench_json() {
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
-        .args(["bench", "--synthetic", "tiny", "-p", "8", "-n", "3", "-r", "1", "--json"])
+        .args([
+            "bench",
+            "--synthetic",
+            "tiny",
+            "-p",
+            "8",
+            "-n",
+            "3",
+            "-r",
+            "1",
+            "--json",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{stderr}"));
+    let rows: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{stderr}"));
     assert_eq!(rows.as_array().unwrap().len(), 2);
-    assert!(stderr.contains("adapter:") && stderr.contains("weight format: f16"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_wgmoe")).args(["bench", "--synthetic", "nope"]).output().unwrap();
+    assert!(
+        stderr.contains("adapter:") && stderr.contains("weight format: f16"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args(["bench", "--synthetic", "nope"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown synthetic shape \"nope\""));
 }

@@ -5,24 +5,38 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name)
 }
 
 fn wgmoe(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
         .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()))
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+        )
         .output()
         .expect("run wgmoe");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!stderr.contains("panicked"), "wgmoe panicked: {stderr}");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), stderr)
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr,
+    )
 }
 
 fn reference_tokens(name: &str) -> Vec<u32> {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
-    j["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    j["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn read_f32(path: &Path) -> Vec<f32> {
@@ -46,14 +60,26 @@ fn logits_file_matches_transformers_in_both_paths() {
     for decode in [false, true] {
         let out = dir.join(format!("logits-{decode}.bin"));
         let model = fixture(name);
-        let mut args = vec!["logits", "--model", model.to_str().unwrap(), "--tokens", &list, "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "logits",
+            "--model",
+            model.to_str().unwrap(),
+            "--tokens",
+            &list,
+            "--out",
+            out.to_str().unwrap(),
+        ];
         if decode {
             args.push("--decode");
         }
         let (ok, _, err) = wgmoe(&args);
         assert!(ok, "{err}");
         let got = read_f32(&out);
-        assert_eq!(got.len(), tokens.len() * 128, "file holds exactly [n_tokens, vocab] f32");
+        assert_eq!(
+            got.len(),
+            tokens.len() * 128,
+            "file holds exactly [n_tokens, vocab] f32"
+        );
         let e = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(e < 1e-3, "decode={decode}: max error {e}");
     }
@@ -71,13 +97,29 @@ fn copy_fixture(name: &str, tag: &str) -> PathBuf {
 
 fn logits_error(model: &Path, tokens: &str) -> String {
     let out = model.join("out.bin");
-    let (ok, _, err) = wgmoe(&["logits", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap()]);
+    let (ok, _, err) = wgmoe(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok, "expected a failure, got success");
     err
 }
 
 /// Rewrite `model.safetensors` of `dir` through `edit` (name, dtype, shape, bytes) -> kept tensors.
-fn rewrite_tensors(dir: &Path, edit: impl Fn(String, safetensors::Dtype, Vec<usize>, Vec<u8>) -> Option<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>) {
+fn rewrite_tensors(
+    dir: &Path,
+    edit: impl Fn(
+        String,
+        safetensors::Dtype,
+        Vec<usize>,
+        Vec<u8>,
+    ) -> Option<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -88,7 +130,12 @@ fn rewrite_tensors(dir: &Path, edit: impl Fn(String, safetensors::Dtype, Vec<usi
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = kept
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &path).unwrap();
 }
@@ -101,24 +148,39 @@ fn bad_models_are_clear_errors() {
 
     // Unknown model_type lists the supported ones.
     let d = copy_fixture("llama", "unknown-type");
-    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"llama\"", "\"falcon\"");
+    let cfg = std::fs::read_to_string(d.join("config.json"))
+        .unwrap()
+        .replace("\"llama\"", "\"falcon\"");
     std::fs::write(d.join("config.json"), cfg).unwrap();
     let err = logits_error(&d, "1");
-    assert!(err.contains("falcon") && err.contains("qwen3_moe") && err.contains("config.json"), "{err}");
+    assert!(
+        err.contains("falcon") && err.contains("qwen3_moe") && err.contains("config.json"),
+        "{err}"
+    );
 
     // Truncated weights file.
     let d = copy_fixture("llama", "truncated");
     let f = d.join("model.safetensors");
     let len = std::fs::metadata(&f).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let err = logits_error(&d, "1");
     assert!(err.contains("model.safetensors"), "{err}");
 
     // A missing tensor is named.
     let d = copy_fixture("qwen3_moe", "missing");
-    rewrite_tensors(&d, |n, dt, s, b| (n != "model.layers.1.mlp.experts.3.up_proj.weight").then_some((n, dt, s, b)));
+    rewrite_tensors(&d, |n, dt, s, b| {
+        (n != "model.layers.1.mlp.experts.3.up_proj.weight").then_some((n, dt, s, b))
+    });
     let err = logits_error(&d, "1");
-    assert!(err.contains("model.layers.1.mlp.experts.3.up_proj.weight") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("model.layers.1.mlp.experts.3.up_proj.weight") && err.contains("missing"),
+        "{err}"
+    );
 
     // A tensor of the wrong shape names both shapes.
     let d = copy_fixture("llama", "shape");
@@ -131,7 +193,10 @@ fn bad_models_are_clear_errors() {
         }
     });
     let err = logits_error(&d, "1");
-    assert!(err.contains("k_proj.weight") && err.contains("[16, 64]") && err.contains("[32, 64]"), "{err}");
+    assert!(
+        err.contains("k_proj.weight") && err.contains("[16, 64]") && err.contains("[32, 64]"),
+        "{err}"
+    );
 
     // A tensor of an unsupported dtype.
     let d = copy_fixture("llama", "dtype");
@@ -156,13 +221,29 @@ fn bad_requests_are_clear_errors() {
     assert!(err.contains("context"), "{err}");
     let (ok, _, err) = wgmoe(&["--device", "no-such-gpu", "devices"]);
     assert!(ok, "devices lists adapters even when --device matches none: {err}");
-    let (ok, _, err) = wgmoe(&["--device", "no-such-gpu", "logits", "--model", m.to_str().unwrap(), "--tokens", "1", "--out", "/tmp/x"]);
+    let (ok, _, err) = wgmoe(&[
+        "--device",
+        "no-such-gpu",
+        "logits",
+        "--model",
+        m.to_str().unwrap(),
+        "--tokens",
+        "1",
+        "--out",
+        "/tmp/x",
+    ]);
     assert!(!ok && err.contains("no-such-gpu") && err.contains("[0]"), "{err}");
 }
 
 fn asset(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets").join(rel);
-    assert!(p.exists(), "{} is missing: run scripts/fetch_test_assets.sh", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-assets")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch_test_assets.sh",
+        p.display()
+    );
     p
 }
 
@@ -187,7 +268,16 @@ fn tokenize_prints_the_tokenizers_ids() {
 fn run_and_chat_answer_with_smollm2() {
     let gguf = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
     let model = gguf.to_str().unwrap();
-    let (ok, out, err) = wgmoe(&["run", "--model", model, "--chat", "--prompt", "What is the capital of France?", "-n", "24"]);
+    let (ok, out, err) = wgmoe(&[
+        "run",
+        "--model",
+        model,
+        "--chat",
+        "--prompt",
+        "What is the capital of France?",
+        "-n",
+        "24",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("Paris"), "answer: {out:?}");
     assert!(err.contains("tok/s") && err.contains("loaded"), "{err}");
@@ -202,9 +292,17 @@ fn run_and_chat_answer_with_smollm2() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"What is the capital of France?\nAnd of Italy?\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\nAnd of Italy?\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
     assert!(stdout.contains("Paris"), "{stdout:?}");
     let prompts: Vec<usize> = stderr
@@ -212,5 +310,8 @@ fn run_and_chat_answer_with_smollm2() {
         .filter_map(|l| l.strip_prefix("prompt: ")?.split(' ').next()?.parse().ok())
         .collect();
     assert_eq!(prompts.len(), 2, "{stderr}");
-    assert!(prompts[1] < prompts[0], "second turn re-fed the whole conversation: {prompts:?}");
+    assert!(
+        prompts[1] < prompts[0],
+        "second turn re-fed the whole conversation: {prompts:?}"
+    );
 }

@@ -11,9 +11,38 @@ fn copy_between_strided_layouts() {
         let mut rng = Rng::new(3);
         // MLA: q_pe (the last 8 of each 24-wide head) into the last 8 of each 24-wide q_cat head.
         for (from, to) in [
-            (Rows { rows: 12, width: 8, stride: 24, offset: 16 }, Rows { rows: 12, width: 8, stride: 24, offset: 16 }),
-            (Rows { rows: 1, width: 2048, stride: 2048, offset: 5 * 2048 }, Rows::packed(1, 2048)),
-            (Rows::packed(7, 33), Rows { rows: 7, width: 33, stride: 40, offset: 3 }),
+            (
+                Rows {
+                    rows: 12,
+                    width: 8,
+                    stride: 24,
+                    offset: 16,
+                },
+                Rows {
+                    rows: 12,
+                    width: 8,
+                    stride: 24,
+                    offset: 16,
+                },
+            ),
+            (
+                Rows {
+                    rows: 1,
+                    width: 2048,
+                    stride: 2048,
+                    offset: 5 * 2048,
+                },
+                Rows::packed(1, 2048),
+            ),
+            (
+                Rows::packed(7, 33),
+                Rows {
+                    rows: 7,
+                    width: 33,
+                    stride: 40,
+                    offset: 3,
+                },
+            ),
         ] {
             let src = rng.vec((from.rows - 1) * from.stride + from.offset + from.width, 1.0);
             let before = rng.vec((to.rows - 1) * to.stride + to.offset + to.width + 5, 1.0);

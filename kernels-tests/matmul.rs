@@ -163,16 +163,11 @@ fn check_on(
         bias_dtype.name(),
         w.chunks.len()
     );
-    let rows: Vec<f32> = (0..c.t)
-        .flat_map(|t| got[t * c.y_stride..][..c.n].to_vec())
-        .collect();
+    let rows: Vec<f32> = (0..c.t).flat_map(|t| got[t * c.y_stride..][..c.n].to_vec()).collect();
     assert_nmse(&what, &rows, &want, BOUND);
     for t in 0..c.t.saturating_sub(1) {
         let gap = &got[t * c.y_stride + c.n..(t + 1) * c.y_stride];
-        assert!(
-            gap.iter().all(|&v| v == SENTINEL),
-            "{what}: wrote into y's row gap"
-        );
+        assert!(gap.iter().all(|&v| v == SENTINEL), "{what}: wrote into y's row gap");
     }
     w.chunks.len()
 }
@@ -182,16 +177,7 @@ fn check(kernel: Kernel, c: Case, seed: u64) {
     for (name, ctx) in contexts() {
         for (i, dtype) in DTYPES.into_iter().enumerate() {
             let bias_dtype = DTYPES[(i + 1) % DTYPES.len()];
-            check_on(
-                kernel,
-                name,
-                ctx,
-                c,
-                dtype,
-                bias_dtype,
-                None,
-                seed + i as u64,
-            );
+            check_on(kernel, name, ctx, c, dtype, bias_dtype, None, seed + i as u64);
         }
     }
 }
@@ -255,20 +241,8 @@ fn matmul_real_shapes() {
         ("OLMoE q_proj prefill", 64, 2048, 2048, DType::BF16),
         ("Qwen3 q_proj decode", 1, 4096, 2048, DType::F16),
         ("DeepSeek dense up decode", 1, 10944, 2048, DType::BF16),
-        (
-            "DeepSeek dense down decode (K=10944)",
-            1,
-            2048,
-            10944,
-            DType::BF16,
-        ),
-        (
-            "gpt-oss o_proj decode (K=4096, bias)",
-            2,
-            2880,
-            4096,
-            DType::F32,
-        ),
+        ("DeepSeek dense down decode (K=10944)", 1, 2048, 10944, DType::BF16),
+        ("gpt-oss o_proj decode (K=4096, bias)", 2, 2880, 4096, DType::F32),
     ];
     for (i, (what, t, n, k, dtype)) in shapes.into_iter().enumerate() {
         let c = Case::packed(t, n, k).with(what.contains("bias"), t == 1);
@@ -310,10 +284,7 @@ fn chunked_over_binding_limit() {
         None,
         400,
     );
-    assert!(
-        chunks > 1,
-        "a {bytes}-byte weight must be split, got {chunks} chunk"
-    );
+    assert!(chunks > 1, "a {bytes}-byte weight must be split, got {chunks} chunk");
 }
 
 /// Many small chunks with odd row counts, both kernels, both adapters.
@@ -325,28 +296,13 @@ fn chunked_small_binding_limit() {
             Case::packed(3, 1000, 129).with(true, true).strided(2, 3),
         ),
         (Kernel::Matvec, Case::packed(1, 517, 300).with(true, false)),
-        (
-            Kernel::Gemm,
-            Case::packed(70, 1000, 129).with(true, true).strided(1, 0),
-        ),
+        (Kernel::Gemm, Case::packed(70, 1000, 129).with(true, true).strided(1, 0)),
     ];
     for (name, ctx) in contexts() {
         for (i, (kernel, c)) in cases.into_iter().enumerate() {
             for dtype in DTYPES {
-                let chunks = check_on(
-                    kernel,
-                    name,
-                    ctx,
-                    c,
-                    dtype,
-                    dtype,
-                    Some(60_000),
-                    500 + i as u64,
-                );
-                assert!(
-                    chunks > 2,
-                    "{kernel:?} {c:?}: expected several chunks, got {chunks}"
-                );
+                let chunks = check_on(kernel, name, ctx, c, dtype, dtype, Some(60_000), 500 + i as u64);
+                assert!(chunks > 2, "{kernel:?} {c:?}: expected several chunks, got {chunks}");
             }
         }
     }
@@ -366,42 +322,9 @@ fn bad_shapes_are_errors() {
             assert!(f(ctx, ok, &x, &w, Some(&good_b), &y).is_ok());
             // x too short, y too short, stride shorter than a row, no rows, wrong bias, aliasing.
             assert!(f(ctx, MatmulSpec::packed(3, &w), &x, &w, None, &y).is_err());
-            assert!(f(
-                ctx,
-                MatmulSpec {
-                    y_stride: n + 1,
-                    ..ok
-                },
-                &x,
-                &w,
-                None,
-                &y
-            )
-            .is_err());
-            assert!(f(
-                ctx,
-                MatmulSpec {
-                    x_stride: k - 1,
-                    ..ok
-                },
-                &x,
-                &w,
-                None,
-                &y
-            )
-            .is_err());
-            assert!(f(
-                ctx,
-                MatmulSpec {
-                    y_stride: n - 1,
-                    ..ok
-                },
-                &x,
-                &w,
-                None,
-                &y
-            )
-            .is_err());
+            assert!(f(ctx, MatmulSpec { y_stride: n + 1, ..ok }, &x, &w, None, &y).is_err());
+            assert!(f(ctx, MatmulSpec { x_stride: k - 1, ..ok }, &x, &w, None, &y).is_err());
+            assert!(f(ctx, MatmulSpec { y_stride: n - 1, ..ok }, &x, &w, None, &y).is_err());
             assert!(f(ctx, MatmulSpec::packed(0, &w), &x, &w, None, &y).is_err());
             assert!(f(ctx, ok, &x, &w, Some(&bad_b), &y).is_err());
             assert!(f(ctx, ok, &x, &w, Some(&w), &y).is_err());
@@ -428,7 +351,12 @@ fn bad_shapes_are_errors() {
 fn norm_prologue_matches_norm_then_matmul() {
     use wgmoe::kernels::matmul::{matmul_normed, NormPrologue};
     for (name, ctx) in contexts() {
-        for (t, n, k, dx, chunk_limit) in [(1, 37, 64, 0, None), (3, 130, 200, 4, None), (8, 64, 72, 0, Some(4096u64)), (20, 50, 96, 0, None)] {
+        for (t, n, k, dx, chunk_limit) in [
+            (1, 37, 64, 0, None),
+            (3, 130, 200, 4, None),
+            (8, 64, 72, 0, Some(4096u64)),
+            (20, 50, 96, 0, None),
+        ] {
             for dtype in DTYPES {
                 let mut rng = Rng::new((t * 1000 + n + k) as u64);
                 let xs = k + dx;
@@ -438,7 +366,9 @@ fn norm_prologue_matches_norm_then_matmul() {
                 let bv = rng.vec(n, 0.5);
                 let eps = 1e-5;
                 let w = match chunk_limit {
-                    Some(l) => Weight::upload_with_binding_limit(ctx, "w", dtype, n, k, 1, &dtype.encode(&wv), l).unwrap(),
+                    Some(l) => {
+                        Weight::upload_with_binding_limit(ctx, "w", dtype, n, k, 1, &dtype.encode(&wv), l).unwrap()
+                    }
                     None => Weight::from_f32(ctx, "w", dtype, n, k, &wv).unwrap(),
                 };
                 if chunk_limit.is_some() {
@@ -450,7 +380,12 @@ fn norm_prologue_matches_norm_then_matmul() {
                 let normed = Tensor::zeros(ctx, "normed", t * k);
                 let y = Tensor::zeros(ctx, "y", t * n);
                 let spec = MatmulSpec::strided(t, xs, n);
-                let norm = NormPrologue { weight: &gw, eps, normed: &normed, store: true };
+                let norm = NormPrologue {
+                    weight: &gw,
+                    eps,
+                    normed: &normed,
+                    store: true,
+                };
                 let ds = matmul_normed(ctx, spec, &xt, norm, &w, Some(&b), &y).unwrap();
                 ctx.submit(&ds.iter().collect::<Vec<_>>());
                 let (gr, wr) = (rounded(dtype, &g), rounded(dtype, &wv));
@@ -470,7 +405,12 @@ fn norm_prologue_matches_norm_then_matmul() {
                 }
                 let what = format!("{name} {} t={t} n={n} k={k}", dtype.name());
                 assert_nmse(&what, &y.read_f32(ctx).unwrap(), &want_y, BOUND);
-                assert_nmse(&format!("{what} normed"), &normed.read_f32(ctx).unwrap(), &want_h, BOUND);
+                assert_nmse(
+                    &format!("{what} normed"),
+                    &normed.read_f32(ctx).unwrap(),
+                    &want_h,
+                    BOUND,
+                );
             }
         }
     }

@@ -9,8 +9,18 @@ fn check(tokens: usize, heads: usize, in_dim: usize, out_dim: usize, x: HeadLayo
     for (name, ctx) in contexts() {
         for dtype in DTYPES {
             let mut rng = Rng::new((in_dim * 7 + out_dim) as u64);
-            let spec = HeadMatvecSpec { tokens, heads, in_dim, out_dim, x, y };
-            let xv = rng.vec((tokens - 1) * x.row_stride + (heads - 1) * x.head_stride + x.offset + in_dim, 1.0);
+            let spec = HeadMatvecSpec {
+                tokens,
+                heads,
+                in_dim,
+                out_dim,
+                x,
+                y,
+            };
+            let xv = rng.vec(
+                (tokens - 1) * x.row_stride + (heads - 1) * x.head_stride + x.offset + in_dim,
+                1.0,
+            );
             let wv = rng.vec(heads * out_dim * in_dim, 0.5);
             let ylen = (tokens - 1) * y.row_stride + (heads - 1) * y.head_stride + y.offset + out_dim;
             let w = Weight::from_f32(ctx, "w", dtype, heads * out_dim, in_dim, &wv).unwrap();
@@ -41,26 +51,58 @@ fn check(tokens: usize, heads: usize, in_dim: usize, out_dim: usize, x: HeadLayo
 #[test]
 fn absorbed_query_tiny() {
     // q_nope (first 16 of each 24-wide head) -> q_lat (first 16 of each 24-wide q_cat head).
-    let x = HeadLayout { row_stride: 96, head_stride: 24, offset: 0 };
-    let y = HeadLayout { row_stride: 96, head_stride: 24, offset: 0 };
+    let x = HeadLayout {
+        row_stride: 96,
+        head_stride: 24,
+        offset: 0,
+    };
+    let y = HeadLayout {
+        row_stride: 96,
+        head_stride: 24,
+        offset: 0,
+    };
     check(5, 4, 16, 16, x, y);
 }
 
 #[test]
 fn v2_lite_shapes() {
     // W_UK^T: 128 -> 512 into a 576-wide q_cat head; W_UV: 512 -> 128 out of the latent output.
-    let x = HeadLayout { row_stride: 16 * 192, head_stride: 192, offset: 0 };
-    let y = HeadLayout { row_stride: 16 * 576, head_stride: 576, offset: 0 };
+    let x = HeadLayout {
+        row_stride: 16 * 192,
+        head_stride: 192,
+        offset: 0,
+    };
+    let y = HeadLayout {
+        row_stride: 16 * 576,
+        head_stride: 576,
+        offset: 0,
+    };
     check(2, 16, 128, 512, x, y);
-    let x = HeadLayout { row_stride: 16 * 512, head_stride: 512, offset: 0 };
-    let y = HeadLayout { row_stride: 16 * 128, head_stride: 128, offset: 0 };
+    let x = HeadLayout {
+        row_stride: 16 * 512,
+        head_stride: 512,
+        offset: 0,
+    };
+    let y = HeadLayout {
+        row_stride: 16 * 128,
+        head_stride: 128,
+        offset: 0,
+    };
     check(1, 16, 512, 128, x, y);
 }
 
 #[test]
 fn odd_sizes() {
-    let x = HeadLayout { row_stride: 3 * 13 + 2, head_stride: 13, offset: 1 };
-    let y = HeadLayout { row_stride: 3 * 70, head_stride: 70, offset: 0 };
+    let x = HeadLayout {
+        row_stride: 3 * 13 + 2,
+        head_stride: 13,
+        offset: 1,
+    };
+    let y = HeadLayout {
+        row_stride: 3 * 70,
+        head_stride: 70,
+        offset: 0,
+    };
     check(3, 3, 13, 67, x, y);
 }
 
@@ -70,8 +112,19 @@ fn bad_shapes_are_errors() {
     let w = Weight::from_f32(ctx, "w", wgmoe::gpu::DType::F32, 8, 4, &[0.0; 32]).unwrap();
     let x = Tensor::zeros(ctx, "x", 8);
     let y = Tensor::zeros(ctx, "y", 16);
-    let l = |s, h| HeadLayout { row_stride: s, head_stride: h, offset: 0 };
-    let spec = HeadMatvecSpec { tokens: 1, heads: 2, in_dim: 4, out_dim: 4, x: l(8, 4), y: l(8, 4) };
+    let l = |s, h| HeadLayout {
+        row_stride: s,
+        head_stride: h,
+        offset: 0,
+    };
+    let spec = HeadMatvecSpec {
+        tokens: 1,
+        heads: 2,
+        in_dim: 4,
+        out_dim: 4,
+        x: l(8, 4),
+        y: l(8, 4),
+    };
     assert!(head_matvec(ctx, spec, &x, &w, &y).is_ok());
     assert!(head_matvec(ctx, HeadMatvecSpec { out_dim: 3, ..spec }, &x, &w, &y).is_err());
     assert!(head_matvec(ctx, HeadMatvecSpec { tokens: 2, ..spec }, &x, &w, &y).is_err());

@@ -9,7 +9,9 @@ use wgmoe::model::plan::LogitRows;
 use wgmoe::model::Model;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name)
 }
 
 struct Reference {
@@ -21,10 +23,22 @@ struct Reference {
 
 fn reference(name: &str) -> Reference {
     let dir = fixture(name);
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let ids = |k: &str| j[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let ids = |k: &str| {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
     let bytes = std::fs::read(dir.join("logits.bin")).unwrap();
-    Reference { prompt: ids("prompt"), tokens: ids("tokens"), greedy: ids("greedy"), logits: bytemuck::pod_collect_to_vec(&bytes) }
+    Reference {
+        prompt: ids("prompt"),
+        tokens: ids("tokens"),
+        greedy: ids("greedy"),
+        logits: bytemuck::pod_collect_to_vec(&bytes),
+    }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -33,7 +47,10 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0 as u32
 }
 
 /// Prefill, decode and greedy parity for one fixture; `bound` is the max abs logit error.
@@ -70,15 +87,26 @@ fn parity(name: &str, bound: f32) {
 
     // The same through the GPU sampler, with the token fed back on the GPU.
     let mut s = model.session(64);
-    let opts = GenerateOptions { max_new_tokens: r.greedy.len(), ..Default::default() };
+    let opts = GenerateOptions {
+        max_new_tokens: r.greedy.len(),
+        ..Default::default()
+    };
     let mut streamed = Vec::new();
-    let (ids, stats) = s.generate(&r.prompt, &opts, |t| {
-        let _: () = streamed.push(t);
-        Ok(())
-    }).unwrap();
-    assert_eq!(ids, r.greedy, "{name}: GPU-sampled greedy tokens differ from transformers'");
+    let (ids, stats) = s
+        .generate(&r.prompt, &opts, |t| {
+            let _: () = streamed.push(t);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        ids, r.greedy,
+        "{name}: GPU-sampled greedy tokens differ from transformers'"
+    );
     assert_eq!(streamed, ids);
-    assert_eq!((stats.prompt_tokens, stats.generated, stats.stopped_by), (r.prompt.len(), r.greedy.len(), "max tokens"));
+    assert_eq!(
+        (stats.prompt_tokens, stats.generated, stats.stopped_by),
+        (r.prompt.len(), r.greedy.len(), "max tokens")
+    );
 }
 
 // f32 weights: logits of magnitude ~10 agree with transformers' fp32 eager forward to 1e-3.
@@ -147,14 +175,24 @@ fn sampling_is_seeded_and_stops() {
     let model = Model::load_dir(ctx, &fixture("qwen3_moe"), &|_, _| {}).unwrap();
     let prompt = reference("qwen3_moe").prompt;
     let run = |seed: u64, stop: Vec<u32>| {
-        let opts = GenerateOptions { max_new_tokens: 12, temperature: 1.0, top_k: 20, top_p: 0.9, seed, stop };
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            temperature: 1.0,
+            top_k: 20,
+            top_p: 0.9,
+            seed,
+            stop,
+        };
         model.session(64).generate(&prompt, &opts, |_| Ok(())).unwrap()
     };
     let (a, _) = run(7, vec![]);
     let (b, _) = run(7, vec![]);
     assert_eq!(a, b, "same seed, same tokens");
     let others: Vec<Vec<u32>> = (8..12).map(|s| run(s, vec![]).0).collect();
-    assert!(others.iter().any(|o| *o != a), "different seeds never changed the sample");
+    assert!(
+        others.iter().any(|o| *o != a),
+        "different seeds never changed the sample"
+    );
     // Stopping on the 4th sampled token: the first three come out, the stop token does not.
     let (c, stats) = run(7, vec![a[3]]);
     let first = a.iter().position(|&t| t == a[3]).unwrap();
@@ -172,7 +210,10 @@ fn bad_requests_are_errors() {
     let e = s.forward(&[1; 9], LogitRows::Last).unwrap_err().to_string();
     assert!(e.contains("context"), "{e}");
     assert!(s.forward(&[], LogitRows::Last).is_err());
-    let opts = GenerateOptions { top_p: 0.0, ..Default::default() };
+    let opts = GenerateOptions {
+        top_p: 0.0,
+        ..Default::default()
+    };
     assert!(s.generate(&[1, 2], &opts, |_| Ok(())).is_err());
 }
 
@@ -185,7 +226,10 @@ fn generation_continues_after_max_tokens() {
         let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
         let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap();
         let mut s = model.session(64);
-        let opts = |n| GenerateOptions { max_new_tokens: n, ..Default::default() };
+        let opts = |n| GenerateOptions {
+            max_new_tokens: n,
+            ..Default::default()
+        };
         let (a, _) = s.generate(&r.prompt, &opts(5), |_| Ok(())).unwrap();
         assert_eq!(s.position(), r.prompt.len() + 4, "{name}");
         let (b, _) = s.generate(&a[4..], &opts(11), |_| Ok(())).unwrap();

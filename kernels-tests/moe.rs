@@ -67,14 +67,8 @@ fn expert(s: &MoeSpec, d: &Data, e: usize, x: &[f64]) -> Vec<f64> {
                 GateUpLayout::Concatenated => (i, i_n + i),
                 GateUpLayout::Interleaved => (2 * i, 2 * i + 1),
             };
-            let gb = d
-                .gate_up_bias
-                .as_ref()
-                .map_or(0.0, |b| b[e * 2 * i_n + gr] as f64);
-            let ub = d
-                .gate_up_bias
-                .as_ref()
-                .map_or(0.0, |b| b[e * 2 * i_n + ur] as f64);
+            let gb = d.gate_up_bias.as_ref().map_or(0.0, |b| b[e * 2 * i_n + gr] as f64);
+            let ub = d.gate_up_bias.as_ref().map_or(0.0, |b| b[e * 2 * i_n + ur] as f64);
             let g = dot(&gu[gr * dim..][..dim], x) + gb;
             let u = dot(&gu[ur * dim..][..dim], x) + ub;
             act(s.act, g, u)
@@ -82,8 +76,7 @@ fn expert(s: &MoeSpec, d: &Data, e: usize, x: &[f64]) -> Vec<f64> {
         .collect();
     (0..dim)
         .map(|r| {
-            dot(&d.down[(e * dim + r) * i_n..][..i_n], &h)
-                + d.down_bias.as_ref().map_or(0.0, |b| b[e * dim + r] as f64)
+            dot(&d.down[(e * dim + r) * i_n..][..i_n], &h) + d.down_bias.as_ref().map_or(0.0, |b| b[e * dim + r] as f64)
         })
         .collect()
 }
@@ -124,9 +117,7 @@ fn make_data(s: &MoeSpec, dtype: DType, bias: bool, idle: &[u32], seed: u64) -> 
     let mut rng = Rng::new(seed);
     let (e, d, i) = (s.experts, s.hidden, s.inter);
     let allowed: Vec<u32> = (0..e as u32).filter(|x| !idle.contains(x)).collect();
-    let mut ids: Vec<u32> = (0..s.tokens)
-        .flat_map(|_| pick(&mut rng, &allowed, s.top_k))
-        .collect();
+    let mut ids: Vec<u32> = (0..s.tokens).flat_map(|_| pick(&mut rng, &allowed, s.top_k)).collect();
     if s.tokens > 2 {
         let first = ids[..s.top_k].to_vec();
         ids[2 * s.top_k..][..s.top_k].copy_from_slice(&first);
@@ -137,9 +128,7 @@ fn make_data(s: &MoeSpec, dtype: DType, bias: bool, idle: &[u32], seed: u64) -> 
     Data {
         x: rng.vec(s.tokens * d, 1.0),
         ids,
-        w: (0..s.tokens * s.top_k)
-            .map(|_| 0.05 + rng.unit() as f32)
-            .collect(),
+        w: (0..s.tokens * s.top_k).map(|_| 0.05 + rng.unit() as f32).collect(),
         gate_up: round(rng.vec(e * 2 * i * d, ga)),
         down: round(rng.vec(e * d * i, da)),
         gate_up_bias: bias.then(|| round(rng.vec(e * 2 * i, 0.5))),
@@ -149,41 +138,22 @@ fn make_data(s: &MoeSpec, dtype: DType, bias: bool, idle: &[u32], seed: u64) -> 
 }
 
 /// Per-weight binding limits making chunks of two experts each (`None`: one chunk).
-fn upload(
-    ctx: &Context,
-    dtype: DType,
-    rows: usize,
-    cols: usize,
-    group: usize,
-    v: &[f32],
-    chunked: bool,
-) -> Weight {
+fn upload(ctx: &Context, dtype: DType, rows: usize, cols: usize, group: usize, v: &[f32], chunked: bool) -> Weight {
     let group_bytes = (Weight::row_words(dtype, cols) * 4 * group) as u64;
     let limit = if chunked {
         2 * group_bytes + 16
     } else {
         ctx.caps.max_storage_binding
     };
-    Weight::upload_with_binding_limit(ctx, "w", dtype, rows, cols, group, &dtype.encode(v), limit)
-        .unwrap()
+    Weight::upload_with_binding_limit(ctx, "w", dtype, rows, cols, group, &dtype.encode(v), limit).unwrap()
 }
 
-fn run_gpu(
-    ctx: &Context,
-    s: &MoeSpec,
-    dtype: DType,
-    d: &Data,
-    chunked: bool,
-    path: Path,
-) -> Vec<f32> {
+fn run_gpu(ctx: &Context, s: &MoeSpec, dtype: DType, d: &Data, chunked: bool, path: Path) -> Vec<f32> {
     let (e, dim, i) = (s.experts, s.hidden, s.inter);
     let gu = upload(ctx, dtype, e * 2 * i, dim, 2 * i, &d.gate_up, chunked);
     let dn = upload(ctx, dtype, e * dim, i, dim, &d.down, chunked);
     if chunked {
-        assert!(
-            gu.chunks.len() >= 3 && dn.chunks.len() >= 3,
-            "chunking not exercised"
-        );
+        assert!(gu.chunks.len() >= 3 && dn.chunks.len() >= 3, "chunking not exercised");
     }
     let gub = d
         .gate_up_bias
@@ -202,7 +172,12 @@ fn run_gpu(
         Path::Decode => moe_decode,
         Path::Prefill => moe_prefill,
     };
-    let experts = Experts { gate_up: &gu, down: &dn, gate_up_bias: gub.as_ref(), down_bias: dnb.as_ref() };
+    let experts = Experts {
+        gate_up: &gu,
+        down: &dn,
+        gate_up_bias: gub.as_ref(),
+        down_bias: dnb.as_ref(),
+    };
     let ds = f(ctx, *s, experts, &x, &ids, &w, &y).unwrap();
     ctx.submit(&ds.iter().collect::<Vec<_>>());
     y.read_f32(ctx).unwrap()
@@ -214,10 +189,7 @@ fn check(s: MoeSpec, dtype: DType, bias: bool, idle: &[u32], chunked: bool, path
     let want = reference(&s, &d);
     for (name, ctx) in contexts() {
         let got = run_gpu(ctx, &s, dtype, &d, chunked, path);
-        let what = format!(
-            "{name} {} {s:?} bias={bias} chunked={chunked}",
-            dtype.name()
-        );
+        let what = format!("{name} {} {s:?} bias={bias} chunked={chunked}", dtype.name());
         assert_nmse(&what, &got, &want, NMSE);
     }
 }
@@ -272,12 +244,7 @@ fn prefill_all_dtypes_layouts_acts() {
 
 #[test]
 fn odd_sizes_idle_experts_accumulate() {
-    for (path, t) in [
-        (Path::Auto, 1),
-        (Path::Auto, 5),
-        (Path::Auto, 37),
-        (Path::Prefill, 3),
-    ] {
+    for (path, t) in [(Path::Auto, 1), (Path::Auto, 5), (Path::Auto, 37), (Path::Prefill, 3)] {
         for accumulate in [false, true] {
             // D and I not multiples of 4 or 8; experts 1, 4 and 9 get no token.
             let s = MoeSpec {
@@ -343,67 +310,102 @@ fn bad_shapes_are_errors() {
     let ctx = native();
     let s = spec(2, 4, 2, 16, 8);
     let f = |n| Tensor::zeros(ctx, "t", n);
-    let zeros =
-        |r: usize, c: usize, g: usize| upload(ctx, DType::F32, r, c, g, &vec![0.0; r * c], false);
+    let zeros = |r: usize, c: usize, g: usize| upload(ctx, DType::F32, r, c, g, &vec![0.0; r * c], false);
     let (gu, dn) = (zeros(4 * 16, 16, 16), zeros(4 * 16, 8, 16));
     let (x, ids, w, y) = (f(32), f(4), f(4), f(32));
     let call = |s: MoeSpec, gu: &Weight, dn: &Weight, x: &Tensor| {
-        moe(ctx, s, Experts { gate_up: gu, down: dn, gate_up_bias: None, down_bias: None }, x, &ids, &w, &y).is_err()
+        moe(
+            ctx,
+            s,
+            Experts {
+                gate_up: gu,
+                down: dn,
+                gate_up_bias: None,
+                down_bias: None,
+            },
+            x,
+            &ids,
+            &w,
+            &y,
+        )
+        .is_err()
     };
     assert!(!call(s, &gu, &dn, &x), "a good shape");
-    assert!(moe_prefill(ctx, s, Experts { gate_up: &gu, down: &dn, gate_up_bias: None, down_bias: None }, &x, &ids, &w, &y).is_ok());
+    assert!(moe_prefill(
+        ctx,
+        s,
+        Experts {
+            gate_up: &gu,
+            down: &dn,
+            gate_up_bias: None,
+            down_bias: None
+        },
+        &x,
+        &ids,
+        &w,
+        &y
+    )
+    .is_ok());
     assert!(call(MoeSpec { top_k: 5, ..s }, &gu, &dn, &x), "k > E");
-    assert!(
-        call(MoeSpec { inter: 9, ..s }, &gu, &dn, &x),
-        "gate_up rows != E*2I"
-    );
-    assert!(
-        call(MoeSpec { hidden: 8, ..s }, &gu, &dn, &x),
-        "gate_up cols != D"
-    );
-    assert!(
-        call(MoeSpec { experts: 3, ..s }, &gu, &dn, &x),
-        "expert count mismatch"
-    );
+    assert!(call(MoeSpec { inter: 9, ..s }, &gu, &dn, &x), "gate_up rows != E*2I");
+    assert!(call(MoeSpec { hidden: 8, ..s }, &gu, &dn, &x), "gate_up cols != D");
+    assert!(call(MoeSpec { experts: 3, ..s }, &gu, &dn, &x), "expert count mismatch");
     assert!(call(s, &dn, &gu, &x), "weights swapped");
     assert!(call(s, &gu, &dn, &f(16)), "x too short");
-    assert!(
-        call(MoeSpec { tokens: 3, ..s }, &gu, &dn, &x),
-        "ids too short"
-    );
+    assert!(call(MoeSpec { tokens: 3, ..s }, &gu, &dn, &x), "ids too short");
     assert!(call(MoeSpec { tokens: 0, ..s }, &gu, &dn, &x), "no tokens");
     let ungrouped = zeros(4 * 16, 16, 1);
-    assert!(
-        call(s, &ungrouped, &dn, &x),
-        "gate_up not grouped by expert"
-    );
+    assert!(call(s, &ungrouped, &dn, &x), "gate_up not grouped by expert");
     let bad_bias = zeros(4, 8, 1);
     assert!(
-        moe(ctx, s, Experts { gate_up: &gu, down: &dn, gate_up_bias: Some(&bad_bias), down_bias: None }, &x, &ids, &w, &y).is_err(),
+        moe(
+            ctx,
+            s,
+            Experts {
+                gate_up: &gu,
+                down: &dn,
+                gate_up_bias: Some(&bad_bias),
+                down_bias: None
+            },
+            &x,
+            &ids,
+            &w,
+            &y
+        )
+        .is_err(),
         "gate_up bias [E, I]"
     );
     let big = f(9 * 16);
     let (ids9, w9) = (f(18), f(18));
     let s9 = MoeSpec { tokens: 9, ..s };
     assert!(
-        moe_decode(ctx, s9, Experts { gate_up: &gu, down: &dn, gate_up_bias: None, down_bias: None }, &big, &ids9, &w9, &big).is_err(),
+        moe_decode(
+            ctx,
+            s9,
+            Experts {
+                gate_up: &gu,
+                down: &dn,
+                gate_up_bias: None,
+                down_bias: None
+            },
+            &big,
+            &ids9,
+            &w9,
+            &big
+        )
+        .is_err(),
         "decode beyond 8 tokens"
     );
 }
 
 /// Softmax + top-k + renormalise in f64; `None` when a choice is within 1e-4 of a tie.
 fn route(logits: &[f32], k: usize) -> Option<(Vec<u32>, Vec<f32>)> {
-    let m = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+    let m = logits.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
     let p: Vec<f64> = logits.iter().map(|&l| (l as f64 - m).exp()).collect();
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
     let z: f64 = p.iter().sum();
-    if order[..k + 1]
-        .windows(2)
-        .any(|w| (p[w[0]] - p[w[1]]) / z < 1e-4)
-    {
+    if order[..k + 1].windows(2).any(|w| (p[w[0]] - p[w[1]]) / z < 1e-4) {
         return None;
     }
     let sum: f64 = order[..k].iter().map(|&i| p[i]).sum();
@@ -455,7 +457,21 @@ fn router_to_experts_end_to_end() {
                 scale: 1.0,
             };
             let r = router(ctx, &rs, &lt, None, &ids, &wt).unwrap();
-            let m = moe(ctx, s, Experts { gate_up: &gu, down: &dn, gate_up_bias: None, down_bias: None }, &x, &ids, &wt, &y).unwrap();
+            let m = moe(
+                ctx,
+                s,
+                Experts {
+                    gate_up: &gu,
+                    down: &dn,
+                    gate_up_bias: None,
+                    down_bias: None,
+                },
+                &x,
+                &ids,
+                &wt,
+                &y,
+            )
+            .unwrap();
             let mut all = vec![&r];
             all.extend(m.iter());
             ctx.submit(&all);

@@ -71,7 +71,9 @@ fn check(c: Case) {
         let s = c.spec;
         let mut rng = Rng::new((s.head_dim * 31 + s.tokens * 7 + c.pos0) as u64);
         let qkv = rng.vec(s.tokens * s.row_width(), 3.0);
-        let inv: Vec<f32> = (0..s.head_dim / 2).map(|i| 10000f32.powf(-2.0 * i as f32 / s.head_dim as f32)).collect();
+        let inv: Vec<f32> = (0..s.head_dim / 2)
+            .map(|i| 10000f32.powf(-2.0 * i as f32 / s.head_dim as f32))
+            .collect();
         let qn_v: Vec<f32> = (0..s.head_dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
         let kn_v: Vec<f32> = (0..s.head_dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
         let dt = c.norm.unwrap_or(DType::F32);
@@ -90,7 +92,9 @@ fn check(c: Case) {
         let (want_q, want_k, want_v) = reference(&c, &qkv, &rounded(dt, &qn_v), &rounded(dt, &kn_v), &inv);
         let got = t_qkv.read_f32(ctx).unwrap();
         let w = s.row_width();
-        let got_q: Vec<f32> = (0..s.tokens).flat_map(|t| got[t * w..][..s.heads * s.head_dim].to_vec()).collect();
+        let got_q: Vec<f32> = (0..s.tokens)
+            .flat_map(|t| got[t * w..][..s.heads * s.head_dim].to_vec())
+            .collect();
         let what = format!("{name} {:?} norm={:?} pos0={}", s, c.norm, c.pos0);
         assert_nmse(&format!("{what} q"), &got_q, &want_q, 1e-10);
         assert_nmse(&format!("{what} k"), &kc.read_f32(ctx).unwrap(), &want_k, 1e-10);
@@ -114,23 +118,57 @@ fn spec(tokens: usize, heads: usize, kv_heads: usize, head_dim: usize) -> QkvSpe
 
 #[test]
 fn plain_gqa_decode_and_prefill() {
-    check(Case { spec: spec(1, 4, 2, 16), norm: None, pos0: 7 });
-    check(Case { spec: spec(5, 4, 2, 16), norm: None, pos0: 0 });
+    check(Case {
+        spec: spec(1, 4, 2, 16),
+        norm: None,
+        pos0: 7,
+    });
+    check(Case {
+        spec: spec(5, 4, 2, 16),
+        norm: None,
+        pos0: 0,
+    });
     // Llama/Mixtral-like head at a late position, a yarn-like amplitude.
-    check(Case { spec: QkvSpec { attention_factor: 1.34657, ..spec(3, 8, 2, 128) }, norm: None, pos0: 50 });
+    check(Case {
+        spec: QkvSpec {
+            attention_factor: 1.34657,
+            ..spec(3, 8, 2, 128)
+        },
+        norm: None,
+        pos0: 50,
+    });
 }
 
 #[test]
 fn qwen3_per_head_norm_every_dtype() {
     for dt in DTYPES {
-        check(Case { spec: spec(2, 32, 4, 128), norm: Some(dt), pos0: 11 });
+        check(Case {
+            spec: spec(2, 32, 4, 128),
+            norm: Some(dt),
+            pos0: 11,
+        });
     }
 }
 
 #[test]
 fn olmoe_clip_and_odd_heads() {
-    check(Case { spec: QkvSpec { clip: Some(0.8), ..spec(4, 3, 3, 20) }, norm: None, pos0: 3 });
-    check(Case { spec: QkvSpec { clip: Some(0.5), layout: RopeLayout::Interleaved, ..spec(2, 2, 1, 6) }, norm: Some(DType::F32), pos0: 9 });
+    check(Case {
+        spec: QkvSpec {
+            clip: Some(0.8),
+            ..spec(4, 3, 3, 20)
+        },
+        norm: None,
+        pos0: 3,
+    });
+    check(Case {
+        spec: QkvSpec {
+            clip: Some(0.5),
+            layout: RopeLayout::Interleaved,
+            ..spec(2, 2, 1, 6)
+        },
+        norm: Some(DType::F32),
+        pos0: 9,
+    });
 }
 
 #[test]

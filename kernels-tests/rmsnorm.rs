@@ -41,11 +41,27 @@ fn check(s: NormShape, with_delta: bool, in_place: bool, seed: u64) {
             ctx.submit(&[&d]);
             let (want_x, want_y) = reference(&x, delta.as_deref(), &rounded(dtype, &wv), s);
             let what = format!("{name} {} {s:?} delta={with_delta} in_place={in_place}", dtype.name());
-            let got = if in_place { xt.read_f32(ctx).unwrap() } else { yt.read_f32(ctx).unwrap() };
+            let got = if in_place {
+                xt.read_f32(ctx).unwrap()
+            } else {
+                yt.read_f32(ctx).unwrap()
+            };
             // Compare only the rows' own elements (strided layouts leave gaps untouched).
-            let (stride, offset) = if in_place { (s.x_stride, s.x_offset) } else { (s.y_stride, 0) };
-            let pick = |v: &[f32]| -> Vec<f32> { (0..s.rows).flat_map(|r| v[r * stride + offset..][..s.dim].to_vec()).collect() };
-            let pick64 = |v: &[f64]| -> Vec<f64> { (0..s.rows).flat_map(|r| v[r * s.y_stride..][..s.dim].to_vec()).collect() };
+            let (stride, offset) = if in_place {
+                (s.x_stride, s.x_offset)
+            } else {
+                (s.y_stride, 0)
+            };
+            let pick = |v: &[f32]| -> Vec<f32> {
+                (0..s.rows)
+                    .flat_map(|r| v[r * stride + offset..][..s.dim].to_vec())
+                    .collect()
+            };
+            let pick64 = |v: &[f64]| -> Vec<f64> {
+                (0..s.rows)
+                    .flat_map(|r| v[r * s.y_stride..][..s.dim].to_vec())
+                    .collect()
+            };
             assert_nmse(&what, &pick(&got), &pick64(&want_y), 1e-10);
             if with_delta {
                 let gx = xt.read_f32(ctx).unwrap();
@@ -58,7 +74,12 @@ fn check(s: NormShape, with_delta: bool, in_place: bool, seed: u64) {
 #[test]
 fn plain_odd_shapes() {
     for (rows, dim) in [(1, 1), (1, 7), (3, 129), (5, 1000), (2, 2048)] {
-        check(NormShape::new(rows, dim, 1e-6), false, false, rows as u64 * 31 + dim as u64);
+        check(
+            NormShape::new(rows, dim, 1e-6),
+            false,
+            false,
+            rows as u64 * 31 + dim as u64,
+        );
     }
 }
 
@@ -78,12 +99,25 @@ fn in_place_per_head_qk_norm() {
 #[test]
 fn strided_rows_mla_latent() {
     // DeepSeek-V2-Lite: normalise the first 512 of each 576-wide kv_a row into a packed output.
-    let s = NormShape { x_stride: 576, y_stride: 512, ..NormShape::new(5, 512, 1e-6) };
+    let s = NormShape {
+        x_stride: 576,
+        y_stride: 512,
+        ..NormShape::new(5, 512, 1e-6)
+    };
     check(s, false, false, 9);
-    let s = NormShape { x_stride: 576, y_stride: 576, ..NormShape::new(3, 512, 1e-6) };
+    let s = NormShape {
+        x_stride: 576,
+        y_stride: 576,
+        ..NormShape::new(3, 512, 1e-6)
+    };
     check(s, false, true, 10);
     // OLMoE's k_norm: the k part of fused q|k|v rows, in place.
-    let s = NormShape { x_stride: 3 * 256, y_stride: 3 * 256, x_offset: 256, ..NormShape::new(4, 256, 1e-5) };
+    let s = NormShape {
+        x_stride: 3 * 256,
+        y_stride: 3 * 256,
+        x_offset: 256,
+        ..NormShape::new(4, 256, 1e-5)
+    };
     check(s, false, true, 10);
 }
 

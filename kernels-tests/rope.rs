@@ -58,19 +58,12 @@ fn check(what: &str, s: RopeSpec, inv: &[f32], pos0: u32, seed: u64) {
         let x = Rng::new(seed).vec(buffer_len(&s), 1.0);
         let got = run(ctx, s, inv, &x, pos0);
         let want = reference(&x, &s, inv, pos0);
-        assert_nmse(
-            &format!("{name} {what} pos0={pos0} {s:?}"),
-            &got,
-            &want,
-            1e-7,
-        );
+        assert_nmse(&format!("{name} {what} pos0={pos0} {s:?}"), &got, &want, 1e-7);
         // Values outside the rotated dims are untouched, bit for bit.
         for t in 0..s.tokens {
             for h in 0..s.heads {
                 let base = t * s.row_stride + h * s.head_stride;
-                for j in (0..s.head_stride)
-                    .filter(|j| *j < s.rot_offset || *j >= s.rot_offset + s.rot_dims)
-                {
+                for j in (0..s.head_stride).filter(|j| *j < s.rot_offset || *j >= s.rot_offset + s.rot_dims) {
                     assert_eq!(
                         got[base + j],
                         x[base + j],
@@ -238,41 +231,15 @@ fn bad_shapes_are_errors() {
         "odd rot_dims"
     );
     assert!(
-        rope(
-            ctx,
-            &x,
-            RopeSpec {
-                rot_offset: 2,
-                ..ok
-            },
-            &it,
-            &st
-        )
-        .is_err(),
+        rope(ctx, &x, RopeSpec { rot_offset: 2, ..ok }, &it, &st).is_err(),
         "rotation past the head"
     );
     assert!(
-        rope(
-            ctx,
-            &x,
-            RopeSpec {
-                row_stride: 12,
-                ..ok
-            },
-            &it,
-            &st
-        )
-        .is_err(),
+        rope(ctx, &x, RopeSpec { row_stride: 12, ..ok }, &it, &st).is_err(),
         "heads wider than a row"
     );
     let short = Tensor::from_f32(ctx, "inv", &inv[..2]);
-    assert!(
-        rope(ctx, &x, ok, &short, &st).is_err(),
-        "inv_freq too short"
-    );
+    assert!(rope(ctx, &x, ok, &short, &st).is_err(), "inv_freq too short");
     let tiny_step = Tensor::from_u32(ctx, "step", &[0]);
-    assert!(
-        rope(ctx, &x, ok, &it, &tiny_step).is_err(),
-        "step buffer too short"
-    );
+    assert!(rope(ctx, &x, ok, &it, &tiny_step).is_err(), "step buffer too short");
 }

@@ -17,29 +17,18 @@ const MARGIN: f64 = 1e-4;
 const WEIGHT_NMSE: f64 = 1e-9;
 
 /// One token's routing in f64: `(ids, weights)`, or `None` when a decision is within MARGIN of a tie.
-fn route_token(
-    spec: &RouterSpec,
-    logits: &[f32],
-    bias: Option<&[f32]>,
-) -> Option<(Vec<u32>, Vec<f64>)> {
+fn route_token(spec: &RouterSpec, logits: &[f32], bias: Option<&[f32]>) -> Option<(Vec<u32>, Vec<f64>)> {
     let e = spec.experts;
     let s: Vec<f64> = match spec.scoring {
         Scoring::Softmax => {
-            let m = logits
-                .iter()
-                .fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+            let m = logits.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
             let ex: Vec<f64> = logits.iter().map(|&l| (l as f64 - m).exp()).collect();
             let z: f64 = ex.iter().sum();
             ex.iter().map(|v| v / z).collect()
         }
-        Scoring::Sigmoid => logits
-            .iter()
-            .map(|&l| 1.0 / (1.0 + (-(l as f64)).exp()))
-            .collect(),
+        Scoring::Sigmoid => logits.iter().map(|&l| 1.0 / (1.0 + (-(l as f64)).exp())).collect(),
     };
-    let mut c: Vec<f64> = (0..e)
-        .map(|i| s[i] + bias.map_or(0.0, |b| b[i] as f64))
-        .collect();
+    let mut c: Vec<f64> = (0..e).map(|i| s[i] + bias.map_or(0.0, |b| b[i] as f64)).collect();
     if let Some(g) = spec.groups {
         let size = e / g.n_group;
         let scores: Vec<f64> = (0..g.n_group)
@@ -54,9 +43,7 @@ fn route_token(
             .collect();
         let mut order: Vec<usize> = (0..g.n_group).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-        if g.topk_group < g.n_group
-            && scores[order[g.topk_group - 1]] - scores[order[g.topk_group]] < MARGIN
-        {
+        if g.topk_group < g.n_group && scores[order[g.topk_group - 1]] - scores[order[g.topk_group]] < MARGIN {
             return None;
         }
         for &gi in &order[g.topk_group..] {
@@ -67,22 +54,14 @@ fn route_token(
     order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));
     let k = spec.top_k;
     // The chosen must beat each other (order) and the first one left out (set).
-    let last = if k < e && c[order[k]].is_finite() {
-        k + 1
-    } else {
-        k
-    };
+    let last = if k < e && c[order[k]].is_finite() { k + 1 } else { k };
     if order[..last].windows(2).any(|w| c[w[0]] - c[w[1]] < MARGIN) {
         return None;
     }
     let ids: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
     let mut w: Vec<f64> = order[..k].iter().map(|&i| s[i]).collect();
     if spec.renormalize {
-        let eps = if spec.scoring == Scoring::Sigmoid {
-            1e-20
-        } else {
-            0.0
-        };
+        let eps = if spec.scoring == Scoring::Sigmoid { 1e-20 } else { 0.0 };
         let z: f64 = w.iter().sum::<f64>() + eps;
         w.iter_mut().for_each(|v| *v /= z);
     }
@@ -110,10 +89,7 @@ fn make_case(spec: &RouterSpec, with_bias: bool, seed: u64) -> Case {
     };
     for _ in 0..spec.tokens {
         for attempt in 0.. {
-            assert!(
-                attempt < 1000,
-                "could not draw tie-free logits for {spec:?}"
-            );
+            assert!(attempt < 1000, "could not draw tie-free logits for {spec:?}");
             let l = rng.vec(spec.experts, 4.0);
             if let Some((ids, w)) = route_token(spec, &l, bias.as_deref()) {
                 case.logits.extend(l);
@@ -138,17 +114,9 @@ fn check(spec: RouterSpec, case: &Case, what: &str) -> Vec<u32> {
         ctx.submit(&[&d]);
         let got_ids = ids.read_u32(ctx).unwrap();
         let got_w = weights.read_f32(ctx).unwrap();
-        let tag = format!(
-            "{name} {what} T={} E={} k={}",
-            spec.tokens, spec.experts, spec.top_k
-        );
+        let tag = format!("{name} {what} T={} E={} k={}", spec.tokens, spec.experts, spec.top_k);
         assert_eq!(got_ids, case.ids, "{tag}: ids");
-        assert_nmse(
-            &format!("{tag}: weights"),
-            &got_w,
-            &case.weights,
-            WEIGHT_NMSE,
-        );
+        assert_nmse(&format!("{tag}: weights"), &got_w, &case.weights, WEIGHT_NMSE);
         last = got_ids;
     }
     last
@@ -169,11 +137,7 @@ fn spec(experts: usize, top_k: usize, scoring: Scoring, renormalize: bool) -> Ro
 fn run(base: RouterSpec, with_bias: bool, what: &str) {
     for tokens in [1, 5, 33] {
         let s = RouterSpec { tokens, ..base };
-        let case = make_case(
-            &s,
-            with_bias,
-            (tokens * 1000 + s.experts * 10 + s.top_k) as u64,
-        );
+        let case = make_case(&s, with_bias, (tokens * 1000 + s.experts * 10 + s.top_k) as u64);
         check(s, &case, what);
     }
 }
@@ -294,27 +258,9 @@ fn bad_specs_are_errors() {
             score: GroupScore::Max,
         })
     };
-    assert!(
-        bad(RouterSpec {
-            groups: g(7, 2),
-            ..ok
-        }),
-        "E not divisible by n_group"
-    );
-    assert!(
-        bad(RouterSpec {
-            groups: g(8, 9),
-            ..ok
-        }),
-        "topk_group > n_group"
-    );
-    assert!(
-        bad(RouterSpec {
-            groups: g(16, 1),
-            ..ok
-        }),
-        "k > experts in kept groups"
-    );
+    assert!(bad(RouterSpec { groups: g(7, 2), ..ok }), "E not divisible by n_group");
+    assert!(bad(RouterSpec { groups: g(8, 9), ..ok }), "topk_group > n_group");
+    assert!(bad(RouterSpec { groups: g(16, 1), ..ok }), "k > experts in kept groups");
     assert!(bad(RouterSpec { tokens: 9, ..ok }), "ids too short");
     let short_bias = t(8);
     assert!(

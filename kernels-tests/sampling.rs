@@ -57,9 +57,7 @@ fn survivors(row: &[f32], spec: &SampleSpec) -> (Vec<f64>, bool) {
         }
     }
     (
-        row.iter()
-            .map(|&l| if l >= floor { mass(l) } else { 0.0 })
-            .collect(),
+        row.iter().map(|&l| if l >= floor { mass(l) } else { 0.0 }).collect(),
         ambiguous,
     )
 }
@@ -115,11 +113,7 @@ fn argmax_real_vocabularies_and_odd_sizes() {
             let got = out.read_u32(ctx).unwrap();
             for r in 0..rows {
                 let want = cpu_argmax(&logits[r * vocab..][..vocab]);
-                assert_eq!(
-                    got[r + 1] as usize,
-                    want,
-                    "{name} argmax vocab={vocab} row={r}"
-                );
+                assert_eq!(got[r + 1] as usize, want, "{name} argmax vocab={vocab} row={r}");
             }
         }
     }
@@ -171,10 +165,7 @@ fn argmax_ties_take_the_lowest_index_and_temperature_zero_is_greedy() {
 /// Run `specs` (each with its own step position) over `logits` in one submit; returns the tokens.
 fn run_samples(ctx: &Context, logits: &Tensor, specs: &[(SampleSpec, u32)]) -> Vec<u32> {
     let out = Tensor::zeros(ctx, "out", specs.len());
-    let steps: Vec<Tensor> = specs
-        .iter()
-        .map(|&(_, pos)| step::new(ctx, pos, 1))
-        .collect();
+    let steps: Vec<Tensor> = specs.iter().map(|&(_, pos)| step::new(ctx, pos, 1)).collect();
     let ds: Vec<_> = specs
         .iter()
         .zip(&steps)
@@ -203,18 +194,14 @@ fn sampling_matches_the_f64_reference_exactly() {
     ];
     for (name, ctx) in contexts() {
         let (mut checked, mut skipped) = (0, 0);
-        for (c, &(vocab, rows, row, temperature, top_k, top_p, spread, quantised)) in
-            cases.iter().enumerate()
-        {
+        for (c, &(vocab, rows, row, temperature, top_k, top_p, spread, quantised)) in cases.iter().enumerate() {
             let mut rng = Rng::new(100 + c as u64);
             let mut logits = random_logits(&mut rng, vocab * rows, spread);
             if vocab > 10_000 {
                 peaked(&mut rng, &mut logits);
             }
             if quantised {
-                logits
-                    .iter_mut()
-                    .for_each(|l| *l = (*l * 2.0).round() / 2.0);
+                logits.iter_mut().for_each(|l| *l = (*l * 2.0).round() / 2.0);
             }
             let lt = Tensor::from_f32(ctx, "logits", &logits);
             let specs: Vec<(SampleSpec, u32)> = (0..6u64)
@@ -289,10 +276,7 @@ fn top_k_and_top_p_restrict_the_set() {
             "{name}: top-5 sample outside the top 5: {got:?}"
         );
         let distinct: std::collections::BTreeSet<_> = got.iter().collect();
-        assert!(
-            distinct.len() >= 4,
-            "{name}: top-5 samples barely vary: {distinct:?}"
-        );
+        assert!(distinct.len() >= 4, "{name}: top-5 samples barely vary: {distinct:?}");
 
         let mut dominant = logits.clone();
         dominant[613] = 10.0;
@@ -386,10 +370,7 @@ fn same_seed_and_step_repeat_new_steps_change() {
         let specs: Vec<_> = (0..40u32).map(|pos| (spec, pos)).collect();
         let first = run_samples(ctx, &lt, &specs);
         let again = run_samples(ctx, &lt, &specs);
-        assert_eq!(
-            first, again,
-            "{name}: same (seed, step) gave different tokens"
-        );
+        assert_eq!(first, again, "{name}: same (seed, step) gave different tokens");
         let distinct: std::collections::BTreeSet<_> = first.iter().collect();
         assert!(
             distinct.len() >= 30,
@@ -402,11 +383,7 @@ fn same_seed_and_step_repeat_new_steps_change() {
             ..spec
         };
         let specs2: Vec<_> = (0..40u32).map(|pos| (other, pos)).collect();
-        assert_ne!(
-            first,
-            run_samples(ctx, &lt, &specs2),
-            "{name}: seed high bits ignored"
-        );
+        assert_ne!(first, run_samples(ctx, &lt, &specs2), "{name}: seed high bits ignored");
     }
 }
 
@@ -484,10 +461,7 @@ fn bad_specs_are_errors() {
         .is_err(),
         "NaN temperature"
     );
-    assert!(
-        sample(ctx, &lt, ok, &st, &out, 2).is_err(),
-        "out_index past out"
-    );
+    assert!(sample(ctx, &lt, ok, &st, &out, 2).is_err(), "out_index past out");
     assert!(argmax(ctx, &lt, ArgmaxSpec { vocab: 10, row: 2 }, &out, 0).is_err());
     assert!(argmax(ctx, &lt, ArgmaxSpec { vocab: 0, row: 0 }, &out, 0).is_err());
     assert!(argmax(ctx, &lt, ArgmaxSpec { vocab: 10, row: 0 }, &out, 5).is_err());

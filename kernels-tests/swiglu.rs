@@ -8,9 +8,7 @@
 mod common;
 use common::*;
 use wgmoe::gpu::Tensor;
-use wgmoe::kernels::swiglu::{
-    sigmoid_gate, swiglu, Act, GateUpLayout, SigmoidGateSpec, SwigluSpec,
-};
+use wgmoe::kernels::swiglu::{sigmoid_gate, swiglu, Act, GateUpLayout, SigmoidGateSpec, SwigluSpec};
 
 const GPT_OSS: Act = Act::Clamped {
     limit: 7.0,
@@ -63,9 +61,7 @@ fn check(spec: SwigluSpec, seed: u64) {
         let want_own: Vec<f64> = (0..out_len).filter(|&i| own(i)).map(|i| want[i]).collect();
         assert_nmse(&format!("{name} {spec:?}"), &got_own, &want_own, 1e-7);
         assert!(
-            (0..out_len)
-                .filter(|&i| !own(i))
-                .all(|i| got[i] == sentinel),
+            (0..out_len).filter(|&i| !own(i)).all(|i| got[i] == sentinel),
             "{name} {spec:?}: wrote into a stride gap"
         );
     }
@@ -103,10 +99,7 @@ fn gpt_oss_clamped_interleaved() {
 
 #[test]
 fn clamped_concatenated_and_strided() {
-    check(
-        SwigluSpec::new(9, 101, GateUpLayout::Concatenated, GPT_OSS),
-        3,
-    );
+    check(SwigluSpec::new(9, 101, GateUpLayout::Concatenated, GPT_OSS), 3);
     // Rows read from a wider buffer and written into a wider one.
     let spec = SwigluSpec {
         in_stride: 2 * 45 + 6,
@@ -127,14 +120,8 @@ fn clamps_are_hit() {
     // Guard the test itself: the random inputs must reach both sides of the clamps.
     let mut rng = Rng::new(7 + 2880);
     let gu = rng.vec(2 * 2880, 10.0);
-    assert!(
-        gu.iter().step_by(2).any(|&g| g > 7.0),
-        "no gate above the limit"
-    );
-    assert!(
-        gu.iter().skip(1).step_by(2).any(|&u| u > 7.0)
-            && gu.iter().skip(1).step_by(2).any(|&u| u < -7.0)
-    );
+    assert!(gu.iter().step_by(2).any(|&g| g > 7.0), "no gate above the limit");
+    assert!(gu.iter().skip(1).step_by(2).any(|&u| u > 7.0) && gu.iter().skip(1).step_by(2).any(|&u| u < -7.0));
 }
 
 #[test]
@@ -193,26 +180,8 @@ fn bad_shapes_are_errors() {
         &out
     )
     .is_err());
-    assert!(swiglu(
-        ctx,
-        SwigluSpec {
-            in_stride: 15,
-            ..ok
-        },
-        &gu,
-        &out
-    )
-    .is_err());
-    assert!(swiglu(
-        ctx,
-        SwigluSpec {
-            out_stride: 9,
-            ..ok
-        },
-        &gu,
-        &out
-    )
-    .is_err());
+    assert!(swiglu(ctx, SwigluSpec { in_stride: 15, ..ok }, &gu, &out).is_err());
+    assert!(swiglu(ctx, SwigluSpec { out_stride: 9, ..ok }, &gu, &out).is_err());
     let bad_act = Act::Clamped {
         limit: f32::NAN,
         alpha: 1.0,

@@ -37,10 +37,7 @@ fn olmoe() -> &'static Tokenizer {
 }
 
 fn data(name: &str) -> Json {
-    let path = root()
-        .join("kernels-tests")
-        .join("tokenizer-data")
-        .join(name);
+    let path = root().join("kernels-tests").join("tokenizer-data").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -76,11 +73,7 @@ fn check_corpus(tok: &Tokenizer, name: &str) {
             "{name}: ids (special) of {text:?}"
         );
         let decoded = tok.decode(&got, false).unwrap();
-        assert_eq!(
-            decoded,
-            case["decoded"].as_str().unwrap(),
-            "{name}: decode of {text:?}"
-        );
+        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "{name}: decode of {text:?}");
         assert_eq!(
             tok.decode(&got, true).unwrap(),
             case["decoded_skip_special"].as_str().unwrap(),
@@ -146,10 +139,7 @@ fn qwen3_chat_template_matches_transformers() {
         );
         if extra.is_empty() {
             assert_eq!(q.apply_chat_template(&msgs, agp).unwrap(), text);
-            assert_eq!(
-                q.encode_chat(&msgs, agp).unwrap(),
-                ids(&conv["expected_ids"])
-            );
+            assert_eq!(q.encode_chat(&msgs, agp).unwrap(), ids(&conv["expected_ids"]));
         }
     }
 }
@@ -207,8 +197,7 @@ fn byte_fallback_tokenizer() -> Tokenizer {
         vocab.insert(format!("<0x{b:02X}>"), Json::from(b));
     }
     let pieces = [
-        "▁", "h", "i", "t", "e", "r", "!", "▁h", "▁hi", "▁t", "▁th", "▁the", "▁ther", "▁there",
-        "<s>", "</s>",
+        "▁", "h", "i", "t", "e", "r", "!", "▁h", "▁hi", "▁t", "▁th", "▁the", "▁ther", "▁there", "<s>", "</s>",
     ];
     for (i, t) in pieces.iter().enumerate() {
         vocab.insert(t.to_string(), Json::from(256 + i as u32));
@@ -266,10 +255,7 @@ fn stream_decoder_handles_byte_fallback() {
     // The leading-space handling of the decoder is kept when streaming word by word.
     let mut dec = tok.stream_decoder(false);
     assert_eq!(dec.push(tok.token_to_id("▁hi").unwrap()).unwrap(), "hi");
-    assert_eq!(
-        dec.push(tok.token_to_id("▁there").unwrap()).unwrap(),
-        " there"
-    );
+    assert_eq!(dec.push(tok.token_to_id("▁there").unwrap()).unwrap(), " there");
 }
 
 #[test]
@@ -291,10 +277,7 @@ fn add_special_wraps_with_bos_and_eos() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "wgmoe-tokenizer-test-{}-{name}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("wgmoe-tokenizer-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -311,11 +294,7 @@ fn err_text<T: std::fmt::Debug>(r: wgmoe::Result<T>) -> String {
 #[test]
 fn folder_configs_templates_and_eos_ids() {
     let dir = temp_dir("configs");
-    std::fs::copy(
-        asset_dir("olmoe").join("tokenizer.json"),
-        dir.join("tokenizer.json"),
-    )
-    .unwrap();
+    std::fs::copy(asset_dir("olmoe").join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     write(
         &dir,
         "tokenizer_config.json",
@@ -333,10 +312,7 @@ fn folder_configs_templates_and_eos_ids() {
     assert_eq!(tok.bos_token(), Some("<|endoftext|>"));
     assert_eq!(tok.add_bos_token(), Some(true));
     // add_bos_token is ignored when tokenizer.json exists (transformers 5): no BOS from encode.
-    assert_eq!(
-        tok.encode("hi", true).unwrap(),
-        tok.encode("hi", false).unwrap()
-    );
+    assert_eq!(tok.encode("hi", true).unwrap(), tok.encode("hi", false).unwrap());
     assert_eq!(tok.eos_ids(), &[50279, 1]);
     let msgs = [Message::system(" sys "), Message::user("hello")];
     assert_eq!(
@@ -345,7 +321,11 @@ fn folder_configs_templates_and_eos_ids() {
     );
 
     // chat_template.jinja takes priority; a list of templates without "default" has none.
-    write(&dir, "chat_template.jinja", "{% for m in messages %}\n{{ m.content }}\n{% if loop.first %}{% break %}{% endif %}\n{% endfor %}\n");
+    write(
+        &dir,
+        "chat_template.jinja",
+        "{% for m in messages %}\n{{ m.content }}\n{% if loop.first %}{% break %}{% endif %}\n{% endfor %}\n",
+    );
     let tok = Tokenizer::from_dir(&dir).unwrap();
     // trim_blocks eats the newline after each tag; loop controls ({% break %}) work.
     assert_eq!(tok.apply_chat_template(&msgs, false).unwrap(), " sys \n");
@@ -358,10 +338,7 @@ fn folder_configs_templates_and_eos_ids() {
     let tok = Tokenizer::from_dir(&dir).unwrap();
     assert!(!tok.has_chat_template());
     let e = err_text(tok.apply_chat_template(&msgs, true));
-    assert!(
-        e.contains("no chat template") && e.contains("default"),
-        "{e}"
-    );
+    assert!(e.contains("no chat template") && e.contains("default"), "{e}");
 
     // Without generation_config.json the ids come from config.json.
     std::fs::remove_file(dir.join("generation_config.json")).unwrap();
@@ -373,11 +350,7 @@ fn folder_configs_templates_and_eos_ids() {
 #[test]
 fn template_python_compat() {
     let dir = temp_dir("compat");
-    std::fs::copy(
-        asset_dir("olmoe").join("tokenizer.json"),
-        dir.join("tokenizer.json"),
-    )
-    .unwrap();
+    std::fs::copy(asset_dir("olmoe").join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let template = r#"{%- set ns = namespace(n=0) -%}
 {%- for m in messages[::-1] -%}
   {%- set ns.n = ns.n + 1 -%}
@@ -421,10 +394,7 @@ fn errors_name_the_file_or_template() {
     // Missing tokenizer.json.
     let dir = temp_dir("errors");
     let e = err_text(Tokenizer::from_dir(&dir));
-    assert!(
-        e.contains("tokenizer.json") && e.contains("not found"),
-        "{e}"
-    );
+    assert!(e.contains("tokenizer.json") && e.contains("not found"), "{e}");
 
     // Truncated tokenizer.json.
     let full = std::fs::read(asset_dir("olmoe").join("tokenizer.json")).unwrap();
@@ -439,10 +409,7 @@ fn errors_name_the_file_or_template() {
     std::fs::write(dir.join("tokenizer.json"), &full).unwrap();
     write(&dir, "tokenizer_config.json", "{ not json");
     let e = err_text(Tokenizer::from_dir(&dir));
-    assert!(
-        e.contains("tokenizer_config.json") && e.contains("invalid JSON"),
-        "{e}"
-    );
+    assert!(e.contains("tokenizer_config.json") && e.contains("invalid JSON"), "{e}");
     write(
         &dir,
         "tokenizer_config.json",

@@ -13,7 +13,11 @@ pub struct BenchArgs {
     pub json: bool,
     /// Model shapes to benchmark (comma separated): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite,
     /// gpt-oss-20b, or tiny (a small shape for software adapters and CI).
-    #[arg(long, value_delimiter = ',', default_value = "olmoe-1b-7b,qwen3-30b-a3b,deepseek-v2-lite,gpt-oss-20b")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "olmoe-1b-7b,qwen3-30b-a3b,deepseek-v2-lite,gpt-oss-20b"
+    )]
     pub shapes: Vec<String>,
     /// Weight precision: f32, f16 or bf16.
     #[arg(long, default_value = "f16")]
@@ -159,7 +163,9 @@ fn parse_dtype(s: &str) -> Result<DType> {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
-        _ => Err(crate::Error::Invalid(format!("unknown --dtype {s:?}: use f32, f16 or bf16"))),
+        _ => Err(crate::Error::Invalid(format!(
+            "unknown --dtype {s:?}: use f32, f16 or bf16"
+        ))),
     }
 }
 
@@ -173,8 +179,16 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     use kernels::attention::{attention, AttnSpec};
     use kernels::matmul::{matmul, MatmulSpec};
     let mut out = Vec::new();
-    let (d, h, kv, hd, e, k, inter, vocab) =
-        (s.hidden, s.heads, s.kv_heads, s.head_dim, s.experts, s.top_k, s.expert_inter, s.vocab);
+    let (d, h, kv, hd, e, k, inter, vocab) = (
+        s.hidden,
+        s.heads,
+        s.kv_heads,
+        s.head_dim,
+        s.experts,
+        s.top_k,
+        s.expert_inter,
+        s.vocab,
+    );
     let wb = dtype.bytes() as f64;
     let rnd = |label: &str, rows: usize, cols: usize, group: usize, seed: u32| {
         kernels::bench::random_weight(ctx, label, dtype, rows, cols, group, seed, 0.05)
@@ -222,7 +236,13 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     // Router tail and experts.
     let ids = Tensor::zeros(ctx, "ids", PREFILL * k);
     let weights = Tensor::from_f32(ctx, "weights", &vec![1.0 / k as f32; PREFILL * k]);
-    let router_logits = Tensor::from_f32(ctx, "router_logits", &(0..PREFILL * e).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect::<Vec<_>>());
+    let router_logits = Tensor::from_f32(
+        ctx,
+        "router_logits",
+        &(0..PREFILL * e)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect::<Vec<_>>(),
+    );
     for t in [1usize, PREFILL] {
         let spec = kernels::router::RouterSpec {
             tokens: t,
@@ -236,7 +256,14 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         out.push(Case {
             kernel: "router",
             detail: format!("E={e} k={k} T={t}"),
-            dispatches: vec![kernels::router::router(ctx, &spec, &router_logits, None, &ids, &weights)?],
+            dispatches: vec![kernels::router::router(
+                ctx,
+                &spec,
+                &router_logits,
+                None,
+                &ids,
+                &weights,
+            )?],
             bytes: (t * (e + 2 * k) * 4) as f64,
             flops: (t * e * 4) as f64,
         });
@@ -271,7 +298,12 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             accumulate: true,
         };
         let used = (t * k).min(e) as f64;
-        let experts = kernels::moe::Experts { gate_up: &gate_up, down: &down, gate_up_bias: None, down_bias: None };
+        let experts = kernels::moe::Experts {
+            gate_up: &gate_up,
+            down: &down,
+            gate_up_bias: None,
+            down_bias: None,
+        };
         out.push(Case {
             kernel: "moe",
             detail: format!("E={e} k={k} D={d} I={inter} T={t}"),
@@ -285,9 +317,15 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     let (kv_row, spec_for): (usize, Box<dyn Fn(usize) -> AttnSpec>) = if s.kv_lora > 0 {
         let (r, dr) = (s.kv_lora, s.rope_dims);
         let scale = (hd as f32).powf(-0.5);
-        (r + dr, Box::new(move |t| AttnSpec::mla(t, h, r, dr, scale, DECODE_CONTEXT + PREFILL)))
+        (
+            r + dr,
+            Box::new(move |t| AttnSpec::mla(t, h, r, dr, scale, DECODE_CONTEXT + PREFILL)),
+        )
     } else {
-        (kv * hd, Box::new(move |t| AttnSpec::gqa(t, h, kv, hd, DECODE_CONTEXT + PREFILL)))
+        (
+            kv * hd,
+            Box::new(move |t| AttnSpec::gqa(t, h, kv, hd, DECODE_CONTEXT + PREFILL)),
+        )
     };
     let cache = act((DECODE_CONTEXT + PREFILL) * kv_row);
     let q = act(PREFILL * h * kv_row.max(hd));
@@ -296,10 +334,18 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         let spec = spec_for(t);
         let step = kernels::step::new(ctx, pos0 as u32, t as u32);
         // Query-key pairs visible under the causal mask.
-        let pairs = if t == 1 { DECODE_CONTEXT } else { PREFILL * (PREFILL + 1) / 2 };
+        let pairs = if t == 1 {
+            DECODE_CONTEXT
+        } else {
+            PREFILL * (PREFILL + 1) / 2
+        };
         out.push(Case {
             kernel: "attention",
-            detail: format!("{} H={h} T={t} ctx={}", if s.kv_lora > 0 { "mla" } else { "gqa" }, pos0 + t),
+            detail: format!(
+                "{} H={h} T={t} ctx={}",
+                if s.kv_lora > 0 { "mla" } else { "gqa" },
+                pos0 + t
+            ),
             dispatches: vec![attention(ctx, spec, &q, &cache, &cache, None, &step, &o)?],
             // The cache read once, the ideal a kernel could reach.
             bytes: ((pos0 + t) * kv_row * 4) as f64,
@@ -328,7 +374,12 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         bytes: d as f64 * (wb + 4.0),
         flops: 0.0,
     });
-    let sw = kernels::swiglu::SwigluSpec::new(1, inter, kernels::swiglu::GateUpLayout::Concatenated, kernels::swiglu::Act::Silu);
+    let sw = kernels::swiglu::SwigluSpec::new(
+        1,
+        inter,
+        kernels::swiglu::GateUpLayout::Concatenated,
+        kernels::swiglu::Act::Silu,
+    );
     out.push(Case {
         kernel: "swiglu",
         detail: format!("I={inter} T=1"),
@@ -345,7 +396,14 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         bytes: (vocab * 4) as f64,
         flops: vocab as f64,
     });
-    let sp = kernels::sampling::SampleSpec { vocab, row: 0, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1 };
+    let sp = kernels::sampling::SampleSpec {
+        vocab,
+        row: 0,
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        seed: 1,
+    };
     out.push(Case {
         kernel: "sample",
         detail: format!("V={vocab} top-k 40 top-p 0.95"),
@@ -362,7 +420,11 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
     let timer = GpuTimer::new(&ctx);
     let copy = rows.first().map_or(0.0, |r| r.copy_gbs);
     let overhead = dispatch_overhead(&ctx, &timer)?;
-    let clock = if timer.is_gpu() { "GPU timestamps" } else { "wall clock (no timestamp queries)" };
+    let clock = if timer.is_gpu() {
+        "GPU timestamps"
+    } else {
+        "wall clock (no timestamp queries)"
+    };
     if args.json {
         let json = serde_json::json!({
             "adapter": ctx.info.name,
@@ -379,8 +441,18 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
     } else {
-        println!("adapter: {} ({}, {} {})", ctx.info.name, ctx.backend_name(), ctx.info.driver, ctx.info.driver_info);
-        println!("timing: {clock}; weights {}; copy bandwidth {copy:.1} GB/s; dependent dispatch {:.2} us", args.dtype, overhead * 1e6);
+        println!(
+            "adapter: {} ({}, {} {})",
+            ctx.info.name,
+            ctx.backend_name(),
+            ctx.info.driver,
+            ctx.info.driver_info
+        );
+        println!(
+            "timing: {clock}; weights {}; copy bandwidth {copy:.1} GB/s; dependent dispatch {:.2} us",
+            args.dtype,
+            overhead * 1e6
+        );
         println!();
         println!("| shape | kernel | detail | us | GB/s | GFLOP/s | of copy BW |");
         println!("|---|---|---|---:|---:|---:|---:|");

@@ -137,7 +137,9 @@ pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Re
                 start.elapsed().as_secs_f64(),
                 synthetic::gib(model.weights.gpu_bytes())
             ));
-            let stem = path.file_name().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+            let stem = path
+                .file_name()
+                .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
             let info = ModelInfo {
                 name: format!("{stem} {}", dtype.name().to_uppercase()),
                 filename: path.display().to_string(),
@@ -147,7 +149,9 @@ pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Re
             };
             Ok((model, info))
         }
-        _ => Err(Error::Invalid("give exactly one of --model PATH or --synthetic SHAPE".into())),
+        _ => Err(Error::Invalid(
+            "give exactly one of --model PATH or --synthetic SHAPE".into(),
+        )),
     }
 }
 
@@ -256,7 +260,14 @@ impl Rng {
 }
 
 fn greedy(max_new_tokens: usize) -> GenerateOptions {
-    GenerateOptions { max_new_tokens, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop: vec![] }
+    GenerateOptions {
+        max_new_tokens,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+        stop: vec![],
+    }
 }
 
 /// `n` decode steps after a one-token prompt; returns their seconds.
@@ -277,7 +288,9 @@ fn decode(sess: &mut Session<'_>, first: u32, n: usize) -> Result<f64> {
 /// Run the benchmark on a model.
 pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<Report> {
     let ctx = &model.ctx;
-    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (p, n, reps) = (args.n_prompt, args.n_gen, args.reps.max(1));
     if p == 0 && n == 0 {
         return Err(Error::Invalid("nothing to measure: -p and -n are both 0".into()));
@@ -293,7 +306,9 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         sess.reset();
         let logits = sess.forward(&prompt, LogitRows::Last)?;
         if logits.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Gpu(format!("the prefill of {p} tokens produced non-finite logits")));
+            return Err(Error::Gpu(format!(
+                "the prefill of {p} tokens produced non-finite logits"
+            )));
         }
         let mut samples = Vec::with_capacity(reps);
         for _ in 0..reps {
@@ -329,11 +344,17 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
             roofline_ts: Some(copy / info.footprint.read_bytes_per_token),
         });
     }
-    let profile = if args.profile { Some(profile_decode(model, &prompt, reps)?) } else { None };
+    let profile = if args.profile {
+        Some(profile_decode(model, &prompt, reps)?)
+    } else {
+        None
+    };
     Ok(Report {
         adapter: ctx.info.name.clone(),
         backend: ctx.backend_name().to_string(),
-        driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info).trim().to_string(),
+        driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info)
+            .trim()
+            .to_string(),
         model: info,
         copy_bytes_per_s,
         results,
@@ -397,7 +418,10 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize) -> Result<Prof
     for rep in 0..=reps {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("profile"),
+                timestamp_writes: None,
+            });
             stamp(&mut pass, 0);
             for (k, d) in steps.iter().enumerate() {
                 d.record(&mut pass);
@@ -421,7 +445,11 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize) -> Result<Prof
         let mut ts = Vec::with_capacity(count);
         for (off, n) in offsets {
             let bytes = ctx.read_bytes(&resolve, off, n as u64 * 8)?;
-            ts.extend(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))));
+            ts.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
+            );
         }
         for (k, t) in per_dispatch.iter_mut().enumerate() {
             *t += ts[k + 1].saturating_sub(ts[k]) as f64 * period * 1e-3 / reps as f64;
@@ -440,11 +468,21 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize) -> Result<Prof
                 x.dispatches += 1;
                 x.us += us;
             }
-            None => families.push(FamilyTime { family: f.to_string(), dispatches: 1, us: *us }),
+            None => families.push(FamilyTime {
+                family: f.to_string(),
+                dispatches: 1,
+                us: *us,
+            }),
         }
     }
     families.sort_by(|a, b| b.us.total_cmp(&a.us));
-    Ok(Profile::Measured { context, dispatches: steps.len(), step_us: per_dispatch.iter().sum(), pass_us, families })
+    Ok(Profile::Measured {
+        context,
+        dispatches: steps.len(),
+        step_us: per_dispatch.iter().sum(),
+        pass_us,
+        families,
+    })
 }
 
 fn backend_label(backend: &str) -> String {
@@ -499,7 +537,13 @@ pub fn markdown(r: &Report) -> String {
     }
     for t in &r.results {
         if let (Some(roof), Some(f)) = (t.roofline_ts, t.roofline_fraction()) {
-            s.push_str(&format!("\n{}: {:.1} of a {:.1} tok/s roofline ({:.1}%)\n", t.name(), t.avg_ts(), roof, 100.0 * f));
+            s.push_str(&format!(
+                "\n{}: {:.1} of a {:.1} tok/s roofline ({:.1}%)\n",
+                t.name(),
+                t.avg_ts(),
+                roof,
+                100.0 * f
+            ));
         }
     }
     if let Some(p) = &r.profile {
@@ -527,7 +571,13 @@ pub fn params_cell(params: u64) -> String {
 pub fn profile_table(p: &Profile) -> String {
     match p {
         Profile::Missing(why) => format!("profile: {why}\n"),
-        Profile::Measured { context, dispatches, step_us, pass_us, families } => {
+        Profile::Measured {
+            context,
+            dispatches,
+            step_us,
+            pass_us,
+            families,
+        } => {
             let mut s = format!(
                 "decode step at context {context}: {dispatches} dispatches, {step_us:.1} us of GPU time with a timestamp \
                  after each dispatch ({pass_us:.1} us without)\n\n"
@@ -561,7 +611,12 @@ fn iso8601(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A JSON array with one object per test, in llama-bench's field names plus wgmoe's own
@@ -623,7 +678,10 @@ pub fn run(opts: &DeviceOptions, args: &BenchModelArgs) -> Result<()> {
         if let Some(p) = &report.profile {
             eprint!("{}", profile_table(p));
         }
-        println!("{}", serde_json::to_string_pretty(&to_json(&report)).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&report)).unwrap_or_default()
+        );
     } else {
         for line in summary(&report) {
             println!("{line}");

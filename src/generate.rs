@@ -25,7 +25,14 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 128, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop: Vec::new() }
+        Self {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+        }
     }
 }
 
@@ -41,11 +48,17 @@ pub struct SamplingDefaults {
 /// false` means greedy whatever the temperature says.
 pub fn sampling_defaults(model: &std::path::Path) -> SamplingDefaults {
     let path = model.join("generation_config.json");
-    let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+    let Some(v) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
         return SamplingDefaults::default();
     };
     if v.get("do_sample").and_then(|d| d.as_bool()) == Some(false) {
-        return SamplingDefaults { temperature: Some(0.0), ..Default::default() };
+        return SamplingDefaults {
+            temperature: Some(0.0),
+            ..Default::default()
+        };
     }
     SamplingDefaults {
         temperature: v.get("temperature").and_then(|x| x.as_f64()).map(|x| x as f32),
@@ -107,7 +120,11 @@ impl Session<'_> {
             top_p: opts.top_p,
             seed: opts.seed,
         };
-        let mut stats = GenerateStats { prompt_tokens: prompt.len(), stopped_by: "max tokens", ..Default::default() };
+        let mut stats = GenerateStats {
+            prompt_tokens: prompt.len(),
+            stopped_by: "max tokens",
+            ..Default::default()
+        };
         let start = Instant::now();
         let first = self.submit_generation_step(Some(prompt), spec)?;
         let prompt_end = self.position();
@@ -129,7 +146,9 @@ impl Session<'_> {
                 decode_start = Some(Instant::now());
             }
             if token as usize >= spec.vocab {
-                return Err(Error::Gpu(format!("the sampler produced token {token}, outside the vocabulary")));
+                return Err(Error::Gpu(format!(
+                    "the sampler produced token {token}, outside the vocabulary"
+                )));
             }
             if opts.stop.contains(&token) {
                 stats.stopped_by = "stop token";
@@ -149,7 +168,11 @@ impl Session<'_> {
         for p in pending {
             self.wait_token(p)?;
         }
-        let fed = if stats.stopped_by == "stop token" { out.len() } else { out.len().saturating_sub(1) };
+        let fed = if stats.stopped_by == "stop token" {
+            out.len()
+        } else {
+            out.len().saturating_sub(1)
+        };
         self.truncate(prompt_end + fed);
         stats.generated = out.len();
         stats.generate_secs = decode_start.map_or(0.0, |d| d.elapsed().as_secs_f64());

@@ -12,7 +12,11 @@ use wgmoe::tokenizer::{Message, Tokenizer};
 use wgmoe::{Error, Result};
 
 #[derive(Parser)]
-#[command(name = "wgmoe", version, about = "Portable Mixture-of-Experts inference on any GPU (WGSL through wgpu)")]
+#[command(
+    name = "wgmoe",
+    version,
+    about = "Portable Mixture-of-Experts inference on any GPU (WGSL through wgpu)"
+)]
 struct Cli {
     /// Adapter: an index from `wgmoe devices`, a backend (vulkan, metal, dx12) or part of its name.
     #[arg(long, global = true, env = "WGMOE_DEVICE")]
@@ -132,7 +136,10 @@ struct TokenizeArgs {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let opts = DeviceOptions { selector: cli.device, portable: cli.portable };
+    let opts = DeviceOptions {
+        selector: cli.device,
+        portable: cli.portable,
+    };
     let result = match cli.command {
         Command::Devices => devices(&opts),
         Command::BenchKernels(args) => wgmoe::bench::run(&opts, &args),
@@ -205,12 +212,19 @@ fn print_stats(s: &GenerateStats) {
 }
 
 /// Generate after `prompt`, streaming text to stdout.
-fn stream(sess: &mut Session<'_>, tok: &Tokenizer, prompt: &[u32], opts: &GenerateOptions) -> Result<(Vec<u32>, GenerateStats)> {
+fn stream(
+    sess: &mut Session<'_>,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+) -> Result<(Vec<u32>, GenerateStats)> {
     let mut decoder = tok.stream_decoder(true);
     let mut out = std::io::stdout();
     let r = sess.generate(prompt, opts, |id| {
         let text = decoder.push(id)?;
-        out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| Error::Invalid(format!("stdout: {e}")))
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::Invalid(format!("stdout: {e}")))
     })?;
     let rest = decoder.finish()?;
     let _ = out.write_all(rest.as_bytes()).and_then(|_| out.flush());
@@ -235,7 +249,10 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
 fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
     let tok = wgmoe::model::tokenizer_for(&args.model.model)?;
     if !tok.has_chat_template() {
-        return Err(Error::Invalid(format!("{} has no chat template", args.model.model.display())));
+        return Err(Error::Invalid(format!(
+            "{} has no chat template",
+            args.model.model.display()
+        )));
     }
     let model = load_model(opts, &args.model.model)?;
     let mut sess = session(&model, &args.model);
@@ -247,7 +264,11 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.read_line(&mut line).map_err(|e| Error::Invalid(format!("stdin: {e}")))? == 0 {
+        if stdin
+            .read_line(&mut line)
+            .map_err(|e| Error::Invalid(format!("stdin: {e}")))?
+            == 0
+        {
             return Ok(());
         }
         let line = line.trim_end_matches(['\n', '\r']);
@@ -288,7 +309,12 @@ fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
     };
     std::fs::write(&args.out, bytemuck::cast_slice(&values))
         .map_err(|e| Error::Invalid(format!("{}: {e}", args.out.display())))?;
-    eprintln!("wrote [{}, {}] f32 logits to {}", t.len(), model.config.vocab, args.out.display());
+    eprintln!(
+        "wrote [{}, {}] f32 logits to {}",
+        t.len(),
+        model.config.vocab,
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -299,7 +325,11 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
         (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
         (None, None) => return Err(Error::Invalid("give --text or --file".into())),
     };
-    let ids = if args.chat { tok.encode_chat(&[Message::user(text)], true)? } else { tok.encode(&text, true)? };
+    let ids = if args.chat {
+        tok.encode_chat(&[Message::user(text)], true)?
+    } else {
+        tok.encode(&text, true)?
+    };
     println!("{}", serde_json::to_string(&ids).unwrap_or_default());
     Ok(())
 }
@@ -307,20 +337,38 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
 fn devices(opts: &DeviceOptions) -> Result<()> {
     let entries = gpu::list_adapters();
     if entries.is_empty() {
-        return Err(Error::NoAdapter { backends: "vulkan, metal, dx12".into() });
+        return Err(Error::NoAdapter {
+            backends: "vulkan, metal, dx12".into(),
+        });
     }
-    let chosen = gpu::Context::new(opts).ok().map(|c| (c.info.name.clone(), c.info.backend));
+    let chosen = gpu::Context::new(opts)
+        .ok()
+        .map(|c| (c.info.name.clone(), c.info.backend));
     for e in &entries {
         let i = &e.info;
         let c = &e.caps;
-        let mark = if chosen.as_ref() == Some(&(i.name.clone(), i.backend)) { " (default)" } else { "" };
+        let mark = if chosen.as_ref() == Some(&(i.name.clone(), i.backend)) {
+            " (default)"
+        } else {
+            ""
+        };
         println!("[{}] {}{}", e.index, i.name, mark);
-        println!("    vendor 0x{:04x}, device 0x{:04x}, {:?}, backend {}", i.vendor, i.device, i.device_type, gpu::backend_name(i.backend));
+        println!(
+            "    vendor 0x{:04x}, device 0x{:04x}, {:?}, backend {}",
+            i.vendor,
+            i.device,
+            i.device_type,
+            gpu::backend_name(i.backend)
+        );
         println!("    driver: {} {}", i.driver, i.driver_info);
         println!(
             "    f16: {}, subgroups: {}, timestamps: {}, cooperative matrix f16 16x16: {}, immediates: {} B",
             yn(c.f16),
-            if c.subgroups { format!("yes ({}-{})", c.subgroup_min, c.subgroup_max) } else { "no".into() },
+            if c.subgroups {
+                format!("yes ({}-{})", c.subgroup_min, c.subgroup_max)
+            } else {
+                "no".into()
+            },
             yn(c.timestamps),
             yn(c.coop_matrix_f16),
             c.immediate_bytes

@@ -132,21 +132,15 @@ impl Tokenizer {
                 }
             }
         }
-        let get_special = |name: &str| {
-            special
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
+        let get_special = |name: &str| special.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         let bos = get_special("bos_token");
         let eos: Vec<String> = get_special("eos_token").into_iter().collect();
 
         // Chat template: chat_template.jinja wins over tokenizer_config.json.
         let jinja_path = dir.join("chat_template.jinja");
         let (chat_template, template_source) = if jinja_path.is_file() {
-            let t = std::fs::read_to_string(&jinja_path).map_err(|e| {
-                Error::Invalid(format!("{}: cannot read: {e}", jinja_path.display()))
-            })?;
+            let t = std::fs::read_to_string(&jinja_path)
+                .map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", jinja_path.display())))?;
             (Some(t), jinja_path.display().to_string())
         } else {
             match config.and_then(|c| c.get("chat_template")) {
@@ -162,9 +156,7 @@ impl Tokenizer {
             }
         };
 
-        let add_bos_token = config
-            .and_then(|c| c.get("add_bos_token"))
-            .and_then(|v| v.as_bool());
+        let add_bos_token = config.and_then(|c| c.get("add_bos_token")).and_then(|v| v.as_bool());
         let clean_up_spaces = config
             .and_then(|c| c.get("clean_up_tokenization_spaces"))
             .and_then(|v| v.as_bool())
@@ -248,11 +240,7 @@ impl Tokenizer {
     }
 
     /// Names where this tokenizer came from in error messages (e.g. "model.gguf").
-    pub fn with_source(
-        mut self,
-        source: impl Into<String>,
-        template_source: impl Into<String>,
-    ) -> Self {
+    pub fn with_source(mut self, source: impl Into<String>, template_source: impl Into<String>) -> Self {
         self.source = source.into();
         self.template_source = template_source.into();
         self
@@ -273,12 +261,10 @@ impl Tokenizer {
                     self.source
                 ))
             })?;
-            let id = self.inner.token_to_id(t).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: {name} {t:?} is not in the vocabulary",
-                    self.source
-                ))
-            })?;
+            let id = self
+                .inner
+                .token_to_id(t)
+                .ok_or_else(|| Error::Invalid(format!("{}: {name} {t:?} is not in the vocabulary", self.source)))?;
             Ok((t.clone(), id))
         };
         let bos = if add_bos {
@@ -306,12 +292,7 @@ impl Tokenizer {
             }
         }
         let pair = format!("{single}{pair_b}");
-        let err = |e: String| {
-            Error::Invalid(format!(
-                "{}: cannot build the BOS/EOS template: {e}",
-                self.source
-            ))
-        };
+        let err = |e: String| Error::Invalid(format!("{}: cannot build the BOS/EOS template: {e}", self.source));
         let processor = TemplateProcessing::builder()
             .try_single(single)
             .map_err(err)?
@@ -420,11 +401,7 @@ impl Tokenizer {
 
     /// Renders the chat template as transformers'
     /// `apply_chat_template(messages, add_generation_prompt=..., tokenize=False)`.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.apply_chat_template_with(messages, add_generation_prompt, &serde_json::Map::new())
     }
 
@@ -445,10 +422,7 @@ impl Tokenizer {
             )));
         };
         let render_err = |e: minijinja::Error| {
-            let mut msg = format!(
-                "the chat template from {} failed to render: {e}",
-                self.template_source
-            );
+            let mut msg = format!("the chat template from {} failed to render: {e}", self.template_source);
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 let _ = write!(msg, ": {s}");
@@ -483,20 +457,13 @@ impl Tokenizer {
         ctx.push(("messages".into(), Value::from(msgs)));
         ctx.push(("tools".into(), Value::from(())));
         ctx.push(("documents".into(), Value::from(())));
-        ctx.push((
-            "add_generation_prompt".into(),
-            Value::from(add_generation_prompt),
-        ));
+        ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
         tmpl.render(Value::from_iter(ctx)).map_err(render_err)
     }
 
     /// The ids of a chat: `encode(apply_chat_template(..), false)`, as transformers'
     /// `apply_chat_template(..., tokenize=True)`.
-    pub fn encode_chat(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<Vec<u32>> {
+    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<u32>> {
         let text = self.apply_chat_template(messages, add_generation_prompt)?;
         self.encode(&text, false)
     }
@@ -536,14 +503,9 @@ impl StreamDecoder {
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.tok.check_ids(&[id])?;
         self.ids.push(id);
-        let prefix = self
-            .tok
-            .raw_decode(&self.ids[..self.read], self.skip_special)?;
+        let prefix = self.tok.raw_decode(&self.ids[..self.read], self.skip_special)?;
         let text = self.tok.raw_decode(&self.ids, self.skip_special)?;
-        if text.len() > prefix.len()
-            && !text.ends_with('\u{FFFD}')
-            && text.is_char_boundary(prefix.len())
-        {
+        if text.len() > prefix.len() && !text.ends_with('\u{FFFD}') && text.is_char_boundary(prefix.len()) {
             let delta = text[prefix.len()..].to_string();
             self.ids.drain(..self.read);
             self.read = self.ids.len();
@@ -565,9 +527,7 @@ impl StreamDecoder {
     /// Returns whatever is still held back (an incomplete character shows as U+FFFD) and starts
     /// over.
     pub fn finish(&mut self) -> Result<String> {
-        let prefix = self
-            .tok
-            .raw_decode(&self.ids[..self.read], self.skip_special)?;
+        let prefix = self.tok.raw_decode(&self.ids[..self.read], self.skip_special)?;
         let text = self.tok.raw_decode(&self.ids, self.skip_special)?;
         self.ids.clear();
         self.read = 0;
@@ -586,8 +546,8 @@ fn read_json_opt(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", path.display())))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::Invalid(format!("{}: invalid JSON: {e}", path.display())))
@@ -597,10 +557,7 @@ fn read_json_opt(path: &Path) -> Result<Option<serde_json::Value>> {
 fn token_content(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Object(o) => o
-            .get("content")
-            .and_then(|c| c.as_str())
-            .map(str::to_string),
+        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(str::to_string),
         _ => None,
     }
 }
@@ -628,9 +585,9 @@ fn parse_template_entry(v: &serde_json::Value, path: &Path) -> Result<(Option<St
         }
         serde_json::Value::Object(o) => {
             for (n, t) in o {
-                let t = t.as_str().ok_or_else(|| {
-                    Error::Invalid(format!("{file}: chat_template {n:?} is not a string"))
-                })?;
+                let t = t
+                    .as_str()
+                    .ok_or_else(|| Error::Invalid(format!("{file}: chat_template {n:?} is not a string")))?;
                 named.push((n.clone(), t.to_string()));
             }
         }
@@ -660,11 +617,7 @@ fn id_list(v: Option<&serde_json::Value>, path: &Path) -> Result<Vec<u32>> {
             path.display()
         ))
     };
-    let one = |v: &serde_json::Value| {
-        v.as_u64()
-            .and_then(|x| u32::try_from(x).ok())
-            .ok_or_else(bad)
-    };
+    let one = |v: &serde_json::Value| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad);
     match v {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::Array(a)) => {
@@ -797,12 +750,7 @@ struct JsonOpts {
     sort_keys: bool,
 }
 
-fn py_json(
-    v: &Value,
-    o: &JsonOpts,
-    depth: usize,
-    out: &mut String,
-) -> std::result::Result<(), minijinja::Error> {
+fn py_json(v: &Value, o: &JsonOpts, depth: usize, out: &mut String) -> std::result::Result<(), minijinja::Error> {
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
@@ -834,9 +782,7 @@ fn py_json(
                     ValueKind::String => k.as_str().unwrap_or("").to_string(),
                     ValueKind::None => "null".to_string(),
                     ValueKind::Bool => (if k.is_true() { "true" } else { "false" }).to_string(),
-                    ValueKind::Number if !k.is_integer() => {
-                        py_float_repr(f64::try_from(k.clone())?)
-                    }
+                    ValueKind::Number if !k.is_integer() => py_float_repr(f64::try_from(k.clone())?),
                     _ => k.to_string(),
                 };
                 entries.push((key, item));
@@ -916,11 +862,7 @@ fn py_float_repr(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
     if f == 0.0 {
         return if f.is_sign_negative() {
@@ -943,11 +885,7 @@ fn py_float_repr(f: f64) -> String {
             if n <= exp + 1 {
                 format!("{digits}{}.0", "0".repeat((exp + 1 - n) as usize))
             } else {
-                format!(
-                    "{}.{}",
-                    &digits[..(exp + 1) as usize],
-                    &digits[(exp + 1) as usize..]
-                )
+                format!("{}.{}", &digits[..(exp + 1) as usize], &digits[(exp + 1) as usize..])
             }
         } else {
             format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))

@@ -84,8 +84,4 @@ pub fn rounded(dtype: wgmoe::gpu::DType, v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| dtype.round(x) as f64).collect()
 }
 
-pub const DTYPES: [wgmoe::gpu::DType; 3] = [
-    wgmoe::gpu::DType::F32,
-    wgmoe::gpu::DType::F16,
-    wgmoe::gpu::DType::BF16,
-];
+pub const DTYPES: [wgmoe::gpu::DType; 3] = [wgmoe::gpu::DType::F32, wgmoe::gpu::DType::F16, wgmoe::gpu::DType::BF16];

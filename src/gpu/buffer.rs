@@ -53,8 +53,14 @@ impl DType {
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             DType::F32 => bytemuck::cast_slice(values).to_vec(),
-            DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-            DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            DType::F16 => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            DType::BF16 => values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
         }
     }
 
@@ -74,7 +80,10 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn zeros(ctx: &Context, label: &str, len: usize) -> Self {
-        Self { buffer: Arc::new(ctx.storage(label, len as u64 * 4)), len }
+        Self {
+            buffer: Arc::new(ctx.storage(label, len as u64 * 4)),
+            len,
+        }
     }
 
     pub fn from_f32(ctx: &Context, label: &str, data: &[f32]) -> Self {
@@ -142,7 +151,16 @@ impl Weight {
         group_rows: usize,
         bytes: &[u8],
     ) -> Result<Self> {
-        Self::upload_with_binding_limit(ctx, label, dtype, rows, cols, group_rows, bytes, ctx.caps.max_storage_binding)
+        Self::upload_with_binding_limit(
+            ctx,
+            label,
+            dtype,
+            rows,
+            cols,
+            group_rows,
+            bytes,
+            ctx.caps.max_storage_binding,
+        )
     }
 
     /// As [`Weight::upload`], with an explicit per-chunk byte limit (tests use a small one to
@@ -205,10 +223,21 @@ impl Weight {
         while first < rows {
             let n = rows_per_chunk.min(rows - first);
             let buffer = ctx.storage(&format!("{label}[{first}..]"), n as u64 * row_bytes);
-            chunks.push(WeightChunk { buffer, first_row: first as u32, rows: n as u32 });
+            chunks.push(WeightChunk {
+                buffer,
+                first_row: first as u32,
+                rows: n as u32,
+            });
             first += n;
         }
-        Ok(Self { dtype, rows, cols, group_rows, row_words, chunks })
+        Ok(Self {
+            dtype,
+            rows,
+            cols,
+            group_rows,
+            row_words,
+            chunks,
+        })
     }
 
     /// Write whole rows starting at `first_row` from unpadded little-endian `bytes` of this
@@ -250,7 +279,14 @@ impl Weight {
     }
 
     /// Upload f32 `values`, rounded to `dtype` (tests and synthetic models).
-    pub fn from_f32(ctx: &Context, label: &str, dtype: DType, rows: usize, cols: usize, values: &[f32]) -> Result<Self> {
+    pub fn from_f32(
+        ctx: &Context,
+        label: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        values: &[f32],
+    ) -> Result<Self> {
         Self::upload(ctx, label, dtype, rows, cols, 1, &dtype.encode(values))
     }
 

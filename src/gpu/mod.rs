@@ -55,7 +55,12 @@ pub fn list_adapters() -> Vec<AdapterEntry> {
         .map(|(index, adapter)| {
             let info = adapter.get_info();
             let caps = Caps::of_adapter(&adapter, &adapter.limits(), false);
-            AdapterEntry { index, adapter, info, caps }
+            AdapterEntry {
+                index,
+                adapter,
+                info,
+                caps,
+            }
         })
         .collect()
 }
@@ -154,7 +159,10 @@ impl Context {
             Some(sel) => entries.iter().filter(|e| matches(e, sel)).collect(),
             None => entries.iter().collect(),
         };
-        let Some(chosen) = candidates.into_iter().max_by_key(|e| (rank(&e.info), usize::MAX - e.index)) else {
+        let Some(chosen) = candidates
+            .into_iter()
+            .max_by_key(|e| (rank(&e.info), usize::MAX - e.index))
+        else {
             return Err(Error::NoMatchingAdapter {
                 selector: opts.selector.clone().unwrap_or_default(),
                 available: describe_adapters(&entries),
@@ -171,7 +179,11 @@ impl Context {
     fn open(adapter: &wgpu::Adapter, portable: bool) -> Result<Self> {
         let info = adapter.get_info();
         let (features, limits, experimental) = if portable {
-            (wgpu::Features::empty(), wgpu::Limits::default(), wgpu::ExperimentalFeatures::disabled())
+            (
+                wgpu::Features::empty(),
+                wgpu::Limits::default(),
+                wgpu::ExperimentalFeatures::disabled(),
+            )
         } else {
             let wanted = wgpu::Features::SHADER_F16
                 | wgpu::Features::SUBGROUP
@@ -198,9 +210,11 @@ impl Context {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
-            Error::RequestDevice { adapter: info.name.clone(), source }
-        })?;
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|source| Error::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
         let caps = Caps::of_device(adapter, &device, portable);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -284,7 +298,8 @@ impl Context {
     pub fn upload(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
         use std::sync::atomic::Ordering;
         for (i, piece) in data.chunks(UPLOAD_FLUSH_BYTES as usize).enumerate() {
-            self.queue.write_buffer(buffer, offset + (i as u64) * UPLOAD_FLUSH_BYTES, piece);
+            self.queue
+                .write_buffer(buffer, offset + (i as u64) * UPLOAD_FLUSH_BYTES, piece);
             let pending = self.pending_upload.fetch_add(piece.len() as u64, Ordering::Relaxed) + piece.len() as u64;
             if pending >= UPLOAD_FLUSH_BYTES {
                 self.pending_upload.store(0, Ordering::Relaxed);
@@ -323,7 +338,10 @@ impl Context {
     /// Block until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
             .map(|_| ())
             .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
     }

@@ -25,7 +25,10 @@ impl GpuTimer {
             });
             (set, resolve)
         });
-        Self { queries, period_ns: ctx.queue.get_timestamp_period() as f64 }
+        Self {
+            queries,
+            period_ns: ctx.queue.get_timestamp_period() as f64,
+        }
     }
 
     pub fn is_gpu(&self) -> bool {
@@ -42,7 +45,10 @@ impl GpuTimer {
                 beginning_of_pass_write_index: Some(0),
                 end_of_pass_write_index: Some(1),
             });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("timed"), timestamp_writes: tw });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("timed"),
+                timestamp_writes: tw,
+            });
             record(&mut pass);
         }
         if let Some((set, resolve)) = &self.queries {

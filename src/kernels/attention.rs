@@ -86,20 +86,19 @@ pub struct AttnTuning {
 
 impl Default for AttnTuning {
     fn default() -> Self {
-        Self { kernel: AttnKernel::Auto, max_chunks: 0, min_chunk: MIN_CHUNK, heads_per_group: 0 }
+        Self {
+            kernel: AttnKernel::Auto,
+            max_chunks: 0,
+            min_chunk: MIN_CHUNK,
+            heads_per_group: 0,
+        }
     }
 }
 
 impl AttnSpec {
     /// Multi-head / grouped-query attention with contiguous `q [T, H, hd]` and separate caches
     /// `[max_seq, KV, hd]`, scale `hd^-0.5`.
-    pub fn gqa(
-        tokens: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        max_seq: usize,
-    ) -> Self {
+    pub fn gqa(tokens: usize, heads: usize, kv_heads: usize, head_dim: usize, max_seq: usize) -> Self {
         let kv_row = kv_heads * head_dim;
         Self {
             tokens,
@@ -124,14 +123,7 @@ impl AttnSpec {
 
     /// DeepSeek's absorbed MLA (MODELS.md §6.5): `q [T, H, r + dr]` = (q_lat | q_pe), one cache of
     /// rows `[c | k_pe]` (bind it as both k and v), values = the first `r` floats of each row.
-    pub fn mla(
-        tokens: usize,
-        heads: usize,
-        kv_lora_rank: usize,
-        rope_dim: usize,
-        scale: f32,
-        max_seq: usize,
-    ) -> Self {
+    pub fn mla(tokens: usize, heads: usize, kv_lora_rank: usize, rope_dim: usize, scale: f32, max_seq: usize) -> Self {
         let row = kv_lora_rank + rope_dim;
         Self {
             tokens,
@@ -198,10 +190,21 @@ pub const TILE_MIN_TOKENS: usize = 8;
 pub enum AttnPlan {
     /// `heads` query heads per workgroup, up to `chunks` key chunks of >= `min_chunk` keys each
     /// (1: no split-KV).
-    Rows { heads: usize, chunks: usize, min_chunk: usize, workgroup_bytes: u64 },
+    Rows {
+        heads: usize,
+        chunks: usize,
+        min_chunk: usize,
+        workgroup_bytes: u64,
+    },
     /// Tiles of `rows` (token, head) rows (`heads` heads by `rows / heads` tokens) and `keys` keys,
     /// `invocations` per workgroup.
-    Tiled { rows: usize, keys: usize, heads: usize, invocations: usize, workgroup_bytes: u64 },
+    Tiled {
+        rows: usize,
+        keys: usize,
+        heads: usize,
+        invocations: usize,
+        workgroup_bytes: u64,
+    },
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -238,7 +241,13 @@ fn tile_plan(ctx: &Context, s: &AttnSpec) -> Option<AttnPlan> {
         let bytes = tile_bytes(s, bq, bk);
         if bytes <= limit {
             let heads = gcd(group, bq);
-            return Some(AttnPlan::Tiled { rows: bq, keys: bk, heads, invocations: wg, workgroup_bytes: bytes });
+            return Some(AttnPlan::Tiled {
+                rows: bq,
+                keys: bk,
+                heads,
+                invocations: wg,
+                workgroup_bytes: bytes,
+            });
         }
     }
     None
@@ -252,12 +261,18 @@ fn rows_plan(ctx: &Context, s: &AttnSpec) -> Result<AttnPlan> {
         if !group.is_multiple_of(t.heads_per_group) || t.heads_per_group > RMAX {
             return Err(shape_err(
                 "attention",
-                format!("{} heads per workgroup must divide the group of {group} and be <= {RMAX}", t.heads_per_group),
+                format!(
+                    "{} heads per workgroup must divide the group of {group} and be <= {RMAX}",
+                    t.heads_per_group
+                ),
             ));
         }
         t.heads_per_group
     } else {
-        (1..=group.min(RMAX)).rev().find(|&r| group.is_multiple_of(r) && rows_bytes(s, r) <= limit).unwrap_or(1)
+        (1..=group.min(RMAX))
+            .rev()
+            .find(|&r| group.is_multiple_of(r) && rows_bytes(s, r) <= limit)
+            .unwrap_or(1)
     };
     let bytes = rows_bytes(s, rw);
     if bytes > limit {
@@ -278,14 +293,22 @@ fn rows_plan(ctx: &Context, s: &AttnSpec) -> Result<AttnPlan> {
         0 => 1,
         n => n.min(most),
     };
-    Ok(AttnPlan::Rows { heads: rw, chunks, min_chunk, workgroup_bytes: bytes })
+    Ok(AttnPlan::Rows {
+        heads: rw,
+        chunks,
+        min_chunk,
+        workgroup_bytes: bytes,
+    })
 }
 
 /// The kernel and shape [`attention`] would record for `spec` on this device.
 pub fn plan(ctx: &Context, spec: &AttnSpec) -> Result<AttnPlan> {
     let s = spec;
     if s.heads == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
-        return Err(shape_err("attention", format!("{} KV heads do not divide {} query heads", s.kv_heads, s.heads)));
+        return Err(shape_err(
+            "attention",
+            format!("{} KV heads do not divide {} query heads", s.kv_heads, s.heads),
+        ));
     }
     match s.tuning.kernel {
         AttnKernel::Tiled => tile_plan(ctx, s).ok_or_else(|| Error::Limit {
@@ -303,14 +326,7 @@ pub fn plan(ctx: &Context, spec: &AttnSpec) -> Result<AttnPlan> {
 }
 
 /// Last float index + 1 touched by `n` items of `len` floats at `stride`, plus `m` groups at `group_stride`.
-fn extent(
-    offset: usize,
-    n: usize,
-    stride: usize,
-    m: usize,
-    group_stride: usize,
-    len: usize,
-) -> usize {
+fn extent(offset: usize, n: usize, stride: usize, m: usize, group_stride: usize, len: usize) -> usize {
     if n == 0 || m == 0 {
         return 0;
     }
@@ -348,10 +364,7 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
     if s.heads == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
         return Err(shape_err(
             op,
-            format!(
-                "{} KV heads do not divide {} query heads",
-                s.kv_heads, s.heads
-            ),
+            format!("{} KV heads do not divide {} query heads", s.kv_heads, s.heads),
         ));
     }
     if s.k_dim == 0 || s.v_dim == 0 {
@@ -363,17 +376,11 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
     if s.max_seq == 0 || s.tokens > s.max_seq {
         return Err(shape_err(
             op,
-            format!(
-                "{} tokens do not fit a cache of {} positions",
-                s.tokens, s.max_seq
-            ),
+            format!("{} tokens do not fit a cache of {} positions", s.tokens, s.max_seq),
         ));
     }
     if s.window == Some(0) {
-        return Err(shape_err(
-            op,
-            "a sliding window of 0 positions sees nothing",
-        ));
+        return Err(shape_err(op, "a sliding window of 0 positions sees nothing"));
     }
     for (what, v) in [
         ("k_stride", s.k_stride),
@@ -383,58 +390,23 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
     ] {
         check_u32(op, what, v)?;
     }
-    let q_need = extent(
-        0,
-        s.tokens,
-        s.q_row_stride,
-        s.heads,
-        s.q_head_stride,
-        s.k_dim,
-    );
+    let q_need = extent(0, s.tokens, s.q_row_stride, s.heads, s.q_head_stride, s.k_dim);
     check_buffer(op, "q", b.q, q_need)?;
-    let k_need = extent(
-        0,
-        s.max_seq,
-        s.k_stride,
-        s.kv_heads,
-        s.k_head_stride,
-        s.k_dim,
-    );
+    let k_need = extent(0, s.max_seq, s.k_stride, s.kv_heads, s.k_head_stride, s.k_dim);
     check_buffer(op, "the key cache", b.k, k_need)?;
-    let v_need = extent(
-        s.v_offset,
-        s.max_seq,
-        s.v_stride,
-        s.kv_heads,
-        s.v_head_stride,
-        s.v_dim,
-    );
+    let v_need = extent(s.v_offset, s.max_seq, s.v_stride, s.kv_heads, s.v_head_stride, s.v_dim);
     check_buffer(op, "the value cache", b.v, v_need)?;
     check_buffer(op, "o", b.o, s.tokens * s.heads * s.v_dim)?;
     match (s.sinks, b.sinks) {
         (true, Some(t)) => check_buffer(op, "sinks", t, s.heads)?,
-        (true, None) => {
-            return Err(shape_err(
-                op,
-                "the spec asks for sinks but no sink tensor was given",
-            ))
-        }
-        (false, Some(_)) => {
-            return Err(shape_err(
-                op,
-                "a sink tensor was given but the spec has sinks off",
-            ))
-        }
+        (true, None) => return Err(shape_err(op, "the spec asks for sinks but no sink tensor was given")),
+        (false, Some(_)) => return Err(shape_err(op, "a sink tensor was given but the spec has sinks off")),
         (false, None) => {}
     }
     if b.step.len < step::LEN {
         return Err(shape_err(
             op,
-            format!(
-                "the step buffer holds {} words, need {}",
-                b.step.len,
-                step::LEN
-            ),
+            format!("the step buffer holds {} words, need {}", b.step.len, step::LEN),
         ));
     }
     let _ = ctx;
@@ -471,7 +443,12 @@ pub fn attention(
     let plan = plan(ctx, &s)?;
     let group = s.heads / s.kv_heads;
     let (slices, chunks, min_chunk) = match plan {
-        AttnPlan::Rows { heads, chunks, min_chunk, .. } => (s.heads / heads, chunks, min_chunk),
+        AttnPlan::Rows {
+            heads,
+            chunks,
+            min_chunk,
+            ..
+        } => (s.heads / heads, chunks, min_chunk),
         AttnPlan::Tiled { heads, .. } => (s.heads / heads, 1, 1),
     };
     let scratch = match plan {
@@ -479,7 +456,10 @@ pub fn attention(
             // Partials, then one arrival counter per (token, head slice).
             let floats = s.tokens * s.heads * chunks * (s.v_dim + 2);
             check_u32("attention", "split-KV scratch", floats + s.tokens * slices)?;
-            Some((Tensor::zeros(ctx, "attention.partials", floats + s.tokens * slices), floats))
+            Some((
+                Tensor::zeros(ctx, "attention.partials", floats + s.tokens * slices),
+                floats,
+            ))
         }
         _ => None,
     };
@@ -548,7 +528,13 @@ pub fn attention(
             }
             (entry, grid((s.tokens * slices * chunks) as u32))
         }
-        AttnPlan::Tiled { rows, keys, heads, invocations, .. } => {
+        AttnPlan::Tiled {
+            rows,
+            keys,
+            heads,
+            invocations,
+            ..
+        } => {
             let tpr = invocations / rows;
             constants.extend([
                 ("WG", invocations as f64),
@@ -615,13 +601,7 @@ struct StoreParams {
 
 /// Copy this batch's rows into the cache at positions `step[POS0]..step[POS0] + tokens`; rows that
 /// would land past `max_seq` are dropped (the host keeps positions within the cache).
-pub fn kv_store(
-    ctx: &Context,
-    src: &Tensor,
-    cache: &Tensor,
-    spec: KvStoreSpec,
-    step_buf: &Tensor,
-) -> Result<Dispatch> {
+pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, step_buf: &Tensor) -> Result<Dispatch> {
     let op = "kv_store";
     let s = spec;
     if s.width == 0 || s.max_seq == 0 || s.tokens > s.max_seq {
@@ -657,11 +637,7 @@ pub fn kv_store(
     if step_buf.len < step::LEN {
         return Err(shape_err(
             op,
-            format!(
-                "the step buffer holds {} words, need {}",
-                step_buf.len,
-                step::LEN
-            ),
+            format!("the step buffer holds {} words, need {}", step_buf.len, step::LEN),
         ));
     }
     check_u32(op, "cache size", s.dst_offset + s.max_seq * s.dst_stride)?;

@@ -18,25 +18,53 @@ struct Params {
 }
 
 fn params(ctx: &Context, words: u32, seed: u32, scale: f32, dtype: DType) -> wgpu::Buffer {
-    ctx.uniform("bench.params", &Params { words, seed, scale, dtype: dtype.code() as u32 })
+    ctx.uniform(
+        "bench.params",
+        &Params {
+            words,
+            seed,
+            scale,
+            dtype: dtype.code() as u32,
+        },
+    )
 }
 
 /// `dst[..bytes] = src[..bytes]` (bytes a multiple of 16).
 pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<Dispatch> {
     let vec4s = bytes / 16;
     if !bytes.is_multiple_of(16) || bytes > src.size() || bytes > dst.size() || vec4s > u32::MAX as u64 {
-        return Err(Error::Invalid(format!("copy of {bytes} bytes does not fit the buffers")));
+        return Err(Error::Invalid(format!(
+            "copy of {bytes} bytes does not fit the buffers"
+        )));
     }
     let p = params(ctx, vec4s as u32, 0, 0.0, DType::F32);
     let pipeline = ctx.pipeline("bench", SHADER, "copy", &[]);
-    let res = [(0, p.as_entire_binding()), (1, src.as_entire_binding()), (2, dst.as_entire_binding())];
-    Ok(Dispatch::new(ctx, "copy", pipeline, &res, grid((vec4s as u32).div_ceil(256)), vec![p.clone()]))
+    let res = [
+        (0, p.as_entire_binding()),
+        (1, src.as_entire_binding()),
+        (2, dst.as_entire_binding()),
+    ];
+    Ok(Dispatch::new(
+        ctx,
+        "copy",
+        pipeline,
+        &res,
+        grid((vec4s as u32).div_ceil(256)),
+        vec![p.clone()],
+    ))
 }
 
 /// One invocation incrementing `dst[0]`: consecutive copies form a dependent chain.
 pub fn chain(ctx: &Context, dst: &wgpu::Buffer) -> Dispatch {
     let pipeline = ctx.pipeline("bench", SHADER, "chain", &[]);
-    Dispatch::new(ctx, "chain", pipeline, &[(2, dst.as_entire_binding())], [1, 1, 1], vec![])
+    Dispatch::new(
+        ctx,
+        "chain",
+        pipeline,
+        &[(2, dst.as_entire_binding())],
+        [1, 1, 1],
+        vec![],
+    )
 }
 
 /// A weight `[rows, cols]` of uniform random values in `[-scale, scale)`, made on the GPU.
@@ -87,9 +115,20 @@ pub fn random_weight(
             vec![p.clone()],
         );
         ctx.submit(&[&d]);
-        chunks.push(WeightChunk { buffer, first_row: first as u32, rows: n as u32 });
+        chunks.push(WeightChunk {
+            buffer,
+            first_row: first as u32,
+            rows: n as u32,
+        });
         first += n;
     }
     ctx.wait()?;
-    Ok(Weight { dtype, rows, cols, group_rows, row_words, chunks })
+    Ok(Weight {
+        dtype,
+        rows,
+        cols,
+        group_rows,
+        row_words,
+        chunks,
+    })
 }

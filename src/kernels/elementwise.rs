@@ -33,7 +33,12 @@ pub struct Rows {
 impl Rows {
     /// Packed rows: stride = width, offset 0.
     pub fn packed(rows: usize, width: usize) -> Self {
-        Self { rows, width, stride: width, offset: 0 }
+        Self {
+            rows,
+            width,
+            stride: width,
+            offset: 0,
+        }
     }
 
     fn check(&self, op: &'static str, what: &str, t: &Tensor) -> Result<()> {
@@ -42,7 +47,10 @@ impl Rows {
         }
         let end = (self.rows - 1) * self.stride + self.offset + self.width;
         if self.stride < self.width && self.rows > 1 || end > t.len {
-            return Err(shape_err(op, format!("{what}: layout {self:?} needs {end} values, tensor holds {}", t.len)));
+            return Err(shape_err(
+                op,
+                format!("{what}: layout {self:?} needs {end} values, tensor holds {}", t.len),
+            ));
         }
         Ok(())
     }
@@ -54,14 +62,24 @@ fn build(ctx: &Context, entry: &'static str, p: Params, res: &[(u32, wgpu::Bindi
     let mut all = vec![(0, params.as_entire_binding())];
     all.extend(res.iter().cloned());
     let n = (p.rows * p.width) as usize;
-    Dispatch::new(ctx, entry, pipeline, &all, grid(n.div_ceil(WG) as u32), vec![params.clone()])
+    Dispatch::new(
+        ctx,
+        entry,
+        pipeline,
+        &all,
+        grid(n.div_ceil(WG) as u32),
+        vec![params.clone()],
+    )
 }
 
 /// Copy rows from the `from` layout of `src` to the `to` layout of `dst` (same rows and width).
 pub fn copy_rows(ctx: &Context, src: &Tensor, from: Rows, dst: &Tensor, to: Rows) -> Result<Dispatch> {
     let op = "copy_rows";
     if from.rows != to.rows || from.width != to.width {
-        return Err(shape_err(op, format!("source {from:?} and destination {to:?} differ in rows or width")));
+        return Err(shape_err(
+            op,
+            format!("source {from:?} and destination {to:?} differ in rows or width"),
+        ));
     }
     from.check(op, "src", src)?;
     to.check(op, "dst", dst)?;

@@ -28,29 +28,17 @@ const WG: u32 = 64;
 /// copying only the rows inside it (record them all, in any order, in one pass). `ids` is a u32
 /// buffer of at least `tokens` entries that the GPU may have written (the sampled token). An id
 /// `>= V` reads nothing and yields a zero row; the host is expected to validate ids it supplies.
-pub fn embedding(
-    ctx: &Context,
-    table: &Weight,
-    ids: &Tensor,
-    tokens: usize,
-    out: &Tensor,
-) -> Result<Vec<Dispatch>> {
+pub fn embedding(ctx: &Context, table: &Weight, ids: &Tensor, tokens: usize, out: &Tensor) -> Result<Vec<Dispatch>> {
     let op = "embedding";
     let dim = table.cols;
     if tokens == 0 {
         return Err(shape_err(op, "no tokens"));
     }
     if dim == 0 || table.rows == 0 {
-        return Err(shape_err(
-            op,
-            format!("empty table [{}, {dim}]", table.rows),
-        ));
+        return Err(shape_err(op, format!("empty table [{}, {dim}]", table.rows)));
     }
     if ids.len < tokens {
-        return Err(shape_err(
-            op,
-            format!("ids hold {} entries, need {tokens}", ids.len),
-        ));
+        return Err(shape_err(op, format!("ids hold {} entries, need {tokens}", ids.len)));
     }
     if out.len < tokens * dim {
         return Err(shape_err(
@@ -68,10 +56,7 @@ pub fn embedding(
     let groups_per_token = data_words.div_ceil(WG);
     let groups = groups_per_token as u64 * tokens as u64;
     if groups > 65535 * 65535 {
-        return Err(shape_err(
-            op,
-            format!("{tokens} tokens x {dim} is too many workgroups"),
-        ));
+        return Err(shape_err(op, format!("{tokens} tokens x {dim} is too many workgroups")));
     }
     let mut dispatches = Vec::with_capacity(table.chunks.len());
     for (i, chunk) in table.chunks.iter().enumerate() {

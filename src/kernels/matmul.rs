@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 pub const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
 
-
 /// The most token rows [`matvec`] takes; [`matmul`] switches to [`gemm`] above it.
 pub const MATVEC_MAX_TOKENS: usize = 8;
 
@@ -115,14 +114,28 @@ pub fn matmul_normed(
     if norm.weight.rows != 1 || norm.weight.cols != k || norm.normed.len < spec.tokens * k {
         return Err(shape_err(
             "matmul_normed",
-            format!("norm weight [{}, {}] or normed rows ({}) do not fit K = {k}", norm.weight.rows, norm.weight.cols, norm.normed.len),
+            format!(
+                "norm weight [{}, {}] or normed rows ({}) do not fit K = {k}",
+                norm.weight.rows, norm.weight.cols, norm.normed.len
+            ),
         ));
     }
     if spec.tokens <= MATVEC_MAX_TOKENS {
         return matvec_impl(ctx, spec, x, Some(norm), w, bias, y);
     }
-    let shape = super::rmsnorm::NormShape { x_stride: spec.x_stride, y_stride: k, ..super::rmsnorm::NormShape::new(spec.tokens, k, norm.eps) };
-    let mut out = vec![super::rmsnorm::rmsnorm(ctx, shape, x, None, norm.weight, super::rmsnorm::NormOut::To(norm.normed))?];
+    let shape = super::rmsnorm::NormShape {
+        x_stride: spec.x_stride,
+        y_stride: k,
+        ..super::rmsnorm::NormShape::new(spec.tokens, k, norm.eps)
+    };
+    let mut out = vec![super::rmsnorm::rmsnorm(
+        ctx,
+        shape,
+        x,
+        None,
+        norm.weight,
+        super::rmsnorm::NormOut::To(norm.normed),
+    )?];
     out.extend(gemm(ctx, MatmulSpec { x_stride: k, ..spec }, norm.normed, w, bias, y)?);
     Ok(out)
 }
@@ -170,10 +183,7 @@ fn matvec_impl(
     if spec.tokens > MATVEC_MAX_TOKENS {
         return Err(shape_err(
             op,
-            format!(
-                "{} token rows, at most {MATVEC_MAX_TOKENS} (use gemm)",
-                spec.tokens
-            ),
+            format!("{} token rows, at most {MATVEC_MAX_TOKENS} (use gemm)", spec.tokens),
         ));
     }
     let t = spec.tokens;
@@ -195,7 +205,10 @@ fn matvec_impl(
         .iter()
         .map(|chunk| {
             let groups = grid((chunk.rows as usize).div_ceil(rows) as u32);
-            let norm = norm.map(|n| NormPrologue { store: n.store && chunk.first_row == 0, ..n });
+            let norm = norm.map(|n| NormPrologue {
+                store: n.store && chunk.first_row == 0,
+                ..n
+            });
             dispatch(ctx, entry, &pipeline, spec, x, w, chunk, bias, norm, y, groups)
         })
         .collect())
@@ -226,7 +239,19 @@ pub fn gemm(
                 format!("{groups} workgroups exceed a {limit}x{limit} grid"),
             ));
         }
-        out.push(dispatch(ctx, op, &pipeline, spec, x, w, chunk, bias, None, y, grid(groups as u32)));
+        out.push(dispatch(
+            ctx,
+            op,
+            &pipeline,
+            spec,
+            x,
+            w,
+            chunk,
+            bias,
+            None,
+            y,
+            grid(groups as u32),
+        ));
     }
     Ok(out)
 }
@@ -246,7 +271,6 @@ fn matvec_workgroup(w: &Weight) -> usize {
     }
 }
 
-
 /// Whether x can be read as `vec4<f32>`: rows start 16-byte aligned and the buffer is whole vec4s.
 fn x_vec4(spec: MatmulSpec, x: &Tensor) -> bool {
     spec.x_stride.is_multiple_of(4) && x.buffer.size().is_multiple_of(16)
@@ -254,10 +278,7 @@ fn x_vec4(spec: MatmulSpec, x: &Tensor) -> bool {
 
 /// The specialisation both kernels share: what shapes their inner loops.
 fn common_constants(spec: MatmulSpec, x: &Tensor, w: &Weight) -> Vec<(&'static str, f64)> {
-    vec![
-        ("W_DTYPE", w.dtype.code()),
-        ("X_VEC", x_vec4(spec, x) as u32 as f64),
-    ]
+    vec![("W_DTYPE", w.dtype.code()), ("X_VEC", x_vec4(spec, x) as u32 as f64)]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -318,19 +339,8 @@ fn dispatch(
     if label.starts_with("matvec") {
         res.push((7, normed));
     }
-    let label = format!(
-        "{label}[{}..{}]",
-        chunk.first_row,
-        chunk.first_row + chunk.rows
-    );
-    Dispatch::new(
-        ctx,
-        label,
-        pipeline.clone(),
-        &res,
-        groups,
-        vec![params.clone()],
-    )
+    let label = format!("{label}[{}..{}]", chunk.first_row, chunk.first_row + chunk.rows);
+    Dispatch::new(ctx, label, pipeline.clone(), &res, groups, vec![params.clone()])
 }
 
 /// Shapes, strides, buffer sizes and limits, so that a bad call is an `Err` and never a GPU fault.

@@ -52,18 +52,36 @@ fn end(l: HeadLayout, tokens: usize, heads: usize, dim: usize) -> usize {
 /// `y[t, h, :] = W[h*out .. (h+1)*out, :] @ x[t, h, :]` for a weight stacked `[heads*out, in]`.
 pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, y: &Tensor) -> Result<Dispatch> {
     let op = "head_matvec";
-    let HeadMatvecSpec { tokens, heads, in_dim, out_dim, x: xl, y: yl } = spec;
+    let HeadMatvecSpec {
+        tokens,
+        heads,
+        in_dim,
+        out_dim,
+        x: xl,
+        y: yl,
+    } = spec;
     if tokens == 0 || heads == 0 || in_dim == 0 || out_dim == 0 {
         return Err(shape_err(op, format!("empty shape {spec:?}")));
     }
     if w.rows != heads * out_dim || w.cols != in_dim {
-        return Err(shape_err(op, format!("weight is [{}, {}], expected [{}, {in_dim}]", w.rows, w.cols, heads * out_dim)));
+        return Err(shape_err(
+            op,
+            format!(
+                "weight is [{}, {}], expected [{}, {in_dim}]",
+                w.rows,
+                w.cols,
+                heads * out_dim
+            ),
+        ));
     }
     if w.chunks.len() != 1 {
         return Err(shape_err(op, "per-head weights must fit one binding"));
     }
     if end(xl, tokens, heads, in_dim) > x.len || end(yl, tokens, heads, out_dim) > y.len {
-        return Err(shape_err(op, format!("x ({}) or y ({}) too small for {spec:?}", x.len, y.len)));
+        return Err(shape_err(
+            op,
+            format!("x ({}) or y ({}) too small for {spec:?}", x.len, y.len),
+        ));
     }
     let blocks = out_dim.div_ceil(WG);
     let params = ctx.uniform(
@@ -83,12 +101,24 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
             blocks: blocks as u32,
         },
     );
-    let pipeline = ctx.pipeline("mla", SHADER, "head_matvec", &[("WG", WG as f64), ("W_DTYPE", w.dtype.code())]);
+    let pipeline = ctx.pipeline(
+        "mla",
+        SHADER,
+        "head_matvec",
+        &[("WG", WG as f64), ("W_DTYPE", w.dtype.code())],
+    );
     let res = [
         (0, params.as_entire_binding()),
         (1, x.binding()),
         (2, w.chunks[0].buffer.as_entire_binding()),
         (3, y.binding()),
     ];
-    Ok(Dispatch::new(ctx, op, pipeline, &res, grid((tokens * heads * blocks) as u32), vec![params.clone()]))
+    Ok(Dispatch::new(
+        ctx,
+        op,
+        pipeline,
+        &res,
+        grid((tokens * heads * blocks) as u32),
+        vec![params.clone()],
+    ))
 }

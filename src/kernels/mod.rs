@@ -10,8 +10,8 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod mla;
-pub mod qkv;
 pub mod moe;
+pub mod qkv;
 pub mod rmsnorm;
 pub mod rope;
 pub mod router;
@@ -89,14 +89,23 @@ impl Dispatch {
         let label = label.into();
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
-            .map(|(binding, resource)| wgpu::BindGroupEntry { binding: *binding, resource: resource.clone() })
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
             .collect();
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&label),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Self { label, pipeline, bind_group, groups, _owned: owned }
+        Self {
+            label,
+            pipeline,
+            bind_group,
+            groups,
+            _owned: owned,
+        }
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -126,7 +135,11 @@ pub fn grid(groups: u32) -> [u32; 3] {
 
 /// A byte window of a buffer as a binding.
 pub fn window(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: std::num::NonZeroU64::new(size) })
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset,
+        size: std::num::NonZeroU64::new(size),
+    })
 }
 
 #[cfg(test)]
@@ -135,8 +148,8 @@ mod tests {
 
     fn validate(family: &str, src: &str, caps: Capabilities) {
         let src = super::with_prelude(src);
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{family}.wgsl: {}", e.emit_to_string(&src)));
+        let module =
+            naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{family}.wgsl: {}", e.emit_to_string(&src)));
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{family}.wgsl: {}", e.emit_to_string(&src)));

@@ -106,19 +106,13 @@ fn check_bias(name: &str, b: Option<&Weight>, experts: usize, cols: usize) -> Re
     if b.rows != experts || b.cols != cols {
         return Err(shape_err(
             OP,
-            format!(
-                "{name} is [{}, {}], expected [{experts}, {cols}]",
-                b.rows, b.cols
-            ),
+            format!("{name} is [{}, {}], expected [{experts}, {cols}]", b.rows, b.cols),
         ));
     }
     if b.chunks.len() != 1 {
         return Err(shape_err(
             OP,
-            format!(
-                "{name} must fit one binding, it has {} chunks",
-                b.chunks.len()
-            ),
+            format!("{name} must fit one binding, it has {} chunks", b.chunks.len()),
         ));
     }
     Ok(())
@@ -157,10 +151,7 @@ impl Block<'_> {
             ("weights", self.weights.len, t * k),
         ] {
             if len < need {
-                return Err(shape_err(
-                    OP,
-                    format!("{name} holds {len} values, need {need}"),
-                ));
+                return Err(shape_err(OP, format!("{name} holds {len} values, need {need}")));
             }
         }
         Ok(())
@@ -203,27 +194,15 @@ impl Block<'_> {
         }
     }
 
-    fn constants(
-        &self,
-        w: &Weight,
-        bias: Option<&Weight>,
-        subgroups: bool,
-        wg: u32,
-    ) -> Vec<(&'static str, f64)> {
+    fn constants(&self, w: &Weight, bias: Option<&Weight>, subgroups: bool, wg: u32) -> Vec<(&'static str, f64)> {
         let flag = |b: bool| b as u32 as f64;
         vec![
             ("WG", wg as f64),
             ("W_DTYPE", w.dtype.code()),
             ("B_DTYPE", bias.map_or(0.0, |b| b.dtype.code())),
             ("HAS_BIAS", flag(bias.is_some())),
-            (
-                "INTERLEAVED",
-                flag(self.spec.gate_up == GateUpLayout::Interleaved),
-            ),
-            (
-                "CLAMPED",
-                flag(matches!(self.spec.act, Act::Clamped { .. })),
-            ),
+            ("INTERLEAVED", flag(self.spec.gate_up == GateUpLayout::Interleaved)),
+            ("CLAMPED", flag(matches!(self.spec.act, Act::Clamped { .. }))),
             ("SUBGROUPS", flag(subgroups)),
         ]
     }
@@ -280,16 +259,28 @@ pub fn moe_decode(
     weights: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let Experts { gate_up, down, gate_up_bias, down_bias } = experts;
-    let b = Block { spec, x, ids, weights, gate_up, down, gate_up_bias, down_bias, y };
+    let Experts {
+        gate_up,
+        down,
+        gate_up_bias,
+        down_bias,
+    } = experts;
+    let b = Block {
+        spec,
+        x,
+        ids,
+        weights,
+        gate_up,
+        down,
+        gate_up_bias,
+        down_bias,
+        y,
+    };
     b.validate()?;
     if spec.tokens > DECODE_MAX_TOKENS {
         return Err(shape_err(
             OP,
-            format!(
-                "decode takes at most {DECODE_MAX_TOKENS} tokens, got {}",
-                spec.tokens
-            ),
+            format!("decode takes at most {DECODE_MAX_TOKENS} tokens, got {}", spec.tokens),
         ));
     }
     let (t, k, d, i) = (spec.tokens, spec.top_k, spec.hidden, spec.inter);
@@ -300,10 +291,7 @@ pub fn moe_decode(
     let consts = b.constants(gate_up, gate_up_bias, subgroups, DECODE_WG);
     let pipeline = ctx.pipeline("moe", SHADER, &format!("moe_gate_up_decode{suffix}"), &consts);
     for c in 0..gate_up.chunks.len() {
-        let params = ctx.uniform(
-            "moe.params",
-            &b.chunk_params(gate_up, c, gate_up_bias, false),
-        );
+        let params = ctx.uniform("moe.params", &b.chunk_params(gate_up, c, gate_up_bias, false));
         let res = [
             (0, params.as_entire_binding()),
             (1, x.binding()),
@@ -362,29 +350,30 @@ pub fn moe_prefill(
     weights: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let Experts { gate_up, down, gate_up_bias, down_bias } = experts;
-    let b = Block { spec, x, ids, weights, gate_up, down, gate_up_bias, down_bias, y };
+    let Experts {
+        gate_up,
+        down,
+        gate_up_bias,
+        down_bias,
+    } = experts;
+    let b = Block {
+        spec,
+        x,
+        ids,
+        weights,
+        gate_up,
+        down,
+        gate_up_bias,
+        down_bias,
+        y,
+    };
     b.validate()?;
-    let (t, k, d, i, e) = (
-        spec.tokens,
-        spec.top_k,
-        spec.hidden,
-        spec.inter,
-        spec.experts,
-    );
+    let (t, k, d, i, e) = (spec.tokens, spec.top_k, spec.hidden, spec.inter, spec.experts);
     let counts = scratch(ctx, "moe.counts", e)?;
     let lists = scratch(ctx, "moe.lists", e * t)?;
     let h = scratch(ctx, "moe.h", t * k * b.h_stride())?;
     let slots = scratch(ctx, "moe.y_slots", t * k * d)?;
-    let owned = |params: &wgpu::Buffer| {
-        vec![
-            params.clone(),
-            counts.clone(),
-            lists.clone(),
-            h.clone(),
-            slots.clone(),
-        ]
-    };
+    let owned = |params: &wgpu::Buffer| vec![params.clone(), counts.clone(), lists.clone(), h.clone(), slots.clone()];
     let mut out = Vec::new();
 
     let params = ctx.uniform("moe.params", &b.params());

@@ -71,16 +71,31 @@ pub fn prepare_qkv(
     v_cache: &Tensor,
 ) -> Result<Dispatch> {
     let op = "prepare_qkv";
-    let QkvSpec { tokens, heads, kv_heads, head_dim: hd, .. } = spec;
+    let QkvSpec {
+        tokens,
+        heads,
+        kv_heads,
+        head_dim: hd,
+        ..
+    } = spec;
     if tokens == 0 || heads == 0 || kv_heads == 0 || hd == 0 || hd % 2 != 0 || hd > MAX_HEAD_DIM {
-        return Err(shape_err(op, format!("unsupported shape {spec:?} (even head_dim up to {MAX_HEAD_DIM})")));
+        return Err(shape_err(
+            op,
+            format!("unsupported shape {spec:?} (even head_dim up to {MAX_HEAD_DIM})"),
+        ));
     }
     if qkv.len < tokens * spec.row_width() {
-        return Err(shape_err(op, format!("qkv holds {}, needs {}", qkv.len, tokens * spec.row_width())));
+        return Err(shape_err(
+            op,
+            format!("qkv holds {}, needs {}", qkv.len, tokens * spec.row_width()),
+        ));
     }
     let cache = spec.max_seq * kv_heads * hd;
     if k_cache.len < cache || v_cache.len < cache {
-        return Err(shape_err(op, format!("caches hold {} and {}, need {cache}", k_cache.len, v_cache.len)));
+        return Err(shape_err(
+            op,
+            format!("caches hold {} and {}, need {cache}", k_cache.len, v_cache.len),
+        ));
     }
     if inv_freq.len < hd / 2 || step_buf.len < step::LEN {
         return Err(shape_err(op, "inv_freq or the step buffer is too short"));
@@ -123,7 +138,10 @@ pub fn prepare_qkv(
     let pipeline = ctx.pipeline("qkv", SHADER, op, &constants);
     let dummy = || ctx.dummy.as_entire_binding();
     let (qn, kn) = match &norms {
-        Some(n) => (n.q.chunks[0].buffer.as_entire_binding(), n.k.chunks[0].buffer.as_entire_binding()),
+        Some(n) => (
+            n.q.chunks[0].buffer.as_entire_binding(),
+            n.k.chunks[0].buffer.as_entire_binding(),
+        ),
         None => (dummy(), dummy()),
     };
     let res = [

@@ -33,7 +33,14 @@ pub struct NormShape {
 
 impl NormShape {
     pub fn new(rows: usize, dim: usize, eps: f32) -> Self {
-        Self { rows, dim, x_stride: dim, y_stride: dim, x_offset: 0, eps }
+        Self {
+            rows,
+            dim,
+            x_stride: dim,
+            y_stride: dim,
+            x_offset: 0,
+            eps,
+        }
     }
 }
 
@@ -53,17 +60,33 @@ pub fn rmsnorm(
     w: &Weight,
     out: NormOut<'_>,
 ) -> Result<Dispatch> {
-    let NormShape { rows, dim, x_stride, y_stride, x_offset, eps } = shape;
+    let NormShape {
+        rows,
+        dim,
+        x_stride,
+        y_stride,
+        x_offset,
+        eps,
+    } = shape;
     let op = "rmsnorm";
     if w.cols != dim || w.rows != 1 {
-        return Err(shape_err(op, format!("weight is [{}, {}], expected [1, {dim}]", w.rows, w.cols)));
+        return Err(shape_err(
+            op,
+            format!("weight is [{}, {}], expected [1, {dim}]", w.rows, w.cols),
+        ));
     }
     if x_stride < dim || rows > 0 && (rows - 1) * x_stride + x_offset + dim > x.len {
-        return Err(shape_err(op, format!("x holds {} values, too few for {rows} rows at stride {x_stride}", x.len)));
+        return Err(shape_err(
+            op,
+            format!("x holds {} values, too few for {rows} rows at stride {x_stride}", x.len),
+        ));
     }
     if let Some(d) = delta {
         if d.len < rows * dim {
-            return Err(shape_err(op, format!("delta holds {} values, need {}", d.len, rows * dim)));
+            return Err(shape_err(
+                op,
+                format!("delta holds {} values, need {}", d.len, rows * dim),
+            ));
         }
     }
     let y = match out {
@@ -75,7 +98,10 @@ pub fn rmsnorm(
         }
         NormOut::To(y) => {
             if y_stride < dim || rows > 0 && (rows - 1) * y_stride + dim > y.len {
-                return Err(shape_err(op, format!("y holds {} values, too few for {rows} rows at stride {y_stride}", y.len)));
+                return Err(shape_err(
+                    op,
+                    format!("y holds {} values, too few for {rows} rows at stride {y_stride}", y.len),
+                ));
             }
             Some(y)
         }
@@ -94,13 +120,28 @@ pub fn rmsnorm(
         },
     );
     let wg = if dim >= 1024 { 256.0 } else { 64.0 };
-    let constants = [("WG", wg), ("W_DTYPE", w.dtype.code()), ("ADD", delta.is_some() as u32 as f64)];
+    let constants = [
+        ("WG", wg),
+        ("W_DTYPE", w.dtype.code()),
+        ("ADD", delta.is_some() as u32 as f64),
+    ];
     let entry = if y.is_some() { "rmsnorm" } else { "rmsnorm_inplace" };
     let pipeline = ctx.pipeline("rmsnorm", SHADER, entry, &constants);
-    let mut res = vec![(0, params.as_entire_binding()), (1, x.binding()), (3, w.chunks[0].buffer.as_entire_binding())];
+    let mut res = vec![
+        (0, params.as_entire_binding()),
+        (1, x.binding()),
+        (3, w.chunks[0].buffer.as_entire_binding()),
+    ];
     res.push((2, delta.map_or(ctx.dummy.as_entire_binding(), |d| d.binding())));
     if let Some(y) = y {
         res.push((4, y.binding()));
     }
-    Ok(Dispatch::new(ctx, entry, pipeline, &res, grid(rows as u32), vec![params.clone()]))
+    Ok(Dispatch::new(
+        ctx,
+        entry,
+        pipeline,
+        &res,
+        grid(rows as u32),
+        vec![params.clone()],
+    ))
 }

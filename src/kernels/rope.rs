@@ -72,8 +72,7 @@ pub fn yarn_correction_range(
 ) -> (f64, f64) {
     let d = dim as f64;
     let corr = |n: f64| {
-        d * (original_max_position as f64 / (n * 2.0 * std::f64::consts::PI)).ln()
-            / (2.0 * (theta as f64).ln())
+        d * (original_max_position as f64 / (n * 2.0 * std::f64::consts::PI)).ln() / (2.0 * (theta as f64).ln())
     };
     let (mut lo, mut hi) = (corr(beta_fast), corr(beta_slow));
     if truncate {
@@ -149,12 +148,7 @@ fn llama3(dim: usize, theta: f32, factor: f32, low: f32, high: f32, original: us
 /// The `dim / 2` inverse frequencies and the cos/sin amplitude `af` of a rotary embedding over
 /// `dim` dims (MODELS.md §2.1). `max_position` is the config's `max_position_embeddings`, used
 /// where YaRN's `factor` or `original_max_position_embeddings` is missing.
-pub fn rope_frequencies(
-    dim: usize,
-    theta: f32,
-    scaling: &RopeScaling,
-    max_position: usize,
-) -> (Vec<f32>, f32) {
+pub fn rope_frequencies(dim: usize, theta: f32, scaling: &RopeScaling, max_position: usize) -> (Vec<f32>, f32) {
     match scaling {
         RopeScaling::Default => (default_inv_freq(dim, theta), 1.0),
         RopeScaling::Yarn { .. } => yarn(dim, theta, max_position, scaling),
@@ -207,13 +201,7 @@ pub struct RopeSpec {
 
 impl RopeSpec {
     /// Whole contiguous heads: `[tokens, heads, head_dim]`, all dims rotated.
-    pub fn heads(
-        tokens: usize,
-        heads: usize,
-        head_dim: usize,
-        layout: RopeLayout,
-        attention_factor: f32,
-    ) -> Self {
+    pub fn heads(tokens: usize, heads: usize, head_dim: usize, layout: RopeLayout, attention_factor: f32) -> Self {
         Self {
             tokens,
             heads,
@@ -295,11 +283,7 @@ fn validate(spec: &RopeSpec, x: &Tensor, inv_freq: &Tensor, step_buf: &Tensor) -
     if step_buf.len < step::LEN {
         return Err(shape_err(
             op,
-            format!(
-                "the step buffer holds {} words, need {}",
-                step_buf.len,
-                step::LEN
-            ),
+            format!("the step buffer holds {} words, need {}", step_buf.len, step::LEN),
         ));
     }
     let pairs = s.tokens as u64 * s.heads as u64 * (s.rot_dims / 2) as u64;
@@ -311,13 +295,7 @@ fn validate(spec: &RopeSpec, x: &Tensor, inv_freq: &Tensor, step_buf: &Tensor) -
 
 /// Rotate `x` in place as `spec` says, token t at position `step[POS0] + t`, with the frequencies
 /// `inv_freq` (the [`rope_frequencies`] table uploaded once as a Tensor).
-pub fn rope(
-    ctx: &Context,
-    x: &Tensor,
-    spec: RopeSpec,
-    inv_freq: &Tensor,
-    step_buf: &Tensor,
-) -> Result<Dispatch> {
+pub fn rope(ctx: &Context, x: &Tensor, spec: RopeSpec, inv_freq: &Tensor, step_buf: &Tensor) -> Result<Dispatch> {
     validate(&spec, x, inv_freq, step_buf)?;
     let half = spec.rot_dims / 2;
     let params = ctx.uniform(
@@ -361,13 +339,7 @@ pub fn rope(
 mod tests {
     use super::*;
 
-    fn yarn(
-        factor: f32,
-        l0: usize,
-        mscale: Option<f32>,
-        mscale_all_dim: Option<f32>,
-        truncate: bool,
-    ) -> RopeScaling {
+    fn yarn(factor: f32, l0: usize, mscale: Option<f32>, mscale_all_dim: Option<f32>, truncate: bool) -> RopeScaling {
         RopeScaling::Yarn {
             factor: Some(factor),
             original_max_position: Some(l0),
@@ -392,12 +364,7 @@ mod tests {
         assert!((af - 1.34657).abs() < 1e-5, "gpt-oss af {af}");
         let (lo, hi) = yarn_correction_range(64, 10000.0, 4096, 32.0, 1.0, true);
         assert_eq!((lo, hi), (10.0, 23.0));
-        let (_, af) = rope_frequencies(
-            64,
-            10000.0,
-            &yarn(40.0, 4096, Some(0.707), Some(0.707), true),
-            163840,
-        );
+        let (_, af) = rope_frequencies(64, 10000.0, &yarn(40.0, 4096, Some(0.707), Some(0.707), true), 163840);
         assert_eq!(af, 1.0, "V2-Lite af");
     }
 
@@ -405,12 +372,7 @@ mod tests {
     fn yarn_ramp_ends() {
         // Below lo the frequencies are the default ones, above hi divided by the factor.
         let (def, _) = rope_frequencies(64, 10000.0, &RopeScaling::Default, 4096);
-        let (inv, _) = rope_frequencies(
-            64,
-            10000.0,
-            &yarn(40.0, 4096, Some(1.0), Some(1.0), true),
-            163840,
-        );
+        let (inv, _) = rope_frequencies(64, 10000.0, &yarn(40.0, 4096, Some(1.0), Some(1.0), true), 163840);
         assert_eq!(inv[..10], def[..10]);
         for i in 23..32 {
             assert!((inv[i] - def[i] / 40.0).abs() <= 1e-6 * def[i], "dim {i}");
@@ -438,10 +400,7 @@ mod tests {
                     "low-frequency dim {i} divided"
                 );
             } else {
-                assert!(
-                    inv[i] < def[i] && inv[i] > def[i] / 8.0,
-                    "medium dim {i} in between"
-                );
+                assert!(inv[i] < def[i] && inv[i] > def[i] / 8.0, "medium dim {i} in between");
             }
         }
     }

@@ -76,19 +76,10 @@ pub struct RouterSpec {
     pub scale: f32,
 }
 
-fn validate(
-    spec: &RouterSpec,
-    logits: &Tensor,
-    bias: Option<&Tensor>,
-    ids: &Tensor,
-    weights: &Tensor,
-) -> Result<()> {
+fn validate(spec: &RouterSpec, logits: &Tensor, bias: Option<&Tensor>, ids: &Tensor, weights: &Tensor) -> Result<()> {
     let op = "router";
     let RouterSpec {
-        tokens,
-        experts,
-        top_k,
-        ..
+        tokens, experts, top_k, ..
     } = *spec;
     if experts == 0 || experts > MAX_EXPERTS {
         return Err(shape_err(
@@ -110,10 +101,7 @@ fn validate(
     }
     if let Some(b) = bias {
         if b.len < experts {
-            return Err(shape_err(
-                op,
-                format!("bias holds {} values, need {experts}", b.len),
-            ));
+            return Err(shape_err(op, format!("bias holds {} values, need {experts}", b.len)));
         }
     }
     for (name, t) in [("ids", ids), ("weights", weights)] {
@@ -185,11 +173,7 @@ pub fn router(
             renormalize: spec.renormalize as u32,
             _pad0: 0,
             scale: spec.scale,
-            eps: if spec.scoring == Scoring::Sigmoid {
-                1e-20
-            } else {
-                0.0
-            },
+            eps: if spec.scoring == Scoring::Sigmoid { 1e-20 } else { 0.0 },
             _pad1: [0; 2],
         },
     );
@@ -214,10 +198,7 @@ pub fn router(
     let res = [
         (0, params.as_entire_binding()),
         (1, logits.binding()),
-        (
-            2,
-            bias.map_or(ctx.dummy.as_entire_binding(), |b| b.binding()),
-        ),
+        (2, bias.map_or(ctx.dummy.as_entire_binding(), |b| b.binding())),
         (3, ids.binding()),
         (4, weights.binding()),
     ];

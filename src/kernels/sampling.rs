@@ -8,7 +8,6 @@ use crate::gpu::{Context, Tensor};
 
 pub const SHADER: &str = include_str!("../../shaders/sampling.wgsl");
 
-
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -67,9 +66,7 @@ fn workgroup_bytes(wg: u32) -> u32 {
 fn workgroup_size(ctx: &Context) -> u32 {
     [1024, 512, 256]
         .into_iter()
-        .find(|&wg| {
-            wg <= ctx.caps.max_invocations && workgroup_bytes(wg) <= ctx.caps.max_workgroup_storage
-        })
+        .find(|&wg| wg <= ctx.caps.max_invocations && workgroup_bytes(wg) <= ctx.caps.max_workgroup_storage)
         .unwrap_or(256)
 }
 
@@ -97,10 +94,7 @@ fn check_row(
     if out_index >= out.len {
         return Err(shape_err(
             op,
-            format!(
-                "out_index {out_index} is past the {} entries of out",
-                out.len
-            ),
+            format!("out_index {out_index} is past the {} entries of out", out.len),
         ));
     }
     Ok(())
@@ -114,24 +108,13 @@ fn pipeline(
 ) -> (std::sync::Arc<wgpu::ComputePipeline>, &'static str) {
     let constants = [("WG", workgroup_size(ctx) as f64)];
     if ctx.caps.subgroups_usable() {
-        (
-            ctx.pipeline("sampling", SHADER, entry_sg, &constants),
-            entry_sg,
-        )
+        (ctx.pipeline("sampling", SHADER, entry_sg, &constants), entry_sg)
     } else {
         (ctx.pipeline("sampling", SHADER, entry, &constants), entry)
     }
 }
 
-fn params(
-    vocab: usize,
-    row: usize,
-    out_index: usize,
-    top_k: u32,
-    inv_temp: f32,
-    top_p: f32,
-    seed: u64,
-) -> Params {
+fn params(vocab: usize, row: usize, out_index: usize, top_k: u32, inv_temp: f32, top_p: f32, seed: u64) -> Params {
     Params {
         vocab: vocab as u32,
         row: row as u32,
@@ -146,13 +129,7 @@ fn params(
 
 /// Write the index of the largest logit of row `spec.row` (lowest index on ties) to
 /// `out[out_index]` (`out` a u32 buffer). One workgroup.
-pub fn argmax(
-    ctx: &Context,
-    logits: &Tensor,
-    spec: ArgmaxSpec,
-    out: &Tensor,
-    out_index: usize,
-) -> Result<Dispatch> {
+pub fn argmax(ctx: &Context, logits: &Tensor, spec: ArgmaxSpec, out: &Tensor, out_index: usize) -> Result<Dispatch> {
     check_row("argmax", logits, spec.vocab, spec.row, out, out_index)?;
     let params = ctx.uniform(
         "argmax.params",
@@ -212,10 +189,7 @@ pub fn sample(
         ));
     }
     if step.len < step::LEN {
-        return Err(shape_err(
-            op,
-            format!("the step buffer holds {} words", step.len),
-        ));
+        return Err(shape_err(op, format!("the step buffer holds {} words", step.len)));
     }
     let top_k = if top_k >= vocab { 0 } else { top_k as u32 };
     let params = ctx.uniform(

@@ -67,14 +67,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-fn check_rows(
-    op: &'static str,
-    what: &str,
-    t: &Tensor,
-    rows: usize,
-    width: usize,
-    stride: usize,
-) -> Result<()> {
+fn check_rows(op: &'static str, what: &str, t: &Tensor, rows: usize, width: usize, stride: usize) -> Result<()> {
     if stride < width {
         return Err(shape_err(
             op,
@@ -99,10 +92,7 @@ fn check_rows(
 fn flat_groups(op: &'static str, elems: usize) -> Result<[u32; 3]> {
     let groups = elems.div_ceil(WG as usize);
     if groups > 65535 * 65535 {
-        return Err(shape_err(
-            op,
-            format!("{elems} outputs are too many workgroups"),
-        ));
+        return Err(shape_err(op, format!("{elems} outputs are too many workgroups")));
     }
     Ok(grid(groups as u32))
 }
@@ -120,10 +110,7 @@ pub fn swiglu(ctx: &Context, spec: SwigluSpec, gu: &Tensor, out: &Tensor) -> Res
         out_stride,
     } = spec;
     if tokens == 0 || inter == 0 {
-        return Err(shape_err(
-            op,
-            format!("empty shape: {tokens} tokens x {inter}"),
-        ));
+        return Err(shape_err(op, format!("empty shape: {tokens} tokens x {inter}")));
     }
     check_rows(op, "gu", gu, tokens, 2 * inter, in_stride)?;
     check_rows(op, "out", out, tokens, inter, out_stride)?;
@@ -131,7 +118,10 @@ pub fn swiglu(ctx: &Context, spec: SwigluSpec, gu: &Tensor, out: &Tensor) -> Res
         Act::Silu => (0.0, 0.0),
         Act::Clamped { limit, alpha } => {
             if !(limit.is_finite() && limit > 0.0 && alpha.is_finite()) {
-                return Err(shape_err(op, format!("clamped SwiGLU needs a positive finite limit and a finite alpha, got {limit}, {alpha}")));
+                return Err(shape_err(
+                    op,
+                    format!("clamped SwiGLU needs a positive finite limit and a finite alpha, got {limit}, {alpha}"),
+                ));
             }
             (limit, alpha)
         }
@@ -151,26 +141,12 @@ pub fn swiglu(ctx: &Context, spec: SwigluSpec, gu: &Tensor, out: &Tensor) -> Res
     );
     let constants = [
         ("WG", WG as f64),
-        (
-            "INTERLEAVED",
-            (layout == GateUpLayout::Interleaved) as u32 as f64,
-        ),
+        ("INTERLEAVED", (layout == GateUpLayout::Interleaved) as u32 as f64),
         ("CLAMPED", matches!(act, Act::Clamped { .. }) as u32 as f64),
     ];
     let pipeline = ctx.pipeline("swiglu", SHADER, "swiglu", &constants);
-    let res = [
-        (0, params.as_entire_binding()),
-        (1, gu.binding()),
-        (2, out.binding()),
-    ];
-    Ok(Dispatch::new(
-        ctx,
-        op,
-        pipeline,
-        &res,
-        groups,
-        vec![params.clone()],
-    ))
+    let res = [(0, params.as_entire_binding()), (1, gu.binding()), (2, out.binding())];
+    Ok(Dispatch::new(ctx, op, pipeline, &res, groups, vec![params.clone()]))
 }
 
 /// Shape of one [`sigmoid_gate`]: `tokens` rows of `dim`; `s` and `y` rows at their own strides.
@@ -221,10 +197,7 @@ pub fn sigmoid_gate(
         y_stride,
     } = spec;
     if tokens == 0 || dim == 0 {
-        return Err(shape_err(
-            op,
-            format!("empty shape: {tokens} tokens x {dim}"),
-        ));
+        return Err(shape_err(op, format!("empty shape: {tokens} tokens x {dim}")));
     }
     if gate_logit.len < tokens {
         return Err(shape_err(
@@ -251,12 +224,5 @@ pub fn sigmoid_gate(
         (2, s.binding()),
         (3, y.binding()),
     ];
-    Ok(Dispatch::new(
-        ctx,
-        op,
-        pipeline,
-        &res,
-        groups,
-        vec![params.clone()],
-    ))
+    Ok(Dispatch::new(ctx, op, pipeline, &res, groups, vec![params.clone()]))
 }

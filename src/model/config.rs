@@ -152,7 +152,10 @@ impl Json<'_> {
     fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.bad(key, "a non-negative integer")),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| self.bad(key, "a non-negative integer")),
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
@@ -183,7 +186,10 @@ impl Json<'_> {
         Error::Invalid(format!("{}: required key {key:?} is missing", self.file))
     }
     fn bad(&self, key: &str, want: &str) -> Error {
-        Error::Invalid(format!("{}: {key:?} should be {want}, found {}", self.file, self.v[key]))
+        Error::Invalid(format!(
+            "{}: {key:?} should be {want}, found {}",
+            self.file, self.v[key]
+        ))
     }
     fn sub<'b>(&'b self, v: &'b Value) -> Json<'b> {
         Json { v, file: self.file }
@@ -193,13 +199,17 @@ impl Json<'_> {
 impl ModelConfig {
     /// Parse the text of a `config.json`; `file` names it in errors.
     pub fn from_json(text: &str, file: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{file}: not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{file}: not valid JSON: {e}")))?;
         Self::from_value(&v, file)
     }
 
     pub fn from_value(v: &Value, file: &str) -> Result<Self> {
         let j = Json { v, file };
-        let model_type = j.str_opt("model_type").ok_or_else(|| j.missing("model_type"))?.to_string();
+        let model_type = j
+            .str_opt("model_type")
+            .ok_or_else(|| j.missing("model_type"))?
+            .to_string();
         if !SUPPORTED.contains(&model_type.as_str()) {
             return Err(Error::Invalid(format!(
                 "{file}: model_type {model_type:?} is not supported; supported: {}",
@@ -212,7 +222,11 @@ impl ModelConfig {
         let n_layers = j.usize("num_hidden_layers")?;
         let vocab = j.usize("vocab_size")?;
         let is_mla = mt.starts_with("deepseek");
-        let kv_heads = if is_mla { heads } else { j.usize_or("num_key_value_heads", heads)? };
+        let kv_heads = if is_mla {
+            heads
+        } else {
+            j.usize_or("num_key_value_heads", heads)?
+        };
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(Error::Invalid(format!(
                 "{file}: num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
@@ -227,7 +241,9 @@ impl ModelConfig {
             ("vocab_size", vocab, 1 << 26),
         ] {
             if value == 0 || value > limit {
-                return Err(Error::Invalid(format!("{file}: {key} = {value} is not a plausible model size")));
+                return Err(Error::Invalid(format!(
+                    "{file}: {key} = {value} is not a plausible model size"
+                )));
             }
         }
         let eps = j.f64_or("rms_norm_eps", 1e-6)? as f32;
@@ -281,7 +297,13 @@ impl ModelConfig {
             v_head_dim = v;
             rope_dims = rope;
             attn_scale = (head_dim as f64).powf(-0.5);
-            if let RopeScaling::Yarn { factor, original_max_position, mscale_all_dim: Some(m), .. } = &scaling {
+            if let RopeScaling::Yarn {
+                factor,
+                original_max_position,
+                mscale_all_dim: Some(m),
+                ..
+            } = &scaling
+            {
                 if *m != 0.0 {
                     let original = original_max_position.unwrap_or(max_position);
                     let factor = factor.map_or(max_position as f64 / original as f64, f64::from);
@@ -319,17 +341,29 @@ impl ModelConfig {
                 qkv_bias,
                 o_bias,
                 qk_norm,
-                clip_qkv: if mt == "olmoe" { j.f64_opt("clip_qkv")?.map(|c| c as f32) } else { None },
+                clip_qkv: if mt == "olmoe" {
+                    j.f64_opt("clip_qkv")?.map(|c| c as f32)
+                } else {
+                    None
+                },
                 sinks: mt == "gpt_oss",
             };
         }
         let interleaved = is_mla && j.bool_or("rope_interleave", true)?;
-        let rope = Rope { theta, dims: rope_dims, interleaved, scaling };
+        let rope = Rope {
+            theta,
+            dims: rope_dims,
+            interleaved,
+            scaling,
+        };
 
         let windows = layer_windows(&j, mt, n_layers)?;
         let mut layers = Vec::with_capacity(n_layers);
         for (i, window) in windows.into_iter().enumerate() {
-            layers.push(Layer { window, ffn: layer_ffn(&j, mt, i)? });
+            layers.push(Layer {
+                window,
+                ffn: layer_ffn(&j, mt, i)?,
+            });
         }
 
         let tie_default = false;
@@ -422,7 +456,10 @@ fn layer_windows(j: &Json<'_>, mt: &str, n: usize) -> Result<Vec<Option<usize>>>
 /// The FFN of layer `i` (MODELS.md §4.1).
 fn layer_ffn(j: &Json<'_>, mt: &str, i: usize) -> Result<Ffn> {
     let dense = |key: &str| -> Result<Ffn> {
-        Ok(Ffn::Dense { inter: j.usize(key)?, bias: mt == "llama" && j.bool_or("mlp_bias", false)? })
+        Ok(Ffn::Dense {
+            inter: j.usize(key)?,
+            bias: mt == "llama" && j.bool_or("mlp_bias", false)?,
+        })
     };
     let softmax_router = |renormalize: bool| Router {
         scoring: Scoring::Softmax,
@@ -496,11 +533,18 @@ fn layer_ffn(j: &Json<'_>, mt: &str, i: usize) -> Result<Ffn> {
             let shared = j
                 .usize_opt("n_shared_experts")?
                 .filter(|&n| n > 0)
-                .map(|n| SharedExpert { inter: n * moe_inter, gated: false });
+                .map(|n| SharedExpert {
+                    inter: n * moe_inter,
+                    gated: false,
+                });
             let scale = j.f64_or("routed_scaling_factor", 1.0)? as f32;
             let v3 = mt == "deepseek_v3";
             let groups = if v3 {
-                Some((j.usize_or("n_group", 1)?, j.usize_or("topk_group", 1)?, GroupScore::Top2Sum))
+                Some((
+                    j.usize_or("n_group", 1)?,
+                    j.usize_or("topk_group", 1)?,
+                    GroupScore::Top2Sum,
+                ))
             } else if j.str_opt("topk_method") == Some("group_limited_greedy") {
                 Some((j.usize("n_group")?, j.usize("topk_group")?, GroupScore::Max))
             } else {
@@ -535,7 +579,10 @@ fn layer_ffn(j: &Json<'_>, mt: &str, i: usize) -> Result<Ffn> {
             experts: expert_count(&["num_local_experts", "num_experts"])?,
             top_k: j.usize("num_experts_per_tok")?,
             inter: j.usize("intermediate_size")?,
-            router: Router { linear_bias: true, ..softmax_router(true) },
+            router: Router {
+                linear_bias: true,
+                ..softmax_router(true)
+            },
             shared: None,
             gpt_oss: Some(GptOssExperts {
                 limit: j.f64_or("swiglu_limit", 7.0)? as f32,

@@ -142,7 +142,10 @@ pub const GGML_BF16: u32 = 30;
 
 /// The ggml name of a tensor type ("Q4_K", or "type 99" when unknown).
 pub fn ggml_type_name(t: u32) -> String {
-    GGML_TYPES.iter().find(|e| e.0 == t).map_or_else(|| format!("type {t}"), |e| e.1.to_string())
+    GGML_TYPES
+        .iter()
+        .find(|e| e.0 == t)
+        .map_or_else(|| format!("type {t}"), |e| e.1.to_string())
 }
 
 fn block_layout(t: u32) -> Option<(usize, usize)> {
@@ -278,7 +281,10 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-        let len = file.metadata().map_err(|e| Error::Invalid(format!("{name}: {e}")))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::Invalid(format!("{name}: {e}")))?
+            .len();
         if len < 24 {
             return Err(Error::Invalid(format!(
                 "{name}: truncated GGUF file: {len} bytes, shorter than the 24-byte header (incomplete download?)"
@@ -293,7 +299,11 @@ impl GgufFile {
     fn parse(path: PathBuf, map: memmap2::Mmap) -> Result<Self> {
         let name = path.display().to_string();
         let bytes: &[u8] = &map;
-        let mut c = Cursor { b: bytes, pos: 0, file: &name };
+        let mut c = Cursor {
+            b: bytes,
+            pos: 0,
+            file: &name,
+        };
         let magic = c.take(4, "the magic")?;
         if magic != MAGIC {
             return Err(Error::Invalid(format!(
@@ -364,7 +374,11 @@ impl GgufFile {
                             ggml_type_name(ggml_type)
                         )));
                     }
-                    Some((elements / be).checked_mul(bb).ok_or_else(|| c.err(&format!("tensor {tname} is too large")))?)
+                    Some(
+                        (elements / be)
+                            .checked_mul(bb)
+                            .ok_or_else(|| c.err(&format!("tensor {tname} is too large")))?,
+                    )
                 }
             };
             let start = usize::try_from(offset)
@@ -382,9 +396,25 @@ impl GgufFile {
             if tensor_index.insert(tname.clone(), tensors.len()).is_some() {
                 return Err(c.err(&format!("tensor {tname} appears twice")));
             }
-            tensors.push(TensorInfo { name: tname, dims, ggml_type, start, size });
+            tensors.push(TensorInfo {
+                name: tname,
+                dims,
+                ggml_type,
+                start,
+                size,
+            });
         }
-        Ok(Self { path, map, version, alignment, data_start, metadata, meta_index, tensors, tensor_index })
+        Ok(Self {
+            path,
+            map,
+            version,
+            alignment,
+            data_start,
+            metadata,
+            meta_index,
+            tensors,
+            tensor_index,
+        })
     }
 
     pub fn name(&self) -> String {
@@ -402,17 +432,24 @@ impl GgufFile {
     /// The raw bytes of a tensor (error for a type whose size this reader does not know).
     pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
         let size = t.size.ok_or_else(|| {
-            Error::Invalid(format!("{}: tensor {} has type {}, which is not supported", self.name(), t.name, t.type_name()))
+            Error::Invalid(format!(
+                "{}: tensor {} has type {}, which is not supported",
+                self.name(),
+                t.name,
+                t.type_name()
+            ))
         })?;
         Ok(&self.map[t.start..t.start + size])
     }
 
     fn req(&self, key: &str) -> Result<&Value> {
-        self.get(key).ok_or_else(|| Error::Invalid(format!("{}: metadata key {key:?} is missing", self.name())))
+        self.get(key)
+            .ok_or_else(|| Error::Invalid(format!("{}: metadata key {key:?} is missing", self.name())))
     }
     fn req_u64(&self, key: &str) -> Result<u64> {
         let v = self.req(key)?;
-        v.as_u64().ok_or_else(|| Error::Invalid(format!("{}: {key:?} should be an integer, found {v:?}", self.name())))
+        v.as_u64()
+            .ok_or_else(|| Error::Invalid(format!("{}: {key:?} should be an integer, found {v:?}", self.name())))
     }
     fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
@@ -505,7 +542,8 @@ fn reorder_rows(bytes: &[u8], rows: usize, row_bytes: usize, n_head: usize, inve
                 let hf = h * hd + i * half + j; // transformers row
                 let gg = h * hd + 2 * j + i; // llama.cpp row
                 let (dst, src) = if inverse { (hf, gg) } else { (gg, hf) };
-                out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
             }
         }
     }
@@ -537,8 +575,16 @@ pub struct GgufSource {
 /// transformers name of a per-layer GGUF tensor suffix, for a model type.
 fn layer_name(suffix: &str, model_type: &str) -> Option<String> {
     let (base, kind) = suffix.rsplit_once('.')?; // kind: weight / bias
-    let moe_prefix = if model_type == "mixtral" { "block_sparse_moe" } else { "mlp" };
-    let experts_names = if model_type == "mixtral" { ["w1", "w3", "w2"] } else { ["gate_proj", "up_proj", "down_proj"] };
+    let moe_prefix = if model_type == "mixtral" {
+        "block_sparse_moe"
+    } else {
+        "mlp"
+    };
+    let experts_names = if model_type == "mixtral" {
+        ["w1", "w3", "w2"]
+    } else {
+        ["gate_proj", "up_proj", "down_proj"]
+    };
     let n = match base {
         "attn_q" => "self_attn.q_proj".to_string(),
         "attn_k" => "self_attn.k_proj".to_string(),
@@ -579,14 +625,29 @@ impl GgufSource {
     pub fn from_file(file: GgufFile) -> Result<Self> {
         let arch = file
             .opt_str("general.architecture")
-            .ok_or_else(|| Error::Invalid(format!("{}: metadata key \"general.architecture\" is missing", file.name())))?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: metadata key \"general.architecture\" is missing",
+                    file.name()
+                ))
+            })?
             .to_string();
-        let mut s = Self { file, arch, names: HashMap::new() };
+        let mut s = Self {
+            file,
+            arch,
+            names: HashMap::new(),
+        };
         let model_type = s.model_type()?;
         // llama.cpp permutes q/k rows only for the llama family (convert_hf_to_gguf LlamaModel).
         let permuted = s.arch == "llama";
-        let heads = s.file.opt_u64(&format!("{}.attention.head_count", s.arch))?.unwrap_or(0) as usize;
-        let kv_heads = s.file.opt_u64(&format!("{}.attention.head_count_kv", s.arch))?.map_or(heads, |v| v as usize);
+        let heads = s
+            .file
+            .opt_u64(&format!("{}.attention.head_count", s.arch))?
+            .unwrap_or(0) as usize;
+        let kv_heads = s
+            .file
+            .opt_u64(&format!("{}.attention.head_count_kv", s.arch))?
+            .map_or(heads, |v| v as usize);
         let mut names = HashMap::new();
         for (ti, t) in s.file.tensors.iter().enumerate() {
             let mapped = match t.name.as_str() {
@@ -613,7 +674,11 @@ impl GgufSource {
                 for e in 0..e_count {
                     names.insert(
                         hf.replace("{e}", &e.to_string()),
-                        Mapped { tensor: ti, unpermute: None, expert: Some((e, e_count)) },
+                        Mapped {
+                            tensor: ti,
+                            unpermute: None,
+                            expert: Some((e, e_count)),
+                        },
                     );
                 }
                 continue;
@@ -629,7 +694,14 @@ impl GgufSource {
             } else {
                 None
             };
-            names.insert(hf, Mapped { tensor: ti, unpermute, expert: None });
+            names.insert(
+                hf,
+                Mapped {
+                    tensor: ti,
+                    unpermute,
+                    expert: None,
+                },
+            );
         }
         s.names = names;
         Ok(s)
@@ -670,9 +742,16 @@ impl GgufSource {
             Some(t) => t.len() as u64,
             None => match f.opt_u64(&k("vocab_size"))? {
                 Some(v) => v,
-                None => self.file.tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied()).ok_or_else(|| {
-                    Error::Invalid(format!("{}: no vocabulary size (no tokenizer.ggml.tokens, {a}.vocab_size or token_embd.weight)", f.name()))
-                })?,
+                None => self
+                    .file
+                    .tensor("token_embd.weight")
+                    .and_then(|t| t.dims.get(1).copied())
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "{}: no vocabulary size (no tokenizer.ggml.tokens, {a}.vocab_size or token_embd.weight)",
+                            f.name()
+                        ))
+                    })?,
             },
         };
         let mut c = Map::new();
@@ -694,13 +773,19 @@ impl GgufSource {
         if let Some(hd) = f.opt_u64(&k("attention.key_length"))? {
             c.insert("head_dim".into(), json!(hd));
         }
-        c.insert("rms_norm_eps".into(), json!(f.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)));
+        c.insert(
+            "rms_norm_eps".into(),
+            json!(f.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)),
+        );
         let theta = f.opt_f64(&k("rope.freq_base"))?.unwrap_or(10000.0);
         c.insert("rope_theta".into(), json!(theta));
         if let Some(ctx) = f.opt_u64(&k("context_length"))? {
             c.insert("max_position_embeddings".into(), json!(ctx));
         }
-        c.insert("tie_word_embeddings".into(), json!(self.file.tensor("output.weight").is_none()));
+        c.insert(
+            "tie_word_embeddings".into(),
+            json!(self.file.tensor("output.weight").is_none()),
+        );
         let ffn = f.opt_u64(&k("feed_forward_length"))?;
         if let Some(ffn) = ffn {
             c.insert("intermediate_size".into(), json!(ffn));
@@ -729,13 +814,17 @@ impl GgufSource {
                 }
             }
             // Qwen3-MoE releases renormalise the top-k weights; Qwen1.5-MoE and OLMoE do not.
-            let norm = f.get(&k("expert_weights_norm")).and_then(Value::as_bool).unwrap_or(model_type == "qwen3_moe");
+            let norm = f
+                .get(&k("expert_weights_norm"))
+                .and_then(Value::as_bool)
+                .unwrap_or(model_type == "qwen3_moe");
             c.insert("norm_topk_prob".into(), json!(norm));
             // Layers without a router are dense (transformers' `mlp_only_layers`).
             if matches!(model_type.as_str(), "qwen2_moe" | "qwen3_moe") {
                 let layers = f.req_u64(&k("block_count"))?;
-                let dense: Vec<u64> =
-                    (0..layers).filter(|i| f.tensor(&format!("blk.{i}.ffn_gate_inp.weight")).is_none()).collect();
+                let dense: Vec<u64> = (0..layers)
+                    .filter(|i| f.tensor(&format!("blk.{i}.ffn_gate_inp.weight")).is_none())
+                    .collect();
                 c.insert("mlp_only_layers".into(), json!(dense));
                 c.insert("decoder_sparse_step".into(), json!(1));
             }
@@ -761,7 +850,10 @@ impl GgufSource {
             Some("yarn") => {
                 let mut m = Map::new();
                 m.insert("rope_type".into(), json!("yarn"));
-                m.insert("factor".into(), json!(f.opt_f64(&format!("{a}.rope.scaling.factor"))?.unwrap_or(1.0)));
+                m.insert(
+                    "factor".into(),
+                    json!(f.opt_f64(&format!("{a}.rope.scaling.factor"))?.unwrap_or(1.0)),
+                );
                 if let Some(o) = f.opt_u64(&format!("{a}.rope.scaling.original_context_length"))? {
                     m.insert("original_max_position_embeddings".into(), json!(o));
                 }
@@ -774,7 +866,9 @@ impl GgufSource {
                 )))
             }
         }
-        let Some(t) = f.tensor("rope_freqs.weight") else { return Ok(None) };
+        let Some(t) = f.tensor("rope_freqs.weight") else {
+            return Ok(None);
+        };
         // Llama 3.x: per-dimension frequency divisors. Recover the llama3 parameters and check
         // that they reproduce the tensor.
         let got: Vec<f32> = match t.ggml_type {
@@ -854,8 +948,15 @@ impl TensorSource for GgufSource {
             .get(name)
             .ok_or_else(|| Error::Invalid(format!("tensor {name} is missing from {}", f.name())))?;
         let t = &f.tensors[m.tensor];
-        let label = if t.name == name { name.to_string() } else { format!("{} ({name})", t.name) };
-        let supported = matches!(t.ggml_type, GGML_F32 | GGML_F16 | GGML_BF16 | GGML_Q8_0 | GGML_Q4_0 | GGML_Q4_1);
+        let label = if t.name == name {
+            name.to_string()
+        } else {
+            format!("{} ({name})", t.name)
+        };
+        let supported = matches!(
+            t.ggml_type,
+            GGML_F32 | GGML_F16 | GGML_BF16 | GGML_Q8_0 | GGML_Q4_0 | GGML_Q4_1
+        );
         if !supported {
             return Err(Error::Invalid(format!(
                 "{}: tensor {label} has type {}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1",
@@ -879,7 +980,8 @@ impl TensorSource for GgufSource {
             GGML_F16 => (SrcDType::F16, Cow::Borrowed(bytes)),
             GGML_BF16 => (SrcDType::BF16, Cow::Borrowed(bytes)),
             q => {
-                let v = dequantize(q, bytes).ok_or_else(|| Error::Invalid(format!("{}: tensor {label}: no dequantiser", f.name())))?;
+                let v = dequantize(q, bytes)
+                    .ok_or_else(|| Error::Invalid(format!("{}: tensor {label}: no dequantiser", f.name())))?;
                 let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
                 (SrcDType::F16, Cow::Owned(bytemuck::cast_slice(&h).to_vec()))
             }
@@ -895,7 +997,13 @@ impl TensorSource for GgufSource {
             }
             data = Cow::Owned(unpermute_rows(&data, rows, row_bytes, n_head));
         }
-        Ok(RawTensor { name: name.to_string(), file: f.name(), dtype, shape, bytes: data })
+        Ok(RawTensor {
+            name: name.to_string(),
+            file: f.name(),
+            dtype,
+            shape,
+            bytes: data,
+        })
     }
 
     fn names(&self) -> Vec<String> {
@@ -925,7 +1033,8 @@ fn bytes_to_unicode() -> [char; 256] {
 }
 
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -955,7 +1064,13 @@ fn pre_tokenizer(pre: Option<&str>) -> Json {
 }
 
 /// `(tokenizer, chat template, bos token, eos tokens, eos ids)`.
-pub type TokenizerParts = (tokenizers::Tokenizer, Option<String>, Option<String>, Vec<String>, Vec<u32>);
+pub type TokenizerParts = (
+    tokenizers::Tokenizer,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+    Vec<u32>,
+);
 
 /// Build the tokenizer a GGUF's metadata describes (byte-level BPE, `tokenizer.ggml.model == "gpt2"`).
 pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
@@ -981,14 +1096,22 @@ pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
     let merges = f
         .get("tokenizer.ggml.merges")
         .and_then(Value::as_array)
-        .ok_or_else(|| Error::Invalid(format!("{name}: tokenizer.ggml.merges is missing (needed for a gpt2 tokenizer)")))?;
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{name}: tokenizer.ggml.merges is missing (needed for a gpt2 tokenizer)"
+            ))
+        })?;
 
     let table = bytes_to_unicode();
     let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
     let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
     let mut vocab = Map::new();
     for (i, t) in tokens.iter().enumerate() {
-        let spelled = if in_alphabet(t) { t.to_string() } else { t.bytes().map(|b| table[b as usize]).collect() };
+        let spelled = if in_alphabet(t) {
+            t.to_string()
+        } else {
+            t.bytes().map(|b| table[b as usize]).collect()
+        };
         vocab.insert(spelled, json!(i));
     }
     let merges: Vec<Json> = merges
@@ -1013,7 +1136,10 @@ pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
         tokens.get(id).map(|t| (id as u32, t.to_string()))
     };
     let bos = token_of("tokenizer.ggml.bos_token_id");
-    let add_bos = f.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+    let add_bos = f
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let post = match (&bos, add_bos) {
         (Some((id, t)), true) => json!({
             "type": "TemplateProcessing",
@@ -1040,13 +1166,19 @@ pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
         },
     });
     let text = serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("{name}: tokenizer: {e}")))?;
-    let tok: tokenizers::Tokenizer = text
-        .parse()
-        .map_err(|e| Error::Invalid(format!("{name}: could not build the tokenizer from the GGUF vocabulary: {e}")))?;
+    let tok: tokenizers::Tokenizer = text.parse().map_err(|e| {
+        Error::Invalid(format!(
+            "{name}: could not build the tokenizer from the GGUF vocabulary: {e}"
+        ))
+    })?;
 
     let mut eos_ids = Vec::new();
     let mut eos = Vec::new();
-    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+    for key in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
         if let Some((id, t)) = token_of(key) {
             if !eos_ids.contains(&id) {
                 eos_ids.push(id);

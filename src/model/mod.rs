@@ -34,7 +34,9 @@ pub fn tokenizer_for(path: &Path) -> Result<crate::tokenizer::Tokenizer> {
     }
     let file = gguf::GgufFile::open(path)?;
     let (inner, template, bos, eos, eos_ids) = gguf::tokenizer_parts(&file)?;
-    Ok(crate::tokenizer::Tokenizer::from_parts(inner, template, bos, eos, eos_ids))
+    Ok(crate::tokenizer::Tokenizer::from_parts(
+        inner, template, bos, eos, eos_ids,
+    ))
 }
 
 impl Model {
@@ -45,15 +47,18 @@ impl Model {
         } else if path.is_file() {
             gguf::load_gguf(ctx, path, progress)
         } else {
-            Err(Error::Invalid(format!("{}: no such model folder or .gguf file", path.display())))
+            Err(Error::Invalid(format!(
+                "{}: no such model folder or .gguf file",
+                path.display()
+            )))
         }
     }
 
     /// Load a Hugging Face model folder (`config.json` + safetensors).
     pub fn load_dir(ctx: Context, dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
         let config = ModelConfig::from_json(&text, &cfg_path.display().to_string())?;
         let src = safetensors::Safetensors::open_dir(dir)?;
         let weights = weights::load(&ctx, &config, &src, progress)?;
@@ -64,7 +69,13 @@ impl Model {
         let r = &config.rope;
         let (inv, attention_factor) = kernels::rope::rope_frequencies(r.dims, r.theta, &r.scaling, config.max_position);
         let inv_freq = Tensor::from_f32(&ctx, "inv_freq", &inv);
-        Self { ctx, config, weights, inv_freq, attention_factor }
+        Self {
+            ctx,
+            config,
+            weights,
+            inv_freq,
+            attention_factor,
+        }
     }
 
     /// A fresh generation state with room for `max_seq` tokens.
@@ -152,22 +163,37 @@ impl Session<'_> {
     /// `None`, the token the previous step sampled (already in the ids buffer, at the position the
     /// GPU's step buffer holds); the last row is sampled by `sample` and logged. At most
     /// [`LOOKAHEAD`] + 1 steps may be pending.
-    pub fn submit_generation_step(&mut self, prompt: Option<&[u32]>, sample: kernels::sampling::SampleSpec) -> Result<PendingToken> {
+    pub fn submit_generation_step(
+        &mut self,
+        prompt: Option<&[u32]>,
+        sample: kernels::sampling::SampleSpec,
+    ) -> Result<PendingToken> {
         let n = prompt.map_or(1, <[u32]>::len);
         let rows = LogitRows::Last;
         if let Some(p) = prompt {
             self.check(p)?;
             let ctx = &self.model.ctx;
             ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(p));
-            ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[self.pos as u32, n as u32]));
+            ctx.queue
+                .write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[self.pos as u32, n as u32]));
         } else if self.pos + 1 > self.cache.max_seq {
-            return Err(Error::Invalid(format!("the context of {} tokens is full", self.cache.max_seq)));
+            return Err(Error::Invalid(format!(
+                "the context of {} tokens is full",
+                self.cache.max_seq
+            )));
         }
         let key = (n, rows);
         self.ensure_plan(key)?;
         let tail_key = format!("{sample:?}");
         if self.tails.get(&key).is_none_or(|(k, _)| *k != tail_key) {
-            let d = kernels::sampling::sample(&self.model.ctx, &self.plans[&key].logits, sample, &self.step, &self.ids, 0)?;
+            let d = kernels::sampling::sample(
+                &self.model.ctx,
+                &self.plans[&key].logits,
+                sample,
+                &self.step,
+                &self.ids,
+                0,
+            )?;
             self.tails.insert(key, (tail_key, d));
         }
         self.pos += n;
@@ -196,7 +222,12 @@ impl Session<'_> {
         self.readback[slot].slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        Ok(PendingToken { slot, position, submission, done })
+        Ok(PendingToken {
+            slot,
+            position,
+            submission,
+            done,
+        })
     }
 
     /// Wait for a submitted step's token.
@@ -207,13 +238,19 @@ impl Session<'_> {
                 break r;
             }
             ctx.device
-                .poll(wgpu::PollType::Wait { submission_index: Some(t.submission.clone()), timeout: None })
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(t.submission.clone()),
+                    timeout: None,
+                })
                 .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
         };
         status.map_err(|e| Error::Gpu(format!("reading back the token at {} failed: {e}", t.position)))?;
         let buf = &self.readback[t.slot];
         let id = {
-            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("{e:?}")))?;
+            let view = buf
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("{e:?}")))?;
             u32::from_le_bytes([view[0], view[1], view[2], view[3]])
         };
         buf.unmap();
@@ -270,7 +307,9 @@ impl Session<'_> {
             return Err(Error::Invalid("no tokens to process".into()));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {bad} is out of range: the vocabulary has {vocab} tokens")));
+            return Err(Error::Invalid(format!(
+                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
+            )));
         }
         if self.pos + tokens.len() > self.cache.max_seq {
             return Err(Error::Invalid(format!(
@@ -303,8 +342,13 @@ impl Session<'_> {
         self.check(tokens)?;
         let pos = self.pos;
         let ctx = &self.model.ctx;
-        ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(tokens));
-        ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[pos as u32, tokens.len() as u32]));
+        ctx.queue
+            .write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        ctx.queue.write_buffer(
+            &self.step.buffer,
+            0,
+            bytemuck::cast_slice(&[pos as u32, tokens.len() as u32]),
+        );
         self.ensure_plan((tokens.len(), rows))?;
         let plan = &self.plans[&(tokens.len(), rows)];
         let mut refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();

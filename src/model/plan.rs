@@ -12,8 +12,8 @@ use crate::kernels::{self, Dispatch};
 use kernels::attention::{AttnSpec, KvStoreSpec};
 use kernels::elementwise::Rows;
 use kernels::matmul::{MatmulSpec, NormPrologue};
-use kernels::rmsnorm::{NormOut, NormShape};
 use kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
+use kernels::rmsnorm::{NormOut, NormShape};
 use kernels::rope::{RopeLayout, RopeSpec};
 
 /// DeepSeek builds `q_a_layernorm` / `kv_a_layernorm` with the default eps, not `rms_norm_eps`.
@@ -34,19 +34,29 @@ impl KvCache {
                     let w = cfg.kv_heads * cfg.head_dim;
                     (
                         Tensor::zeros(ctx, &format!("k_cache.{i}"), max_seq * w),
-                        Some(Tensor::zeros(ctx, &format!("v_cache.{i}"), max_seq * cfg.kv_heads * cfg.v_head_dim)),
+                        Some(Tensor::zeros(
+                            ctx,
+                            &format!("v_cache.{i}"),
+                            max_seq * cfg.kv_heads * cfg.v_head_dim,
+                        )),
                     )
                 }
-                Attention::Mla { kv_lora_rank, rope_dim, .. } => {
-                    (Tensor::zeros(ctx, &format!("latent_cache.{i}"), max_seq * (kv_lora_rank + rope_dim)), None)
-                }
+                Attention::Mla {
+                    kv_lora_rank, rope_dim, ..
+                } => (
+                    Tensor::zeros(ctx, &format!("latent_cache.{i}"), max_seq * (kv_lora_rank + rope_dim)),
+                    None,
+                ),
             })
             .collect();
         Self { max_seq, layers }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.layers.iter().map(|(k, v)| (k.len + v.as_ref().map_or(0, |v| v.len)) as u64 * 4).sum()
+        self.layers
+            .iter()
+            .map(|(k, v)| (k.len + v.as_ref().map_or(0, |v| v.len)) as u64 * 4)
+            .sum()
     }
 }
 
@@ -97,7 +107,13 @@ fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
     for l in &cfg.layers {
         match &l.ffn {
             Ffn::Dense { inter: i, .. } => inter = inter.max(*i),
-            Ffn::Moe { experts: e, top_k: k, inter: i, shared, .. } => {
+            Ffn::Moe {
+                experts: e,
+                top_k: k,
+                inter: i,
+                shared,
+                ..
+            } => {
                 inter = inter.max(*i).max(shared.as_ref().map_or(0, |s| s.inter));
                 experts = experts.max(*e);
                 top_k = top_k.max(*k);
@@ -112,8 +128,19 @@ impl Scratch {
         let d = cfg.hidden;
         let (inter, experts, top_k) = widest_ffn(cfg);
         let (q_w, kv_w, o_w) = match &cfg.attention {
-            Attention::Gqa { .. } => ((cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim, 1, cfg.heads * cfg.v_head_dim),
-            Attention::Mla { q_lora_rank, kv_lora_rank: r, rope_dim: dr, nope_dim: dn, v_dim: dv, .. } => {
+            Attention::Gqa { .. } => (
+                (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim,
+                1,
+                cfg.heads * cfg.v_head_dim,
+            ),
+            Attention::Mla {
+                q_lora_rank,
+                kv_lora_rank: r,
+                rope_dim: dr,
+                nope_dim: dn,
+                v_dim: dv,
+                ..
+            } => {
                 // q: the projection (H*(dn+dr)); k: kv_a rows (r+dr); v: q_cat (H*(r+dr)); o: o_lat (H*r)
                 // then per-head values (H*dv) in `tmp`; `small`: the low-rank query.
                 let _ = (q_lora_rank, dv);
@@ -122,10 +149,16 @@ impl Scratch {
         };
         let v_w = match &cfg.attention {
             Attention::Gqa { .. } => 1,
-            Attention::Mla { kv_lora_rank: r, rope_dim: dr, .. } => cfg.heads * (r + dr),
+            Attention::Mla {
+                kv_lora_rank: r,
+                rope_dim: dr,
+                ..
+            } => cfg.heads * (r + dr),
         };
         let small_w = match &cfg.attention {
-            Attention::Mla { q_lora_rank: Some(qr), .. } => *qr,
+            Attention::Mla {
+                q_lora_rank: Some(qr), ..
+            } => *qr,
             _ => 1,
         };
         let z = |name: &str, n: usize| Tensor::zeros(ctx, name, n.max(1));
@@ -176,8 +209,21 @@ impl Builder<'_> {
     /// (decode); `store` also leaves `RMSNorm(x)` in `h` for the layer's other readers.
     fn normed_linear(&mut self, norm: &Weight, lin: &Linear, x: &Tensor, y: &Tensor, store: bool) -> Result<()> {
         let h = self.s.h.clone();
-        let prologue = NormPrologue { weight: norm, eps: self.cfg.eps, normed: &h, store };
-        let d = kernels::matmul::matmul_normed(self.ctx, MatmulSpec::packed(self.t, &lin.w), x, prologue, &lin.w, lin.bias.as_ref(), y)?;
+        let prologue = NormPrologue {
+            weight: norm,
+            eps: self.cfg.eps,
+            normed: &h,
+            store,
+        };
+        let d = kernels::matmul::matmul_normed(
+            self.ctx,
+            MatmulSpec::packed(self.t, &lin.w),
+            x,
+            prologue,
+            &lin.w,
+            lin.bias.as_ref(),
+            y,
+        )?;
         self.extend(d);
         Ok(())
     }
@@ -189,9 +235,20 @@ impl Builder<'_> {
     }
 
     fn attention_gqa(&mut self, layer: usize, w: &AttnWeights, norm: &Weight, io: &PlanIo<'_>) -> Result<()> {
-        let AttnWeights::Gqa { qkv, o, q_norm, k_norm, sinks } = w else { unreachable!() };
+        let AttnWeights::Gqa {
+            qkv,
+            o,
+            q_norm,
+            k_norm,
+            sinks,
+        } = w
+        else {
+            unreachable!()
+        };
         let cfg = self.cfg;
-        let Attention::Gqa { qk_norm, clip_qkv, .. } = &cfg.attention else { unreachable!() };
+        let Attention::Gqa { qk_norm, clip_qkv, .. } = &cfg.attention else {
+            unreachable!()
+        };
         let (t, h, kv, hd) = (self.t, cfg.heads, cfg.kv_heads, cfg.head_dim);
         let (sq, so, x) = (self.s.q.clone(), self.s.o.clone(), self.s.x.clone());
         // One projection of the normed input into fused rows [q heads | k heads | v heads].
@@ -214,44 +271,107 @@ impl Builder<'_> {
                 per_head = Some(QkNorms { q: qn, k: kn });
             } else {
                 // OLMoE normalises the whole q and k projections: in place, before the clamp.
-                let q = NormShape { x_stride: row, y_stride: row, ..NormShape::new(t, h * hd, cfg.eps) };
-                let k = NormShape { x_offset: h * hd, ..NormShape { rows: t, dim: kv * hd, ..q } };
+                let q = NormShape {
+                    x_stride: row,
+                    y_stride: row,
+                    ..NormShape::new(t, h * hd, cfg.eps)
+                };
+                let k = NormShape {
+                    x_offset: h * hd,
+                    ..NormShape {
+                        rows: t,
+                        dim: kv * hd,
+                        ..q
+                    }
+                };
                 self.norm(q, &sq, qn, NormOut::InPlace)?;
                 self.norm(k, &sq, kn, NormOut::InPlace)?;
             }
         }
         let (kc, vc) = &io.cache.layers[layer];
         let vc = vc.as_ref().expect("GQA cache has values");
-        self.push(prepare_qkv(self.ctx, spec, &sq, per_head, io.inv_freq, io.step, kc, vc)?);
+        self.push(prepare_qkv(
+            self.ctx,
+            spec,
+            &sq,
+            per_head,
+            io.inv_freq,
+            io.step,
+            kc,
+            vc,
+        )?);
         let mut spec = AttnSpec::gqa(t, h, kv, hd, io.cache.max_seq);
         spec.q_row_stride = row;
         spec.scale = cfg.attn_scale;
         spec.window = cfg.layers[layer].window.map(|w| w as u32);
         spec.sinks = sinks.is_some();
-        self.push(kernels::attention::attention(self.ctx, spec, &sq, kc, vc, sinks.as_ref(), io.step, &so)?);
+        self.push(kernels::attention::attention(
+            self.ctx,
+            spec,
+            &sq,
+            kc,
+            vc,
+            sinks.as_ref(),
+            io.step,
+            &so,
+        )?);
         self.linear(o, &so, &x, true)
     }
 
     fn attention_mla(&mut self, layer: usize, w: &AttnWeights, norm: &Weight, io: &PlanIo<'_>) -> Result<()> {
-        let AttnWeights::Mla { q, kv_a, kv_norm, uk_t, uv, o } = w else { unreachable!() };
-        let Attention::Mla { kv_lora_rank: r, nope_dim: dn, rope_dim: dr, v_dim: dv, .. } = self.cfg.attention else {
+        let AttnWeights::Mla {
+            q,
+            kv_a,
+            kv_norm,
+            uk_t,
+            uv,
+            o,
+        } = w
+        else {
+            unreachable!()
+        };
+        let Attention::Mla {
+            kv_lora_rank: r,
+            nope_dim: dn,
+            rope_dim: dr,
+            v_dim: dv,
+            ..
+        } = self.cfg.attention
+        else {
             unreachable!()
         };
         let (t, h) = (self.t, self.cfg.heads);
         let s = &self.s;
-        let (x, sh, sq, sk, qcat, olat, tmp, small) =
-            (s.x.clone(), s.h.clone(), s.q.clone(), s.k.clone(), s.v.clone(), s.o.clone(), s.tmp.clone(), s.small.clone());
+        let (x, sh, sq, sk, qcat, olat, tmp, small) = (
+            s.x.clone(),
+            s.h.clone(),
+            s.q.clone(),
+            s.k.clone(),
+            s.v.clone(),
+            s.o.clone(),
+            s.tmp.clone(),
+            s.small.clone(),
+        );
         match q {
             // The first projection also leaves the normed input in `h` for kv_a.
             MlaQuery::Direct(lin) => self.normed_linear(norm, lin, &x, &sq, true)?,
             MlaQuery::LowRank { a, norm: q_norm, b } => {
                 self.normed_linear(norm, a, &x, &small, true)?;
-                self.norm(NormShape::new(t, a.w.rows, MLA_NORM_EPS), &small, q_norm, NormOut::InPlace)?;
+                self.norm(
+                    NormShape::new(t, a.w.rows, MLA_NORM_EPS),
+                    &small,
+                    q_norm,
+                    NormOut::InPlace,
+                )?;
                 self.linear(b, &small, &sq, false)?;
             }
         }
         self.linear(kv_a, &sh, &sk, false)?;
-        let latent = NormShape { x_stride: r + dr, y_stride: r + dr, ..NormShape::new(t, r, MLA_NORM_EPS) };
+        let latent = NormShape {
+            x_stride: r + dr,
+            y_stride: r + dr,
+            ..NormShape::new(t, r, MLA_NORM_EPS)
+        };
         self.norm(latent, &sk, kv_norm, NormOut::InPlace)?;
         let q_rope = RopeSpec {
             tokens: t,
@@ -260,15 +380,31 @@ impl Builder<'_> {
             row_stride: h * (dn + dr),
             rot_offset: dn,
             rot_dims: dr,
-            layout: if self.cfg.rope.interleaved { RopeLayout::Interleaved } else { RopeLayout::Half },
+            layout: if self.cfg.rope.interleaved {
+                RopeLayout::Interleaved
+            } else {
+                RopeLayout::Half
+            },
             attention_factor: io.attention_factor,
         };
-        let k_rope = RopeSpec { heads: 1, head_stride: r + dr, row_stride: r + dr, rot_offset: r, ..q_rope };
+        let k_rope = RopeSpec {
+            heads: 1,
+            head_stride: r + dr,
+            row_stride: r + dr,
+            rot_offset: r,
+            ..q_rope
+        };
         self.push(kernels::rope::rope(self.ctx, &sq, q_rope, io.inv_freq, io.step)?);
         self.push(kernels::rope::rope(self.ctx, &sk, k_rope, io.inv_freq, io.step)?);
         let (cache, _) = &io.cache.layers[layer];
         let ms = io.cache.max_seq;
-        self.push(kernels::attention::kv_store(self.ctx, &sk, cache, KvStoreSpec::packed(t, r + dr, ms), io.step)?);
+        self.push(kernels::attention::kv_store(
+            self.ctx,
+            &sk,
+            cache,
+            KvStoreSpec::packed(t, r + dr, ms),
+            io.step,
+        )?);
         // q_cat[t, h] = (W_UK_h^T q_nope | q_pe).
         use kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
         let absorb = HeadMatvecSpec {
@@ -276,23 +412,51 @@ impl Builder<'_> {
             heads: h,
             in_dim: dn,
             out_dim: r,
-            x: HeadLayout { row_stride: h * (dn + dr), head_stride: dn + dr, offset: 0 },
-            y: HeadLayout { row_stride: h * (r + dr), head_stride: r + dr, offset: 0 },
+            x: HeadLayout {
+                row_stride: h * (dn + dr),
+                head_stride: dn + dr,
+                offset: 0,
+            },
+            y: HeadLayout {
+                row_stride: h * (r + dr),
+                head_stride: r + dr,
+                offset: 0,
+            },
         };
         self.push(head_matvec(self.ctx, absorb, &sq, uk_t, &qcat)?);
-        let from = Rows { rows: t * h, width: dr, stride: dn + dr, offset: dn };
-        let to = Rows { rows: t * h, width: dr, stride: r + dr, offset: r };
+        let from = Rows {
+            rows: t * h,
+            width: dr,
+            stride: dn + dr,
+            offset: dn,
+        };
+        let to = Rows {
+            rows: t * h,
+            width: dr,
+            stride: r + dr,
+            offset: r,
+        };
         self.push(kernels::elementwise::copy_rows(self.ctx, &sq, from, &qcat, to)?);
         let mut spec = AttnSpec::mla(t, h, r, dr, self.cfg.attn_scale, ms);
         spec.window = self.cfg.layers[layer].window.map(|w| w as u32);
-        self.push(kernels::attention::attention(self.ctx, spec, &qcat, cache, cache, None, io.step, &olat)?);
+        self.push(kernels::attention::attention(
+            self.ctx, spec, &qcat, cache, cache, None, io.step, &olat,
+        )?);
         let out = HeadMatvecSpec {
             tokens: t,
             heads: h,
             in_dim: r,
             out_dim: dv,
-            x: HeadLayout { row_stride: h * r, head_stride: r, offset: 0 },
-            y: HeadLayout { row_stride: h * dv, head_stride: dv, offset: 0 },
+            x: HeadLayout {
+                row_stride: h * r,
+                head_stride: r,
+                offset: 0,
+            },
+            y: HeadLayout {
+                row_stride: h * dv,
+                head_stride: dv,
+                offset: 0,
+            },
         };
         self.push(head_matvec(self.ctx, out, &olat, uv, &tmp)?);
         self.linear(o, &tmp, &x, true)
@@ -301,11 +465,23 @@ impl Builder<'_> {
     /// SwiGLU MLP on `h` (gate|up stacked), added into `x` — or, with `gate`, scaled by
     /// `sigmoid(h @ gate^T)` first (Qwen2-MoE's shared expert). With `norm`, `h = RMSNorm(x)` is
     /// folded into the gate|up projection.
-    fn gated_mlp(&mut self, norm: Option<&Weight>, gate_up: &Linear, down: &Linear, gate: Option<&Linear>) -> Result<()> {
+    fn gated_mlp(
+        &mut self,
+        norm: Option<&Weight>,
+        gate_up: &Linear,
+        down: &Linear,
+        gate: Option<&Linear>,
+    ) -> Result<()> {
         use kernels::swiglu::{swiglu, Act, GateUpLayout, SwigluSpec};
         let inter = down.w.cols;
-        let (sh, gu, act, x, tmp, small) =
-            (self.s.h.clone(), self.s.gu.clone(), self.s.act.clone(), self.s.x.clone(), self.s.tmp.clone(), self.s.router_logits.clone());
+        let (sh, gu, act, x, tmp, small) = (
+            self.s.h.clone(),
+            self.s.gu.clone(),
+            self.s.act.clone(),
+            self.s.x.clone(),
+            self.s.tmp.clone(),
+            self.s.router_logits.clone(),
+        );
         match norm {
             Some(n) => self.normed_linear(n, gate_up, &x, &gu, gate.is_some())?,
             None => self.linear(gate_up, &sh, &gu, false)?,
@@ -328,8 +504,23 @@ impl Builder<'_> {
         match (w, &self.cfg.layers[layer].ffn) {
             (FfnWeights::Dense { gate_up, down }, _) => self.gated_mlp(Some(norm), gate_up, down, None),
             (
-                FfnWeights::Moe { router, selection_bias, gate_up, down, gate_up_bias, down_bias, shared },
-                Ffn::Moe { experts, top_k, inter, router: rc, gpt_oss, .. },
+                FfnWeights::Moe {
+                    router,
+                    selection_bias,
+                    gate_up,
+                    down,
+                    gate_up_bias,
+                    down_bias,
+                    shared,
+                },
+                Ffn::Moe {
+                    experts,
+                    top_k,
+                    inter,
+                    router: rc,
+                    gpt_oss,
+                    ..
+                },
             ) => {
                 use kernels::moe::{moe, Act, Experts, GateUpLayout, MoeSpec};
                 use kernels::router::{Groups, RouterSpec};
@@ -347,25 +538,48 @@ impl Builder<'_> {
                     experts: *experts,
                     top_k: *top_k,
                     scoring: rc.scoring,
-                    groups: rc.groups.map(|(n_group, topk_group, score)| Groups { n_group, topk_group, score }),
+                    groups: rc.groups.map(|(n_group, topk_group, score)| Groups {
+                        n_group,
+                        topk_group,
+                        score,
+                    }),
                     renormalize: rc.renormalize,
                     scale: rc.scale,
                 };
-                self.push(kernels::router::router(self.ctx, &spec, &rl, selection_bias.as_ref(), &ids, &ws)?);
+                self.push(kernels::router::router(
+                    self.ctx,
+                    &spec,
+                    &rl,
+                    selection_bias.as_ref(),
+                    &ids,
+                    &ws,
+                )?);
                 let spec = MoeSpec {
                     tokens: self.t,
                     experts: *experts,
                     top_k: *top_k,
                     hidden: self.cfg.hidden,
                     inter: *inter,
-                    gate_up: if gpt_oss.is_some() { GateUpLayout::Interleaved } else { GateUpLayout::Concatenated },
+                    gate_up: if gpt_oss.is_some() {
+                        GateUpLayout::Interleaved
+                    } else {
+                        GateUpLayout::Concatenated
+                    },
                     act: match gpt_oss {
-                        Some(g) => Act::Clamped { limit: g.limit, alpha: g.alpha },
+                        Some(g) => Act::Clamped {
+                            limit: g.limit,
+                            alpha: g.alpha,
+                        },
                         None => Act::Silu,
                     },
                     accumulate: true,
                 };
-                let experts = Experts { gate_up, down, gate_up_bias: gate_up_bias.as_ref(), down_bias: down_bias.as_ref() };
+                let experts = Experts {
+                    gate_up,
+                    down,
+                    gate_up_bias: gate_up_bias.as_ref(),
+                    down_bias: down_bias.as_ref(),
+                };
                 let d = moe(self.ctx, spec, experts, &sh, &ids, &ws, &x)?;
                 self.extend(d);
                 if let Some(s) = shared {
@@ -373,7 +587,9 @@ impl Builder<'_> {
                 }
                 Ok(())
             }
-            _ => Err(crate::Error::Invalid(format!("layer {layer}: weights do not match the FFN description"))),
+            _ => Err(crate::Error::Invalid(format!(
+                "layer {layer}: weights do not match the FFN description"
+            ))),
         }
     }
 }
@@ -388,7 +604,13 @@ pub fn build(
     tokens: usize,
     rows: LogitRows,
 ) -> Result<Plan> {
-    let mut b = Builder { ctx, cfg, t: tokens, s: Scratch::new(ctx, cfg, tokens), out: Vec::new() };
+    let mut b = Builder {
+        ctx,
+        cfg,
+        t: tokens,
+        s: Scratch::new(ctx, cfg, tokens),
+        out: Vec::new(),
+    };
     let (x, h) = (b.s.x.clone(), b.s.h.clone());
     b.extend(kernels::embedding::embedding(ctx, &w.embed, io.ids, tokens, &x)?);
     for (i, lw) in w.layers.iter().enumerate() {
@@ -400,9 +622,20 @@ pub fn build(
     }
     let logit_rows = if rows == LogitRows::All { tokens } else { 1 };
     let head_in = if rows == LogitRows::Last && tokens > 1 {
-        let last = Rows { rows: 1, width: cfg.hidden, stride: cfg.hidden, offset: (tokens - 1) * cfg.hidden };
+        let last = Rows {
+            rows: 1,
+            width: cfg.hidden,
+            stride: cfg.hidden,
+            offset: (tokens - 1) * cfg.hidden,
+        };
         let tmp = b.s.tmp.clone();
-        b.push(kernels::elementwise::copy_rows(ctx, &x, last, &tmp, Rows::packed(1, cfg.hidden))?);
+        b.push(kernels::elementwise::copy_rows(
+            ctx,
+            &x,
+            last,
+            &tmp,
+            Rows::packed(1, cfg.hidden),
+        )?);
         tmp
     } else {
         x.clone()
@@ -410,7 +643,19 @@ pub fn build(
     let head = w.lm_head.as_ref().unwrap_or(&w.embed);
     let logits = Tensor::zeros(ctx, "logits", logit_rows * cfg.vocab);
     let spec = MatmulSpec::packed(logit_rows, head);
-    let norm = NormPrologue { weight: &w.norm, eps: cfg.eps, normed: &h, store: false };
-    b.extend(kernels::matmul::matmul_normed(ctx, spec, &head_in, norm, head, None, &logits)?);
-    Ok(Plan { tokens, dispatches: b.out, logits, logit_rows })
+    let norm = NormPrologue {
+        weight: &w.norm,
+        eps: cfg.eps,
+        normed: &h,
+        store: false,
+    };
+    b.extend(kernels::matmul::matmul_normed(
+        ctx, spec, &head_in, norm, head, None, &logits,
+    )?);
+    Ok(Plan {
+        tokens,
+        dispatches: b.out,
+        logits,
+        logit_rows,
+    })
 }

@@ -49,7 +49,11 @@ impl Safetensors {
                 dir.display()
             )));
         };
-        let mut s = Self { paths: Vec::new(), maps: Vec::new(), entries: HashMap::new() };
+        let mut s = Self {
+            paths: Vec::new(),
+            maps: Vec::new(),
+            entries: HashMap::new(),
+        };
         for f in files {
             s.add_file(&f)?;
         }
@@ -68,7 +72,10 @@ impl Safetensors {
         for (name, info) in meta.tensors() {
             let (start, end) = info.data_offsets;
             if base + end > map.len() {
-                return Err(io_err(path, format!("tensor {name} runs past the end of the file (truncated?)")));
+                return Err(io_err(
+                    path,
+                    format!("tensor {name} runs past the end of the file (truncated?)"),
+                ));
             }
             let dtype = match info.dtype {
                 safetensors::Dtype::F32 => SrcDType::F32,
@@ -78,7 +85,13 @@ impl Safetensors {
             };
             self.entries.insert(
                 name.clone(),
-                Entry { shard, dtype, shape: info.shape.clone(), start: base + start, end: base + end },
+                Entry {
+                    shard,
+                    dtype,
+                    shape: info.shape.clone(),
+                    start: base + start,
+                    end: base + end,
+                },
             );
         }
         self.paths.push(path.to_path_buf());
@@ -96,7 +109,11 @@ impl TensorSource for Safetensors {
         let e = self.entries.get(name).ok_or_else(|| {
             Error::Invalid(format!(
                 "tensor {name} is missing from {}",
-                self.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                self.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         Ok(RawTensor {

@@ -19,7 +19,14 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 /// The synthetic shapes, in the order they are listed to users.
-pub const SHAPES: &[&str] = &["olmoe-1b-7b", "qwen3-30b-a3b", "deepseek-v2-lite", "gpt-oss-20b", "mixtral-8x7b", "tiny"];
+pub const SHAPES: &[&str] = &[
+    "olmoe-1b-7b",
+    "qwen3-30b-a3b",
+    "deepseek-v2-lite",
+    "gpt-oss-20b",
+    "mixtral-8x7b",
+    "tiny",
+];
 
 /// The shapes as transformers `config.json` values (the hub spelling). `scripts/hf_bench.py`
 /// carries the same JSON; a test checks that the two agree.
@@ -88,7 +95,10 @@ pub const SHAPES_JSON: &str = r#"{
 pub fn shape_json(name: &str) -> Result<Value> {
     let all: Value = serde_json::from_str(SHAPES_JSON).map_err(|e| Error::Invalid(format!("synthetic shapes: {e}")))?;
     all.get(name).cloned().ok_or_else(|| {
-        Error::Invalid(format!("unknown synthetic shape {name:?}: use one of {}", SHAPES.join(", ")))
+        Error::Invalid(format!(
+            "unknown synthetic shape {name:?}: use one of {}",
+            SHAPES.join(", ")
+        ))
     })
 }
 
@@ -176,7 +186,13 @@ pub fn inventory(cfg: &ModelConfig, dtype: DType) -> Vec<Entry> {
         v.norm(format!("{p}.attn_norm"), d);
         v.norm(format!("{p}.ffn_norm"), d);
         match &cfg.attention {
-            Attention::Gqa { qkv_bias, o_bias, qk_norm, sinks, .. } => {
+            Attention::Gqa {
+                qkv_bias,
+                o_bias,
+                qk_norm,
+                sinks,
+                ..
+            } => {
                 // q, k and v stacked `[(H + 2KV) * hd, D]`, their biases stacked in f32 (as loaded).
                 v.add(format!("{p}.qkv.weight"), (h + 2 * kv) * hd, d, 1, scaled(d), Read::All);
                 if *qkv_bias {
@@ -196,7 +212,14 @@ pub fn inventory(cfg: &ModelConfig, dtype: DType) -> Vec<Entry> {
                     v.tensor(format!("{p}.sinks"), h, 0.5);
                 }
             }
-            Attention::Mla { q_lora_rank, kv_lora_rank: r, nope_dim: dn, rope_dim: dr, v_dim: dv, bias: b } => {
+            Attention::Mla {
+                q_lora_rank,
+                kv_lora_rank: r,
+                nope_dim: dn,
+                rope_dim: dr,
+                v_dim: dv,
+                bias: b,
+            } => {
                 match q_lora_rank {
                     None => v.lin(format!("{p}.q"), h * (dn + dr), d, false),
                     Some(qr) => {
@@ -220,7 +243,14 @@ pub fn inventory(cfg: &ModelConfig, dtype: DType) -> Vec<Entry> {
                 }
                 v.lin(format!("{p}.down"), d, *inter, *b);
             }
-            Ffn::Moe { experts, top_k, inter, router, shared, gpt_oss } => {
+            Ffn::Moe {
+                experts,
+                top_k,
+                inter,
+                router,
+                shared,
+                gpt_oss,
+            } => {
                 let (e, k, i_) = (*experts, *top_k, *inter);
                 let ex = Read::Experts { top_k: k, experts: e };
                 v.lin(format!("{p}.router"), e, d, router.linear_bias);
@@ -265,7 +295,16 @@ struct Inv {
 
 impl Inv {
     fn add(&mut self, name: String, rows: usize, cols: usize, group_rows: usize, init: Init, read: Read) {
-        self.v.push(Entry { name, rows, cols, group_rows, dtype: self.dtype, tensor: false, init, read });
+        self.v.push(Entry {
+            name,
+            rows,
+            cols,
+            group_rows,
+            dtype: self.dtype,
+            tensor: false,
+            init,
+            read,
+        });
     }
     fn norm(&mut self, name: String, n: usize) {
         self.add(name, 1, n, 1, Init::Norm, Read::All);
@@ -273,11 +312,29 @@ impl Inv {
     /// An f32 vector on the activation side (sinks, selection bias).
     fn tensor(&mut self, name: String, n: usize, scale: f32) {
         let init = Init::Random(scale);
-        self.v.push(Entry { name, rows: 1, cols: n, group_rows: 1, dtype: DType::F32, tensor: true, init, read: Read::All });
+        self.v.push(Entry {
+            name,
+            rows: 1,
+            cols: n,
+            group_rows: 1,
+            dtype: DType::F32,
+            tensor: true,
+            init,
+            read: Read::All,
+        });
     }
     /// Biases of stacked projections, which the loader stacks in f32.
     fn f32_bias(&mut self, name: String, n: usize) {
-        self.v.push(Entry { name, rows: 1, cols: n, group_rows: 1, dtype: DType::F32, tensor: false, init: BIAS, read: Read::All });
+        self.v.push(Entry {
+            name,
+            rows: 1,
+            cols: n,
+            group_rows: 1,
+            dtype: DType::F32,
+            tensor: false,
+            init: BIAS,
+            read: Read::All,
+        });
     }
     /// A linear layer `[out, inp]` (`{name}.weight`) and its bias `[1, out]` (`{name}.bias`).
     fn lin(&mut self, name: String, out: usize, inp: usize, bias: bool) {
@@ -326,14 +383,22 @@ pub struct SynthOptions {
 
 impl Default for SynthOptions {
     fn default() -> Self {
-        Self { dtype: DType::F16, seed: 1, max_bytes: None }
+        Self {
+            dtype: DType::F16,
+            seed: 1,
+            max_bytes: None,
+        }
     }
 }
 
 /// The error for weights that do not fit.
 fn too_big(what: &str, dtype: DType, needed: u64, limit: Option<u64>, detail: &str) -> Error {
     let limit = limit.map_or(String::new(), |l| format!(" but only {} are allowed", human_bytes(l)));
-    let hint = if dtype == DType::F32 { "--dtype f16 or bf16 (half the bytes)" } else { "a smaller shape" };
+    let hint = if dtype == DType::F32 {
+        "--dtype f16 or bf16 (half the bytes)"
+    } else {
+        "a smaller shape"
+    };
     Error::Invalid(format!(
         "{what} in {} needs {} ({:.1} GB) of GPU memory for its weights alone{limit}{detail}; \
          try {hint} or a GPU with more memory",
@@ -394,7 +459,8 @@ fn make(ctx: &Context, e: &Entry, seed: u32) -> Result<Made> {
     if e.tensor {
         return Ok(Made::T(Tensor::from_f32(ctx, &e.name, &host_values(e, seed as u64))));
     }
-    let host = matches!(e.init, Init::Norm) || !e.cols.is_multiple_of(e.dtype.elems_per_vec4()) || e.rows * e.cols <= 1 << 16;
+    let host =
+        matches!(e.init, Init::Norm) || !e.cols.is_multiple_of(e.dtype.elems_per_vec4()) || e.rows * e.cols <= 1 << 16;
     match e.init {
         Init::Random(scale) if !host => Ok(Made::W(crate::kernels::bench::random_weight(
             ctx,
@@ -408,7 +474,15 @@ fn make(ctx: &Context, e: &Entry, seed: u32) -> Result<Made> {
         )?)),
         _ => {
             let bytes = e.dtype.encode(&host_values(e, seed as u64));
-            Ok(Made::W(Weight::upload(ctx, &e.name, e.dtype, e.rows, e.cols, e.group_rows, &bytes)?))
+            Ok(Made::W(Weight::upload(
+                ctx,
+                &e.name,
+                e.dtype,
+                e.rows,
+                e.cols,
+                e.group_rows,
+                &bytes,
+            )?))
         }
     }
 }
@@ -437,7 +511,11 @@ pub fn synthesize(ctx: &Context, cfg: &ModelConfig, what: &str, opts: &SynthOpti
             return Err(too_big(what, opts.dtype, needed, None, &detail));
         }
         if let Some(err) = invalid {
-            return Err(Error::Gpu(format!("{what}: making {} failed after {:.1} GiB of weights: {err}", e.name, gib(done))));
+            return Err(Error::Gpu(format!(
+                "{what}: making {} failed after {:.1} GiB of weights: {err}",
+                e.name,
+                gib(done)
+            )));
         }
         made.insert(e.name.clone(), r?);
         done += e.gpu_bytes();
@@ -466,7 +544,10 @@ impl Parts {
         self.w(name).ok()
     }
     fn lin(&mut self, name: &str) -> Result<Linear> {
-        Ok(Linear { w: self.w(&format!("{name}.weight"))?, bias: self.opt_w(&format!("{name}.bias")) })
+        Ok(Linear {
+            w: self.w(&format!("{name}.weight"))?,
+            bias: self.opt_w(&format!("{name}.bias")),
+        })
     }
 }
 
@@ -484,7 +565,11 @@ fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeigh
                 o: m.lin(&format!("{p}.o"))?,
                 q_norm: m.opt_w(&format!("{p}.q_norm")),
                 k_norm: m.opt_w(&format!("{p}.k_norm")),
-                sinks: if *sinks { Some(m.t(&format!("{p}.sinks"))?) } else { None },
+                sinks: if *sinks {
+                    Some(m.t(&format!("{p}.sinks"))?)
+                } else {
+                    None
+                },
             },
             Attention::Mla { q_lora_rank, .. } => AttnWeights::Mla {
                 q: match q_lora_rank {
@@ -503,10 +588,17 @@ fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeigh
             },
         };
         let ffn = match &layer.ffn {
-            Ffn::Dense { .. } => FfnWeights::Dense { gate_up: m.lin(&format!("{p}.gate_up"))?, down: m.lin(&format!("{p}.down"))? },
+            Ffn::Dense { .. } => FfnWeights::Dense {
+                gate_up: m.lin(&format!("{p}.gate_up"))?,
+                down: m.lin(&format!("{p}.down"))?,
+            },
             Ffn::Moe { router, shared, .. } => FfnWeights::Moe {
                 router: m.lin(&format!("{p}.router"))?,
-                selection_bias: if router.selection_bias { Some(m.t(&format!("{p}.selection_bias"))?) } else { None },
+                selection_bias: if router.selection_bias {
+                    Some(m.t(&format!("{p}.selection_bias"))?)
+                } else {
+                    None
+                },
                 gate_up: m.w(&format!("{p}.experts.gate_up"))?,
                 down: m.w(&format!("{p}.experts.down"))?,
                 gate_up_bias: m.opt_w(&format!("{p}.experts.gate_up_bias")),
@@ -516,21 +608,41 @@ fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeigh
                     Some(s) => Some(SharedWeights {
                         gate_up: m.lin(&format!("{p}.shared.gate_up"))?,
                         down: m.lin(&format!("{p}.shared.down"))?,
-                        gate: if s.gated { Some(m.lin(&format!("{p}.shared.gate"))?) } else { None },
+                        gate: if s.gated {
+                            Some(m.lin(&format!("{p}.shared.gate"))?)
+                        } else {
+                            None
+                        },
                     }),
                 },
             },
         };
-        layers.push(LayerWeights { attn_norm, ffn_norm, attn, ffn });
+        layers.push(LayerWeights {
+            attn_norm,
+            ffn_norm,
+            attn,
+            ffn,
+        });
     }
     let norm = m.w("norm")?;
-    let lm_head = if cfg.tie_embeddings { None } else { Some(m.w("lm_head")?) };
+    let lm_head = if cfg.tie_embeddings {
+        None
+    } else {
+        Some(m.w("lm_head")?)
+    };
     if !m.0.is_empty() {
         let mut left: Vec<&String> = m.0.keys().collect();
         left.sort();
-        return Err(Error::Invalid(format!("synthetic weights: tensors made but not used: {left:?}")));
+        return Err(Error::Invalid(format!(
+            "synthetic weights: tensors made but not used: {left:?}"
+        )));
     }
-    Ok(ModelWeights { embed, norm, lm_head, layers })
+    Ok(ModelWeights {
+        embed,
+        norm,
+        lm_head,
+        layers,
+    })
 }
 
 /// A model of random weights with the shape `cfg`, through [`Model::new`] like a loaded one.

@@ -90,7 +90,9 @@ impl ModelWeights {
             let lin = |x: &Linear| x.w.gpu_bytes() + x.bias.as_ref().map_or(0, Weight::gpu_bytes);
             n += match &l.attn {
                 AttnWeights::Gqa { qkv, o, .. } => lin(qkv) + lin(o),
-                AttnWeights::Mla { q, kv_a, uk_t, uv, o, .. } => {
+                AttnWeights::Mla {
+                    q, kv_a, uk_t, uv, o, ..
+                } => {
                     let qb = match q {
                         MlaQuery::Direct(l) => lin(l),
                         MlaQuery::LowRank { a, b, .. } => lin(a) + lin(b),
@@ -100,7 +102,13 @@ impl ModelWeights {
             };
             n += match &l.ffn {
                 FfnWeights::Dense { gate_up, down } => lin(gate_up) + lin(down),
-                FfnWeights::Moe { router, gate_up, down, shared, .. } => {
+                FfnWeights::Moe {
+                    router,
+                    gate_up,
+                    down,
+                    shared,
+                    ..
+                } => {
                     lin(router)
                         + gate_up.gpu_bytes()
                         + down.gpu_bytes()
@@ -180,18 +188,36 @@ impl Loader<'_> {
 
     pub fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let w = self.matrix(&format!("{prefix}.weight"), &[out, inp])?;
-        let bias = if bias { Some(self.matrix(&format!("{prefix}.bias"), &[out])?) } else { None };
+        let bias = if bias {
+            Some(self.matrix(&format!("{prefix}.bias"), &[out])?)
+        } else {
+            None
+        };
         Ok(Linear { w, bias })
     }
 
     /// Several `[rows_i, cols]` tensors stacked into one weight (in the first one's dtype), each
     /// uploaded as it is read. `group_rows` marks indivisible groups (one expert).
-    pub fn stacked(&mut self, label: &str, parts: &[(String, usize)], cols: usize, group_rows: usize) -> Result<Weight> {
+    pub fn stacked(
+        &mut self,
+        label: &str,
+        parts: &[(String, usize)],
+        cols: usize,
+        group_rows: usize,
+    ) -> Result<Weight> {
         let first = self.raw(&parts[0].0, &[parts[0].1, cols])?;
         let dtype = first.gpu_dtype()?;
         drop(first);
         let rows: usize = parts.iter().map(|p| p.1).sum();
-        let w = Weight::alloc(self.ctx, label, dtype, rows, cols, group_rows, self.ctx.caps.max_storage_binding)?;
+        let w = Weight::alloc(
+            self.ctx,
+            label,
+            dtype,
+            rows,
+            cols,
+            group_rows,
+            self.ctx.caps.max_storage_binding,
+        )?;
         let mut row = 0;
         for (name, r) in parts {
             let t = self.raw(name, &[*r, cols])?;
@@ -226,8 +252,19 @@ fn layer_tensor_count(cfg: &ModelConfig) -> usize {
 }
 
 /// Load every weight `cfg` describes from `src`.
-pub fn load(ctx: &Context, cfg: &ModelConfig, src: &dyn TensorSource, progress: &dyn Fn(usize, usize)) -> Result<ModelWeights> {
-    let mut l = Loader { ctx, src, progress, done: 0, total: layer_tensor_count(cfg) };
+pub fn load(
+    ctx: &Context,
+    cfg: &ModelConfig,
+    src: &dyn TensorSource,
+    progress: &dyn Fn(usize, usize),
+) -> Result<ModelWeights> {
+    let mut l = Loader {
+        ctx,
+        src,
+        progress,
+        done: 0,
+        total: layer_tensor_count(cfg),
+    };
     let d = cfg.hidden;
     let embed = l.matrix("model.embed_tokens.weight", &[cfg.vocab, d])?;
     let mut layers = Vec::with_capacity(cfg.layers.len());
@@ -237,7 +274,12 @@ pub fn load(ctx: &Context, cfg: &ModelConfig, src: &dyn TensorSource, progress: 
         let ffn_norm = l.matrix(&format!("{p}.post_attention_layernorm.weight"), &[d])?;
         let attn = load_attention(&mut l, cfg, &p)?;
         let ffn = load_ffn(&mut l, cfg, &layer.ffn, &p)?;
-        layers.push(LayerWeights { attn_norm, ffn_norm, attn, ffn });
+        layers.push(LayerWeights {
+            attn_norm,
+            ffn_norm,
+            attn,
+            ffn,
+        });
     }
     let norm = l.matrix("model.norm.weight", &[d])?;
     let lm_head = if cfg.tie_embeddings || !src.contains("lm_head.weight") {
@@ -245,21 +287,35 @@ pub fn load(ctx: &Context, cfg: &ModelConfig, src: &dyn TensorSource, progress: 
     } else {
         Some(l.matrix("lm_head.weight", &[cfg.vocab, d])?)
     };
-    Ok(ModelWeights { embed, norm, lm_head, layers })
+    Ok(ModelWeights {
+        embed,
+        norm,
+        lm_head,
+        layers,
+    })
 }
 
 fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<AttnWeights> {
     let d = cfg.hidden;
     let (h, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
     match &cfg.attention {
-        Attention::Gqa { qkv_bias, o_bias, qk_norm, sinks, .. } => {
+        Attention::Gqa {
+            qkv_bias,
+            o_bias,
+            qk_norm,
+            sinks,
+            ..
+        } => {
             let a = format!("{p}.self_attn");
             let part = |n: &str, rows: usize| (format!("{a}.{n}_proj.weight"), rows);
             let parts = [part("q", h * hd), part("k", kv * hd), part("v", kv * hd)];
             let w = l.stacked(&format!("{a}.qkv"), &parts, d, 1)?;
             let bias = if *qkv_bias {
                 let part = |n: &str, rows: usize| (format!("{a}.{n}_proj.bias"), rows);
-                Some(l.stacked_bias(&format!("{a}.qkv.bias"), &[part("q", h * hd), part("k", kv * hd), part("v", kv * hd)])?)
+                Some(l.stacked_bias(
+                    &format!("{a}.qkv.bias"),
+                    &[part("q", h * hd), part("k", kv * hd), part("v", kv * hd)],
+                )?)
             } else {
                 None
             };
@@ -276,10 +332,27 @@ fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<Attn
                     Some(l.matrix(&format!("{a}.k_norm.weight"), &[kv * hd])?),
                 ),
             };
-            let sinks = if *sinks { Some(l.vector_f32(&format!("{a}.sinks"), h)?) } else { None };
-            Ok(AttnWeights::Gqa { qkv, o, q_norm: qn, k_norm: kn, sinks })
+            let sinks = if *sinks {
+                Some(l.vector_f32(&format!("{a}.sinks"), h)?)
+            } else {
+                None
+            };
+            Ok(AttnWeights::Gqa {
+                qkv,
+                o,
+                q_norm: qn,
+                k_norm: kn,
+                sinks,
+            })
         }
-        Attention::Mla { q_lora_rank, kv_lora_rank: r, nope_dim: dn, rope_dim: dr, v_dim: dv, bias } => {
+        Attention::Mla {
+            q_lora_rank,
+            kv_lora_rank: r,
+            nope_dim: dn,
+            rope_dim: dr,
+            v_dim: dv,
+            bias,
+        } => {
             let a = format!("{p}.self_attn");
             let q = match q_lora_rank {
                 None => MlaQuery::Direct(l.linear(&format!("{a}.q_proj"), h * (dn + dr), d, false)?),
@@ -307,7 +380,14 @@ fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<Attn
             let uv = Weight::upload(l.ctx, &format!("{name}:uv"), dtype, h * dv, *r, 1, &uv)?;
             l.tick();
             let o = l.linear(&format!("{a}.o_proj"), d, h * dv, *bias)?;
-            Ok(AttnWeights::Mla { q, kv_a, kv_norm, uk_t, uv, o })
+            Ok(AttnWeights::Mla {
+                q,
+                kv_a,
+                kv_norm,
+                uk_t,
+                uv,
+                o,
+            })
         }
     }
 }
@@ -320,12 +400,27 @@ fn load_ffn(l: &mut Loader<'_>, cfg: &ModelConfig, ffn: &Ffn, p: &str) -> Result
             let (gate_up, down) = gated_mlp(l, &m, ["gate_proj", "up_proj", "down_proj"], *inter, d, *bias)?;
             Ok(FfnWeights::Dense { gate_up, down })
         }
-        Ffn::Moe { experts, top_k: _, inter, router, shared, gpt_oss } => {
+        Ffn::Moe {
+            experts,
+            top_k: _,
+            inter,
+            router,
+            shared,
+            gpt_oss,
+        } => {
             let i_ = *inter;
             let e = *experts;
             let mixtral = cfg.model_type == "mixtral";
-            let m = if mixtral { format!("{p}.block_sparse_moe") } else { format!("{p}.mlp") };
-            let router_name = if gpt_oss.is_some() { format!("{m}.router") } else { format!("{m}.gate") };
+            let m = if mixtral {
+                format!("{p}.block_sparse_moe")
+            } else {
+                format!("{p}.mlp")
+            };
+            let router_name = if gpt_oss.is_some() {
+                format!("{m}.router")
+            } else {
+                format!("{m}.gate")
+            };
             let router_lin = l.linear(&router_name, e, d, router.linear_bias)?;
             let selection_bias = if router.selection_bias {
                 Some(l.vector_f32(&format!("{m}.gate.e_score_correction_bias"), e)?)
@@ -335,13 +430,18 @@ fn load_ffn(l: &mut Loader<'_>, cfg: &ModelConfig, ffn: &Ffn, p: &str) -> Result
             let (gate_up, down, gate_up_bias, down_bias) = if gpt_oss.is_some() {
                 gpt_oss_experts(l, &m, e, i_, d)?
             } else {
-                let names = if mixtral { ["w1", "w3", "w2"] } else { ["gate_proj", "up_proj", "down_proj"] };
+                let names = if mixtral {
+                    ["w1", "w3", "w2"]
+                } else {
+                    ["gate_proj", "up_proj", "down_proj"]
+                };
                 let ex = |x: usize, n: &str| format!("{m}.experts.{x}.{n}.weight");
                 if l.src.contains(&format!("{m}.experts.gate_up_proj")) {
                     fused_experts(l, &m, e, i_, d)?
                 } else {
-                    let gu: Vec<(String, usize)> =
-                        (0..e).flat_map(|x| [(ex(x, names[0]), i_), (ex(x, names[1]), i_)]).collect();
+                    let gu: Vec<(String, usize)> = (0..e)
+                        .flat_map(|x| [(ex(x, names[0]), i_), (ex(x, names[1]), i_)])
+                        .collect();
                     let dn: Vec<(String, usize)> = (0..e).map(|x| (ex(x, names[2]), d)).collect();
                     let gate_up = l.stacked(&format!("{m}.experts.gate_up"), &gu, d, 2 * i_)?;
                     let down = l.stacked(&format!("{m}.experts.down"), &dn, i_, d)?;
@@ -351,24 +451,53 @@ fn load_ffn(l: &mut Loader<'_>, cfg: &ModelConfig, ffn: &Ffn, p: &str) -> Result
             let shared = match shared {
                 None => None,
                 Some(s) => {
-                    let name = if cfg.model_type == "qwen2_moe" { "shared_expert" } else { "shared_experts" };
+                    let name = if cfg.model_type == "qwen2_moe" {
+                        "shared_expert"
+                    } else {
+                        "shared_experts"
+                    };
                     let sm = format!("{m}.{name}");
                     let (gate_up, down) = gated_mlp(l, &sm, ["gate_proj", "up_proj", "down_proj"], s.inter, d, false)?;
-                    let gate = if s.gated { Some(l.linear(&format!("{m}.shared_expert_gate"), 1, d, false)?) } else { None };
+                    let gate = if s.gated {
+                        Some(l.linear(&format!("{m}.shared_expert_gate"), 1, d, false)?)
+                    } else {
+                        None
+                    };
                     Some(SharedWeights { gate_up, down, gate })
                 }
             };
-            Ok(FfnWeights::Moe { router: router_lin, selection_bias, gate_up, down, gate_up_bias, down_bias, shared })
+            Ok(FfnWeights::Moe {
+                router: router_lin,
+                selection_bias,
+                gate_up,
+                down,
+                gate_up_bias,
+                down_bias,
+                shared,
+            })
         }
     }
 }
 
 /// gate and up stacked `[2I, D]`, and down `[D, I]`.
-fn gated_mlp(l: &mut Loader<'_>, m: &str, names: [&str; 3], inter: usize, d: usize, bias: bool) -> Result<(Linear, Linear)> {
-    let parts = [(format!("{m}.{}.weight", names[0]), inter), (format!("{m}.{}.weight", names[1]), inter)];
+fn gated_mlp(
+    l: &mut Loader<'_>,
+    m: &str,
+    names: [&str; 3],
+    inter: usize,
+    d: usize,
+    bias: bool,
+) -> Result<(Linear, Linear)> {
+    let parts = [
+        (format!("{m}.{}.weight", names[0]), inter),
+        (format!("{m}.{}.weight", names[1]), inter),
+    ];
     let w = l.stacked(&format!("{m}.gate_up"), &parts, d, 1)?;
     let b = if bias {
-        let bp = [(format!("{m}.{}.bias", names[0]), inter), (format!("{m}.{}.bias", names[1]), inter)];
+        let bp = [
+            (format!("{m}.{}.bias", names[0]), inter),
+            (format!("{m}.{}.bias", names[1]), inter),
+        ];
         Some(l.stacked_bias(&format!("{m}.gate_up.bias"), &bp)?)
     } else {
         None
@@ -382,7 +511,15 @@ type ExpertWeights = (Weight, Weight, Option<Weight>, Option<Weight>);
 /// transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`, `experts.down_proj [E, D, I]`.
 fn fused_experts(l: &mut Loader<'_>, m: &str, e: usize, i_: usize, d: usize) -> Result<ExpertWeights> {
     let gu = l.raw(&format!("{m}.experts.gate_up_proj"), &[e, 2 * i_, d])?;
-    let gate_up = Weight::upload(l.ctx, "experts.gate_up", gu.gpu_dtype()?, e * 2 * i_, d, 2 * i_, &gu.bytes)?;
+    let gate_up = Weight::upload(
+        l.ctx,
+        "experts.gate_up",
+        gu.gpu_dtype()?,
+        e * 2 * i_,
+        d,
+        2 * i_,
+        &gu.bytes,
+    )?;
     drop(gu);
     l.tick();
     let dn = l.raw(&format!("{m}.experts.down_proj"), &[e, d, i_])?;
