@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One short, prepared run on a machine with a real GPU but no Rust toolchain (the device machine):
+# correctness first (kernel tests against CPU references, model parity against transformers),
+# then the kernel and model benchmarks issue 4 asks for. Results go to $OUT (or ./gpu-check/).
+#
+# Here, first:   scripts/gpu_check.sh --prepare      (builds and copies binaries into .dev/)
+# There:         bash scripts/gpu_check.sh            (carry .dev and, for Vulkan, .gl)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--prepare" ]; then
+    set -e
+    cargo build --release --bins --tests >/dev/null
+    rm -rf .dev && mkdir -p .dev
+    cp target/release/wgmoe .dev/
+    # The newest test binary of each GPU-heavy kernel suite (cargo names them <suite>-<hash>);
+    # these need no files. Stripped, so everything fits the 64 MiB a run may carry.
+    for t in attention matmul moe router qkv sampling; do
+        f=$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)
+        cp "$f" ".dev/test-$t"
+    done
+    strip .dev/*
+    du -sh .dev
+    exit 0
+fi
+
+out="${OUT:-gpu-check}"
+mkdir -p "$out"
+# The device machine has no Vulkan loader: unpack the one carried in .gl/ (see DEVELOPERS.md).
+if [ -d .gl ] && ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+w=.dev/wgmoe
+step() { echo "== $*" | tee -a "$out/summary.txt"; }
+
+step devices
+$w devices 2>&1 | tee "$out/devices.txt"
+
+step kernel tests
+for t in .dev/test-*; do
+    (cd . && timeout 300 "$t" 2>&1 | tail -3) | tee -a "$out/tests.txt"
+done
+
+step model parity against the transformers fixtures
+for d in kernels-tests/fixtures/*/; do
+    name=$(basename "$d")
+    tokens=$(python3 -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['tokens'])))" "$d/reference.json")
+    for mode in prefill decode; do
+        flag=$([ $mode = decode ] && echo --decode)
+        $w logits --model "$d" --tokens "$tokens" --out "$out/logits.bin" $flag 2>/dev/null
+        python3 -c "
+import sys, numpy as np
+a = np.fromfile(sys.argv[1], '<f4'); b = np.fromfile(sys.argv[2], '<f4')
+e = float(abs(a - b).max()) if a.shape == b.shape else float('inf')
+print(f'{sys.argv[3]:>18} {sys.argv[4]:>7}: max |logit error| {e:.2e}', 'ok' if e <= 1e-3 else 'FAIL')
+" "$out/logits.bin" "$d/logits.bin" "$name" "$mode" | tee -a "$out/parity.txt"
+    done
+done
+
+step kernel benchmark
+timeout 300 $w bench-kernels --json > "$out/kernels.json" 2>"$out/kernels.err"
+timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | tee "$out/kernels.md"
+
+step model benchmark
+for s in olmoe-1b-7b qwen3-30b-a3b; do
+    timeout 300 $w bench --synthetic "$s" --profile 2>&1 | tee "$out/bench-$s.md"
+done
+
+step transformers side by side
+if python3 -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
+    for s in olmoe-1b-7b qwen3-30b-a3b; do
+        timeout 300 python3 scripts/hf_bench.py --shape "$s" 2>&1 | tail -3 | tee -a "$out/hf.md"
+    done
+fi
