@@ -79,10 +79,7 @@ struct Block<'a> {
     x: &'a Tensor,
     ids: &'a Tensor,
     weights: &'a Tensor,
-    gate_up: &'a Weight,
-    down: &'a Weight,
-    gate_up_bias: Option<&'a Weight>,
-    down_bias: Option<&'a Weight>,
+    experts: Experts<'a>,
     y: &'a Tensor,
 }
 
@@ -140,10 +137,11 @@ impl Block<'_> {
                 format!("top_k {k} must be in 1..={e} (the expert count)"),
             ));
         }
-        check_weight("gate_up", self.gate_up, e * 2 * i, d, 2 * i)?;
-        check_weight("down", self.down, e * d, i, d)?;
-        check_bias("gate_up_bias", self.gate_up_bias, e, 2 * i)?;
-        check_bias("down_bias", self.down_bias, e, d)?;
+        let ex = &self.experts;
+        check_weight("gate_up", ex.gate_up, e * 2 * i, d, 2 * i)?;
+        check_weight("down", ex.down, e * d, i, d)?;
+        check_bias("gate_up_bias", ex.gate_up_bias, e, 2 * i)?;
+        check_bias("down_bias", ex.down_bias, e, d)?;
         for (name, len, need) in [
             ("x", self.x.len, t * d),
             ("y", self.y.len, t * d),
@@ -259,24 +257,21 @@ pub fn moe_decode(
     weights: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let b = Block {
+        spec,
+        x,
+        ids,
+        weights,
+        experts,
+        y,
+    };
+    b.validate()?;
     let Experts {
         gate_up,
         down,
         gate_up_bias,
         down_bias,
     } = experts;
-    let b = Block {
-        spec,
-        x,
-        ids,
-        weights,
-        gate_up,
-        down,
-        gate_up_bias,
-        down_bias,
-        y,
-    };
-    b.validate()?;
     if spec.tokens > DECODE_MAX_TOKENS {
         return Err(shape_err(
             OP,
@@ -350,24 +345,21 @@ pub fn moe_prefill(
     weights: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let b = Block {
+        spec,
+        x,
+        ids,
+        weights,
+        experts,
+        y,
+    };
+    b.validate()?;
     let Experts {
         gate_up,
         down,
         gate_up_bias,
         down_bias,
     } = experts;
-    let b = Block {
-        spec,
-        x,
-        ids,
-        weights,
-        gate_up,
-        down,
-        gate_up_bias,
-        down_bias,
-        y,
-    };
-    b.validate()?;
     let (t, k, d, i, e) = (spec.tokens, spec.top_k, spec.hidden, spec.inter, spec.experts);
     let counts = scratch(ctx, "moe.counts", e)?;
     let lists = scratch(ctx, "moe.lists", e * t)?;
