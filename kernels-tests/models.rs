@@ -236,3 +236,21 @@ fn generation_continues_after_max_tokens() {
         assert_eq!([a, b].concat(), r.greedy, "{name}");
     }
 }
+
+/// Every architecture on the weakest adapter wgmoe supports (WebGPU default limits, no optional
+/// features): prefill logits still match transformers'.
+#[test]
+fn portable_limits_run_every_architecture() {
+    let names = [
+        "llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v2_lite",
+        "deepseek_v3", "gpt_oss",
+    ];
+    for name in names {
+        let r = reference(name);
+        let ctx = common::portable_context();
+        let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = model.session(64).forward(&r.tokens, LogitRows::All).unwrap();
+        let e = max_abs_diff(&got, &r.logits);
+        assert!(e <= F32_BOUND, "{name} (portable): max |logit error| {e}");
+    }
+}

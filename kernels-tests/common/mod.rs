@@ -85,3 +85,8 @@ pub fn rounded(dtype: wgmoe::gpu::DType, v: &[f32]) -> Vec<f64> {
 }
 
 pub const DTYPES: [wgmoe::gpu::DType; 3] = [wgmoe::gpu::DType::F32, wgmoe::gpu::DType::F16, wgmoe::gpu::DType::BF16];
+
+/// A fresh portable context (for code that takes ownership of one, like `Model`).
+pub fn portable_context() -> Context {
+    open(true)
+}
