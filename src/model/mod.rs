@@ -3,6 +3,7 @@
 pub mod config;
 pub mod gguf;
 pub mod plan;
+pub mod quant;
 pub mod safetensors;
 pub mod source;
 pub mod synthetic;

@@ -1,0 +1,324 @@
+//! Quantised checkpoints laid out like the released ones, served dequantised by the safetensors
+//! source: gpt-oss MXFP4 experts and DeepSeek-V3 FP8 (128x128 block scales). Fixtures from
+//! `scripts/make_quantized_fixtures.py`, whose reference is transformers fp32 eager on the
+//! dequantised values. Plus the errors for malformed quantised tensors (no GPU needed for those).
+
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+use wgmoe::model::config::ModelConfig;
+use wgmoe::model::plan::LogitRows;
+use wgmoe::model::safetensors::Safetensors;
+use wgmoe::model::source::{SrcDType, TensorSource};
+use wgmoe::model::Model;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name)
+}
+
+struct Reference {
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
+    greedy: Vec<u32>,
+    logits: Vec<f32>,
+}
+
+fn reference(name: &str) -> Reference {
+    let dir = fixture(name);
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let ids = |k: &str| {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
+    let bytes = std::fs::read(dir.join("logits.bin")).unwrap();
+    Reference {
+        prompt: ids("prompt"),
+        tokens: ids("tokens"),
+        greedy: ids("greedy"),
+        logits: bytemuck::pod_collect_to_vec(&bytes),
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0 as u32
+}
+
+// The reference runs fp32 math on exactly the values the loader serves (bf16), so only f32
+// summation order differs: the f32 bound of kernels-tests/models.rs holds.
+const BOUND: f32 = 1e-3;
+
+/// Prefill, step-by-step decode and greedy parity for one fixture.
+fn parity(name: &str) {
+    let r = reference(name);
+    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let vocab = model.config.vocab;
+
+    let mut s = model.session(64);
+    let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();
+    let e = max_abs_diff(&prefill, &r.logits);
+    eprintln!("{name}: prefill max |logit error| {e:.2e}");
+    assert!(e <= BOUND, "{name}: prefill max |logit error| {e} > {BOUND}");
+
+    let mut s = model.session(64);
+    let mut decode = s.forward(&r.tokens[..1], LogitRows::All).unwrap();
+    for &tok in &r.tokens[1..] {
+        decode.extend(s.forward(&[tok], LogitRows::Last).unwrap());
+    }
+    assert_eq!(decode.len(), r.tokens.len() * vocab);
+    let e = max_abs_diff(&decode, &r.logits);
+    eprintln!("{name}: decode max |logit error| {e:.2e}");
+    assert!(e <= BOUND, "{name}: decode max |logit error| {e} > {BOUND}");
+
+    let mut s = model.session(64);
+    let mut logits = s.forward(&r.prompt, LogitRows::Last).unwrap();
+    let mut greedy = Vec::new();
+    for _ in 0..r.greedy.len() {
+        let next = argmax(&logits);
+        greedy.push(next);
+        logits = s.forward(&[next], LogitRows::Last).unwrap();
+    }
+    assert_eq!(greedy, r.greedy, "{name}: greedy tokens differ from transformers'");
+}
+
+#[test]
+fn gpt_oss_mxfp4() {
+    parity("gpt_oss_mxfp4");
+}
+
+#[test]
+fn deepseek_v3_fp8() {
+    parity("deepseek_v3_fp8");
+}
+
+#[test]
+fn configs_with_quantization_config_parse() {
+    for name in ["gpt_oss_mxfp4", "deepseek_v3_fp8"] {
+        let path = fixture(name).join("config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("quantization_config"));
+        ModelConfig::from_json(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// The source serves bf16 tensors under the bf16 checkpoint's names and hides the siblings.
+#[test]
+fn source_serves_dequantised_tensors_under_plain_names() {
+    let src = Safetensors::open_dir(&fixture("gpt_oss_mxfp4")).unwrap();
+    let names = src.names();
+    let quant_sibling = |n: &String| n.ends_with("_blocks") || n.ends_with("_scales") || n.ends_with("_scale_inv");
+    assert!(!names.iter().any(quant_sibling), "{names:?}");
+    for l in 0..3 {
+        for (t, shape) in [("gate_up_proj", [4, 64, 64]), ("down_proj", [4, 32, 64])] {
+            let n = format!("model.layers.{l}.mlp.experts.{t}");
+            assert!(names.contains(&n) && src.contains(&n), "{n}");
+            let t = src.get(&n).unwrap();
+            assert_eq!(
+                (t.dtype.clone(), t.shape.clone()),
+                (SrcDType::BF16, shape.to_vec()),
+                "{n}"
+            );
+            // MXFP4 values: +-{0, .5, 1, 1.5, 2, 3, 4, 6} times a power of two.
+            for v in t.to_f32().unwrap() {
+                let m = v.abs() / 2f32.powi(v.abs().log2().floor() as i32);
+                assert!(v == 0.0 || [1.0, 1.5].contains(&m), "{n}: {v}");
+            }
+        }
+    }
+
+    let src = Safetensors::open_dir(&fixture("deepseek_v3_fp8")).unwrap();
+    let names = src.names();
+    assert!(!names.iter().any(quant_sibling), "{names:?}");
+    for (n, shape) in [
+        ("model.layers.0.mlp.gate_proj.weight", [200, 64]),
+        ("model.layers.0.mlp.down_proj.weight", [64, 200]),
+        ("model.layers.0.self_attn.kv_a_proj_with_mqa.weight", [24, 64]),
+        ("model.layers.2.mlp.experts.7.up_proj.weight", [24, 64]),
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n}");
+        let t = src.get(n).unwrap();
+        assert_eq!(
+            (t.dtype.clone(), t.shape.clone()),
+            (SrcDType::BF16, shape.to_vec()),
+            "{n}"
+        );
+        assert!(t.to_f32().unwrap().iter().all(|v| v.is_finite()), "{n}");
+    }
+    // Not quantised: served as stored.
+    assert_eq!(src.get("model.embed_tokens.weight").unwrap().dtype, SrcDType::BF16);
+    assert_eq!(
+        src.get("model.layers.1.mlp.gate.e_score_correction_bias")
+            .unwrap()
+            .dtype,
+        SrcDType::F32
+    );
+}
+
+/// FP8 dequantisation against values recomputed here from the raw file bytes, on the weight whose
+/// scale grid is 2 x 1 (rows 128.. use the second scale).
+#[test]
+fn fp8_rows_use_their_tile_scale() {
+    let dir = fixture("deepseek_v3_fp8");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let w = st.tensor("model.layers.0.mlp.gate_proj.weight").unwrap();
+    let s: Vec<f32> = bytemuck::pod_collect_to_vec(
+        st.tensor("model.layers.0.mlp.gate_proj.weight_scale_inv")
+            .unwrap()
+            .data(),
+    );
+    assert_eq!(s.len(), 2);
+    let src = Safetensors::open_dir(&dir).unwrap();
+    let got = src
+        .get("model.layers.0.mlp.gate_proj.weight")
+        .unwrap()
+        .to_f32()
+        .unwrap();
+    for (k, (&q, &g)) in w.data().iter().zip(&got).enumerate() {
+        let want = wgmoe::model::quant::fp8_e4m3fn_to_f32(q) * s[(k / 64) / 128];
+        assert_eq!(g, half::bf16::from_f32(want).to_f32(), "element {k}");
+    }
+}
+
+// ---- malformed checkpoints ----------------------------------------------------------------------
+
+/// A copy of a fixture's config.json and model.safetensors with the tensors edited by `edit`.
+fn broken_copy(name: &str, tag: &str, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
+    let src = fixture(name);
+    let dir = std::env::temp_dir().join(format!("wgmoe-quantized-{name}-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+fn get_err(dir: &Path, name: &str) -> String {
+    match Safetensors::open_dir(dir).unwrap().get(name) {
+        Ok(_) => panic!("{name}: served from a malformed checkpoint"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_names(e: &str, parts: &[&str]) {
+    eprintln!("error: {e}");
+    for p in parts {
+        assert!(e.contains(p), "error {e:?} does not mention {p:?}");
+    }
+}
+
+#[test]
+fn truncated_mxfp4_scales_are_an_error() {
+    let t = "model.layers.1.mlp.experts.gate_up_proj_scales";
+    let dir = broken_copy("gpt_oss_mxfp4", "truncated", |ts| {
+        let s = ts.iter_mut().find(|x| x.0 == t).unwrap();
+        s.2 = vec![4, 64, 1]; // [E, 2I, D/32] with D/32 = 2 cut to 1
+        s.3.truncate(4 * 64);
+    });
+    let e = get_err(&dir, "model.layers.1.mlp.experts.gate_up_proj");
+    assert_names(&e, &[t, "model.safetensors", "[4, 64, 1]", "[4, 64, 2]"]);
+    // The same through the model loader (needs an adapter; lavapipe does).
+    if let Ok(ctx) = wgmoe::gpu::Context::from_env() {
+        let e = Model::load_dir(ctx, &dir, &|_, _| {})
+            .err()
+            .expect("loaded a malformed checkpoint")
+            .to_string();
+        assert_names(&e, &[t, "model.safetensors"]);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_mxfp4_scales_are_an_error() {
+    let t = "model.layers.2.mlp.experts.down_proj_scales";
+    let dir = broken_copy("gpt_oss_mxfp4", "missing", |ts| ts.retain(|x| x.0 != t));
+    let e = get_err(&dir, "model.layers.2.mlp.experts.down_proj");
+    assert_names(
+        &e,
+        &[
+            t,
+            "model.layers.2.mlp.experts.down_proj_blocks",
+            "model.safetensors",
+            "missing",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn malformed_mxfp4_blocks_are_an_error() {
+    let t = "model.layers.0.mlp.experts.down_proj_blocks";
+    let dir = broken_copy("gpt_oss_mxfp4", "blocks", |ts| {
+        let s = ts.iter_mut().find(|x| x.0 == t).unwrap();
+        s.2 = vec![4, 64, 2, 8]; // 8 bytes a block instead of 16
+    });
+    let e = get_err(&dir, "model.layers.0.mlp.experts.down_proj");
+    assert_names(&e, &[t, "model.safetensors", "[4, 64, 2, 8]"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_fp8_scale_is_an_error() {
+    let w = "model.layers.1.self_attn.kv_b_proj.weight";
+    let dir = broken_copy("deepseek_v3_fp8", "missing", |ts| {
+        ts.retain(|x| x.0 != format!("{w}_scale_inv"))
+    });
+    let e = get_err(&dir, w);
+    assert_names(&e, &[w, "weight_scale_inv", "model.safetensors", "missing"]);
+    if let Ok(ctx) = wgmoe::gpu::Context::from_env() {
+        let e = Model::load_dir(ctx, &dir, &|_, _| {})
+            .err()
+            .expect("loaded a malformed checkpoint")
+            .to_string();
+        assert_names(&e, &[w, "weight_scale_inv"]);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn misshapen_fp8_scale_is_an_error() {
+    let w = "model.layers.0.mlp.down_proj.weight";
+    let dir = broken_copy("deepseek_v3_fp8", "shape", |ts| {
+        let s = ts.iter_mut().find(|x| x.0 == format!("{w}_scale_inv")).unwrap();
+        s.2 = vec![2, 1]; // [ceil(64/128), ceil(200/128)] = [1, 2] transposed
+    });
+    let e = get_err(&dir, w);
+    assert_names(
+        &e,
+        &[&format!("{w}_scale_inv"), "[2, 1]", "[1, 2]", "model.safetensors"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
