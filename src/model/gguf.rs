@@ -5,8 +5,16 @@
 //! vocabulary it carries.
 //!
 //! Tensor types: F32 / F16 / BF16 pass through; Q8_0, Q4_0 and Q4_1 are dequantised to f16 at load
-//! with ggml's formulas (computed in f32, rounded once to f16). llama.cpp permutes the rows of
-//! `q_proj` / `k_proj` of llama-family models for its interleaved RoPE; that is undone here.
+//! with ggml's formulas (computed in f32, rounded once to f16); MXFP4 to bf16 (exact). llama.cpp
+//! permutes the rows of `q_proj` / `k_proj` of llama-family models for its interleaved RoPE; that is
+//! undone here.
+//!
+//! Architectures: llama (and Mixtral), qwen2, qwen3, qwen2moe, qwen3moe, olmoe, `deepseek2`
+//! (DeepSeek V2 / V2-Lite / V3: softmax gating → deepseek_v2, sigmoid → deepseek_v3) and
+//! `gpt-oss`. Where llama.cpp's converter stores a tensor in another form than transformers, the
+//! transformers form is rebuilt on access: DeepSeek's split `attn_k_b` / `attn_v_b` become
+//! `kv_b_proj`, gpt-oss's separate, `[out, in]` gate / up / down experts become the interleaved
+//! `x @ W` `gate_up_proj` / `down_proj` (and their biases).
 //!
 //! Every malformed input (bad magic, unsupported version, truncated header, a tensor running past the
 //! end of the file, an unsupported tensor type) is an `Error::Invalid` naming the file, never a panic.
@@ -139,6 +147,7 @@ pub const GGML_Q4_0: u32 = 2;
 pub const GGML_Q4_1: u32 = 3;
 pub const GGML_Q8_0: u32 = 8;
 pub const GGML_BF16: u32 = 30;
+pub const GGML_MXFP4: u32 = 39;
 
 /// The ggml name of a tensor type ("Q4_K", or "type 99" when unknown).
 pub fn ggml_type_name(t: u32) -> String {
@@ -509,13 +518,42 @@ pub fn dequant_q4_1(src: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// Dequantise a Q8_0 / Q4_0 / Q4_1 buffer to f32 (`None` for other types).
+/// E2M1 values doubled (ggml's `kvalues_mxfp4`), to be multiplied by half the E8M0 scale.
+const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// ggml's `ggml_e8m0_to_fp32_half`: `2^(e - 128)`, built from its bits (e = 0 and 1 are f32
+/// subnormals; e = 255 is 2^127, not NaN, as in ggml).
+pub fn e8m0_to_f32_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// MXFP4: blocks of 32 = one E8M0 scale byte `e` + 16 bytes of E2M1 nibbles; like Q4_0, the low
+/// nibble of byte j is element j and the high nibble element j + 16 (ggml's `dequantize_row_mxfp4`;
+/// llama.cpp's converter reorders the pairs of transformers' layout into this one).
+/// `x = kvalues[q] * 2^(e - 128)`, i.e. E2M1 value times `2^(e - 127)`; every value is exact in
+/// bf16 (two significant bits).
+pub fn dequant_mxfp4(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(17) {
+        let d = e8m0_to_f32_half(b[0]);
+        let qs = &b[1..17];
+        out.extend(qs.iter().map(|&q| KVALUES_MXFP4[(q & 0xF) as usize] as f32 * d));
+        out.extend(qs.iter().map(|&q| KVALUES_MXFP4[(q >> 4) as usize] as f32 * d));
+    }
+}
+
+/// Dequantise a Q8_0 / Q4_0 / Q4_1 / MXFP4 buffer to f32 (`None` for other types).
 pub fn dequantize(ggml_type: u32, src: &[u8]) -> Option<Vec<f32>> {
     let mut out = Vec::with_capacity(src.len() * 2);
     match ggml_type {
         GGML_Q8_0 => dequant_q8_0(src, &mut out),
         GGML_Q4_0 => dequant_q4_0(src, &mut out),
         GGML_Q4_1 => dequant_q4_1(src, &mut out),
+        GGML_MXFP4 => dequant_mxfp4(src, &mut out),
         _ => return None,
     }
     Some(out)
@@ -555,14 +593,40 @@ fn reorder_rows(bytes: &[u8], rows: usize, row_bytes: usize, n_head: usize, inve
 // ---------------------------------------------------------------------------------------------
 
 /// Architectures (`general.architecture`) this loader maps.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe"];
+pub const SUPPORTED_ARCHS: &[&str] = &[
+    "llama",
+    "qwen2",
+    "qwen3",
+    "qwen2moe",
+    "qwen3moe",
+    "olmoe",
+    "deepseek2",
+    "gpt-oss",
+];
+
+/// How a transformers tensor is made from the file's tensors.
+#[derive(Clone, Debug)]
+enum Form {
+    /// One tensor as stored.
+    Plain,
+    /// Undo llama.cpp's Q/K permutation with this many heads.
+    Unpermute(usize),
+    /// `(expert, experts)`: one expert's slab of a stacked `[E, rows, cols]` tensor.
+    Expert(usize, usize),
+    /// DeepSeek `kv_b_proj [H·(dn+dv), r]` from newer converters' split `attn_k_b [H, r, dn]`
+    /// (W_UK_h stored transposed) and `attn_v_b [H, dv, r]` (the tensor index of `attn_v_b`).
+    KvB(usize),
+    /// gpt-oss `gate_up_proj [E, D, 2I]` (x @ W, gate in even columns, up in odd) from llama.cpp's
+    /// separate `ffn_gate_exps` / `ffn_up_exps [E, I, D]` (the tensor index of `ffn_up_exps`), or,
+    /// for the biases, `gate_up_proj_bias [E, 2I]` from two `[E, I]` (no transposition).
+    Interleave { up: usize, transpose: bool },
+    /// gpt-oss `down_proj [E, I, D]` (x @ W) from llama.cpp's `ffn_down_exps [E, D, I]`.
+    Transpose,
+}
 
 struct Mapped {
     tensor: usize,
-    /// Undo llama.cpp's Q/K permutation with this many heads.
-    unpermute: Option<usize>,
-    /// `(expert, experts)`: one expert's slab of a stacked `[E, rows, cols]` tensor.
-    expert: Option<(usize, usize)>,
+    form: Form,
 }
 
 /// A GGUF file as a [`TensorSource`] with transformers tensor names, plus its config and tokenizer.
@@ -572,7 +636,7 @@ pub struct GgufSource {
     names: HashMap<String, Mapped>,
 }
 
-/// transformers name of a per-layer GGUF tensor suffix, for a model type.
+/// transformers name of a per-layer GGUF tensor suffix (`attn_q.weight`), for a model type.
 fn layer_name(suffix: &str, model_type: &str) -> Option<String> {
     let (base, kind) = suffix.rsplit_once('.')?; // kind: weight / bias
     let moe_prefix = if model_type == "mixtral" {
@@ -585,6 +649,12 @@ fn layer_name(suffix: &str, model_type: &str) -> Option<String> {
     } else {
         ["gate_proj", "up_proj", "down_proj"]
     };
+    let deepseek = model_type.starts_with("deepseek");
+    let shared = if deepseek {
+        "mlp.shared_experts"
+    } else {
+        "mlp.shared_expert"
+    };
     let n = match base {
         "attn_q" => "self_attn.q_proj".to_string(),
         "attn_k" => "self_attn.k_proj".to_string(),
@@ -594,14 +664,27 @@ fn layer_name(suffix: &str, model_type: &str) -> Option<String> {
         "attn_k_norm" => "self_attn.k_norm".to_string(),
         "attn_norm" => "input_layernorm".to_string(),
         "ffn_norm" => "post_attention_layernorm".to_string(),
+        // gpt-oss (and gemma2-style models) call the pre-FFN norm `post_attention_norm`.
+        "post_attention_norm" => "post_attention_layernorm".to_string(),
         "ffn_gate" => "mlp.gate_proj".to_string(),
         "ffn_up" => "mlp.up_proj".to_string(),
         "ffn_down" => "mlp.down_proj".to_string(),
+        "ffn_gate_inp" if model_type == "gpt_oss" => "mlp.router".to_string(),
         "ffn_gate_inp" => format!("{moe_prefix}.gate"),
-        "ffn_gate_shexp" => "mlp.shared_expert.gate_proj".to_string(),
-        "ffn_up_shexp" => "mlp.shared_expert.up_proj".to_string(),
-        "ffn_down_shexp" => "mlp.shared_expert.down_proj".to_string(),
+        "ffn_gate_shexp" => format!("{shared}.gate_proj"),
+        "ffn_up_shexp" => format!("{shared}.up_proj"),
+        "ffn_down_shexp" => format!("{shared}.down_proj"),
         "ffn_gate_inp_shexp" => "mlp.shared_expert_gate".to_string(),
+        // DeepSeek MLA.
+        "attn_q_a" => "self_attn.q_a_proj".to_string(),
+        "attn_q_a_norm" => "self_attn.q_a_layernorm".to_string(),
+        "attn_q_b" => "self_attn.q_b_proj".to_string(),
+        "attn_kv_a_mqa" => "self_attn.kv_a_proj_with_mqa".to_string(),
+        "attn_kv_a_norm" => "self_attn.kv_a_layernorm".to_string(),
+        "attn_kv_b" => "self_attn.kv_b_proj".to_string(),
+        // Names transformers spells without a `.weight` / `.bias` suffix.
+        "exp_probs_b" => return Some("mlp.gate.e_score_correction_bias".to_string()),
+        "attn_sinks" => return Some("self_attn.sinks".to_string()),
         // Stacked experts: the expert index is filled in by the caller.
         "ffn_gate_exps" => format!("{moe_prefix}.experts.{{e}}.{}", experts_names[0]),
         "ffn_up_exps" => format!("{moe_prefix}.experts.{{e}}.{}", experts_names[1]),
@@ -638,7 +721,8 @@ impl GgufSource {
             names: HashMap::new(),
         };
         let model_type = s.model_type()?;
-        // llama.cpp permutes q/k rows only for the llama family (convert_hf_to_gguf LlamaModel).
+        // llama.cpp permutes q/k rows only for the llama family (convert_hf_to_gguf LlamaModel);
+        // DeepSeek's MLA rope dims are interleaved in transformers already and left as they are.
         let permuted = s.arch == "llama";
         let heads = s
             .file
@@ -648,8 +732,18 @@ impl GgufSource {
             .file
             .opt_u64(&format!("{}.attention.head_count_kv", s.arch))?
             .map_or(heads, |v| v as usize);
+        let f = &s.file;
+        let bad = |t: &TensorInfo, what: &str| {
+            Error::Invalid(format!(
+                "{}: tensor {} has dimensions {:?}: {what}",
+                f.name(),
+                t.name,
+                t.dims
+            ))
+        };
         let mut names = HashMap::new();
-        for (ti, t) in s.file.tensors.iter().enumerate() {
+        for (ti, t) in f.tensors.iter().enumerate() {
+            let mut form = Form::Plain;
             let mapped = match t.name.as_str() {
                 "token_embd.weight" => Some("model.embed_tokens.weight".to_string()),
                 "output_norm.weight" => Some("model.norm.weight".to_string()),
@@ -657,18 +751,70 @@ impl GgufSource {
                 n => n.strip_prefix("blk.").and_then(|rest| {
                     let (layer, suffix) = rest.split_once('.')?;
                     let layer: usize = layer.parse().ok()?;
-                    layer_name(suffix, &model_type).map(|x| format!("model.layers.{layer}.{x}"))
+                    let p = format!("model.layers.{layer}");
+                    let sibling = |name: &str| f.tensor_index.get(&format!("blk.{layer}.{name}")).copied();
+                    if model_type == "gpt_oss" {
+                        // Experts are stored transposed and de-interleaved (gate and up apart).
+                        let (hf, fm) = match suffix {
+                            "ffn_gate_exps.weight" => (
+                                "gate_up_proj",
+                                Form::Interleave {
+                                    up: sibling("ffn_up_exps.weight")?,
+                                    transpose: true,
+                                },
+                            ),
+                            "ffn_gate_exps.bias" => (
+                                "gate_up_proj_bias",
+                                Form::Interleave {
+                                    up: sibling("ffn_up_exps.bias")?,
+                                    transpose: false,
+                                },
+                            ),
+                            "ffn_down_exps.weight" => ("down_proj", Form::Transpose),
+                            "ffn_down_exps.bias" => ("down_proj_bias", Form::Plain),
+                            "ffn_up_exps.weight" | "ffn_up_exps.bias" => return None,
+                            _ => return layer_name(suffix, &model_type).map(|x| format!("{p}.{x}")),
+                        };
+                        form = fm;
+                        return Some(format!("{p}.mlp.experts.{hf}"));
+                    }
+                    if suffix == "attn_k_b.weight" {
+                        // Newer converters split kv_b; older files (and some newer ones) keep it whole.
+                        if sibling("attn_kv_b.weight").is_some() {
+                            return None;
+                        }
+                        form = Form::KvB(sibling("attn_v_b.weight")?);
+                        return Some(format!("{p}.self_attn.kv_b_proj.weight"));
+                    }
+                    if suffix == "attn_v_b.weight" {
+                        return None;
+                    }
+                    layer_name(suffix, &model_type).map(|x| format!("{p}.{x}"))
                 }),
             };
             let Some(hf) = mapped else { continue };
+            // Check the dimensions the reassembly relies on (ggml order: innermost first).
+            match &form {
+                Form::KvB(v) => {
+                    let vt = &f.tensors[*v];
+                    // k_b [dn, r, H], v_b [r, dv, H].
+                    if t.dims.len() != 3 || vt.dims.len() != 3 || t.dims[1] != vt.dims[0] || t.dims[2] != vt.dims[2] {
+                        return Err(bad(t, &format!("does not pair with {} {:?}", vt.name, vt.dims)));
+                    }
+                }
+                Form::Interleave { up, transpose } => {
+                    let ut = &f.tensors[*up];
+                    let rank = if *transpose { 3 } else { 2 };
+                    if t.dims.len() != rank || t.dims != ut.dims {
+                        return Err(bad(t, &format!("does not pair with {} {:?}", ut.name, ut.dims)));
+                    }
+                }
+                Form::Transpose if t.dims.len() != 3 => return Err(bad(t, "expected 3")),
+                _ => {}
+            }
             if hf.contains("{e}") {
                 if t.dims.len() != 3 {
-                    return Err(Error::Invalid(format!(
-                        "{}: stacked expert tensor {} has dimensions {:?}, expected 3",
-                        s.file.name(),
-                        t.name,
-                        t.dims
-                    )));
+                    return Err(bad(t, "a stacked expert tensor needs 3"));
                 }
                 let e_count = t.dims[2] as usize;
                 for e in 0..e_count {
@@ -676,32 +822,20 @@ impl GgufSource {
                         hf.replace("{e}", &e.to_string()),
                         Mapped {
                             tensor: ti,
-                            unpermute: None,
-                            expert: Some((e, e_count)),
+                            form: Form::Expert(e, e_count),
                         },
                     );
                 }
                 continue;
             }
-            let unpermute = if permuted && heads > 0 {
+            if permuted && heads > 0 {
                 if hf.contains("self_attn.q_proj.") {
-                    Some(heads)
+                    form = Form::Unpermute(heads);
                 } else if hf.contains("self_attn.k_proj.") {
-                    Some(kv_heads)
-                } else {
-                    None
+                    form = Form::Unpermute(kv_heads);
                 }
-            } else {
-                None
-            };
-            names.insert(
-                hf,
-                Mapped {
-                    tensor: ti,
-                    unpermute,
-                    expert: None,
-                },
-            );
+            }
+            names.insert(hf, Mapped { tensor: ti, form });
         }
         s.names = names;
         Ok(s)
@@ -718,6 +852,18 @@ impl GgufSource {
             "qwen2moe" => "qwen2_moe",
             "qwen3moe" => "qwen3_moe",
             "olmoe" => "olmoe",
+            // llama.cpp's expert_gating_func: 1 softmax (V2; also what older files without the key
+            // mean), 2 sigmoid (V3, which also carries the selection bias exp_probs_b).
+            "deepseek2" => {
+                let gating = self.file.opt_u64("deepseek2.expert_gating_func")?;
+                let bias = self.file.tensors.iter().any(|t| t.name.contains(".exp_probs_b."));
+                if gating == Some(2) || (gating.is_none() && bias) {
+                    "deepseek_v3"
+                } else {
+                    "deepseek_v2"
+                }
+            }
+            "gpt-oss" => "gpt_oss",
             other => {
                 return Err(Error::Invalid(format!(
                     "{}: GGUF architecture {other:?} is not supported; supported: {}",
@@ -793,6 +939,14 @@ impl GgufSource {
         if let Some(rs) = self.rope_scaling(theta)? {
             c.insert("rope_scaling".into(), rs);
         }
+        if model_type.starts_with("deepseek") {
+            self.deepseek_config(&mut c, &model_type, layers)?;
+            return Ok(Json::Object(c));
+        }
+        if model_type == "gpt_oss" {
+            self.gpt_oss_config(&mut c, layers)?;
+            return Ok(Json::Object(c));
+        }
         // Biases: qwen2 always has q/k/v biases; llama-family files say so by carrying them.
         if model_type == "llama" && self.names.contains_key("model.layers.0.self_attn.q_proj.bias") {
             c.insert("attention_bias".into(), json!(true));
@@ -841,6 +995,127 @@ impl GgufSource {
         Ok(Json::Object(c))
     }
 
+    /// DeepSeek V2 / V3 (llama.cpp `deepseek2`, convert_hf_to_gguf `DeepseekV2Model`).
+    fn deepseek_config(&self, c: &mut Map<String, Json>, model_type: &str, block_count: u64) -> Result<()> {
+        let f = &self.file;
+        let a = &self.arch;
+        let k = |s: &str| format!("{a}.{s}");
+        let heads = f.req_u64(&k("attention.head_count"))?;
+        // Newer files describe MLA as MQA over the latent (head_count_kv 1, key_length r + dr,
+        // value_length r) and put the per-head sizes in *_mla keys; older ones have head_count_kv
+        // = head_count, key_length = dn + dr and value_length = dv.
+        c.insert("num_key_value_heads".into(), json!(heads));
+        c.remove("head_dim");
+        // MTP layers, if a converter kept them, come after the decoder layers.
+        let nextn = f.opt_u64(&k("nextn_predict_layers"))?.unwrap_or(0);
+        if nextn > 0 && nextn < block_count {
+            c.insert("num_hidden_layers".into(), json!(block_count - nextn));
+        }
+        let rope = f.req_u64(&k("rope.dimension_count"))?;
+        let qk = match f.opt_u64(&k("attention.key_length_mla"))? {
+            Some(v) => v,
+            None => f.req_u64(&k("attention.key_length"))?,
+        };
+        let v = match f.opt_u64(&k("attention.value_length_mla"))? {
+            Some(v) => v,
+            None => f.req_u64(&k("attention.value_length"))?,
+        };
+        if qk <= rope {
+            return Err(Error::Invalid(format!(
+                "{}: MLA key length {qk} is not larger than the rope dimension count {rope}",
+                f.name()
+            )));
+        }
+        c.insert("qk_rope_head_dim".into(), json!(rope));
+        c.insert("qk_nope_head_dim".into(), json!(qk - rope));
+        c.insert("v_head_dim".into(), json!(v));
+        c.insert("kv_lora_rank".into(), json!(f.req_u64(&k("attention.kv_lora_rank"))?));
+        c.insert("q_lora_rank".into(), json!(f.opt_u64(&k("attention.q_lora_rank"))?));
+        c.insert("rope_interleave".into(), json!(true));
+        let bias = self
+            .names
+            .contains_key("model.layers.0.self_attn.kv_a_proj_with_mqa.bias");
+        c.insert("attention_bias".into(), json!(bias));
+        c.insert(
+            "first_k_dense_replace".into(),
+            json!(f.opt_u64(&k("leading_dense_block_count"))?.unwrap_or(0)),
+        );
+        let experts = f.opt_u64(&k("expert_count"))?.unwrap_or(0);
+        if experts > 0 {
+            c.insert("n_routed_experts".into(), json!(experts));
+            c.insert("num_experts_per_tok".into(), json!(f.req_u64(&k("expert_used_count"))?));
+            c.insert(
+                "moe_intermediate_size".into(),
+                json!(f.req_u64(&k("expert_feed_forward_length"))?),
+            );
+            c.insert(
+                "n_shared_experts".into(),
+                json!(f.opt_u64(&k("expert_shared_count"))?.unwrap_or(0)),
+            );
+            c.insert(
+                "routed_scaling_factor".into(),
+                json!(f.opt_f64(&k("expert_weights_scale"))?.unwrap_or(1.0)),
+            );
+            // llama.cpp's default when the key is absent is false (as V2's config).
+            let norm = f
+                .get(&k("expert_weights_norm"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            c.insert("norm_topk_prob".into(), json!(norm));
+            let groups = f.opt_u64(&k("expert_group_count"))?.unwrap_or(1).max(1);
+            let used = f.opt_u64(&k("expert_group_used_count"))?.unwrap_or(groups);
+            c.insert("n_group".into(), json!(groups));
+            c.insert("topk_group".into(), json!(used));
+            if model_type == "deepseek_v2" {
+                // Group limits in a V2 file are transformers' group_limited_greedy (group score =
+                // the group's best expert); without them, greedy (V2-Lite).
+                let method = if groups > 1 { "group_limited_greedy" } else { "greedy" };
+                c.insert("topk_method".into(), json!(method));
+            }
+        } else {
+            c.insert("first_k_dense_replace".into(), json!(block_count));
+        }
+        Ok(())
+    }
+
+    /// gpt-oss (llama.cpp `gpt-oss`, convert_hf_to_gguf `GptOssModel`).
+    fn gpt_oss_config(&self, c: &mut Map<String, Json>, layers: u64) -> Result<()> {
+        let f = &self.file;
+        let k = |s: &str| format!("{}.{s}", self.arch);
+        c.insert("num_local_experts".into(), json!(f.req_u64(&k("expert_count"))?));
+        c.insert("num_experts_per_tok".into(), json!(f.req_u64(&k("expert_used_count"))?));
+        if let Some(e) = f.opt_u64(&k("expert_feed_forward_length"))? {
+            c.insert("intermediate_size".into(), json!(e));
+        }
+        let bias = self.names.contains_key("model.layers.0.self_attn.q_proj.bias");
+        c.insert("attention_bias".into(), json!(bias));
+        // llama.cpp hard-codes gpt-oss's pattern: even layers slide, odd layers attend to all
+        // (a `sliding_window_pattern` key, where present, says the same per layer).
+        let window = f.opt_u64(&k("attention.sliding_window"))?.filter(|&w| w > 0);
+        let pattern: Option<Vec<bool>> = match f.get(&k("attention.sliding_window_pattern")) {
+            Some(Value::Array(a)) => Some(a.iter().map(|v| v.as_bool().unwrap_or(false)).collect()),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| (0..layers).map(|i| i % n < n - 1).collect()),
+            None => Some((0..layers).map(|i| i % 2 == 0).collect()),
+        };
+        match (window, pattern) {
+            (Some(w), Some(p)) if p.len() as u64 >= layers => {
+                c.insert("sliding_window".into(), json!(w));
+                let types: Vec<&str> = p[..layers as usize]
+                    .iter()
+                    .map(|&s| if s { "sliding_attention" } else { "full_attention" })
+                    .collect();
+                c.insert("layer_types".into(), json!(types));
+            }
+            _ => {
+                c.insert("layer_types".into(), json!(vec!["full_attention"; layers as usize]));
+            }
+        }
+        Ok(())
+    }
+
     /// `rope_scaling` from `{arch}.rope.scaling.*`, or Llama 3's from the `rope_freqs.weight` tensor.
     fn rope_scaling(&self, theta: f64) -> Result<Option<Json>> {
         let f = &self.file;
@@ -856,6 +1131,29 @@ impl GgufSource {
                 );
                 if let Some(o) = f.opt_u64(&format!("{a}.rope.scaling.original_context_length"))? {
                     m.insert("original_max_position_embeddings".into(), json!(o));
+                }
+                // llama.cpp's defaults (32, 1) are transformers' too.
+                for (key, hf, default) in [
+                    ("yarn_beta_fast", "beta_fast", 32.0),
+                    ("yarn_beta_slow", "beta_slow", 1.0),
+                ] {
+                    let v = f.opt_f64(&format!("{a}.rope.scaling.{key}"))?.unwrap_or(default);
+                    m.insert(hf.into(), json!(v));
+                }
+                if a == "deepseek2" {
+                    // The converter writes yarn_log_multiplier = 0.1 * mscale_all_dim; released
+                    // DeepSeek configs have mscale == mscale_all_dim (cos/sin amplitude 1, the
+                    // softmax scale times m^2; MODELS.md §6.3), which llama.cpp assumes too.
+                    if let Some(mul) = f.opt_f64(&format!("{a}.rope.scaling.yarn_log_multiplier"))? {
+                        let m_all = (mul as f32 / 0.1f32) as f64;
+                        m.insert("mscale".into(), json!(m_all));
+                        m.insert("mscale_all_dim".into(), json!(m_all));
+                    }
+                }
+                if a == "gpt-oss" {
+                    // gpt-oss's reference implementation and config do not round YaRN's
+                    // correction range to whole dims (transformers `truncate: false`).
+                    m.insert("truncate".into(), json!(false));
                 }
                 return Ok(Some(Json::Object(m)));
             }
@@ -936,6 +1234,154 @@ impl GgufSource {
     }
 }
 
+impl GgufSource {
+    /// A tensor's values (or a byte range of them) as F32 / F16 / BF16: stored types pass through;
+    /// Q8_0 / Q4_0 / Q4_1 are dequantised to f16, MXFP4 to bf16 (exact).
+    fn decode<'a>(
+        &'a self,
+        t: &TensorInfo,
+        label: &str,
+        range: Option<(usize, usize)>,
+    ) -> Result<(SrcDType, Cow<'a, [u8]>)> {
+        let f = &self.file;
+        let supported = matches!(
+            t.ggml_type,
+            GGML_F32 | GGML_F16 | GGML_BF16 | GGML_Q8_0 | GGML_Q4_0 | GGML_Q4_1 | GGML_MXFP4
+        );
+        if !supported {
+            return Err(Error::Invalid(format!(
+                "{}: tensor {label} has type {}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, MXFP4",
+                f.name(),
+                t.type_name()
+            )));
+        }
+        let mut bytes = f.tensor_bytes(t)?;
+        if let Some((e, n)) = range {
+            let per = bytes.len() / n.max(1);
+            bytes = &bytes[e * per..(e + 1) * per];
+        }
+        Ok(match t.ggml_type {
+            GGML_F32 => (SrcDType::F32, Cow::Borrowed(bytes)),
+            GGML_F16 => (SrcDType::F16, Cow::Borrowed(bytes)),
+            GGML_BF16 => (SrcDType::BF16, Cow::Borrowed(bytes)),
+            q => {
+                let v = dequantize(q, bytes)
+                    .ok_or_else(|| Error::Invalid(format!("{}: tensor {label}: no dequantiser", f.name())))?;
+                if q == GGML_MXFP4 {
+                    let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                    (SrcDType::BF16, Cow::Owned(bytemuck::cast_slice(&h).to_vec()))
+                } else {
+                    let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+                    (SrcDType::F16, Cow::Owned(bytemuck::cast_slice(&h).to_vec()))
+                }
+            }
+        })
+    }
+
+    /// Two tensors decoded to one dtype (f32 when they differ), each checked to hold `elements`.
+    fn decode_pair<'a>(&'a self, a: &TensorInfo, b: &TensorInfo, label: &str) -> Result<DecodedPair<'a>> {
+        let (da, xa) = self.decode(a, label, None)?;
+        let (db, xb) = self.decode(b, label, None)?;
+        let (dtype, xa, xb) = if da == db {
+            (da, xa, xb)
+        } else {
+            (SrcDType::F32, Cow::Owned(widen(&da, &xa)), Cow::Owned(widen(&db, &xb)))
+        };
+        let es = if dtype == SrcDType::F32 { 4 } else { 2 };
+        for (t, x) in [(a, &xa), (b, &xb)] {
+            if x.len() != t.elements() * es {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor {label}: {} holds {} bytes, expected {}",
+                    self.file.name(),
+                    t.name,
+                    x.len(),
+                    t.elements() * es
+                )));
+            }
+        }
+        Ok((dtype, es, xa, xb))
+    }
+}
+
+/// Two tensors' values in one dtype: (dtype, bytes per element, first, second).
+type DecodedPair<'a> = (SrcDType, usize, Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// F16 / BF16 / F32 bytes as f32 bytes.
+fn widen(dtype: &SrcDType, bytes: &[u8]) -> Vec<u8> {
+    let v: Vec<f32> = match dtype {
+        SrcDType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        SrcDType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return bytes.to_vec(),
+    };
+    bytemuck::cast_slice(&v).to_vec()
+}
+
+/// `[batch, rows, cols]` elements of `es` bytes to `[batch, cols, rows]`.
+fn transpose_last2(x: &[u8], batch: usize, rows: usize, cols: usize, es: usize) -> Vec<u8> {
+    let mut out = vec![0u8; x.len()];
+    for b in 0..batch {
+        let base = b * rows * cols;
+        for r in 0..rows {
+            for c in 0..cols {
+                let s = (base + r * cols + c) * es;
+                let d = (base + c * rows + r) * es;
+                out[d..d + es].copy_from_slice(&x[s..s + es]);
+            }
+        }
+    }
+    out
+}
+
+/// gpt-oss: llama.cpp's gate and up experts `[E, I, D]` back to transformers' `gate_up_proj
+/// [E, D, 2I]` (x @ W; column 2i = gate row i, column 2i + 1 = up row i). With `transpose` false,
+/// the biases: `[E, I]` twice to `[E, 2I]` interleaved the same way (`d` = 1).
+pub fn interleave_gate_up(
+    gate: &[u8],
+    up: &[u8],
+    e: usize,
+    i_: usize,
+    d: usize,
+    es: usize,
+    transpose: bool,
+) -> Vec<u8> {
+    let mut out = vec![0u8; gate.len() * 2];
+    for x in 0..e {
+        for i in 0..i_ {
+            for c in 0..d {
+                let s = ((x * i_ + i) * d + c) * es;
+                for (k, part) in [gate, up].into_iter().enumerate() {
+                    let col = 2 * i + k;
+                    let dst = if transpose {
+                        ((x * d + c) * 2 * i_ + col) * es
+                    } else {
+                        ((x * 2 * i_ + col) * d + c) * es
+                    };
+                    out[dst..dst + es].copy_from_slice(&part[s..s + es]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// DeepSeek: newer converters' `attn_k_b [H, r, dn]` (W_UK_h transposed) and `attn_v_b [H, dv, r]`
+/// (W_UV_h) back to transformers' `kv_b_proj [H·(dn+dv), r]` (per head: W_UK_h rows, W_UV_h rows).
+pub fn assemble_kv_b(k_b: &[u8], v_b: &[u8], heads: usize, r: usize, dn: usize, dv: usize, es: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(k_b.len() + v_b.len());
+    for h in 0..heads {
+        let k = &k_b[h * r * dn * es..(h + 1) * r * dn * es];
+        out.extend(transpose_last2(k, 1, r, dn, es));
+        out.extend_from_slice(&v_b[h * dv * r * es..(h + 1) * dv * r * es]);
+    }
+    out
+}
+
 impl TensorSource for GgufSource {
     fn contains(&self, name: &str) -> bool {
         self.names.contains_key(name)
@@ -948,54 +1394,67 @@ impl TensorSource for GgufSource {
             .get(name)
             .ok_or_else(|| Error::Invalid(format!("tensor {name} is missing from {}", f.name())))?;
         let t = &f.tensors[m.tensor];
-        let label = if t.name == name {
-            name.to_string()
-        } else {
-            format!("{} ({name})", t.name)
+        let label = match &m.form {
+            Form::KvB(o) | Form::Interleave { up: o, .. } => format!("{} + {} ({name})", t.name, f.tensors[*o].name),
+            _ if t.name == name => name.to_string(),
+            _ => format!("{} ({name})", t.name),
         };
-        let supported = matches!(
-            t.ggml_type,
-            GGML_F32 | GGML_F16 | GGML_BF16 | GGML_Q8_0 | GGML_Q4_0 | GGML_Q4_1
-        );
-        if !supported {
-            return Err(Error::Invalid(format!(
-                "{}: tensor {label} has type {}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1",
-                f.name(),
-                t.type_name()
-            )));
-        }
-        let mut bytes = f.tensor_bytes(t)?;
         let mut shape = t.shape();
-        if let Some((e, n)) = m.expert {
-            let per = bytes.len() / n;
-            bytes = &bytes[e * per..(e + 1) * per];
-            shape.remove(0);
-        }
+        let (dtype, data): (SrcDType, Cow<'_, [u8]>) = match &m.form {
+            Form::Plain => self.decode(t, &label, None)?,
+            Form::Expert(e, n) => {
+                shape.remove(0);
+                self.decode(t, &label, Some((*e, *n)))?
+            }
+            Form::Unpermute(n_head) => {
+                let (dtype, data) = self.decode(t, &label, None)?;
+                let n_head = *n_head;
+                let rows = shape.first().copied().unwrap_or(1);
+                let row_bytes = data.len() / rows.max(1);
+                if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+                    return Err(Error::Invalid(format!(
+                        "{}: tensor {label} has {rows} rows, which do not split into {n_head} heads of even size",
+                        f.name()
+                    )));
+                }
+                (dtype, Cow::Owned(unpermute_rows(&data, rows, row_bytes, n_head)))
+            }
+            Form::KvB(v) => {
+                let vt = &f.tensors[*v];
+                let (dtype, es, k_b, v_b) = self.decode_pair(t, vt, &label)?;
+                let (dn, r, heads) = (t.dims[0] as usize, t.dims[1] as usize, t.dims[2] as usize);
+                let dv = vt.dims[1] as usize;
+                shape = vec![heads * (dn + dv), r];
+                (dtype, Cow::Owned(assemble_kv_b(&k_b, &v_b, heads, r, dn, dv, es)))
+            }
+            Form::Interleave { up, transpose } => {
+                let (dtype, es, g, u) = self.decode_pair(t, &f.tensors[*up], &label)?;
+                let (e, i_, d) = if *transpose {
+                    (shape[0], shape[1], shape[2])
+                } else {
+                    (shape[0], shape[1], 1)
+                };
+                shape = if *transpose {
+                    vec![e, d, 2 * i_]
+                } else {
+                    vec![e, 2 * i_]
+                };
+                (dtype, Cow::Owned(interleave_gate_up(&g, &u, e, i_, d, es, *transpose)))
+            }
+            Form::Transpose => {
+                let (dtype, data) = self.decode(t, &label, None)?;
+                let es = if dtype == SrcDType::F32 { 4 } else { 2 };
+                let (e, rows, cols) = (shape[0], shape[1], shape[2]);
+                if data.len() != e * rows * cols * es {
+                    return Err(Error::Invalid(format!("{}: tensor {label}: size mismatch", f.name())));
+                }
+                shape = vec![e, cols, rows];
+                (dtype, Cow::Owned(transpose_last2(&data, e, rows, cols, es)))
+            }
+        };
         // llama.cpp stores Qwen2-MoE's shared-expert gate as a vector; transformers as `[1, D]`.
         if name.ends_with("shared_expert_gate.weight") && shape.len() == 1 {
             shape.insert(0, 1);
-        }
-        let (dtype, mut data): (SrcDType, Cow<'_, [u8]>) = match t.ggml_type {
-            GGML_F32 => (SrcDType::F32, Cow::Borrowed(bytes)),
-            GGML_F16 => (SrcDType::F16, Cow::Borrowed(bytes)),
-            GGML_BF16 => (SrcDType::BF16, Cow::Borrowed(bytes)),
-            q => {
-                let v = dequantize(q, bytes)
-                    .ok_or_else(|| Error::Invalid(format!("{}: tensor {label}: no dequantiser", f.name())))?;
-                let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
-                (SrcDType::F16, Cow::Owned(bytemuck::cast_slice(&h).to_vec()))
-            }
-        };
-        if let Some(n_head) = m.unpermute {
-            let rows = shape.first().copied().unwrap_or(1);
-            let row_bytes = data.len() / rows.max(1);
-            if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
-                return Err(Error::Invalid(format!(
-                    "{}: tensor {label} has {rows} rows, which do not split into {n_head} heads of even size",
-                    f.name()
-                )));
-            }
-            data = Cow::Owned(unpermute_rows(&data, rows, row_bytes, n_head));
         }
         Ok(RawTensor {
             name: name.to_string(),
