@@ -1484,3 +1484,37 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
         "gpt-oss MXFP4 GGUF vs the same weights from safetensors: max |logit error| {err}"
     );
 }
+
+/// Random corruption of the header, metadata and tensor table of the DeepSeek (split k_b / v_b)
+/// and gpt-oss (MXFP4) files: the reassembled tensors and the configs are errors or values,
+/// never a panic.
+#[test]
+fn corrupted_deepseek_and_gpt_oss_files_never_panic() {
+    let files = [("ds", deepseek_to_gguf("deepseek_v3", true)), ("oss", gpt_oss_to_gguf(true).0)];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (label, good) in files {
+        let p = write_temp(&format!("fuzz-{label}"), &good);
+        let data_start = GgufFile::open(&p).unwrap().data_start;
+        for _ in 0..600 {
+            let mut bad = good.clone();
+            for _ in 0..1 + rand() % 3 {
+                let at = (rand() as usize) % data_start;
+                bad[at] = rand() as u8;
+            }
+            std::fs::write(&p, &bad).unwrap();
+            if let Ok(src) = GgufSource::open(&p) {
+                for n in src.names() {
+                    let _ = src.get(&n).map(|t| t.to_f32());
+                }
+                let _ = src.config();
+            }
+        }
+        std::fs::remove_file(&p).ok();
+    }
+}

@@ -753,6 +753,10 @@ impl GgufSource {
                     let layer: usize = layer.parse().ok()?;
                     let p = format!("model.layers.{layer}");
                     let sibling = |name: &str| f.tensor_index.get(&format!("blk.{layer}.{name}")).copied();
+                    if suffix == "attn_sinks" {
+                        // The converter names it `attn_sinks.weight`; accept it without the suffix.
+                        return Some(format!("{p}.self_attn.sinks"));
+                    }
                     if model_type == "gpt_oss" {
                         // Experts are stored transposed and de-interleaved (gate and up apart).
                         let (hf, fm) = match suffix {
