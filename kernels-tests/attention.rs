@@ -6,14 +6,22 @@
 //! prefill with partial tiles and windows that mask whole tiles. Cache positions past the visible range hold random values, so a mask that lets them in
 //! shows up as an error.
 //!
-//! Bound: NMSE 1e-7 (f32 math). The kernel pre-scales q in f32, accumulates dot products, exp and
-//! the running sums in f32 (flash-style rescaling adds a few roundings per key block); the
-//! reference does everything in f64.
+//! Every check runs with an f32 cache and again with an f16 cache (k and v packed two halves to a
+//! word), whose reference reads the f16-rounded cache values; f16 caches also at odd element
+//! offsets (odd head dims, values at an odd offset in a shared row). kv_store writes exactly
+//! `f16(value)`.
+//!
+//! Bound: NMSE 1e-7 (f32 math) for both cache precisions: the kernel widens halves to f32 exactly,
+//! so the rounding to f16 is in the inputs, which the reference sees too. The kernel pre-scales q in
+//! f32, accumulates dot products, exp and the running sums in f32 (flash-style rescaling adds a few
+//! roundings per key block); the reference does everything in f64.
 
 mod common;
 use common::*;
 use wgmoe::gpu::{Context, Tensor};
-use wgmoe::kernels::attention::{attention, kv_store, plan, AttnKernel, AttnPlan, AttnSpec, AttnTuning, KvStoreSpec};
+use wgmoe::kernels::attention::{
+    attention, kv_store, plan, AttnKernel, AttnPlan, AttnSpec, AttnTuning, KvDtype, KvStoreSpec,
+};
 use wgmoe::kernels::step;
 
 fn reference(s: &AttnSpec, q: &[f32], k: &[f32], v: &[f32], sinks: Option<&[f32]>, pos0: usize) -> Vec<f64> {
@@ -54,6 +62,24 @@ struct Inputs {
     sinks: Option<Vec<f32>>,
 }
 
+/// The cache precisions every check runs with.
+const DTYPES: [KvDtype; 2] = [KvDtype::F32, KvDtype::F16];
+
+/// What a cache of `dtype` holds for `x`: the values the reference reads.
+fn rounded_cache(dtype: KvDtype, x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| dtype.round(v)).collect()
+}
+
+/// `inp` with k and v as a cache of `dtype` holds them.
+fn as_cache(inp: &Inputs, dtype: KvDtype) -> Inputs {
+    Inputs {
+        q: inp.q.clone(),
+        k: rounded_cache(dtype, &inp.k),
+        v: rounded_cache(dtype, &inp.v),
+        sinks: inp.sinks.clone(),
+    }
+}
+
 fn inputs(s: &AttnSpec, shared_kv: bool, seed: u64) -> Inputs {
     let mut rng = Rng::new(seed);
     let q_len = (s.tokens - 1) * s.q_row_stride + (s.heads - 1) * s.q_head_stride + s.k_dim;
@@ -69,11 +95,11 @@ fn inputs(s: &AttnSpec, shared_kv: bool, seed: u64) -> Inputs {
 
 fn run(ctx: &Context, s: AttnSpec, inp: &Inputs, shared_kv: bool, pos0: usize) -> Vec<f32> {
     let q = Tensor::from_f32(ctx, "q", &inp.q);
-    let k = Tensor::from_f32(ctx, "k", &inp.k);
+    let k = Tensor::from_u32(ctx, "k", &s.kv_dtype.encode(&inp.k));
     let v = if shared_kv {
         k.clone()
     } else {
-        Tensor::from_f32(ctx, "v", &inp.v)
+        Tensor::from_u32(ctx, "v", &s.kv_dtype.encode(&inp.v))
     };
     let sinks = inp.sinks.as_ref().map(|sk| Tensor::from_f32(ctx, "sinks", sk));
     let st = step::new(ctx, pos0 as u32, s.tokens as u32);
@@ -83,13 +109,18 @@ fn run(ctx: &Context, s: AttnSpec, inp: &Inputs, shared_kv: bool, pos0: usize) -
     o.read_f32(ctx).unwrap()
 }
 
+/// Both cache precisions: the f16 run's reference reads the f16-rounded k and v.
 fn check_shared(what: &str, s: AttnSpec, pos0: usize, shared_kv: bool, seed: u64) {
     assert!(pos0 + s.tokens <= s.max_seq);
-    let inp = inputs(&s, shared_kv, seed);
-    let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), pos0);
-    for (name, ctx) in contexts() {
-        let got = run(ctx, s, &inp, shared_kv, pos0);
-        assert_nmse(&format!("{name} {what} pos0={pos0} {s:?}"), &got, &want, 1e-7);
+    let inp0 = inputs(&s, shared_kv, seed);
+    for dtype in DTYPES {
+        let s = AttnSpec { kv_dtype: dtype, ..s };
+        let inp = as_cache(&inp0, dtype);
+        let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), pos0);
+        for (name, ctx) in contexts() {
+            let got = run(ctx, s, &inp, shared_kv, pos0);
+            assert_nmse(&format!("{name} {what} pos0={pos0} {s:?}"), &got, &want, 1e-7);
+        }
     }
 }
 
@@ -174,8 +205,10 @@ fn large_sink_does_not_overflow() {
     };
     let mut inp = inputs(&s, false, 43);
     inp.sinks = Some(vec![95.0, -95.0]);
-    let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 0);
-    for (name, ctx) in contexts() {
+    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+        let s = AttnSpec { kv_dtype: dtype, ..s };
+        let inp = as_cache(&inp, dtype);
+        let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 0);
         let got = run(ctx, s, &inp, false, 0);
         // Head 0 is ~e^-90 of the values: compare the absolute values, which must be ~0.
         for t in 0..3 {
@@ -238,6 +271,26 @@ fn strided_queries_and_values_in_a_shared_row() {
         ..AttnSpec::gqa(5, h, kv, hd, 11)
     };
     check_shared("fused rows", s, 3, true, 80);
+    // Odd element offsets everywhere: hd 5, values 5 elements into each row (in an f16 cache,
+    // mid-word), odd row strides.
+    let (h, kv, hd) = (2, 1, 5);
+    let s = AttnSpec {
+        q_row_stride: (h + 2 * kv) * hd,
+        k_stride: 2 * kv * hd + 1,
+        v_stride: 2 * kv * hd + 1,
+        v_offset: kv * hd,
+        ..AttnSpec::gqa(9, h, kv, hd, 13)
+    };
+    check_shared("fused rows, odd offsets", s, 2, true, 81);
+    check_shared(
+        "fused rows, odd offsets, decode",
+        AttnSpec { tokens: 1, ..s },
+        12,
+        true,
+        82,
+    );
+    let s = tuned(s, AttnKernel::Tiled, 0, 256);
+    check_shared("tiled fused rows, odd offsets", s, 2, true, 83);
 }
 
 /// Prefill 5 tokens, then 3 decode steps, every K/V written by kv_store from a fused qkv-shaped
@@ -249,10 +302,11 @@ fn kv_store_then_attention_over_steps() {
     let row = (h + 2 * kv) * hd;
     let (prefill, decode_steps) = (5, 3);
     let total = prefill + decode_steps;
-    for (name, ctx) in contexts() {
+    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+        let name = format!("{name} {dtype} cache");
         let qkv = Rng::new(90).vec(total * row, 1.0);
-        let k_cache = Tensor::zeros(ctx, "k", max_seq * kv * hd);
-        let v_cache = Tensor::zeros(ctx, "v", max_seq * kv * hd);
+        let k_cache = Tensor::zeros(ctx, "k", dtype.words(max_seq * kv * hd));
+        let v_cache = Tensor::zeros(ctx, "v", dtype.words(max_seq * kv * hd));
         let st = step::new(ctx, 0, prefill as u32);
         let store = |tokens: usize, src: &Tensor, offset: usize, cache: &Tensor| {
             let spec = KvStoreSpec {
@@ -263,18 +317,20 @@ fn kv_store_then_attention_over_steps() {
                 dst_stride: kv * hd,
                 dst_offset: 0,
                 max_seq,
+                dtype,
             };
             kv_store(ctx, src, cache, spec, &st).unwrap()
         };
         let attn_spec = |tokens: usize| AttnSpec {
             q_row_stride: row,
+            kv_dtype: dtype,
             ..AttnSpec::gqa(tokens, h, kv, hd, max_seq)
         };
         let check_step = |pos0: usize, tokens: usize, got: Vec<f32>| {
             // The reference's cache: the K/V parts of every token so far, packed.
             let slice = |off: usize| -> Vec<f32> {
                 (0..pos0 + tokens)
-                    .flat_map(|t| qkv[t * row + off..][..kv * hd].to_vec())
+                    .flat_map(|t| rounded_cache(dtype, &qkv[t * row + off..][..kv * hd]))
                     .collect()
             };
             let (k, v) = (slice(h * hd), slice((h + kv) * hd));
@@ -314,23 +370,34 @@ fn kv_store_then_attention_over_steps() {
 fn kv_store_copies_exactly() {
     // MLA: the whole normed-and-roped kv_a row (576 floats) into a cache at an offset (a layer's
     // slice of a shared buffer); other rows stay as they were.
+    // An f16 cache gets exactly f16(value) (round to nearest even), two halves per word.
     let (width, max_seq, offset) = (576, 6, 100);
-    for (name, ctx) in contexts() {
-        let src = Rng::new(95).vec(3 * width, 1.0);
+    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+        // Some values just off the halfway points between f16 neighbours, and some ties.
+        let mut src = Rng::new(95).vec(3 * width, 1.0);
+        src[1] = 1.0 + 2f32.powi(-11); // a tie: rounds to even (1.0)
+        src[2] = 1.0 + 3.0 * 2f32.powi(-11); // a tie: rounds to even (1 + 2^-9)
+        src[3] = 1.0 + 2f32.powi(-11) + 2f32.powi(-20); // just above a tie
+        src[4] = -3.0e-6; // an f16 subnormal
         let cache0 = Rng::new(96).vec(offset + max_seq * width, 1.0);
         let s = Tensor::from_f32(ctx, "src", &src);
-        let cache = Tensor::from_f32(ctx, "cache", &cache0);
+        let cache = Tensor::from_u32(ctx, "cache", &dtype.encode(&cache0));
         let st = step::new(ctx, 2, 3);
         let spec = KvStoreSpec {
             dst_offset: offset,
+            dtype,
             ..KvStoreSpec::packed(3, width, max_seq)
         };
         let d = kv_store(ctx, &s, &cache, spec, &st).unwrap();
         ctx.submit(&[&d]);
-        let got = cache.read_f32(ctx).unwrap();
-        let mut want = cache0.clone();
-        want[offset + 2 * width..offset + 5 * width].copy_from_slice(&src);
-        assert!(got == want, "{name}: kv_store wrote the wrong floats");
+        let got = dtype.decode(&cache.read_u32(ctx).unwrap());
+        let mut want = rounded_cache(dtype, &cache0);
+        want[offset + 2 * width..offset + 5 * width].copy_from_slice(&rounded_cache(dtype, &src));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&got[..want.len()]) == bits(&want),
+            "{name} {dtype}: kv_store wrote the wrong values"
+        );
     }
 }
 
@@ -426,6 +493,55 @@ fn bad_shapes_are_errors() {
     assert!(
         kv_store(ctx, &src, &cache, KvStoreSpec::packed(5, 2, 4), &st).is_err(),
         "more tokens than cache"
+    );
+    // f16: the cache is sized in words; rows must start and end on word boundaries.
+    let f16 = |s: KvStoreSpec| KvStoreSpec {
+        dtype: KvDtype::F16,
+        ..s
+    };
+    let half_cache = Tensor::zeros(ctx, "cache16", 16);
+    assert!(kv_store(ctx, &src, &half_cache, f16(KvStoreSpec::packed(2, 8, 4)), &st).is_ok());
+    assert!(
+        kv_store(ctx, &src, &half_cache, f16(KvStoreSpec::packed(2, 8, 5)), &st).is_err(),
+        "f16 cache too small"
+    );
+    for (what, spec) in [
+        (
+            "odd width",
+            KvStoreSpec {
+                width: 7,
+                ..KvStoreSpec::packed(2, 8, 4)
+            },
+        ),
+        (
+            "odd offset",
+            KvStoreSpec {
+                dst_offset: 1,
+                ..KvStoreSpec::packed(2, 6, 4)
+            },
+        ),
+        (
+            "odd stride",
+            KvStoreSpec {
+                dst_stride: 7,
+                ..KvStoreSpec::packed(2, 6, 4)
+            },
+        ),
+    ] {
+        assert!(kv_store(ctx, &src, &cache, spec, &st).is_ok(), "f32 {what}");
+        assert!(kv_store(ctx, &src, &half_cache, f16(spec), &st).is_err(), "f16 {what}");
+    }
+    // Attention over an f16 cache needs half the words.
+    let k16 = Tensor::zeros(ctx, "k16", 4 * 2 * 8 / 2);
+    let s16 = AttnSpec {
+        kv_dtype: KvDtype::F16,
+        ..s
+    };
+    assert!(go(s16, &q, &k16, None).is_ok());
+    assert!(go(s, &q, &k16, None).is_err(), "f32 cache in an f16-sized buffer");
+    assert!(
+        go(AttnSpec { max_seq: 5, ..s16 }, &q, &k16, None).is_err(),
+        "f16 cache too small"
     );
 }
 
@@ -540,8 +656,10 @@ fn split_kv_windows_and_sinks() {
     let s = AttnSpec { sinks: true, ..s };
     let mut inp = inputs(&s, false, 150);
     inp.sinks = Some(vec![40.0, -40.0]);
-    let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 250);
-    for (name, ctx) in contexts() {
+    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+        let s = AttnSpec { kv_dtype: dtype, ..s };
+        let inp = as_cache(&inp, dtype);
+        let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 250);
         let got = run(ctx, s, &inp, false, 250);
         assert_nmse(&format!("{name} split large sink"), &got, &want, 1e-7);
     }
@@ -561,12 +679,14 @@ fn split_kv_mla_decode() {
 /// live chunk count changes between replays and the arrival counters must come back to zero.
 #[test]
 fn split_kv_replayed_at_growing_positions() {
-    let s = tuned(AttnSpec::gqa(1, 8, 2, 32, 600), AttnKernel::Rows, 6, 64);
-    let inp = inputs(&s, false, 170);
-    for (name, ctx) in contexts() {
+    let s0 = tuned(AttnSpec::gqa(1, 8, 2, 32, 600), AttnKernel::Rows, 6, 64);
+    let inp0 = inputs(&s0, false, 170);
+    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+        let s = AttnSpec { kv_dtype: dtype, ..s0 };
+        let inp = as_cache(&inp0, dtype);
         let q = Tensor::from_f32(ctx, "q", &inp.q);
-        let k = Tensor::from_f32(ctx, "k", &inp.k);
-        let v = Tensor::from_f32(ctx, "v", &inp.v);
+        let k = Tensor::from_u32(ctx, "k", &dtype.encode(&inp.k));
+        let v = Tensor::from_u32(ctx, "v", &dtype.encode(&inp.v));
         let st = step::new(ctx, 0, 1);
         let o = Tensor::zeros(ctx, "o", s.heads * s.v_dim);
         let d = attention(ctx, s, &q, &k, &v, None, &st, &o).unwrap();
@@ -576,7 +696,7 @@ fn split_kv_replayed_at_growing_positions() {
             ctx.submit(&[&d]);
             let want = reference(&s, &inp.q, &inp.k, &inp.v, None, pos0);
             assert_nmse(
-                &format!("{name} replay pos0={pos0}"),
+                &format!("{name} {dtype} replay pos0={pos0}"),
                 &o.read_f32(ctx).unwrap(),
                 &want,
                 1e-7,

@@ -1,9 +1,11 @@
 //! The fused q|k|v preparation (per-head norm, clamp, RoPE, KV-cache store) against an f64 CPU
-//! reference of the same steps.
+//! reference of the same steps; with an f16 cache, every stored k and v is exactly the f16 rounding
+//! (to nearest even) of what the f32 cache gets.
 
 mod common;
 use common::*;
 use wgmoe::gpu::{DType, Tensor, Weight};
+use wgmoe::kernels::attention::KvDtype;
 use wgmoe::kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
 use wgmoe::kernels::rope::RopeLayout;
 use wgmoe::kernels::step;
@@ -98,7 +100,33 @@ fn check(c: Case) {
         let what = format!("{name} {:?} norm={:?} pos0={}", s, c.norm, c.pos0);
         assert_nmse(&format!("{what} q"), &got_q, &want_q, 1e-10);
         assert_nmse(&format!("{what} k"), &kc.read_f32(ctx).unwrap(), &want_k, 1e-10);
-        assert_nmse(&format!("{what} v"), &vc.read_f32(ctx).unwrap(), &want_v, 1e-12);
+        let (k32, v32) = (kc.read_f32(ctx).unwrap(), vc.read_f32(ctx).unwrap());
+        assert_nmse(&format!("{what} v"), &v32, &want_v, 1e-12);
+
+        // The same into f16 caches: exactly f16(the f32 cache's values), two halves per word.
+        let f16 = KvDtype::F16;
+        let s16 = QkvSpec { kv_dtype: f16, ..s };
+        let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
+        let (kc, vc) = (
+            Tensor::zeros(ctx, "k", f16.words(cache)),
+            Tensor::zeros(ctx, "v", f16.words(cache)),
+        );
+        let norms = c.norm.map(|_| QkNorms { q: &qn_w, k: &kn_w });
+        let d = prepare_qkv(ctx, s16, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
+        ctx.submit(&[&d]);
+        let bits = |v: &[f32]| v.iter().map(|x| f16.round(*x).to_bits()).collect::<Vec<_>>();
+        for (part, got, want) in [("k", &kc, &k32), ("v", &vc, &v32)] {
+            let got = f16.decode(&got.read_u32(ctx).unwrap());
+            assert!(
+                bits(&got[..cache]) == bits(want),
+                "{what} {part}: the f16 cache is not f16(the f32 cache)"
+            );
+        }
+        assert_eq!(
+            t_qkv.read_f32(ctx).unwrap(),
+            got,
+            "{what}: q is the same with an f16 cache"
+        );
     }
 }
 
@@ -113,6 +141,7 @@ fn spec(tokens: usize, heads: usize, kv_heads: usize, head_dim: usize) -> QkvSpe
         eps: 1e-6,
         clip: None,
         max_seq: 64,
+        kv_dtype: KvDtype::F32,
     }
 }
 
@@ -184,4 +213,13 @@ fn bad_shapes_are_errors() {
     assert!(prepare_qkv(ctx, QkvSpec { head_dim: 15, ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
     assert!(prepare_qkv(ctx, QkvSpec { max_seq: 65, ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
     assert!(prepare_qkv(ctx, QkvSpec { clip: Some(-1.0), ..s }, &qkv, None, &inv, &st, &c, &c).is_err());
+    // An f16 cache needs half the words.
+    let s16 = QkvSpec {
+        kv_dtype: KvDtype::F16,
+        ..s
+    };
+    let h = Tensor::zeros(ctx, "h", 64 * 32 / 2);
+    assert!(prepare_qkv(ctx, s16, &qkv, None, &inv, &st, &h, &h).is_ok());
+    assert!(prepare_qkv(ctx, s, &qkv, None, &inv, &st, &h, &h).is_err());
+    assert!(prepare_qkv(ctx, QkvSpec { max_seq: 65, ..s16 }, &qkv, None, &inv, &st, &h, &h).is_err());
 }

@@ -19,9 +19,11 @@
 //   visible ranges (causal future, before the window) are never visited, masked keys inside a
 //   visited tile score -inf. Each row's online softmax is kept by its TPR = WG / BQ owners.
 //
-// Cache addressing (floats): k[j, g, d] = j*k_stride + g*k_head_stride + d,
+// Cache addressing (elements): k[j, g, d] = j*k_stride + g*k_head_stride + d,
 // v[j, g, d] = v_offset + j*v_stride + g*v_head_stride + d. The v binding may be the k buffer
-// (MLA: values are the first r floats of each [c | k_pe] row).
+// (MLA: values are the first r floats of each [c | k_pe] row). The caches are u32 words: f32 bits,
+// or with KV16 half pairs (element e in half e & 1 of word e >> 1, unpack2x16float), widened to f32
+// as they are loaded; any element offset works.
 //
 // The subgroup reductions are marked for `without_subgroups` (src/kernels/mod.rs).
 
@@ -60,8 +62,14 @@ override KQ: u32 = 32u;
 override VMAX: u32 = 128u;
 override SINKS: bool = false;
 override SG: bool = false;
-// k_dim, k_stride and k_head_stride are multiples of 4: load keys as vec4s through kc4.
+// The caches hold f16 pairs instead of f32.
+override KV16: bool = false;
+// k_dim, k_stride and k_head_stride are multiples of 4: load keys as vec4s through kc4 (f32), or
+// as word pairs (f16).
 override VEC4: bool = false;
+// f16 caches whose k_dim, k_stride and k_head_stride are multiples of 8: the rows kernel loads
+// 8 halves at a time through kc4.
+override VEC8: bool = false;
 // The same for values (v_dim, v_stride, v_head_stride, v_offset) through vc4 (tile kernel).
 override VVEC4: bool = false;
 // Rows: query heads per workgroup (<= RMAX, divides the group).
@@ -79,14 +87,14 @@ const NACC_MAX: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<f32>;
-@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<u32>;
+@group(0) @binding(3) var<storage, read> vc: array<u32>;
 @group(0) @binding(4) var<storage, read> sinks: array<f32>;
 @group(0) @binding(5) var<storage, read> step: array<u32>;
 @group(0) @binding(6) var<storage, read_write> o: array<f32>;
 // The key / value buffers again, viewed as vec4s (bound to the same buffers).
-@group(0) @binding(10) var<storage, read> kc4: array<vec4<f32>>;
-@group(0) @binding(13) var<storage, read> vc4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> kc4: array<vec4<u32>>;
+@group(0) @binding(13) var<storage, read> vc4: array<vec4<u32>>;
 // Split-KV scratch (one binding, within the portable 8 storage buffers): per (token, head, chunk)
 // [m, l, acc[v_dim]] as f32 bits, then from `arrivals_at` one arrival counter per (token, head
 // slice), zero between dispatches. Every access is atomic, so partials move through the
@@ -117,6 +125,30 @@ var<private> vals: array<f32, RMAX>;
 var<private> sg_lane: u32;
 var<private> sg_id: u32;
 var<private> sg_count: u32;
+
+// Key / value cache element e as f32.
+fn k_at(e: u32) -> f32 {
+    if KV16 {
+        return unpack2x16float(kc[e >> 1u])[e & 1u];
+    }
+    return bitcast<f32>(kc[e]);
+}
+
+fn v_at(e: u32) -> f32 {
+    if KV16 {
+        return unpack2x16float(vc[e >> 1u])[e & 1u];
+    }
+    return bitcast<f32>(vc[e]);
+}
+
+// Four halves from the two words at word index w.
+fn halves4_k(w: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(kc[w]), unpack2x16float(kc[w + 1u]));
+}
+
+fn halves4_v(w: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(vc[w]), unpack2x16float(vc[w + 1u]));
+}
 
 // First visible cache position for a query at `pos`.
 fn window_lo(pos: u32) -> u32 {
@@ -158,10 +190,27 @@ fn score_rows(kb: u32) {
     for (var r = 0u; r < RW; r++) {
         vals[r] = 0.0;
     }
+    if KV16 && VEC8 {
+        // 8 halves per 16-byte load (KQ even).
+        let kb8 = kb >> 3u;
+        for (var i = 0u; i < KQ / 2u; i++) {
+            let w = kc4[kb8 + i];
+            let k0 = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+            let k1 = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+            for (var r = 0u; r < RW; r++) {
+                vals[r] += dot(qs[r * KQ + 2u * i], k0) + dot(qs[r * KQ + 2u * i + 1u], k1);
+            }
+        }
+        return;
+    }
     if VEC4 {
-        let kb4 = kb >> 2u;
         for (var i = 0u; i < KQ; i++) {
-            let k = kc4[kb4 + i];
+            var k: vec4<f32>;
+            if KV16 {
+                k = halves4_k((kb >> 1u) + 2u * i);
+            } else {
+                k = bitcast<vec4<f32>>(kc4[(kb >> 2u) + i]);
+            }
             for (var r = 0u; r < RW; r++) {
                 vals[r] += dot(qs[r * KQ + i], k);
             }
@@ -169,7 +218,7 @@ fn score_rows(kb: u32) {
         return;
     }
     for (var d = 0u; d < p.k_dim; d++) {
-        let k = kc[kb + d];
+        let k = k_at(kb + d);
         for (var r = 0u; r < RW; r++) {
             vals[r] += qs[r * KQ + (d >> 2u)][d & 3u] * k;
         }
@@ -277,7 +326,7 @@ fn rows(jb: Job, lid: u32) {
             }
             var vi = base * p.v_stride + vh + d;
             for (var i = 0u; i < n; i++) {
-                let v = vc[vi];
+                let v = v_at(vi);
                 for (var r = 0u; r < RW; r++) {
                     a[r] += ps[r * WG + i] * v;
                 }
@@ -420,13 +469,16 @@ fn attention_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 fn load_k4(row: u32, base: u32, i: u32) -> vec4<f32> {
     let b = row * p.k_stride + base;
     if VEC4 {
-        return kc4[(b >> 2u) + i];
+        if KV16 {
+            return halves4_k((b >> 1u) + 2u * i);
+        }
+        return bitcast<vec4<f32>>(kc4[(b >> 2u) + i]);
     }
     var v = vec4<f32>(0.0);
     for (var e = 0u; e < 4u; e++) {
         let d = 4u * i + e;
         if d < p.k_dim {
-            v[e] = kc[b + d];
+            v[e] = k_at(b + d);
         }
     }
     return v;
@@ -435,13 +487,16 @@ fn load_k4(row: u32, base: u32, i: u32) -> vec4<f32> {
 fn load_v4(row: u32, base: u32, i: u32) -> vec4<f32> {
     let b = row * p.v_stride + base;
     if VVEC4 {
-        return vc4[(b >> 2u) + i];
+        if KV16 {
+            return halves4_v((b >> 1u) + 2u * i);
+        }
+        return bitcast<vec4<f32>>(vc4[(b >> 2u) + i]);
     }
     var v = vec4<f32>(0.0);
     for (var e = 0u; e < 4u; e++) {
         let d = 4u * i + e;
         if d < p.v_dim {
-            v[e] = vc[b + d];
+            v[e] = v_at(b + d);
         }
     }
     return v;
@@ -586,7 +641,10 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 }
 
 // Copy `tokens` rows of `width` floats (source rows `src_stride` apart from `src_offset`) into the
-// cache rows at positions step[0] + t (`dst_stride` apart, from `dst_offset`).
+// cache rows at positions step[0] + t (`dst_stride` apart, from `dst_offset`; all in elements).
+// Each invocation writes one whole cache word: with KV16 (width, dst_stride and dst_offset even,
+// checked by the host) the pair of elements 2i, 2i + 1, rounded to f16 (clamped to the finite
+// f16 range, where pack2x16float is defined).
 struct StoreParams {
     tokens: u32,
     width: u32,
@@ -600,21 +658,34 @@ struct StoreParams {
 
 @group(0) @binding(7) var<uniform> sp: StoreParams;
 @group(0) @binding(8) var<storage, read> src: array<f32>;
-@group(0) @binding(9) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(9) var<storage, read_write> cache: array<u32>;
+
+// The largest finite f16.
+const F16_MAX: f32 = 65504.0;
 
 @compute @workgroup_size(64)
 fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let id = flat_group(wid) * 64u + lid;
-    if id >= sp.tokens * sp.width {
+    // Words per row.
+    let wpr = select(sp.width, sp.width / 2u, KV16);
+    if id >= sp.tokens * wpr {
         return;
     }
-    let t = id / sp.width;
-    let i = id - t * sp.width;
+    let t = id / wpr;
+    let i = id - t * wpr;
     let pos = step[0] + t;
     if pos >= sp.max_seq {
         return;
     }
-    cache[pos * sp.dst_stride + sp.dst_offset + i] = src[t * sp.src_stride + sp.src_offset + i];
+    let dst = pos * sp.dst_stride + sp.dst_offset;
+    let s0 = t * sp.src_stride + sp.src_offset;
+    if KV16 {
+        let e = 2u * i;
+        let x = clamp(vec2<f32>(src[s0 + e], src[s0 + e + 1u]), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX));
+        cache[(dst >> 1u) + i] = pack2x16float(x);
+        return;
+    }
+    cache[dst + i] = bitcast<u32>(src[s0 + i]);
 }
 
 // subgroups:begin

@@ -4,6 +4,8 @@
 //         RoPE at position step[0] + t (half-split or interleaved, amplitude af);
 //   q stays in place for attention; k and v go to the KV cache at that position.
 // One workgroup per (token, head); the head's values live in workgroup memory.
+// The caches are u32 words: f32 bits, or with KV16 f16 pairs (element 2i in the low half of word
+// i); each invocation writes whole words (a head starts at an even element: head_dim is even).
 
 struct Params {
     tokens: u32,
@@ -25,6 +27,7 @@ override QK_NORM: bool = false;
 override CLIP: bool = false;
 override INTERLEAVED: bool = false;
 override NORM_DTYPE: u32 = 0u;
+override KV16: bool = false;
 // The largest head this kernel holds in workgroup memory.
 const MAX_HEAD: u32 = 256u;
 
@@ -34,8 +37,8 @@ const MAX_HEAD: u32 = 256u;
 @group(0) @binding(3) var<storage, read> step: array<u32>;
 @group(0) @binding(4) var<storage, read> q_norm: array<u32>;
 @group(0) @binding(5) var<storage, read> k_norm: array<u32>;
-@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
 
 var<workgroup> hv: array<f32, MAX_HEAD>;
 var<workgroup> red: array<f32, WG>;
@@ -128,11 +131,24 @@ fn prepare_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
     let kvh = select(slot - p.heads - p.kv_heads, slot - p.heads, is_k);
     let dst = (pos * p.kv_heads + kvh) * hd;
+    if KV16 {
+        // Clamped to the finite f16 range, where pack2x16float is defined.
+        let lim = vec2<f32>(65504.0);
+        for (var i = lid; i < hd / 2u; i += WG) {
+            let w = pack2x16float(clamp(vec2<f32>(hv[2u * i], hv[2u * i + 1u]), -lim, lim));
+            if is_k {
+                k_cache[dst / 2u + i] = w;
+            } else {
+                v_cache[dst / 2u + i] = w;
+            }
+        }
+        return;
+    }
     for (var i = lid; i < hd; i += WG) {
         if is_k {
-            k_cache[dst + i] = hv[i];
+            k_cache[dst + i] = bitcast<u32>(hv[i]);
         } else {
-            v_cache[dst + i] = hv[i];
+            v_cache[dst + i] = bitcast<u32>(hv[i]);
         }
     }
 }

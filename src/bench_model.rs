@@ -15,7 +15,7 @@ use crate::generate::GenerateOptions;
 use crate::gpu::{Context, DType, DeviceOptions, GpuTimer};
 use crate::model::plan::LogitRows;
 use crate::model::synthetic::{self, Footprint, SynthOptions};
-use crate::model::{Model, Session};
+use crate::model::{KvDtype, Model, Session};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -53,6 +53,9 @@ pub struct BenchModelArgs {
     /// Seed of the random prompt tokens and synthetic weights.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// KV-cache precision: f16 or f32.
+    #[arg(long = "kv-cache", default_value = "f16")]
+    pub kv_cache: KvDtype,
 }
 
 impl Default for BenchModelArgs {
@@ -68,6 +71,7 @@ impl Default for BenchModelArgs {
             profile: false,
             max_weights_gib: None,
             seed: 1234,
+            kv_cache: KvDtype::F16,
         }
     }
 }
@@ -245,6 +249,8 @@ pub struct Report {
     pub profile: Option<Profile>,
     /// Seconds since the Unix epoch when the measurement started.
     pub started: u64,
+    /// KV-cache precision of the sessions measured.
+    pub kv_cache: KvDtype,
 }
 
 /// xorshift64*: the random prompt.
@@ -299,7 +305,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let prompt: Vec<u32> = (0..p).map(|_| rng.below(vocab)).collect();
     let first = rng.below(vocab);
-    let mut sess = model.session(p.max(1) + n + 2);
+    let mut sess = model.session_with(p.max(1) + n + 2, args.kv_cache);
     let mut results = Vec::new();
     if p > 0 {
         // Warm-up: pipelines, the plan for p rows, caches.
@@ -345,7 +351,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         });
     }
     let profile = if args.profile {
-        Some(profile_decode(model, &prompt, reps)?)
+        Some(profile_decode(model, &prompt, reps, args.kv_cache)?)
     } else {
         None
     };
@@ -360,6 +366,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         results,
         profile,
         started,
+        kv_cache: args.kv_cache,
     })
 }
 
@@ -376,7 +383,7 @@ pub fn family(label: &str) -> &str {
 /// GPU time per kernel family of one decode step at the context `prompt` leaves (a prompt of one
 /// token when it is empty), from timestamps written after every dispatch of the step the session
 /// replays; the mean over `reps` steps after a warm-up.
-pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize) -> Result<Profile> {
+pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize, kv_cache: KvDtype) -> Result<Profile> {
     let ctx = &model.ctx;
     if !ctx.caps.timestamps_in_passes {
         return Ok(Profile::Missing(format!(
@@ -388,7 +395,7 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize) -> Result<Prof
     let reps = reps.max(1);
     let prompt: &[u32] = if prompt.is_empty() { &[0] } else { prompt };
     // Each replayed step advances the GPU's position by one: leave room for all of them.
-    let mut sess = model.session(prompt.len() + 2 * reps + 8);
+    let mut sess = model.session_with(prompt.len() + 2 * reps + 8, kv_cache);
     sess.generate(prompt, &greedy(2), |_| Ok(()))?;
     let context = sess.position();
     let steps = sess
@@ -504,6 +511,7 @@ pub fn summary(r: &Report) -> Vec<String> {
         format!("backend: {}", backend_label(&r.backend)),
         format!("driver: {}", r.driver),
         format!("weight format: {}", r.model.weight_format.name()),
+        format!("KV cache: {}", r.kv_cache),
     ];
     if let Some(c) = r.copy_bytes_per_s {
         let per_token = r.model.footprint.read_bytes_per_token;
@@ -637,8 +645,8 @@ pub fn to_json(r: &Report) -> Value {
                 "model_n_params": m.footprint.params,
                 "n_batch": t.n_prompt.max(1),
                 "n_ubatch": t.n_prompt.max(1),
-                "type_k": "f32",
-                "type_v": "f32",
+                "type_k": r.kv_cache.name(),
+                "type_v": r.kv_cache.name(),
                 "n_gpu_layers": 99,
                 "n_prompt": t.n_prompt,
                 "n_gen": t.n_gen,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use wgmoe::generate::{GenerateOptions, GenerateStats};
 use wgmoe::gpu::{self, DeviceOptions};
 use wgmoe::model::plan::LogitRows;
-use wgmoe::model::{Model, Session};
+use wgmoe::model::{KvDtype, Model, Session};
 use wgmoe::tokenizer::{Message, Tokenizer};
 use wgmoe::{Error, Result};
 
@@ -87,6 +87,9 @@ struct RunArgs {
     /// Wrap the prompt as one user message through the model's chat template.
     #[arg(long)]
     chat: bool,
+    /// KV-cache precision: f16 (half the memory and bandwidth) or f32.
+    #[arg(long = "kv-cache", default_value = "f16")]
+    kv_cache: KvDtype,
 }
 
 #[derive(Args)]
@@ -101,6 +104,9 @@ struct ChatArgs {
     n: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// KV-cache precision: f16 (half the memory and bandwidth) or f32.
+    #[arg(long = "kv-cache", default_value = "f16")]
+    kv_cache: KvDtype,
 }
 
 #[derive(Args)]
@@ -116,6 +122,10 @@ struct LogitsArgs {
     /// Prefill the first token, then feed every later one through the single-token decode path.
     #[arg(long)]
     decode: bool,
+    /// KV-cache precision. f32 by default here: `logits` is the parity interface, compared with
+    /// an f32 reference (f16 rounds every cached k and v, ~5e-4 relative).
+    #[arg(long = "kv-cache", default_value = "f32")]
+    kv_cache: KvDtype,
 }
 
 #[derive(Args)]
@@ -184,8 +194,8 @@ fn load_model(opts: &DeviceOptions, path: &Path) -> Result<Model> {
     Ok(model)
 }
 
-fn session<'m>(model: &'m Model, arg: &ModelArg) -> Session<'m> {
-    model.session(arg.context.min(model.config.max_position))
+fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Session<'m> {
+    model.session_with(arg.context.min(model.config.max_position), kv_cache)
 }
 
 fn sampling(args: &SamplingArgs, model: &Path, tok: &Tokenizer, max_new_tokens: usize) -> GenerateOptions {
@@ -239,7 +249,7 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
         tok.encode(&args.prompt, true)?
     };
     let model = load_model(opts, &args.model.model)?;
-    let mut sess = session(&model, &args.model);
+    let mut sess = session(&model, &args.model, args.kv_cache);
     let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
     let (_, stats) = stream(&mut sess, &tok, &prompt, &gen)?;
     print_stats(&stats);
@@ -255,7 +265,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         )));
     }
     let model = load_model(opts, &args.model.model)?;
-    let mut sess = session(&model, &args.model);
+    let mut sess = session(&model, &args.model, args.kv_cache);
     let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.as_str())).collect();
     // Tokens the cache holds, to feed only what a new turn adds.
@@ -296,7 +306,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
 
 fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
     let model = load_model(opts, &args.model.model)?;
-    let mut sess = session(&model, &args.model);
+    let mut sess = session(&model, &args.model, args.kv_cache);
     let t = &args.tokens;
     let values = if args.decode {
         let mut v = sess.forward(&t[..1], LogitRows::All)?;

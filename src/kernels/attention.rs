@@ -8,6 +8,10 @@
 //! [`kv_store`] copies this batch's keys or values into the cache at the positions of the step
 //! buffer, so a recorded decode step replays unchanged.
 //!
+//! Caches hold f32 or f16 elements ([`KvDtype`], in [`AttnSpec::kv_dtype`] and
+//! [`KvStoreSpec::dtype`]): f16 pairs are packed into u32 words and widened to f32 as they load, so
+//! an f16 cache halves the bytes read per token of context. Strides and offsets count elements.
+//!
 //! Which kernel runs ([`plan`], overridable through [`AttnSpec::tuning`]):
 //! - **Tiled** (prefill, `tokens >= TILE_MIN_TOKENS` and `v_dim <= 256` with a tile that fits the
 //!   adapter's workgroup memory): BQ (token, head) rows of one KV group share K/V tiles staged in
@@ -25,7 +29,101 @@ use crate::gpu::{Context, Tensor};
 
 pub const SHADER: &str = include_str!("../../shaders/attention.wgsl");
 
-/// Shape and cache layout of one attention call. Strides are in floats.
+/// How the KV cache stores its elements. Either way the cache is a [`Tensor`] of 32-bit words: f32
+/// values, or IEEE half pairs (element `2i` in the low 16 bits of word `i`, as `pack2x16float`
+/// writes and `unpack2x16float` reads, so no `shader-f16` feature is needed). Kernels widen halves to
+/// f32 in registers and do all math in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvDtype {
+    /// Half the memory and half the bytes read per token of context; k and v are rounded to f16
+    /// (relative error <= 2^-11) when stored. The runtime's default.
+    F16,
+    /// Exact f32 values (parity tests, `wgmoe logits`).
+    F32,
+}
+
+impl KvDtype {
+    /// 32-bit words holding `elems` elements.
+    pub fn words(self, elems: usize) -> usize {
+        match self {
+            KvDtype::F32 => elems,
+            KvDtype::F16 => elems.div_ceil(2),
+        }
+    }
+
+    pub fn bytes_per_elem(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+
+    /// The value the cache holds for `x` (what a kernel reads back).
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            KvDtype::F32 => x,
+            KvDtype::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// Cache words holding `values` (f16: pairs packed low half first, an odd tail padded with 0).
+    pub fn encode(self, values: &[f32]) -> Vec<u32> {
+        match self {
+            KvDtype::F32 => values.iter().map(|x| x.to_bits()).collect(),
+            KvDtype::F16 => values
+                .chunks(2)
+                .map(|c| {
+                    let lo = half::f16::from_f32(c[0]).to_bits() as u32;
+                    let hi = c.get(1).map_or(0, |&x| half::f16::from_f32(x).to_bits() as u32);
+                    lo | hi << 16
+                })
+                .collect(),
+        }
+    }
+
+    /// The elements of cache words (inverse of [`KvDtype::encode`], `2 * words` elements for f16).
+    pub fn decode(self, words: &[u32]) -> Vec<f32> {
+        match self {
+            KvDtype::F32 => words.iter().map(|&w| f32::from_bits(w)).collect(),
+            KvDtype::F16 => words
+                .iter()
+                .flat_map(|&w| {
+                    [
+                        half::f16::from_bits(w as u16).to_f32(),
+                        half::f16::from_bits((w >> 16) as u16).to_f32(),
+                    ]
+                })
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(KvDtype::F16),
+            "f32" => Ok(KvDtype::F32),
+            _ => Err(format!("unknown KV-cache precision {s:?}: use f16 or f32")),
+        }
+    }
+}
+
+/// Shape and cache layout of one attention call. Strides and offsets are in elements (floats, or
+/// halves of an f16 cache: any element offset works, odd ones included).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnSpec {
     /// Query tokens in this batch (1 in decode).
@@ -55,6 +153,8 @@ pub struct AttnSpec {
     pub sinks: bool,
     /// Cache capacity in positions.
     pub max_seq: usize,
+    /// How both caches store their elements (the constructors say F32).
+    pub kv_dtype: KvDtype,
     /// Kernel choice; [`AttnTuning::default`] lets [`plan`] decide.
     pub tuning: AttnTuning,
 }
@@ -117,6 +217,7 @@ impl AttnSpec {
             window: None,
             sinks: false,
             max_seq,
+            kv_dtype: KvDtype::F32,
             tuning: AttnTuning::default(),
         }
     }
@@ -142,6 +243,7 @@ impl AttnSpec {
             window: None,
             sinks: false,
             max_seq,
+            kv_dtype: KvDtype::F32,
             tuning: AttnTuning::default(),
         }
     }
@@ -343,6 +445,21 @@ fn check_buffer(op: &'static str, what: &str, t: &Tensor, need: usize) -> Result
     Ok(())
 }
 
+/// `t` holds the words of `need` elements of `dtype`.
+fn check_cache(op: &'static str, what: &str, t: &Tensor, need: usize, dtype: KvDtype) -> Result<()> {
+    let words = dtype.words(need);
+    if words > t.len {
+        return Err(shape_err(
+            op,
+            format!(
+                "{what} holds {} words, the layout needs {need} {dtype} elements ({words} words)",
+                t.len
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_u32(op: &'static str, what: &str, v: usize) -> Result<()> {
     if v > u32::MAX as usize {
         return Err(shape_err(op, format!("{what} = {v} does not fit a u32")));
@@ -393,9 +510,9 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
     let q_need = extent(0, s.tokens, s.q_row_stride, s.heads, s.q_head_stride, s.k_dim);
     check_buffer(op, "q", b.q, q_need)?;
     let k_need = extent(0, s.max_seq, s.k_stride, s.kv_heads, s.k_head_stride, s.k_dim);
-    check_buffer(op, "the key cache", b.k, k_need)?;
+    check_cache(op, "the key cache", b.k, k_need, s.kv_dtype)?;
     let v_need = extent(s.v_offset, s.max_seq, s.v_stride, s.kv_heads, s.v_head_stride, s.v_dim);
-    check_buffer(op, "the value cache", b.v, v_need)?;
+    check_cache(op, "the value cache", b.v, v_need, s.kv_dtype)?;
     check_buffer(op, "o", b.o, s.tokens * s.heads * s.v_dim)?;
     match (s.sinks, b.sinks) {
         (true, Some(t)) => check_buffer(op, "sinks", t, s.heads)?,
@@ -495,11 +612,18 @@ pub fn attention(
     let vvec4 = [s.v_dim, s.v_stride, s.v_head_stride, s.v_offset]
         .iter()
         .all(|v| v.is_multiple_of(4));
+    let kv16 = s.kv_dtype == KvDtype::F16;
+    let vec8 = kv16
+        && [s.k_dim, s.k_stride, s.k_head_stride]
+            .iter()
+            .all(|v| v.is_multiple_of(8));
     let mut constants = vec![
         ("KQ", s.k_dim.div_ceil(4) as f64),
         ("VMAX", s.v_dim as f64),
         ("SINKS", s.sinks as u32 as f64),
         ("VEC4", vec4 as u32 as f64),
+        ("KV16", kv16 as u32 as f64),
+        ("VEC8", vec8 as u32 as f64),
     ];
     let sinks_res = sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding());
     let mut res = vec![
@@ -556,7 +680,8 @@ pub fn attention(
 
 /// Where [`kv_store`] copies from and to: `tokens` rows of `width` floats, read from the source at
 /// `src_offset + t * src_stride` and written to cache row `pos0 + t` at
-/// `dst_offset + pos * dst_stride`, for a cache of `max_seq` rows.
+/// `dst_offset + pos * dst_stride` (cache elements of `dtype`), for a cache of `max_seq` rows. An
+/// f16 cache is written in whole words, so there `width`, `dst_stride` and `dst_offset` must be even.
 ///
 /// Examples: the K part of a fused qkv row is `src_offset = H*hd`, `src_stride = (H+2KV)*hd`,
 /// `width = KV*hd`; MLA stores the whole normed-and-roped `kv_a` row (`width = r + dr`).
@@ -569,10 +694,11 @@ pub struct KvStoreSpec {
     pub dst_stride: usize,
     pub dst_offset: usize,
     pub max_seq: usize,
+    pub dtype: KvDtype,
 }
 
 impl KvStoreSpec {
-    /// Packed rows of `width` on both sides.
+    /// Packed rows of `width` on both sides, into an f32 cache.
     pub fn packed(tokens: usize, width: usize, max_seq: usize) -> Self {
         Self {
             tokens,
@@ -582,6 +708,7 @@ impl KvStoreSpec {
             dst_stride: width,
             dst_offset: 0,
             max_seq,
+            dtype: KvDtype::F32,
         }
     }
 }
@@ -628,11 +755,21 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
         src,
         extent(s.src_offset, s.tokens, s.src_stride, 1, 0, s.width),
     )?;
-    check_buffer(
+    if s.dtype == KvDtype::F16 && [s.width, s.dst_stride, s.dst_offset].iter().any(|v| v % 2 != 0) {
+        return Err(shape_err(
+            op,
+            format!(
+                "an f16 cache is written in whole words: width {}, dst_stride {} and dst_offset {} must be even",
+                s.width, s.dst_stride, s.dst_offset
+            ),
+        ));
+    }
+    check_cache(
         op,
         "the cache",
         cache,
         extent(s.dst_offset, s.max_seq, s.dst_stride, 1, 0, s.width),
+        s.dtype,
     )?;
     if step_buf.len < step::LEN {
         return Err(shape_err(
@@ -655,14 +792,15 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
             _pad: 0,
         },
     );
-    let pipeline = ctx.pipeline("attention", SHADER, "kv_store", &[]);
+    let kv16 = (s.dtype == KvDtype::F16) as u32 as f64;
+    let pipeline = ctx.pipeline("attention", SHADER, "kv_store", &[("KV16", kv16)]);
     let res = [
         (7, params.as_entire_binding()),
         (8, src.binding()),
         (9, cache.binding()),
         (5, step_buf.binding()),
     ];
-    let groups = grid(((s.tokens * s.width) as u32).div_ceil(64));
+    let groups = grid(((s.tokens * s.dtype.words(s.width)) as u32).div_ceil(64));
     Ok(Dispatch::new(
         ctx,
         "kv_store",

@@ -1,7 +1,9 @@
 //! Everything between the fused q|k|v projection and attention in one dispatch: per-head q/k
 //! RMSNorm (Qwen3), clamping (OLMoE `clip_qkv`), RoPE, and storing k and v into the KV cache at
-//! the positions the step buffer gives. Replaces up to seven separate dispatches per layer.
+//! the positions the step buffer gives (as f32 or f16, [`KvDtype`]). Replaces up to seven separate
+//! dispatches per layer.
 
+use super::attention::KvDtype;
 use super::rope::RopeLayout;
 use super::{grid, step, Dispatch};
 use crate::error::{shape_err, Result};
@@ -44,6 +46,8 @@ pub struct QkvSpec {
     pub clip: Option<f32>,
     /// Rows the caches hold.
     pub max_seq: usize,
+    /// How the caches store k and v.
+    pub kv_dtype: KvDtype,
 }
 
 impl QkvSpec {
@@ -58,7 +62,8 @@ pub struct QkNorms<'a> {
     pub k: &'a Weight,
 }
 
-/// Build the dispatch: `qkv` holds `tokens` fused rows; `k_cache`/`v_cache` are `[max_seq, KV*hd]`.
+/// Build the dispatch: `qkv` holds `tokens` fused rows; `k_cache`/`v_cache` are `[max_seq, KV*hd]`
+/// elements of `spec.kv_dtype`.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_qkv(
     ctx: &Context,
@@ -90,11 +95,14 @@ pub fn prepare_qkv(
             format!("qkv holds {}, needs {}", qkv.len, tokens * spec.row_width()),
         ));
     }
-    let cache = spec.max_seq * kv_heads * hd;
+    let cache = spec.kv_dtype.words(spec.max_seq * kv_heads * hd);
     if k_cache.len < cache || v_cache.len < cache {
         return Err(shape_err(
             op,
-            format!("caches hold {} and {}, need {cache}", k_cache.len, v_cache.len),
+            format!(
+                "caches hold {} and {} words, need {cache} ({} cache)",
+                k_cache.len, v_cache.len, spec.kv_dtype
+            ),
         ));
     }
     if inv_freq.len < hd / 2 || step_buf.len < step::LEN {
@@ -134,6 +142,7 @@ pub fn prepare_qkv(
         ("CLIP", spec.clip.is_some() as u32 as f64),
         ("INTERLEAVED", (spec.layout == RopeLayout::Interleaved) as u32 as f64),
         ("NORM_DTYPE", norm_dtype),
+        ("KV16", (spec.kv_dtype == KvDtype::F16) as u32 as f64),
     ];
     let pipeline = ctx.pipeline("qkv", SHADER, op, &constants);
     let dummy = || ctx.dummy.as_entire_binding();

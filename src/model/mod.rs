@@ -11,6 +11,7 @@ pub mod weights;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
+pub use crate::kernels::attention::KvDtype;
 use crate::kernels::{self, step};
 use config::ModelConfig;
 use plan::{KvCache, LogitRows, Plan, PlanIo};
@@ -79,8 +80,18 @@ impl Model {
         }
     }
 
-    /// A fresh generation state with room for `max_seq` tokens.
+    /// A fresh generation state with room for `max_seq` tokens and an f32 KV cache (exact parity
+    /// with an f32 reference; what the library's parity tests assume). Generation wants
+    /// [`Model::session_with`] and [`KvDtype::F16`], as `wgmoe run`, `chat` and `bench` do.
     pub fn session(&self, max_seq: usize) -> Session<'_> {
+        self.session_with(max_seq, KvDtype::F32)
+    }
+
+    /// A fresh generation state with room for `max_seq` tokens and a KV cache of `kv_dtype`:
+    /// [`KvDtype::F16`] halves the cache's memory and the bytes attention reads per token of
+    /// context (the decode cost that grows with the context), rounding each cached k and v to f16;
+    /// [`KvDtype::F32`] keeps them exact.
+    pub fn session_with(&self, max_seq: usize, kv_dtype: KvDtype) -> Session<'_> {
         let max_seq = max_seq.max(1);
         let step = step::new(&self.ctx, 0, 0);
         let ids = Tensor::zeros(&self.ctx, "ids", max_seq);
@@ -99,7 +110,7 @@ impl Model {
             .collect();
         Session {
             model: self,
-            cache: KvCache::new(&self.ctx, &self.config, max_seq),
+            cache: KvCache::new(&self.ctx, &self.config, max_seq, kv_dtype),
             step,
             ids,
             log,

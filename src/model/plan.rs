@@ -9,7 +9,7 @@ use super::weights::{AttnWeights, FfnWeights, Linear, MlaQuery, ModelWeights};
 use crate::error::Result;
 use crate::gpu::{Context, Tensor, Weight};
 use crate::kernels::{self, Dispatch};
-use kernels::attention::{AttnSpec, KvStoreSpec};
+use kernels::attention::{AttnSpec, KvDtype, KvStoreSpec};
 use kernels::elementwise::Rows;
 use kernels::matmul::{MatmulSpec, NormPrologue};
 use kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
@@ -20,36 +20,33 @@ use kernels::rope::{RopeLayout, RopeSpec};
 const MLA_NORM_EPS: f32 = 1e-6;
 
 /// The per-layer KV cache: GQA keeps K and V `[max_seq, KV*hd]`; MLA one `[max_seq, r + dr]` of
-/// normalised latents and roped shared keys (MODELS.md §6.5).
+/// normalised latents and roped shared keys (MODELS.md §6.5). Elements are f32 or f16 (`dtype`);
+/// the tensors are sized in 32-bit words, so f16 halves both the memory and the bytes attention
+/// reads per token of context.
 pub struct KvCache {
     pub max_seq: usize,
+    pub dtype: KvDtype,
     pub layers: Vec<(Tensor, Option<Tensor>)>,
 }
 
 impl KvCache {
-    pub fn new(ctx: &Context, cfg: &ModelConfig, max_seq: usize) -> Self {
+    pub fn new(ctx: &Context, cfg: &ModelConfig, max_seq: usize, dtype: KvDtype) -> Self {
+        let z = |name: String, elems: usize| Tensor::zeros(ctx, &name, dtype.words(elems).max(1));
         let layers = (0..cfg.layers.len())
             .map(|i| match &cfg.attention {
-                Attention::Gqa { .. } => {
-                    let w = cfg.kv_heads * cfg.head_dim;
-                    (
-                        Tensor::zeros(ctx, &format!("k_cache.{i}"), max_seq * w),
-                        Some(Tensor::zeros(
-                            ctx,
-                            &format!("v_cache.{i}"),
-                            max_seq * cfg.kv_heads * cfg.v_head_dim,
-                        )),
-                    )
-                }
+                Attention::Gqa { .. } => (
+                    z(format!("k_cache.{i}"), max_seq * cfg.kv_heads * cfg.head_dim),
+                    Some(z(format!("v_cache.{i}"), max_seq * cfg.kv_heads * cfg.v_head_dim)),
+                ),
                 Attention::Mla {
                     kv_lora_rank, rope_dim, ..
                 } => (
-                    Tensor::zeros(ctx, &format!("latent_cache.{i}"), max_seq * (kv_lora_rank + rope_dim)),
+                    z(format!("latent_cache.{i}"), max_seq * (kv_lora_rank + rope_dim)),
                     None,
                 ),
             })
             .collect();
-        Self { max_seq, layers }
+        Self { max_seq, dtype, layers }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -263,6 +260,7 @@ impl Builder<'_> {
             eps: cfg.eps,
             clip: *clip_qkv,
             max_seq: io.cache.max_seq,
+            kv_dtype: io.cache.dtype,
         };
         let row = spec.row_width();
         let mut per_head = None;
@@ -305,6 +303,7 @@ impl Builder<'_> {
         spec.scale = cfg.attn_scale;
         spec.window = cfg.layers[layer].window.map(|w| w as u32);
         spec.sinks = sinks.is_some();
+        spec.kv_dtype = io.cache.dtype;
         self.push(kernels::attention::attention(
             self.ctx,
             spec,
@@ -402,7 +401,10 @@ impl Builder<'_> {
             self.ctx,
             &sk,
             cache,
-            KvStoreSpec::packed(t, r + dr, ms),
+            KvStoreSpec {
+                dtype: io.cache.dtype,
+                ..KvStoreSpec::packed(t, r + dr, ms)
+            },
             io.step,
         )?);
         // q_cat[t, h] = (W_UK_h^T q_nope | q_pe).
@@ -439,6 +441,7 @@ impl Builder<'_> {
         self.push(kernels::elementwise::copy_rows(self.ctx, &sq, from, &qcat, to)?);
         let mut spec = AttnSpec::mla(t, h, r, dr, self.cfg.attn_scale, ms);
         spec.window = self.cfg.layers[layer].window.map(|w| w as u32);
+        spec.kv_dtype = io.cache.dtype;
         self.push(kernels::attention::attention(
             self.ctx, spec, &qcat, cache, cache, None, io.step, &olat,
         )?);
