@@ -1,14 +1,10 @@
 //! The `wgmoe` binary's stable interfaces (`logits`) and its errors for bad input: each names the
 //! file, tensor or value at fault, exits non-zero, and never panics.
 
+mod common;
+use common::fixtures::{fixture, reference};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("kernels-tests/fixtures")
-        .join(name)
-}
 
 fn wgmoe(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
@@ -28,17 +24,6 @@ fn wgmoe(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn reference_tokens(name: &str) -> Vec<u32> {
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
-    j["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn read_f32(path: &Path) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(&std::fs::read(path).unwrap())
 }
@@ -53,7 +38,7 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn logits_file_matches_transformers_in_both_paths() {
     let name = "deepseek_v2_lite";
-    let tokens = reference_tokens(name);
+    let tokens = reference(name).tokens;
     let list = tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let want = read_f32(&fixture(name).join("logits.bin"));
     let dir = scratch("logits");

@@ -4,104 +4,26 @@
 //! dequantised values. Plus the errors for malformed quantised tensors (no GPU needed for those).
 
 use safetensors::{Dtype, SafeTensors};
+mod common;
+use common::fixtures::*;
 use std::path::{Path, PathBuf};
 use wgmoe::model::config::ModelConfig;
-use wgmoe::model::plan::LogitRows;
 use wgmoe::model::safetensors::Safetensors;
 use wgmoe::model::source::{SrcDType, TensorSource};
 use wgmoe::model::Model;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("kernels-tests/fixtures")
-        .join(name)
-}
-
-struct Reference {
-    prompt: Vec<u32>,
-    tokens: Vec<u32>,
-    greedy: Vec<u32>,
-    logits: Vec<f32>,
-}
-
-fn reference(name: &str) -> Reference {
-    let dir = fixture(name);
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let ids = |k: &str| {
-        j[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect::<Vec<_>>()
-    };
-    let bytes = std::fs::read(dir.join("logits.bin")).unwrap();
-    Reference {
-        prompt: ids("prompt"),
-        tokens: ids("tokens"),
-        greedy: ids("greedy"),
-        logits: bytemuck::pod_collect_to_vec(&bytes),
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0 as u32
-}
 
 // The reference runs fp32 math on exactly the values the loader serves (bf16), so only f32
 // summation order differs: the f32 bound of kernels-tests/models.rs holds.
 const BOUND: f32 = 1e-3;
 
-/// Prefill, step-by-step decode and greedy parity for one fixture.
-fn parity(name: &str) {
-    let r = reference(name);
-    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
-    let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let vocab = model.config.vocab;
-
-    let mut s = model.session(64);
-    let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();
-    let e = max_abs_diff(&prefill, &r.logits);
-    eprintln!("{name}: prefill max |logit error| {e:.2e}");
-    assert!(e <= BOUND, "{name}: prefill max |logit error| {e} > {BOUND}");
-
-    let mut s = model.session(64);
-    let mut decode = s.forward(&r.tokens[..1], LogitRows::All).unwrap();
-    for &tok in &r.tokens[1..] {
-        decode.extend(s.forward(&[tok], LogitRows::Last).unwrap());
-    }
-    assert_eq!(decode.len(), r.tokens.len() * vocab);
-    let e = max_abs_diff(&decode, &r.logits);
-    eprintln!("{name}: decode max |logit error| {e:.2e}");
-    assert!(e <= BOUND, "{name}: decode max |logit error| {e} > {BOUND}");
-
-    let mut s = model.session(64);
-    let mut logits = s.forward(&r.prompt, LogitRows::Last).unwrap();
-    let mut greedy = Vec::new();
-    for _ in 0..r.greedy.len() {
-        let next = argmax(&logits);
-        greedy.push(next);
-        logits = s.forward(&[next], LogitRows::Last).unwrap();
-    }
-    assert_eq!(greedy, r.greedy, "{name}: greedy tokens differ from transformers'");
-}
-
 #[test]
 fn gpt_oss_mxfp4() {
-    parity("gpt_oss_mxfp4");
+    parity("gpt_oss_mxfp4", BOUND);
 }
 
 #[test]
 fn deepseek_v3_fp8() {
-    parity("deepseek_v3_fp8");
+    parity("deepseek_v3_fp8", BOUND);
 }
 
 #[test]

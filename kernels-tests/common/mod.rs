@@ -2,6 +2,8 @@
 //! weight rounding, and the NMSE check against f64 CPU references.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::sync::OnceLock;
 use wgmoe::gpu::{Context, DeviceOptions};
 

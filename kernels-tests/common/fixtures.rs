@@ -1,0 +1,127 @@
+//! Transformers fixtures (`kernels-tests/fixtures/<name>/`, written by `scripts/make_fixtures.py`
+//! and `scripts/make_quantized_fixtures.py`): the checkpoint, its reference logits, and the parity
+//! check every model test runs.
+
+use std::path::PathBuf;
+use wgmoe::generate::GenerateOptions;
+use wgmoe::model::plan::LogitRows;
+use wgmoe::model::{KvDtype, Model};
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/fixtures")
+        .join(name)
+}
+
+pub struct Reference {
+    pub prompt: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub greedy: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+pub fn reference(name: &str) -> Reference {
+    let dir = fixture(name);
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let ids = |k: &str| {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
+    let bytes = std::fs::read(dir.join("logits.bin")).unwrap();
+    Reference {
+        prompt: ids("prompt"),
+        tokens: ids("tokens"),
+        greedy: ids("greedy"),
+        logits: bytemuck::pod_collect_to_vec(&bytes),
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0 as u32
+}
+
+/// Prefill, decode and greedy parity for one fixture with an f32 KV cache; `bound` is the max abs
+/// logit error.
+pub fn parity(name: &str, bound: f32) {
+    parity_with(name, bound, KvDtype::F32);
+}
+
+/// The same with a KV cache of `kv`.
+pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
+    let r = reference(name);
+    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let vocab = model.config.vocab;
+    let t = r.tokens.len();
+
+    let mut s = model.session_with(64, kv);
+    let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();
+    let e = max_abs_diff(&prefill, &r.logits);
+    eprintln!("{name} ({kv} cache): prefill max |logit error| {e:.2e}");
+    assert!(
+        e <= bound,
+        "{name} ({kv} cache): prefill max |logit error| {e} > {bound}"
+    );
+
+    let mut s = model.session_with(64, kv);
+    let mut decode = s.forward(&r.tokens[..1], LogitRows::All).unwrap();
+    for &tok in &r.tokens[1..] {
+        decode.extend(s.forward(&[tok], LogitRows::Last).unwrap());
+    }
+    let e = max_abs_diff(&decode, &r.logits);
+    eprintln!("{name} ({kv} cache): decode max |logit error| {e:.2e}");
+    assert!(
+        e <= bound,
+        "{name} ({kv} cache): decode max |logit error| {e} > {bound}"
+    );
+    assert_eq!(decode.len(), t * vocab);
+
+    let mut s = model.session_with(64, kv);
+    let mut logits = s.forward(&r.prompt, LogitRows::Last).unwrap();
+    let mut greedy = Vec::new();
+    for _ in 0..r.greedy.len() {
+        let next = argmax(&logits);
+        greedy.push(next);
+        logits = s.forward(&[next], LogitRows::Last).unwrap();
+    }
+    assert_eq!(
+        greedy, r.greedy,
+        "{name} ({kv} cache): greedy tokens differ from transformers'"
+    );
+
+    // The same through the GPU sampler, with the token fed back on the GPU.
+    let mut s = model.session_with(64, kv);
+    let opts = GenerateOptions {
+        max_new_tokens: r.greedy.len(),
+        ..Default::default()
+    };
+    let mut streamed = Vec::new();
+    let (ids, stats) = s
+        .generate(&r.prompt, &opts, |t| {
+            let _: () = streamed.push(t);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        ids, r.greedy,
+        "{name} ({kv} cache): GPU-sampled greedy tokens differ from transformers'"
+    );
+    assert_eq!(streamed, ids);
+    assert_eq!(
+        (stats.prompt_tokens, stats.generated, stats.stopped_by),
+        (r.prompt.len(), r.greedy.len(), "max tokens")
+    );
+}
+
