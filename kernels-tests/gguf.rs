@@ -1490,7 +1490,10 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
 /// never a panic.
 #[test]
 fn corrupted_deepseek_and_gpt_oss_files_never_panic() {
-    let files = [("ds", deepseek_to_gguf("deepseek_v3", true)), ("oss", gpt_oss_to_gguf(true).0)];
+    let files = [
+        ("ds", deepseek_to_gguf("deepseek_v3", true)),
+        ("oss", gpt_oss_to_gguf(true).0),
+    ];
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut rand = move || {
         state ^= state << 13;

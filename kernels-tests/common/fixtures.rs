@@ -124,4 +124,3 @@ pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
         (r.prompt.len(), r.greedy.len(), "max tokens")
     );
 }
-
