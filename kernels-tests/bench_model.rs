@@ -374,3 +374,24 @@ fn cli_bench_json() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown synthetic shape \"nope\""));
 }
+
+/// `-d`: both tests start from a filled KV cache and say so in their names and JSON.
+#[test]
+fn depth_runs_on_a_filled_cache() {
+    let args = BenchModelArgs {
+        synthetic: Some("tiny".into()),
+        n_prompt: 8,
+        n_gen: 4,
+        n_depth: 530,
+        reps: 1,
+        ..Default::default()
+    };
+    let (model, info) = bench_model::open_model(ctx(), &args, &|_| {}).unwrap();
+    let report = bench_model::measure(&model, info, &args).unwrap();
+    let names: Vec<String> = report.results.iter().map(|t| t.name()).collect();
+    assert_eq!(names, ["pp8 @ d530", "tg4 @ d530"]);
+    let json = bench_model::to_json(&report);
+    let rows = json.as_array().unwrap();
+    assert!(rows.iter().all(|r| r["n_depth"] == 530), "{json}");
+    assert!(report.results.iter().all(|t| t.avg_ts() > 0.0));
+}

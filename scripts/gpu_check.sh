@@ -66,6 +66,8 @@ timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | tee "$out
 step model benchmark
 for s in olmoe-1b-7b qwen3-30b-a3b; do
     timeout 300 $w bench --synthetic "$s" --profile 2>&1 | tee "$out/bench-$s.md"
+    # The context target: decode at 8,192 tokens of context against the run above.
+    timeout 300 $w bench --synthetic "$s" -p 0 -n 128 -r 3 -d 8192 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
 done
 
 step transformers side by side

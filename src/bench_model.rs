@@ -35,6 +35,10 @@ pub struct BenchModelArgs {
     /// Generated tokens of the decode test (0: skip it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
+    /// Tokens already in the KV cache when each test starts (llama-bench's depth): how speed holds
+    /// up with context, e.g. `-d 8192` against the default 0.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
     /// Repetitions of each test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
@@ -65,6 +69,7 @@ impl Default for BenchModelArgs {
             synthetic: None,
             n_prompt: 512,
             n_gen: 128,
+            n_depth: 0,
             reps: 5,
             dtype: "f16".into(),
             json: false,
@@ -164,6 +169,7 @@ pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Re
 pub struct TestResult {
     pub n_prompt: usize,
     pub n_gen: usize,
+    pub n_depth: usize,
     pub samples_ns: Vec<f64>,
     pub samples_ts: Vec<f64>,
     /// Generation only: tokens/s the weight traffic allows at the measured copy bandwidth.
@@ -185,10 +191,15 @@ fn stddev(v: &[f64]) -> f64 {
 
 impl TestResult {
     pub fn name(&self) -> String {
-        if self.n_gen == 0 {
+        let test = if self.n_gen == 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        if self.n_depth == 0 {
+            test
+        } else {
+            format!("{test} @ d{}", self.n_depth)
         }
     }
     pub fn avg_ts(&self) -> f64 {
@@ -276,9 +287,19 @@ fn greedy(max_new_tokens: usize) -> GenerateOptions {
     }
 }
 
-/// `n` decode steps after a one-token prompt; returns their seconds.
-fn decode(sess: &mut Session<'_>, first: u32, n: usize) -> Result<f64> {
+/// An empty cache, then `depth` (untimed) context tokens in it, 512 at a time so a deep context
+/// needs no giant prefill scratch.
+fn fill(sess: &mut Session<'_>, depth: &[u32]) -> Result<()> {
     sess.reset();
+    for part in depth.chunks(512) {
+        sess.forward(part, LogitRows::Last)?;
+    }
+    Ok(())
+}
+
+/// `n` decode steps after a one-token prompt on top of `depth` context tokens; returns their seconds.
+fn decode(sess: &mut Session<'_>, depth: &[u32], first: u32, n: usize) -> Result<f64> {
+    fill(sess, depth)?;
     let (_, stats) = sess.generate(&[first], &greedy(n + 1), |_| Ok(()))?;
     if stats.generated != n + 1 {
         return Err(Error::Invalid(format!(
@@ -305,11 +326,13 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let prompt: Vec<u32> = (0..p).map(|_| rng.below(vocab)).collect();
     let first = rng.below(vocab);
-    let mut sess = model.session_with(p.max(1) + n + 2, args.kv_cache);
+    let depth: Vec<u32> = (0..args.n_depth).map(|_| rng.below(vocab)).collect();
+    let d = depth.len();
+    let mut sess = model.session_with(d + p.max(1) + n + 2, args.kv_cache);
     let mut results = Vec::new();
     if p > 0 {
         // Warm-up: pipelines, the plan for p rows, caches.
-        sess.reset();
+        fill(&mut sess, &depth)?;
         let logits = sess.forward(&prompt, LogitRows::Last)?;
         if logits.iter().any(|x| !x.is_finite()) {
             return Err(Error::Gpu(format!(
@@ -318,8 +341,8 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         }
         let mut samples = Vec::with_capacity(reps);
         for _ in 0..reps {
-            // An empty cache each time, like a fresh session (the plan is kept).
-            sess.reset();
+            // The same cache each time, like a fresh session (the plan is kept).
+            fill(&mut sess, &depth)?;
             let start = Instant::now();
             sess.forward(&prompt, LogitRows::Last)?;
             samples.push(start.elapsed().as_secs_f64());
@@ -327,6 +350,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         results.push(TestResult {
             n_prompt: p,
             n_gen: 0,
+            n_depth: d,
             samples_ns: samples.iter().map(|s| s * 1e9).collect(),
             samples_ts: samples.iter().map(|s| p as f64 / s).collect(),
             roofline_ts: None,
@@ -334,10 +358,10 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
     }
     let mut copy_bytes_per_s = None;
     if n > 0 {
-        decode(&mut sess, first, n.min(8))?; // warm-up
+        decode(&mut sess, &depth, first, n.min(8))?; // warm-up
         let mut samples = Vec::with_capacity(reps);
         for _ in 0..reps {
-            samples.push(decode(&mut sess, first, n)?);
+            samples.push(decode(&mut sess, &depth, first, n)?);
         }
         let timer = GpuTimer::new(ctx);
         let copy = copy_bandwidth(ctx, &timer, 20.0)?;
@@ -345,6 +369,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         results.push(TestResult {
             n_prompt: 0,
             n_gen: n,
+            n_depth: d,
             samples_ns: samples.iter().map(|s| s * 1e9).collect(),
             samples_ts: samples.iter().map(|s| n as f64 / s).collect(),
             roofline_ts: Some(copy / info.footprint.read_bytes_per_token),
@@ -650,6 +675,7 @@ pub fn to_json(r: &Report) -> Value {
                 "n_gpu_layers": 99,
                 "n_prompt": t.n_prompt,
                 "n_gen": t.n_gen,
+                "n_depth": t.n_depth,
                 "test_time": iso8601(r.started),
                 "avg_ns": t.avg_ns().round() as u64,
                 "stddev_ns": t.stddev_ns().round() as u64,
