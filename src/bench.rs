@@ -176,7 +176,7 @@ const DECODE_CONTEXT: usize = 1024;
 
 /// The kernels of one model shape, in decode (T = 1) and prefill (T = 512) forms.
 fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
-    use kernels::attention::{attention, AttnSpec};
+    use kernels::attention::{attention, AttnSpec, KvDtype};
     use kernels::matmul::{matmul, MatmulSpec};
     let mut out = Vec::new();
     let (d, h, kv, hd, e, k, inter, vocab) = (
@@ -327,30 +327,38 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             Box::new(move |t| AttnSpec::gqa(t, h, kv, hd, DECODE_CONTEXT + PREFILL)),
         )
     };
-    let cache = act((DECODE_CONTEXT + PREFILL) * kv_row);
     let q = act(PREFILL * h * kv_row.max(hd));
     let o = act(PREFILL * h * kv_row.max(hd));
-    for (t, pos0) in [(1usize, DECODE_CONTEXT - 1), (PREFILL, 0)] {
-        let spec = spec_for(t);
-        let step = kernels::step::new(ctx, pos0 as u32, t as u32);
-        // Query-key pairs visible under the causal mask.
-        let pairs = if t == 1 {
-            DECODE_CONTEXT
-        } else {
-            PREFILL * (PREFILL + 1) / 2
-        };
-        out.push(Case {
-            kernel: "attention",
-            detail: format!(
-                "{} H={h} T={t} ctx={}",
-                if s.kv_lora > 0 { "mla" } else { "gqa" },
-                pos0 + t
-            ),
-            dispatches: vec![attention(ctx, spec, &q, &cache, &cache, None, &step, &o)?],
-            // The cache read once, the ideal a kernel could reach.
-            bytes: ((pos0 + t) * kv_row * 4) as f64,
-            flops: (2 * h * pairs * (spec.k_dim + spec.v_dim)) as f64,
-        });
+    // GQA reads keys and values, MLA one latent row per position.
+    let rows_read = if s.kv_lora > 0 { 1 } else { 2 };
+    for kv_dtype in [KvDtype::F16, KvDtype::F32] {
+        let cache = act(kv_dtype.words((DECODE_CONTEXT + PREFILL) * kv_row));
+        for (t, pos0) in [(1usize, DECODE_CONTEXT - 1), (PREFILL, 0)] {
+            let spec = AttnSpec {
+                kv_dtype,
+                ..spec_for(t)
+            };
+            let step = kernels::step::new(ctx, pos0 as u32, t as u32);
+            // Query-key pairs visible under the causal mask.
+            let pairs = if t == 1 {
+                DECODE_CONTEXT
+            } else {
+                PREFILL * (PREFILL + 1) / 2
+            };
+            out.push(Case {
+                kernel: "attention",
+                detail: format!(
+                    "{} H={h} T={t} ctx={} {} cache",
+                    if s.kv_lora > 0 { "mla" } else { "gqa" },
+                    pos0 + t,
+                    kv_dtype.name()
+                ),
+                dispatches: vec![attention(ctx, spec, &q, &cache, &cache, None, &step, &o)?],
+                // The cache read once, the ideal a kernel could reach.
+                bytes: ((pos0 + t) * kv_row * rows_read * kv_dtype.bytes_per_elem()) as f64,
+                flops: (2 * h * pairs * (spec.k_dim + spec.v_dim)) as f64,
+            });
+        }
     }
 
     // Small per-token kernels.
