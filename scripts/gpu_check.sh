@@ -15,7 +15,7 @@ if [ "${1:-}" = "--prepare" ]; then
     cp target/release/wgmoe .dev/
     # The newest test binary of each GPU-heavy kernel suite (cargo names them <suite>-<hash>);
     # these need no files. Stripped, so everything fits the 64 MiB a run may carry.
-    for t in attention matmul moe router qkv sampling; do
+    for t in attention matmul moe router qkv sampling gemm_coop; do
         f=$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)
         cp "$f" ".dev/test-$t"
     done
@@ -43,6 +43,9 @@ for t in .dev/test-*; do
     (cd . && timeout 300 "$t" 2>&1 | tail -3) | tee -a "$out/tests.txt"
 done
 
+step cooperative-matrix gemm, then the model with it
+WGMOE_COOP_MATRIX=1 timeout 300 .dev/test-gemm_coop --nocapture 2>&1 | tail -4 | tee -a "$out/tests.txt"
+
 step model parity against the transformers fixtures
 for d in kernels-tests/fixtures/*/; do
     name=$(basename "$d")
@@ -68,6 +71,8 @@ for s in olmoe-1b-7b qwen3-30b-a3b; do
     timeout 300 $w bench --synthetic "$s" --profile 2>&1 | tee "$out/bench-$s.md"
     # The context target: decode at 8,192 tokens of context against the run above.
     timeout 300 $w bench --synthetic "$s" -p 0 -n 128 -r 3 -d 8192 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
+    # Prefill on cooperative matrices (opt-in until this run shows the test above passing).
+    WGMOE_COOP_MATRIX=1 timeout 300 $w bench --synthetic "$s" -n 0 -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
 done
 
 step transformers side by side

@@ -225,6 +225,9 @@ pub fn gemm(
 ) -> Result<Vec<Dispatch>> {
     let op = "gemm";
     validate(ctx, op, spec, x, w, bias, y)?;
+    if super::gemm_coop::enabled(ctx, w) {
+        return super::gemm_coop::gemm_coop(ctx, spec, x, w, bias, y);
+    }
     let m_tiles = spec.tokens.div_ceil(GEMM_TILE);
     let constants = common_constants(spec, x, w);
     let pipeline = ctx.pipeline("matmul", SHADER, "gemm", &constants);

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod bench;
 pub mod elementwise;
 pub mod embedding;
+pub mod gemm_coop;
 pub mod matmul;
 pub mod mla;
 pub mod moe;
@@ -29,6 +30,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("bench", bench::SHADER),
     ("elementwise", elementwise::SHADER),
     ("embedding", embedding::SHADER),
+    ("gemm_coop", gemm_coop::SHADER),
     ("matmul", matmul::SHADER),
     ("mla", mla::SHADER),
     ("qkv", qkv::SHADER),
@@ -40,8 +42,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("swiglu", swiglu::SHADER),
 ];
 
+/// The prelude, then `source`; `enable` directives of the source go first, as WGSL requires.
 pub fn with_prelude(source: &str) -> String {
-    format!("{PRELUDE}\n{source}")
+    let (enables, body): (Vec<&str>, Vec<&str>) = source.lines().partition(|l| l.trim_start().starts_with("enable "));
+    format!("{}\n{PRELUDE}\n{}", enables.join("\n"), body.join("\n"))
 }
 
 /// `src` without its subgroup code, for devices without the subgroups feature: wgpu validates a
