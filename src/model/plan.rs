@@ -84,12 +84,17 @@ pub struct Plan {
 
 /// Scratch activations of one plan, sized for its row count.
 struct Scratch {
+    /// The residual stream `[T, D]`.
     x: Tensor,
+    /// RMSNorm(x), for the readers after a projection that normalised it in its prologue.
     h: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
+    /// The attention input projection: fused q|k|v rows (GQA) or the query (MLA).
+    proj: Tensor,
+    /// MLA only: `kv_a` rows `[c | k_pe]`, then the absorbed query `[q_lat | q_pe]` per head.
+    latent: Tensor,
+    q_cat: Tensor,
+    /// Attention output per head (GQA: `[T, H*dv]`; MLA: the latent `[T, H*r]`).
+    attn_out: Tensor,
     gu: Tensor,
     act: Tensor,
     tmp: Tensor,
@@ -124,52 +129,42 @@ impl Scratch {
     fn new(ctx: &Context, cfg: &ModelConfig, t: usize) -> Self {
         let d = cfg.hidden;
         let (inter, experts, top_k) = widest_ffn(cfg);
-        let (q_w, kv_w, o_w) = match &cfg.attention {
+        // Widths per token row of the attention buffers: (proj, latent, q_cat, attn_out, small).
+        let (proj, latent, q_cat, attn_out, small) = match &cfg.attention {
             Attention::Gqa { .. } => (
                 (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim,
-                1,
+                0,
+                0,
                 cfg.heads * cfg.v_head_dim,
+                0,
             ),
             Attention::Mla {
                 q_lora_rank,
                 kv_lora_rank: r,
                 rope_dim: dr,
                 nope_dim: dn,
-                v_dim: dv,
                 ..
-            } => {
-                // q: the projection (H*(dn+dr)); k: kv_a rows (r+dr); v: q_cat (H*(r+dr)); o: o_lat (H*r)
-                // then per-head values (H*dv) in `tmp`; `small`: the low-rank query.
-                let _ = (q_lora_rank, dv);
-                (cfg.heads * (dn + dr), r + dr, cfg.heads * r)
-            }
-        };
-        let v_w = match &cfg.attention {
-            Attention::Gqa { .. } => 1,
-            Attention::Mla {
-                kv_lora_rank: r,
-                rope_dim: dr,
-                ..
-            } => cfg.heads * (r + dr),
-        };
-        let small_w = match &cfg.attention {
-            Attention::Mla {
-                q_lora_rank: Some(qr), ..
-            } => *qr,
-            _ => 1,
+            } => (
+                cfg.heads * (dn + dr),
+                r + dr,
+                cfg.heads * (r + dr),
+                cfg.heads * r,
+                q_lora_rank.unwrap_or(0),
+            ),
         };
         let z = |name: &str, n: usize| Tensor::zeros(ctx, name, n.max(1));
         Self {
             x: z("x", t * d),
             h: z("h", t * d),
-            q: z("q", t * q_w),
-            k: z("k", t * kv_w),
-            v: z("v", t * v_w),
-            o: z("o", t * o_w),
+            proj: z("proj", t * proj),
+            latent: z("latent", t * latent),
+            q_cat: z("q_cat", t * q_cat),
+            attn_out: z("attn_out", t * attn_out),
             gu: z("gate_up", t * 2 * inter),
             act: z("act", t * inter),
+            // MLA's per-head values (H*dv) pass through here on their way to o_proj.
             tmp: z("tmp", t * d.max(cfg.heads * cfg.v_head_dim)),
-            small: z("small", t * small_w),
+            small: z("small", t * small),
             router_logits: z("router_logits", t * experts),
             expert_ids: z("expert_ids", t * top_k),
             expert_weights: z("expert_weights", t * top_k),
@@ -247,7 +242,7 @@ impl Builder<'_> {
             unreachable!()
         };
         let (t, h, kv, hd) = (self.t, cfg.heads, cfg.kv_heads, cfg.head_dim);
-        let (sq, so, x) = (self.s.q.clone(), self.s.o.clone(), self.s.x.clone());
+        let (sq, so, x) = (self.s.proj.clone(), self.s.attn_out.clone(), self.s.x.clone());
         // One projection of the normed input into fused rows [q heads | k heads | v heads].
         self.normed_linear(norm, qkv, &x, &sq, false)?;
         let spec = QkvSpec {
@@ -344,10 +339,10 @@ impl Builder<'_> {
         let (x, sh, sq, sk, qcat, olat, tmp, small) = (
             s.x.clone(),
             s.h.clone(),
-            s.q.clone(),
-            s.k.clone(),
-            s.v.clone(),
-            s.o.clone(),
+            s.proj.clone(),
+            s.latent.clone(),
+            s.q_cat.clone(),
+            s.attn_out.clone(),
             s.tmp.clone(),
             s.small.clone(),
         );
