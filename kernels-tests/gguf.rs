@@ -9,6 +9,8 @@
 //! (`kernels-tests/gguf-data/smollm2_reference.json`) and the tiny fixture come from
 //! `scripts/smollm2_reference.py`.
 
+mod common;
+use common::fixtures::{argmax, fixture, max_abs_diff};
 use std::path::{Path, PathBuf};
 use wgmoe::model::gguf::{self, GgufFile, GgufSource, Value};
 use wgmoe::model::plan::LogitRows;
@@ -420,13 +422,6 @@ fn smollm2() -> PathBuf {
     p
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0 as u32
-}
-
 #[test]
 fn smollm2_tokenizer_matches_transformers() {
     let r = json("smollm2_reference.json");
@@ -508,7 +503,7 @@ fn smollm2_logits_and_greedy_answer() {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect();
-    let last_err = last.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let last_err = max_abs_diff(last, &want);
     eprintln!("max |logit error|: top-16 of every row {worst:.2e}, last row {last_err:.2e}");
     assert!(
         worst <= SMOLLM2_BOUND,
@@ -819,7 +814,7 @@ fn gguf_bytes_parity(name: &str, model_type: &str, gguf: &[u8]) {
     let model = model.unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(model.config.model_type, model_type);
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
-    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let err = max_abs_diff(&got, &want);
     assert_eq!(got.len(), want.len());
     // f32 weights, same bound as kernels-tests/models.rs.
     assert!(err <= 1e-3, "{name} through GGUF: max |logit error| {err}");
@@ -882,7 +877,7 @@ fn fixture_mixtral_through_gguf() {
     let model = model.unwrap();
     assert_eq!(model.config.model_type, "mixtral");
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
-    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let err = max_abs_diff(&got, &want);
     assert!(
         err <= 1e-5,
         "mixtral through GGUF vs safetensors: max |logit error| {err}"
@@ -940,14 +935,8 @@ fn dequant_mxfp4_block() {
     assert_eq!(gguf::dequantize(gguf::GGML_MXFP4, &b).unwrap(), out);
 }
 
-fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("kernels-tests/fixtures")
-        .join(name)
-}
-
 fn fixture_config(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture_dir(name).join("config.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap()
 }
 
 /// The metadata every TextModel writes (convert_hf_to_gguf `TextModel.set_gguf_parameters`).
@@ -1043,7 +1032,7 @@ fn deepseek_to_gguf(name: &str, split_kv_b: bool) -> Vec<u8> {
         );
     }
 
-    let st = Safetensors::open_dir(&fixture_dir(name)).unwrap();
+    let st = Safetensors::open_dir(&fixture(name)).unwrap();
     let mut names = st.names();
     names.sort();
     let mut stacks = Stacks::default();
@@ -1103,7 +1092,7 @@ fn same_tensors_as_fixture(name: &str, gguf: &[u8]) {
     let src = GgufSource::open(&p);
     std::fs::remove_file(&p).ok();
     let src = src.unwrap();
-    let st = Safetensors::open_dir(&fixture_dir(name)).unwrap();
+    let st = Safetensors::open_dir(&fixture(name)).unwrap();
     for n in st.names() {
         let want = st.get(&n).unwrap();
         let got = src.get(&n).unwrap_or_else(|e| panic!("{name}: {n}: {e}"));
@@ -1287,7 +1276,7 @@ fn gpt_oss_to_gguf(mxfp4: bool) -> (Vec<u8>, Vec<(Vec<f32>, Vec<f32>)>) {
         Meta::U32(rp["original_max_position_embeddings"].as_u64().unwrap() as u32),
     );
 
-    let st = Safetensors::open_dir(&fixture_dir(name)).unwrap();
+    let st = Safetensors::open_dir(&fixture(name)).unwrap();
     let mut names = st.names();
     names.sort();
     let mut dequantised = vec![(Vec::new(), Vec::new()); u("num_hidden_layers")];
@@ -1422,7 +1411,7 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
     let (bytes, deq) = gpt_oss_to_gguf(true);
     assert!(deq.iter().all(|(g, d)| !g.is_empty() && !d.is_empty()));
-    let dir = fixture_dir("gpt_oss");
+    let dir = fixture("gpt_oss");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
     let tokens: Vec<u32> = r["tokens"]
@@ -1478,7 +1467,7 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     assert_eq!(model.config.model_type, "gpt_oss");
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
     assert_eq!(got.len(), want.len());
-    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let err = max_abs_diff(&got, &want);
     assert!(
         err <= 1e-5,
         "gpt-oss MXFP4 GGUF vs the same weights from safetensors: max |logit error| {err}"
