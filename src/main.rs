@@ -287,13 +287,14 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         }
         messages.push(Message::user(line));
         let ids = tok.encode_chat(&messages, true)?;
-        let reuse = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        if reuse < cached.len() || reuse == ids.len() {
-            // The template rewrote earlier turns: start the cache over.
-            sess.reset();
-            cached.clear();
+        // Keep the cached prefix the new conversation shares (a template may re-render earlier
+        // turns differently), and feed at least one token so there are logits to sample.
+        if ids.is_empty() {
+            return Err(Error::Invalid("the chat template rendered the conversation as no tokens".into()));
         }
-        let start = cached.len();
+        let shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        let start = shared.min(ids.len() - 1);
+        sess.truncate(start);
         let (reply, stats) = stream(&mut sess, &tok, &ids[start..], &gen)?;
         println!();
         print_stats(&stats);
