@@ -290,7 +290,9 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         // Keep the cached prefix the new conversation shares (a template may re-render earlier
         // turns differently), and feed at least one token so there are logits to sample.
         if ids.is_empty() {
-            return Err(Error::Invalid("the chat template rendered the conversation as no tokens".into()));
+            return Err(Error::Invalid(
+                "the chat template rendered the conversation as no tokens".into(),
+            ));
         }
         let shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         let start = shared.min(ids.len() - 1);

@@ -183,11 +183,7 @@ impl Session<'_> {
         let n = prompt.map_or(1, <[u32]>::len);
         let rows = LogitRows::Last;
         if let Some(p) = prompt {
-            self.check(p)?;
-            let ctx = &self.model.ctx;
-            ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(p));
-            ctx.queue
-                .write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&[self.pos as u32, n as u32]));
+            self.stage(p)?;
         } else if self.pos + 1 > self.cache.max_seq {
             return Err(Error::Invalid(format!(
                 "the context of {} tokens is full",
@@ -279,38 +275,8 @@ impl Session<'_> {
     /// of every row (`rows == All`, `[T, vocab]`) or of the last one (`[vocab]`).
     pub fn forward(&mut self, tokens: &[u32], rows: LogitRows) -> Result<Vec<f32>> {
         let model = self.model;
-        self.run(tokens, rows, None)?;
+        self.run(tokens, rows)?;
         self.plans[&(tokens.len(), rows)].logits.read_f32(&model.ctx)
-    }
-
-    /// Run `tokens` and, in the same submit, the dispatch `tail` builds from the plan's logits, the
-    /// step buffer and the ids buffer (a sampler writing the next token into `ids[0]`). The tail is
-    /// built once per plan and `tail_key` (a description of its spec), then replayed.
-    pub fn forward_with(
-        &mut self,
-        tokens: &[u32],
-        rows: LogitRows,
-        tail_key: &str,
-        tail: impl Fn(&Context, &Tensor, &Tensor, &Tensor) -> Result<kernels::Dispatch>,
-    ) -> Result<()> {
-        let key = (tokens.len(), rows);
-        self.ensure_plan(key)?;
-        let fresh = self.tails.get(&key).is_none_or(|(k, _)| k != tail_key);
-        if fresh {
-            let d = tail(&self.model.ctx, &self.plans[&key].logits, &self.step, &self.ids)?;
-            self.tails.insert(key, (tail_key.to_string(), d));
-        }
-        let tail = self.tails.remove(&key);
-        let r = self.run(tokens, rows, tail.as_ref().map(|t| &t.1));
-        if let Some(t) = tail {
-            self.tails.insert(key, t);
-        }
-        r
-    }
-
-    /// Read `ids[i]` (the token a sampler wrote) back to the host.
-    pub fn read_id(&self, i: usize) -> Result<u32> {
-        Ok(self.model.ctx.read_u32(&self.ids.buffer, i as u64, 1)?[0])
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
@@ -350,21 +316,23 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn run(&mut self, tokens: &[u32], rows: LogitRows, tail: Option<&kernels::Dispatch>) -> Result<()> {
+    /// Check `tokens` and write them and their position for the next recorded pass to read.
+    fn stage(&mut self, tokens: &[u32]) -> Result<()> {
         self.check(tokens)?;
-        let pos = self.pos;
         let ctx = &self.model.ctx;
         ctx.queue
             .write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(tokens));
-        ctx.queue.write_buffer(
-            &self.step.buffer,
-            0,
-            bytemuck::cast_slice(&[pos as u32, tokens.len() as u32]),
-        );
+        let step = [self.pos as u32, tokens.len() as u32];
+        ctx.queue
+            .write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&step));
+        Ok(())
+    }
+
+    fn run(&mut self, tokens: &[u32], rows: LogitRows) -> Result<()> {
+        self.stage(tokens)?;
         self.ensure_plan((tokens.len(), rows))?;
         let plan = &self.plans[&(tokens.len(), rows)];
-        let mut refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();
-        refs.extend(tail);
+        let refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();
         self.model.ctx.submit(&refs);
         self.pos += tokens.len();
         Ok(())
