@@ -4,8 +4,11 @@
 //! metadata turned into a transformers-style `config.json` value; and the tokenizer rebuilt from the
 //! vocabulary it carries.
 //!
-//! Tensor types: F32 / F16 / BF16 pass through; Q8_0, Q4_0 and Q4_1 are dequantised to f16 at load
-//! with ggml's formulas (computed in f32, rounded once to f16); MXFP4 to bf16 (exact). llama.cpp
+//! Tensor types: F32 / F16 / BF16 pass through; Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (the tensors of Q4_K_M / Q5_K_M / Q3_K_M / ... files) are
+//! dequantised to f16 at load with ggml's formulas (computed in f32 in ggml's order of operations,
+//! rounded once to f16); MXFP4 to bf16 (exact). Other types (the IQ* family, TQ*, Q8_K) are an
+//! error naming the tensor and its type. llama.cpp
 //! permutes the rows of `q_proj` / `k_proj` of llama-family models for its interleaved RoPE; that is
 //! undone here.
 //!
@@ -145,9 +148,22 @@ pub const GGML_F32: u32 = 0;
 pub const GGML_F16: u32 = 1;
 pub const GGML_Q4_0: u32 = 2;
 pub const GGML_Q4_1: u32 = 3;
+pub const GGML_Q5_0: u32 = 6;
+pub const GGML_Q5_1: u32 = 7;
 pub const GGML_Q8_0: u32 = 8;
+pub const GGML_Q2_K: u32 = 10;
+pub const GGML_Q3_K: u32 = 11;
+pub const GGML_Q4_K: u32 = 12;
+pub const GGML_Q5_K: u32 = 13;
+pub const GGML_Q6_K: u32 = 14;
 pub const GGML_BF16: u32 = 30;
 pub const GGML_MXFP4: u32 = 39;
+
+/// The block-quantised types [`dequantize`] reads: MXFP4 to bf16 (exact), the rest to f16.
+pub const QUANTIZED: [u32; 11] = [
+    GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0, GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K,
+    GGML_MXFP4,
+];
 
 /// The ggml name of a tensor type ("Q4_K", or "type 99" when unknown).
 pub fn ggml_type_name(t: u32) -> String {
@@ -397,7 +413,8 @@ impl GgufFile {
             let end = start.checked_add(size.unwrap_or(0));
             if end.is_none_or(|e| e > bytes.len()) {
                 return Err(Error::Invalid(format!(
-                    "{name}: tensor {tname} runs past the end of the file (offset {start}, {} bytes, file {} bytes): truncated?",
+                    "{name}: tensor {tname} ({}) runs past the end of the file (offset {start}, {} bytes, file {} bytes): truncated?",
+                    ggml_type_name(ggml_type),
                     size.unwrap_or(0),
                     bytes.len()
                 )));
@@ -518,6 +535,163 @@ pub fn dequant_q4_1(src: &[u8], out: &mut Vec<f32>) {
     }
 }
 
+/// Q5_0: blocks of 32 = f16 `d`, u32 `qh` (bit j = 5th bit of element j) + 16 bytes (nibbles as
+/// Q4_0); `x = d * (q - 16)` (ggml's `dequantize_row_q5_0`).
+pub fn dequant_q5_0(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(22) {
+        let d = f16_at(b, 0);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        let q = |j: usize, lo: u8| (lo as i32 | ((((qh >> j) & 1) as i32) << 4)) - 16;
+        out.extend(qs.iter().enumerate().map(|(j, &x)| q(j, x & 0xF) as f32 * d));
+        out.extend(qs.iter().enumerate().map(|(j, &x)| q(j + 16, x >> 4) as f32 * d));
+    }
+}
+
+/// Q5_1: blocks of 32 = f16 `d`, f16 `m`, u32 `qh` + 16 bytes (as Q5_0); `x = d * q + m`.
+pub fn dequant_q5_1(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(24) {
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
+        let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let qs = &b[8..24];
+        let q = |j: usize, lo: u8| (lo as u32 | (((qh >> j) & 1) << 4)) as f32;
+        out.extend(qs.iter().enumerate().map(|(j, &x)| d * q(j, x & 0xF) + m));
+        out.extend(qs.iter().enumerate().map(|(j, &x)| d * q(j + 16, x >> 4) + m));
+    }
+}
+
+/// Q2_K: super-blocks of 256 = 16 scale bytes (low nibble: scale, high nibble: min, one pair per
+/// 16 elements), 64 bytes of 2-bit quants, f16 `d`, f16 `dmin`. Element `128n + 32j + 16h + l`
+/// is bits `2j..2j+2` of `qs[32n + 16h + l]` with scale byte `8n + 2j + h`;
+/// `x = (d * sc) * q - dmin * m` (ggml's `dequantize_row_q2_K`).
+pub fn dequant_q2_k(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(84) {
+        let (scales, qs) = (&b[0..16], &b[16..80]);
+        let d = f16_at(b, 80);
+        let dmin = f16_at(b, 82);
+        for n in 0..2 {
+            for j in 0..4 {
+                for h in 0..2 {
+                    let sc = scales[8 * n + 2 * j + h];
+                    let dl = d * (sc & 0xF) as f32;
+                    let ml = dmin * (sc >> 4) as f32;
+                    let q = &qs[32 * n + 16 * h..32 * n + 16 * h + 16];
+                    out.extend(q.iter().map(|&x| dl * ((x >> (2 * j)) & 3) as f32 - ml));
+                }
+            }
+        }
+    }
+}
+
+/// Q3_K: super-blocks of 256 = 32 bytes `hmask`, 64 bytes of 2-bit low quants, 12 bytes of 6-bit
+/// scales, f16 `d`. Element `128n + 32j + 16h + l`: low bits `2j..2j+2` of `qs[32n + 16h + l]`,
+/// high bit `4n + j` of `hmask[16h + l]` (set: +0, clear: -4), scale `s = 8n + 2j + h` (low 4 bits
+/// from the nibbles of bytes 0..8, high 2 from bytes 8..12, minus 32); `x = (d * sc) * q`
+/// (ggml's `dequantize_row_q3_K`).
+pub fn dequant_q3_k(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(110) {
+        let (hmask, qs, sb) = (&b[0..32], &b[32..96], &b[96..108]);
+        let d = f16_at(b, 108);
+        let scale = |s: usize| {
+            let lo = if s < 8 { sb[s] & 0xF } else { sb[s - 8] >> 4 };
+            let hi = (sb[8 + s % 4] >> (2 * (s / 4))) & 3;
+            (lo | (hi << 4)) as i32 - 32
+        };
+        for n in 0..2 {
+            for j in 0..4 {
+                for h in 0..2 {
+                    let dl = d * scale(8 * n + 2 * j + h) as f32;
+                    for l in 0..16 {
+                        let low = ((qs[32 * n + 16 * h + l] >> (2 * j)) & 3) as i32;
+                        let high = if hmask[16 * h + l] & (1 << (4 * n + j)) != 0 {
+                            0
+                        } else {
+                            4
+                        };
+                        out.push(dl * (low - high) as f32);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K
+/// super-block from its 12 packed bytes.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q4_K: super-blocks of 256 = f16 `d`, f16 `dmin`, 12 bytes of 6-bit scales / mins, 128 bytes of
+/// nibbles. Sub-block `s` (32 elements) of chunk `c = s / 2` is the low (s even) or high (s odd)
+/// nibbles of `qs[32c..32c + 32]`; `x = (d * sc) * q - dmin * m` (ggml's `dequantize_row_q4_K`).
+pub fn dequant_q4_k(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(144) {
+        let d = f16_at(b, 0);
+        let dmin = f16_at(b, 2);
+        let (scales, qs) = (&b[4..16], &b[16..144]);
+        for s in 0..8 {
+            let (sc, m) = scale_min_k4(s, scales);
+            let (dl, ml) = (d * sc as f32, dmin * m as f32);
+            let shift = 4 * (s % 2);
+            let q = &qs[32 * (s / 2)..32 * (s / 2) + 32];
+            out.extend(q.iter().map(|&x| dl * ((x >> shift) & 0xF) as f32 - ml));
+        }
+    }
+}
+
+/// Q5_K: super-blocks of 256 = f16 `d`, f16 `dmin`, 12 bytes of scales / mins (as Q4_K), 32 bytes
+/// `qh`, 128 bytes of nibbles (as Q4_K); bit `s` of `qh[l]` is the fifth bit of element `l` of
+/// sub-block `s`; `x = (d * sc) * q - dmin * m` (ggml's `dequantize_row_q5_K`).
+pub fn dequant_q5_k(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(176) {
+        let d = f16_at(b, 0);
+        let dmin = f16_at(b, 2);
+        let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+        for s in 0..8 {
+            let (sc, m) = scale_min_k4(s, scales);
+            let (dl, ml) = (d * sc as f32, dmin * m as f32);
+            let shift = 4 * (s % 2);
+            let q = &qs[32 * (s / 2)..32 * (s / 2) + 32];
+            out.extend(
+                q.iter()
+                    .zip(qh)
+                    .map(|(&x, &h)| dl * (((x >> shift) & 0xF) | (((h >> s) & 1) << 4)) as f32 - ml),
+            );
+        }
+    }
+}
+
+/// Q6_K: super-blocks of 256 = 128 bytes `ql` (low nibbles), 64 bytes `qh` (2 high bits each),
+/// 16 i8 scales, f16 `d`. Element `128n + 32k + l`: low nibble of `ql[64n + 32(k % 2) + l]`
+/// (k < 2) or its high nibble (k ≥ 2), high bits `2k..2k+2` of `qh[32n + l]`, scale
+/// `8n + l / 16 + 2k`; `x = (d * sc) * (q - 32)` (ggml's `dequantize_row_q6_K`).
+pub fn dequant_q6_k(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(210) {
+        let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+        let d = f16_at(b, 208);
+        for n in 0..2 {
+            for k in 0..4 {
+                for l in 0..32 {
+                    let lo = (ql[64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0xF;
+                    let hi = (qh[32 * n + l] >> (2 * k)) & 3;
+                    let q = (lo | (hi << 4)) as i32 - 32;
+                    let s = sc[8 * n + l / 16 + 2 * k] as i8;
+                    out.push(d * s as f32 * q as f32);
+                }
+            }
+        }
+    }
+}
+
 /// E2M1 values doubled (ggml's `kvalues_mxfp4`), to be multiplied by half the E8M0 scale.
 const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
@@ -546,13 +720,29 @@ pub fn dequant_mxfp4(src: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// Dequantise a Q8_0 / Q4_0 / Q4_1 / MXFP4 buffer to f32 (`None` for other types).
+/// Dequantise a buffer of whole blocks of one of the [`QUANTIZED`] types to f32, in ggml's
+/// formulas and order of operations (f32 throughout, as ggml's `dequantize_row_*` and gguf-py's
+/// `gguf.quants`). `None` for other types and for a buffer that is not a whole number of blocks.
 pub fn dequantize(ggml_type: u32, src: &[u8]) -> Option<Vec<f32>> {
-    let mut out = Vec::with_capacity(src.len() * 2);
+    if !QUANTIZED.contains(&ggml_type) {
+        return None;
+    }
+    let (be, bb) = block_layout(ggml_type)?;
+    if !src.len().is_multiple_of(bb) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(src.len() / bb * be);
     match ggml_type {
         GGML_Q8_0 => dequant_q8_0(src, &mut out),
         GGML_Q4_0 => dequant_q4_0(src, &mut out),
         GGML_Q4_1 => dequant_q4_1(src, &mut out),
+        GGML_Q5_0 => dequant_q5_0(src, &mut out),
+        GGML_Q5_1 => dequant_q5_1(src, &mut out),
+        GGML_Q2_K => dequant_q2_k(src, &mut out),
+        GGML_Q3_K => dequant_q3_k(src, &mut out),
+        GGML_Q4_K => dequant_q4_k(src, &mut out),
+        GGML_Q5_K => dequant_q5_k(src, &mut out),
+        GGML_Q6_K => dequant_q6_k(src, &mut out),
         GGML_MXFP4 => dequant_mxfp4(src, &mut out),
         _ => return None,
     }
@@ -1240,7 +1430,8 @@ impl GgufSource {
 
 impl GgufSource {
     /// A tensor's values (or a byte range of them) as F32 / F16 / BF16: stored types pass through;
-    /// Q8_0 / Q4_0 / Q4_1 are dequantised to f16, MXFP4 to bf16 (exact).
+    /// Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 and the K-quants Q2_K .. Q6_K are dequantised to f16 (f32
+    /// arithmetic, one rounding), MXFP4 to bf16 (exact).
     fn decode<'a>(
         &'a self,
         t: &TensorInfo,
@@ -1248,21 +1439,30 @@ impl GgufSource {
         range: Option<(usize, usize)>,
     ) -> Result<(SrcDType, Cow<'a, [u8]>)> {
         let f = &self.file;
-        let supported = matches!(
-            t.ggml_type,
-            GGML_F32 | GGML_F16 | GGML_BF16 | GGML_Q8_0 | GGML_Q4_0 | GGML_Q4_1 | GGML_MXFP4
-        );
+        let supported = matches!(t.ggml_type, GGML_F32 | GGML_F16 | GGML_BF16) || QUANTIZED.contains(&t.ggml_type);
         if !supported {
             return Err(Error::Invalid(format!(
-                "{}: tensor {label} has type {}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, MXFP4",
+                "{}: tensor {label} has type {}; supported: F32, F16, BF16, {}",
                 f.name(),
-                t.type_name()
+                t.type_name(),
+                QUANTIZED.map(ggml_type_name).join(", ")
             )));
         }
         let mut bytes = f.tensor_bytes(t)?;
         if let Some((e, n)) = range {
             let per = bytes.len() / n.max(1);
             bytes = &bytes[e * per..(e + 1) * per];
+        }
+        // The reader sized the tensor from its dimensions; a slice of it must still be whole blocks.
+        if let Some((_, bb)) = block_layout(t.ggml_type) {
+            if !bytes.len().is_multiple_of(bb) {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor {label} ({}): {} bytes is not a whole number of {bb}-byte blocks",
+                    f.name(),
+                    t.type_name(),
+                    bytes.len()
+                )));
+            }
         }
         Ok(match t.ggml_type {
             GGML_F32 => (SrcDType::F32, Cow::Borrowed(bytes)),
