@@ -17,7 +17,7 @@ Run: scripts/fetch_smollm2.sh && python3 scripts/smollm2_reference.py
 It also writes the reader's fixture, kernels-tests/gguf-data/tiny.gguf (+ tiny.json), with the
 `gguf` package (an independent writer and dequantiser): metadata of every value type, a custom
 alignment, a tiny llama-shaped tensor set in F32/F16/BF16/Q8_0/Q4_0/Q4_1 with q/k rows permuted as
-convert_hf_to_gguf does, a Q5_0 tensor (unsupported), and a byte-level vocabulary with merges.
+convert_hf_to_gguf does, a Q5_0 tensor, and a byte-level vocabulary with merges.
 `python3 scripts/smollm2_reference.py tiny` writes only that fixture (no model needed).
 """
 
