@@ -1782,3 +1782,38 @@ fn truncated_kquant_tensors_are_errors() {
     }
     std::fs::remove_file(&p).ok();
 }
+
+/// Large tensors are dequantised on several threads: the result equals block-by-block decoding.
+#[test]
+fn large_tensors_dequantise_the_same_on_many_threads() {
+    for (ty, block) in [(gguf::GGML_Q8_0, 34usize), (gguf::GGML_Q4_K, 144)] {
+        let blocks = (5 << 20) / block + 7;
+        let mut state = 0x1234_5678_9abc_def0u64 ^ ty as u64;
+        let mut bytes: Vec<u8> = (0..blocks * block)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        // Keep every block's f16 scales finite: clearing bits of the high byte keeps the exponent
+        // below f16's all-ones (d at bytes 0-1; Q4_K also dmin at 2-3).
+        for b in bytes.chunks_mut(block) {
+            b[1] &= 0x3b;
+            if ty == gguf::GGML_Q4_K {
+                b[3] &= 0x3b;
+            }
+        }
+        let whole = gguf::dequantize(ty, &bytes).unwrap();
+        let pieces: Vec<f32> = bytes
+            .chunks(block * 1000)
+            .flat_map(|p| gguf::dequantize(ty, p).unwrap())
+            .collect();
+        assert_eq!(whole.len(), pieces.len());
+        assert!(
+            whole.iter().zip(&pieces).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "type {ty}"
+        );
+    }
+}

@@ -731,6 +731,30 @@ pub fn dequantize(ggml_type: u32, src: &[u8]) -> Option<Vec<f32>> {
     if !src.len().is_multiple_of(bb) {
         return None;
     }
+    // Blocks are independent: large tensors are split over the CPU's threads (a big model's
+    // experts are gigabytes of blocks), small ones stay on this one.
+    const PARALLEL_BYTES: usize = 4 << 20;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if src.len() < PARALLEL_BYTES || threads < 2 {
+        return dequantize_blocks(ggml_type, src, be, bb);
+    }
+    let per = (src.len() / bb).div_ceil(threads) * bb;
+    let parts: Vec<Option<Vec<f32>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = src
+            .chunks(per)
+            .map(|piece| scope.spawn(move || dequantize_blocks(ggml_type, piece, be, bb)))
+            .collect();
+        handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+    });
+    let mut out = Vec::with_capacity(src.len() / bb * be);
+    for part in parts {
+        out.extend(part?);
+    }
+    Some(out)
+}
+
+/// Dequantise whole blocks of `ggml_type` (`be` values in `bb` bytes each).
+fn dequantize_blocks(ggml_type: u32, src: &[u8], be: usize, bb: usize) -> Option<Vec<f32>> {
     let mut out = Vec::with_capacity(src.len() / bb * be);
     match ggml_type {
         GGML_Q8_0 => dequant_q8_0(src, &mut out),
