@@ -74,8 +74,7 @@ pub fn mxfp4_to_bf16_transposed(blocks: &[u8], scales: &[u8], experts: usize, ro
     let mut out = vec![0u8; experts * cols * rows * 2];
     // Rows in tiles so the transposed writes land on a few cache lines per column.
     const TILE: usize = 32;
-    for e in 0..experts {
-        let dst = &mut out[e * cols * rows * 2..(e + 1) * cols * rows * 2];
+    par_units(&mut out, cols * rows * 2, |e, dst| {
         for r0 in (0..rows).step_by(TILE) {
             for g in 0..groups {
                 for r in r0..(r0 + TILE).min(rows) {
@@ -93,8 +92,31 @@ pub fn mxfp4_to_bf16_transposed(blocks: &[u8], scales: &[u8], experts: usize, ro
                 }
             }
         }
-    }
+    });
     out
+}
+
+/// Fill `out`, made of `unit`-byte independent units (an expert, a row), with `f(unit index,
+/// unit bytes)` on every CPU thread: dequantising a large model's tensors is minutes on one.
+fn par_units(out: &mut [u8], unit: usize, f: impl Fn(usize, &mut [u8]) + Sync) {
+    if out.is_empty() || unit == 0 {
+        return;
+    }
+    let units = out.len() / unit;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(units.max(1));
+    let per = units.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (c, part) in out.chunks_mut(per * unit).enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                for (i, dst) in part.chunks_mut(unit).enumerate() {
+                    f(c * per + i, dst);
+                }
+            });
+        }
+    });
 }
 
 /// A block-scaled FP8 e4m3fn matrix `[rows, cols]` to bf16 bytes:
@@ -107,13 +129,12 @@ pub fn fp8_block_to_bf16(w: &[u8], rows: usize, cols: usize, scale_inv: &[f32], 
     assert_eq!(scale_inv.len(), gr * gc, "FP8 scale length");
     let lut = fp8_e4m3fn_table();
     let mut out = vec![0u8; rows * cols * 2];
-    for i in 0..rows {
+    par_units(&mut out, cols * 2, |i, dst| {
         let srow = &scale_inv[(i / bh) * gc..(i / bh + 1) * gc];
         for j in 0..cols {
-            let k = i * cols + j;
-            put_bf16(&mut out, k, lut[w[k] as usize] * srow[j / bw]);
+            put_bf16(dst, j, lut[w[i * cols + j] as usize] * srow[j / bw]);
         }
-    }
+    });
     out
 }
 
