@@ -160,6 +160,11 @@ fn generation_continues_after_max_tokens() {
         };
         let (a, _) = s.generate(&r.prompt, &opts(5), |_| Ok(())).unwrap();
         assert_eq!(s.position(), r.prompt.len() + 4, "{name}");
+        // A zero-token request only feeds its prompt.
+        let (none, _) = s.generate(&a[4..5], &opts(0), |_| Ok(())).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(s.position(), r.prompt.len() + 5, "{name}");
+        s.truncate(r.prompt.len() + 4);
         let (b, _) = s.generate(&a[4..], &opts(11), |_| Ok(())).unwrap();
         assert_eq!([a, b].concat(), r.greedy, "{name}");
     }

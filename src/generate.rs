@@ -125,6 +125,13 @@ impl Session<'_> {
             stopped_by: "max tokens",
             ..Default::default()
         };
+        if opts.max_new_tokens == 0 {
+            // Only the prompt: into the cache, nothing sampled.
+            let start = Instant::now();
+            self.forward(prompt, crate::model::plan::LogitRows::Last)?;
+            stats.prompt_secs = start.elapsed().as_secs_f64();
+            return Ok((Vec::new(), stats));
+        }
         let start = Instant::now();
         let first = self.submit_generation_step(Some(prompt), spec)?;
         let prompt_end = self.position();
