@@ -129,3 +129,112 @@ fn bad_shapes_are_errors() {
     assert!(head_matvec(ctx, HeadMatvecSpec { out_dim: 3, ..spec }, &x, &w, &y).is_err());
     assert!(head_matvec(ctx, HeadMatvecSpec { tokens: 2, ..spec }, &x, &w, &y).is_err());
 }
+
+/// `prepare_mla` against an f64 reference: q_pe rotated into q_cat, the latent normalised and
+/// rotated into the cache at the step buffer's positions, both layouts and cache precisions.
+#[test]
+fn prepare_mla_matches_reference() {
+    use wgmoe::kernels::attention::KvDtype;
+    use wgmoe::kernels::mla::{prepare_mla, MlaPrepSpec};
+    use wgmoe::kernels::rope::RopeLayout;
+    for (name, ctx) in contexts() {
+        for (t, h, nope, rope, rank, layout, kv) in [
+            (3, 4, 16, 8, 16, RopeLayout::Interleaved, KvDtype::F32),
+            (1, 16, 128, 64, 512, RopeLayout::Interleaved, KvDtype::F16),
+            (2, 3, 6, 4, 10, RopeLayout::Half, KvDtype::F32),
+        ] {
+            let (pos0, max_seq, eps, af) = (5usize, 16usize, 1e-6f32, 1.2f32);
+            let width = rank + rope;
+            let mut rng = Rng::new((h * 100 + rank) as u64);
+            let proj = rng.vec(t * h * (nope + rope), 2.0);
+            let kv_a = rng.vec(t * width, 2.0);
+            let g: Vec<f32> = (0..rank).map(|_| 1.0 + rng.uniform(0.3)).collect();
+            let inv: Vec<f32> = (0..rope / 2)
+                .map(|i| 10000f32.powf(-2.0 * i as f32 / rope as f32))
+                .collect();
+            let spec = MlaPrepSpec {
+                tokens: t,
+                heads: h,
+                nope,
+                rope,
+                rank,
+                max_seq,
+                layout,
+                attention_factor: af,
+                eps,
+                kv_dtype: kv,
+            };
+            let norm = Weight::from_f32(ctx, "kv_norm", wgmoe::gpu::DType::BF16, 1, rank, &g).unwrap();
+            let (tp, tk) = (
+                Tensor::from_f32(ctx, "proj", &proj),
+                Tensor::from_f32(ctx, "kv_a", &kv_a),
+            );
+            let (ti, st) = (
+                Tensor::from_f32(ctx, "inv", &inv),
+                wgmoe::kernels::step::new(ctx, pos0 as u32, t as u32),
+            );
+            let q_cat = Tensor::zeros(ctx, "q_cat", t * h * width);
+            let cache = Tensor::zeros(ctx, "cache", kv.words(max_seq * width));
+            let d = prepare_mla(ctx, spec, &tp, &tk, &norm, &ti, &st, &q_cat, &cache).unwrap();
+            ctx.submit(&[&d]);
+            let gr = rounded(wgmoe::gpu::DType::BF16, &g);
+            let rotate = |x: &mut [f64], pos: usize| {
+                for i in 0..rope / 2 {
+                    let angle = (pos as f32 * inv[i]) as f64;
+                    let (sn, cs) = angle.sin_cos();
+                    let (cs, sn) = (cs * af as f64, sn * af as f64);
+                    let (a, b) = match layout {
+                        RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                        RopeLayout::Half => (i, i + rope / 2),
+                    };
+                    let (xa, xb) = (x[a], x[b]);
+                    x[a] = xa * cs - xb * sn;
+                    x[b] = xb * cs + xa * sn;
+                }
+            };
+            let (got_q, got_c) = (q_cat.read_f32(ctx).unwrap(), cache.read_u32(ctx).unwrap());
+            let (mut gq, mut wq, mut gc, mut wc) = (vec![], vec![], vec![], vec![]);
+            for tt in 0..t {
+                let pos = pos0 + tt;
+                for hh in 0..h {
+                    let src = (tt * h + hh) * (nope + rope) + nope;
+                    let mut x: Vec<f64> = proj[src..src + rope].iter().map(|&v| v as f64).collect();
+                    rotate(&mut x, pos);
+                    wq.extend(x);
+                    gq.extend_from_slice(&got_q[(tt * h + hh) * width + rank..][..rope]);
+                }
+                let row = &kv_a[tt * width..][..width];
+                let ms = row[..rank].iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / rank as f64;
+                let s = 1.0 / (ms + eps as f64).sqrt();
+                let mut want: Vec<f64> = (0..rank).map(|i| gr[i] * row[i] as f64 * s).collect();
+                let mut pe: Vec<f64> = row[rank..].iter().map(|&v| v as f64).collect();
+                rotate(&mut pe, pos);
+                want.extend(pe);
+                for (i, w) in want.into_iter().enumerate() {
+                    let e = pos * width + i;
+                    let v = match kv {
+                        KvDtype::F32 => f32::from_bits(got_c[e]),
+                        KvDtype::F16 => half::f16::from_bits((got_c[e / 2] >> (16 * (e % 2))) as u16).to_f32(),
+                    };
+                    gc.push(v);
+                    // The reference sees what an f16 cache can hold.
+                    wc.push(if kv == KvDtype::F16 {
+                        half::f16::from_f64(w).to_f64()
+                    } else {
+                        w
+                    });
+                }
+            }
+            let what = format!("{name} h={h} rank={rank} {layout:?} {kv:?}");
+            assert_nmse(&format!("{what} q_pe"), &gq, &wq, 1e-10);
+            // f16: the reference is rounded too, but a value near a rounding boundary may round
+            // the other way after f32 arithmetic: one f16 ulp (~1e-3 relative) on a few values.
+            assert_nmse(
+                &format!("{what} latent"),
+                &gc,
+                &wc,
+                if kv == KvDtype::F16 { 1e-7 } else { 1e-10 },
+            );
+        }
+    }
+}

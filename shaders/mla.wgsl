@@ -55,3 +55,126 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
     y[t * p.y_row_stride + h * p.y_head_stride + p.y_offset + o] = acc;
 }
+
+// ---------------------------------------------------------------------------------------------
+// prepare_mla: everything between MLA's projections and attention except the absorbed product,
+// in one dispatch. One workgroup per (token, slot): slots 0..H rotate each head's q_pe (the last
+// `rope` values of its q row) into its q_cat row after the latent part; slot H normalises the
+// latent c (kv_a_layernorm), rotates the shared k_pe, and stores [c | k_pe] in the cache at
+// position step[0] + t (f32 words, or f16 pairs with KV16).
+
+struct MlaPrep {
+    tokens: u32,
+    heads: u32,
+    nope: u32,
+    rope: u32,
+    rank: u32,
+    max_seq: u32,
+    eps: f32,
+    af: f32,
+}
+
+override INTERLEAVED: bool = true;
+override NORM_DTYPE: u32 = 0u;
+override KV16: bool = false;
+// The widest latent row [c | k_pe] held in workgroup memory.
+const MAX_LATENT: u32 = 1024u;
+
+@group(0) @binding(10) var<uniform> mp: MlaPrep;
+@group(0) @binding(11) var<storage, read> proj: array<f32>;
+@group(0) @binding(12) var<storage, read> latent: array<f32>;
+@group(0) @binding(13) var<storage, read> kv_norm: array<u32>;
+@group(0) @binding(14) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(15) var<storage, read> step: array<u32>;
+@group(0) @binding(16) var<storage, read_write> q_cat: array<f32>;
+@group(0) @binding(17) var<storage, read_write> cache: array<u32>;
+
+var<workgroup> lat: array<f32, MAX_LATENT>;
+var<workgroup> mred: array<f32, WG>;
+
+fn kv_norm_weight(i: u32) -> f32 {
+    if NORM_DTYPE == DT_F32 {
+        return bitcast<f32>(kv_norm[i]);
+    }
+    return pick_half(kv_norm[i >> 1u], i, NORM_DTYPE);
+}
+
+// The two indices of rotation pair i within `rope` values.
+fn rope_pair(i: u32) -> vec2<u32> {
+    if INTERLEAVED {
+        return vec2<u32>(2u * i, 2u * i + 1u);
+    }
+    return vec2<u32>(i, i + mp.rope / 2u);
+}
+
+@compute @workgroup_size(WG)
+fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let slots = mp.heads + 1u;
+    let g = flat_group(wid);
+    let t = g / slots;
+    let slot = g % slots;
+    if t >= mp.tokens {
+        return;
+    }
+    let pos = step[0] + t;
+    let half = mp.rope / 2u;
+    let width = mp.rank + mp.rope;
+    if slot < mp.heads {
+        let src = (t * mp.heads + slot) * (mp.nope + mp.rope) + mp.nope;
+        let dst = (t * mp.heads + slot) * width + mp.rank;
+        for (var i = lid; i < half; i += WG) {
+            let ab = rope_pair(i);
+            let cs = cos_sin(f32(pos) * inv_freq[i]) * mp.af;
+            let xa = proj[src + ab.x];
+            let xb = proj[src + ab.y];
+            q_cat[dst + ab.x] = xa * cs.x - xb * cs.y;
+            q_cat[dst + ab.y] = xb * cs.x + xa * cs.y;
+        }
+        return;
+    }
+    let src = t * width;
+    var acc = 0.0;
+    for (var i = lid; i < width; i += WG) {
+        let v = latent[src + i];
+        lat[i] = v;
+        if i < mp.rank {
+            acc += v * v;
+        }
+    }
+    mred[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            mred[lid] += mred[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(mred[0] / f32(mp.rank) + mp.eps);
+    for (var i = lid; i < mp.rank; i += WG) {
+        lat[i] = kv_norm_weight(i) * (lat[i] * scale);
+    }
+    for (var i = lid; i < half; i += WG) {
+        let ab = rope_pair(i) + vec2<u32>(mp.rank);
+        let cs = cos_sin(f32(pos) * inv_freq[i]) * mp.af;
+        let xa = lat[ab.x];
+        let xb = lat[ab.y];
+        lat[ab.x] = xa * cs.x - xb * cs.y;
+        lat[ab.y] = xb * cs.x + xa * cs.y;
+    }
+    workgroupBarrier();
+    if pos >= mp.max_seq {
+        return;
+    }
+    let dst = pos * width;
+    if KV16 {
+        // Clamped to the finite f16 range, where pack2x16float is defined.
+        let lim = vec2<f32>(65504.0);
+        for (var i = lid; i < width / 2u; i += WG) {
+            cache[dst / 2u + i] = pack2x16float(clamp(vec2<f32>(lat[2u * i], lat[2u * i + 1u]), -lim, lim));
+        }
+        return;
+    }
+    for (var i = lid; i < width; i += WG) {
+        cache[dst + i] = bitcast<u32>(lat[i]);
+    }
+}

@@ -122,3 +122,137 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
         vec![params.clone()],
     ))
 }
+
+/// The shapes `prepare_mla` works on.
+#[derive(Clone, Copy, Debug)]
+pub struct MlaPrepSpec {
+    pub tokens: usize,
+    pub heads: usize,
+    /// qk_nope_head_dim, qk_rope_head_dim, kv_lora_rank.
+    pub nope: usize,
+    pub rope: usize,
+    pub rank: usize,
+    pub max_seq: usize,
+    pub layout: super::rope::RopeLayout,
+    pub attention_factor: f32,
+    /// kv_a_layernorm's epsilon.
+    pub eps: f32,
+    pub kv_dtype: super::attention::KvDtype,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PrepParams {
+    tokens: u32,
+    heads: u32,
+    nope: u32,
+    rope: u32,
+    rank: u32,
+    max_seq: u32,
+    eps: f32,
+    af: f32,
+}
+
+/// The latent rows the kernel holds in workgroup memory (shaders/mla.wgsl MAX_LATENT).
+pub const MAX_LATENT: usize = 1024;
+
+/// Everything between MLA's projections and attention but the absorbed product, in one dispatch:
+/// each head's q_pe rotated into its `q_cat [T, H, r + dr]` row after the latent part, and the
+/// latent row `[c | k_pe]` of `kv_a` (`[T, r + dr]`) normalised (c), rotated (k_pe) and stored in
+/// the cache `[max_seq, r + dr]` at the step buffer's positions. `proj` is the query `[T, H, dn + dr]`.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_mla(
+    ctx: &Context,
+    spec: MlaPrepSpec,
+    proj: &Tensor,
+    kv_a: &Tensor,
+    kv_norm: &Weight,
+    inv_freq: &Tensor,
+    step_buf: &Tensor,
+    q_cat: &Tensor,
+    cache: &Tensor,
+) -> Result<Dispatch> {
+    let op = "prepare_mla";
+    let MlaPrepSpec {
+        tokens: t,
+        heads: h,
+        nope,
+        rope,
+        rank,
+        max_seq,
+        ..
+    } = spec;
+    let width = rank + rope;
+    if t == 0 || h == 0 || rank == 0 || rope == 0 || rope % 2 != 0 || rank % 2 != 0 || width > MAX_LATENT {
+        return Err(shape_err(
+            op,
+            format!("unsupported shape {spec:?} (even rank and rope, r + dr <= {MAX_LATENT})"),
+        ));
+    }
+    if proj.len < t * h * (nope + rope) || kv_a.len < t * width || q_cat.len < t * h * width {
+        return Err(shape_err(
+            op,
+            format!(
+                "proj ({}), kv_a ({}) or q_cat ({}) too small for {spec:?}",
+                proj.len, kv_a.len, q_cat.len
+            ),
+        ));
+    }
+    if cache.len < spec.kv_dtype.words(max_seq * width) {
+        return Err(shape_err(
+            op,
+            format!(
+                "the cache holds {} words, needs {}",
+                cache.len,
+                spec.kv_dtype.words(max_seq * width)
+            ),
+        ));
+    }
+    if kv_norm.rows != 1 || kv_norm.cols != rank || inv_freq.len < rope / 2 || step_buf.len < super::step::LEN {
+        return Err(shape_err(
+            op,
+            "kv_a_layernorm, inv_freq or the step buffer has the wrong size",
+        ));
+    }
+    let params = ctx.uniform(
+        "mla.prep",
+        &PrepParams {
+            tokens: t as u32,
+            heads: h as u32,
+            nope: nope as u32,
+            rope: rope as u32,
+            rank: rank as u32,
+            max_seq: max_seq as u32,
+            eps: spec.eps,
+            af: spec.attention_factor,
+        },
+    );
+    let constants = [
+        ("WG", WG as f64),
+        (
+            "INTERLEAVED",
+            (spec.layout == super::rope::RopeLayout::Interleaved) as u32 as f64,
+        ),
+        ("NORM_DTYPE", kv_norm.dtype.code()),
+        ("KV16", (spec.kv_dtype == super::attention::KvDtype::F16) as u32 as f64),
+    ];
+    let pipeline = ctx.pipeline("mla", SHADER, op, &constants);
+    let res = [
+        (10, params.as_entire_binding()),
+        (11, proj.binding()),
+        (12, kv_a.binding()),
+        (13, kv_norm.chunks[0].buffer.as_entire_binding()),
+        (14, inv_freq.binding()),
+        (15, step_buf.binding()),
+        (16, q_cat.binding()),
+        (17, cache.binding()),
+    ];
+    Ok(Dispatch::new(
+        ctx,
+        op,
+        pipeline,
+        &res,
+        grid((t * (h + 1)) as u32),
+        vec![params.clone()],
+    ))
+}

@@ -9,12 +9,12 @@ use super::weights::{AttnWeights, FfnWeights, Linear, MlaQuery, ModelWeights};
 use crate::error::Result;
 use crate::gpu::{Context, Tensor, Weight};
 use crate::kernels::{self, Dispatch};
-use kernels::attention::{AttnSpec, KvDtype, KvStoreSpec};
+use kernels::attention::{AttnSpec, KvDtype};
 use kernels::elementwise::Rows;
 use kernels::matmul::{MatmulSpec, NormPrologue};
 use kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
 use kernels::rmsnorm::{NormOut, NormShape};
-use kernels::rope::{RopeLayout, RopeSpec};
+use kernels::rope::RopeLayout;
 
 /// DeepSeek builds `q_a_layernorm` / `kv_a_layernorm` with the default eps, not `rms_norm_eps`.
 const MLA_NORM_EPS: f32 = 1e-6;
@@ -361,48 +361,37 @@ impl Builder<'_> {
             }
         }
         self.linear(kv_a, &sh, &sk, false)?;
-        let latent = NormShape {
-            x_stride: r + dr,
-            y_stride: r + dr,
-            ..NormShape::new(t, r, MLA_NORM_EPS)
-        };
-        self.norm(latent, &sk, kv_norm, NormOut::InPlace)?;
-        let q_rope = RopeSpec {
+        // The latent norm, both rotations and the cache store in one dispatch; q_pe lands in q_cat.
+        let (cache, _) = &io.cache.layers[layer];
+        let ms = io.cache.max_seq;
+        let prep = kernels::mla::MlaPrepSpec {
             tokens: t,
             heads: h,
-            head_stride: dn + dr,
-            row_stride: h * (dn + dr),
-            rot_offset: dn,
-            rot_dims: dr,
+            nope: dn,
+            rope: dr,
+            rank: r,
+            max_seq: ms,
             layout: if self.cfg.rope.interleaved {
                 RopeLayout::Interleaved
             } else {
                 RopeLayout::Half
             },
             attention_factor: io.attention_factor,
+            eps: MLA_NORM_EPS,
+            kv_dtype: io.cache.dtype,
         };
-        let k_rope = RopeSpec {
-            heads: 1,
-            head_stride: r + dr,
-            row_stride: r + dr,
-            rot_offset: r,
-            ..q_rope
-        };
-        self.push(kernels::rope::rope(self.ctx, &sq, q_rope, io.inv_freq, io.step)?);
-        self.push(kernels::rope::rope(self.ctx, &sk, k_rope, io.inv_freq, io.step)?);
-        let (cache, _) = &io.cache.layers[layer];
-        let ms = io.cache.max_seq;
-        self.push(kernels::attention::kv_store(
+        self.push(kernels::mla::prepare_mla(
             self.ctx,
+            prep,
+            &sq,
             &sk,
-            cache,
-            KvStoreSpec {
-                dtype: io.cache.dtype,
-                ..KvStoreSpec::packed(t, r + dr, ms)
-            },
+            kv_norm,
+            io.inv_freq,
             io.step,
+            &qcat,
+            cache,
         )?);
-        // q_cat[t, h] = (W_UK_h^T q_nope | q_pe).
+        // q_cat[t, h] = (W_UK_h^T q_nope | q_pe): the latent part.
         use kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
         let absorb = HeadMatvecSpec {
             tokens: t,
@@ -421,19 +410,6 @@ impl Builder<'_> {
             },
         };
         self.push(head_matvec(self.ctx, absorb, &sq, uk_t, &qcat)?);
-        let from = Rows {
-            rows: t * h,
-            width: dr,
-            stride: dn + dr,
-            offset: dn,
-        };
-        let to = Rows {
-            rows: t * h,
-            width: dr,
-            stride: r + dr,
-            offset: r,
-        };
-        self.push(kernels::elementwise::copy_rows(self.ctx, &sq, from, &qcat, to)?);
         let mut spec = AttnSpec::mla(t, h, r, dr, self.cfg.attn_scale, ms);
         spec.window = self.cfg.layers[layer].window.map(|w| w as u32);
         spec.kv_dtype = io.cache.dtype;
