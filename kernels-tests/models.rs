@@ -199,3 +199,38 @@ fn portable_limits_run_every_architecture() {
         assert!(e <= F32_BOUND, "{name} (portable): max |logit error| {e}");
     }
 }
+
+/// Sizes past the adapter's binding limit are errors naming the buffer, found before anything is
+/// allocated: a KV cache for a huge context, the logits of a huge batch.
+#[test]
+fn oversized_buffers_are_clear_errors() {
+    let ctx = common::portable_context();
+    let limit = ctx.caps.max_storage_binding;
+    let model = Model::load_dir(ctx, &fixture("llama"), &|_, _| {}).unwrap();
+    let per_position = (model.config.kv_heads * model.config.head_dim * 4) as u64;
+    let too_long = (limit / per_position + 1) as usize;
+    let e = model
+        .try_session(too_long, KvDtype::F32)
+        .err()
+        .expect("an oversized cache must be refused")
+        .to_string();
+    assert!(
+        e.contains("KV cache") && e.contains(&too_long.to_string()) && e.contains("--context"),
+        "{e}"
+    );
+    assert!(model.try_session(64, KvDtype::F16).is_ok());
+    // 128 logits (and 128 fused q|k|v values) per row: this many rows exceed one binding.
+    let rows = (limit / (128 * 4) + 1) as usize;
+    let e = wgmoe::model::plan::check_plan(&model.ctx, &model.config, rows, LogitRows::All)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{rows} tokens")) && e.contains("max_storage_buffer_binding_size"),
+        "{e}"
+    );
+    assert!(wgmoe::model::plan::check_plan(&model.ctx, &model.config, 1000, LogitRows::All).is_ok());
+    // Through the session: an error, not a failed allocation.
+    let mut s = model.session_with(rows + 1, KvDtype::F16);
+    let e = s.forward(&vec![1; rows], LogitRows::All).unwrap_err().to_string();
+    assert!(e.contains("max_storage_buffer_binding_size"), "{e}");
+}

@@ -328,7 +328,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
     let first = rng.below(vocab);
     let depth: Vec<u32> = (0..args.n_depth).map(|_| rng.below(vocab)).collect();
     let d = depth.len();
-    let mut sess = model.session_with(d + p.max(1) + n + 2, args.kv_cache);
+    let mut sess = model.try_session(d + p.max(1) + n + 2, args.kv_cache)?;
     let mut results = Vec::new();
     if p > 0 {
         // Warm-up: pipelines, the plan for p rows, caches.
@@ -420,7 +420,7 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize, kv_cache: KvDt
     let reps = reps.max(1);
     let prompt: &[u32] = if prompt.is_empty() { &[0] } else { prompt };
     // Each replayed step advances the GPU's position by one: leave room for all of them.
-    let mut sess = model.session_with(prompt.len() + 2 * reps + 8, kv_cache);
+    let mut sess = model.try_session(prompt.len() + 2 * reps + 8, kv_cache)?;
     sess.generate(prompt, &greedy(2), |_| Ok(()))?;
     let context = sess.position();
     let steps = sess

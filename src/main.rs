@@ -194,8 +194,8 @@ fn load_model(opts: &DeviceOptions, path: &Path) -> Result<Model> {
     Ok(model)
 }
 
-fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Session<'m> {
-    model.session_with(arg.context.min(model.config.max_position), kv_cache)
+fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Result<Session<'m>> {
+    model.try_session(arg.context.min(model.config.max_position), kv_cache)
 }
 
 fn sampling(args: &SamplingArgs, model: &Path, tok: &Tokenizer, max_new_tokens: usize) -> GenerateOptions {
@@ -249,7 +249,7 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
         tok.encode(&args.prompt, true)?
     };
     let model = load_model(opts, &args.model.model)?;
-    let mut sess = session(&model, &args.model, args.kv_cache);
+    let mut sess = session(&model, &args.model, args.kv_cache)?;
     let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
     let (_, stats) = stream(&mut sess, &tok, &prompt, &gen)?;
     print_stats(&stats);
@@ -265,7 +265,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         )));
     }
     let model = load_model(opts, &args.model.model)?;
-    let mut sess = session(&model, &args.model, args.kv_cache);
+    let mut sess = session(&model, &args.model, args.kv_cache)?;
     let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.as_str())).collect();
     // Tokens the cache holds, to feed only what a new turn adds.
@@ -309,7 +309,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
 
 fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
     let model = load_model(opts, &args.model.model)?;
-    let mut sess = session(&model, &args.model, args.kv_cache);
+    let mut sess = session(&model, &args.model, args.kv_cache)?;
     let t = &args.tokens;
     let values = if args.decode {
         let mut v = sess.forward(&t[..1], LogitRows::All)?;

@@ -80,6 +80,13 @@ impl Model {
         }
     }
 
+    /// Like [`Model::session_with`], first checking that the KV cache fits the adapter: an error
+    /// naming the limit instead of a failed allocation.
+    pub fn try_session(&self, max_seq: usize, kv_dtype: KvDtype) -> Result<Session<'_>> {
+        KvCache::check(&self.ctx, &self.config, max_seq.max(1), kv_dtype)?;
+        Ok(self.session_with(max_seq, kv_dtype))
+    }
+
     /// A fresh generation state with room for `max_seq` tokens and an f32 KV cache (exact parity
     /// with an f32 reference; what the library's parity tests assume). Generation wants
     /// [`Model::session_with`] and [`KvDtype::F16`], as `wgmoe run`, `chat` and `bench` do.

@@ -49,6 +49,26 @@ impl KvCache {
         Self { max_seq, dtype, layers }
     }
 
+    /// Whether a cache of `max_seq` positions fits the adapter: each layer's tensors within one
+    /// binding. Checked before anything is allocated.
+    pub fn check(ctx: &Context, cfg: &ModelConfig, max_seq: usize, dtype: KvDtype) -> Result<()> {
+        let per_position = match &cfg.attention {
+            Attention::Gqa { .. } => cfg.kv_heads * cfg.head_dim.max(cfg.v_head_dim),
+            Attention::Mla {
+                kv_lora_rank, rope_dim, ..
+            } => kv_lora_rank + rope_dim,
+        };
+        let bytes = dtype.words(max_seq * per_position) as u64 * 4;
+        check_binding(
+            ctx,
+            format!(
+                "one layer's {} KV cache for a context of {max_seq} tokens (use a smaller --context)",
+                dtype.name()
+            ),
+            bytes,
+        )
+    }
+
     pub fn bytes(&self) -> u64 {
         self.layers
             .iter()
@@ -125,49 +145,104 @@ fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
     (inter, experts, top_k)
 }
 
+/// Floats per token row of each scratch buffer, by name.
+fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 13] {
+    let d = cfg.hidden;
+    let (inter, experts, top_k) = widest_ffn(cfg);
+    // The attention buffers: (proj, latent, q_cat, attn_out, small).
+    let (proj, latent, q_cat, attn_out, small) = match &cfg.attention {
+        Attention::Gqa { .. } => (
+            (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim,
+            0,
+            0,
+            cfg.heads * cfg.v_head_dim,
+            0,
+        ),
+        Attention::Mla {
+            q_lora_rank,
+            kv_lora_rank: r,
+            rope_dim: dr,
+            nope_dim: dn,
+            ..
+        } => (
+            cfg.heads * (dn + dr),
+            r + dr,
+            cfg.heads * (r + dr),
+            cfg.heads * r,
+            q_lora_rank.unwrap_or(0),
+        ),
+    };
+    [
+        ("x", d),
+        ("h", d),
+        ("proj", proj),
+        ("latent", latent),
+        ("q_cat", q_cat),
+        ("attn_out", attn_out),
+        ("gate_up", 2 * inter),
+        ("act", inter),
+        // MLA's per-head values (H*dv) pass through here on their way to o_proj.
+        ("tmp", d.max(cfg.heads * cfg.v_head_dim)),
+        ("small", small),
+        ("router_logits", experts),
+        ("expert_ids", top_k),
+        ("expert_weights", top_k),
+    ]
+}
+
+/// A buffer of `bytes` must fit one storage binding (DESIGN.md principle 6).
+fn check_binding(ctx: &Context, what: String, bytes: u64) -> Result<()> {
+    let limit = ctx.caps.max_storage_binding.min(ctx.caps.max_buffer);
+    if bytes > limit {
+        return Err(crate::Error::Limit {
+            what,
+            needed: bytes,
+            limit,
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    Ok(())
+}
+
+/// Whether a forward pass of `tokens` rows fits the adapter: every scratch buffer and the logits
+/// within one binding. `build` checks this before allocating anything.
+pub fn check_plan(ctx: &Context, cfg: &ModelConfig, tokens: usize, rows: LogitRows) -> Result<()> {
+    for (name, width) in scratch_widths(cfg) {
+        check_binding(
+            ctx,
+            format!("the {name} activations of {tokens} tokens"),
+            (tokens * width) as u64 * 4,
+        )?;
+    }
+    let logit_rows = if rows == LogitRows::All { tokens } else { 1 };
+    check_binding(
+        ctx,
+        format!(
+            "the logits of {logit_rows} rows x {} tokens (process fewer tokens at once)",
+            cfg.vocab
+        ),
+        (logit_rows * cfg.vocab) as u64 * 4,
+    )
+}
+
 impl Scratch {
     fn new(ctx: &Context, cfg: &ModelConfig, t: usize) -> Self {
-        let d = cfg.hidden;
-        let (inter, experts, top_k) = widest_ffn(cfg);
-        // Widths per token row of the attention buffers: (proj, latent, q_cat, attn_out, small).
-        let (proj, latent, q_cat, attn_out, small) = match &cfg.attention {
-            Attention::Gqa { .. } => (
-                (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim,
-                0,
-                0,
-                cfg.heads * cfg.v_head_dim,
-                0,
-            ),
-            Attention::Mla {
-                q_lora_rank,
-                kv_lora_rank: r,
-                rope_dim: dr,
-                nope_dim: dn,
-                ..
-            } => (
-                cfg.heads * (dn + dr),
-                r + dr,
-                cfg.heads * (r + dr),
-                cfg.heads * r,
-                q_lora_rank.unwrap_or(0),
-            ),
-        };
-        let z = |name: &str, n: usize| Tensor::zeros(ctx, name, n.max(1));
+        let [x, h, proj, latent, q_cat, attn_out, gu, act, tmp, small, router_logits, expert_ids, expert_weights] =
+            scratch_widths(cfg).map(|(name, width)| Tensor::zeros(ctx, name, (t * width).max(1)));
         Self {
-            x: z("x", t * d),
-            h: z("h", t * d),
-            proj: z("proj", t * proj),
-            latent: z("latent", t * latent),
-            q_cat: z("q_cat", t * q_cat),
-            attn_out: z("attn_out", t * attn_out),
-            gu: z("gate_up", t * 2 * inter),
-            act: z("act", t * inter),
-            // MLA's per-head values (H*dv) pass through here on their way to o_proj.
-            tmp: z("tmp", t * d.max(cfg.heads * cfg.v_head_dim)),
-            small: z("small", t * small),
-            router_logits: z("router_logits", t * experts),
-            expert_ids: z("expert_ids", t * top_k),
-            expert_weights: z("expert_weights", t * top_k),
+            x,
+            h,
+            proj,
+            latent,
+            q_cat,
+            attn_out,
+            gu,
+            act,
+            tmp,
+            small,
+            router_logits,
+            expert_ids,
+            expert_weights,
         }
     }
 }
@@ -578,6 +653,7 @@ pub fn build(
     tokens: usize,
     rows: LogitRows,
 ) -> Result<Plan> {
+    check_plan(ctx, cfg, tokens, rows)?;
     let mut b = Builder {
         ctx,
         cfg,
