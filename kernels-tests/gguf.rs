@@ -12,7 +12,7 @@
 //! (`kquants.bin`, `kquants.json`, `kquants.gguf`).
 
 mod common;
-use common::fixtures::{argmax, fixture, max_abs_diff};
+use common::fixtures::{argmax, fixture, max_abs_diff, reference};
 use std::path::{Path, PathBuf};
 use wgmoe::model::gguf::{self, GgufFile, GgufSource, Value};
 use wgmoe::model::plan::LogitRows;
@@ -796,29 +796,24 @@ fn gguf_fixture_parity(name: &str, arch: &str) {
 
 /// Load `gguf` (the fixture `name` converted) and compare its logits with transformers'.
 fn gguf_bytes_parity(name: &str, model_type: &str, gguf: &[u8]) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("kernels-tests/fixtures")
-        .join(name);
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let want: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(dir.join("logits.bin")).unwrap());
-    let p = write_temp(&format!("fixture-{name}-{}", gguf.len()), gguf);
+    let r = reference(name);
+    let model = load_temp_gguf(&format!("fixture-{name}-{}", gguf.len()), gguf, model_type);
+    let got = model.session(64).forward(&r.tokens, LogitRows::All).unwrap();
+    assert_eq!(got.len(), r.logits.len());
+    let err = max_abs_diff(&got, &r.logits);
+    // f32 weights, same bound as kernels-tests/models.rs.
+    assert!(err <= 1e-3, "{name} through GGUF: max |logit error| {err}");
+}
+
+/// Load GGUF `bytes` through a temporary file and check the architecture it maps to.
+fn load_temp_gguf(label: &str, bytes: &[u8], model_type: &str) -> wgmoe::model::Model {
+    let p = write_temp(label, bytes);
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
     let model = gguf::load_gguf(ctx, &p, &|_, _| {});
     std::fs::remove_file(&p).ok();
-    let model = model.unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = model.unwrap_or_else(|e| panic!("{label}: {e}"));
     assert_eq!(model.config.model_type, model_type);
-    let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
-    let err = max_abs_diff(&got, &want);
-    assert_eq!(got.len(), want.len());
-    // f32 weights, same bound as kernels-tests/models.rs.
-    assert!(err <= 1e-3, "{name} through GGUF: max |logit error| {err}");
+    model
 }
 
 #[test]
@@ -851,15 +846,8 @@ fn fixture_olmoe_through_gguf() {
 #[test]
 fn fixture_mixtral_through_gguf() {
     use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/fixtures/mixtral");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let dir = fixture("mixtral");
+    let tokens = reference("mixtral").tokens;
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     cfg["sliding_window"] = serde_json::Value::Null;
@@ -871,12 +859,7 @@ fn fixture_mixtral_through_gguf() {
         .forward(&tokens, LogitRows::All)
         .unwrap();
 
-    let p = write_temp("fixture-mixtral", &fixture_to_gguf("mixtral", "llama"));
-    let ctx = wgmoe::gpu::Context::from_env().unwrap();
-    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
-    std::fs::remove_file(&p).ok();
-    let model = model.unwrap();
-    assert_eq!(model.config.model_type, "mixtral");
+    let model = load_temp_gguf("fixture-mixtral", &fixture_to_gguf("mixtral", "llama"), "mixtral");
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
     let err = max_abs_diff(&got, &want);
     assert!(
@@ -1413,14 +1396,7 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     let (bytes, deq) = gpt_oss_to_gguf(true);
     assert!(deq.iter().all(|(g, d)| !g.is_empty() && !d.is_empty()));
     let dir = fixture("gpt_oss");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let tokens = reference("gpt_oss").tokens;
     let cfg = fixture_config("gpt_oss");
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
     let (e, d, i_) = (u("num_local_experts"), u("hidden_size"), u("intermediate_size"));
@@ -1461,11 +1437,8 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
         assert!(t.bytes[..] == want_bytes[..], "{name}: values differ");
     }
     drop(src);
-    let ctx = wgmoe::gpu::Context::from_env().unwrap();
-    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
     std::fs::remove_file(&p).ok();
-    let model = model.unwrap();
-    assert_eq!(model.config.model_type, "gpt_oss");
+    let model = load_temp_gguf("fixture-gpt-oss-mxfp4", &bytes, "gpt_oss");
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
     assert_eq!(got.len(), want.len());
     let err = max_abs_diff(&got, &want);
