@@ -45,7 +45,7 @@ impl Default for BenchArgs {
 /// The dimensions a kernel benchmark needs from one model.
 #[derive(Clone, Debug)]
 pub struct Shape {
-    pub name: &'static str,
+    pub name: String,
     pub hidden: usize,
     pub heads: usize,
     pub kv_heads: usize,
@@ -54,32 +54,41 @@ pub struct Shape {
     pub top_k: usize,
     pub expert_inter: usize,
     pub vocab: usize,
-    /// MLA latent rank and rope dims (DeepSeek); 0 for GQA models.
+    /// MLA latent rank (DeepSeek); 0 for GQA models.
     pub kv_lora: usize,
     pub rope_dims: usize,
 }
 
-pub fn shape(name: &str) -> Option<Shape> {
-    let s = |name, hidden, heads, kv_heads, head_dim, experts, top_k, expert_inter, vocab, kv_lora, rope_dims| Shape {
-        name,
-        hidden,
-        heads,
-        kv_heads,
-        head_dim,
+/// A synthetic model shape (`model::synthetic`, the one table of real model configs), reduced to
+/// what the kernel benchmark needs; the first MoE layer gives the expert dimensions.
+pub fn shape(name: &str) -> Result<Shape> {
+    use crate::model::config::{Attention, Ffn};
+    let cfg = crate::model::synthetic::shape_config(name)?;
+    let (experts, top_k, expert_inter) = cfg
+        .layers
+        .iter()
+        .find_map(|l| match &l.ffn {
+            Ffn::Moe {
+                experts, top_k, inter, ..
+            } => Some((*experts, *top_k, *inter)),
+            Ffn::Dense { .. } => None,
+        })
+        .ok_or_else(|| crate::Error::Invalid(format!("shape {name:?} has no MoE layer to benchmark")))?;
+    Ok(Shape {
+        name: name.to_string(),
+        hidden: cfg.hidden,
+        heads: cfg.heads,
+        kv_heads: cfg.kv_heads,
+        head_dim: cfg.head_dim,
         experts,
         top_k,
         expert_inter,
-        vocab,
-        kv_lora,
-        rope_dims,
-    };
-    Some(match name {
-        "olmoe-1b-7b" => s("olmoe-1b-7b", 2048, 16, 16, 128, 64, 8, 1024, 50304, 0, 128),
-        "qwen3-30b-a3b" => s("qwen3-30b-a3b", 2048, 32, 4, 128, 128, 8, 768, 151936, 0, 128),
-        "deepseek-v2-lite" => s("deepseek-v2-lite", 2048, 16, 16, 192, 64, 6, 1408, 102400, 512, 64),
-        "gpt-oss-20b" => s("gpt-oss-20b", 2880, 64, 8, 64, 32, 4, 2880, 201088, 0, 64),
-        "tiny" => s("tiny", 256, 4, 2, 64, 8, 2, 128, 1024, 0, 64),
-        _ => return None,
+        vocab: cfg.vocab,
+        kv_lora: match cfg.attention {
+            Attention::Mla { kv_lora_rank, .. } => kv_lora_rank,
+            Attention::Gqa { .. } => 0,
+        },
+        rope_dims: cfg.rope.dims,
     })
 }
 
@@ -483,17 +492,7 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
 /// Time every kernel of every requested shape.
 pub fn measure(ctx: &Context, args: &BenchArgs) -> Result<Vec<Row>> {
     let dtype = parse_dtype(&args.dtype)?;
-    let shapes = args
-        .shapes
-        .iter()
-        .map(|name| {
-            shape(name).ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "unknown shape {name:?}: use olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b or tiny"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let shapes = args.shapes.iter().map(|name| shape(name)).collect::<Result<Vec<_>>>()?;
     let timer = GpuTimer::new(ctx);
     let copy_gbs = copy_bandwidth(ctx, &timer, args.min_ms)? * 1e-9;
     let mut rows = Vec::new();
