@@ -1,5 +1,6 @@
 //! The cooperative-matrix prefill projection against an f64 reference, on adapters that have
-//! f16 cooperative matrices (not lavapipe: there the test only checks that the path refuses).
+//! f16 cooperative matrices (16x16 or 8x8; lavapipe from Mesa 25.1 on: `scripts/coop_lavapipe.sh`).
+//! Elsewhere the test only checks that the path refuses.
 //!
 //! Bound: x is rounded to f16 in the tiles (relative error 2^-11 per element) while the reference
 //! uses f32 x, so NMSE ~ (2^-11)^2 / 3 ~ 8e-8 per product, averaged: <= 1e-6 with margin.
@@ -7,7 +8,7 @@
 mod common;
 use common::*;
 use wgmoe::gpu::{DType, Tensor, Weight};
-use wgmoe::kernels::gemm_coop::{available, gemm_coop};
+use wgmoe::kernels::gemm_coop::{self, available, gemm_coop};
 use wgmoe::kernels::matmul::MatmulSpec;
 
 #[test]
@@ -24,6 +25,7 @@ fn coop_gemm_matches_reference_where_available() {
         assert!(gemm_coop(ctx, MatmulSpec::packed(1, &probe), &x, &probe, None, &y).is_err());
         return;
     }
+    eprintln!("{}: cooperative matrices {:?}", ctx.info.name, gemm_coop::side(ctx));
     for (t, n, k, acc) in [
         (9, 33, 40, false),
         (64, 64, 64, true),

@@ -457,6 +457,10 @@ fn smollm2_tokenizer_matches_transformers() {
 /// the reference stores logits to 4 decimals). Logits are of magnitude ~20; measured 1.7e-4 on
 /// lavapipe over the top-16 of every prompt row and the whole last row.
 const SMOLLM2_BOUND: f32 = 1e-3;
+/// The same where prefill runs on cooperative matrices, which round each projection's input to f16
+/// (u = 2^-11): 10 u per unit of a logit of 20, as models.rs allows the f16 KV cache at logits of
+/// 10. Measured on lavapipe 8x8 (Mesa 26.2): 3.6e-2 (top-16), 4.4e-2 (last row).
+const SMOLLM2_COOP_BOUND: f32 = 1e-1;
 
 #[test]
 fn smollm2_logits_and_greedy_answer() {
@@ -505,15 +509,14 @@ fn smollm2_logits_and_greedy_answer() {
         .map(|x| x.as_f64().unwrap() as f32)
         .collect();
     let last_err = max_abs_diff(last, &want);
-    eprintln!("max |logit error|: top-16 of every row {worst:.2e}, last row {last_err:.2e}");
-    assert!(
-        worst <= SMOLLM2_BOUND,
-        "top-16 logits differ by {worst} > {SMOLLM2_BOUND}"
+    // f16 weights: prefill runs on cooperative matrices where the adapter has them.
+    let coop = wgmoe::kernels::gemm_coop::enabled(&model.ctx, &model.weights.embed);
+    let bound = if coop { SMOLLM2_COOP_BOUND } else { SMOLLM2_BOUND };
+    eprintln!(
+        "max |logit error| (cooperative matrices: {coop}): top-16 of every row {worst:.2e}, last row {last_err:.2e}"
     );
-    assert!(
-        last_err <= SMOLLM2_BOUND,
-        "last-row logits differ by {last_err} > {SMOLLM2_BOUND}"
-    );
+    assert!(worst <= bound, "top-16 logits differ by {worst} > {bound}");
+    assert!(last_err <= bound, "last-row logits differ by {last_err} > {bound}");
 
     // Greedy decoding through the KV cache, one token at a time.
     let want_greedy: Vec<u32> = r["greedy"]

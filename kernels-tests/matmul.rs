@@ -7,14 +7,33 @@
 //! rounded to their dtype in the reference, so only f32 summation error remains: per-thread partial
 //! sums then a tree (matvec) or 16-wide K-steps (gemm), relative error ~ eps_f32 * sqrt(K) ~ 1e-6 at
 //! K = 10944, NMSE ~ 1e-12. Observed on lavapipe: at most 6.6e-13 (OLMoE q_proj, T=64, K=2048).
+//!
+//! Where the adapter has f16 cooperative matrices, the native context's gemm runs on them and x is
+//! rounded to f16: that path is held to `gemm_coop`'s bound, 1e-6 (see kernels-tests/gemm_coop.rs;
+//! observed ~3.5e-8 on lavapipe 8x8), while the portable context still checks the tiles at 1e-9.
 
 mod common;
 use common::*;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::matmul::{gemm, matmul, matvec, MatmulSpec};
-use wgmoe::kernels::Dispatch;
+use wgmoe::kernels::matmul::{gemm, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS};
+use wgmoe::kernels::{gemm_coop, Dispatch};
 
 const BOUND: f64 = 1e-9;
+const COOP_BOUND: f64 = 1e-6;
+
+/// The bound for `kernel` on `t` rows of `w`: [`COOP_BOUND`] where it runs on cooperative matrices.
+fn bound_for(kernel: Kernel, ctx: &Context, t: usize, w: &Weight) -> f64 {
+    let gemm = match kernel {
+        Kernel::Matvec => false,
+        Kernel::Gemm => true,
+        Kernel::Matmul => t > MATVEC_MAX_TOKENS,
+    };
+    if gemm && gemm_coop::enabled(ctx, w) {
+        COOP_BOUND
+    } else {
+        BOUND
+    }
+}
 /// What fills y's gaps (strided rows) and must survive every kernel.
 const SENTINEL: f32 = 12345.0;
 
@@ -164,7 +183,7 @@ fn check_on(
         w.chunks.len()
     );
     let rows: Vec<f32> = (0..c.t).flat_map(|t| got[t * c.y_stride..][..c.n].to_vec()).collect();
-    assert_nmse(&what, &rows, &want, BOUND);
+    assert_nmse(&what, &rows, &want, bound_for(kernel, ctx, c.t, &w));
     for t in 0..c.t.saturating_sub(1) {
         let gap = &got[t * c.y_stride + c.n..(t + 1) * c.y_stride];
         assert!(gap.iter().all(|&v| v == SENTINEL), "{what}: wrote into y's row gap");
@@ -404,7 +423,8 @@ fn norm_prologue_matches_norm_then_matmul() {
                     }
                 }
                 let what = format!("{name} {} t={t} n={n} k={k}", dtype.name());
-                assert_nmse(&what, &y.read_f32(ctx).unwrap(), &want_y, BOUND);
+                let bound = bound_for(Kernel::Matmul, ctx, t, &w);
+                assert_nmse(&what, &y.read_f32(ctx).unwrap(), &want_y, bound);
                 assert_nmse(
                     &format!("{what} normed"),
                     &normed.read_f32(ctx).unwrap(),

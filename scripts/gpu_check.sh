@@ -43,8 +43,8 @@ for t in .dev/test-*; do
     (cd . && timeout 300 "$t" 2>&1 | tail -3) | tee -a "$out/tests.txt"
 done
 
-step cooperative-matrix gemm, then the model with it
-WGMOE_COOP_MATRIX=1 timeout 300 .dev/test-gemm_coop --nocapture 2>&1 | tail -4 | tee -a "$out/tests.txt"
+step cooperative-matrix gemm
+timeout 300 .dev/test-gemm_coop --nocapture 2>&1 | tail -4 | tee -a "$out/tests.txt"
 
 step model parity against the transformers fixtures
 for d in kernels-tests/fixtures/*/; do
@@ -57,7 +57,10 @@ for d in kernels-tests/fixtures/*/; do
 import sys, numpy as np
 a = np.fromfile(sys.argv[1], '<f4'); b = np.fromfile(sys.argv[2], '<f4')
 e = float(abs(a - b).max()) if a.shape == b.shape else float('inf')
-print(f'{sys.argv[3]:>18} {sys.argv[4]:>7}: max |logit error| {e:.2e}', 'ok' if e <= 1e-3 else 'FAIL')
+# 16-bit checkpoints prefill on cooperative matrices (f16 activations): the f16 bound of
+# kernels-tests/common/fixtures.rs; f32 checkpoints and decode: the f32 bound.
+bound = 5e-2 if sys.argv[4] == 'prefill' and any(q in sys.argv[3] for q in ('bf16', 'fp8', 'mxfp4')) else 1e-3
+print(f'{sys.argv[3]:>18} {sys.argv[4]:>7}: max |logit error| {e:.2e}', 'ok' if e <= bound else 'FAIL')
 " "$out/logits.bin" "$d/logits.bin" "$name" "$mode" | tee -a "$out/parity.txt"
     done
 done
@@ -71,8 +74,8 @@ for s in olmoe-1b-7b qwen3-30b-a3b; do
     timeout 300 $w bench --synthetic "$s" --profile 2>&1 | tee "$out/bench-$s.md"
     # The context target: decode at 8,192 tokens of context against the run above.
     timeout 300 $w bench --synthetic "$s" -p 0 -n 128 -r 3 -d 8192 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
-    # Prefill on cooperative matrices (opt-in until this run shows the test above passing).
-    WGMOE_COOP_MATRIX=1 timeout 300 $w bench --synthetic "$s" -n 0 -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
+    # Prefill on the portable tiles, against the cooperative-matrix default above.
+    WGMOE_COOP_MATRIX=0 timeout 300 $w bench --synthetic "$s" -n 0 -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
 done
 
 step transformers side by side

@@ -1,9 +1,10 @@
-// Prefill projection on cooperative matrices (f16 16x16 inputs, f32 accumulators):
+// Prefill projection on cooperative matrices (f16 CMxCM inputs, f32 accumulators):
 //   y[t, n] (+)= sum_k x[t, k] * W[n, k] (+ bias[n])
-// One subgroup per workgroup owns a 64x64 block of y as 4x4 accumulator tiles. Each K-step of 16
-// stages x (f32 -> f16) and W (f16/bf16 words -> f16) into workgroup memory, zero-padded past the
-// edges, and multiplies tile by tile; the epilogue goes through workgroup memory so edges are
-// masked and bias / accumulate match the portable gemm. Selected only where Caps.coop_matrix_f16.
+// One subgroup per workgroup owns a 4CM x 4CM block of y as 4x4 accumulator tiles. Each K-step of
+// CM stages x (f32 -> f16) and W (f16/bf16 words -> f16) into workgroup memory, zero-padded past
+// the edges, and multiplies tile by tile; the epilogue goes through workgroup memory so edges are
+// masked and bias / accumulate match the portable gemm. Selected only where Caps.coop_f16 is set.
+// Written for CM = 16; src/kernels/mod.rs: coop_source rewrites it for 8x8 adapters.
 enable f16;
 enable wgpu_cooperative_matrix;
 
@@ -24,9 +25,10 @@ struct Params {
 }
 
 const NO_BIAS: u32 = 0xffffffffu;
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
+const CM: u32 = 16u;
+const BM: u32 = 4u * CM;
+const BN: u32 = 4u * CM;
+const BK: u32 = CM;
 
 override W_DTYPE: u32 = 1u;
 // The subgroup size: one subgroup is the whole workgroup.
@@ -38,11 +40,11 @@ override WG: u32 = 32u;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-// A: 64 token rows x 16 k, row-major. B: 16 k x 64 output columns, stored column-major (each
-// output column's 16 k values contiguous), as W's rows are. C: 64 x 64 f32, row-major.
-var<workgroup> a_tile: array<f16, 1024>;
-var<workgroup> b_tile: array<f16, 1024>;
-var<workgroup> c_tile: array<f32, 4096>;
+// A: BM token rows x BK, row-major. B: BK x BN output columns, stored column-major (each output
+// column's BK values contiguous), as W's rows are. C: BM x BN f32, row-major.
+var<workgroup> a_tile: array<f16, BM * BK>;
+var<workgroup> b_tile: array<f16, BN * BK>;
+var<workgroup> c_tile: array<f32, BM * BN>;
 
 fn weight(n: u32, k: u32) -> f32 {
     let word = w[n * p.row_words + k / 2u];
@@ -90,9 +92,9 @@ fn gemm_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         }
         workgroupBarrier();
         for (var i = 0u; i < 4u; i++) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&a_tile[i * 16u * BK], BK);
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&a_tile[i * CM * BK], BK);
             for (var j = 0u; j < 4u; j++) {
-                let b = coopLoad<coop_mat16x16<f16, B>>(&b_tile[j * 16u * BK], BK);
+                let b = coopLoad<coop_mat16x16<f16, B>>(&b_tile[j * CM * BK], BK);
                 acc[i * 4u + j] = coopMultiplyAdd(a, b, acc[i * 4u + j]);
             }
         }
@@ -100,7 +102,7 @@ fn gemm_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            coopStoreT(acc[i * 4u + j], &c_tile[i * 16u * BN + j * 16u], BN);
+            coopStoreT(acc[i * 4u + j], &c_tile[i * CM * BN + j * CM], BN);
         }
     }
     workgroupBarrier();

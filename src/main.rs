@@ -375,7 +375,7 @@ fn devices(opts: &DeviceOptions) -> Result<()> {
         );
         println!("    driver: {} {}", i.driver, i.driver_info);
         println!(
-            "    f16: {}, subgroups: {}, timestamps: {}, cooperative matrix f16 16x16: {}, immediates: {} B",
+            "    f16: {}, subgroups: {}, timestamps: {}, cooperative matrix f16: {}, immediates: {} B",
             yn(c.f16),
             if c.subgroups {
                 format!("yes ({}-{})", c.subgroup_min, c.subgroup_max)
@@ -383,7 +383,7 @@ fn devices(opts: &DeviceOptions) -> Result<()> {
                 "no".into()
             },
             yn(c.timestamps),
-            yn(c.coop_matrix_f16),
+            c.coop_f16.map_or("no".to_string(), |s| format!("{s}x{s}")),
             c.immediate_bytes
         );
         println!(

@@ -52,6 +52,11 @@ pub fn argmax(v: &[f32]) -> u32 {
         .0 as u32
 }
 
+/// Prefill on cooperative matrices rounds every projection's input to f16 (u = 2^-11), the error
+/// model of the f16 KV cache (models.rs: F16_KV_BOUND, the same 5e-2). Measured on lavapipe 8x8
+/// (Mesa 26.2): qwen3_moe_bf16 1.5e-2, deepseek_v3_bf16 2.8e-2.
+pub const COOP_PREFILL_BOUND: f32 = 5e-2;
+
 /// Prefill, decode and greedy parity for one fixture with an f32 KV cache; `bound` is the max abs
 /// logit error.
 pub fn parity(name: &str, bound: f32) {
@@ -66,13 +71,18 @@ pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
     let vocab = model.config.vocab;
     let t = r.tokens.len();
 
+    // Prefill projections of 16-bit weights run on cooperative matrices where the adapter has
+    // them, with activations rounded to f16: then prefill is held to the f16 bound. Decode (matvec)
+    // keeps `bound`.
+    let coop = wgmoe::kernels::gemm_coop::enabled(&model.ctx, &model.weights.embed);
+    let prefill_bound = if coop { bound.max(COOP_PREFILL_BOUND) } else { bound };
     let mut s = model.session_with(64, kv);
     let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();
     let e = max_abs_diff(&prefill, &r.logits);
-    eprintln!("{name} ({kv} cache): prefill max |logit error| {e:.2e}");
+    eprintln!("{name} ({kv} cache, cooperative matrices: {coop}): prefill max |logit error| {e:.2e}");
     assert!(
-        e <= bound,
-        "{name} ({kv} cache): prefill max |logit error| {e} > {bound}"
+        e <= prefill_bound,
+        "{name} ({kv} cache): prefill max |logit error| {e} > {prefill_bound}"
     );
 
     let mut s = model.session_with(64, kv);

@@ -13,8 +13,9 @@ pub struct Caps {
     /// Timestamp queries (at pass boundaries; `timestamps_in_passes` also between dispatches).
     pub timestamps: bool,
     pub timestamps_in_passes: bool,
-    /// Cooperative matrix with f16 16x16 inputs and an f32 accumulator.
-    pub coop_matrix_f16: bool,
+    /// Side of the square cooperative matrices with f16 inputs and an f32 accumulator: 16 where
+    /// the adapter has them (NVIDIA), else 8 (Apple, lavapipe), else none.
+    pub coop_f16: Option<u32>,
     /// Immediate data (push constants) size in bytes; 0 when unavailable.
     pub immediate_bytes: u32,
     pub max_storage_binding: u64,
@@ -41,14 +42,21 @@ impl Caps {
         use wgpu::Features as F;
         let info = adapter.get_info();
         let on = |flag: F| !portable && f.contains(flag);
-        let coop = on(F::EXPERIMENTAL_COOPERATIVE_MATRIX)
-            && adapter.cooperative_matrix_properties().iter().any(|p| {
-                p.m_size == 16
-                    && p.n_size == 16
-                    && p.k_size == 16
+        let props = adapter.cooperative_matrix_properties();
+        let square = |side: u32| {
+            props.iter().any(|p| {
+                p.m_size == side
+                    && p.n_size == side
+                    && p.k_size == side
                     && p.ab_type == wgpu::CooperativeScalarType::F16
                     && p.cr_type == wgpu::CooperativeScalarType::F32
-            });
+            })
+        };
+        let coop = if on(F::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            [16, 8].into_iter().find(|&side| square(side))
+        } else {
+            None
+        };
         // Vulkan/DX12 cap bindings at 2^31-1 even where the driver reports more.
         let binding_cap = match info.backend {
             wgpu::Backend::Vulkan | wgpu::Backend::Dx12 => (1u64 << 31) - 1,
@@ -61,7 +69,7 @@ impl Caps {
             subgroup_max: info.subgroup_max_size,
             timestamps: on(F::TIMESTAMP_QUERY),
             timestamps_in_passes: on(F::TIMESTAMP_QUERY_INSIDE_PASSES),
-            coop_matrix_f16: coop,
+            coop_f16: coop,
             immediate_bytes: if on(F::IMMEDIATES) { l.max_immediate_size } else { 0 },
             max_storage_binding: l.max_storage_buffer_binding_size.min(binding_cap),
             max_buffer: l.max_buffer_size,

@@ -1,10 +1,11 @@
-//! The prefill projection on cooperative matrices (f16 16x16 inputs, f32 accumulators): the same
-//! `y = x @ W^T (+ bias)` (or `+=`) as [`super::matmul::gemm`], for 16-bit weights on adapters
-//! whose `Caps::coop_matrix_f16` is set. x is rounded to f16 on its way into the tiles.
+//! The prefill projection on cooperative matrices (f16 inputs, f32 accumulators, 16x16 or 8x8 as
+//! the adapter has them): the same `y = x @ W^T (+ bias)` (or `+=`) as [`super::matmul::gemm`], for
+//! 16-bit weights on adapters whose `Caps::coop_f16` is set. x is rounded to f16 on its way into
+//! the tiles.
 //!
-//! Not yet run on hardware that has the feature (lavapipe lacks it), so `matmul` only picks it when
-//! `WGMOE_COOP_MATRIX=1`; `kernels-tests/gemm_coop.rs` checks it against the f64 reference on any
-//! adapter that has it.
+//! `matmul` picks it wherever it is available unless `WGMOE_COOP_MATRIX=0`;
+//! `kernels-tests/gemm_coop.rs` checks it against the f64 reference on any adapter that has it
+//! (Mesa >= 25.1 lavapipe has 8x8: `scripts/coop_lavapipe.sh` runs the tests there).
 
 use super::matmul::MatmulSpec;
 use super::{grid, Dispatch};
@@ -13,7 +14,6 @@ use crate::gpu::{Context, DType, Tensor, Weight};
 
 pub const SHADER: &str = include_str!("../../shaders/gemm_coop.wgsl");
 
-const TILE: usize = 64;
 const NO_BIAS: u32 = u32::MAX;
 
 #[repr(C)]
@@ -31,14 +31,20 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// Whether this adapter and weight can take the cooperative-matrix path.
-pub fn available(ctx: &Context, w: &Weight) -> bool {
-    ctx.caps.coop_matrix_f16 && ctx.caps.f16 && ctx.caps.subgroups && w.dtype != DType::F32
+/// The cooperative-matrix side this adapter offers to 16-bit weights, if any.
+pub fn side(ctx: &Context) -> Option<u32> {
+    ctx.caps.coop_f16.filter(|_| ctx.caps.f16 && ctx.caps.subgroups)
 }
 
-/// Whether `matmul` should use it: available and asked for with `WGMOE_COOP_MATRIX=1`.
+/// Whether this adapter and weight can take the cooperative-matrix path.
+pub fn available(ctx: &Context, w: &Weight) -> bool {
+    side(ctx).is_some() && w.dtype != DType::F32
+}
+
+/// Whether prefill should use cooperative matrices: available and not turned off with
+/// `WGMOE_COOP_MATRIX=0` (for comparing against the portable tiles).
 pub fn enabled(ctx: &Context, w: &Weight) -> bool {
-    available(ctx, w) && std::env::var("WGMOE_COOP_MATRIX").is_ok_and(|v| v == "1")
+    available(ctx, w) && std::env::var("WGMOE_COOP_MATRIX").map_or(true, |v| v != "0")
 }
 
 pub fn gemm_coop(
@@ -77,10 +83,13 @@ pub fn gemm_coop(
             ));
         }
     }
+    let cm = side(ctx).unwrap_or(16);
+    let tile = 4 * cm as usize;
     let wg = ctx.caps.subgroup_max.max(1);
+    let family = if cm == 16 { "gemm_coop" } else { "gemm_coop8" };
     let pipeline = ctx.pipeline(
-        "gemm_coop",
-        SHADER,
+        family,
+        &super::coop_source(SHADER, cm),
         op,
         &[("W_DTYPE", w.dtype.code()), ("WG", wg as f64)],
     );
@@ -113,7 +122,7 @@ pub fn gemm_coop(
             ),
             (4, y.binding()),
         ];
-        let groups = t.div_ceil(TILE) * (chunk.rows as usize).div_ceil(TILE);
+        let groups = t.div_ceil(tile) * (chunk.rows as usize).div_ceil(tile);
         out.push(Dispatch::new(
             ctx,
             format!("{op}[{}..{}]", chunk.first_row, chunk.first_row + chunk.rows),

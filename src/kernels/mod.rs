@@ -42,10 +42,24 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("swiglu", swiglu::SHADER),
 ];
 
+/// The cooperative-matrix shaders, also validated in their 8x8 form.
+pub const COOP_SHADERS: &[(&str, &str)] = &[("gemm_coop", gemm_coop::SHADER)];
+
 /// The prelude, then `source`; `enable` directives of the source go first, as WGSL requires.
 pub fn with_prelude(source: &str) -> String {
     let (enables, body): (Vec<&str>, Vec<&str>) = source.lines().partition(|l| l.trim_start().starts_with("enable "));
     format!("{}\n{PRELUDE}\n{}", enables.join("\n"), body.join("\n"))
+}
+
+/// A cooperative-matrix shader written for 16x16 tiles (`coop_mat16x16`, `const CM: u32 = 16u;`),
+/// rewritten for tiles of side `cm`: WGSL types cannot depend on an override, and adapters differ
+/// (NVIDIA 16x16, Apple and lavapipe 8x8).
+pub fn coop_source(src: &str, cm: u32) -> String {
+    if cm == 16 {
+        return src.to_string();
+    }
+    src.replace("coop_mat16x16", &format!("coop_mat{cm}x{cm}"))
+        .replace("const CM: u32 = 16u;", &format!("const CM: u32 = {cm}u;"))
 }
 
 /// `src` without its subgroup code, for devices without the subgroups feature: wgpu validates a
@@ -167,6 +181,9 @@ mod tests {
         for (family, source) in super::SHADERS {
             validate(family, source, Capabilities::all());
             validate(family, &super::without_subgroups(source), no_subgroups);
+        }
+        for (family, source) in super::COOP_SHADERS {
+            validate(family, &super::coop_source(source, 8), Capabilities::all());
         }
     }
 }
