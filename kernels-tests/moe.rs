@@ -9,201 +9,27 @@
 //! (dot products of up to 2048 terms, exp in the activation), whose relative error is ~1e-6 at worst,
 //! an NMSE ~1e-12; the bound 1e-9 leaves margin across adapters while any indexing or formula error
 //! (a wrong row, a missed slot or bias) shows up as NMSE >= 1e-4.
+//!
+//! On adapters with cooperative matrices the native context's prefill runs on them (activations
+//! rounded to f16) and is held to kernels-tests/moe_coop.rs's bound; the portable context still
+//! checks the tiled GEMMs at 1e-9.
 
 mod common;
+use common::moe::*;
 use common::*;
-use wgmoe::gpu::{Context, DType, Tensor, Weight};
+use wgmoe::gpu::{DType, Tensor, Weight};
 use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, Experts, GateUpLayout, MoeSpec};
 use wgmoe::kernels::router::{router, RouterSpec, Scoring};
 
 const NMSE: f64 = 1e-9;
-const GPT_OSS: Act = Act::Clamped {
-    limit: 1.0,
-    alpha: 1.702,
-};
-
-#[derive(Clone, Copy, PartialEq)]
-enum Path {
-    Auto,
-    Decode,
-    Prefill,
-}
-
-/// Host copies of one block's inputs: weights as f32 values already rounded to their dtype.
-struct Data {
-    x: Vec<f32>,
-    ids: Vec<u32>,
-    w: Vec<f32>,
-    gate_up: Vec<f32>,
-    down: Vec<f32>,
-    gate_up_bias: Option<Vec<f32>>,
-    down_bias: Option<Vec<f32>>,
-    y0: Vec<f32>,
-}
-
-fn act(a: Act, g: f64, u: f64) -> f64 {
-    match a {
-        Act::Silu => g / (1.0 + (-g).exp()) * u,
-        Act::Clamped { limit, alpha } => {
-            let (l, al) = (limit as f64, alpha as f64);
-            let g = g.min(l);
-            let u = u.clamp(-l, l);
-            (u + 1.0) * g / (1.0 + (-al * g).exp())
-        }
-    }
-}
-
-fn dot(a: &[f32], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(&a, &b)| a as f64 * b).sum()
-}
-
-/// One expert on one token row, in f64.
-fn expert(s: &MoeSpec, d: &Data, e: usize, x: &[f64]) -> Vec<f64> {
-    let (dim, i_n) = (s.hidden, s.inter);
-    let gu = &d.gate_up[e * 2 * i_n * dim..][..2 * i_n * dim];
-    let h: Vec<f64> = (0..i_n)
-        .map(|i| {
-            let (gr, ur) = match s.gate_up {
-                GateUpLayout::Concatenated => (i, i_n + i),
-                GateUpLayout::Interleaved => (2 * i, 2 * i + 1),
-            };
-            let gb = d.gate_up_bias.as_ref().map_or(0.0, |b| b[e * 2 * i_n + gr] as f64);
-            let ub = d.gate_up_bias.as_ref().map_or(0.0, |b| b[e * 2 * i_n + ur] as f64);
-            let g = dot(&gu[gr * dim..][..dim], x) + gb;
-            let u = dot(&gu[ur * dim..][..dim], x) + ub;
-            act(s.act, g, u)
-        })
-        .collect();
-    (0..dim)
-        .map(|r| {
-            dot(&d.down[(e * dim + r) * i_n..][..i_n], &h) + d.down_bias.as_ref().map_or(0.0, |b| b[e * dim + r] as f64)
-        })
-        .collect()
-}
-
-fn reference(s: &MoeSpec, d: &Data) -> Vec<f64> {
-    let dim = s.hidden;
-    let mut y: Vec<f64> = if s.accumulate {
-        d.y0.iter().map(|&v| v as f64).collect()
-    } else {
-        vec![0.0; s.tokens * dim]
-    };
-    for t in 0..s.tokens {
-        let x: Vec<f64> = d.x[t * dim..][..dim].iter().map(|&v| v as f64).collect();
-        for j in 0..s.top_k {
-            let out = expert(s, d, d.ids[t * s.top_k + j] as usize, &x);
-            let w = d.w[t * s.top_k + j] as f64;
-            for r in 0..dim {
-                y[t * dim + r] += w * out[r];
-            }
-        }
-    }
-    y
-}
-
-/// `k` distinct experts out of `allowed`, shuffled.
-fn pick(rng: &mut Rng, allowed: &[u32], k: usize) -> Vec<u32> {
-    let mut v = allowed.to_vec();
-    for i in 0..k {
-        let j = i + rng.below(v.len() - i);
-        v.swap(i, j);
-    }
-    v.truncate(k);
-    v
-}
-
-/// Random inputs: experts `idle` receive no token; token 2 (if any) copies token 0's experts.
-fn make_data(s: &MoeSpec, dtype: DType, bias: bool, idle: &[u32], seed: u64) -> Data {
-    let mut rng = Rng::new(seed);
-    let (e, d, i) = (s.experts, s.hidden, s.inter);
-    let allowed: Vec<u32> = (0..e as u32).filter(|x| !idle.contains(x)).collect();
-    let mut ids: Vec<u32> = (0..s.tokens).flat_map(|_| pick(&mut rng, &allowed, s.top_k)).collect();
-    if s.tokens > 2 {
-        let first = ids[..s.top_k].to_vec();
-        ids[2 * s.top_k..][..s.top_k].copy_from_slice(&first);
-    }
-    let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(x)).collect::<Vec<f32>>();
-    let ga = 3.0 / (d as f32).sqrt();
-    let da = 3.0 / (i as f32).sqrt();
-    Data {
-        x: rng.vec(s.tokens * d, 1.0),
-        ids,
-        w: (0..s.tokens * s.top_k).map(|_| 0.05 + rng.unit() as f32).collect(),
-        gate_up: round(rng.vec(e * 2 * i * d, ga)),
-        down: round(rng.vec(e * d * i, da)),
-        gate_up_bias: bias.then(|| round(rng.vec(e * 2 * i, 0.5))),
-        down_bias: bias.then(|| round(rng.vec(e * d, 0.5))),
-        y0: rng.vec(s.tokens * d, 1.0),
-    }
-}
-
-/// Per-weight binding limits making chunks of two experts each (`None`: one chunk).
-fn upload(ctx: &Context, dtype: DType, rows: usize, cols: usize, group: usize, v: &[f32], chunked: bool) -> Weight {
-    let group_bytes = (Weight::row_words(dtype, cols) * 4 * group) as u64;
-    let limit = if chunked {
-        2 * group_bytes + 16
-    } else {
-        ctx.caps.max_storage_binding
-    };
-    Weight::upload_with_binding_limit(ctx, "w", dtype, rows, cols, group, &dtype.encode(v), limit).unwrap()
-}
-
-fn run_gpu(ctx: &Context, s: &MoeSpec, dtype: DType, d: &Data, chunked: bool, path: Path) -> Vec<f32> {
-    let (e, dim, i) = (s.experts, s.hidden, s.inter);
-    let gu = upload(ctx, dtype, e * 2 * i, dim, 2 * i, &d.gate_up, chunked);
-    let dn = upload(ctx, dtype, e * dim, i, dim, &d.down, chunked);
-    if chunked {
-        assert!(gu.chunks.len() >= 3 && dn.chunks.len() >= 3, "chunking not exercised");
-    }
-    let gub = d
-        .gate_up_bias
-        .as_ref()
-        .map(|b| Weight::from_f32(ctx, "gub", dtype, e, 2 * i, b).unwrap());
-    let dnb = d
-        .down_bias
-        .as_ref()
-        .map(|b| Weight::from_f32(ctx, "dnb", dtype, e, dim, b).unwrap());
-    let x = Tensor::from_f32(ctx, "x", &d.x);
-    let ids = Tensor::from_u32(ctx, "ids", &d.ids);
-    let w = Tensor::from_f32(ctx, "w", &d.w);
-    let y = Tensor::from_f32(ctx, "y", &d.y0);
-    let f = match path {
-        Path::Auto => moe,
-        Path::Decode => moe_decode,
-        Path::Prefill => moe_prefill,
-    };
-    let experts = Experts {
-        gate_up: &gu,
-        down: &dn,
-        gate_up_bias: gub.as_ref(),
-        down_bias: dnb.as_ref(),
-    };
-    let ds = f(ctx, *s, experts, &x, &ids, &w, &y).unwrap();
-    ctx.submit(&ds.iter().collect::<Vec<_>>());
-    y.read_f32(ctx).unwrap()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn check(s: MoeSpec, dtype: DType, bias: bool, idle: &[u32], chunked: bool, path: Path, seed: u64) {
     let d = make_data(&s, dtype, bias, idle, seed);
     let want = reference(&s, &d);
     for (name, ctx) in contexts() {
-        let got = run_gpu(ctx, &s, dtype, &d, chunked, path);
+        let (got, coop) = run_gpu(ctx, &s, dtype, &d, chunked, path);
         let what = format!("{name} {} {s:?} bias={bias} chunked={chunked}", dtype.name());
-        assert_nmse(&what, &got, &want, NMSE);
-    }
-}
-
-fn spec(tokens: usize, experts: usize, top_k: usize, hidden: usize, inter: usize) -> MoeSpec {
-    MoeSpec {
-        tokens,
-        experts,
-        top_k,
-        hidden,
-        inter,
-        gate_up: GateUpLayout::Concatenated,
-        act: Act::Silu,
-        accumulate: false,
+        assert_nmse(&what, &got, &want, if coop { COOP_NMSE } else { NMSE });
     }
 }
 
@@ -472,6 +298,7 @@ fn router_to_experts_end_to_end() {
                 &y,
             )
             .unwrap();
+            let coop = m.iter().any(|d| d.label.contains("coop"));
             let mut all = vec![&r];
             all.extend(m.iter());
             ctx.submit(&all);
@@ -479,7 +306,7 @@ fn router_to_experts_end_to_end() {
                 &format!("{name} router->moe T={tokens}"),
                 &y.read_f32(ctx).unwrap(),
                 &want,
-                NMSE,
+                if coop { COOP_NMSE } else { NMSE },
             );
         }
     }

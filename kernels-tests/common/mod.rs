@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod moe;
 
 use std::sync::OnceLock;
 use wgmoe::gpu::{Context, DeviceOptions};

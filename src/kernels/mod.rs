@@ -12,6 +12,7 @@ pub mod gemm_coop;
 pub mod matmul;
 pub mod mla;
 pub mod moe;
+pub mod moe_coop;
 pub mod qkv;
 pub mod rmsnorm;
 pub mod rope;
@@ -35,6 +36,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("mla", mla::SHADER),
     ("qkv", qkv::SHADER),
     ("moe", moe::SHADER),
+    ("moe_coop", moe_coop::SHADER),
     ("rmsnorm", rmsnorm::SHADER),
     ("rope", rope::SHADER),
     ("router", router::SHADER),
@@ -43,7 +45,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// The cooperative-matrix shaders, also validated in their 8x8 form.
-pub const COOP_SHADERS: &[(&str, &str)] = &[("gemm_coop", gemm_coop::SHADER)];
+pub const COOP_SHADERS: &[(&str, &str)] = &[("gemm_coop", gemm_coop::SHADER), ("moe_coop", moe_coop::SHADER)];
 
 /// The prelude, then `source`; `enable` directives of the source go first, as WGSL requires.
 pub fn with_prelude(source: &str) -> String {

@@ -6,7 +6,8 @@
 //! activation fused into a scratch `h [T, k, I]`, then down with the k slots summed, weighted and
 //! added to `y` inside each workgroup. Prefill (any T): a per-expert pair list built on the GPU, a
 //! grouped tiled GEMM for gate+up (gathering x rows through the list), one for down (writing weighted
-//! rows per (token, slot)), and a reduce over the k slots into `y`.
+//! rows per (token, slot)), and a reduce over the k slots into `y`. The two GEMMs run on cooperative
+//! matrices where the adapter has them ([`super::moe_coop`]).
 
 use super::{grid, Dispatch};
 use crate::error::{shape_err, Error, Result};
@@ -385,9 +386,22 @@ pub fn moe_prefill(
         owned(&params),
     ));
 
-    let m_tiles = t.div_ceil(BM) as u32;
-    let consts = b.constants(gate_up, gate_up_bias, false, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", SHADER, "moe_gate_up_gemm", &consts);
+    // The grouped GEMMs: on cooperative matrices where the adapter has them, else tiled.
+    let coop = super::moe_coop::enabled(ctx, &experts);
+    let gemm = |w: &Weight, bias: Option<&Weight>, tiled: &str, coop_entry: &str| {
+        let mut consts = b.constants(w, bias, false, DECODE_WG);
+        if coop {
+            let (family, cm, source) = super::moe_coop::variant(ctx);
+            consts.push(("CWG", ctx.caps.subgroup_max.max(1) as f64));
+            (ctx.pipeline(family, &source, coop_entry, &consts), 4 * cm as usize)
+        } else {
+            (ctx.pipeline("moe", SHADER, tiled, &consts), BM)
+        }
+    };
+    let (pipeline, bm) = gemm(gate_up, gate_up_bias, "moe_gate_up_gemm", "moe_gate_up_coop");
+    // Outputs per tile: gate_up covers BN_GU (tiled) or half the coop tile's weight rows.
+    let (bn_gu, bn_dn) = if coop { (bm / 2, bm) } else { (BN_GU, BN_DN) };
+    let m_tiles = t.div_ceil(bm) as u32;
     for c in 0..gate_up.chunks.len() {
         let p = b.chunk_params(gate_up, c, gate_up_bias, false);
         let params = ctx.uniform("moe.params", &p);
@@ -400,10 +414,10 @@ pub fn moe_prefill(
             (11, counts.as_entire_binding()),
             (12, lists.as_entire_binding()),
         ];
-        let groups = [i.div_ceil(BN_GU) as u32, m_tiles, p.n_experts];
+        let groups = [i.div_ceil(bn_gu) as u32, m_tiles, p.n_experts];
         out.push(Dispatch::new(
             ctx,
-            "moe.gate_up_gemm",
+            if coop { "moe.gate_up_coop" } else { "moe.gate_up_gemm" },
             pipeline.clone(),
             &res,
             groups,
@@ -411,8 +425,7 @@ pub fn moe_prefill(
         ));
     }
 
-    let consts = b.constants(down, down_bias, false, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", SHADER, "moe_down_gemm", &consts);
+    let (pipeline, _) = gemm(down, down_bias, "moe_down_gemm", "moe_down_coop");
     for c in 0..down.chunks.len() {
         let p = b.chunk_params(down, c, down_bias, false);
         let params = ctx.uniform("moe.params", &p);
@@ -426,10 +439,10 @@ pub fn moe_prefill(
             (12, lists.as_entire_binding()),
             (13, slots.as_entire_binding()),
         ];
-        let groups = [d.div_ceil(BN_DN) as u32, m_tiles, p.n_experts];
+        let groups = [d.div_ceil(bn_dn) as u32, m_tiles, p.n_experts];
         out.push(Dispatch::new(
             ctx,
-            "moe.down_gemm",
+            if coop { "moe.down_coop" } else { "moe.down_gemm" },
             pipeline.clone(),
             &res,
             groups,
