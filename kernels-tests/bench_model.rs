@@ -169,6 +169,39 @@ fn every_architecture_synthesizes_and_runs() {
     }
 }
 
+/// Dispatches per decode step, counted from the recorded step of each shape (shrunk, 2 layers):
+/// besides the layers, the embedding, the normed lm_head, the sampler and the step advance (4).
+/// A GQA MoE layer is 8 (normed q|k|v, prepare_qkv, attention, o; normed router, router tail,
+/// gate|up, down). An MLA layer's attention is 7 (q, kv_a, prepare_mla, absorb, attention, uv, o)
+/// and its MoE FFN 4, shared experts included (folded into the routed ones); V2-Lite's first layer
+/// is dense (normed gate|up, SwiGLU, down: 3).
+#[test]
+fn decode_dispatches_per_layer() {
+    for (shape, layers) in [
+        ("olmoe-1b-7b", 8 + 8),
+        ("qwen3-30b-a3b", 8 + 8),
+        ("gpt-oss-20b", 8 + 8),
+        ("mixtral-8x7b", 8 + 8),
+        ("deepseek-v2-lite", (7 + 3) + (7 + 4)),
+    ] {
+        let opts = SynthOptions {
+            dtype: DType::F16,
+            seed: 1,
+            max_bytes: None,
+        };
+        let model = synthetic::model_from_config(ctx(), shrunk(shape), shape, &opts).unwrap();
+        let mut sess = model.session(8);
+        let opts = GenerateOptions {
+            max_new_tokens: 2,
+            ..Default::default()
+        };
+        sess.generate(&[1, 2], &opts, |_| Ok(())).unwrap();
+        let step = sess.step_dispatches(1).expect("generation recorded the decode step");
+        let labels: Vec<&str> = step.iter().map(|d| d.label.as_str()).collect();
+        assert_eq!(step.len(), layers + 4, "{shape}: {labels:?}");
+    }
+}
+
 #[test]
 fn bench_tiny_reports_pp_tg_json_and_profile() {
     let args = BenchModelArgs {

@@ -281,6 +281,7 @@ fn router_to_experts_end_to_end() {
                 groups: None,
                 renormalize: true,
                 scale: 1.0,
+                shared: None,
             };
             let r = router(ctx, &rs, &lt, None, &ids, &wt).unwrap();
             let m = moe(

@@ -1,4 +1,5 @@
-//! The fused q|k|v preparation (per-head norm, clamp, RoPE, KV-cache store) against an f64 CPU
+//! The fused q|k|v preparation (per-head or whole-projection norm, clamp, RoPE, KV-cache store)
+//! against an f64 CPU
 //! reference of the same steps; with an f16 cache, every stored k and v is exactly the f16 rounding
 //! (to nearest even) of what the f32 cache gets.
 
@@ -13,6 +14,8 @@ use wgmoe::kernels::step;
 struct Case {
     spec: QkvSpec,
     norm: Option<DType>,
+    /// The norms span all q heads and all k heads (OLMoE) instead of one head.
+    full: bool,
     pos0: usize,
 }
 
@@ -26,14 +29,27 @@ fn reference(c: &Case, qkv: &[f32], qn: &[f64], kn: &[f64], inv: &[f32]) -> (Vec
     let mut vc = vec![0.0; s.max_seq * kv * hd];
     for t in 0..s.tokens {
         let pos = c.pos0 + t;
+        // OLMoE: one scale over all q heads, one over all k heads.
+        let section_scale = |from: usize, n: usize| {
+            let ms = qkv[t * w + from..][..n]
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                / n as f64;
+            1.0 / (ms + s.eps as f64).sqrt()
+        };
+        let (q_scale, k_scale) = (section_scale(0, h * hd), section_scale(h * hd, kv * hd));
         for slot in 0..h + 2 * kv {
             let mut x: Vec<f64> = qkv[t * w + slot * hd..][..hd].iter().map(|&v| v as f64).collect();
             let is_q = slot < h;
             let is_k = !is_q && slot < h + kv;
             if c.norm.is_some() && (is_q || is_k) {
                 let ms = x.iter().map(|v| v * v).sum::<f64>() / hd as f64;
-                let scale = 1.0 / (ms + s.eps as f64).sqrt();
-                let nw = if is_q { qn } else { kn };
+                let (scale, nw) = match (c.full, is_q) {
+                    (false, q) => (1.0 / (ms + s.eps as f64).sqrt(), if q { qn } else { kn }),
+                    (true, true) => (q_scale, &qn[slot * hd..]),
+                    (true, false) => (k_scale, &kn[(slot - h) * hd..]),
+                };
                 for i in 0..hd {
                     x[i] *= scale * nw[i];
                 }
@@ -76,19 +92,28 @@ fn check(c: Case) {
         let inv: Vec<f32> = (0..s.head_dim / 2)
             .map(|i| 10000f32.powf(-2.0 * i as f32 / s.head_dim as f32))
             .collect();
-        let qn_v: Vec<f32> = (0..s.head_dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
-        let kn_v: Vec<f32> = (0..s.head_dim).map(|_| 1.0 + rng.uniform(0.3)).collect();
+        let (qn_len, kn_len) = if c.full {
+            (s.heads * s.head_dim, s.kv_heads * s.head_dim)
+        } else {
+            (s.head_dim, s.head_dim)
+        };
+        let qn_v: Vec<f32> = (0..qn_len).map(|_| 1.0 + rng.uniform(0.3)).collect();
+        let kn_v: Vec<f32> = (0..kn_len).map(|_| 1.0 + rng.uniform(0.3)).collect();
         let dt = c.norm.unwrap_or(DType::F32);
         let (qn_w, kn_w) = (
-            Weight::from_f32(ctx, "qn", dt, 1, s.head_dim, &qn_v).unwrap(),
-            Weight::from_f32(ctx, "kn", dt, 1, s.head_dim, &kn_v).unwrap(),
+            Weight::from_f32(ctx, "qn", dt, 1, qn_len, &qn_v).unwrap(),
+            Weight::from_f32(ctx, "kn", dt, 1, kn_len, &kn_v).unwrap(),
         );
         let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
         let t_inv = Tensor::from_f32(ctx, "inv", &inv);
         let st = step::new(ctx, c.pos0 as u32, s.tokens as u32);
         let cache = s.max_seq * s.kv_heads * s.head_dim;
         let (kc, vc) = (Tensor::zeros(ctx, "k", cache), Tensor::zeros(ctx, "v", cache));
-        let norms = c.norm.map(|_| QkNorms { q: &qn_w, k: &kn_w });
+        let norms = c.norm.map(|_| QkNorms {
+            q: &qn_w,
+            k: &kn_w,
+            full: c.full,
+        });
         let d = prepare_qkv(ctx, s, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
         ctx.submit(&[&d]);
         let (want_q, want_k, want_v) = reference(&c, &qkv, &rounded(dt, &qn_v), &rounded(dt, &kn_v), &inv);
@@ -97,7 +122,7 @@ fn check(c: Case) {
         let got_q: Vec<f32> = (0..s.tokens)
             .flat_map(|t| got[t * w..][..s.heads * s.head_dim].to_vec())
             .collect();
-        let what = format!("{name} {:?} norm={:?} pos0={}", s, c.norm, c.pos0);
+        let what = format!("{name} {:?} norm={:?} full={} pos0={}", s, c.norm, c.full, c.pos0);
         assert_nmse(&format!("{what} q"), &got_q, &want_q, 1e-10);
         assert_nmse(&format!("{what} k"), &kc.read_f32(ctx).unwrap(), &want_k, 1e-10);
         let (k32, v32) = (kc.read_f32(ctx).unwrap(), vc.read_f32(ctx).unwrap());
@@ -111,7 +136,11 @@ fn check(c: Case) {
             Tensor::zeros(ctx, "k", f16.words(cache)),
             Tensor::zeros(ctx, "v", f16.words(cache)),
         );
-        let norms = c.norm.map(|_| QkNorms { q: &qn_w, k: &kn_w });
+        let norms = c.norm.map(|_| QkNorms {
+            q: &qn_w,
+            k: &kn_w,
+            full: c.full,
+        });
         let d = prepare_qkv(ctx, s16, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
         ctx.submit(&[&d]);
         let bits = |v: &[f32]| v.iter().map(|x| f16.round(*x).to_bits()).collect::<Vec<_>>();
@@ -150,11 +179,13 @@ fn plain_gqa_decode_and_prefill() {
     check(Case {
         spec: spec(1, 4, 2, 16),
         norm: None,
+        full: false,
         pos0: 7,
     });
     check(Case {
         spec: spec(5, 4, 2, 16),
         norm: None,
+        full: false,
         pos0: 0,
     });
     // Llama/Mixtral-like head at a late position, a yarn-like amplitude.
@@ -164,6 +195,7 @@ fn plain_gqa_decode_and_prefill() {
             ..spec(3, 8, 2, 128)
         },
         norm: None,
+        full: false,
         pos0: 50,
     });
 }
@@ -174,6 +206,7 @@ fn qwen3_per_head_norm_every_dtype() {
         check(Case {
             spec: spec(2, 32, 4, 128),
             norm: Some(dt),
+            full: false,
             pos0: 11,
         });
     }
@@ -187,6 +220,7 @@ fn olmoe_clip_and_odd_heads() {
             ..spec(4, 3, 3, 20)
         },
         norm: None,
+        full: false,
         pos0: 3,
     });
     check(Case {
@@ -196,8 +230,45 @@ fn olmoe_clip_and_odd_heads() {
             ..spec(2, 2, 1, 6)
         },
         norm: Some(DType::F32),
+        full: false,
         pos0: 9,
     });
+}
+
+/// OLMoE's q_norm / k_norm over the whole projections (before the clamp), decode and prefill, on
+/// OLMoE's head shape and on odd head counts; and norms of the wrong width are refused.
+#[test]
+fn olmoe_whole_projection_norms() {
+    for (t, h, kv, hd, pos0) in [(1, 16, 16, 128, 40), (6, 3, 2, 20, 0), (9, 5, 1, 8, 17)] {
+        for dt in [DType::F32, DType::BF16] {
+            check(Case {
+                spec: QkvSpec {
+                    clip: Some(1.5),
+                    ..spec(t, h, kv, hd)
+                },
+                norm: Some(dt),
+                full: true,
+                pos0,
+            });
+        }
+    }
+    let ctx = native();
+    let s = spec(1, 4, 2, 16);
+    let qkv = Tensor::zeros(ctx, "qkv", s.row_width());
+    let inv = Tensor::zeros(ctx, "inv", 8);
+    let st = step::new(ctx, 0, 1);
+    let c = Tensor::zeros(ctx, "c", 64 * 32);
+    let head = Weight::from_f32(ctx, "n", DType::F32, 1, 16, &[1.0; 16]).unwrap();
+    let q_all = Weight::from_f32(ctx, "n", DType::F32, 1, 64, &[1.0; 64]).unwrap();
+    let k_all = Weight::from_f32(ctx, "n", DType::F32, 1, 32, &[1.0; 32]).unwrap();
+    let with = |q, k, full| {
+        let n = QkNorms { q, k, full };
+        prepare_qkv(ctx, s, &qkv, Some(n), &inv, &st, &c, &c).is_ok()
+    };
+    assert!(with(&q_all, &k_all, true));
+    assert!(!with(&head, &head, true), "per-head widths with full norms");
+    assert!(!with(&q_all, &k_all, false), "full widths with per-head norms");
+    assert!(!with(&k_all, &q_all, true), "q and k swapped");
 }
 
 #[test]

@@ -131,6 +131,7 @@ fn spec(experts: usize, top_k: usize, scoring: Scoring, renormalize: bool) -> Ro
         groups: None,
         renormalize,
         scale: 1.0,
+        shared: None,
     }
 }
 

@@ -1,9 +1,12 @@
 // Everything between the fused q|k|v projection and attention, in one dispatch (DESIGN.md
 // principle 4): for each token and each head of the fused row [q heads | k heads | v heads]:
-//   q, k: optional per-head RMSNorm (Qwen3 q_norm / k_norm), optional clamp (OLMoE clip_qkv),
-//         RoPE at position step[0] + t (half-split or interleaved, amplitude af);
+//   q, k: optional RMSNorm, per head (Qwen3 q_norm / k_norm) or over all q heads and over all k
+//         heads (OLMoE), optional clamp (OLMoE clip_qkv), RoPE at position step[0] + t
+//         (half-split or interleaved, amplitude af);
 //   q stays in place for attention; k and v go to the KV cache at that position.
-// One workgroup per (token, head); the head's values live in workgroup memory.
+// prepare_qkv: one workgroup per (token, head). prepare_qkv_full (OLMoE's whole-projection norms):
+// one workgroup per (token, section q / k / v), which sums its section's squares before it writes
+// any of it, then takes its heads in turn. A head's values live in workgroup memory.
 // The caches are u32 words: f32 bits, or with KV16 f16 pairs (element 2i in the low half of word
 // i); each invocation writes whole words (a head starts at an even element: head_dim is even).
 
@@ -24,6 +27,8 @@ struct Params {
 
 override WG: u32 = 64u;
 override QK_NORM: bool = false;
+// Norms over whole sections (q_norm [H*hd], k_norm [KV*hd]); only with prepare_qkv_full.
+override FULL_NORM: bool = false;
 override CLIP: bool = false;
 override INTERLEAVED: bool = false;
 override NORM_DTYPE: u32 = 0u;
@@ -53,12 +58,9 @@ fn norm_weight(is_q: bool, i: u32) -> f32 {
     return pick_half(word, i, NORM_DTYPE);
 }
 
-fn sum_squares(lid: u32) -> f32 {
-    var acc = 0.0;
-    for (var i = lid; i < p.head_dim; i += WG) {
-        acc += hv[i] * hv[i];
-    }
-    red[lid] = acc;
+fn wg_sum(v: f32, lid: u32) -> f32 {
+    workgroupBarrier();
+    red[lid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if lid < s {
@@ -69,17 +71,56 @@ fn sum_squares(lid: u32) -> f32 {
     return red[0];
 }
 
+fn sum_squares(lid: u32) -> f32 {
+    var acc = 0.0;
+    for (var i = lid; i < p.head_dim; i += WG) {
+        acc += hv[i] * hv[i];
+    }
+    return wg_sum(acc, lid);
+}
+
 @compute @workgroup_size(WG)
 fn prepare_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let slots = p.heads + 2u * p.kv_heads;
     let g = flat_group(wid);
     let t = g / slots;
-    let slot = g % slots;
     if t >= p.tokens {
         return;
     }
+    head(t, g % slots, lid, 1.0);
+}
+
+@compute @workgroup_size(WG)
+fn prepare_qkv_full(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = flat_group(wid);
+    let t = g / 3u;
+    let section = g % 3u;
+    if t >= p.tokens {
+        return;
+    }
+    let first = select(select(p.heads + p.kv_heads, p.heads, section == 1u), 0u, section == 0u);
+    let count = select(p.kv_heads, p.heads, section == 0u);
+    // The section's RMS before any of it is overwritten (only this workgroup touches it).
+    let start = t * p.row_stride + first * p.head_dim;
+    let len = count * p.head_dim;
+    var acc = 0.0;
+    for (var i = lid; i < len; i += WG) {
+        let v = qkv[start + i];
+        acc += v * v;
+    }
+    let scale = inverseSqrt(wg_sum(acc, lid) / f32(len) + p.eps);
+    for (var j = 0u; j < count; j++) {
+        head(t, first + j, lid, scale);
+    }
+}
+
+// One head of token t's fused row: norm (per head, or with the section's `full_scale`), clamp,
+// RoPE, then q back in place, k and v into the caches.
+fn head(t: u32, slot: u32, lid: u32, full_scale: f32) {
     let hd = p.head_dim;
     let base = t * p.row_stride + slot * hd;
+    // The previous head (prepare_qkv_full) may still be reading hv.
+    workgroupBarrier();
     for (var i = lid; i < hd; i += WG) {
         hv[i] = qkv[base + i];
     }
@@ -92,6 +133,15 @@ fn prepare_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         if is_q || is_k {
             for (var i = lid; i < hd; i += WG) {
                 hv[i] = hv[i] * scale * norm_weight(is_q, i);
+            }
+        }
+        workgroupBarrier();
+    }
+    if FULL_NORM {
+        if is_q || is_k {
+            let offset = select(slot - p.heads, slot, is_q) * hd;
+            for (var i = lid; i < hd; i += WG) {
+                hv[i] = hv[i] * full_scale * norm_weight(is_q, offset + i);
             }
         }
         workgroupBarrier();

@@ -6,6 +6,7 @@
 //           mask the others out of the selection
 //   idx = top_k of c, in descending order (ties: lower expert index first)
 //   w = s[idx]; renormalize: w /= sum(w) + eps; w *= scale
+//   shared slots (folded shared experts): ids E.., weight 1 or sigmoid(the row's gate logit)
 // Lines tagged `subgroups-only` and the region between the subgroup markers are stripped for adapters
 // without subgroups (src/kernels/router.rs: without_subgroups), because wgpu validates a whole module
 // against the device's features.
@@ -18,11 +19,11 @@ struct Params {
     topk_group: u32,
     group_size: u32,
     renormalize: u32,
-    _pad0: u32,
+    shared_slots: u32, // shared-expert slots after the top-k
     scale: f32,
     eps: f32,
-    _pad1: u32,
-    _pad2: u32,
+    logit_stride: u32, // experts, + 1 with a shared gate logit
+    shared_gate: u32,
 }
 
 override WG: u32 = 256u;
@@ -143,7 +144,7 @@ fn sum(v: f32, lid: u32) -> f32 {
 
 // Unbiased routing score of this lane's expert.
 fn score(t: u32, lid: u32, valid: bool) -> f32 {
-    let l = logits[t * p.experts + min(lid, p.experts - 1u)];
+    let l = logits[t * p.logit_stride + min(lid, p.experts - 1u)];
     if SIGMOID {
         return 1.0 / (1.0 + exp(-l));
     }
@@ -206,7 +207,7 @@ fn route(wid: vec3<u32>, lid: u32) {
         c = mask_groups(c, lid, valid);
     }
     var v = select(NONE, c, valid);
-    let out = t * p.top_k;
+    let out = t * (p.top_k + p.shared_slots);
     for (var r = 0u; r < p.top_k; r++) {
         let b = argmax(v, lid, lid);
         if lid == b.i {
@@ -227,6 +228,14 @@ fn route(wid: vec3<u32>, lid: u32) {
                 w = w / (total + p.eps);
             }
             weights[out + r] = w * p.scale;
+        }
+        var shared_w = 1.0;
+        if p.shared_gate != 0u {
+            shared_w = 1.0 / (1.0 + exp(-logits[t * p.logit_stride + p.experts]));
+        }
+        for (var j = 0u; j < p.shared_slots; j++) {
+            ids[out + p.top_k + j] = p.experts + j;
+            weights[out + p.top_k + j] = shared_w;
         }
     }
 }

@@ -261,6 +261,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             groups: None,
             renormalize: true,
             scale: 1.0,
+            shared: None,
         };
         out.push(Case {
             kernel: "router",
@@ -289,6 +290,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             groups: None,
             renormalize: true,
             scale: 1.0,
+            shared: None,
         },
         &router_logits,
         None,

@@ -1,5 +1,6 @@
-//! Everything between the fused q|k|v projection and attention in one dispatch: per-head q/k
-//! RMSNorm (Qwen3), clamping (OLMoE `clip_qkv`), RoPE, and storing k and v into the KV cache at
+//! Everything between the fused q|k|v projection and attention in one dispatch: q/k RMSNorm per
+//! head (Qwen3) or over the whole q and k projections (OLMoE), clamping (OLMoE `clip_qkv`), RoPE,
+//! and storing k and v into the KV cache at
 //! the positions the step buffer gives (as f32 or f16, [`KvDtype`]). Replaces up to seven separate
 //! dispatches per layer.
 
@@ -56,10 +57,12 @@ impl QkvSpec {
     }
 }
 
-/// Per-head q and k norm weights (`[head_dim]` each).
+/// q and k norm weights: per head (`[head_dim]` each), or with `full` over the whole q and k
+/// projections (`[heads * head_dim]` and `[kv_heads * head_dim]`).
 pub struct QkNorms<'a> {
     pub q: &'a Weight,
     pub k: &'a Weight,
+    pub full: bool,
 }
 
 /// Build the dispatch: `qkv` holds `tokens` fused rows; `k_cache`/`v_cache` are `[max_seq, KV*hd]`
@@ -108,10 +111,15 @@ pub fn prepare_qkv(
     if inv_freq.len < hd / 2 || step_buf.len < step::LEN {
         return Err(shape_err(op, "inv_freq or the step buffer is too short"));
     }
+    let full = norms.as_ref().is_some_and(|n| n.full);
     let norm_dtype = match &norms {
         Some(n) => {
-            if n.q.cols != hd || n.k.cols != hd || n.q.rows != 1 || n.k.rows != 1 || n.q.dtype != n.k.dtype {
-                return Err(shape_err(op, format!("q/k norms must both be [{hd}] of one dtype")));
+            let (qw, kw) = if full { (heads * hd, kv_heads * hd) } else { (hd, hd) };
+            if n.q.cols != qw || n.k.cols != kw || n.q.rows != 1 || n.k.rows != 1 || n.q.dtype != n.k.dtype {
+                return Err(shape_err(
+                    op,
+                    format!("q/k norms must be [{qw}] and [{kw}] of one dtype"),
+                ));
             }
             n.q.dtype.code()
         }
@@ -138,13 +146,15 @@ pub fn prepare_qkv(
     );
     let constants = [
         ("WG", WG as f64),
-        ("QK_NORM", norms.is_some() as u32 as f64),
+        ("QK_NORM", (norms.is_some() && !full) as u32 as f64),
+        ("FULL_NORM", full as u32 as f64),
         ("CLIP", spec.clip.is_some() as u32 as f64),
         ("INTERLEAVED", (spec.layout == RopeLayout::Interleaved) as u32 as f64),
         ("NORM_DTYPE", norm_dtype),
         ("KV16", (spec.kv_dtype == KvDtype::F16) as u32 as f64),
     ];
-    let pipeline = ctx.pipeline("qkv", SHADER, op, &constants);
+    let entry = if full { "prepare_qkv_full" } else { op };
+    let pipeline = ctx.pipeline("qkv", SHADER, entry, &constants);
     let dummy = || ctx.dummy.as_entire_binding();
     let (qn, kn) = match &norms {
         Some(n) => (
@@ -163,6 +173,8 @@ pub fn prepare_qkv(
         (6, k_cache.binding()),
         (7, v_cache.binding()),
     ];
-    let groups = grid((tokens * (heads + 2 * kv_heads)) as u32);
+    // Per head, or per q / k / v section with whole-projection norms.
+    let per_token = if full { 3 } else { heads + 2 * kv_heads };
+    let groups = grid((tokens * per_token) as u32);
     Ok(Dispatch::new(ctx, op, pipeline, &res, groups, vec![params.clone()]))
 }

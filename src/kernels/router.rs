@@ -9,6 +9,10 @@
 //! | Qwen1.5/2-MoE, OLMoE | softmax |
 //! | DeepSeek-V2(-Lite) | softmax, optional `Groups { score: Max }`, scale |
 //! | DeepSeek-V3 | sigmoid, bias, `Groups { score: Top2Sum }`, renormalize, scale |
+//!
+//! Shared experts folded into the routed ones ([`SharedSlots`]) take `count` more slots per token
+//! after the top-k: experts `experts..experts + count`, weight 1 (DeepSeek) or Qwen2-MoE's gate
+//! `sigmoid(logit)`, the gate's logit being the one after the experts' in each row.
 
 use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
@@ -29,10 +33,11 @@ struct Params {
     topk_group: u32,
     group_size: u32,
     renormalize: u32,
-    _pad0: u32,
+    shared_slots: u32,
     scale: f32,
     eps: f32,
-    _pad1: [u32; 2],
+    logit_stride: u32,
+    shared_gate: u32,
 }
 
 /// How routing scores come from logits.
@@ -62,6 +67,16 @@ pub struct Groups {
     pub score: GroupScore,
 }
 
+/// Shared experts folded into the routed ones: every token also gets `count` slots for experts
+/// `experts..experts + count`, after its top-k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedSlots {
+    pub count: usize,
+    /// Qwen2-MoE: the slots are weighted by `sigmoid(gate logit)`, a logit row's last value (rows
+    /// are then `experts + 1` wide); DeepSeek: by 1.
+    pub gated: bool,
+}
+
 /// One router configuration for `tokens` rows of `experts` logits.
 #[derive(Clone, Copy, Debug)]
 pub struct RouterSpec {
@@ -74,6 +89,20 @@ pub struct RouterSpec {
     pub renormalize: bool,
     /// Multiply the final weights by this (`routed_scaling_factor`; 1.0 elsewhere).
     pub scale: f32,
+    /// Shared experts folded into the routed ones (their slots are not scaled or renormalised).
+    pub shared: Option<SharedSlots>,
+}
+
+impl RouterSpec {
+    /// Logits per token row: the experts', and the shared gate's.
+    pub fn logit_stride(&self) -> usize {
+        self.experts + self.shared.is_some_and(|s| s.gated) as usize
+    }
+
+    /// Ids and weights per token: the top-k, then the shared slots.
+    pub fn slots(&self) -> usize {
+        self.top_k + self.shared.map_or(0, |s| s.count)
+    }
 }
 
 fn validate(spec: &RouterSpec, logits: &Tensor, bias: Option<&Tensor>, ids: &Tensor, weights: &Tensor) -> Result<()> {
@@ -93,22 +122,27 @@ fn validate(spec: &RouterSpec, logits: &Tensor, bias: Option<&Tensor>, ids: &Ten
             format!("top_k {top_k} must be in 1..={experts} (the expert count)"),
         ));
     }
-    if logits.len < tokens * experts {
+    let stride = spec.logit_stride();
+    if logits.len < tokens * stride {
         return Err(shape_err(
             op,
-            format!("logits hold {} values, need {tokens}x{experts}", logits.len),
+            format!("logits hold {} values, need {tokens}x{stride}", logits.len),
         ));
+    }
+    if spec.shared.is_some_and(|s| s.count == 0) {
+        return Err(shape_err(op, "shared slots must number at least one"));
     }
     if let Some(b) = bias {
         if b.len < experts {
             return Err(shape_err(op, format!("bias holds {} values, need {experts}", b.len)));
         }
     }
+    let slots = spec.slots();
     for (name, t) in [("ids", ids), ("weights", weights)] {
-        if t.len < tokens * top_k {
+        if t.len < tokens * slots {
             return Err(shape_err(
                 op,
-                format!("{name} holds {} values, need {tokens}x{top_k}", t.len),
+                format!("{name} holds {} values, need {tokens}x{slots}", t.len),
             ));
         }
     }
@@ -146,8 +180,9 @@ fn validate(spec: &RouterSpec, logits: &Tensor, bias: Option<&Tensor>, ids: &Ten
     Ok(())
 }
 
-/// Build the router dispatch: `logits [tokens, experts]` (+ `bias [experts]` for selection only) ->
-/// `ids [tokens, top_k]` (u32, descending selection score) and `weights [tokens, top_k]` (f32).
+/// Build the router dispatch: `logits [tokens, experts (+1 for a shared gate)]` (+ `bias [experts]`
+/// for selection only) -> `ids [tokens, slots]` (u32: the top-k by descending selection score, then
+/// the shared experts) and `weights [tokens, slots]` (f32).
 pub fn router(
     ctx: &Context,
     spec: &RouterSpec,
@@ -171,10 +206,11 @@ pub fn router(
             topk_group: topk_group as u32,
             group_size: (spec.experts / n_group) as u32,
             renormalize: spec.renormalize as u32,
-            _pad0: 0,
+            shared_slots: spec.shared.map_or(0, |s| s.count as u32),
             scale: spec.scale,
             eps: if spec.scoring == Scoring::Sigmoid { 1e-20 } else { 0.0 },
-            _pad1: [0; 2],
+            logit_stride: spec.logit_stride() as u32,
+            shared_gate: spec.shared.is_some_and(|s| s.gated) as u32,
         },
     );
     // One invocation per expert; a power of two for the tree reductions, whole subgroups for the

@@ -102,6 +102,27 @@ pub enum Ffn {
     },
 }
 
+impl Ffn {
+    /// How many extra routed experts the shared experts fold into: a shared SwiGLU MLP of width
+    /// `n * inter` is `n` experts of width `inter` (SwiGLU acts per intermediate unit and the down
+    /// projection sums over them), which the router then picks for every token with weight 1, or
+    /// with Qwen2-MoE's `sigmoid(h @ shared_expert_gate^T)` (the gate becomes the router's last
+    /// row). One expert kernel then serves routed and shared experts alike. `None` when there is no
+    /// shared expert or its width is not a multiple of the experts'.
+    pub fn shared_slots(&self) -> Option<usize> {
+        match self {
+            Ffn::Moe {
+                inter,
+                shared: Some(s),
+                gpt_oss: None,
+                router,
+                ..
+            } if !router.linear_bias && s.inter.is_multiple_of(*inter) => Some(s.inter / inter),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GptOssExperts {
     pub limit: f32,

@@ -5,7 +5,7 @@
 //! new positions written to the step buffer.
 
 use super::config::{Attention, Ffn, ModelConfig, QkNorm};
-use super::weights::{AttnWeights, FfnWeights, Linear, MlaQuery, ModelWeights};
+use super::weights::{AttnWeights, FfnWeights, Linear, MlaQuery, ModelWeights, SharedWeights};
 use crate::error::Result;
 use crate::gpu::{Context, Tensor, Weight};
 use crate::kernels::{self, Dispatch};
@@ -124,12 +124,14 @@ struct Scratch {
     expert_weights: Tensor,
 }
 
+/// The widest FFN over all layers: (intermediate width, router logits per token, expert slots per
+/// token), folded shared experts included (their slots, and Qwen2-MoE's gate logit).
 fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
-    let (mut inter, mut experts, mut top_k) = (1, 1, 1);
+    let (mut inter, mut logits, mut slots) = (1, 1, 1);
     for l in &cfg.layers {
         match &l.ffn {
             Ffn::Dense { inter: i, .. } => inter = inter.max(*i),
-            Ffn::Moe {
+            ffn @ Ffn::Moe {
                 experts: e,
                 top_k: k,
                 inter: i,
@@ -137,18 +139,20 @@ fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
                 ..
             } => {
                 inter = inter.max(*i).max(shared.as_ref().map_or(0, |s| s.inter));
-                experts = experts.max(*e);
-                top_k = top_k.max(*k);
+                let folded = ffn.shared_slots();
+                let gate = folded.is_some() && shared.as_ref().is_some_and(|s| s.gated);
+                logits = logits.max(e + gate as usize);
+                slots = slots.max(k + folded.unwrap_or(0));
             }
         }
     }
-    (inter, experts, top_k)
+    (inter, logits, slots)
 }
 
 /// Floats per token row of each scratch buffer, by name.
 fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 13] {
     let d = cfg.hidden;
-    let (inter, experts, top_k) = widest_ffn(cfg);
+    let (inter, logits, slots) = widest_ffn(cfg);
     // The attention buffers: (proj, latent, q_cat, attn_out, small).
     let (proj, latent, q_cat, attn_out, small) = match &cfg.attention {
         Attention::Gqa { .. } => (
@@ -184,9 +188,9 @@ fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 13] {
         // MLA's per-head values (H*dv) pass through here on their way to o_proj.
         ("tmp", d.max(cfg.heads * cfg.v_head_dim)),
         ("small", small),
-        ("router_logits", experts),
-        ("expert_ids", top_k),
-        ("expert_weights", top_k),
+        ("router_logits", logits),
+        ("expert_ids", slots),
+        ("expert_weights", slots),
     ]
 }
 
@@ -333,41 +337,19 @@ impl Builder<'_> {
             kv_dtype: io.cache.dtype,
         };
         let row = spec.row_width();
-        let mut per_head = None;
-        if let (Some(qn), Some(kn)) = (q_norm, k_norm) {
-            if *qk_norm == QkNorm::PerHead {
-                per_head = Some(QkNorms { q: qn, k: kn });
-            } else {
-                // OLMoE normalises the whole q and k projections: in place, before the clamp.
-                let q = NormShape {
-                    x_stride: row,
-                    y_stride: row,
-                    ..NormShape::new(t, h * hd, cfg.eps)
-                };
-                let k = NormShape {
-                    x_offset: h * hd,
-                    ..NormShape {
-                        rows: t,
-                        dim: kv * hd,
-                        ..q
-                    }
-                };
-                self.norm(q, &sq, qn, NormOut::InPlace)?;
-                self.norm(k, &sq, kn, NormOut::InPlace)?;
-            }
-        }
+        // Per-head norms (Qwen3) and OLMoE's norms over the whole q and k projections both run
+        // inside prepare_qkv.
+        let norms = match (q_norm, k_norm) {
+            (Some(q), Some(k)) => Some(QkNorms {
+                q,
+                k,
+                full: *qk_norm == QkNorm::Full,
+            }),
+            _ => None,
+        };
         let (kc, vc) = &io.cache.layers[layer];
         let vc = vc.as_ref().expect("GQA cache has values");
-        self.push(prepare_qkv(
-            self.ctx,
-            spec,
-            &sq,
-            per_head,
-            io.inv_freq,
-            io.step,
-            kc,
-            vc,
-        )?);
+        self.push(prepare_qkv(self.ctx, spec, &sq, norms, io.inv_freq, io.step, kc, vc)?);
         let mut spec = AttnSpec::gqa(t, h, kv, hd, io.cache.max_seq);
         spec.q_row_stride = row;
         spec.scale = cfg.attn_scale;
@@ -572,7 +554,7 @@ impl Builder<'_> {
                 },
             ) => {
                 use kernels::moe::{moe, Act, Experts, GateUpLayout, MoeSpec};
-                use kernels::router::{Groups, RouterSpec};
+                use kernels::router::{Groups, RouterSpec, SharedSlots};
                 let (sh, rl, ids, ws, x) = (
                     self.s.h.clone(),
                     self.s.router_logits.clone(),
@@ -594,6 +576,13 @@ impl Builder<'_> {
                     }),
                     renormalize: rc.renormalize,
                     scale: rc.scale,
+                    shared: match shared {
+                        Some(SharedWeights::Folded { slots, gated }) => Some(SharedSlots {
+                            count: *slots,
+                            gated: *gated,
+                        }),
+                        _ => None,
+                    },
                 };
                 self.push(kernels::router::router(
                     self.ctx,
@@ -603,10 +592,12 @@ impl Builder<'_> {
                     &ids,
                     &ws,
                 )?);
+                // Folded shared experts are more experts, and more slots per token.
+                let folded = spec.slots() - *top_k;
                 let spec = MoeSpec {
                     tokens: self.t,
-                    experts: *experts,
-                    top_k: *top_k,
+                    experts: *experts + folded,
+                    top_k: *top_k + folded,
                     hidden: self.cfg.hidden,
                     inter: *inter,
                     gate_up: if gpt_oss.is_some() {
@@ -631,8 +622,8 @@ impl Builder<'_> {
                 };
                 let d = moe(self.ctx, spec, experts, &sh, &ids, &ws, &x)?;
                 self.extend(d);
-                if let Some(s) = shared {
-                    self.gated_mlp(None, &s.gate_up, &s.down, s.gate.as_ref())?;
+                if let Some(SharedWeights::Separate { gate_up, down, gate }) = shared {
+                    self.gated_mlp(None, gate_up, down, gate.as_ref())?;
                 }
                 Ok(())
             }

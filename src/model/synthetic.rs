@@ -252,18 +252,33 @@ pub fn inventory(cfg: &ModelConfig, dtype: DType) -> Vec<Entry> {
                 gpt_oss,
             } => {
                 let (e, k, i_) = (*experts, *top_k, *inter);
-                let ex = Read::Experts { top_k: k, experts: e };
-                v.lin(format!("{p}.router"), e, d, router.linear_bias);
+                // Folded shared experts (as the loader folds them): more experts, each read by
+                // every token, and Qwen2-MoE's gate as one more router row.
+                let folded = layer.ffn.shared_slots();
+                let n = folded.unwrap_or(0);
+                let gate = folded.is_some() && shared.as_ref().is_some_and(|s| s.gated);
+                let ex = Read::Experts {
+                    top_k: k + n,
+                    experts: e + n,
+                };
+                v.lin(format!("{p}.router"), e + gate as usize, d, router.linear_bias);
                 if router.selection_bias {
                     v.tensor(format!("{p}.selection_bias"), e, 0.01);
                 }
-                v.add(format!("{p}.experts.gate_up"), e * 2 * i_, d, 2 * i_, scaled(d), ex);
-                v.add(format!("{p}.experts.down"), e * d, i_, d, scaled(i_), ex);
+                v.add(
+                    format!("{p}.experts.gate_up"),
+                    (e + n) * 2 * i_,
+                    d,
+                    2 * i_,
+                    scaled(d),
+                    ex,
+                );
+                v.add(format!("{p}.experts.down"), (e + n) * d, i_, d, scaled(i_), ex);
                 if gpt_oss.is_some() {
                     v.add(format!("{p}.experts.gate_up_bias"), e, 2 * i_, 1, BIAS, ex);
                     v.add(format!("{p}.experts.down_bias"), e, d, 1, BIAS, ex);
                 }
-                if let Some(s) = shared {
+                if let (Some(s), None) = (shared, folded) {
                     v.lin(format!("{p}.shared.gate_up"), 2 * s.inter, d, false);
                     v.lin(format!("{p}.shared.down"), d, s.inter, false);
                     if s.gated {
@@ -592,7 +607,7 @@ fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeigh
                 gate_up: m.lin(&format!("{p}.gate_up"))?,
                 down: m.lin(&format!("{p}.down"))?,
             },
-            Ffn::Moe { router, shared, .. } => FfnWeights::Moe {
+            ffn @ Ffn::Moe { router, shared, .. } => FfnWeights::Moe {
                 router: m.lin(&format!("{p}.router"))?,
                 selection_bias: if router.selection_bias {
                     Some(m.t(&format!("{p}.selection_bias"))?)
@@ -603,9 +618,10 @@ fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeigh
                 down: m.w(&format!("{p}.experts.down"))?,
                 gate_up_bias: m.opt_w(&format!("{p}.experts.gate_up_bias")),
                 down_bias: m.opt_w(&format!("{p}.experts.down_bias")),
-                shared: match shared {
-                    None => None,
-                    Some(s) => Some(SharedWeights {
+                shared: match (shared, ffn.shared_slots()) {
+                    (None, _) => None,
+                    (Some(s), Some(slots)) => Some(SharedWeights::Folded { slots, gated: s.gated }),
+                    (Some(s), None) => Some(SharedWeights::Separate {
                         gate_up: m.lin(&format!("{p}.shared.gate_up"))?,
                         down: m.lin(&format!("{p}.shared.down"))?,
                         gate: if s.gated {

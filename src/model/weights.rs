@@ -40,12 +40,20 @@ pub enum AttnWeights {
     },
 }
 
-pub struct SharedWeights {
-    /// gate rows then up rows, `[2 * inter, D]`.
-    pub gate_up: Linear,
-    pub down: Linear,
-    /// Qwen2-MoE `shared_expert_gate` `[1, D]`.
-    pub gate: Option<Linear>,
+/// A MoE block's shared experts.
+pub enum SharedWeights {
+    /// Folded into the routed experts ([`Ffn::shared_slots`]): experts `E..E + slots` of the
+    /// block's `gate_up` / `down`, and with `gated` the router's last row is Qwen2-MoE's
+    /// `shared_expert_gate`.
+    Folded { slots: usize, gated: bool },
+    /// An MLP of its own (its width is not a multiple of the experts').
+    Separate {
+        /// gate rows then up rows, `[2 * inter, D]`.
+        gate_up: Linear,
+        down: Linear,
+        /// Qwen2-MoE `shared_expert_gate` `[1, D]`.
+        gate: Option<Linear>,
+    },
 }
 
 pub enum FfnWeights {
@@ -57,9 +65,10 @@ pub enum FfnWeights {
     Moe {
         router: Linear,
         selection_bias: Option<Tensor>,
-        /// `[E * 2I, D]` in groups of 2I (gate|up concatenated, or interleaved for gpt-oss).
+        /// `[E * 2I, D]` in groups of 2I (gate|up concatenated, or interleaved for gpt-oss); with
+        /// folded shared experts, `E + slots` groups.
         gate_up: Weight,
-        /// `[E * D, I]` in groups of D.
+        /// `[E * D, I]` in groups of D (`E + slots` groups with folded shared experts).
         down: Weight,
         gate_up_bias: Option<Weight>,
         down_bias: Option<Weight>,
@@ -112,7 +121,12 @@ impl ModelWeights {
                     lin(router)
                         + gate_up.gpu_bytes()
                         + down.gpu_bytes()
-                        + shared.as_ref().map_or(0, |s| lin(&s.gate_up) + lin(&s.down))
+                        + match shared {
+                            Some(SharedWeights::Separate { gate_up, down, gate }) => {
+                                lin(gate_up) + lin(down) + gate.as_ref().map_or(0, lin)
+                            }
+                            _ => 0,
+                        }
                 }
             };
         }
@@ -205,10 +219,22 @@ impl Loader<'_> {
         cols: usize,
         group_rows: usize,
     ) -> Result<Weight> {
+        self.stacked_with_room(label, parts, cols, group_rows, 0)
+    }
+
+    /// [`Loader::stacked`] with `room` more zeroed rows after the parts, for the caller to fill.
+    fn stacked_with_room(
+        &mut self,
+        label: &str,
+        parts: &[(String, usize)],
+        cols: usize,
+        group_rows: usize,
+        room: usize,
+    ) -> Result<Weight> {
         let first = self.raw(&parts[0].0, &[parts[0].1, cols])?;
         let dtype = first.gpu_dtype()?;
         drop(first);
-        let rows: usize = parts.iter().map(|p| p.1).sum();
+        let rows: usize = parts.iter().map(|p| p.1).sum::<usize>() + room;
         let w = Weight::alloc(
             self.ctx,
             label,
@@ -421,7 +447,25 @@ fn load_ffn(l: &mut Loader<'_>, cfg: &ModelConfig, ffn: &Ffn, p: &str) -> Result
             } else {
                 format!("{m}.gate")
             };
-            let router_lin = l.linear(&router_name, e, d, router.linear_bias)?;
+            let slots = ffn.shared_slots();
+            let room = slots.unwrap_or(0);
+            let shared_prefix = if cfg.model_type == "qwen2_moe" {
+                format!("{m}.shared_expert")
+            } else {
+                format!("{m}.shared_experts")
+            };
+            let gate_name = format!("{m}.shared_expert_gate");
+            let gated = shared.as_ref().is_some_and(|s| s.gated);
+            let router_lin = if slots.is_some() && gated {
+                // The shared gate's logit comes out of the router projection as its last row.
+                let parts = [(format!("{router_name}.weight"), e), (format!("{gate_name}.weight"), 1)];
+                Linear {
+                    w: l.stacked(&router_name, &parts, d, 1)?,
+                    bias: None,
+                }
+            } else {
+                l.linear(&router_name, e, d, router.linear_bias)?
+            };
             let selection_bias = if router.selection_bias {
                 Some(l.vector_f32(&format!("{m}.gate.e_score_correction_bias"), e)?)
             } else {
@@ -437,33 +481,33 @@ fn load_ffn(l: &mut Loader<'_>, cfg: &ModelConfig, ffn: &Ffn, p: &str) -> Result
                 };
                 let ex = |x: usize, n: &str| format!("{m}.experts.{x}.{n}.weight");
                 if l.src.contains(&format!("{m}.experts.gate_up_proj")) {
-                    fused_experts(l, &m, e, i_, d)?
+                    fused_experts(l, &m, e, i_, d, room)?
                 } else {
                     let gu: Vec<(String, usize)> = (0..e)
                         .flat_map(|x| [(ex(x, names[0]), i_), (ex(x, names[1]), i_)])
                         .collect();
                     let dn: Vec<(String, usize)> = (0..e).map(|x| (ex(x, names[2]), d)).collect();
-                    let gate_up = l.stacked(&format!("{m}.experts.gate_up"), &gu, d, 2 * i_)?;
-                    let down = l.stacked(&format!("{m}.experts.down"), &dn, i_, d)?;
+                    let gate_up =
+                        l.stacked_with_room(&format!("{m}.experts.gate_up"), &gu, d, 2 * i_, room * 2 * i_)?;
+                    let down = l.stacked_with_room(&format!("{m}.experts.down"), &dn, i_, d, room * d)?;
                     (gate_up, down, None, None)
                 }
             };
-            let shared = match shared {
-                None => None,
-                Some(s) => {
-                    let name = if cfg.model_type == "qwen2_moe" {
-                        "shared_expert"
-                    } else {
-                        "shared_experts"
-                    };
-                    let sm = format!("{m}.{name}");
-                    let (gate_up, down) = gated_mlp(l, &sm, ["gate_proj", "up_proj", "down_proj"], s.inter, d, false)?;
+            let shared = match (shared, slots) {
+                (None, _) => None,
+                (Some(_), Some(n)) => {
+                    write_shared_experts(l, &shared_prefix, &gate_up, &down, e, i_, d, n)?;
+                    Some(SharedWeights::Folded { slots: n, gated })
+                }
+                (Some(s), None) => {
+                    let names = ["gate_proj", "up_proj", "down_proj"];
+                    let (gate_up, down) = gated_mlp(l, &shared_prefix, names, s.inter, d, false)?;
                     let gate = if s.gated {
-                        Some(l.linear(&format!("{m}.shared_expert_gate"), 1, d, false)?)
+                        Some(l.linear(&gate_name, 1, d, false)?)
                     } else {
                         None
                     };
-                    Some(SharedWeights { gate_up, down, gate })
+                    Some(SharedWeights::Separate { gate_up, down, gate })
                 }
             };
             Ok(FfnWeights::Moe {
@@ -508,24 +552,67 @@ fn gated_mlp(
 
 type ExpertWeights = (Weight, Weight, Option<Weight>, Option<Weight>);
 
-/// transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`, `experts.down_proj [E, D, I]`.
-fn fused_experts(l: &mut Loader<'_>, m: &str, e: usize, i_: usize, d: usize) -> Result<ExpertWeights> {
+/// transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`, `experts.down_proj [E, D, I]`;
+/// `room` more (zeroed) experts after them, for folded shared experts.
+fn fused_experts(l: &mut Loader<'_>, m: &str, e: usize, i_: usize, d: usize, room: usize) -> Result<ExpertWeights> {
+    let limit = l.ctx.caps.max_storage_binding;
     let gu = l.raw(&format!("{m}.experts.gate_up_proj"), &[e, 2 * i_, d])?;
-    let gate_up = Weight::upload(
+    let gate_up = Weight::alloc(
         l.ctx,
         "experts.gate_up",
         gu.gpu_dtype()?,
-        e * 2 * i_,
+        (e + room) * 2 * i_,
         d,
         2 * i_,
-        &gu.bytes,
+        limit,
     )?;
+    gate_up.write_rows(l.ctx, 0, &gu.bytes)?;
     drop(gu);
     l.tick();
     let dn = l.raw(&format!("{m}.experts.down_proj"), &[e, d, i_])?;
-    let down = Weight::upload(l.ctx, "experts.down", dn.gpu_dtype()?, e * d, i_, d, &dn.bytes)?;
+    let down = Weight::alloc(l.ctx, "experts.down", dn.gpu_dtype()?, (e + room) * d, i_, d, limit)?;
+    down.write_rows(l.ctx, 0, &dn.bytes)?;
     l.tick();
     Ok((gate_up, down, None, None))
+}
+
+/// The shared MLP at `prefix` (width `slots * I`) written as experts `E..E + slots` of the routed
+/// experts' weights (see [`Ffn::shared_slots`]), converted to their dtype: shared expert `j` takes
+/// gate and up rows `j*I..(j+1)*I` and down columns `j*I..(j+1)*I`.
+#[allow(clippy::too_many_arguments)]
+fn write_shared_experts(
+    l: &mut Loader<'_>,
+    prefix: &str,
+    gate_up: &Weight,
+    down: &Weight,
+    e: usize,
+    i_: usize,
+    d: usize,
+    slots: usize,
+) -> Result<()> {
+    let el = gate_up.dtype.bytes();
+    for (half, name) in ["gate_proj", "up_proj"].into_iter().enumerate() {
+        let t = l.raw(&format!("{prefix}.{name}.weight"), &[slots * i_, d])?;
+        let bytes = bytes_as(&t, gate_up.dtype)?;
+        for j in 0..slots {
+            let rows = &bytes[j * i_ * d * el..][..i_ * d * el];
+            gate_up.write_rows(l.ctx, (e + j) * 2 * i_ + half * i_, rows)?;
+        }
+        l.tick();
+    }
+    let t = l.raw(&format!("{prefix}.down_proj.weight"), &[d, slots * i_])?;
+    let el = down.dtype.bytes();
+    let bytes = bytes_as(&t, down.dtype)?;
+    let mut block = vec![0u8; d * i_ * el];
+    for j in 0..slots {
+        for r in 0..d {
+            let src = &bytes[(r * slots * i_ + j * i_) * el..][..i_ * el];
+            block[r * i_ * el..][..i_ * el].copy_from_slice(src);
+        }
+        down.write_rows(l.ctx, (e + j) * d, &block)?;
+    }
+    l.tick();
+    Ok(())
 }
 
 /// gpt-oss stores experts as `x @ W`: `gate_up_proj [E, D, 2I]` (interleaved columns) and
