@@ -32,6 +32,16 @@ fn qwen2_moe() {
     parity("qwen2_moe", F32_BOUND);
 }
 #[test]
+fn qwen2_moe_folded_shared_expert() {
+    // Its shared expert is twice the experts' width: two gated experts folded into the routed ones
+    // (the qwen2_moe fixture's, 1.5x, stays a separate MLP).
+    let path = fixture("qwen2_moe_folded").join("config.json");
+    let cfg =
+        wgmoe::model::config::ModelConfig::from_json(&std::fs::read_to_string(&path).unwrap(), "config.json").unwrap();
+    assert_eq!(cfg.layers[0].ffn.shared_slots(), Some(2));
+    parity("qwen2_moe_folded", F32_BOUND);
+}
+#[test]
 fn qwen3_moe() {
     parity("qwen3_moe", F32_BOUND);
 }

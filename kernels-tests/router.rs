@@ -1,6 +1,7 @@
 //! The router tail against an f64 reference: every model family's configuration (Mixtral, Qwen,
 //! OLMoE, gpt-oss, DeepSeek-V2 greedy and group-limited, DeepSeek-V3 with a selection bias), expert
-//! counts 8..256, top-k 1..8, 1/5/33 tokens, on the fast (subgroup) and portable adapters.
+//! counts 8..256, top-k 1..8, 1/5/33 tokens, shared-expert slots after the top-k (DeepSeek's,
+//! Qwen2-MoE's gated one), on the fast (subgroup) and portable adapters.
 //!
 //! Ids must match exactly and in order. Inputs are redrawn per token until every decision the
 //! reference makes (the k chosen, their order, the kept groups) wins by a margin of 1e-4, far above
@@ -11,7 +12,7 @@
 mod common;
 use common::*;
 use wgmoe::gpu::Tensor;
-use wgmoe::kernels::router::{router, GroupScore, Groups, RouterSpec, Scoring};
+use wgmoe::kernels::router::{router, GroupScore, Groups, RouterSpec, Scoring, SharedSlots};
 
 const MARGIN: f64 = 1e-4;
 const WEIGHT_NMSE: f64 = 1e-9;
@@ -77,7 +78,8 @@ struct Case {
 }
 
 /// Random logits in [-spread, spread] (redrawn per token until the reference is tie-free) and their
-/// reference routing.
+/// reference routing; with shared slots, each row's ids and weights end with the shared experts
+/// (weight 1, or the sigmoid of the gate logit that ends the row).
 fn make_case(spec: &RouterSpec, with_bias: bool, seed: u64) -> Case {
     let mut rng = Rng::new(seed);
     let bias = with_bias.then(|| rng.vec(spec.experts, 0.5));
@@ -90,11 +92,20 @@ fn make_case(spec: &RouterSpec, with_bias: bool, seed: u64) -> Case {
     for _ in 0..spec.tokens {
         for attempt in 0.. {
             assert!(attempt < 1000, "could not draw tie-free logits for {spec:?}");
-            let l = rng.vec(spec.experts, 4.0);
-            if let Some((ids, w)) = route_token(spec, &l, bias.as_deref()) {
-                case.logits.extend(l);
+            let l = rng.vec(spec.logit_stride(), 4.0);
+            if let Some((ids, w)) = route_token(spec, &l[..spec.experts], bias.as_deref()) {
                 case.ids.extend(ids);
                 case.weights.extend(w);
+                if let Some(sh) = spec.shared {
+                    let gate = if sh.gated {
+                        1.0 / (1.0 + (-(l[spec.experts] as f64)).exp())
+                    } else {
+                        1.0
+                    };
+                    case.ids.extend((0..sh.count).map(|j| (spec.experts + j) as u32));
+                    case.weights.extend(std::iter::repeat_n(gate, sh.count));
+                }
+                case.logits.extend(l);
                 break;
             }
         }
@@ -108,8 +119,8 @@ fn check(spec: RouterSpec, case: &Case, what: &str) -> Vec<u32> {
     for (name, ctx) in contexts() {
         let logits = Tensor::from_f32(ctx, "logits", &case.logits);
         let bias = case.bias.as_ref().map(|b| Tensor::from_f32(ctx, "bias", b));
-        let ids = Tensor::zeros(ctx, "ids", spec.tokens * spec.top_k);
-        let weights = Tensor::zeros(ctx, "weights", spec.tokens * spec.top_k);
+        let ids = Tensor::zeros(ctx, "ids", spec.tokens * spec.slots());
+        let weights = Tensor::zeros(ctx, "weights", spec.tokens * spec.slots());
         let d = router(ctx, &spec, &logits, bias.as_ref(), &ids, &weights).unwrap();
         ctx.submit(&[&d]);
         let got_ids = ids.read_u32(ctx).unwrap();
@@ -231,6 +242,42 @@ fn deepseek_v3_sigmoid_bias_groups() {
 }
 
 #[test]
+fn shared_slots_follow_the_top_k() {
+    let shared = |count, gated| Some(SharedSlots { count, gated });
+    // DeepSeek-V2-Lite: two ungated shared experts after a greedy top-6.
+    run(
+        RouterSpec {
+            shared: shared(2, false),
+            ..spec(64, 6, Scoring::Softmax, false)
+        },
+        false,
+        "v2-lite shared",
+    );
+    // DeepSeek-V3: one, after the scaled, renormalised, group-limited top-8 (the scale and the
+    // renormalisation leave the shared weight at 1).
+    let v3 = RouterSpec {
+        groups: Some(Groups {
+            n_group: 8,
+            topk_group: 4,
+            score: GroupScore::Top2Sum,
+        }),
+        scale: 2.5,
+        shared: shared(1, false),
+        ..spec(256, 8, Scoring::Sigmoid, true)
+    };
+    run(v3, true, "v3 shared");
+    // Qwen2-MoE: four slots weighted by sigmoid(gate logit), the 61st logit of each row.
+    run(
+        RouterSpec {
+            shared: shared(4, true),
+            ..spec(60, 4, Scoring::Softmax, false)
+        },
+        false,
+        "qwen2 gated shared",
+    );
+}
+
+#[test]
 fn bad_specs_are_errors() {
     let ctx = native();
     let t = |n| Tensor::zeros(ctx, "t", n);
@@ -263,6 +310,38 @@ fn bad_specs_are_errors() {
     assert!(bad(RouterSpec { groups: g(8, 9), ..ok }), "topk_group > n_group");
     assert!(bad(RouterSpec { groups: g(16, 1), ..ok }), "k > experts in kept groups");
     assert!(bad(RouterSpec { tokens: 9, ..ok }), "ids too short");
+    let sh = |count, gated| Some(SharedSlots { count, gated });
+    assert!(
+        !bad(RouterSpec {
+            shared: sh(24, false),
+            ..ok
+        }),
+        "ids hold 2 x (8 + 24)"
+    );
+    assert!(
+        bad(RouterSpec {
+            shared: sh(25, false),
+            ..ok
+        }),
+        "ids too short for the shared slots"
+    );
+    assert!(
+        bad(RouterSpec {
+            shared: sh(0, false),
+            ..ok
+        }),
+        "no shared slots"
+    );
+    let one_row = t(64);
+    let gated = RouterSpec {
+        tokens: 1,
+        shared: sh(1, true),
+        ..ok
+    };
+    assert!(
+        router(ctx, &gated, &one_row, None, &ids, &w).is_err(),
+        "no room for the gate logit"
+    );
     let short_bias = t(8);
     assert!(
         router(ctx, &ok, &logits, Some(&short_bias), &ids, &w).is_err(),

@@ -53,6 +53,10 @@ def configs():
         "qwen2_moe": Qwen2MoeConfig(**common, intermediate_size=96, moe_intermediate_size=32,
                                     shared_expert_intermediate_size=48, num_experts=8, num_experts_per_tok=2,
                                     norm_topk_prob=False, mlp_only_layers=[1]),
+        # A shared expert twice the experts' width: wgmoe folds it into two gated routed experts.
+        "qwen2_moe_folded": Qwen2MoeConfig(**common, intermediate_size=96, moe_intermediate_size=32,
+                                           shared_expert_intermediate_size=64, num_experts=8,
+                                           num_experts_per_tok=2, norm_topk_prob=False, mlp_only_layers=[1]),
         "qwen3_moe": Qwen3MoeConfig(**common, intermediate_size=96, moe_intermediate_size=32, num_experts=8,
                                     num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=2, head_dim=32),
         "olmoe": OlmoeConfig(**common, intermediate_size=32, num_experts=8, num_experts_per_tok=2, clip_qkv=0.8),
