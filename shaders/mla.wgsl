@@ -1,7 +1,8 @@
 // Per-head matrix-vector products of absorbed multi-head latent attention (MODELS.md §6.5):
 //   y[t, h, o] = sum_i W[h*out + o, i] * x[t, h, i]
-// with W stacked per head ([heads*out, in], e.g. W_UK_h^T or W_UV_h). One invocation per output,
-// a workgroup covering WG outputs of one (token, head).
+// with W stacked per head ([heads*out, in], e.g. W_UK_h^T or W_UV_h). A workgroup owns HM_ROWS
+// outputs of one (token, head): its threads stride along the rows one vec4<u32> weight word at a
+// time (neighbouring threads read neighbouring words), then reduce through workgroup memory.
 
 struct Params {
     tokens: u32,
@@ -20,22 +21,33 @@ struct Params {
 
 override WG: u32 = 64u;
 override W_DTYPE: u32 = 0u;
+const HM_ROWS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-fn weight(row: u32, i: u32) -> f32 {
-    let base = row * p.w_row_words;
+var<workgroup> hm_red: array<f32, HM_ROWS * WG>;
+
+// Weight elements per vec4<u32> word, and the 8 (16-bit) or first 4 (f32) of one word.
+fn hm_per_word() -> u32 {
+    return select(8u, 4u, W_DTYPE == DT_F32);
+}
+fn hm_widen(v: vec4<u32>) -> array<f32, 8> {
     if W_DTYPE == DT_F32 {
-        return bitcast<f32>(w[base + i]);
+        let f = bitcast<vec4<f32>>(v);
+        return array<f32, 8>(f.x, f.y, f.z, f.w, 0.0, 0.0, 0.0, 0.0);
     }
-    return pick_half(w[base + (i >> 1u)], i, W_DTYPE);
+    let a = unpack_half2(v.x, W_DTYPE);
+    let b = unpack_half2(v.y, W_DTYPE);
+    let c = unpack_half2(v.z, W_DTYPE);
+    let d = unpack_half2(v.w, W_DTYPE);
+    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
 }
 
 @compute @workgroup_size(WG)
-fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = flat_group(wid);
     let th = g / p.blocks;
     if th >= p.tokens * p.heads {
@@ -43,17 +55,43 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
     let t = th / p.heads;
     let h = th % p.heads;
-    let o = (g % p.blocks) * WG + lid.x;
-    if o >= p.out_dim {
-        return;
-    }
+    let o0 = (g % p.blocks) * HM_ROWS;
     let xb = t * p.x_row_stride + h * p.x_head_stride + p.x_offset;
-    let row = h * p.out_dim + o;
-    var acc = 0.0;
-    for (var i = 0u; i < p.in_dim; i++) {
-        acc += weight(row, i) * x[xb + i];
+    let n = hm_per_word();
+    let words = p.w_row_words / 4u;
+    var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
+    for (var q = lid; q < words; q += WG) {
+        // This word's x values; columns past in_dim (the row padding) read as zero.
+        var xv: array<f32, 8>;
+        for (var c = 0u; c < n; c++) {
+            let i = q * n + c;
+            xv[c] = select(0.0, x[xb + min(i, p.in_dim - 1u)], i < p.in_dim);
+        }
+        for (var r = 0u; r < HM_ROWS; r++) {
+            let row = h * p.out_dim + min(o0 + r, p.out_dim - 1u);
+            let wv = hm_widen(w[row * words + q]);
+            var s = 0.0;
+            for (var c = 0u; c < n; c++) {
+                s += wv[c] * xv[c];
+            }
+            acc[r] += s;
+        }
     }
-    y[t * p.y_row_stride + h * p.y_head_stride + p.y_offset + o] = acc;
+    for (var r = 0u; r < HM_ROWS; r++) {
+        hm_red[r * WG + lid] = acc[r];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            for (var r = 0u; r < HM_ROWS; r++) {
+                hm_red[r * WG + lid] += hm_red[r * WG + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if lid < HM_ROWS && o0 + lid < p.out_dim {
+        y[t * p.y_row_stride + h * p.y_head_stride + p.y_offset + o0 + lid] = hm_red[lid * WG];
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

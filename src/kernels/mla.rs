@@ -83,7 +83,8 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
             format!("x ({}) or y ({}) too small for {spec:?}", x.len, y.len),
         ));
     }
-    let blocks = out_dim.div_ceil(WG);
+    // Output rows per workgroup (shaders/mla.wgsl HM_ROWS).
+    let blocks = out_dim.div_ceil(4);
     let params = ctx.uniform(
         "mla.params",
         &Params {
