@@ -130,19 +130,24 @@ fn bad_shapes_are_errors() {
     assert!(head_matvec(ctx, HeadMatvecSpec { tokens: 2, ..spec }, &x, &w, &y).is_err());
 }
 
-/// `prepare_mla` against an f64 reference: q_pe rotated into q_cat, the latent normalised and
-/// rotated into the cache at the step buffer's positions, both layouts and cache precisions.
+/// `prepare_mla` against an f64 reference: q_pe rotated into q_cat, the absorbed query
+/// `uk_t[h] @ q_nope` in front of it (every uk_t precision), the latent normalised and rotated
+/// into the cache at the step buffer's positions, both layouts and cache precisions.
 #[test]
 fn prepare_mla_matches_reference() {
     use wgmoe::kernels::attention::KvDtype;
     use wgmoe::kernels::mla::{prepare_mla, MlaPrepSpec};
     use wgmoe::kernels::rope::RopeLayout;
     for (name, ctx) in contexts() {
-        for (t, h, nope, rope, rank, layout, kv) in [
+        for (i, (t, h, nope, rope, rank, layout, kv)) in [
             (3, 4, 16, 8, 16, RopeLayout::Interleaved, KvDtype::F32),
             (1, 16, 128, 64, 512, RopeLayout::Interleaved, KvDtype::F16),
             (2, 3, 6, 4, 10, RopeLayout::Half, KvDtype::F32),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let uk_dtype = DTYPES[i % DTYPES.len()];
             let (pos0, max_seq, eps, af) = (5usize, 16usize, 1e-6f32, 1.2f32);
             let width = rank + rope;
             let mut rng = Rng::new((h * 100 + rank) as u64);
@@ -164,7 +169,9 @@ fn prepare_mla_matches_reference() {
                 eps,
                 kv_dtype: kv,
             };
+            let uk = rng.vec(h * rank * nope, 0.5);
             let norm = Weight::from_f32(ctx, "kv_norm", wgmoe::gpu::DType::BF16, 1, rank, &g).unwrap();
+            let uk_t = Weight::from_f32(ctx, "uk_t", uk_dtype, h * rank, nope, &uk).unwrap();
             let (tp, tk) = (
                 Tensor::from_f32(ctx, "proj", &proj),
                 Tensor::from_f32(ctx, "kv_a", &kv_a),
@@ -175,7 +182,7 @@ fn prepare_mla_matches_reference() {
             );
             let q_cat = Tensor::zeros(ctx, "q_cat", t * h * width);
             let cache = Tensor::zeros(ctx, "cache", kv.words(max_seq * width));
-            let d = prepare_mla(ctx, spec, &tp, &tk, &norm, &ti, &st, &q_cat, &cache).unwrap();
+            let d = prepare_mla(ctx, spec, &tp, &tk, &norm, &uk_t, &ti, &st, &q_cat, &cache).unwrap();
             ctx.submit(&[&d]);
             let gr = rounded(wgmoe::gpu::DType::BF16, &g);
             let rotate = |x: &mut [f64], pos: usize| {
@@ -194,9 +201,17 @@ fn prepare_mla_matches_reference() {
             };
             let (got_q, got_c) = (q_cat.read_f32(ctx).unwrap(), cache.read_u32(ctx).unwrap());
             let (mut gq, mut wq, mut gc, mut wc) = (vec![], vec![], vec![], vec![]);
+            let (mut gl, mut wl) = (vec![], vec![]);
+            let ukr = rounded(uk_dtype, &uk);
             for tt in 0..t {
                 let pos = pos0 + tt;
                 for hh in 0..h {
+                    let q_nope = &proj[(tt * h + hh) * (nope + rope)..][..nope];
+                    for o in 0..rank {
+                        let row = &ukr[(hh * rank + o) * nope..][..nope];
+                        wl.push(row.iter().zip(q_nope).map(|(&w, &x)| w * x as f64).sum::<f64>());
+                    }
+                    gl.extend_from_slice(&got_q[(tt * h + hh) * width..][..rank]);
                     let src = (tt * h + hh) * (nope + rope) + nope;
                     let mut x: Vec<f64> = proj[src..src + rope].iter().map(|&v| v as f64).collect();
                     rotate(&mut x, pos);
@@ -227,6 +242,7 @@ fn prepare_mla_matches_reference() {
             }
             let what = format!("{name} h={h} rank={rank} {layout:?} {kv:?}");
             assert_nmse(&format!("{what} q_pe"), &gq, &wq, 1e-10);
+            assert_nmse(&format!("{what} uk_t {} absorbed q", uk_dtype.name()), &gl, &wl, 1e-10);
             // f16: the reference is rounded too, but a value near a rounding boundary may round
             // the other way after f32 arithmetic: one f16 ulp (~1e-3 relative) on a few values.
             assert_nmse(

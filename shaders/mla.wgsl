@@ -28,7 +28,9 @@ const HM_ROWS: u32 = 4u;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-var<workgroup> hm_red: array<f32, HM_ROWS * WG>;
+// HM_ROWS * WG floats (WG <= 256). A fixed size: naga 30 panics processing overrides when two
+// override-sized workgroup arrays (this and mred) meet in one entry point.
+var<workgroup> hm_red: array<f32, 1024>;
 
 // Weight elements per vec4<u32> word, and the 8 (16-bit) or first 4 (f32) of one word.
 fn hm_per_word() -> u32 {
@@ -67,16 +69,29 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             let i = q * n + c;
             xv[c] = select(0.0, x[xb + min(i, p.in_dim - 1u)], i < p.in_dim);
         }
-        for (var r = 0u; r < HM_ROWS; r++) {
-            let row = h * p.out_dim + min(o0 + r, p.out_dim - 1u);
-            let wv = hm_widen(w[row * words + q]);
-            var s = 0.0;
-            for (var c = 0u; c < n; c++) {
-                s += wv[c] * xv[c];
-            }
-            acc[r] += s;
-        }
+        hm_word(h * p.out_dim + o0, h * p.out_dim + p.out_dim - 1u, words, q, xv, &acc);
     }
+    hm_reduce(acc, lid);
+    if lid < HM_ROWS && o0 + lid < p.out_dim {
+        y[t * p.y_row_stride + h * p.y_head_stride + p.y_offset + o0 + lid] = hm_red[lid * WG];
+    }
+}
+
+// acc[r] += W[min(row0 + r, last), word q] . xv for the workgroup's HM_ROWS rows.
+fn hm_word(row0: u32, last: u32, words: u32, q: u32, xv: array<f32, 8>, acc: ptr<function, array<f32, HM_ROWS>>) {
+    let n = hm_per_word();
+    for (var r = 0u; r < HM_ROWS; r++) {
+        let wv = hm_widen(w[min(row0 + r, last) * words + q]);
+        var s = 0.0;
+        for (var c = 0u; c < n; c++) {
+            s += wv[c] * xv[c];
+        }
+        (*acc)[r] += s;
+    }
+}
+
+// The workgroup's sums of acc: hm_red[r * WG] for row r.
+fn hm_reduce(acc: array<f32, HM_ROWS>, lid: u32) {
     for (var r = 0u; r < HM_ROWS; r++) {
         hm_red[r * WG + lid] = acc[r];
     }
@@ -89,17 +104,15 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
         workgroupBarrier();
     }
-    if lid < HM_ROWS && o0 + lid < p.out_dim {
-        y[t * p.y_row_stride + h * p.y_head_stride + p.y_offset + o0 + lid] = hm_red[lid * WG];
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// prepare_mla: everything between MLA's projections and attention except the absorbed product,
-// in one dispatch. One workgroup per (token, slot): slots 0..H rotate each head's q_pe (the last
-// `rope` values of its q row) into its q_cat row after the latent part; slot H normalises the
-// latent c (kv_a_layernorm), rotates the shared k_pe, and stores [c | k_pe] in the cache at
-// position step[0] + t (f32 words, or f16 pairs with KV16).
+// prepare_mla: everything between MLA's projections and attention, in one dispatch. One workgroup
+// per (token, slot): slots 0..H rotate each head's q_pe (the last `rope` values of its q row) into
+// its q_cat row after the latent part; slot H normalises the latent c (kv_a_layernorm), rotates
+// the shared k_pe, and stores [c | k_pe] in the cache at position step[0] + t (f32 words, or f16
+// pairs with KV16). Then one workgroup per (token, head, HM_ROWS latent outputs) computes the
+// absorbed query W_UK_h^T q_nope into the latent part of q_cat, as head_matvec does (W = uk_t).
 
 struct MlaPrep {
     tokens: u32,
@@ -110,6 +123,11 @@ struct MlaPrep {
     max_seq: u32,
     eps: f32,
     af: f32,
+    // vec4<u32> words per uk_t row, and workgroups per (token, head) of the absorbed product.
+    uk_words: u32,
+    uk_blocks: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override INTERLEAVED: bool = true;
@@ -145,15 +163,41 @@ fn rope_pair(i: u32) -> vec2<u32> {
     return vec2<u32>(i, i + mp.rope / 2u);
 }
 
+// q_cat[t, h, o0..o0 + HM_ROWS] = uk_t[h] @ q_nope[t, h].
+fn absorb(g: u32, lid: u32) {
+    let th = g / mp.uk_blocks;
+    if th >= mp.tokens * mp.heads {
+        return;
+    }
+    let o0 = (g % mp.uk_blocks) * HM_ROWS;
+    let h = th % mp.heads;
+    let xb = th * (mp.nope + mp.rope);
+    let n = hm_per_word();
+    var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
+    for (var q = lid; q < mp.uk_words; q += WG) {
+        var xv: array<f32, 8>;
+        for (var c = 0u; c < n; c++) {
+            let i = q * n + c;
+            xv[c] = select(0.0, proj[xb + min(i, mp.nope - 1u)], i < mp.nope);
+        }
+        hm_word(h * mp.rank + o0, h * mp.rank + mp.rank - 1u, mp.uk_words, q, xv, &acc);
+    }
+    hm_reduce(acc, lid);
+    if lid < HM_ROWS && o0 + lid < mp.rank {
+        q_cat[th * (mp.rank + mp.rope) + o0 + lid] = hm_red[lid * WG];
+    }
+}
+
 @compute @workgroup_size(WG)
 fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let slots = mp.heads + 1u;
     let g = flat_group(wid);
-    let t = g / slots;
-    let slot = g % slots;
-    if t >= mp.tokens {
+    if g >= mp.tokens * slots {
+        absorb(g - mp.tokens * slots, lid);
         return;
     }
+    let t = g / slots;
+    let slot = g % slots;
     let pos = step[0] + t;
     let half = mp.rope / 2u;
     let width = mp.rank + mp.rope;

@@ -9,6 +9,8 @@ use crate::gpu::{Context, Tensor, Weight};
 pub const SHADER: &str = include_str!("../../shaders/mla.wgsl");
 
 const WG: usize = 64;
+/// Output rows per workgroup of the per-head products (shaders/mla.wgsl HM_ROWS).
+const HM_ROWS: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -83,8 +85,7 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
             format!("x ({}) or y ({}) too small for {spec:?}", x.len, y.len),
         ));
     }
-    // Output rows per workgroup (shaders/mla.wgsl HM_ROWS).
-    let blocks = out_dim.div_ceil(4);
+    let blocks = out_dim.div_ceil(HM_ROWS);
     let params = ctx.uniform(
         "mla.params",
         &Params {
@@ -152,15 +153,19 @@ struct PrepParams {
     max_seq: u32,
     eps: f32,
     af: f32,
+    uk_words: u32,
+    uk_blocks: u32,
+    _pad: [u32; 2],
 }
 
 /// The latent rows the kernel holds in workgroup memory (shaders/mla.wgsl MAX_LATENT).
 pub const MAX_LATENT: usize = 1024;
 
-/// Everything between MLA's projections and attention but the absorbed product, in one dispatch:
-/// each head's q_pe rotated into its `q_cat [T, H, r + dr]` row after the latent part, and the
-/// latent row `[c | k_pe]` of `kv_a` (`[T, r + dr]`) normalised (c), rotated (k_pe) and stored in
-/// the cache `[max_seq, r + dr]` at the step buffer's positions. `proj` is the query `[T, H, dn + dr]`.
+/// Everything between MLA's projections and attention, in one dispatch: each head's q_pe rotated
+/// into its `q_cat [T, H, r + dr]` row after the latent part, the absorbed query `uk_t[h] @ q_nope`
+/// (`uk_t` stacked `[H * r, dn]`) into the latent part, and the latent row `[c | k_pe]` of `kv_a`
+/// (`[T, r + dr]`) normalised (c), rotated (k_pe) and stored in the cache `[max_seq, r + dr]` at
+/// the step buffer's positions. `proj` is the query `[T, H, dn + dr]`.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_mla(
     ctx: &Context,
@@ -168,6 +173,7 @@ pub fn prepare_mla(
     proj: &Tensor,
     kv_a: &Tensor,
     kv_norm: &Weight,
+    uk_t: &Weight,
     inv_freq: &Tensor,
     step_buf: &Tensor,
     q_cat: &Tensor,
@@ -215,6 +221,19 @@ pub fn prepare_mla(
             "kv_a_layernorm, inv_freq or the step buffer has the wrong size",
         ));
     }
+    if uk_t.rows != h * rank || uk_t.cols != nope || uk_t.chunks.len() != 1 {
+        return Err(shape_err(
+            op,
+            format!(
+                "uk_t is [{}, {}] in {} chunks, expected [{}, {nope}] in one",
+                uk_t.rows,
+                uk_t.cols,
+                uk_t.chunks.len(),
+                h * rank
+            ),
+        ));
+    }
+    let uk_blocks = rank.div_ceil(HM_ROWS);
     let params = ctx.uniform(
         "mla.prep",
         &PrepParams {
@@ -226,6 +245,9 @@ pub fn prepare_mla(
             max_seq: max_seq as u32,
             eps: spec.eps,
             af: spec.attention_factor,
+            uk_words: (uk_t.row_words / 4) as u32,
+            uk_blocks: uk_blocks as u32,
+            _pad: [0; 2],
         },
     );
     let constants = [
@@ -235,10 +257,12 @@ pub fn prepare_mla(
             (spec.layout == super::rope::RopeLayout::Interleaved) as u32 as f64,
         ),
         ("NORM_DTYPE", kv_norm.dtype.code()),
+        ("W_DTYPE", uk_t.dtype.code()),
         ("KV16", (spec.kv_dtype == super::attention::KvDtype::F16) as u32 as f64),
     ];
     let pipeline = ctx.pipeline("mla", SHADER, op, &constants);
     let res = [
+        (2, uk_t.chunks[0].buffer.as_entire_binding()),
         (10, params.as_entire_binding()),
         (11, proj.binding()),
         (12, kv_a.binding()),
@@ -253,7 +277,7 @@ pub fn prepare_mla(
         op,
         pipeline,
         &res,
-        grid((t * (h + 1)) as u32),
+        grid((t * (h + 1) + t * h * uk_blocks) as u32),
         vec![params.clone()],
     ))
 }

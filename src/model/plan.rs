@@ -418,7 +418,8 @@ impl Builder<'_> {
             }
         }
         self.linear(kv_a, &sh, &sk, false)?;
-        // The latent norm, both rotations and the cache store in one dispatch; q_pe lands in q_cat.
+        // The latent norm, both rotations, the cache store and the absorbed query in one dispatch:
+        // q_cat[t, h] = (W_UK_h^T q_nope | rotated q_pe).
         let (cache, _) = &io.cache.layers[layer];
         let ms = io.cache.max_seq;
         let prep = kernels::mla::MlaPrepSpec {
@@ -443,36 +444,19 @@ impl Builder<'_> {
             &sq,
             &sk,
             kv_norm,
+            uk_t,
             io.inv_freq,
             io.step,
             &qcat,
             cache,
         )?);
-        // q_cat[t, h] = (W_UK_h^T q_nope | q_pe): the latent part.
-        use kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
-        let absorb = HeadMatvecSpec {
-            tokens: t,
-            heads: h,
-            in_dim: dn,
-            out_dim: r,
-            x: HeadLayout {
-                row_stride: h * (dn + dr),
-                head_stride: dn + dr,
-                offset: 0,
-            },
-            y: HeadLayout {
-                row_stride: h * (r + dr),
-                head_stride: r + dr,
-                offset: 0,
-            },
-        };
-        self.push(head_matvec(self.ctx, absorb, &sq, uk_t, &qcat)?);
         let mut spec = AttnSpec::mla(t, h, r, dr, self.cfg.attn_scale, ms);
         spec.window = self.cfg.layers[layer].window.map(|w| w as u32);
         spec.kv_dtype = io.cache.dtype;
         self.push(kernels::attention::attention(
             self.ctx, spec, &qcat, cache, cache, None, io.step, &olat,
         )?);
+        use kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
         let out = HeadMatvecSpec {
             tokens: t,
             heads: h,
