@@ -168,6 +168,9 @@ fn prepare_mla_matches_reference() {
                 attention_factor: af,
                 eps,
                 kv_dtype: kv,
+                q_stride: h * (nope + rope),
+                latent_stride: width,
+                latent_offset: 0,
             };
             let uk = rng.vec(h * rank * nope, 0.5);
             let norm = Weight::from_f32(ctx, "kv_norm", wgmoe::gpu::DType::BF16, 1, rank, &g).unwrap();

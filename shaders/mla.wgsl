@@ -126,8 +126,13 @@ struct MlaPrep {
     // vec4<u32> words per uk_t row, and workgroups per (token, head) of the absorbed product.
     uk_words: u32,
     uk_blocks: u32,
+    // Token rows: the query's at t * q_stride, the latent's at t * latent_stride + latent_offset.
+    q_stride: u32,
+    latent_stride: u32,
+    latent_offset: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 override INTERLEAVED: bool = true;
@@ -171,7 +176,7 @@ fn absorb(g: u32, lid: u32) {
     }
     let o0 = (g % mp.uk_blocks) * HM_ROWS;
     let h = th % mp.heads;
-    let xb = th * (mp.nope + mp.rope);
+    let xb = (th / mp.heads) * mp.q_stride + h * (mp.nope + mp.rope);
     let n = hm_per_word();
     var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
     for (var q = lid; q < mp.uk_words; q += WG) {
@@ -202,7 +207,7 @@ fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let half = mp.rope / 2u;
     let width = mp.rank + mp.rope;
     if slot < mp.heads {
-        let src = (t * mp.heads + slot) * (mp.nope + mp.rope) + mp.nope;
+        let src = t * mp.q_stride + slot * (mp.nope + mp.rope) + mp.nope;
         let dst = (t * mp.heads + slot) * width + mp.rank;
         for (var i = lid; i < half; i += WG) {
             let ab = rope_pair(i);
@@ -214,7 +219,7 @@ fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
         return;
     }
-    let src = t * width;
+    let src = t * mp.latent_stride + mp.latent_offset;
     var acc = 0.0;
     for (var i = lid; i < width; i += WG) {
         let v = latent[src + i];

@@ -140,6 +140,11 @@ pub struct MlaPrepSpec {
     /// kv_a_layernorm's epsilon.
     pub eps: f32,
     pub kv_dtype: super::attention::KvDtype,
+    /// Floats from one token's query row to the next (`heads * (nope + rope)` when packed).
+    pub q_stride: usize,
+    /// Where each token's latent row `[c | k_pe]` sits: `t * latent_stride + latent_offset`.
+    pub latent_stride: usize,
+    pub latent_offset: usize,
 }
 
 #[repr(C)]
@@ -155,7 +160,10 @@ struct PrepParams {
     af: f32,
     uk_words: u32,
     uk_blocks: u32,
-    _pad: [u32; 2],
+    q_stride: u32,
+    latent_stride: u32,
+    latent_offset: u32,
+    _pad: [u32; 3],
 }
 
 /// The latent rows the kernel holds in workgroup memory (shaders/mla.wgsl MAX_LATENT).
@@ -164,8 +172,9 @@ pub const MAX_LATENT: usize = 1024;
 /// Everything between MLA's projections and attention, in one dispatch: each head's q_pe rotated
 /// into its `q_cat [T, H, r + dr]` row after the latent part, the absorbed query `uk_t[h] @ q_nope`
 /// (`uk_t` stacked `[H * r, dn]`) into the latent part, and the latent row `[c | k_pe]` of `kv_a`
-/// (`[T, r + dr]`) normalised (c), rotated (k_pe) and stored in the cache `[max_seq, r + dr]` at
-/// the step buffer's positions. `proj` is the query `[T, H, dn + dr]`.
+/// (rows at `spec.latent_*`) normalised (c), rotated (k_pe) and stored in the cache `[max_seq, r +
+/// dr]` at the step buffer's positions. `proj` holds the query `[H, dn + dr]` of each token at
+/// `t * spec.q_stride` (`proj` and `kv_a` may be one buffer).
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_mla(
     ctx: &Context,
@@ -196,7 +205,12 @@ pub fn prepare_mla(
             format!("unsupported shape {spec:?} (even rank and rope, r + dr <= {MAX_LATENT})"),
         ));
     }
-    if proj.len < t * h * (nope + rope) || kv_a.len < t * width || q_cat.len < t * h * width {
+    let q_end = (t - 1) * spec.q_stride + h * (nope + rope);
+    let latent_end = (t - 1) * spec.latent_stride + spec.latent_offset + width;
+    if spec.q_stride < h * (nope + rope) || spec.latent_stride < width {
+        return Err(shape_err(op, format!("query or latent rows overlap in {spec:?}")));
+    }
+    if proj.len < q_end || kv_a.len < latent_end || q_cat.len < t * h * width {
         return Err(shape_err(
             op,
             format!(
@@ -247,7 +261,10 @@ pub fn prepare_mla(
             af: spec.attention_factor,
             uk_words: (uk_t.row_words / 4) as u32,
             uk_blocks: uk_blocks as u32,
-            _pad: [0; 2],
+            q_stride: spec.q_stride as u32,
+            latent_stride: spec.latent_stride as u32,
+            latent_offset: spec.latent_offset as u32,
+            _pad: [0; 3],
         },
     );
     let constants = [

@@ -5,7 +5,7 @@
 //! new positions written to the step buffer.
 
 use super::config::{Attention, Ffn, ModelConfig, QkNorm};
-use super::weights::{AttnWeights, FfnWeights, Linear, MlaQuery, ModelWeights, SharedWeights};
+use super::weights::{AttnWeights, FfnWeights, Linear, ModelWeights, SharedWeights};
 use crate::error::Result;
 use crate::gpu::{Context, Tensor, Weight};
 use crate::kernels::{self, Dispatch};
@@ -13,7 +13,6 @@ use kernels::attention::{AttnSpec, KvDtype};
 use kernels::elementwise::Rows;
 use kernels::matmul::{MatmulSpec, NormPrologue};
 use kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
-use kernels::rmsnorm::{NormOut, NormShape};
 use kernels::rope::RopeLayout;
 
 /// DeepSeek builds `q_a_layernorm` / `kv_a_layernorm` with the default eps, not `rms_norm_eps`.
@@ -108,10 +107,10 @@ struct Scratch {
     x: Tensor,
     /// RMSNorm(x), for the readers after a projection that normalised it in its prologue.
     h: Tensor,
-    /// The attention input projection: fused q|k|v rows (GQA) or the query (MLA).
+    /// The attention input projection: fused q|k|v rows (GQA), `[q | c | k_pe]` rows (MLA), or
+    /// the query alone (MLA with a low-rank query).
     proj: Tensor,
-    /// MLA only: `kv_a` rows `[c | k_pe]`, then the absorbed query `[q_lat | q_pe]` per head.
-    latent: Tensor,
+    /// MLA: the absorbed query `[q_lat | q_pe]` per head.
     q_cat: Tensor,
     /// Attention output per head (GQA: `[T, H*dv]`; MLA: the latent `[T, H*r]`).
     attn_out: Tensor,
@@ -150,18 +149,19 @@ fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
 }
 
 /// Floats per token row of each scratch buffer, by name.
-fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 13] {
+fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 12] {
     let d = cfg.hidden;
     let (inter, logits, slots) = widest_ffn(cfg);
-    // The attention buffers: (proj, latent, q_cat, attn_out, small).
-    let (proj, latent, q_cat, attn_out, small) = match &cfg.attention {
+    // The attention buffers: (proj, q_cat, attn_out, small, the low-rank query's width).
+    let (proj, q_cat, attn_out, small, q_lora) = match &cfg.attention {
         Attention::Gqa { .. } => (
             (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim,
             0,
-            0,
             cfg.heads * cfg.v_head_dim,
             0,
+            0,
         ),
+        // proj: [q | c | k_pe] rows (or the query alone after q_b); small: [q_a | c | k_pe].
         Attention::Mla {
             q_lora_rank,
             kv_lora_rank: r,
@@ -169,10 +169,10 @@ fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 13] {
             nope_dim: dn,
             ..
         } => (
-            cfg.heads * (dn + dr),
-            r + dr,
+            cfg.heads * (dn + dr) + r + dr,
             cfg.heads * (r + dr),
             cfg.heads * r,
+            q_lora_rank.map_or(0, |q| q + r + dr),
             q_lora_rank.unwrap_or(0),
         ),
     };
@@ -180,13 +180,13 @@ fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 13] {
         ("x", d),
         ("h", d),
         ("proj", proj),
-        ("latent", latent),
         ("q_cat", q_cat),
         ("attn_out", attn_out),
         ("gate_up", 2 * inter),
         ("act", inter),
-        // MLA's per-head values (H*dv) pass through here on their way to o_proj.
-        ("tmp", d.max(cfg.heads * cfg.v_head_dim)),
+        // MLA's per-head values (H*dv) pass through here on their way to o_proj; prefill's normed
+        // q_a rows too.
+        ("tmp", d.max(cfg.heads * cfg.v_head_dim).max(q_lora)),
         ("small", small),
         ("router_logits", logits),
         ("expert_ids", slots),
@@ -231,13 +231,12 @@ pub fn check_plan(ctx: &Context, cfg: &ModelConfig, tokens: usize, rows: LogitRo
 
 impl Scratch {
     fn new(ctx: &Context, cfg: &ModelConfig, t: usize) -> Self {
-        let [x, h, proj, latent, q_cat, attn_out, gu, act, tmp, small, router_logits, expert_ids, expert_weights] =
+        let [x, h, proj, q_cat, attn_out, gu, act, tmp, small, router_logits, expert_ids, expert_weights] =
             scratch_widths(cfg).map(|(name, width)| Tensor::zeros(ctx, name, (t * width).max(1)));
         Self {
             x,
             h,
             proj,
-            latent,
             q_cat,
             attn_out,
             gu,
@@ -296,12 +295,6 @@ impl Builder<'_> {
             y,
         )?;
         self.extend(d);
-        Ok(())
-    }
-
-    fn norm(&mut self, shape: NormShape, x: &Tensor, w: &Weight, out: NormOut<'_>) -> Result<()> {
-        let d = kernels::rmsnorm::rmsnorm(self.ctx, shape, x, None, w, out)?;
-        self.push(d);
         Ok(())
     }
 
@@ -371,8 +364,8 @@ impl Builder<'_> {
 
     fn attention_mla(&mut self, layer: usize, w: &AttnWeights, norm: &Weight, io: &PlanIo<'_>) -> Result<()> {
         let AttnWeights::Mla {
-            q,
-            kv_a,
+            q_kv_a,
+            q_b,
             kv_norm,
             uk_t,
             uv,
@@ -393,31 +386,41 @@ impl Builder<'_> {
         };
         let (t, h) = (self.t, self.cfg.heads);
         let s = &self.s;
-        let (x, sh, sq, sk, qcat, olat, tmp, small) = (
+        let (x, sproj, qcat, olat, tmp, small) = (
             s.x.clone(),
-            s.h.clone(),
             s.proj.clone(),
-            s.latent.clone(),
             s.q_cat.clone(),
             s.attn_out.clone(),
             s.tmp.clone(),
             s.small.clone(),
         );
-        match q {
-            // The first projection also leaves the normed input in `h` for kv_a.
-            MlaQuery::Direct(lin) => self.normed_linear(norm, lin, &x, &sq, true)?,
-            MlaQuery::LowRank { a, norm: q_norm, b } => {
-                self.normed_linear(norm, a, &x, &small, true)?;
-                self.norm(
-                    NormShape::new(t, a.w.rows, MLA_NORM_EPS),
-                    &small,
-                    q_norm,
-                    NormOut::InPlace,
-                )?;
-                self.linear(b, &small, &sq, false)?;
+        // One projection of the normed input into [q | c | k_pe] rows, or [q_a | c | k_pe] rows
+        // (in `small`) whose q_a the normed q_b projection (`tmp` takes its normed rows in prefill)
+        // turns into the query.
+        let stacked = q_kv_a.w.rows;
+        let q_part = stacked - (r + dr);
+        let (query, q_stride, latent) = match q_b {
+            None => {
+                self.normed_linear(norm, q_kv_a, &x, &sproj, false)?;
+                (sproj.clone(), stacked, sproj.clone())
             }
-        }
-        self.linear(kv_a, &sh, &sk, false)?;
+            Some(qb) => {
+                self.normed_linear(norm, q_kv_a, &x, &small, false)?;
+                let prologue = NormPrologue {
+                    weight: &qb.norm,
+                    eps: MLA_NORM_EPS,
+                    normed: &tmp,
+                    store: false,
+                };
+                let spec = MatmulSpec {
+                    x_stride: stacked,
+                    ..MatmulSpec::packed(t, &qb.b.w)
+                };
+                let d = kernels::matmul::matmul_normed(self.ctx, spec, &small, prologue, &qb.b.w, None, &sproj)?;
+                self.extend(d);
+                (sproj.clone(), h * (dn + dr), small.clone())
+            }
+        };
         // The latent norm, both rotations, the cache store and the absorbed query in one dispatch:
         // q_cat[t, h] = (W_UK_h^T q_nope | rotated q_pe).
         let (cache, _) = &io.cache.layers[layer];
@@ -437,12 +440,15 @@ impl Builder<'_> {
             attention_factor: io.attention_factor,
             eps: MLA_NORM_EPS,
             kv_dtype: io.cache.dtype,
+            q_stride,
+            latent_stride: stacked,
+            latent_offset: q_part,
         };
         self.push(kernels::mla::prepare_mla(
             self.ctx,
             prep,
-            &sq,
-            &sk,
+            &query,
+            &latent,
             kv_norm,
             uk_t,
             io.inv_freq,

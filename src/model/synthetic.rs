@@ -11,7 +11,7 @@
 //! used exactly once.
 
 use super::config::{Attention, Ffn, ModelConfig, QkNorm};
-use super::weights::{AttnWeights, FfnWeights, LayerWeights, Linear, MlaQuery, ModelWeights, SharedWeights};
+use super::weights::{AttnWeights, FfnWeights, LayerWeights, Linear, MlaQueryB, ModelWeights, SharedWeights};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, DType, Tensor, Weight};
@@ -220,15 +220,23 @@ pub fn inventory(cfg: &ModelConfig, dtype: DType) -> Vec<Entry> {
                 v_dim: dv,
                 bias: b,
             } => {
-                match q_lora_rank {
-                    None => v.lin(format!("{p}.q"), h * (dn + dr), d, false),
-                    Some(qr) => {
-                        v.lin(format!("{p}.q_a"), *qr, d, *b);
-                        v.norm(format!("{p}.q_a_norm"), *qr);
-                        v.lin(format!("{p}.q_b"), h * (dn + dr), *qr, false);
-                    }
+                // [q | kv_a] or [q_a | kv_a] stacked, as loaded (the bias in f32).
+                let q_rows = q_lora_rank.unwrap_or(h * (dn + dr));
+                v.add(
+                    format!("{p}.q_kv_a.weight"),
+                    q_rows + r + dr,
+                    d,
+                    1,
+                    scaled(d),
+                    Read::All,
+                );
+                if *b {
+                    v.f32_bias(format!("{p}.q_kv_a.bias"), q_rows + r + dr);
                 }
-                v.lin(format!("{p}.kv_a"), r + dr, d, *b);
+                if let Some(qr) = q_lora_rank {
+                    v.norm(format!("{p}.q_a_norm"), *qr);
+                    v.lin(format!("{p}.q_b"), h * (dn + dr), *qr, false);
+                }
                 v.norm(format!("{p}.kv_norm"), *r);
                 v.add(format!("{p}.uk_t"), h * r, *dn, *r, scaled(*dn), Read::All);
                 v.add(format!("{p}.uv"), h * dv, *r, 1, scaled(*r), Read::All);
@@ -587,15 +595,14 @@ fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeigh
                 },
             },
             Attention::Mla { q_lora_rank, .. } => AttnWeights::Mla {
-                q: match q_lora_rank {
-                    None => MlaQuery::Direct(m.lin(&format!("{p}.q"))?),
-                    Some(_) => MlaQuery::LowRank {
-                        a: m.lin(&format!("{p}.q_a"))?,
+                q_kv_a: m.lin(&format!("{p}.q_kv_a"))?,
+                q_b: match q_lora_rank {
+                    None => None,
+                    Some(_) => Some(MlaQueryB {
                         norm: m.w(&format!("{p}.q_a_norm"))?,
                         b: m.lin(&format!("{p}.q_b"))?,
-                    },
+                    }),
                 },
-                kv_a: m.lin(&format!("{p}.kv_a"))?,
                 kv_norm: m.w(&format!("{p}.kv_norm"))?,
                 uk_t: m.w(&format!("{p}.uk_t"))?,
                 uv: m.w(&format!("{p}.uv"))?,

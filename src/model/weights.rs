@@ -14,9 +14,10 @@ pub struct Linear {
     pub bias: Option<Weight>,
 }
 
-pub enum MlaQuery {
-    Direct(Linear),
-    LowRank { a: Linear, norm: Weight, b: Linear },
+/// A low-rank MLA query's second half: `q_a_layernorm` and `q_b_proj` `[H * (dn + dr), q_lora]`.
+pub struct MlaQueryB {
+    pub norm: Weight,
+    pub b: Linear,
 }
 
 pub enum AttnWeights {
@@ -29,8 +30,11 @@ pub enum AttnWeights {
         sinks: Option<Tensor>,
     },
     Mla {
-        q: MlaQuery,
-        kv_a: Linear,
+        /// The projections of the normed input, stacked into one matmul: `[q | kv_a]`, `[H * (dn +
+        /// dr) + r + dr, D]`, or with a low-rank query `[q_a | kv_a]`, `[q_lora + r + dr, D]`.
+        q_kv_a: Linear,
+        /// The low-rank query's norm and up-projection.
+        q_b: Option<MlaQueryB>,
         kv_norm: Weight,
         /// `W_UK_h^T` per head, stacked `[H * r, nope]`.
         uk_t: Weight,
@@ -100,14 +104,13 @@ impl ModelWeights {
             n += match &l.attn {
                 AttnWeights::Gqa { qkv, o, .. } => lin(qkv) + lin(o),
                 AttnWeights::Mla {
-                    q, kv_a, uk_t, uv, o, ..
-                } => {
-                    let qb = match q {
-                        MlaQuery::Direct(l) => lin(l),
-                        MlaQuery::LowRank { a, b, .. } => lin(a) + lin(b),
-                    };
-                    qb + lin(kv_a) + uk_t.gpu_bytes() + uv.gpu_bytes() + lin(o)
-                }
+                    q_kv_a,
+                    q_b,
+                    uk_t,
+                    uv,
+                    o,
+                    ..
+                } => lin(q_kv_a) + q_b.as_ref().map_or(0, |q| lin(&q.b)) + uk_t.gpu_bytes() + uv.gpu_bytes() + lin(o),
             };
             n += match &l.ffn {
                 FfnWeights::Dense { gate_up, down } => lin(gate_up) + lin(down),
@@ -380,15 +383,36 @@ fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<Attn
             bias,
         } => {
             let a = format!("{p}.self_attn");
-            let q = match q_lora_rank {
-                None => MlaQuery::Direct(l.linear(&format!("{a}.q_proj"), h * (dn + dr), d, false)?),
-                Some(qr) => MlaQuery::LowRank {
-                    a: l.linear(&format!("{a}.q_a_proj"), *qr, d, *bias)?,
+            // The query (or its low-rank first half) and kv_a both read the normed input: one
+            // matmul. q_proj has no bias; q_a_proj and kv_a do with attention_bias.
+            let (q_name, q_rows) = match q_lora_rank {
+                None => ("q_proj", h * (dn + dr)),
+                Some(qr) => ("q_a_proj", *qr),
+            };
+            let kv_a_name = format!("{a}.kv_a_proj_with_mqa");
+            let parts = [
+                (format!("{a}.{q_name}.weight"), q_rows),
+                (format!("{kv_a_name}.weight"), r + dr),
+            ];
+            let w = l.stacked(&format!("{a}.q_kv_a"), &parts, d, 1)?;
+            let stacked_bias = if *bias {
+                let mut v = match q_lora_rank {
+                    None => vec![0.0; q_rows],
+                    Some(_) => l.raw(&format!("{a}.{q_name}.bias"), &[q_rows])?.to_f32()?,
+                };
+                v.extend(l.raw(&format!("{kv_a_name}.bias"), &[r + dr])?.to_f32()?);
+                Some(Weight::from_f32(l.ctx, "q_kv_a.bias", DType::F32, 1, v.len(), &v)?)
+            } else {
+                None
+            };
+            let q_kv_a = Linear { w, bias: stacked_bias };
+            let q_b = match q_lora_rank {
+                None => None,
+                Some(qr) => Some(MlaQueryB {
                     norm: l.matrix(&format!("{a}.q_a_layernorm.weight"), &[*qr])?,
                     b: l.linear(&format!("{a}.q_b_proj"), h * (dn + dr), *qr, false)?,
-                },
+                }),
             };
-            let kv_a = l.linear(&format!("{a}.kv_a_proj_with_mqa"), r + dr, d, *bias)?;
             let kv_norm = l.matrix(&format!("{a}.kv_a_layernorm.weight"), &[*r])?;
             // kv_b rows per head: [W_UK_h (dn rows) ; W_UV_h (dv rows)], each row r wide.
             let name = format!("{a}.kv_b_proj.weight");
@@ -407,8 +431,8 @@ fn load_attention(l: &mut Loader<'_>, cfg: &ModelConfig, p: &str) -> Result<Attn
             l.tick();
             let o = l.linear(&format!("{a}.o_proj"), d, h * dv, *bias)?;
             Ok(AttnWeights::Mla {
-                q,
-                kv_a,
+                q_kv_a,
+                q_b,
                 kv_norm,
                 uk_t,
                 uv,
