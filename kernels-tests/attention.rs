@@ -6,13 +6,14 @@
 //! prefill with partial tiles and windows that mask whole tiles. Cache positions past the visible range hold random values, so a mask that lets them in
 //! shows up as an error.
 //!
-//! Every check runs with an f32 cache and again with an f16 cache (k and v packed two halves to a
-//! word), whose reference reads the f16-rounded cache values; f16 caches also at odd element
-//! offsets (odd head dims, values at an odd offset in a shared row). kv_store writes exactly
-//! `f16(value)`.
+//! Every check runs with an f32 cache, again with an f16 cache (k and v packed two halves to a
+//! word), whose reference reads the f16-rounded cache values, and, wherever the layout is whole q8
+//! blocks, with a q8 cache (8-bit blocks, scales after the data) whose reference reads the
+//! dequantised values; f16 caches also at odd element offsets (odd head dims, values at an odd
+//! offset in a shared row). kv_store writes exactly `f16(value)`.
 //!
-//! Bound: NMSE 1e-7 (f32 math) for both cache precisions: the kernel widens halves to f32 exactly,
-//! so the rounding to f16 is in the inputs, which the reference sees too. The kernel pre-scales q in
+//! Bound: NMSE 1e-7 (f32 math) for every cache precision: the kernel widens halves and bytes to f32
+//! exactly, so the rounding is in the inputs, which the reference sees too. The kernel pre-scales q in
 //! f32, accumulates dot products, exp and the running sums in f32 (flash-style rescaling adds a few
 //! roundings per key block); the reference does everything in f64.
 
@@ -62,20 +63,51 @@ struct Inputs {
     sinks: Option<Vec<f32>>,
 }
 
-/// The cache precisions every check runs with.
-const DTYPES: [KvDtype; 2] = [KvDtype::F32, KvDtype::F16];
+/// The cache precisions every check runs with (q8 where the layout allows, [`q8_layout`]).
+const DTYPES: [KvDtype; 3] = [KvDtype::F32, KvDtype::F16, KvDtype::Q8];
+/// What kv_store writes.
+const STORE_DTYPES: [KvDtype; 2] = [KvDtype::F32, KvDtype::F16];
 
-/// What a cache of `dtype` holds for `x`: the values the reference reads.
-fn rounded_cache(dtype: KvDtype, x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| dtype.round(v)).collect()
+/// Whether `s` lays its caches out in whole q8 blocks (what `attention` accepts for q8).
+fn q8_layout(s: &AttnSpec) -> bool {
+    let block = KvDtype::q8_block(s.kv_row);
+    s.kv_row.is_multiple_of(4)
+        && [s.k_stride, s.k_head_stride, s.v_stride, s.v_head_stride, s.v_offset]
+            .iter()
+            .all(|v| v.is_multiple_of(block))
 }
 
-/// `inp` with k and v as a cache of `dtype` holds them.
-fn as_cache(inp: &Inputs, dtype: KvDtype) -> Inputs {
+/// The words of a cache of `x`, of `s.kv_dtype`: a q8 cache is exactly `max_seq` rows of
+/// `stride` (the kernel finds the scales after them; `x` past them is never read).
+fn cache_words(s: &AttnSpec, x: &[f32], stride: usize) -> Vec<u32> {
+    let mut x = x.to_vec();
+    if s.kv_dtype == KvDtype::Q8 {
+        x.resize(s.max_seq * stride, 0.0);
+    }
+    s.kv_dtype.encode(&x, s.kv_row)
+}
+
+/// What a cache of `s.kv_dtype` holds for `x`: the values the reference reads.
+fn rounded_cache(s: &AttnSpec, x: &[f32], stride: usize) -> Vec<f32> {
+    let n = if s.kv_dtype == KvDtype::Q8 {
+        s.max_seq * stride
+    } else {
+        x.len()
+    };
+    let mut held = s.kv_dtype.decode(&cache_words(s, x, stride), n, s.kv_row);
+    held.resize(x.len(), 0.0);
+    if x.len() > n {
+        held[n..].copy_from_slice(&x[n..]);
+    }
+    held
+}
+
+/// `inp` with k and v as the caches of `s` hold them.
+fn as_cache(inp: &Inputs, s: &AttnSpec) -> Inputs {
     Inputs {
         q: inp.q.clone(),
-        k: rounded_cache(dtype, &inp.k),
-        v: rounded_cache(dtype, &inp.v),
+        k: rounded_cache(s, &inp.k, s.k_stride),
+        v: rounded_cache(s, &inp.v, s.v_stride),
         sinks: inp.sinks.clone(),
     }
 }
@@ -95,11 +127,11 @@ fn inputs(s: &AttnSpec, shared_kv: bool, seed: u64) -> Inputs {
 
 fn run(ctx: &Context, s: AttnSpec, inp: &Inputs, shared_kv: bool, pos0: usize) -> Vec<f32> {
     let q = Tensor::from_f32(ctx, "q", &inp.q);
-    let k = Tensor::from_u32(ctx, "k", &s.kv_dtype.encode(&inp.k));
+    let k = Tensor::from_u32(ctx, "k", &cache_words(&s, &inp.k, s.k_stride));
     let v = if shared_kv {
         k.clone()
     } else {
-        Tensor::from_u32(ctx, "v", &s.kv_dtype.encode(&inp.v))
+        Tensor::from_u32(ctx, "v", &cache_words(&s, &inp.v, s.v_stride))
     };
     let sinks = inp.sinks.as_ref().map(|sk| Tensor::from_f32(ctx, "sinks", sk));
     let st = step::new(ctx, pos0 as u32, s.tokens as u32);
@@ -115,7 +147,10 @@ fn check_shared(what: &str, s: AttnSpec, pos0: usize, shared_kv: bool, seed: u64
     let inp0 = inputs(&s, shared_kv, seed);
     for dtype in DTYPES {
         let s = AttnSpec { kv_dtype: dtype, ..s };
-        let inp = as_cache(&inp0, dtype);
+        if dtype == KvDtype::Q8 && !q8_layout(&s) {
+            continue;
+        }
+        let inp = as_cache(&inp0, &s);
         let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), pos0);
         for (name, ctx) in contexts() {
             let got = run(ctx, s, &inp, shared_kv, pos0);
@@ -207,7 +242,7 @@ fn large_sink_does_not_overflow() {
     inp.sinks = Some(vec![95.0, -95.0]);
     for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
         let s = AttnSpec { kv_dtype: dtype, ..s };
-        let inp = as_cache(&inp, dtype);
+        let inp = as_cache(&inp, &s);
         let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 0);
         let got = run(ctx, s, &inp, false, 0);
         // Head 0 is ~e^-90 of the values: compare the absolute values, which must be ~0.
@@ -302,11 +337,11 @@ fn kv_store_then_attention_over_steps() {
     let row = (h + 2 * kv) * hd;
     let (prefill, decode_steps) = (5, 3);
     let total = prefill + decode_steps;
-    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+    for (dtype, (name, ctx)) in STORE_DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
         let name = format!("{name} {dtype} cache");
         let qkv = Rng::new(90).vec(total * row, 1.0);
-        let k_cache = Tensor::zeros(ctx, "k", dtype.words(max_seq * kv * hd));
-        let v_cache = Tensor::zeros(ctx, "v", dtype.words(max_seq * kv * hd));
+        let k_cache = Tensor::zeros(ctx, "k", dtype.words(max_seq * kv * hd, hd));
+        let v_cache = Tensor::zeros(ctx, "v", dtype.words(max_seq * kv * hd, hd));
         let st = step::new(ctx, 0, prefill as u32);
         let store = |tokens: usize, src: &Tensor, offset: usize, cache: &Tensor| {
             let spec = KvStoreSpec {
@@ -330,7 +365,7 @@ fn kv_store_then_attention_over_steps() {
             // The reference's cache: the K/V parts of every token so far, packed.
             let slice = |off: usize| -> Vec<f32> {
                 (0..pos0 + tokens)
-                    .flat_map(|t| rounded_cache(dtype, &qkv[t * row + off..][..kv * hd]))
+                    .flat_map(|t| rounded_cache(&attn_spec(1), &qkv[t * row + off..][..kv * hd], kv * hd))
                     .collect()
             };
             let (k, v) = (slice(h * hd), slice((h + kv) * hd));
@@ -372,7 +407,7 @@ fn kv_store_copies_exactly() {
     // slice of a shared buffer); other rows stay as they were.
     // An f16 cache gets exactly f16(value) (round to nearest even), two halves per word.
     let (width, max_seq, offset) = (576, 6, 100);
-    for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
+    for (dtype, (name, ctx)) in STORE_DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
         // Some values just off the halfway points between f16 neighbours, and some ties.
         let mut src = Rng::new(95).vec(3 * width, 1.0);
         src[1] = 1.0 + 2f32.powi(-11); // a tie: rounds to even (1.0)
@@ -381,7 +416,7 @@ fn kv_store_copies_exactly() {
         src[4] = -3.0e-6; // an f16 subnormal
         let cache0 = Rng::new(96).vec(offset + max_seq * width, 1.0);
         let s = Tensor::from_f32(ctx, "src", &src);
-        let cache = Tensor::from_u32(ctx, "cache", &dtype.encode(&cache0));
+        let cache = Tensor::from_u32(ctx, "cache", &dtype.encode(&cache0, width));
         let st = step::new(ctx, 2, 3);
         let spec = KvStoreSpec {
             dst_offset: offset,
@@ -390,9 +425,10 @@ fn kv_store_copies_exactly() {
         };
         let d = kv_store(ctx, &s, &cache, spec, &st).unwrap();
         ctx.submit(&[&d]);
-        let got = dtype.decode(&cache.read_u32(ctx).unwrap());
-        let mut want = rounded_cache(dtype, &cache0);
-        want[offset + 2 * width..offset + 5 * width].copy_from_slice(&rounded_cache(dtype, &src));
+        let got = dtype.decode(&cache.read_u32(ctx).unwrap(), cache0.len(), width);
+        let round = |x: &[f32]| dtype.decode(&dtype.encode(x, width), x.len(), width);
+        let mut want = round(&cache0);
+        want[offset + 2 * width..offset + 5 * width].copy_from_slice(&round(&src));
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert!(
             bits(&got[..want.len()]) == bits(&want),
@@ -658,7 +694,7 @@ fn split_kv_windows_and_sinks() {
     inp.sinks = Some(vec![40.0, -40.0]);
     for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
         let s = AttnSpec { kv_dtype: dtype, ..s };
-        let inp = as_cache(&inp, dtype);
+        let inp = as_cache(&inp, &s);
         let want = reference(&s, &inp.q, &inp.k, &inp.v, inp.sinks.as_deref(), 250);
         let got = run(ctx, s, &inp, false, 250);
         assert_nmse(&format!("{name} split large sink"), &got, &want, 1e-7);
@@ -683,10 +719,10 @@ fn split_kv_replayed_at_growing_positions() {
     let inp0 = inputs(&s0, false, 170);
     for (dtype, (name, ctx)) in DTYPES.into_iter().flat_map(|d| contexts().map(|c| (d, c))) {
         let s = AttnSpec { kv_dtype: dtype, ..s0 };
-        let inp = as_cache(&inp0, dtype);
+        let inp = as_cache(&inp0, &s);
         let q = Tensor::from_f32(ctx, "q", &inp.q);
-        let k = Tensor::from_u32(ctx, "k", &dtype.encode(&inp.k));
-        let v = Tensor::from_u32(ctx, "v", &dtype.encode(&inp.v));
+        let k = Tensor::from_u32(ctx, "k", &cache_words(&s, &inp.k, s.k_stride));
+        let v = Tensor::from_u32(ctx, "v", &cache_words(&s, &inp.v, s.v_stride));
         let st = step::new(ctx, 0, 1);
         let o = Tensor::zeros(ctx, "o", s.heads * s.v_dim);
         let d = attention(ctx, s, &q, &k, &v, None, &st, &o).unwrap();

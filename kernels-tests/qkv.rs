@@ -1,7 +1,7 @@
 //! The fused q|k|v preparation (per-head or whole-projection norm, clamp, RoPE, KV-cache store)
-//! against an f64 CPU
-//! reference of the same steps; with an f16 cache, every stored k and v is exactly the f16 rounding
-//! (to nearest even) of what the f32 cache gets.
+//! against an f64 CPU reference of the same steps; with an f16 cache, every stored k and v is
+//! exactly the f16 rounding (to nearest even) of what the f32 cache gets; with a q8 cache, every
+//! block's scale is its largest magnitude and every element within half a step of the f32 cache's.
 
 mod common;
 use common::*;
@@ -133,8 +133,8 @@ fn check(c: Case) {
         let s16 = QkvSpec { kv_dtype: f16, ..s };
         let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
         let (kc, vc) = (
-            Tensor::zeros(ctx, "k", f16.words(cache)),
-            Tensor::zeros(ctx, "v", f16.words(cache)),
+            Tensor::zeros(ctx, "k", f16.words(cache, s.head_dim)),
+            Tensor::zeros(ctx, "v", f16.words(cache, s.head_dim)),
         );
         let norms = c.norm.map(|_| QkNorms {
             q: &qn_w,
@@ -143,13 +143,51 @@ fn check(c: Case) {
         });
         let d = prepare_qkv(ctx, s16, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
         ctx.submit(&[&d]);
-        let bits = |v: &[f32]| v.iter().map(|x| f16.round(*x).to_bits()).collect::<Vec<_>>();
+        let hd = s.head_dim;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (part, got, want) in [("k", &kc, &k32), ("v", &vc, &v32)] {
-            let got = f16.decode(&got.read_u32(ctx).unwrap());
+            let got = f16.decode(&got.read_u32(ctx).unwrap(), cache, hd);
             assert!(
-                bits(&got[..cache]) == bits(want),
+                bits(&got) == bits(&f16.decode(&f16.encode(want, hd), cache, hd)),
                 "{what} {part}: the f16 cache is not f16(the f32 cache)"
             );
+        }
+
+        // A q8 cache: each block's scale is exactly its largest magnitude, and every element is
+        // within half a step (scale / 254) of the f32 cache's.
+        let q8 = KvDtype::Q8;
+        if hd.is_multiple_of(4) {
+            let s8 = QkvSpec { kv_dtype: q8, ..s };
+            let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
+            let (kc, vc) = (
+                Tensor::zeros(ctx, "k", q8.words(cache, hd)),
+                Tensor::zeros(ctx, "v", q8.words(cache, hd)),
+            );
+            let norms = c.norm.map(|_| QkNorms {
+                q: &qn_w,
+                k: &kn_w,
+                full: c.full,
+            });
+            let d = prepare_qkv(ctx, s8, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
+            ctx.submit(&[&d]);
+            let block = KvDtype::q8_block(hd);
+            for (part, got, want) in [("k", &kc, &k32), ("v", &vc, &v32)] {
+                let words = got.read_u32(ctx).unwrap();
+                let held = q8.decode(&words, cache, hd);
+                for (b, chunk) in want.chunks(block).enumerate() {
+                    let a = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    let scale = f32::from_bits(words[cache.div_ceil(4) + b]);
+                    assert_eq!(scale, a, "{what} {part}: block {b}'s q8 scale");
+                    for (i, &x) in chunk.iter().enumerate() {
+                        let err = (held[b * block + i] - x).abs();
+                        assert!(
+                            err <= a / 254.0 * 1.001,
+                            "{what} {part}: q8 element {} off by {err} (scale {a})",
+                            b * block + i
+                        );
+                    }
+                }
+            }
         }
         assert_eq!(
             t_qkv.read_f32(ctx).unwrap(),

@@ -22,8 +22,10 @@
 // Cache addressing (elements): k[j, g, d] = j*k_stride + g*k_head_stride + d,
 // v[j, g, d] = v_offset + j*v_stride + g*v_head_stride + d. The v binding may be the k buffer
 // (MLA: values are the first r floats of each [c | k_pe] row). The caches are u32 words: f32 bits,
-// or with KV16 half pairs (element e in half e & 1 of word e >> 1, unpack2x16float), widened to f32
-// as they are loaded; any element offset works.
+// or with KV16 half pairs (element e in half e & 1 of word e >> 1, unpack2x16float), or with KV8
+// signed bytes (byte e & 3 of word e >> 2, unpack4x8snorm) times their block's scale, the f32 at
+// word k_scales (v_scales) + (e >> q8_shift); widened to f32 as they are loaded. f32 and f16 take
+// any element offset; q8 layouts are whole blocks (src/kernels/attention.rs checks).
 //
 // The subgroup reductions are marked for `without_subgroups` (src/kernels/mod.rs).
 
@@ -52,6 +54,9 @@ struct Params {
     min_chunk: u32,
     // Rows with chunks > 1: word index of the arrival counters in `part`.
     arrivals_at: u32,
+    k_scales: u32,
+    v_scales: u32,
+    q8_shift: u32,
     _pad: u32,
 }
 
@@ -64,6 +69,8 @@ override SINKS: bool = false;
 override SG: bool = false;
 // The caches hold f16 pairs instead of f32.
 override KV16: bool = false;
+// The caches hold 8-bit blocks with f32 scales.
+override KV8: bool = false;
 // k_dim, k_stride and k_head_stride are multiples of 4: load keys as vec4s through kc4 (f32), or
 // as word pairs (f16).
 override VEC4: bool = false;
@@ -131,6 +138,9 @@ fn k_at(e: u32) -> f32 {
     if KV16 {
         return unpack2x16float(kc[e >> 1u])[e & 1u];
     }
+    if KV8 {
+        return unpack4x8snorm(kc[e >> 2u])[e & 3u] * bitcast<f32>(kc[p.k_scales + (e >> p.q8_shift)]);
+    }
     return bitcast<f32>(kc[e]);
 }
 
@@ -138,7 +148,19 @@ fn v_at(e: u32) -> f32 {
     if KV16 {
         return unpack2x16float(vc[e >> 1u])[e & 1u];
     }
+    if KV8 {
+        return unpack4x8snorm(vc[e >> 2u])[e & 3u] * bitcast<f32>(vc[p.v_scales + (e >> p.q8_shift)]);
+    }
     return bitcast<f32>(vc[e]);
+}
+
+// q8: the four elements from e (a multiple of 4, so one word of one block).
+fn quad8_k(e: u32) -> vec4<f32> {
+    return unpack4x8snorm(kc[e >> 2u]) * bitcast<f32>(kc[p.k_scales + (e >> p.q8_shift)]);
+}
+
+fn quad8_v(e: u32) -> vec4<f32> {
+    return unpack4x8snorm(vc[e >> 2u]) * bitcast<f32>(vc[p.v_scales + (e >> p.q8_shift)]);
 }
 
 // Four halves from the two words at word index w.
@@ -208,6 +230,8 @@ fn score_rows(kb: u32) {
             var k: vec4<f32>;
             if KV16 {
                 k = halves4_k((kb >> 1u) + 2u * i);
+            } else if KV8 {
+                k = quad8_k(kb + 4u * i);
             } else {
                 k = bitcast<vec4<f32>>(kc4[(kb >> 2u) + i]);
             }
@@ -472,6 +496,9 @@ fn load_k4(row: u32, base: u32, i: u32) -> vec4<f32> {
         if KV16 {
             return halves4_k((b >> 1u) + 2u * i);
         }
+        if KV8 {
+            return quad8_k(b + 4u * i);
+        }
         return bitcast<vec4<f32>>(kc4[(b >> 2u) + i]);
     }
     var v = vec4<f32>(0.0);
@@ -489,6 +516,9 @@ fn load_v4(row: u32, base: u32, i: u32) -> vec4<f32> {
     if VVEC4 {
         if KV16 {
             return halves4_v((b >> 1u) + 2u * i);
+        }
+        if KV8 {
+            return quad8_v(b + 4u * i);
         }
         return bitcast<vec4<f32>>(vc4[(b >> 2u) + i]);
     }

@@ -130,14 +130,16 @@ struct MlaPrep {
     q_stride: u32,
     latent_stride: u32,
     latent_offset: u32,
+    // Q8 caches: word index of the block scales, log2 of the block size.
+    q8_scales: u32,
+    q8_shift: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 override INTERLEAVED: bool = true;
 override NORM_DTYPE: u32 = 0u;
 override KV16: bool = false;
+override KV8: bool = false;
 // The widest latent row [c | k_pe] held in workgroup memory.
 const MAX_LATENT: u32 = 1024u;
 
@@ -151,6 +153,8 @@ const MAX_LATENT: u32 = 1024u;
 @group(0) @binding(17) var<storage, read_write> cache: array<u32>;
 
 var<workgroup> lat: array<f32, MAX_LATENT>;
+// Q8: each block's largest magnitude (blocks of at least 4).
+var<workgroup> q8a: array<f32, MAX_LATENT / 4u>;
 var<workgroup> mred: array<f32, WG>;
 
 fn kv_norm_weight(i: u32) -> f32 {
@@ -253,6 +257,25 @@ fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         return;
     }
     let dst = pos * width;
+    if KV8 {
+        // As prepare_qkv stores a q8 head: block scales, then words of four signed bytes.
+        let block = 1u << mp.q8_shift;
+        for (var b = lid; b < width / block; b += WG) {
+            var a = 0.0;
+            for (var i = 0u; i < block; i++) {
+                a = max(a, abs(lat[b * block + i]));
+            }
+            q8a[b] = a;
+            cache[mp.q8_scales + (dst >> mp.q8_shift) + b] = bitcast<u32>(a);
+        }
+        workgroupBarrier();
+        for (var i = lid; i < width / 4u; i += WG) {
+            let a = q8a[(4u * i) >> mp.q8_shift];
+            let x = vec4<f32>(lat[4u * i], lat[4u * i + 1u], lat[4u * i + 2u], lat[4u * i + 3u]);
+            cache[dst / 4u + i] = pack4x8snorm(select(vec4<f32>(0.0), x / a, a > 0.0));
+        }
+        return;
+    }
     if KV16 {
         // Clamped to the finite f16 range, where pack2x16float is defined.
         let lim = vec2<f32>(65504.0);

@@ -8,7 +8,8 @@
 // one workgroup per (token, section q / k / v), which sums its section's squares before it writes
 // any of it, then takes its heads in turn. A head's values live in workgroup memory.
 // The caches are u32 words: f32 bits, or with KV16 f16 pairs (element 2i in the low half of word
-// i); each invocation writes whole words (a head starts at an even element: head_dim is even).
+// i), or with KV8 signed bytes in blocks scaled by their largest magnitude (src/kernels/attention.rs
+// KvDtype); each invocation writes whole words (heads start on whole words and blocks).
 
 struct Params {
     tokens: u32,
@@ -20,9 +21,10 @@ struct Params {
     eps: f32,
     clip: f32,
     af: f32,
+    // Q8 caches: word index of the block scales, log2 of the block size.
+    q8_scales: u32,
+    q8_shift: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -33,6 +35,7 @@ override CLIP: bool = false;
 override INTERLEAVED: bool = false;
 override NORM_DTYPE: u32 = 0u;
 override KV16: bool = false;
+override KV8: bool = false;
 // The largest head this kernel holds in workgroup memory.
 const MAX_HEAD: u32 = 256u;
 
@@ -46,6 +49,8 @@ const MAX_HEAD: u32 = 256u;
 @group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
 
 var<workgroup> hv: array<f32, MAX_HEAD>;
+// Q8: each block's largest magnitude (blocks of at least 4).
+var<workgroup> q8a: array<f32, MAX_HEAD / 4u>;
 var<workgroup> red: array<f32, WG>;
 
 fn norm_weight(is_q: bool, i: u32) -> f32 {
@@ -181,6 +186,35 @@ fn head(t: u32, slot: u32, lid: u32, full_scale: f32) {
     }
     let kvh = select(slot - p.heads - p.kv_heads, slot - p.heads, is_k);
     let dst = (pos * p.kv_heads + kvh) * hd;
+    if KV8 {
+        // Each block's largest magnitude (its scale), then whole words of four signed bytes.
+        let block = 1u << p.q8_shift;
+        for (var b = lid; b < hd / block; b += WG) {
+            var a = 0.0;
+            for (var i = 0u; i < block; i++) {
+                a = max(a, abs(hv[b * block + i]));
+            }
+            q8a[b] = a;
+            let at = p.q8_scales + (dst >> p.q8_shift) + b;
+            if is_k {
+                k_cache[at] = bitcast<u32>(a);
+            } else {
+                v_cache[at] = bitcast<u32>(a);
+            }
+        }
+        workgroupBarrier();
+        for (var i = lid; i < hd / 4u; i += WG) {
+            let a = q8a[(4u * i) >> p.q8_shift];
+            let x = vec4<f32>(hv[4u * i], hv[4u * i + 1u], hv[4u * i + 2u], hv[4u * i + 3u]);
+            let w = pack4x8snorm(select(vec4<f32>(0.0), x / a, a > 0.0));
+            if is_k {
+                k_cache[dst / 4u + i] = w;
+            } else {
+                v_cache[dst / 4u + i] = w;
+            }
+        }
+        return;
+    }
     if KV16 {
         // Clamped to the finite f16 range, where pack2x16float is defined.
         let lim = vec2<f32>(65504.0);

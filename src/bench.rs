@@ -342,8 +342,10 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     let o = act(PREFILL * h * kv_row.max(hd));
     // GQA reads keys and values, MLA one latent row per position.
     let rows_read = if s.kv_lora > 0 { 1 } else { 2 };
-    for kv_dtype in [KvDtype::F16, KvDtype::F32] {
-        let cache = act(kv_dtype.words((DECODE_CONTEXT + PREFILL) * kv_row));
+    // The cache writer's rows: one KV head, or MLA's latent row (a q8 cache's blocks follow them).
+    let writer_row = if s.kv_lora > 0 { kv_row } else { hd };
+    for kv_dtype in [KvDtype::F16, KvDtype::F32, KvDtype::Q8] {
+        let cache = act(kv_dtype.words((DECODE_CONTEXT + PREFILL) * kv_row, writer_row));
         for (t, pos0) in [(1usize, DECODE_CONTEXT - 1), (PREFILL, 0)] {
             let spec = AttnSpec {
                 kv_dtype,
@@ -366,7 +368,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
                 ),
                 dispatches: vec![attention(ctx, spec, &q, &cache, &cache, None, &step, &o)?],
                 // The cache read once, the ideal a kernel could reach.
-                bytes: ((pos0 + t) * kv_row * rows_read * kv_dtype.bytes_per_elem()) as f64,
+                bytes: (pos0 + t) as f64 * (kv_row * rows_read) as f64 * kv_dtype.bits_per_elem(writer_row) / 8.0,
                 flops: (2 * h * pairs * (spec.k_dim + spec.v_dim)) as f64,
             });
         }

@@ -57,7 +57,7 @@ pub struct BenchModelArgs {
     /// Seed of the random prompt tokens and synthetic weights.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
-    /// KV-cache precision: f16 or f32.
+    /// KV-cache precision: f16, q8 or f32.
     #[arg(long = "kv-cache", default_value = "f16")]
     pub kv_cache: KvDtype,
 }

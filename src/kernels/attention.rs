@@ -29,10 +29,17 @@ use crate::gpu::{Context, Tensor};
 
 pub const SHADER: &str = include_str!("../../shaders/attention.wgsl");
 
-/// How the KV cache stores its elements. Either way the cache is a [`Tensor`] of 32-bit words: f32
-/// values, or IEEE half pairs (element `2i` in the low 16 bits of word `i`, as `pack2x16float`
-/// writes and `unpack2x16float` reads, so no `shader-f16` feature is needed). Kernels widen halves to
-/// f32 in registers and do all math in f32.
+/// How the KV cache stores its elements. Every cache is a [`Tensor`] of 32-bit words:
+/// - `F32`: f32 values;
+/// - `F16`: IEEE half pairs (element `2i` in the low 16 bits of word `i`, as `pack2x16float`
+///   writes and `unpack2x16float` reads, so no `shader-f16` feature is needed);
+/// - `Q8`: 8-bit blocks. Element `e` is the signed byte `e % 4` of word `e / 4` (as `pack4x8snorm`
+///   writes: `q = floor(0.5 + 127 * x / a)`), times `a / 127`, where `a` is its block's largest
+///   magnitude, an f32 stored after the data: word `ceil(elems / 4) + e / B`. Blocks are `B`
+///   consecutive elements of one writer row (a KV head, or MLA's latent row), `B` the largest power
+///   of two up to 32 dividing the row ([`KvDtype::q8_block`]).
+///
+/// Kernels widen every element to f32 in registers and do all math in f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvDtype {
     /// Half the memory and half the bytes read per token of context; k and v are rounded to f16
@@ -40,21 +47,32 @@ pub enum KvDtype {
     F16,
     /// Exact f32 values (parity tests, `wgmoe logits`).
     F32,
+    /// About 9 bits per element (a quarter of f32, 56% of f16) for long contexts; each element is
+    /// within half a step (`a / 254`) of its value.
+    Q8,
 }
 
 impl KvDtype {
-    /// 32-bit words holding `elems` elements.
-    pub fn words(self, elems: usize) -> usize {
+    /// 32-bit words holding `elems` elements written in rows of `row` elements.
+    pub fn words(self, elems: usize, row: usize) -> usize {
         match self {
             KvDtype::F32 => elems,
             KvDtype::F16 => elems.div_ceil(2),
+            KvDtype::Q8 => elems.div_ceil(4) + elems.div_ceil(Self::q8_block(row)),
         }
     }
 
-    pub fn bytes_per_elem(self) -> usize {
+    /// Q8: elements per scale block for rows of `row` elements (32 for every real model's heads).
+    pub fn q8_block(row: usize) -> usize {
+        1 << row.trailing_zeros().min(5)
+    }
+
+    /// Bits one element takes, block scales included.
+    pub fn bits_per_elem(self, row: usize) -> f64 {
         match self {
-            KvDtype::F32 => 4,
-            KvDtype::F16 => 2,
+            KvDtype::F32 => 32.0,
+            KvDtype::F16 => 16.0,
+            KvDtype::Q8 => 8.0 + 32.0 / Self::q8_block(row) as f64,
         }
     }
 
@@ -62,19 +80,13 @@ impl KvDtype {
         match self {
             KvDtype::F32 => "f32",
             KvDtype::F16 => "f16",
+            KvDtype::Q8 => "q8",
         }
     }
 
-    /// The value the cache holds for `x` (what a kernel reads back).
-    pub fn round(self, x: f32) -> f32 {
-        match self {
-            KvDtype::F32 => x,
-            KvDtype::F16 => half::f16::from_f32(x).to_f32(),
-        }
-    }
-
-    /// Cache words holding `values` (f16: pairs packed low half first, an odd tail padded with 0).
-    pub fn encode(self, values: &[f32]) -> Vec<u32> {
+    /// Cache words holding `values`, written in rows of `row` elements (f16: pairs packed low half
+    /// first, an odd tail padded with 0; q8: see the type).
+    pub fn encode(self, values: &[f32], row: usize) -> Vec<u32> {
         match self {
             KvDtype::F32 => values.iter().map(|x| x.to_bits()).collect(),
             KvDtype::F16 => values
@@ -85,22 +97,48 @@ impl KvDtype {
                     lo | hi << 16
                 })
                 .collect(),
+            KvDtype::Q8 => {
+                let block = Self::q8_block(row);
+                let scales: Vec<f32> = values
+                    .chunks(block)
+                    .map(|b| b.iter().fold(0f32, |m, x| m.max(x.abs())))
+                    .collect();
+                let byte = |i: usize| -> u32 {
+                    let a = scales[i / block];
+                    let x = if a > 0.0 { (values[i] / a).clamp(-1.0, 1.0) } else { 0.0 };
+                    ((0.5 + 127.0 * x).floor() as i32 as u8) as u32
+                };
+                let mut words: Vec<u32> = (0..values.len().div_ceil(4))
+                    .map(|w| {
+                        (0..4)
+                            .filter(|e| 4 * w + e < values.len())
+                            .fold(0, |acc, e| acc | byte(4 * w + e) << (8 * e))
+                    })
+                    .collect();
+                words.extend(scales.iter().map(|a| a.to_bits()));
+                words
+            }
         }
     }
 
-    /// The elements of cache words (inverse of [`KvDtype::encode`], `2 * words` elements for f16).
-    pub fn decode(self, words: &[u32]) -> Vec<f32> {
+    /// The `elems` elements of cache words written in rows of `row` elements (inverse of
+    /// [`KvDtype::encode`] up to its rounding).
+    pub fn decode(self, words: &[u32], elems: usize, row: usize) -> Vec<f32> {
         match self {
-            KvDtype::F32 => words.iter().map(|&w| f32::from_bits(w)).collect(),
-            KvDtype::F16 => words
-                .iter()
-                .flat_map(|&w| {
-                    [
-                        half::f16::from_bits(w as u16).to_f32(),
-                        half::f16::from_bits((w >> 16) as u16).to_f32(),
-                    ]
-                })
+            KvDtype::F32 => words[..elems].iter().map(|&w| f32::from_bits(w)).collect(),
+            KvDtype::F16 => (0..elems)
+                .map(|e| half::f16::from_bits((words[e / 2] >> (16 * (e % 2))) as u16).to_f32())
                 .collect(),
+            KvDtype::Q8 => {
+                let (block, scales) = (Self::q8_block(row), elems.div_ceil(4));
+                (0..elems)
+                    .map(|e| {
+                        let q = (words[e / 4] >> (8 * (e % 4))) as u8 as i8;
+                        // unpack4x8snorm: max(q / 127, -1).
+                        (q as f32 / 127.0).max(-1.0) * f32::from_bits(words[scales + e / block])
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -117,7 +155,8 @@ impl std::str::FromStr for KvDtype {
         match s.to_ascii_lowercase().as_str() {
             "f16" => Ok(KvDtype::F16),
             "f32" => Ok(KvDtype::F32),
-            _ => Err(format!("unknown KV-cache precision {s:?}: use f16 or f32")),
+            "q8" | "q8_0" => Ok(KvDtype::Q8),
+            _ => Err(format!("unknown KV-cache precision {s:?}: use f16, f32 or q8")),
         }
     }
 }
@@ -155,6 +194,9 @@ pub struct AttnSpec {
     pub max_seq: usize,
     /// How both caches store their elements (the constructors say F32).
     pub kv_dtype: KvDtype,
+    /// Elements per row the cache writer stores (a KV head, or MLA's `r + dr`): a Q8 cache's
+    /// block size ([`KvDtype::q8_block`]).
+    pub kv_row: usize,
     /// Kernel choice; [`AttnTuning::default`] lets [`plan`] decide.
     pub tuning: AttnTuning,
 }
@@ -218,6 +260,7 @@ impl AttnSpec {
             sinks: false,
             max_seq,
             kv_dtype: KvDtype::F32,
+            kv_row: head_dim,
             tuning: AttnTuning::default(),
         }
     }
@@ -244,6 +287,7 @@ impl AttnSpec {
             sinks: false,
             max_seq,
             kv_dtype: KvDtype::F32,
+            kv_row: row,
             tuning: AttnTuning::default(),
         }
     }
@@ -271,6 +315,10 @@ struct Params {
     chunks: u32,
     min_chunk: u32,
     arrivals_at: u32,
+    // Q8: word index of each cache's block scales, and log2 of the block size.
+    k_scales: u32,
+    v_scales: u32,
+    q8_shift: u32,
     _pad: u32,
 }
 
@@ -445,9 +493,9 @@ fn check_buffer(op: &'static str, what: &str, t: &Tensor, need: usize) -> Result
     Ok(())
 }
 
-/// `t` holds the words of `need` elements of `dtype`.
-fn check_cache(op: &'static str, what: &str, t: &Tensor, need: usize, dtype: KvDtype) -> Result<()> {
-    let words = dtype.words(need);
+/// `t` holds the words of `need` elements of `dtype` (written in rows of `row`).
+fn check_cache(op: &'static str, what: &str, t: &Tensor, need: usize, dtype: KvDtype, row: usize) -> Result<()> {
+    let words = dtype.words(need, row);
     if words > t.len {
         return Err(shape_err(
             op,
@@ -510,9 +558,41 @@ fn validate(ctx: &Context, s: &AttnSpec, b: &Buffers) -> Result<()> {
     let q_need = extent(0, s.tokens, s.q_row_stride, s.heads, s.q_head_stride, s.k_dim);
     check_buffer(op, "q", b.q, q_need)?;
     let k_need = extent(0, s.max_seq, s.k_stride, s.kv_heads, s.k_head_stride, s.k_dim);
-    check_cache(op, "the key cache", b.k, k_need, s.kv_dtype)?;
     let v_need = extent(s.v_offset, s.max_seq, s.v_stride, s.kv_heads, s.v_head_stride, s.v_dim);
-    check_cache(op, "the value cache", b.v, v_need, s.kv_dtype)?;
+    if s.kv_dtype == KvDtype::Q8 {
+        // Blocks are whole: every row starts on one, and each holds whole words.
+        let block = KvDtype::q8_block(s.kv_row);
+        let layout = [s.k_stride, s.k_head_stride, s.v_stride, s.v_head_stride, s.v_offset];
+        if !s.kv_row.is_multiple_of(4) || layout.iter().any(|v| !v.is_multiple_of(block)) {
+            return Err(shape_err(
+                op,
+                format!(
+                    "a q8 cache needs rows of a multiple of 4 elements ({}) and strides and offsets of whole {block}-element blocks",
+                    s.kv_row
+                ),
+            ));
+        }
+        // The scales follow the data of the whole cache (max_seq rows).
+        check_cache(
+            op,
+            "the key cache",
+            b.k,
+            k_need.max(s.max_seq * s.k_stride),
+            s.kv_dtype,
+            s.kv_row,
+        )?;
+        check_cache(
+            op,
+            "the value cache",
+            b.v,
+            v_need.max(s.max_seq * s.v_stride),
+            s.kv_dtype,
+            s.kv_row,
+        )?;
+    } else {
+        check_cache(op, "the key cache", b.k, k_need, s.kv_dtype, s.kv_row)?;
+        check_cache(op, "the value cache", b.v, v_need, s.kv_dtype, s.kv_row)?;
+    }
     check_buffer(op, "o", b.o, s.tokens * s.heads * s.v_dim)?;
     match (s.sinks, b.sinks) {
         (true, Some(t)) => check_buffer(op, "sinks", t, s.heads)?,
@@ -602,6 +682,9 @@ pub fn attention(
             chunks: chunks as u32,
             min_chunk: min_chunk as u32,
             arrivals_at: scratch.as_ref().map_or(0, |(_, at)| *at as u32),
+            k_scales: (s.max_seq * s.k_stride).div_ceil(4) as u32,
+            v_scales: (s.max_seq * s.v_stride).div_ceil(4) as u32,
+            q8_shift: KvDtype::q8_block(s.kv_row).trailing_zeros(),
             _pad: 0,
         },
     );
@@ -623,6 +706,7 @@ pub fn attention(
         ("SINKS", s.sinks as u32 as f64),
         ("VEC4", vec4 as u32 as f64),
         ("KV16", kv16 as u32 as f64),
+        ("KV8", (s.kv_dtype == KvDtype::Q8) as u32 as f64),
         ("VEC8", vec8 as u32 as f64),
     ];
     let sinks_res = sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding());
@@ -755,6 +839,12 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
         src,
         extent(s.src_offset, s.tokens, s.src_stride, 1, 0, s.width),
     )?;
+    if s.dtype == KvDtype::Q8 {
+        return Err(shape_err(
+            op,
+            "kv_store writes f32 and f16 caches; q8 caches are written by prepare_qkv and prepare_mla",
+        ));
+    }
     if s.dtype == KvDtype::F16 && [s.width, s.dst_stride, s.dst_offset].iter().any(|v| v % 2 != 0) {
         return Err(shape_err(
             op,
@@ -770,6 +860,7 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
         cache,
         extent(s.dst_offset, s.max_seq, s.dst_stride, 1, 0, s.width),
         s.dtype,
+        s.width,
     )?;
     if step_buf.len < step::LEN {
         return Err(shape_err(
@@ -800,7 +891,7 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
         (9, cache.binding()),
         (5, step_buf.binding()),
     ];
-    let groups = grid(((s.tokens * s.dtype.words(s.width)) as u32).div_ceil(64));
+    let groups = grid(((s.tokens * s.dtype.words(s.width, s.width)) as u32).div_ceil(64));
     Ok(Dispatch::new(
         ctx,
         "kv_store",

@@ -163,7 +163,9 @@ struct PrepParams {
     q_stride: u32,
     latent_stride: u32,
     latent_offset: u32,
-    _pad: [u32; 3],
+    q8_scales: u32,
+    q8_shift: u32,
+    _pad: u32,
 }
 
 /// The latent rows the kernel holds in workgroup memory (shaders/mla.wgsl MAX_LATENT).
@@ -219,13 +221,20 @@ pub fn prepare_mla(
             ),
         ));
     }
-    if cache.len < spec.kv_dtype.words(max_seq * width) {
+    let q8 = spec.kv_dtype == super::attention::KvDtype::Q8;
+    if q8 && width % 4 != 0 {
+        return Err(shape_err(
+            op,
+            format!("a q8 cache needs rows of a multiple of 4, got {width}"),
+        ));
+    }
+    if cache.len < spec.kv_dtype.words(max_seq * width, width) {
         return Err(shape_err(
             op,
             format!(
                 "the cache holds {} words, needs {}",
                 cache.len,
-                spec.kv_dtype.words(max_seq * width)
+                spec.kv_dtype.words(max_seq * width, width)
             ),
         ));
     }
@@ -264,7 +273,9 @@ pub fn prepare_mla(
             q_stride: spec.q_stride as u32,
             latent_stride: spec.latent_stride as u32,
             latent_offset: spec.latent_offset as u32,
-            _pad: [0; 3],
+            q8_scales: (max_seq * width).div_ceil(4) as u32,
+            q8_shift: super::attention::KvDtype::q8_block(width).trailing_zeros(),
+            _pad: 0,
         },
     );
     let constants = [
@@ -276,6 +287,7 @@ pub fn prepare_mla(
         ("NORM_DTYPE", kv_norm.dtype.code()),
         ("W_DTYPE", uk_t.dtype.code()),
         ("KV16", (spec.kv_dtype == super::attention::KvDtype::F16) as u32 as f64),
+        ("KV8", q8 as u32 as f64),
     ];
     let pipeline = ctx.pipeline("mla", SHADER, op, &constants);
     let res = [

@@ -28,7 +28,9 @@ struct Params {
     eps: f32,
     clip: f32,
     af: f32,
-    _pad: [u32; 3],
+    q8_scales: u32,
+    q8_shift: u32,
+    _pad: u32,
 }
 
 /// The fused row `[q heads | k heads | v heads]` of `tokens` tokens and what to do to it.
@@ -98,7 +100,14 @@ pub fn prepare_qkv(
             format!("qkv holds {}, needs {}", qkv.len, tokens * spec.row_width()),
         ));
     }
-    let cache = spec.kv_dtype.words(spec.max_seq * kv_heads * hd);
+    if spec.kv_dtype == KvDtype::Q8 && hd % 4 != 0 {
+        return Err(shape_err(
+            op,
+            format!("a q8 cache needs head_dim a multiple of 4, got {hd}"),
+        ));
+    }
+    let elems = spec.max_seq * kv_heads * hd;
+    let cache = spec.kv_dtype.words(elems, hd);
     if k_cache.len < cache || v_cache.len < cache {
         return Err(shape_err(
             op,
@@ -141,7 +150,9 @@ pub fn prepare_qkv(
             eps: spec.eps,
             clip,
             af: spec.attention_factor,
-            _pad: [0; 3],
+            q8_scales: elems.div_ceil(4) as u32,
+            q8_shift: KvDtype::q8_block(hd).trailing_zeros(),
+            _pad: 0,
         },
     );
     let constants = [
@@ -152,6 +163,7 @@ pub fn prepare_qkv(
         ("INTERLEAVED", (spec.layout == RopeLayout::Interleaved) as u32 as f64),
         ("NORM_DTYPE", norm_dtype),
         ("KV16", (spec.kv_dtype == KvDtype::F16) as u32 as f64),
+        ("KV8", (spec.kv_dtype == KvDtype::Q8) as u32 as f64),
     ];
     let entry = if full { "prepare_qkv_full" } else { op };
     let pipeline = ctx.pipeline("qkv", SHADER, entry, &constants);

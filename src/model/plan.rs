@@ -19,9 +19,9 @@ use kernels::rope::RopeLayout;
 const MLA_NORM_EPS: f32 = 1e-6;
 
 /// The per-layer KV cache: GQA keeps K and V `[max_seq, KV*hd]`; MLA one `[max_seq, r + dr]` of
-/// normalised latents and roped shared keys (MODELS.md §6.5). Elements are f32 or f16 (`dtype`);
-/// the tensors are sized in 32-bit words, so f16 halves both the memory and the bytes attention
-/// reads per token of context.
+/// normalised latents and roped shared keys (MODELS.md §6.5). Elements are f32, f16 or q8
+/// (`dtype`); the tensors are sized in 32-bit words, so f16 halves both the memory and the bytes
+/// attention reads per token of context, and q8 takes 9/32 of f32's.
 pub struct KvCache {
     pub max_seq: usize,
     pub dtype: KvDtype,
@@ -30,19 +30,23 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(ctx: &Context, cfg: &ModelConfig, max_seq: usize, dtype: KvDtype) -> Self {
-        let z = |name: String, elems: usize| Tensor::zeros(ctx, &name, dtype.words(elems).max(1));
+        // Rows of `row` elements: a KV head, or MLA's latent row.
+        let z = |name: String, row: usize, per_position: usize| {
+            Tensor::zeros(ctx, &name, dtype.words(max_seq * per_position, row).max(1))
+        };
+        let (kv, hd, vd) = (cfg.kv_heads, cfg.head_dim, cfg.v_head_dim);
         let layers = (0..cfg.layers.len())
             .map(|i| match &cfg.attention {
                 Attention::Gqa { .. } => (
-                    z(format!("k_cache.{i}"), max_seq * cfg.kv_heads * cfg.head_dim),
-                    Some(z(format!("v_cache.{i}"), max_seq * cfg.kv_heads * cfg.v_head_dim)),
+                    z(format!("k_cache.{i}"), hd, kv * hd),
+                    Some(z(format!("v_cache.{i}"), vd, kv * vd)),
                 ),
                 Attention::Mla {
                     kv_lora_rank, rope_dim, ..
-                } => (
-                    z(format!("latent_cache.{i}"), max_seq * (kv_lora_rank + rope_dim)),
-                    None,
-                ),
+                } => {
+                    let row = kv_lora_rank + rope_dim;
+                    (z(format!("latent_cache.{i}"), row, row), None)
+                }
             })
             .collect();
         Self { max_seq, dtype, layers }
@@ -51,13 +55,16 @@ impl KvCache {
     /// Whether a cache of `max_seq` positions fits the adapter: each layer's tensors within one
     /// binding. Checked before anything is allocated.
     pub fn check(ctx: &Context, cfg: &ModelConfig, max_seq: usize, dtype: KvDtype) -> Result<()> {
-        let per_position = match &cfg.attention {
-            Attention::Gqa { .. } => cfg.kv_heads * cfg.head_dim.max(cfg.v_head_dim),
+        let (row, per_position) = match &cfg.attention {
+            Attention::Gqa { .. } => {
+                let hd = cfg.head_dim.max(cfg.v_head_dim);
+                (hd, cfg.kv_heads * hd)
+            }
             Attention::Mla {
                 kv_lora_rank, rope_dim, ..
-            } => kv_lora_rank + rope_dim,
+            } => (kv_lora_rank + rope_dim, kv_lora_rank + rope_dim),
         };
-        let bytes = dtype.words(max_seq * per_position) as u64 * 4;
+        let bytes = dtype.words(max_seq * per_position, row) as u64 * 4;
         check_binding(
             ctx,
             format!(
