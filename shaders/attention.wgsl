@@ -77,6 +77,9 @@ override VEC4: bool = false;
 // f16 caches whose k_dim, k_stride and k_head_stride are multiples of 8: the rows kernel loads
 // 8 halves at a time through kc4.
 override VEC8: bool = false;
+// q8 caches whose k_dim, k_stride and k_head_stride are multiples of 16, in blocks of at least 16:
+// the rows kernel loads 16 bytes (one scale) at a time through kc4.
+override VEC16: bool = false;
 // The same for values (v_dim, v_stride, v_head_stride, v_offset) through vc4 (tile kernel).
 override VVEC4: bool = false;
 // Rows: query heads per workgroup (<= RMAX, divides the group).
@@ -211,6 +214,22 @@ fn reduce_rows(lid: u32, is_max: bool) {
 fn score_rows(kb: u32) {
     for (var r = 0u; r < RW; r++) {
         vals[r] = 0.0;
+    }
+    if KV8 && VEC16 {
+        let kb16 = kb >> 4u;
+        for (var i = 0u; i < KQ / 4u; i++) {
+            let w = kc4[kb16 + i];
+            let a = bitcast<f32>(kc[p.k_scales + ((kb + 16u * i) >> p.q8_shift)]);
+            let k0 = unpack4x8snorm(w.x) * a;
+            let k1 = unpack4x8snorm(w.y) * a;
+            let k2 = unpack4x8snorm(w.z) * a;
+            let k3 = unpack4x8snorm(w.w) * a;
+            for (var r = 0u; r < RW; r++) {
+                let q0 = r * KQ + 4u * i;
+                vals[r] += dot(qs[q0], k0) + dot(qs[q0 + 1u], k1) + dot(qs[q0 + 2u], k2) + dot(qs[q0 + 3u], k3);
+            }
+        }
+        return;
     }
     if KV16 && VEC8 {
         // 8 halves per 16-byte load (KQ even).

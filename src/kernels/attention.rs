@@ -700,6 +700,11 @@ pub fn attention(
         && [s.k_dim, s.k_stride, s.k_head_stride]
             .iter()
             .all(|v| v.is_multiple_of(8));
+    let vec16 = s.kv_dtype == KvDtype::Q8
+        && KvDtype::q8_block(s.kv_row) >= 16
+        && [s.k_dim, s.k_stride, s.k_head_stride]
+            .iter()
+            .all(|v| v.is_multiple_of(16));
     let mut constants = vec![
         ("KQ", s.k_dim.div_ceil(4) as f64),
         ("VMAX", s.v_dim as f64),
@@ -708,6 +713,7 @@ pub fn attention(
         ("KV16", kv16 as u32 as f64),
         ("KV8", (s.kv_dtype == KvDtype::Q8) as u32 as f64),
         ("VEC8", vec8 as u32 as f64),
+        ("VEC16", vec16 as u32 as f64),
     ];
     let sinks_res = sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding());
     let mut res = vec![
