@@ -42,7 +42,9 @@ fn layouts_acts_and_tile_edges() {
     }
     let mut seed = 1;
     // 300 tokens, 6 experts, top-2: ~100 pairs per expert, two or more token tiles at either side.
-    for (t, d, i) in [(9, 72, 40), (300, 72, 40), (40, 33, 13)] {
+    // D = 300 and I = 200: every subgroup's outputs in use and a partial last workgroup (tiles of
+    // 128 gate|up outputs and 256 down outputs at 16x16, half that at 8x8).
+    for (t, d, i) in [(9, 72, 40), (300, 72, 40), (40, 33, 13), (40, 300, 200)] {
         for dtype in [DType::F16, DType::BF16] {
             for (gate_up, act) in [
                 (GateUpLayout::Concatenated, Act::Silu),

@@ -1,10 +1,11 @@
 // Prefill projection on cooperative matrices (f16 CMxCM inputs, f32 accumulators):
 //   y[t, n] (+)= sum_k x[t, k] * W[n, k] (+ bias[n])
-// One subgroup per workgroup owns a 4CM x 4CM block of y as 4x4 accumulator tiles. Each K-step of
-// CM stages x (f32 -> f16) and W (f16/bf16 words -> f16) into workgroup memory, zero-padded past
-// the edges, and multiplies tile by tile; the epilogue goes through workgroup memory so edges are
-// masked and bias / accumulate match the portable gemm. Selected only where Caps.coop_f16 is set.
-// Written for CM = 16; src/kernels/mod.rs: coop_source rewrites it for 8x8 adapters.
+// A workgroup of NSG subgroups owns a BM x BN block of y: BM = 4 CM token rows, and 4 CM output
+// columns per subgroup, each subgroup keeping its 4x4 accumulator tiles. Each K-step of CM stages x
+// (f32 -> f16) and the BN weight rows (f16/bf16 words, 8 per vec4 load -> f16) in workgroup memory
+// once for all subgroups, zero past the edges. The epilogue goes tile by tile through workgroup
+// memory so edges are masked and bias / accumulate match the portable gemm. Selected where
+// Caps.coop_f16 is set. Written for CM = 16; src/kernels/mod.rs: coop_source rewrites it for 8x8.
 enable f16;
 enable wgpu_cooperative_matrix;
 
@@ -12,7 +13,7 @@ struct Params {
     tokens: u32,
     rows: u32,
     k: u32,
-    // u32 words per weight row (16-bit weights: two per word).
+    // u32 words per weight row (16-bit weights: two per word; a multiple of 4).
     row_words: u32,
     x_stride: u32,
     y_stride: u32,
@@ -26,30 +27,26 @@ struct Params {
 
 const NO_BIAS: u32 = 0xffffffffu;
 const CM: u32 = 16u;
+const NSG: u32 = 4u;
 const BM: u32 = 4u * CM;
-const BN: u32 = 4u * CM;
+const BN: u32 = NSG * 4u * CM;
 const BK: u32 = CM;
 
 override W_DTYPE: u32 = 1u;
-// The subgroup size: one subgroup is the whole workgroup.
-override WG: u32 = 32u;
+// NSG subgroups (src/kernels/gemm_coop.rs: NSG times the adapter's subgroup size).
+override WG: u32 = 128u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 // A: BM token rows x BK, row-major. B: BK x BN output columns, stored column-major (each output
-// column's BK values contiguous), as W's rows are. C: BM x BN f32, row-major.
+// column's BK values contiguous), as W's rows are. C: one CM x CM tile per subgroup.
 var<workgroup> a_tile: array<f16, BM * BK>;
 var<workgroup> b_tile: array<f16, BN * BK>;
-var<workgroup> c_tile: array<f32, BM * BN>;
-
-fn weight(n: u32, k: u32) -> f32 {
-    let word = w[n * p.row_words + k / 2u];
-    return pick_half(word, k, W_DTYPE);
-}
+var<workgroup> c_tile: array<f32, NSG * CM * CM>;
 
 fn bias_at(n: u32) -> f32 {
     if p.bias_dtype == NO_BIAS {
@@ -62,61 +59,81 @@ fn bias_at(n: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn gemm_coop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg_id: u32,
+) {
     let n_tiles = (p.rows + BN - 1u) / BN;
     let flat = flat_group(wid);
     let m0 = (flat / n_tiles) * BM;
     let n0 = (flat % n_tiles) * BN;
-    // No early return for blocks past the last token (the grid's spill-over): cooperative ops need
-    // uniform control flow, and every load and store below is masked anyway.
+    // Subgroups past NSG (a driver that splits the workgroup finer) redo subgroup sg % NSG's
+    // columns: no control flow may depend on the subgroup, cooperative ops need it uniform.
+    let sg = sg_id % NSG;
+    let vecs = p.row_words / 4u;
+    // No early return for blocks past the last token (the grid's spill-over): every load and
+    // store below is masked anyway.
     var acc: array<coop_mat16x16<f32, C>, 16>;
     let steps = (p.k + BK - 1u) / BK;
     for (var s = 0u; s < steps; s++) {
         let k0 = s * BK;
         for (var e = lid; e < BM * BK; e += WG) {
-            let r = e / BK;
-            let kk = e % BK;
-            let t = m0 + r;
-            let k = k0 + kk;
+            let t = m0 + e / BK;
+            let k = k0 + e % BK;
             var xv = 0.0;
             if t < p.tokens && k < p.k {
                 xv = x[t * p.x_stride + k];
             }
-            a_tile[r * BK + kk] = f16(xv);
+            a_tile[e] = f16(xv);
+        }
+        // 8 halves per vec4: BK / 8 vec4s per row; past the row's words (and K) reads as zero.
+        for (var e = lid; e < BN * (BK / 8u); e += WG) {
+            let r = e / (BK / 8u);
+            let q = k0 / 8u + e % (BK / 8u);
             let n = n0 + r;
-            var wv = 0.0;
-            if n < p.rows && k < p.k {
-                wv = weight(n, k);
+            var v = vec4<u32>(0u);
+            if n < p.rows && q < vecs {
+                v = w[n * vecs + q];
             }
-            b_tile[r * BK + kk] = f16(wv);
+            let base = r * BK + (e % (BK / 8u)) * 8u;
+            for (var c = 0u; c < 4u; c++) {
+                let h = unpack_half2(v[c], W_DTYPE);
+                b_tile[base + 2u * c] = f16(h.x);
+                b_tile[base + 2u * c + 1u] = f16(h.y);
+            }
         }
         workgroupBarrier();
         for (var i = 0u; i < 4u; i++) {
             let a = coopLoadT<coop_mat16x16<f16, A>>(&a_tile[i * CM * BK], BK);
             for (var j = 0u; j < 4u; j++) {
-                let b = coopLoad<coop_mat16x16<f16, B>>(&b_tile[j * CM * BK], BK);
+                let b = coopLoad<coop_mat16x16<f16, B>>(&b_tile[(sg * 4u + j) * CM * BK], BK);
                 acc[i * 4u + j] = coopMultiplyAdd(a, b, acc[i * 4u + j]);
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            coopStoreT(acc[i * 4u + j], &c_tile[i * CM * BN + j * CM], BN);
-        }
-    }
-    workgroupBarrier();
-    for (var e = lid; e < BM * BN; e += WG) {
-        let t = m0 + e / BN;
-        let n = n0 + e % BN;
-        if t < p.tokens && n < p.rows {
-            let col = p.first_row + n;
-            let i = t * p.y_stride + col;
-            var out = c_tile[e] + bias_at(col);
-            if p.accumulate != 0u {
-                out += y[i];
+    // Tile (i, j) of every subgroup at once: stored, then written out by the whole workgroup.
+    for (var ij = 0u; ij < 16u; ij++) {
+        let i = ij / 4u;
+        let j = ij % 4u;
+        coopStoreT(acc[ij], &c_tile[sg * CM * CM], CM);
+        workgroupBarrier();
+        for (var e = lid; e < NSG * CM * CM; e += WG) {
+            let tile = e / (CM * CM);
+            let r = (e / CM) % CM;
+            let t = m0 + i * CM + r;
+            let n = n0 + (tile * 4u + j) * CM + e % CM;
+            if t < p.tokens && n < p.rows {
+                let col = p.first_row + n;
+                let at = t * p.y_stride + col;
+                var out = c_tile[e] + bias_at(col);
+                if p.accumulate != 0u {
+                    out += y[at];
+                }
+                y[at] = out;
             }
-            y[i] = out;
         }
+        workgroupBarrier();
     }
 }

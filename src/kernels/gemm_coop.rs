@@ -14,6 +14,9 @@ use crate::gpu::{Context, DType, Tensor, Weight};
 
 pub const SHADER: &str = include_str!("../../shaders/gemm_coop.wgsl");
 
+/// Subgroups per workgroup (shaders/gemm_coop.wgsl NSG).
+const NSG: usize = 4;
+
 const NO_BIAS: u32 = u32::MAX;
 
 #[repr(C)]
@@ -84,8 +87,9 @@ pub fn gemm_coop(
         }
     }
     let cm = side(ctx).unwrap_or(16);
-    let tile = 4 * cm as usize;
-    let wg = ctx.caps.subgroup_max.max(1);
+    // A workgroup of NSG subgroups owns 4 CM token rows by NSG * 4 CM outputs (shaders/gemm_coop.wgsl).
+    let (bm, bn) = (4 * cm as usize, NSG * 4 * cm as usize);
+    let wg = NSG as u32 * ctx.caps.subgroup_max.max(1);
     let family = if cm == 16 { "gemm_coop" } else { "gemm_coop8" };
     let pipeline = ctx.pipeline(
         family,
@@ -122,7 +126,7 @@ pub fn gemm_coop(
             ),
             (4, y.binding()),
         ];
-        let groups = t.div_ceil(tile) * (chunk.rows as usize).div_ceil(tile);
+        let groups = t.div_ceil(bm) * (chunk.rows as usize).div_ceil(bn);
         out.push(Dispatch::new(
             ctx,
             format!("{op}[{}..{}]", chunk.first_row, chunk.first_row + chunk.rows),

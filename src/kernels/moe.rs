@@ -387,20 +387,23 @@ pub fn moe_prefill(
     ));
 
     // The grouped GEMMs: on cooperative matrices where the adapter has them, else tiled.
-    let coop = super::moe_coop::enabled(ctx, &experts);
+    let coop = super::moe_coop::enabled(ctx, &experts).then(|| super::moe_coop::variant(ctx));
     let gemm = |w: &Weight, bias: Option<&Weight>, tiled: &str, coop_entry: &str| {
         let mut consts = b.constants(w, bias, false, DECODE_WG);
-        if coop {
-            let (family, cm, source) = super::moe_coop::variant(ctx);
-            consts.push(("CWG", ctx.caps.subgroup_max.max(1) as f64));
-            (ctx.pipeline(family, &source, coop_entry, &consts), 4 * cm as usize)
-        } else {
-            (ctx.pipeline("moe", SHADER, tiled, &consts), BM)
+        match &coop {
+            Some(v) => {
+                consts.push(("CWG", v.workgroup as f64));
+                ctx.pipeline(v.family, &v.source, coop_entry, &consts)
+            }
+            None => ctx.pipeline("moe", SHADER, tiled, &consts),
         }
     };
-    let (pipeline, bm) = gemm(gate_up, gate_up_bias, "moe_gate_up_gemm", "moe_gate_up_coop");
-    // Outputs per tile: gate_up covers BN_GU (tiled) or half the coop tile's weight rows.
-    let (bn_gu, bn_dn) = if coop { (bm / 2, bm) } else { (BN_GU, BN_DN) };
+    let pipeline = gemm(gate_up, gate_up_bias, "moe_gate_up_gemm", "moe_gate_up_coop");
+    // Pairs and outputs per workgroup.
+    let (bm, bn_gu, bn_dn) = match &coop {
+        Some(v) => (v.pairs, v.gate_up_outputs, v.down_outputs),
+        None => (BM, BN_GU, BN_DN),
+    };
     let m_tiles = t.div_ceil(bm) as u32;
     for c in 0..gate_up.chunks.len() {
         let p = b.chunk_params(gate_up, c, gate_up_bias, false);
@@ -417,7 +420,11 @@ pub fn moe_prefill(
         let groups = [i.div_ceil(bn_gu) as u32, m_tiles, p.n_experts];
         out.push(Dispatch::new(
             ctx,
-            if coop { "moe.gate_up_coop" } else { "moe.gate_up_gemm" },
+            if coop.is_some() {
+                "moe.gate_up_coop"
+            } else {
+                "moe.gate_up_gemm"
+            },
             pipeline.clone(),
             &res,
             groups,
@@ -425,7 +432,7 @@ pub fn moe_prefill(
         ));
     }
 
-    let (pipeline, _) = gemm(down, down_bias, "moe_down_gemm", "moe_down_coop");
+    let pipeline = gemm(down, down_bias, "moe_down_gemm", "moe_down_coop");
     for c in 0..down.chunks.len() {
         let p = b.chunk_params(down, c, down_bias, false);
         let params = ctx.uniform("moe.params", &p);
@@ -442,7 +449,11 @@ pub fn moe_prefill(
         let groups = [d.div_ceil(bn_dn) as u32, m_tiles, p.n_experts];
         out.push(Dispatch::new(
             ctx,
-            if coop { "moe.down_coop" } else { "moe.down_gemm" },
+            if coop.is_some() {
+                "moe.down_coop"
+            } else {
+                "moe.down_gemm"
+            },
             pipeline.clone(),
             &res,
             groups,

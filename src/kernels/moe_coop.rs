@@ -22,9 +22,29 @@ pub fn enabled(ctx: &Context, experts: &Experts<'_>) -> bool {
     super::gemm_coop::enabled(ctx, experts.gate_up) && super::gemm_coop::enabled(ctx, experts.down)
 }
 
-/// The pipeline cache family, the tile side and the source for this adapter.
-pub(super) fn variant(ctx: &Context) -> (&'static str, u32, String) {
+/// Subgroups per workgroup (shaders/moe_coop.wgsl NSG).
+const NSG: usize = 4;
+
+/// How this adapter runs the kernels: the pipeline cache family, the source, the workgroup size,
+/// and the tile: pairs per workgroup, and outputs per workgroup of gate_up and of down.
+pub(super) struct Variant {
+    pub family: &'static str,
+    pub source: String,
+    pub workgroup: u32,
+    pub pairs: usize,
+    pub gate_up_outputs: usize,
+    pub down_outputs: usize,
+}
+
+pub(super) fn variant(ctx: &Context) -> Variant {
     let cm = super::gemm_coop::side(ctx).unwrap_or(16);
-    let family = if cm == 16 { "moe_coop" } else { "moe_coop8" };
-    (family, cm, super::coop_source(SHADER, cm))
+    let c = cm as usize;
+    Variant {
+        family: if cm == 16 { "moe_coop" } else { "moe_coop8" },
+        source: super::coop_source(SHADER, cm),
+        workgroup: NSG as u32 * ctx.caps.subgroup_max.max(1),
+        pairs: 4 * c,
+        gate_up_outputs: NSG * 2 * c,
+        down_outputs: NSG * 4 * c,
+    }
 }
