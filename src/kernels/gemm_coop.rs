@@ -34,9 +34,14 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// Workgroup memory the cooperative kernels take at 16x16 (moe_coop's, the larger: 18.3 KB).
+const WORKGROUP_BYTES: u32 = 20 * 1024;
+
 /// The cooperative-matrix side this adapter offers to 16-bit weights, if any.
 pub fn side(ctx: &Context) -> Option<u32> {
-    ctx.caps.coop_f16.filter(|_| ctx.caps.f16 && ctx.caps.subgroups)
+    let c = &ctx.caps;
+    c.coop_f16
+        .filter(|_| c.f16 && c.subgroups && c.max_workgroup_storage >= WORKGROUP_BYTES)
 }
 
 /// Whether this adapter and weight can take the cooperative-matrix path.
