@@ -71,6 +71,8 @@ done
 step kernel benchmark
 timeout 300 $w bench-kernels --json > "$out/kernels.json" 2>"$out/kernels.err"
 timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | tee "$out/kernels.md"
+# The prefill GEMMs on the portable tiles, against the cooperative-matrix rows above.
+WGMOE_COOP_MATRIX=0 timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | grep -E 'gemm|moe' | tee "$out/kernels-tiled.md"
 
 step model benchmark
 for s in olmoe-1b-7b qwen3-30b-a3b; do

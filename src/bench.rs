@@ -226,7 +226,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         let dispatches = matmul(ctx, MatmulSpec::packed(t, &wq), &x, &wq, None, &y)?;
         out.push(Case {
             kernel: if t == 1 { "matvec" } else { "gemm" },
-            detail: format!("q_proj [{q_rows}, {d}] T={t}"),
+            detail: format!("q_proj [{q_rows}, {d}] T={t}{}", coop_tag(&dispatches)),
             dispatches,
             bytes: wq.data_bytes() as f64 + (t * (d + q_rows) * 4) as f64,
             flops: (2 * t * q_rows * d) as f64,
@@ -315,10 +315,11 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             gate_up_bias: None,
             down_bias: None,
         };
+        let dispatches = kernels::moe::moe(ctx, spec, experts, &x, &ids, &weights, &y)?;
         out.push(Case {
             kernel: "moe",
-            detail: format!("E={e} k={k} D={d} I={inter} T={t}"),
-            dispatches: kernels::moe::moe(ctx, spec, experts, &x, &ids, &weights, &y)?,
+            detail: format!("E={e} k={k} D={d} I={inter} T={t}{}", coop_tag(&dispatches)),
+            dispatches,
             bytes: used * (3 * inter * d) as f64 * wb + (t * d * 8) as f64,
             flops: (t * k * 6 * inter * d) as f64,
         });
@@ -518,4 +519,13 @@ pub fn measure(ctx: &Context, args: &BenchArgs) -> Result<Vec<Row>> {
         }
     }
     Ok(rows)
+}
+
+/// " (coop)" when the dispatches run on cooperative matrices (`WGMOE_COOP_MATRIX=0` turns them off).
+fn coop_tag(dispatches: &[kernels::Dispatch]) -> &'static str {
+    if dispatches.iter().any(|d| d.label.contains("coop")) {
+        " (coop)"
+    } else {
+        ""
+    }
 }
