@@ -104,18 +104,25 @@ fn check(c: Case) {
             Weight::from_f32(ctx, "qn", dt, 1, qn_len, &qn_v).unwrap(),
             Weight::from_f32(ctx, "kn", dt, 1, kn_len, &kn_v).unwrap(),
         );
-        let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
         let t_inv = Tensor::from_f32(ctx, "inv", &inv);
         let st = step::new(ctx, c.pos0 as u32, s.tokens as u32);
-        let cache = s.max_seq * s.kv_heads * s.head_dim;
-        let (kc, vc) = (Tensor::zeros(ctx, "k", cache), Tensor::zeros(ctx, "v", cache));
-        let norms = c.norm.map(|_| QkNorms {
-            q: &qn_w,
-            k: &kn_w,
-            full: c.full,
-        });
-        let d = prepare_qkv(ctx, s, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
-        ctx.submit(&[&d]);
+        let (cache, hd) = (s.max_seq * s.kv_heads * s.head_dim, s.head_dim);
+        // prepare_qkv on a fresh copy of the rows, into caches of `kv`: (the rows, k, v).
+        let run = |kv: KvDtype| {
+            let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
+            let words = kv.words(cache, hd);
+            let (kc, vc) = (Tensor::zeros(ctx, "k", words), Tensor::zeros(ctx, "v", words));
+            let norms = c.norm.map(|_| QkNorms {
+                q: &qn_w,
+                k: &kn_w,
+                full: c.full,
+            });
+            let spec = QkvSpec { kv_dtype: kv, ..s };
+            let d = prepare_qkv(ctx, spec, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
+            ctx.submit(&[&d]);
+            (t_qkv, kc, vc)
+        };
+        let (t_qkv, kc, vc) = run(KvDtype::F32);
         let (want_q, want_k, want_v) = reference(&c, &qkv, &rounded(dt, &qn_v), &rounded(dt, &kn_v), &inv);
         let got = t_qkv.read_f32(ctx).unwrap();
         let w = s.row_width();
@@ -130,20 +137,7 @@ fn check(c: Case) {
 
         // The same into f16 caches: exactly f16(the f32 cache's values), two halves per word.
         let f16 = KvDtype::F16;
-        let s16 = QkvSpec { kv_dtype: f16, ..s };
-        let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
-        let (kc, vc) = (
-            Tensor::zeros(ctx, "k", f16.words(cache, s.head_dim)),
-            Tensor::zeros(ctx, "v", f16.words(cache, s.head_dim)),
-        );
-        let norms = c.norm.map(|_| QkNorms {
-            q: &qn_w,
-            k: &kn_w,
-            full: c.full,
-        });
-        let d = prepare_qkv(ctx, s16, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
-        ctx.submit(&[&d]);
-        let hd = s.head_dim;
+        let (t_qkv, kc, vc) = run(f16);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (part, got, want) in [("k", &kc, &k32), ("v", &vc, &v32)] {
             let got = f16.decode(&got.read_u32(ctx).unwrap(), cache, hd);
@@ -157,19 +151,7 @@ fn check(c: Case) {
         // within half a step (scale / 254) of the f32 cache's.
         let q8 = KvDtype::Q8;
         if hd.is_multiple_of(4) {
-            let s8 = QkvSpec { kv_dtype: q8, ..s };
-            let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
-            let (kc, vc) = (
-                Tensor::zeros(ctx, "k", q8.words(cache, hd)),
-                Tensor::zeros(ctx, "v", q8.words(cache, hd)),
-            );
-            let norms = c.norm.map(|_| QkNorms {
-                q: &qn_w,
-                k: &kn_w,
-                full: c.full,
-            });
-            let d = prepare_qkv(ctx, s8, &t_qkv, norms, &t_inv, &st, &kc, &vc).unwrap();
-            ctx.submit(&[&d]);
+            let (_, kc, vc) = run(q8);
             let block = KvDtype::q8_block(hd);
             for (part, got, want) in [("k", &kc, &k32), ("v", &vc, &v32)] {
                 let words = got.read_u32(ctx).unwrap();

@@ -113,7 +113,7 @@ fn x_quad_raw(t: u32, k: u32, full: bool) -> vec4<f32> {
 
 // Elements per vec4<u32> weight word.
 fn elems_per_word() -> u32 {
-    return select(8u, 4u, W_DTYPE == DT_F32);
+    return elems_per_vec4(W_DTYPE);
 }
 
 // The first four weights of a word (all of them for f32) and, for 16-bit weights, the last four.

@@ -32,22 +32,6 @@ const HM_ROWS: u32 = 4u;
 // override-sized workgroup arrays (this and mred) meet in one entry point.
 var<workgroup> hm_red: array<f32, 1024>;
 
-// Weight elements per vec4<u32> word, and the 8 (16-bit) or first 4 (f32) of one word.
-fn hm_per_word() -> u32 {
-    return select(8u, 4u, W_DTYPE == DT_F32);
-}
-fn hm_widen(v: vec4<u32>) -> array<f32, 8> {
-    if W_DTYPE == DT_F32 {
-        let f = bitcast<vec4<f32>>(v);
-        return array<f32, 8>(f.x, f.y, f.z, f.w, 0.0, 0.0, 0.0, 0.0);
-    }
-    let a = unpack_half2(v.x, W_DTYPE);
-    let b = unpack_half2(v.y, W_DTYPE);
-    let c = unpack_half2(v.z, W_DTYPE);
-    let d = unpack_half2(v.w, W_DTYPE);
-    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
-}
-
 @compute @workgroup_size(WG)
 fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = flat_group(wid);
@@ -59,7 +43,7 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let h = th % p.heads;
     let o0 = (g % p.blocks) * HM_ROWS;
     let xb = t * p.x_row_stride + h * p.x_head_stride + p.x_offset;
-    let n = hm_per_word();
+    let n = elems_per_vec4(W_DTYPE);
     let words = p.w_row_words / 4u;
     var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
     for (var q = lid; q < words; q += WG) {
@@ -79,9 +63,9 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 // acc[r] += W[min(row0 + r, last), word q] . xv for the workgroup's HM_ROWS rows.
 fn hm_word(row0: u32, last: u32, words: u32, q: u32, xv: array<f32, 8>, acc: ptr<function, array<f32, HM_ROWS>>) {
-    let n = hm_per_word();
+    let n = elems_per_vec4(W_DTYPE);
     for (var r = 0u; r < HM_ROWS; r++) {
-        let wv = hm_widen(w[min(row0 + r, last) * words + q]);
+        let wv = widen8(w[min(row0 + r, last) * words + q], W_DTYPE);
         var s = 0.0;
         for (var c = 0u; c < n; c++) {
             s += wv[c] * xv[c];
@@ -181,7 +165,7 @@ fn absorb(g: u32, lid: u32) {
     let o0 = (g % mp.uk_blocks) * HM_ROWS;
     let h = th % mp.heads;
     let xb = (th / mp.heads) * mp.q_stride + h * (mp.nope + mp.rope);
-    let n = hm_per_word();
+    let n = elems_per_vec4(W_DTYPE);
     var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
     for (var q = lid; q < mp.uk_words; q += WG) {
         var xv: array<f32, 8>;

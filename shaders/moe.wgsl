@@ -62,22 +62,13 @@ override SUBGROUPS: bool = false;
 @group(0) @binding(13) var<storage, read_write> y_slots: array<f32>;
 @group(0) @binding(14) var<storage, read> y_slots_in: array<f32>;
 
-// Weight elements per vec4<u32>.
+// Weight elements per vec4<u32>, and the values of one (shaders/common.wgsl).
 fn epv() -> u32 {
-    return select(8u, 4u, W_DTYPE == DT_F32);
+    return elems_per_vec4(W_DTYPE);
 }
 
-// The 8 (16-bit) or first 4 (f32) values of one vec4 of a weight row.
 fn widen(v: vec4<u32>) -> array<f32, 8> {
-    if W_DTYPE == DT_F32 {
-        let f = bitcast<vec4<f32>>(v);
-        return array<f32, 8>(f.x, f.y, f.z, f.w, 0.0, 0.0, 0.0, 0.0);
-    }
-    let a = unpack_half2(v.x, W_DTYPE);
-    let b = unpack_half2(v.y, W_DTYPE);
-    let c = unpack_half2(v.z, W_DTYPE);
-    let d = unpack_half2(v.w, W_DTYPE);
-    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
+    return widen8(v, W_DTYPE);
 }
 
 fn dot8(w: array<f32, 8>, v: array<f32, 8>) -> f32 {
