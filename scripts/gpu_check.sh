@@ -4,8 +4,11 @@
 # then the kernel and model benchmarks issue 4 asks for. Results go to $OUT (or ./gpu-check/).
 #
 # Here, first:   scripts/gpu_check.sh --prepare      (builds the binaries into .dev/bins.tar.xz)
-# There:         bash scripts/gpu_check.sh            (carry .dev and, for Vulkan, .gl)
+# There:         bash scripts/gpu_check.sh [wgmoe|hf] (carry .dev and, for Vulkan, .gl)
+# A device call runs at most 10 minutes: `wgmoe` runs everything but the transformers rows, `hf`
+# only those (building a random 30B model in transformers takes minutes); no argument, both.
 set -uo pipefail
+part="${1:-all}"
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -37,6 +40,8 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 [ -f .dev/bins.tar.xz ] && tar xJf .dev/bins.tar.xz -C .dev
 w=.dev/wgmoe
 step() { echo "== $*" | tee -a "$out/summary.txt"; }
+
+if [ "$part" != hf ]; then
 
 step devices
 $w devices 2>&1 | tee "$out/devices.txt"
@@ -85,6 +90,9 @@ for s in olmoe-1b-7b qwen3-30b-a3b; do
     WGMOE_COOP_MATRIX=0 timeout 300 $w bench --synthetic "$s" -n 0 -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
 done
 
+fi
+
+[ "$part" = wgmoe ] && exit 0
 step transformers side by side
 if python3 -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
     for s in olmoe-1b-7b qwen3-30b-a3b; do
