@@ -27,89 +27,9 @@
 // word k_scales (v_scales) + (e >> q8_shift); widened to f32 as they are loaded. f32 and f16 take
 // any element offset; q8 layouts are whole blocks (src/kernels/attention.rs checks).
 //
-// The subgroup reductions are marked for `without_subgroups` (src/kernels/mod.rs).
+// The subgroup reductions are marked for `without_subgroups` (src/gpu/shader.rs).
 
-struct Params {
-    tokens: u32,
-    heads: u32,
-    // Query heads per KV head.
-    group: u32,
-    k_dim: u32,
-    v_dim: u32,
-    q_row_stride: u32,
-    q_head_stride: u32,
-    k_stride: u32,
-    k_head_stride: u32,
-    v_stride: u32,
-    v_head_stride: u32,
-    v_offset: u32,
-    // 0: no sliding window.
-    window: u32,
-    max_seq: u32,
-    scale: f32,
-    // Head slices per token: heads / RW (rows) or heads / RH (tile).
-    slices: u32,
-    // Rows: key chunks dispatched per (token, slice) (1: no split) and the fewest keys in a chunk.
-    chunks: u32,
-    min_chunk: u32,
-    // Rows with chunks > 1: word index of the arrival counters in `part`.
-    arrivals_at: u32,
-    k_scales: u32,
-    v_scales: u32,
-    q8_shift: u32,
-    _pad: u32,
-}
-
-override WG: u32 = 64u;
-// ceil(k_dim / 4): queries are kept as vec4s.
-override KQ: u32 = 32u;
-// v_dim.
-override VMAX: u32 = 128u;
-override SINKS: bool = false;
-override SG: bool = false;
-// The caches hold f16 pairs instead of f32.
-override KV16: bool = false;
-// The caches hold 8-bit blocks with f32 scales.
-override KV8: bool = false;
-// k_dim, k_stride and k_head_stride are multiples of 4: load keys as vec4s through kc4 (f32), or
-// as word pairs (f16).
-override VEC4: bool = false;
-// f16 caches whose k_dim, k_stride and k_head_stride are multiples of 8: the rows kernel loads
-// 8 halves at a time through kc4.
-override VEC8: bool = false;
-// q8 caches whose k_dim, k_stride and k_head_stride are multiples of 16, in blocks of at least 16:
-// the rows kernel loads 16 bytes (one scale) at a time through kc4.
-override VEC16: bool = false;
-// The same for values (v_dim, v_stride, v_head_stride, v_offset) through vc4 (tile kernel).
-override VVEC4: bool = false;
-// Rows: query heads per workgroup (<= RMAX, divides the group).
-override RW: u32 = 1u;
-// Tile: rows (token, head pairs) and keys per tile, heads per tile, accumulators per invocation,
-// vec4s per staged K/V row (padded so rows do not all start in one bank).
-override BQ: u32 = 16u;
-override BK: u32 = 8u;
-override RH: u32 = 1u;
-override NACC: u32 = 16u;
-override KT4: u32 = 33u;
-
-const RMAX: u32 = 16u;
-const NACC_MAX: u32 = 32u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<u32>;
-@group(0) @binding(3) var<storage, read> vc: array<u32>;
-@group(0) @binding(4) var<storage, read> sinks: array<f32>;
-@group(0) @binding(5) var<storage, read> step: array<u32>;
-@group(0) @binding(6) var<storage, read_write> o: array<f32>;
-// The key / value buffers again, viewed as vec4s (bound to the same buffers).
-@group(0) @binding(10) var<storage, read> kc4: array<vec4<u32>>;
-@group(0) @binding(13) var<storage, read> vc4: array<vec4<u32>>;
-// Split-KV scratch (one binding, within the portable 8 storage buffers): per (token, head, chunk)
-// [m, l, acc[v_dim]] as f32 bits, then from `arrivals_at` one arrival counter per (token, head
-// slice), zero between dispatches. Every access is atomic, so partials move through the
-// device-coherent path whatever the backend caches.
-@group(0) @binding(11) var<storage, read_write> part: array<atomic<u32>>;
+// Params, StoreParams, bindings, RMAX, NACC_MAX and overrides: src/kernels/attention.rs.
 
 // Finite stand-in for -inf: WGSL lets implementations assume no infinities.
 const NEG_BIG: f32 = -3.0e38;
@@ -694,20 +614,6 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // Each invocation writes one whole cache word: with KV16 (width, dst_stride and dst_offset even,
 // checked by the host) the pair of elements 2i, 2i + 1, rounded to f16 (clamped to the finite
 // f16 range, where pack2x16float is defined).
-struct StoreParams {
-    tokens: u32,
-    width: u32,
-    src_stride: u32,
-    src_offset: u32,
-    dst_stride: u32,
-    dst_offset: u32,
-    max_seq: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(7) var<uniform> sp: StoreParams;
-@group(0) @binding(8) var<storage, read> src: array<f32>;
-@group(0) @binding(9) var<storage, read_write> cache: array<u32>;
 
 // The largest finite f16.
 const F16_MAX: f32 = 65504.0;

@@ -1,15 +1,6 @@
 // Benchmark helpers: copy bandwidth, dependent-dispatch overhead, random weight fill on the GPU.
 
-struct Params {
-    words: u32,
-    seed: u32,
-    scale: f32,
-    dtype: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+// Params and bindings: src/kernels/bench.rs.
 
 // dst = src, 16 bytes per invocation; `words` counts vec4s here.
 @compute @workgroup_size(256)

@@ -1,15 +1,10 @@
-// Prepended to every shader family (src/kernels/mod.rs: with_prelude).
+// Prepended to every shader family, after the constants Rust shares with it (GRID_X, the DT_*
+// weight precision codes: src/gpu/shader.rs, prelude_consts).
 
 // Dispatches larger than the per-dimension limit spill into y; a kernel's flat group index is this.
-const GRID_X: u32 = 65535u;
 fn flat_group(wid: vec3<u32>) -> u32 {
     return wid.x + wid.y * GRID_X;
 }
-
-// Weight precision codes (src/gpu/buffer.rs DType::code).
-const DT_F32: u32 = 0u;
-const DT_F16: u32 = 1u;
-const DT_BF16: u32 = 2u;
 
 // Two 16-bit weights packed in one word, element 2i in the low half; bf16 widens by a shift.
 fn unpack_bf16x2(w: u32) -> vec2<f32> {

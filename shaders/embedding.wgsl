@@ -4,27 +4,7 @@
 // no chunk; the dispatch with ZERO_OOB (the first) writes zeros for them instead of reading.
 // One invocation per u32 word of a row (two elements for f16/bf16, one for f32).
 
-struct Params {
-    tokens: u32,
-    dim: u32,
-    row_words: u32,
-    // Words of a row that hold data: dim for f32, ceil(dim / 2) for 16-bit.
-    data_words: u32,
-    first_row: u32,
-    chunk_rows: u32,
-    vocab: u32,
-    // Workgroups per token along the row.
-    groups_per_token: u32,
-}
-
-override WG: u32 = 64u;
-override W_DTYPE: u32 = 0u;
-override ZERO_OOB: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> table: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// Params, bindings and overrides: src/kernels/embedding.rs.
 
 fn write_word(t: u32, word: u32, value: vec2<f32>) {
     let base = t * p.dim;

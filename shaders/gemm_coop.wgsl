@@ -5,42 +5,12 @@
 // (f32 -> f16) and the BN weight rows (f16/bf16 words, 8 per vec4 load -> f16) in workgroup memory
 // once for all subgroups, zero past the edges. The epilogue goes tile by tile through workgroup
 // memory so edges are masked and bias / accumulate match the portable gemm. Selected where
-// Caps.coop_f16 is set. Written for CM = 16; src/kernels/mod.rs: coop_source rewrites it for 8x8.
+// Caps.coop_f16 is set. CmA / CmB / CmC are the adapter's CM x CM cooperative-matrix types.
 enable f16;
 enable wgpu_cooperative_matrix;
 
-struct Params {
-    tokens: u32,
-    rows: u32,
-    k: u32,
-    // u32 words per weight row (16-bit weights: two per word; a multiple of 4).
-    row_words: u32,
-    x_stride: u32,
-    y_stride: u32,
-    first_row: u32,
-    bias_dtype: u32,
-    accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-const NO_BIAS: u32 = 0xffffffffu;
-const CM: u32 = 16u;
-const NSG: u32 = 4u;
-const BM: u32 = 4u * CM;
-const BN: u32 = NSG * 4u * CM;
-const BK: u32 = CM;
-
-override W_DTYPE: u32 = 1u;
-// NSG subgroups (src/kernels/gemm_coop.rs: NSG times the adapter's subgroup size).
-override WG: u32 = 128u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> bias: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// Params, bindings and overrides: src/kernels/gemm_coop.rs; the tile side CM, NSG (subgroups per
+// workgroup) and the block (BM tokens x BN outputs, K-steps of BK) come with the variant.
 
 // A: BM token rows x BK, row-major. B: BK x BN output columns, stored column-major (each output
 // column's BK values contiguous), as W's rows are. C: one CM x CM tile per subgroup.
@@ -74,7 +44,7 @@ fn gemm_coop(
     let vecs = p.row_words / 4u;
     // No early return for blocks past the last token (the grid's spill-over): every load and
     // store below is masked anyway.
-    var acc: array<coop_mat16x16<f32, C>, 16>;
+    var acc: array<CmC, 16>;
     let steps = (p.k + BK - 1u) / BK;
     for (var s = 0u; s < steps; s++) {
         let k0 = s * BK;
@@ -105,9 +75,9 @@ fn gemm_coop(
         }
         workgroupBarrier();
         for (var i = 0u; i < 4u; i++) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&a_tile[i * CM * BK], BK);
+            let a = coopLoadT<CmA>(&a_tile[i * CM * BK], BK);
             for (var j = 0u; j < 4u; j++) {
-                let b = coopLoad<coop_mat16x16<f16, B>>(&b_tile[(sg * 4u + j) * CM * BK], BK);
+                let b = coopLoad<CmB>(&b_tile[(sg * 4u + j) * CM * BK], BK);
                 acc[i * 4u + j] = coopMultiplyAdd(a, b, acc[i * 4u + j]);
             }
         }

@@ -8,44 +8,7 @@
 // across the workgroup (through workgroup memory here; subgroupAdd in matvec_sg at the end).
 // gemm: prefill. 64x64 output tiles, K-steps of 16 staged in workgroup memory, 4x4 per thread.
 
-struct Params {
-    tokens: u32,
-    // Rows of W (output columns) in this chunk.
-    rows: u32,
-    k: u32,
-    // vec4<u32> words per weight row, and how many of them hold K-values only (no tail).
-    kw: u32,
-    kw_full: u32,
-    x_stride: u32,
-    y_stride: u32,
-    first_row: u32,
-    // The epilogue's options are uniform values, not overrides: they cost nothing per output and
-    // would otherwise multiply the pipeline variants. bias_dtype is a DT_* code or NO_BIAS.
-    bias_dtype: u32,
-    accumulate: u32,
-    // matvec's RMSNorm prologue: the norm weight's DT_* code or NO_NORM, its epsilon, and whether
-    // workgroup 0 also writes the normalised rows to xn (for later readers of the same input).
-    norm_dtype: u32,
-    eps: f32,
-    store_normed: u32,
-    _pad: u32,
-}
-
-const NO_BIAS: u32 = 0xffffffffu;
-const NO_NORM: u32 = 0xffffffffu;
-
-override W_DTYPE: u32 = 0u;
-// x rows start on 16-byte boundaries (x_stride % 4 == 0), so whole quads load as one vec4.
-override X_VEC: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@group(0) @binding(6) var<storage, read> norm_w: array<u32>;
-@group(0) @binding(7) var<storage, read_write> xn: array<f32>;
+// Params, bindings, constants and overrides: src/kernels/matmul.rs.
 
 // Per token, 1/rms of x (the prologue's result); the epilogue applies it.
 var<workgroup> norm_scale: array<f32, 8>;
@@ -129,15 +92,6 @@ fn w_hi(v: vec4<u32>) -> vec4<f32> {
 
 // ---------------------------------------------------------------------------------------------
 // matvec
-
-override WG: u32 = 64u;
-// Tokens (1..=8) and output rows per workgroup; ROWS * T <= MAX_ACC, ROWS <= MAX_ROWS.
-override T: u32 = 1u;
-override ROWS: u32 = 4u;
-// Reduction scratch: WG * ROWS * T floats for the tree, (WG / 4) * ROWS * T for subgroups.
-override RED: u32 = 256u;
-const MAX_ROWS: u32 = 4u;
-const MAX_ACC: u32 = 16u;
 
 var<workgroup> red: array<f32, RED>;
 
@@ -244,9 +198,6 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 // ---------------------------------------------------------------------------------------------
 // gemm
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
 // Tiles transposed, [BK][64] as vec4s along M (a) or N (b), so a thread's 4x4 micro-tile reads one
 // vec4 of each per k.
 var<workgroup> a_tile: array<vec4<f32>, 256>;

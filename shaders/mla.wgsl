@@ -4,29 +4,7 @@
 // outputs of one (token, head): its threads stride along the rows one vec4<u32> weight word at a
 // time (neighbouring threads read neighbouring words), then reduce through workgroup memory.
 
-struct Params {
-    tokens: u32,
-    heads: u32,
-    in_dim: u32,
-    out_dim: u32,
-    x_row_stride: u32,
-    x_head_stride: u32,
-    x_offset: u32,
-    y_row_stride: u32,
-    y_head_stride: u32,
-    y_offset: u32,
-    w_row_words: u32,
-    blocks: u32,
-}
-
-override WG: u32 = 64u;
-override W_DTYPE: u32 = 0u;
-const HM_ROWS: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// Params, MlaPrep, bindings, HM_ROWS, MAX_LATENT and overrides: src/kernels/mla.rs.
 
 // HM_ROWS * WG floats (WG <= 256). A fixed size: naga 30 panics processing overrides when two
 // override-sized workgroup arrays (this and mred) meet in one entry point.
@@ -97,44 +75,6 @@ fn hm_reduce(acc: array<f32, HM_ROWS>, lid: u32) {
 // the shared k_pe, and stores [c | k_pe] in the cache at position step[0] + t (f32 words, or f16
 // pairs with KV16). Then one workgroup per (token, head, HM_ROWS latent outputs) computes the
 // absorbed query W_UK_h^T q_nope into the latent part of q_cat, as head_matvec does (W = uk_t).
-
-struct MlaPrep {
-    tokens: u32,
-    heads: u32,
-    nope: u32,
-    rope: u32,
-    rank: u32,
-    max_seq: u32,
-    eps: f32,
-    af: f32,
-    // vec4<u32> words per uk_t row, and workgroups per (token, head) of the absorbed product.
-    uk_words: u32,
-    uk_blocks: u32,
-    // Token rows: the query's at t * q_stride, the latent's at t * latent_stride + latent_offset.
-    q_stride: u32,
-    latent_stride: u32,
-    latent_offset: u32,
-    // Q8 caches: word index of the block scales, log2 of the block size.
-    q8_scales: u32,
-    q8_shift: u32,
-    _pad0: u32,
-}
-
-override INTERLEAVED: bool = true;
-override NORM_DTYPE: u32 = 0u;
-override KV16: bool = false;
-override KV8: bool = false;
-// The widest latent row [c | k_pe] held in workgroup memory.
-const MAX_LATENT: u32 = 1024u;
-
-@group(0) @binding(10) var<uniform> mp: MlaPrep;
-@group(0) @binding(11) var<storage, read> proj: array<f32>;
-@group(0) @binding(12) var<storage, read> latent: array<f32>;
-@group(0) @binding(13) var<storage, read> kv_norm: array<u32>;
-@group(0) @binding(14) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(15) var<storage, read> step: array<u32>;
-@group(0) @binding(16) var<storage, read_write> q_cat: array<f32>;
-@group(0) @binding(17) var<storage, read_write> cache: array<u32>;
 
 var<workgroup> lat: array<f32, MAX_LATENT>;
 // Q8: each block's largest magnitude (blocks of at least 4).

@@ -15,52 +15,9 @@
 // experts in [first_expert, first_expert + n_experts) and skips the others.
 //
 // Lines tagged `subgroups-only` and the regions between subgroup markers are stripped for adapters
-// without subgroups (src/kernels/router.rs: without_subgroups).
+// without subgroups (src/gpu/shader.rs: without_subgroups).
 
-struct Params {
-    tokens: u32,
-    top_k: u32,
-    dim: u32,          // D (hidden)
-    inter: u32,        // I (expert FFN width)
-    row_words: u32,    // words per row of the bound weight chunk
-    h_stride: u32,     // floats per row of h (I rounded up to 8)
-    first_expert: u32, // of the bound chunk
-    n_experts: u32,    // in the bound chunk
-    experts: u32,      // E, all chunks
-    cap: u32,          // list capacity per expert (= tokens)
-    bias_words: u32,   // words per expert row of the bound bias
-    add_into: u32,     // add into y instead of overwriting it
-    limit: f32,        // clamped SwiGLU
-    alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-override WG: u32 = 128u;
-override W_DTYPE: u32 = 0u;
-override B_DTYPE: u32 = 0u;
-override HAS_BIAS: bool = false;
-// Gate/up rows interleaved (row 2i = gate i, 2i+1 = up i; gpt-oss) instead of concatenated.
-override INTERLEAVED: bool = false;
-// gpt-oss: g = min(g, limit); u = clamp(u, -limit, limit); (u + 1) * g * sigmoid(alpha * g).
-override CLAMPED: bool = false;
-override SUBGROUPS: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> ids: array<u32>;
-@group(0) @binding(3) var<storage, read> route_w: array<f32>;
-@group(0) @binding(4) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read> bias: array<u32>;
-@group(0) @binding(6) var<storage, read_write> h_out: array<f32>;
-@group(0) @binding(7) var<storage, read> h_in: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
-@group(0) @binding(9) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(10) var<storage, read_write> lists: array<u32>;
-@group(0) @binding(11) var<storage, read> counts_in: array<u32>;
-@group(0) @binding(12) var<storage, read> lists_in: array<u32>;
-@group(0) @binding(13) var<storage, read_write> y_slots: array<f32>;
-@group(0) @binding(14) var<storage, read> y_slots_in: array<f32>;
+// Params, bindings, constants and overrides: src/kernels/moe.rs.
 
 // Weight elements per vec4<u32>, and the values of one (shaders/common.wgsl).
 fn epv() -> u32 {
@@ -326,7 +283,6 @@ fn moe_down_decode_sg(
 // ---------------------------------------------------------------------------------------------
 // Prefill: per-expert pair lists.
 
-const SCAN_WG: u32 = 256u;
 var<workgroup> scan: array<u32, SCAN_WG>;
 
 // One workgroup per expert: the pairs routed to it in increasing order (a stable counting sort,
@@ -381,15 +337,8 @@ fn moe_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 // ---------------------------------------------------------------------------------------------
 // Prefill grouped GEMMs: 256 invocations as 16x16, a tile of BM gathered token rows by BN outputs,
-// K in steps of BK staged in workgroup memory (stride BK + 1 against bank conflicts).
-
-const BM: u32 = 32u;
-const BK: u32 = 32u;
-const BKP: u32 = 33u;
-const GEMM_WG: u32 = 256u;
-// gate_up: 32 outputs (64 weight rows); down: 64 outputs. Both stage 64 weight rows.
-const BN_GU: u32 = 32u;
-const BN_DN: u32 = 64u;
+// K in steps of BK staged in workgroup memory (stride BKP = BK + 1 against bank conflicts).
+// gate_up: BN_GU = 32 outputs (64 weight rows); down: BN_DN = 64 outputs. Both stage 64 weight rows.
 
 var<workgroup> xs: array<f32, BM * BKP>;
 var<workgroup> ws: array<f32, 64 * BKP>;

@@ -11,19 +11,12 @@
 // through workgroup memory, where it applies the activation (gate_up) or the routing weight (down)
 // and scatters rows to their pairs. Tiles past an expert's count exit before any cooperative op
 // (the exit is uniform: the count comes from workgroupUniformLoad).
-// Written for CM = 16; src/kernels/mod.rs: coop_source rewrites it for 8x8 adapters.
+// CmA / CmB / CmC are the adapter's CM x CM cooperative-matrix types.
 enable f16;
 enable wgpu_cooperative_matrix;
 
-const CM: u32 = 16u;
-const NSG: u32 = 4u;
-const CBM: u32 = 4u * CM;
-const CBK: u32 = CM;
-// Weight rows per workgroup.
-const CBN: u32 = NSG * 4u * CM;
-
-// The cooperative kernels' workgroup size: NSG subgroups (src/kernels/moe_coop.rs).
-override CWG: u32 = 128u;
+// CM, NSG and the tile (CBM pairs x CBN weight rows, K-steps of CBK) come with the variant;
+// CWG, the workgroup size (NSG subgroups), is an override (src/kernels/moe.rs).
 
 var<workgroup> ca: array<f16, CBM * CBK>;
 var<workgroup> cb: array<f16, CBN * CBK>;
@@ -82,11 +75,11 @@ fn stage_b(local: u32, n0: u32, k0: u32, k_len: u32, gate_up: bool, lid: u32) {
 
 // One K-step of subgroup sg's 4x4 tiles: ca (CBM x CBK, row-major) times its cb rows
 // (column-major).
-fn multiply(sg: u32, acc: ptr<function, array<coop_mat16x16<f32, C>, 16>>) {
+fn multiply(sg: u32, acc: ptr<function, array<CmC, 16>>) {
     for (var i = 0u; i < 4u; i++) {
-        let a = coopLoadT<coop_mat16x16<f16, A>>(&ca[i * CM * CBK], CBK);
+        let a = coopLoadT<CmA>(&ca[i * CM * CBK], CBK);
         for (var j = 0u; j < 4u; j++) {
-            let b = coopLoad<coop_mat16x16<f16, B>>(&cb[(sg * 4u + j) * CM * CBK], CBK);
+            let b = coopLoad<CmB>(&cb[(sg * 4u + j) * CM * CBK], CBK);
             (*acc)[i * 4u + j] = coopMultiplyAdd(a, b, (*acc)[i * 4u + j]);
         }
     }
@@ -109,7 +102,7 @@ fn moe_gate_up_coop(
     // no control flow may depend on the subgroup.
     let sg = sg_id % NSG;
     let i0 = wid.x * NSG * 2u * CM;
-    var acc: array<coop_mat16x16<f32, C>, 16>;
+    var acc: array<CmC, 16>;
     for (var k0 = 0u; k0 < p.dim; k0 += CBK) {
         for (var idx = lid; idx < CBM * CBK; idx += CWG) {
             let m = idx / CBK;
@@ -163,7 +156,7 @@ fn moe_down_coop(
     }
     let sg = sg_id % NSG;
     let r0 = wid.x * CBN;
-    var acc: array<coop_mat16x16<f32, C>, 16>;
+    var acc: array<CmC, 16>;
     for (var k0 = 0u; k0 < p.inter; k0 += CBK) {
         for (var idx = lid; idx < CBM * CBK; idx += CWG) {
             let m = idx / CBK;

@@ -11,42 +11,7 @@
 // i), or with KV8 signed bytes in blocks scaled by their largest magnitude (src/kernels/attention.rs
 // KvDtype); each invocation writes whole words (heads start on whole words and blocks).
 
-struct Params {
-    tokens: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    row_stride: u32,
-    max_seq: u32,
-    eps: f32,
-    clip: f32,
-    af: f32,
-    // Q8 caches: word index of the block scales, log2 of the block size.
-    q8_scales: u32,
-    q8_shift: u32,
-    _pad0: u32,
-}
-
-override WG: u32 = 64u;
-override QK_NORM: bool = false;
-// Norms over whole sections (q_norm [H*hd], k_norm [KV*hd]); only with prepare_qkv_full.
-override FULL_NORM: bool = false;
-override CLIP: bool = false;
-override INTERLEAVED: bool = false;
-override NORM_DTYPE: u32 = 0u;
-override KV16: bool = false;
-override KV8: bool = false;
-// The largest head this kernel holds in workgroup memory.
-const MAX_HEAD: u32 = 256u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(3) var<storage, read> step: array<u32>;
-@group(0) @binding(4) var<storage, read> q_norm: array<u32>;
-@group(0) @binding(5) var<storage, read> k_norm: array<u32>;
-@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;
-@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
+// Params, bindings, MAX_HEAD and overrides: src/kernels/qkv.rs.
 
 var<workgroup> hv: array<f32, MAX_HEAD>;
 // Q8: each block's largest magnitude (blocks of at least 4).

@@ -4,25 +4,7 @@
 // One workgroup per row; rows have their own strides so a norm can read a slice of a wider row
 // (MLA's latent) or run per head (qk-norm: rows = tokens*heads).
 
-struct Params {
-    rows: u32,
-    dim: u32,
-    x_stride: u32,
-    y_stride: u32,
-    add_stride: u32,
-    eps: f32,
-    x_offset: u32,
-}
-
-override WG: u32 = 128u;
-override W_DTYPE: u32 = 0u;
-override ADD: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read> delta: array<f32>;
-@group(0) @binding(3) var<storage, read> w: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// Params, bindings and overrides: src/kernels/rmsnorm.rs.
 
 var<workgroup> partial: array<f32, WG>;
 

@@ -6,24 +6,7 @@
 //   interleaved (GPT-J):  pair (2i, 2i + 1) turns by pos * inv[i]
 // cos and sin carry the amplitude `af` (yarn's attention factor). One invocation per pair.
 
-struct Params {
-    tokens: u32,
-    heads: u32,
-    head_stride: u32,
-    row_stride: u32,
-    rot_offset: u32,
-    half: u32,
-    af: f32,
-    _pad: u32,
-}
-
-override WG: u32 = 64u;
-override INTERLEAVED: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(3) var<storage, read> step: array<u32>;
+// Params, bindings and overrides: src/kernels/rope.rs.
 
 // cos_sin: shaders/common.wgsl.
 

@@ -8,39 +8,11 @@
 //   w = s[idx]; renormalize: w /= sum(w) + eps; w *= scale
 //   shared slots (folded shared experts): ids E.., weight 1 or sigmoid(the row's gate logit)
 // Lines tagged `subgroups-only` and the region between the subgroup markers are stripped for adapters
-// without subgroups (src/kernels/router.rs: without_subgroups), because wgpu validates a whole module
+// without subgroups (src/gpu/shader.rs: without_subgroups), because wgpu validates a whole module
 // against the device's features.
 
-struct Params {
-    tokens: u32,
-    experts: u32,
-    top_k: u32,
-    n_group: u32,
-    topk_group: u32,
-    group_size: u32,
-    renormalize: u32,
-    shared_slots: u32, // shared-expert slots after the top-k
-    scale: f32,
-    eps: f32,
-    logit_stride: u32, // experts, + 1 with a shared gate logit
-    shared_gate: u32,
-}
+// Params, bindings, MAX_E and overrides: src/kernels/router.rs.
 
-override WG: u32 = 256u;
-override SIGMOID: bool = false;
-override HAS_BIAS: bool = false;
-override GROUPS: bool = false;
-// Group score = sum of the group's top-2 selection scores (V3) instead of its maximum (V2).
-override TOP2: bool = false;
-override SUBGROUPS: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> ids: array<u32>;
-@group(0) @binding(4) var<storage, read_write> weights: array<f32>;
-
-const MAX_E: u32 = 256u;
 // Below every real score: lanes past the expert count and experts already chosen.
 const NONE: f32 = -3.4e38;
 // Experts of a group that was not kept: below every real score, above NONE.

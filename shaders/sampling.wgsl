@@ -11,31 +11,12 @@
 // Thresholds are found on order-preserving u32 keys of the logits by a 9-ary search: each pass
 // sums count (top-k) or mass (top-p) above 8 probe keys at once, so <= 11 passes cover 2^32 keys.
 //
-// Everything after the `@subgroup-begin` line is the fast path; src/kernels/sampling.rs drops it
-// for adapters without subgroups (a module that merely mentions subgroup ops fails there).
+// The region between the subgroup markers is the fast path; it is stripped for adapters without
+// subgroups (a module that merely mentions subgroup ops fails there: src/gpu/shader.rs).
 
-struct Params {
-    vocab: u32,
-    row: u32,
-    out_index: u32,
-    // 0 = off.
-    top_k: u32,
-    inv_temp: f32,
-    // >= 1 = off.
-    top_p: f32,
-    seed_lo: u32,
-    seed_hi: u32,
-}
-
-override WG: u32 = 256u;
+// Params, bindings and overrides: src/kernels/sampling.rs.
 
 const NONE: u32 = 0xffffffffu;
-const POS0: u32 = 0u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> step_buf: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
 
 var<workgroup> red_v: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;

@@ -7,24 +7,7 @@
 // sigmoid_gate (Qwen2-MoE shared expert): y[t, :] += sigmoid(gate_logit[t]) * s[t, :].
 // One invocation per output element, flat over tokens x width.
 
-struct Params {
-    tokens: u32,
-    inter: u32,
-    in_stride: u32,
-    out_stride: u32,
-    limit: f32,
-    alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-override WG: u32 = 256u;
-override INTERLEAVED: bool = false;
-override CLAMPED: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> gu: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// Params, bindings and overrides: src/kernels/swiglu.rs.
 
 // Never overflows: exp only ever sees a non-positive argument.
 fn sigmoid(z: f32) -> f32 {
@@ -61,18 +44,6 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
     out[t * p.out_stride + i] = y;
 }
-
-struct GateParams {
-    tokens: u32,
-    dim: u32,
-    s_stride: u32,
-    y_stride: u32,
-}
-
-@group(0) @binding(0) var<uniform> q: GateParams;
-@group(0) @binding(1) var<storage, read> gate_logit: array<f32>;
-@group(0) @binding(2) var<storage, read> shared_out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(WG)
 fn sigmoid_gate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -16,12 +16,14 @@ pub enum DType {
 }
 
 impl DType {
-    /// The value of the shaders' `*_DTYPE` override constant.
-    pub fn code(self) -> f64 {
+    pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    /// The shaders' code for this precision (`DT_F32` ... in the prelude, generated from this).
+    pub fn code(self) -> u32 {
         match self {
-            DType::F32 => 0.0,
-            DType::F16 => 1.0,
-            DType::BF16 => 2.0,
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::BF16 => 2,
         }
     }
 

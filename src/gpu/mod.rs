@@ -1,11 +1,16 @@
-//! The wgpu context: adapter choice, capabilities, buffers, read-back and GPU timers.
+//! The wgpu context: adapter choice, capabilities, buffers, read-back, GPU timers, shader sources
+//! and their interfaces ([`shader`]), pipelines and recorded dispatches ([`Dispatch`]).
 
 mod buffer;
 mod caps;
+mod dispatch;
+pub mod shader;
 mod timer;
 
 pub use buffer::{DType, Tensor, Weight, WeightChunk};
 pub use caps::Caps;
+pub use dispatch::{grid, window, Dispatch};
+pub use shader::{Compose, Shader};
 pub use timer::GpuTimer;
 
 use crate::error::{Error, Result};
@@ -123,7 +128,18 @@ pub fn describe_adapters(entries: &[AdapterEntry]) -> String {
         .join("\n")
 }
 
-type PipelineKey = (&'static str, String, String);
+/// What makes two pipelines the same: the family and variant that named the source, the entry
+/// point, the override values, and a hash of the final source text, so that two sources never share
+/// a pipeline whatever their callers call them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    pub family: &'static str,
+    pub variant: String,
+    pub entry: String,
+    /// Override names and values (as `f64` bits: wgpu takes `f64`, which is not `Eq`).
+    pub constants: Vec<(&'static str, u64)>,
+    pub source_hash: u64,
+}
 
 /// An open device and everything kernels need to know about it.
 pub struct Context {
@@ -244,28 +260,33 @@ impl Context {
         backend_name(self.info.backend)
     }
 
-    /// A compute pipeline for `entry` of the shader family `family`, specialised by override
-    /// `constants`; built once and cached (DESIGN.md principle 3).
+    /// `compose`'s source for this device (its subgroup code stripped where the device has none).
+    pub fn shader(&self, compose: &Compose<'_>) -> Shader {
+        compose.build(self.device.features().contains(wgpu::Features::SUBGROUP))
+    }
+
+    /// A compute pipeline for `entry` of `shader`, specialised by override `constants`; built once
+    /// per [`PipelineKey`] and cached (DESIGN.md principle 3).
     pub fn pipeline(
         &self,
-        family: &'static str,
-        source: &str,
+        shader: &Shader,
         entry: &str,
-        constants: &[(&str, f64)],
+        constants: &[(&'static str, f64)],
     ) -> Arc<wgpu::ComputePipeline> {
-        let key = (family, entry.to_string(), format!("{constants:?}"));
+        let key = PipelineKey {
+            family: shader.family,
+            variant: shader.variant.clone(),
+            entry: entry.to_string(),
+            constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+            source_hash: shader.hash,
+        };
         let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
         if let Some(p) = cache.get(&key) {
             return p.clone();
         }
-        let source = if self.device.features().contains(wgpu::Features::SUBGROUP) {
-            crate::kernels::with_prelude(source)
-        } else {
-            crate::kernels::with_prelude(&crate::kernels::without_subgroups(source))
-        };
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(family),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            label: Some(shader.family),
+            source: wgpu::ShaderSource::Wgsl(shader.source.as_str().into()),
         });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -310,21 +331,8 @@ impl Context {
         Ok(())
     }
 
-    /// A uniform buffer holding `value`.
-    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        let bytes = bytemuck::bytes_of(value);
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (bytes.len() as u64).next_multiple_of(16),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.queue.write_buffer(&buf, 0, bytes);
-        buf
-    }
-
     /// Record `dispatches` into one compute pass, submit, and return without waiting.
-    pub fn submit(&self, dispatches: &[&crate::kernels::Dispatch]) {
+    pub fn submit(&self, dispatches: &[&Dispatch]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());

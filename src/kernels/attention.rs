@@ -23,11 +23,152 @@
 //!   (an atomic arrival counter and device-scope barriers, so split-KV is used on Vulkan only; other
 //!   backends get one chunk per row).
 
-use super::{grid, step, Dispatch};
+use super::step;
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor};
 
-pub const SHADER: &str = include_str!("../../shaders/attention.wgsl");
+const BODY: &str = include_str!("../../shaders/attention.wgsl");
+
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        heads: u32,
+        /// Query heads per KV head.
+        group: u32,
+        k_dim: u32,
+        v_dim: u32,
+        q_row_stride: u32,
+        q_head_stride: u32,
+        k_stride: u32,
+        k_head_stride: u32,
+        v_stride: u32,
+        v_head_stride: u32,
+        v_offset: u32,
+        /// 0: no sliding window.
+        window: u32,
+        max_seq: u32,
+        scale: f32,
+        /// Head slices per token: heads / RW (rows) or heads / RH (tile).
+        slices: u32,
+        /// Rows: key chunks dispatched per (token, slice) (1: no split) and the fewest keys in a chunk.
+        chunks: u32,
+        min_chunk: u32,
+        /// Rows with chunks > 1: word index of the arrival counters in `part`.
+        arrivals_at: u32,
+        /// Q8: word index of each cache's block scales, and log2 of the block size.
+        k_scales: u32,
+        v_scales: u32,
+        q8_shift: u32,
+    }
+}
+
+crate::wgsl_struct! {
+    /// kv_store's layout.
+    pub(crate) struct StoreParams {
+        tokens: u32,
+        width: u32,
+        src_stride: u32,
+        src_offset: u32,
+        dst_stride: u32,
+        dst_offset: u32,
+        max_seq: u32,
+    }
+}
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// Most query heads per rows workgroup.
+        RMAX: u32 = 16,
+        /// Most output dims one tile invocation accumulates.
+        NACC_MAX: u32 = 32,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 64,
+        /// ceil(k_dim / 4): queries are kept as vec4s.
+        KQ: u32 = 32,
+        /// v_dim.
+        VMAX: u32 = 128,
+        SINKS: bool = false,
+        SG: bool = false,
+        /// The caches hold f16 pairs instead of f32.
+        KV16: bool = false,
+        /// The caches hold 8-bit blocks with f32 scales.
+        KV8: bool = false,
+        /// k_dim, k_stride and k_head_stride are multiples of 4: load keys as vec4s through kc4
+        /// (f32), or as word pairs (f16).
+        VEC4: bool = false,
+        /// f16 caches whose k_dim, k_stride and k_head_stride are multiples of 8: the rows kernel
+        /// loads 8 halves at a time through kc4.
+        VEC8: bool = false,
+        /// q8 caches whose k_dim, k_stride and k_head_stride are multiples of 16, in blocks of at
+        /// least 16: the rows kernel loads 16 bytes (one scale) at a time through kc4.
+        VEC16: bool = false,
+        /// The same for values (v_dim, v_stride, v_head_stride, v_offset) through vc4 (tile kernel).
+        VVEC4: bool = false,
+        /// Rows: query heads per workgroup (<= RMAX, divides the group).
+        RW: u32 = 1,
+        /// Tile: rows (token, head pairs) and keys per tile, heads per tile, accumulators per
+        /// invocation, vec4s per staged K/V row (padded so rows do not all start in one bank).
+        BQ: u32 = 16,
+        BK: u32 = 8,
+        RH: u32 = 1,
+        NACC: u32 = 16,
+        KT4: u32 = 33,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [T, H, k_dim] at q_row_stride / q_head_stride
+        q: read "array<f32>",
+        /// The key cache: [max_seq, KV, k_dim] elements at k_stride / k_head_stride.
+        kc: read "array<u32>",
+        /// The value cache (may be the key buffer: MLA).
+        vc: read "array<u32>",
+        /// [H] (gpt-oss)
+        sinks: read "array<f32>",
+        step: read "array<u32>",
+        /// [T, H, v_dim]
+        o: read_write "array<f32>",
+        sp: uniform StoreParams,
+        /// kv_store: [T, src_stride] rows
+        src: read "array<f32>",
+        /// kv_store: the cache written
+        cache: read_write "array<u32>",
+        /// The key / value buffers again, viewed as vec4s (bound to the same buffers).
+        kc4: read "array<vec4<u32>>",
+        /// Split-KV scratch (one binding, within the portable 8 storage buffers): per (token, head,
+        /// chunk) [m, l, acc[v_dim]] as f32 bits, then from `arrivals_at` one arrival counter per
+        /// (token, head slice), zero between dispatches. Every access is atomic, so partials move
+        /// through the device-coherent path whatever the backend caches.
+        part: read_write "array<atomic<u32>>",
+        vc4: read "array<vec4<u32>>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "attention",
+    structs: &[Params::DECL, StoreParams::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "attention",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
+}
 
 /// How the KV cache stores its elements. Every cache is a [`Tensor`] of 32-bit words:
 /// - `F32`: f32 values;
@@ -293,41 +434,8 @@ impl AttnSpec {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    heads: u32,
-    group: u32,
-    k_dim: u32,
-    v_dim: u32,
-    q_row_stride: u32,
-    q_head_stride: u32,
-    k_stride: u32,
-    k_head_stride: u32,
-    v_stride: u32,
-    v_head_stride: u32,
-    v_offset: u32,
-    window: u32,
-    max_seq: u32,
-    scale: f32,
-    slices: u32,
-    chunks: u32,
-    min_chunk: u32,
-    arrivals_at: u32,
-    // Q8: word index of each cache's block scales, and log2 of the block size.
-    k_scales: u32,
-    v_scales: u32,
-    q8_shift: u32,
-    _pad: u32,
-}
-
 /// Invocations per rows workgroup (a power of two, within the portable 256); also the most chunks.
 const WG: usize = 64;
-/// Most query heads per rows workgroup (the shader's RMAX).
-const RMAX: usize = 16;
-/// Most output dims one tile invocation accumulates (the shader's NACC_MAX).
-const NACC_MAX: usize = 32;
 /// Default fewest keys per split-KV chunk.
 pub const MIN_CHUNK: usize = 256;
 /// Workgroups split-KV aims for in one dispatch (a GPU has ~100 compute units).
@@ -366,7 +474,7 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 fn rows_bytes(s: &AttnSpec, rw: usize) -> u64 {
-    ((rw * 4 * s.k_dim.div_ceil(4) + rw * s.v_dim + 2 * rw * WG + 2 * RMAX + 1) * 4) as u64
+    ((rw * 4 * s.k_dim.div_ceil(4) + rw * s.v_dim + 2 * rw * WG + 2 * RMAX as usize + 1) * 4) as u64
 }
 
 /// K/V tile row in vec4s: room for a key or a value, odd so rows start in different banks.
@@ -385,7 +493,7 @@ fn tile_plan(ctx: &Context, s: &AttnSpec) -> Option<AttnPlan> {
     for (bq, bk) in [(32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4)] {
         // Eight owners per row.
         let wg = 8 * bq;
-        if wg > ctx.caps.max_invocations as usize || s.v_dim.div_ceil(8) > NACC_MAX {
+        if wg > ctx.caps.max_invocations as usize || s.v_dim.div_ceil(8) > NACC_MAX as usize {
             continue;
         }
         let bytes = tile_bytes(s, bq, bk);
@@ -408,7 +516,7 @@ fn rows_plan(ctx: &Context, s: &AttnSpec) -> Result<AttnPlan> {
     let limit = ctx.caps.max_workgroup_storage as u64;
     let t = &s.tuning;
     let rw = if t.heads_per_group > 0 {
-        if !group.is_multiple_of(t.heads_per_group) || t.heads_per_group > RMAX {
+        if !group.is_multiple_of(t.heads_per_group) || t.heads_per_group > RMAX as usize {
             return Err(shape_err(
                 "attention",
                 format!(
@@ -419,7 +527,7 @@ fn rows_plan(ctx: &Context, s: &AttnSpec) -> Result<AttnPlan> {
         }
         t.heads_per_group
     } else {
-        (1..=group.min(RMAX))
+        (1..=group.min(RMAX as usize))
             .rev()
             .find(|&r| group.is_multiple_of(r) && rows_bytes(s, r) <= limit)
             .unwrap_or(1)
@@ -660,34 +768,30 @@ pub fn attention(
         }
         _ => None,
     };
-    let params = ctx.uniform(
-        "attention.params",
-        &Params {
-            tokens: s.tokens as u32,
-            heads: s.heads as u32,
-            group: group as u32,
-            k_dim: s.k_dim as u32,
-            v_dim: s.v_dim as u32,
-            q_row_stride: s.q_row_stride as u32,
-            q_head_stride: s.q_head_stride as u32,
-            k_stride: s.k_stride as u32,
-            k_head_stride: s.k_head_stride as u32,
-            v_stride: s.v_stride as u32,
-            v_head_stride: s.v_head_stride as u32,
-            v_offset: s.v_offset as u32,
-            window: s.window.unwrap_or(0),
-            max_seq: s.max_seq as u32,
-            scale: s.scale,
-            slices: slices as u32,
-            chunks: chunks as u32,
-            min_chunk: min_chunk as u32,
-            arrivals_at: scratch.as_ref().map_or(0, |(_, at)| *at as u32),
-            k_scales: (s.max_seq * s.k_stride).div_ceil(4) as u32,
-            v_scales: (s.max_seq * s.v_stride).div_ceil(4) as u32,
-            q8_shift: KvDtype::q8_block(s.kv_row).trailing_zeros(),
-            _pad: 0,
-        },
-    );
+    let params = ctx.params(&Params {
+        tokens: s.tokens as u32,
+        heads: s.heads as u32,
+        group: group as u32,
+        k_dim: s.k_dim as u32,
+        v_dim: s.v_dim as u32,
+        q_row_stride: s.q_row_stride as u32,
+        q_head_stride: s.q_head_stride as u32,
+        k_stride: s.k_stride as u32,
+        k_head_stride: s.k_head_stride as u32,
+        v_stride: s.v_stride as u32,
+        v_head_stride: s.v_head_stride as u32,
+        v_offset: s.v_offset as u32,
+        window: s.window.unwrap_or(0),
+        max_seq: s.max_seq as u32,
+        scale: s.scale,
+        slices: slices as u32,
+        chunks: chunks as u32,
+        min_chunk: min_chunk as u32,
+        arrivals_at: scratch.as_ref().map_or(0, |(_, at)| *at as u32),
+        k_scales: (s.max_seq * s.k_stride).div_ceil(4) as u32,
+        v_scales: (s.max_seq * s.v_stride).div_ceil(4) as u32,
+        q8_shift: KvDtype::q8_block(s.kv_row).trailing_zeros(),
+    });
     let sg = ctx.caps.subgroups_usable();
     let vec4 = [s.k_dim, s.k_stride, s.k_head_stride]
         .iter()
@@ -705,31 +809,37 @@ pub fn attention(
         && [s.k_dim, s.k_stride, s.k_head_stride]
             .iter()
             .all(|v| v.is_multiple_of(16));
-    let mut constants = vec![
-        ("KQ", s.k_dim.div_ceil(4) as f64),
-        ("VMAX", s.v_dim as f64),
-        ("SINKS", s.sinks as u32 as f64),
-        ("VEC4", vec4 as u32 as f64),
-        ("KV16", kv16 as u32 as f64),
-        ("KV8", (s.kv_dtype == KvDtype::Q8) as u32 as f64),
-        ("VEC8", vec8 as u32 as f64),
-        ("VEC16", vec16 as u32 as f64),
-    ];
+    let mut consts = Consts {
+        KQ: s.k_dim.div_ceil(4) as u32,
+        VMAX: s.v_dim as u32,
+        SINKS: s.sinks,
+        VEC4: vec4,
+        KV16: kv16,
+        KV8: s.kv_dtype == KvDtype::Q8,
+        VEC8: vec8,
+        VEC16: vec16,
+        ..Consts::default()
+    };
     let sinks_res = sinks.map_or(ctx.dummy.as_entire_binding(), |t| t.binding());
     let mut res = vec![
-        (0, params.as_entire_binding()),
-        (1, q.binding()),
-        (2, k_cache.binding()),
-        (3, v_cache.binding()),
-        (4, sinks_res),
-        (5, step_buf.binding()),
-        (6, o.binding()),
-        (10, k_cache.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::q, q.binding()),
+        (bind::kc, k_cache.binding()),
+        (bind::vc, v_cache.binding()),
+        (bind::sinks, sinks_res),
+        (bind::step, step_buf.binding()),
+        (bind::o, o.binding()),
+        (bind::kc4, k_cache.binding()),
     ];
     let mut owned = vec![params.clone()];
     let (entry, groups) = match plan {
         AttnPlan::Rows { heads, chunks, .. } => {
-            constants.extend([("WG", WG as f64), ("RW", heads as f64), ("SG", sg as u32 as f64)]);
+            consts = Consts {
+                WG: WG as u32,
+                RW: heads as u32,
+                SG: sg,
+                ..consts
+            };
             let entry = match (chunks > 1, sg) {
                 (false, false) => "attention",
                 (false, true) => "attention_sg",
@@ -737,7 +847,7 @@ pub fn attention(
                 (true, true) => "attention_split_sg",
             };
             if let Some((part, _)) = &scratch {
-                res.push((11, part.binding()));
+                res.push((bind::part, part.binding()));
                 owned.push((*part.buffer).clone());
             }
             (entry, grid((s.tokens * slices * chunks) as u32))
@@ -750,21 +860,22 @@ pub fn attention(
             ..
         } => {
             let tpr = invocations / rows;
-            constants.extend([
-                ("WG", invocations as f64),
-                ("BQ", rows as f64),
-                ("BK", keys as f64),
-                ("RH", heads as f64),
-                ("NACC", s.v_dim.div_ceil(tpr) as f64),
-                ("KT4", tile_row4(&s) as f64),
-                ("VVEC4", vvec4 as u32 as f64),
-            ]);
-            res.push((13, v_cache.binding()));
+            consts = Consts {
+                WG: invocations as u32,
+                BQ: rows as u32,
+                BK: keys as u32,
+                RH: heads as u32,
+                NACC: s.v_dim.div_ceil(tpr) as u32,
+                KT4: tile_row4(&s) as u32,
+                VVEC4: vvec4,
+                ..consts
+            };
+            res.push((bind::vc4, v_cache.binding()));
             let tiles = s.tokens.div_ceil(rows / heads);
             ("attention_tile", grid((tiles * slices) as u32))
         }
     };
-    let pipeline = ctx.pipeline("attention", SHADER, entry, &constants);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &consts.constants());
     Ok(Dispatch::new(ctx, "attention", pipeline, &res, groups, owned))
 }
 
@@ -801,19 +912,6 @@ impl KvStoreSpec {
             dtype: KvDtype::F32,
         }
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct StoreParams {
-    tokens: u32,
-    width: u32,
-    src_stride: u32,
-    src_offset: u32,
-    dst_stride: u32,
-    dst_offset: u32,
-    max_seq: u32,
-    _pad: u32,
 }
 
 /// Copy this batch's rows into the cache at positions `step[POS0]..step[POS0] + tokens`; rows that
@@ -876,26 +974,25 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
     }
     check_u32(op, "cache size", s.dst_offset + s.max_seq * s.dst_stride)?;
     check_u32(op, "tokens*width", s.tokens * s.width)?;
-    let params = ctx.uniform(
-        "kv_store.params",
-        &StoreParams {
-            tokens: s.tokens as u32,
-            width: s.width as u32,
-            src_stride: s.src_stride as u32,
-            src_offset: s.src_offset as u32,
-            dst_stride: s.dst_stride as u32,
-            dst_offset: s.dst_offset as u32,
-            max_seq: s.max_seq as u32,
-            _pad: 0,
-        },
-    );
-    let kv16 = (s.dtype == KvDtype::F16) as u32 as f64;
-    let pipeline = ctx.pipeline("attention", SHADER, "kv_store", &[("KV16", kv16)]);
+    let params = ctx.params(&StoreParams {
+        tokens: s.tokens as u32,
+        width: s.width as u32,
+        src_stride: s.src_stride as u32,
+        src_offset: s.src_offset as u32,
+        dst_stride: s.dst_stride as u32,
+        dst_offset: s.dst_offset as u32,
+        max_seq: s.max_seq as u32,
+    });
+    let consts = Consts {
+        KV16: s.dtype == KvDtype::F16,
+        ..Consts::default()
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "kv_store", &consts.constants());
     let res = [
-        (7, params.as_entire_binding()),
-        (8, src.binding()),
-        (9, cache.binding()),
-        (5, step_buf.binding()),
+        (bind::sp, params.as_entire_binding()),
+        (bind::src, src.binding()),
+        (bind::cache, cache.binding()),
+        (bind::step, step_buf.binding()),
     ];
     let groups = grid(((s.tokens * s.dtype.words(s.width, s.width)) as u32).div_ceil(64));
     Ok(Dispatch::new(

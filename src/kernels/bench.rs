@@ -2,31 +2,57 @@
 //! (the per-dispatch overhead), and random weights filled on the GPU (synthetic shapes without
 //! multi-GB host buffers).
 
-use super::{grid, Dispatch};
 use crate::error::{Error, Result};
-use crate::gpu::{Context, DType, Weight, WeightChunk};
+use crate::gpu::shader::{Compose, HostStruct, Interface};
+use crate::gpu::{grid, Context, DType, Dispatch, Weight, WeightChunk};
 
-pub const SHADER: &str = include_str!("../../shaders/bench.wgsl");
+const BODY: &str = include_str!("../../shaders/bench.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    words: u32,
-    seed: u32,
-    scale: f32,
-    dtype: u32,
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        /// vec4s to copy or fill.
+        words: u32,
+        seed: u32,
+        scale: f32,
+        /// fill_random: the DT_* code of the weights made.
+        dtype: u32,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        src: read "array<vec4<u32>>",
+        dst: read_write "array<vec4<u32>>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "bench",
+    structs: &[Params::DECL],
+    consts: &[],
+    overrides: &[],
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "bench",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 fn params(ctx: &Context, words: u32, seed: u32, scale: f32, dtype: DType) -> wgpu::Buffer {
-    ctx.uniform(
-        "bench.params",
-        &Params {
-            words,
-            seed,
-            scale,
-            dtype: dtype.code() as u32,
-        },
-    )
+    ctx.params(&Params {
+        words,
+        seed,
+        scale,
+        dtype: dtype.code(),
+    })
 }
 
 /// `dst[..bytes] = src[..bytes]` (bytes a multiple of 16).
@@ -38,11 +64,11 @@ pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -
         )));
     }
     let p = params(ctx, vec4s as u32, 0, 0.0, DType::F32);
-    let pipeline = ctx.pipeline("bench", SHADER, "copy", &[]);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "copy", &[]);
     let res = [
-        (0, p.as_entire_binding()),
-        (1, src.as_entire_binding()),
-        (2, dst.as_entire_binding()),
+        (bind::p, p.as_entire_binding()),
+        (bind::src, src.as_entire_binding()),
+        (bind::dst, dst.as_entire_binding()),
     ];
     Ok(Dispatch::new(
         ctx,
@@ -56,12 +82,12 @@ pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -
 
 /// One invocation incrementing `dst[0]`: consecutive copies form a dependent chain.
 pub fn chain(ctx: &Context, dst: &wgpu::Buffer) -> Dispatch {
-    let pipeline = ctx.pipeline("bench", SHADER, "chain", &[]);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "chain", &[]);
     Dispatch::new(
         ctx,
         "chain",
         pipeline,
-        &[(2, dst.as_entire_binding())],
+        &[(bind::dst, dst.as_entire_binding())],
         [1, 1, 1],
         vec![],
     )
@@ -100,7 +126,7 @@ pub fn random_weight(
     let rows_per_chunk = (limit / group_bytes) as usize * group_rows;
     let mut chunks = Vec::new();
     let mut first = 0;
-    let pipeline = ctx.pipeline("bench", SHADER, "fill_random", &[]);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "fill_random", &[]);
     while first < rows {
         let n = rows_per_chunk.min(rows - first);
         let vec4s = (n * row_words / 4) as u32;
@@ -110,7 +136,7 @@ pub fn random_weight(
             ctx,
             "fill_random",
             pipeline.clone(),
-            &[(0, p.as_entire_binding()), (2, buffer.as_entire_binding())],
+            &[(bind::p, p.as_entire_binding()), (bind::dst, buffer.as_entire_binding())],
             grid(vec4s.div_ceil(256)),
             vec![p.clone()],
         );

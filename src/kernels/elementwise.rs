@@ -1,24 +1,58 @@
 //! Glue between the big kernels: row copies between strided layouts (MLA's query assembly, the
 //! last prefill row into the logits head) and the end-of-step bookkeeping of generation.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Slot};
+use crate::gpu::{grid, Context, Dispatch, Tensor};
 
-pub const SHADER: &str = include_str!("../../shaders/elementwise.wgsl");
+const BODY: &str = include_str!("../../shaders/elementwise.wgsl");
 
-const WG: usize = 256;
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        rows: u32,
+        width: u32,
+        src_stride: u32,
+        src_offset: u32,
+        dst_stride: u32,
+        dst_offset: u32,
+    }
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    width: u32,
-    src_stride: u32,
-    src_offset: u32,
-    dst_stride: u32,
-    dst_offset: u32,
-    _pad: [u32; 2],
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        WG: u32 = 256,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        src: read "array<f32>",
+        dst: read_write "array<f32>",
+        /// advance_step: the step buffer (src/kernels/mod.rs `step`).
+        step_state: read_write "array<u32>",
+        next_ids: read "array<u32>",
+        token_log: read_write "array<u32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "elementwise",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: &[],
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "elementwise",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 /// `rows` rows of `width` values: row `r` of a layout starts at `r * stride + offset`.
@@ -56,18 +90,18 @@ impl Rows {
     }
 }
 
-fn build(ctx: &Context, entry: &'static str, p: Params, res: &[(u32, wgpu::BindingResource<'_>)]) -> Dispatch {
-    let params = ctx.uniform("elementwise.params", &p);
-    let pipeline = ctx.pipeline("elementwise", SHADER, entry, &[("WG", WG as f64)]);
-    let mut all = vec![(0, params.as_entire_binding())];
+fn build(ctx: &Context, entry: &'static str, p: Params, res: &[(Slot, wgpu::BindingResource<'_>)]) -> Dispatch {
+    let params = ctx.params(&p);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &[]);
+    let mut all = vec![(bind::p, params.as_entire_binding())];
     all.extend(res.iter().cloned());
-    let n = (p.rows * p.width) as usize;
+    let n = p.rows * p.width;
     Dispatch::new(
         ctx,
         entry,
         pipeline,
         &all,
-        grid(n.div_ceil(WG) as u32),
+        grid(n.div_ceil(WG)),
         vec![params.clone()],
     )
 }
@@ -93,9 +127,8 @@ pub fn copy_rows(ctx: &Context, src: &Tensor, from: Rows, dst: &Tensor, to: Rows
         src_offset: from.offset as u32,
         dst_stride: to.stride as u32,
         dst_offset: to.offset as u32,
-        _pad: [0; 2],
     };
-    Ok(build(ctx, op, p, &[(1, src.binding()), (2, dst.binding())]))
+    Ok(build(ctx, op, p, &[(bind::src, src.binding()), (bind::dst, dst.binding())]))
 }
 
 /// End a generation step: `log[pos0 + n] = ids[0]` (the sampled token at the position it will
@@ -105,7 +138,11 @@ pub fn advance_step(ctx: &Context, step_buf: &Tensor, ids: &Tensor, log: &Tensor
     if step_buf.len < super::step::LEN || ids.len == 0 || log.len == 0 {
         return Err(shape_err(op, "needs a step buffer, an ids buffer and a token log"));
     }
-    let pipeline = ctx.pipeline("elementwise", SHADER, op, &[("WG", WG as f64)]);
-    let res = [(3, step_buf.binding()), (4, ids.binding()), (5, log.binding())];
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), op, &[]);
+    let res = [
+        (bind::step_state, step_buf.binding()),
+        (bind::next_ids, ids.binding()),
+        (bind::token_log, log.binding()),
+    ];
     Ok(Dispatch::new(ctx, op, pipeline, &res, [1, 1, 1], vec![]))
 }

@@ -1,23 +1,65 @@
 //! Token embedding (MODELS.md §1: `x = embed_tokens[ids]`, no scaling): gather rows of a table in
 //! its checkpoint precision into f32 activations, with ids read from a GPU buffer.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, DType, Tensor, Weight};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, DType, Dispatch, Tensor, Weight};
 
-pub const SHADER: &str = include_str!("../../shaders/embedding.wgsl");
+const BODY: &str = include_str!("../../shaders/embedding.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    dim: u32,
-    row_words: u32,
-    data_words: u32,
-    first_row: u32,
-    chunk_rows: u32,
-    vocab: u32,
-    groups_per_token: u32,
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        dim: u32,
+        row_words: u32,
+        /// Words of a row that hold data: dim for f32, ceil(dim / 2) for 16-bit.
+        data_words: u32,
+        first_row: u32,
+        chunk_rows: u32,
+        vocab: u32,
+        /// Workgroups per token along the row.
+        groups_per_token: u32,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 64,
+        W_DTYPE: u32 = 0,
+        /// This dispatch writes zero rows for ids past the vocabulary (the first chunk's does).
+        ZERO_OOB: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [tokens]
+        ids: read "array<u32>",
+        /// [chunk_rows, row_words]
+        table: read "array<u32>",
+        /// [tokens, dim]
+        out: read_write "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "embedding",
+    structs: &[Params::DECL],
+    consts: &[],
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "embedding",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 const WG: u32 = 64;
@@ -59,31 +101,29 @@ pub fn embedding(ctx: &Context, table: &Weight, ids: &Tensor, tokens: usize, out
         return Err(shape_err(op, format!("{tokens} tokens x {dim} is too many workgroups")));
     }
     let mut dispatches = Vec::with_capacity(table.chunks.len());
+    let shader = ctx.shader(&compose());
     for (i, chunk) in table.chunks.iter().enumerate() {
-        let params = ctx.uniform(
-            "embedding.params",
-            &Params {
-                tokens: tokens as u32,
-                dim: dim as u32,
-                row_words: table.row_words as u32,
-                data_words,
-                first_row: chunk.first_row,
-                chunk_rows: chunk.rows,
-                vocab: table.rows as u32,
-                groups_per_token,
-            },
-        );
-        let constants = [
-            ("WG", WG as f64),
-            ("W_DTYPE", table.dtype.code()),
-            ("ZERO_OOB", (i == 0) as u32 as f64),
-        ];
-        let pipeline = ctx.pipeline("embedding", SHADER, "embedding", &constants);
+        let params = ctx.params(&Params {
+            tokens: tokens as u32,
+            dim: dim as u32,
+            row_words: table.row_words as u32,
+            data_words,
+            first_row: chunk.first_row,
+            chunk_rows: chunk.rows,
+            vocab: table.rows as u32,
+            groups_per_token,
+        });
+        let consts = Consts {
+            WG,
+            W_DTYPE: table.dtype.code(),
+            ZERO_OOB: i == 0,
+        };
+        let pipeline = ctx.pipeline(&shader, "embedding", &consts.constants());
         let res = [
-            (0, params.as_entire_binding()),
-            (1, ids.binding()),
-            (2, chunk.buffer.as_entire_binding()),
-            (3, out.binding()),
+            (bind::p, params.as_entire_binding()),
+            (bind::ids, ids.binding()),
+            (bind::table, chunk.buffer.as_entire_binding()),
+            (bind::out, out.binding()),
         ];
         let label = format!("embedding[{}..]", chunk.first_row);
         dispatches.push(Dispatch::new(

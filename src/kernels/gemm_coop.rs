@@ -8,30 +8,83 @@
 //! (Mesa >= 25.1 lavapipe has 8x8: `scripts/coop_lavapipe.sh` runs the tests there).
 
 use super::matmul::MatmulSpec;
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, DType, Tensor, Weight};
+use crate::gpu::shader::{Compose, ConstDecl, HostStruct, Interface, Overrides, Value};
+use crate::gpu::{grid, Context, DType, Dispatch, Tensor, Weight};
 
-pub const SHADER: &str = include_str!("../../shaders/gemm_coop.wgsl");
+const BODY: &str = include_str!("../../shaders/gemm_coop.wgsl");
 
-/// Subgroups per workgroup (shaders/gemm_coop.wgsl NSG).
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        rows: u32,
+        k: u32,
+        /// u32 words per weight row (16-bit weights: two per word; a multiple of 4).
+        row_words: u32,
+        x_stride: u32,
+        y_stride: u32,
+        first_row: u32,
+        bias_dtype: u32,
+        accumulate: u32,
+    }
+}
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        NO_BIAS: u32 = u32::MAX,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        W_DTYPE: u32 = 1,
+        /// NSG subgroups: NSG times the adapter's subgroup size.
+        WG: u32 = 128,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        x: read "array<f32>",
+        w: read "array<vec4<u32>>",
+        bias: read "array<u32>",
+        y: read_write "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "gemm_coop",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+/// Subgroups per workgroup.
 const NSG: usize = 4;
 
-const NO_BIAS: u32 = u32::MAX;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    rows: u32,
-    k: u32,
-    row_words: u32,
-    x_stride: u32,
-    y_stride: u32,
-    first_row: u32,
-    bias_dtype: u32,
-    accumulate: u32,
-    _pad: [u32; 3],
+/// The source for tiles of side `cm`, with its block: 4 CM token rows by NSG * 4 CM outputs.
+pub(crate) fn compose(cm: u32) -> Compose<'static> {
+    let c = |name, v: u32| ConstDecl {
+        name,
+        value: Value::u32(v),
+        doc: "",
+    };
+    Compose {
+        family: "gemm_coop",
+        variant: format!("coop{cm}"),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![
+            c("CM", cm),
+            c("NSG", NSG as u32),
+            c("BM", 4 * cm),
+            c("BN", NSG as u32 * 4 * cm),
+            c("BK", cm),
+        ],
+        coop_side: Some(cm),
+    }
 }
 
 /// Workgroup memory the cooperative kernels take at 16x16 (moe_coop's, the larger: 18.3 KB).
@@ -94,42 +147,35 @@ pub fn gemm_coop(
     let cm = side(ctx).unwrap_or(16);
     // A workgroup of NSG subgroups owns 4 CM token rows by NSG * 4 CM outputs (shaders/gemm_coop.wgsl).
     let (bm, bn) = (4 * cm as usize, NSG * 4 * cm as usize);
-    let wg = NSG as u32 * ctx.caps.subgroup_max.max(1);
-    let family = if cm == 16 { "gemm_coop" } else { "gemm_coop8" };
-    let pipeline = ctx.pipeline(
-        family,
-        &super::coop_source(SHADER, cm),
-        op,
-        &[("W_DTYPE", w.dtype.code()), ("WG", wg as f64)],
-    );
+    let consts = Consts {
+        W_DTYPE: w.dtype.code(),
+        WG: NSG as u32 * ctx.caps.subgroup_max.max(1),
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose(cm)), op, &consts.constants());
     let mut out = Vec::with_capacity(w.chunks.len());
     for chunk in &w.chunks {
-        let params = ctx.uniform(
-            "gemm_coop.params",
-            &Params {
-                tokens: t as u32,
-                rows: chunk.rows,
-                k: k as u32,
-                row_words: w.row_words as u32,
-                x_stride: spec.x_stride as u32,
-                y_stride: spec.y_stride as u32,
-                first_row: chunk.first_row,
-                bias_dtype: bias.map_or(NO_BIAS, |b| b.dtype.code() as u32),
-                accumulate: spec.accumulate as u32,
-                _pad: [0; 3],
-            },
-        );
+        let params = ctx.params(&Params {
+            tokens: t as u32,
+            rows: chunk.rows,
+            k: k as u32,
+            row_words: w.row_words as u32,
+            x_stride: spec.x_stride as u32,
+            y_stride: spec.y_stride as u32,
+            first_row: chunk.first_row,
+            bias_dtype: bias.map_or(NO_BIAS, |b| b.dtype.code()),
+            accumulate: spec.accumulate as u32,
+        });
         let res = [
-            (0, params.as_entire_binding()),
-            (1, x.binding()),
-            (2, chunk.buffer.as_entire_binding()),
+            (bind::p, params.as_entire_binding()),
+            (bind::x, x.binding()),
+            (bind::w, chunk.buffer.as_entire_binding()),
             (
-                3,
+                bind::bias,
                 bias.map_or(ctx.dummy.as_entire_binding(), |b| {
                     b.chunks[0].buffer.as_entire_binding()
                 }),
             ),
-            (4, y.binding()),
+            (bind::y, y.binding()),
         ];
         let groups = t.div_ceil(bm) * (chunk.rows as usize).div_ceil(bn);
         out.push(Dispatch::new(

@@ -7,21 +7,109 @@
 //! workgroup memory otherwise) and [`gemm`] for prefill (64x64 tiles staged in workgroup memory).
 //! [`matmul`] picks one. A weight split into chunks gets one dispatch per chunk.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::{Context, Tensor, Weight, WeightChunk};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor, Weight, WeightChunk};
 use std::sync::Arc;
 
-pub const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
+const BODY: &str = include_str!("../../shaders/matmul.wgsl");
+
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        /// Rows of W (output columns) in this chunk.
+        rows: u32,
+        k: u32,
+        /// vec4<u32> words per weight row, and how many of them hold K-values only (no tail).
+        kw: u32,
+        kw_full: u32,
+        x_stride: u32,
+        y_stride: u32,
+        first_row: u32,
+        /// The epilogue's options are uniform values, not overrides: they cost nothing per output
+        /// and would otherwise multiply the pipeline variants. bias_dtype is a DT_* code or NO_BIAS.
+        bias_dtype: u32,
+        accumulate: u32,
+        /// matvec's RMSNorm prologue: the norm weight's DT_* code or NO_NORM, its epsilon, and
+        /// whether workgroup 0 also writes the normalised rows to xn (for later readers of the
+        /// same input).
+        norm_dtype: u32,
+        eps: f32,
+        store_normed: u32,
+    }
+}
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// `Params::bias_dtype` when there is no bias.
+        NO_BIAS: u32 = u32::MAX,
+        /// `Params::norm_dtype` without the RMSNorm prologue.
+        NO_NORM: u32 = u32::MAX,
+        /// matvec: the most output rows per workgroup, and accumulators per thread (ROWS * T).
+        MAX_ROWS: u32 = 4,
+        MAX_ACC: u32 = 16,
+        /// gemm: the output tile (BM tokens x BN outputs) and its K-step.
+        BM: u32 = 64,
+        BN: u32 = 64,
+        BK: u32 = 16,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        W_DTYPE: u32 = 0,
+        /// x rows start on 16-byte boundaries (x_stride % 4 == 0), so whole quads load as one vec4.
+        X_VEC: bool = false,
+        WG: u32 = 64,
+        /// matvec: tokens (1..=8) and output rows per workgroup; ROWS * T <= MAX_ACC, ROWS <= MAX_ROWS.
+        T: u32 = 1,
+        ROWS: u32 = 4,
+        /// Reduction scratch: WG * ROWS * T floats for the tree, (WG / 4) * ROWS * T for subgroups.
+        RED: u32 = 256,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [T, K] at x_stride
+        x: read "array<f32>",
+        /// x again as vec4s (X_VEC)
+        x4: read "array<vec4<f32>>",
+        /// this chunk's rows of W [N, K]
+        w: read "array<vec4<u32>>",
+        /// [N]
+        bias: read "array<u32>",
+        /// [T, N] at y_stride
+        y: read_write "array<f32>",
+        /// [K] the prologue's RMSNorm weight
+        norm_w: read "array<u32>",
+        /// [T, K] the normalised rows (store_normed)
+        xn: read_write "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "matmul",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "matmul",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
+}
 
 /// The most token rows [`matvec`] takes; [`matmul`] switches to [`gemm`] above it.
 pub const MATVEC_MAX_TOKENS: usize = 8;
-
-// Must match MAX_ROWS / MAX_ACC in shaders/matmul.wgsl.
-const MAX_ROWS: usize = 4;
-const MAX_ACC: usize = 16;
-// The gemm output tile, as in the shader.
-const GEMM_TILE: usize = 64;
 
 /// The token-row layout of one projection. `x` holds `tokens` rows of `K = w.cols` values at
 /// `x_stride`; `y` gets `tokens` rows of `N = w.rows` values at `y_stride`.
@@ -64,29 +152,6 @@ impl MatmulSpec {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    rows: u32,
-    k: u32,
-    kw: u32,
-    kw_full: u32,
-    x_stride: u32,
-    y_stride: u32,
-    first_row: u32,
-    bias_dtype: u32,
-    accumulate: u32,
-    norm_dtype: u32,
-    eps: f32,
-    store_normed: u32,
-    _pad: u32,
-}
-
-/// `Params::bias_dtype` when there is no bias (shaders/matmul.wgsl NO_BIAS).
-const NO_BIAS: u32 = u32::MAX;
-/// `Params::norm_dtype` without the RMSNorm prologue (shaders/matmul.wgsl NO_NORM).
-const NO_NORM: u32 = u32::MAX;
 
 /// An RMSNorm applied to x on the way in: `W (weight * x * rsqrt(mean(x²) + eps))`. `normed`
 /// receives the normalised rows `[tokens, K]` (packed) for other readers of the same input.
@@ -192,15 +257,15 @@ fn matvec_impl(
     let subgroups = ctx.caps.subgroups_usable();
     // Subgroups leave one partial per subgroup, and subgroups_usable() promises >= 4 lanes each.
     let red = if subgroups { wg / 4 } else { wg } * rows * t;
-    let mut constants = common_constants(spec, x, w);
-    constants.extend([
-        ("WG", wg as f64),
-        ("T", t as f64),
-        ("ROWS", rows as f64),
-        ("RED", red as f64),
-    ]);
+    let consts = Consts {
+        WG: wg as u32,
+        T: t as u32,
+        ROWS: rows as u32,
+        RED: red as u32,
+        ..common_constants(spec, x, w)
+    };
     let entry = if subgroups { "matvec_sg" } else { "matvec" };
-    let pipeline = ctx.pipeline("matmul", SHADER, entry, &constants);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &consts.constants());
     Ok(w.chunks
         .iter()
         .map(|chunk| {
@@ -228,12 +293,12 @@ pub fn gemm(
     if super::gemm_coop::enabled(ctx, w) {
         return super::gemm_coop::gemm_coop(ctx, spec, x, w, bias, y);
     }
-    let m_tiles = spec.tokens.div_ceil(GEMM_TILE);
-    let constants = common_constants(spec, x, w);
-    let pipeline = ctx.pipeline("matmul", SHADER, "gemm", &constants);
+    let m_tiles = spec.tokens.div_ceil(BM as usize);
+    let consts = common_constants(spec, x, w);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "gemm", &consts.constants());
     let mut out = Vec::with_capacity(w.chunks.len());
     for chunk in &w.chunks {
-        let n_tiles = (chunk.rows as usize).div_ceil(GEMM_TILE);
+        let n_tiles = (chunk.rows as usize).div_ceil(BN as usize);
         let groups = m_tiles * n_tiles;
         let limit = ctx.caps.max_workgroups_per_dim as usize;
         if groups > limit * limit {
@@ -261,7 +326,7 @@ pub fn gemm(
 
 /// Output rows per matvec workgroup: as many as the accumulator budget allows.
 fn matvec_rows(tokens: usize) -> usize {
-    (MAX_ACC / tokens).clamp(1, MAX_ROWS)
+    (MAX_ACC as usize / tokens).clamp(1, MAX_ROWS as usize)
 }
 
 /// Threads per matvec workgroup: a power of two (the portable tree needs one); the smaller size
@@ -280,8 +345,12 @@ fn x_vec4(spec: MatmulSpec, x: &Tensor) -> bool {
 }
 
 /// The specialisation both kernels share: what shapes their inner loops.
-fn common_constants(spec: MatmulSpec, x: &Tensor, w: &Weight) -> Vec<(&'static str, f64)> {
-    vec![("W_DTYPE", w.dtype.code()), ("X_VEC", x_vec4(spec, x) as u32 as f64)]
+fn common_constants(spec: MatmulSpec, x: &Tensor, w: &Weight) -> Consts {
+    Consts {
+        W_DTYPE: w.dtype.code(),
+        X_VEC: x_vec4(spec, x),
+        ..Consts::default()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -308,14 +377,13 @@ fn dispatch(
         x_stride: spec.x_stride as u32,
         y_stride: spec.y_stride as u32,
         first_row: chunk.first_row,
-        bias_dtype: bias.map_or(NO_BIAS, |b| b.dtype.code() as u32),
+        bias_dtype: bias.map_or(NO_BIAS, |b| b.dtype.code()),
         accumulate: spec.accumulate as u32,
-        norm_dtype: norm.map_or(NO_NORM, |n| n.weight.dtype.code() as u32),
+        norm_dtype: norm.map_or(NO_NORM, |n| n.weight.dtype.code()),
         eps: norm.map_or(0.0, |n| n.eps),
         store_normed: norm.is_some_and(|n| n.store) as u32,
-        _pad: 0,
     };
-    let params = ctx.uniform("matmul.params", &params);
+    let params = ctx.params(&params);
     let x4 = if x_vec4(spec, x) {
         x.binding()
     } else {
@@ -330,17 +398,17 @@ fn dispatch(
         None => (ctx.dummy.as_entire_binding(), ctx.scratch.as_entire_binding()),
     };
     let mut res = vec![
-        (0, params.as_entire_binding()),
-        (1, x.binding()),
-        (2, x4),
-        (3, chunk.buffer.as_entire_binding()),
-        (4, bias),
-        (5, y.binding()),
-        (6, norm_w),
+        (bind::p, params.as_entire_binding()),
+        (bind::x, x.binding()),
+        (bind::x4, x4),
+        (bind::w, chunk.buffer.as_entire_binding()),
+        (bind::bias, bias),
+        (bind::y, y.binding()),
+        (bind::norm_w, norm_w),
     ];
-    // Only matvec has the prologue's normalised-rows output (gemm's layout lacks binding 7).
+    // Only matvec has the prologue's normalised-rows output (gemm's layout lacks it).
     if label.starts_with("matvec") {
-        res.push((7, normed));
+        res.push((bind::xn, normed));
     }
     let label = format!("{label}[{}..{}]", chunk.first_row, chunk.first_row + chunk.rows);
     Dispatch::new(ctx, label, pipeline.clone(), &res, groups, vec![params.clone()])

@@ -2,32 +2,116 @@
 //! nope part into the latent space (`q_lat = W_UK_h^T q_nope`) and the attention output back out
 //! of it (`o = W_UV_h o_lat`). Both are `y[t,h] = W_h x[t,h]` with one weight block per head.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor, Weight};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
-pub const SHADER: &str = include_str!("../../shaders/mla.wgsl");
+const BODY: &str = include_str!("../../shaders/mla.wgsl");
 
-const WG: usize = 64;
-/// Output rows per workgroup of the per-head products (shaders/mla.wgsl HM_ROWS).
-const HM_ROWS: usize = 4;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    heads: u32,
-    in_dim: u32,
-    out_dim: u32,
-    x_row_stride: u32,
-    x_head_stride: u32,
-    x_offset: u32,
-    y_row_stride: u32,
-    y_head_stride: u32,
-    y_offset: u32,
-    w_row_words: u32,
-    blocks: u32,
+crate::wgsl_struct! {
+    /// head_matvec's shapes.
+    pub(crate) struct Params {
+        tokens: u32,
+        heads: u32,
+        in_dim: u32,
+        out_dim: u32,
+        x_row_stride: u32,
+        x_head_stride: u32,
+        x_offset: u32,
+        y_row_stride: u32,
+        y_head_stride: u32,
+        y_offset: u32,
+        w_row_words: u32,
+        blocks: u32,
+    }
 }
+
+crate::wgsl_struct! {
+    /// prepare_mla's shapes.
+    pub(crate) struct MlaPrep {
+        tokens: u32,
+        heads: u32,
+        nope: u32,
+        rope: u32,
+        rank: u32,
+        max_seq: u32,
+        eps: f32,
+        af: f32,
+        /// vec4<u32> words per uk_t row, and workgroups per (token, head) of the absorbed product.
+        uk_words: u32,
+        uk_blocks: u32,
+        /// Token rows: the query's at t * q_stride, the latent's at t * latent_stride + latent_offset.
+        q_stride: u32,
+        latent_stride: u32,
+        latent_offset: u32,
+        /// Q8 caches: word index of the block scales, log2 of the block size.
+        q8_scales: u32,
+        q8_shift: u32,
+    }
+}
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// Output rows per workgroup of the per-head products.
+        HM_ROWS: u32 = 4,
+        /// The widest latent row [c | k_pe] held in workgroup memory.
+        MAX_LATENT: u32 = 1024,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 64,
+        W_DTYPE: u32 = 0,
+        INTERLEAVED: bool = true,
+        NORM_DTYPE: u32 = 0,
+        KV16: bool = false,
+        KV8: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        x: read "array<f32>",
+        /// [heads * out, in] (head_matvec), uk_t [H * r, nope] (prepare_mla)
+        w: read "array<vec4<u32>>",
+        y: read_write "array<f32>",
+        mp: uniform MlaPrep,
+        /// [T, q_stride]: the query projection (q or q_b's output)
+        proj: read "array<f32>",
+        /// [T, latent_stride]: kv_a's [c | k_pe] at latent_offset
+        latent: read "array<f32>",
+        kv_norm: read "array<u32>",
+        inv_freq: read "array<f32>",
+        step: read "array<u32>",
+        /// [T, H, r + dr]
+        q_cat: read_write "array<f32>",
+        /// [max_seq, r + dr] elements (f32, f16 or q8)
+        cache: read_write "array<u32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "mla",
+    structs: &[Params::DECL, MlaPrep::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "mla",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
+}
+
+const WG: u32 = 64;
 
 /// Where each (token, head) vector sits: `t * row_stride + h * head_stride + offset`.
 #[derive(Clone, Copy, Debug)]
@@ -85,35 +169,32 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
             format!("x ({}) or y ({}) too small for {spec:?}", x.len, y.len),
         ));
     }
-    let blocks = out_dim.div_ceil(HM_ROWS);
-    let params = ctx.uniform(
-        "mla.params",
-        &Params {
-            tokens: tokens as u32,
-            heads: heads as u32,
-            in_dim: in_dim as u32,
-            out_dim: out_dim as u32,
-            x_row_stride: xl.row_stride as u32,
-            x_head_stride: xl.head_stride as u32,
-            x_offset: xl.offset as u32,
-            y_row_stride: yl.row_stride as u32,
-            y_head_stride: yl.head_stride as u32,
-            y_offset: yl.offset as u32,
-            w_row_words: w.row_words as u32,
-            blocks: blocks as u32,
-        },
-    );
-    let pipeline = ctx.pipeline(
-        "mla",
-        SHADER,
-        "head_matvec",
-        &[("WG", WG as f64), ("W_DTYPE", w.dtype.code())],
-    );
+    let blocks = out_dim.div_ceil(HM_ROWS as usize);
+    let params = ctx.params(&Params {
+        tokens: tokens as u32,
+        heads: heads as u32,
+        in_dim: in_dim as u32,
+        out_dim: out_dim as u32,
+        x_row_stride: xl.row_stride as u32,
+        x_head_stride: xl.head_stride as u32,
+        x_offset: xl.offset as u32,
+        y_row_stride: yl.row_stride as u32,
+        y_head_stride: yl.head_stride as u32,
+        y_offset: yl.offset as u32,
+        w_row_words: w.row_words as u32,
+        blocks: blocks as u32,
+    });
+    let consts = Consts {
+        WG,
+        W_DTYPE: w.dtype.code(),
+        ..Consts::default()
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "head_matvec", &consts.constants());
     let res = [
-        (0, params.as_entire_binding()),
-        (1, x.binding()),
-        (2, w.chunks[0].buffer.as_entire_binding()),
-        (3, y.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::x, x.binding()),
+        (bind::w, w.chunks[0].buffer.as_entire_binding()),
+        (bind::y, y.binding()),
     ];
     Ok(Dispatch::new(
         ctx,
@@ -147,29 +228,6 @@ pub struct MlaPrepSpec {
     pub latent_offset: usize,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PrepParams {
-    tokens: u32,
-    heads: u32,
-    nope: u32,
-    rope: u32,
-    rank: u32,
-    max_seq: u32,
-    eps: f32,
-    af: f32,
-    uk_words: u32,
-    uk_blocks: u32,
-    q_stride: u32,
-    latent_stride: u32,
-    latent_offset: u32,
-    q8_scales: u32,
-    q8_shift: u32,
-    _pad: u32,
-}
-
-/// The latent rows the kernel holds in workgroup memory (shaders/mla.wgsl MAX_LATENT).
-pub const MAX_LATENT: usize = 1024;
 
 /// Everything between MLA's projections and attention, in one dispatch: each head's q_pe rotated
 /// into its `q_cat [T, H, r + dr]` row after the latent part, the absorbed query `uk_t[h] @ q_nope`
@@ -201,7 +259,7 @@ pub fn prepare_mla(
         ..
     } = spec;
     let width = rank + rope;
-    if t == 0 || h == 0 || rank == 0 || rope == 0 || rope % 2 != 0 || rank % 2 != 0 || width > MAX_LATENT {
+    if t == 0 || h == 0 || rank == 0 || rope == 0 || rope % 2 != 0 || rank % 2 != 0 || width > MAX_LATENT as usize {
         return Err(shape_err(
             op,
             format!("unsupported shape {spec:?} (even rank and rope, r + dr <= {MAX_LATENT})"),
@@ -256,50 +314,43 @@ pub fn prepare_mla(
             ),
         ));
     }
-    let uk_blocks = rank.div_ceil(HM_ROWS);
-    let params = ctx.uniform(
-        "mla.prep",
-        &PrepParams {
-            tokens: t as u32,
-            heads: h as u32,
-            nope: nope as u32,
-            rope: rope as u32,
-            rank: rank as u32,
-            max_seq: max_seq as u32,
-            eps: spec.eps,
-            af: spec.attention_factor,
-            uk_words: (uk_t.row_words / 4) as u32,
-            uk_blocks: uk_blocks as u32,
-            q_stride: spec.q_stride as u32,
-            latent_stride: spec.latent_stride as u32,
-            latent_offset: spec.latent_offset as u32,
-            q8_scales: (max_seq * width).div_ceil(4) as u32,
-            q8_shift: super::attention::KvDtype::q8_block(width).trailing_zeros(),
-            _pad: 0,
-        },
-    );
-    let constants = [
-        ("WG", WG as f64),
-        (
-            "INTERLEAVED",
-            (spec.layout == super::rope::RopeLayout::Interleaved) as u32 as f64,
-        ),
-        ("NORM_DTYPE", kv_norm.dtype.code()),
-        ("W_DTYPE", uk_t.dtype.code()),
-        ("KV16", (spec.kv_dtype == super::attention::KvDtype::F16) as u32 as f64),
-        ("KV8", q8 as u32 as f64),
-    ];
-    let pipeline = ctx.pipeline("mla", SHADER, op, &constants);
+    let uk_blocks = rank.div_ceil(HM_ROWS as usize);
+    let params = ctx.params(&MlaPrep {
+        tokens: t as u32,
+        heads: h as u32,
+        nope: nope as u32,
+        rope: rope as u32,
+        rank: rank as u32,
+        max_seq: max_seq as u32,
+        eps: spec.eps,
+        af: spec.attention_factor,
+        uk_words: (uk_t.row_words / 4) as u32,
+        uk_blocks: uk_blocks as u32,
+        q_stride: spec.q_stride as u32,
+        latent_stride: spec.latent_stride as u32,
+        latent_offset: spec.latent_offset as u32,
+        q8_scales: (max_seq * width).div_ceil(4) as u32,
+        q8_shift: super::attention::KvDtype::q8_block(width).trailing_zeros(),
+    });
+    let consts = Consts {
+        WG,
+        INTERLEAVED: spec.layout == super::rope::RopeLayout::Interleaved,
+        NORM_DTYPE: kv_norm.dtype.code(),
+        W_DTYPE: uk_t.dtype.code(),
+        KV16: spec.kv_dtype == super::attention::KvDtype::F16,
+        KV8: q8,
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), op, &consts.constants());
     let res = [
-        (2, uk_t.chunks[0].buffer.as_entire_binding()),
-        (10, params.as_entire_binding()),
-        (11, proj.binding()),
-        (12, kv_a.binding()),
-        (13, kv_norm.chunks[0].buffer.as_entire_binding()),
-        (14, inv_freq.binding()),
-        (15, step_buf.binding()),
-        (16, q_cat.binding()),
-        (17, cache.binding()),
+        (bind::w, uk_t.chunks[0].buffer.as_entire_binding()),
+        (bind::mp, params.as_entire_binding()),
+        (bind::proj, proj.binding()),
+        (bind::latent, kv_a.binding()),
+        (bind::kv_norm, kv_norm.chunks[0].buffer.as_entire_binding()),
+        (bind::inv_freq, inv_freq.binding()),
+        (bind::step, step_buf.binding()),
+        (bind::q_cat, q_cat.binding()),
+        (bind::cache, cache.binding()),
     ];
     Ok(Dispatch::new(
         ctx,

@@ -9,21 +9,125 @@
 //! rows per (token, slot)), and a reduce over the k slots into `y`. The two GEMMs run on cooperative
 //! matrices where the adapter has them ([`super::moe_coop`]).
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::{Context, Tensor, Weight};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
-pub const SHADER: &str = include_str!("../../shaders/moe.wgsl");
+const BODY: &str = include_str!("../../shaders/moe.wgsl");
+
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        top_k: u32,
+        /// D (hidden)
+        dim: u32,
+        /// I (expert FFN width)
+        inter: u32,
+        /// words per row of the bound weight chunk
+        row_words: u32,
+        /// floats per row of h (I rounded up to 8)
+        h_stride: u32,
+        /// of the bound chunk
+        first_expert: u32,
+        /// in the bound chunk
+        n_experts: u32,
+        /// E, all chunks
+        experts: u32,
+        /// list capacity per expert (= tokens)
+        cap: u32,
+        /// words per expert row of the bound bias
+        bias_words: u32,
+        /// add into y instead of overwriting it
+        add_into: u32,
+        /// clamped SwiGLU
+        limit: f32,
+        alpha: f32,
+    }
+}
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// moe_count / moe_reduce workgroup size.
+        SCAN_WG: u32 = 256,
+        /// Prefill grouped GEMMs: BM gathered rows, K-steps of BK (rows of BKP in workgroup memory),
+        /// GEMM_WG invocations, BN_GU gate_up outputs (2 BN_GU weight rows) or BN_DN down outputs.
+        BM: u32 = 32,
+        BK: u32 = 32,
+        BKP: u32 = 33,
+        GEMM_WG: u32 = 256,
+        BN_GU: u32 = 32,
+        BN_DN: u32 = 64,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 128,
+        W_DTYPE: u32 = 0,
+        B_DTYPE: u32 = 0,
+        HAS_BIAS: bool = false,
+        /// Gate/up rows interleaved (row 2i = gate i, 2i+1 = up i; gpt-oss) instead of concatenated.
+        INTERLEAVED: bool = false,
+        /// gpt-oss: g = min(g, limit); u = clamp(u, -limit, limit); (u + 1) * g * sigmoid(alpha * g).
+        CLAMPED: bool = false,
+        SUBGROUPS: bool = false,
+        /// The cooperative kernels' workgroup size: NSG subgroups.
+        CWG: u32 = 128,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [T, D]
+        x: read "array<f32>",
+        /// [T, k] expert ids (the router's)
+        ids: read "array<u32>",
+        /// [T, k] routing weights
+        route_w: read "array<f32>",
+        /// the bound chunk of stacked experts
+        wq: read "array<vec4<u32>>",
+        /// [E, cols] expert biases
+        bias: read "array<u32>",
+        /// [T * k, h_stride]
+        h_out: read_write "array<f32>",
+        h_in: read "array<vec4<f32>>",
+        /// [T, D]
+        y: read_write "array<f32>",
+        /// [E] pairs per expert, [E, cap] pair lists
+        counts: read_write "array<u32>",
+        lists: read_write "array<u32>",
+        counts_in: read "array<u32>",
+        lists_in: read "array<u32>",
+        /// [T * k, D] weighted rows per (token, slot)
+        y_slots: read_write "array<f32>",
+        y_slots_in: read "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "moe",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "moe",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
+}
 
 /// The most tokens [`moe`] runs through the decode GEMVs; more go through the grouped GEMMs.
 pub const DECODE_MAX_TOKENS: usize = 8;
 
 const DECODE_WG: u32 = 128;
-// Tile shapes of the prefill GEMMs (shaders/moe.wgsl BM, BN_GU, BN_DN) and the count/reduce width.
-const BM: usize = 32;
-const BN_GU: usize = 32;
-const BN_DN: usize = 64;
-const SCAN_WG: usize = 256;
 
 pub use super::swiglu::{Act, GateUpLayout};
 
@@ -52,26 +156,6 @@ pub struct MoeSpec {
     pub act: Act,
     /// Add into `y` (the residual stream) instead of overwriting it.
     pub accumulate: bool,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    top_k: u32,
-    dim: u32,
-    inter: u32,
-    row_words: u32,
-    h_stride: u32,
-    first_expert: u32,
-    n_experts: u32,
-    experts: u32,
-    cap: u32,
-    bias_words: u32,
-    add_into: u32,
-    limit: f32,
-    alpha: f32,
-    _pad: [u32; 2],
 }
 
 /// The inputs of one MoE block, checked once.
@@ -193,17 +277,17 @@ impl Block<'_> {
         }
     }
 
-    fn constants(&self, w: &Weight, bias: Option<&Weight>, subgroups: bool, wg: u32) -> Vec<(&'static str, f64)> {
-        let flag = |b: bool| b as u32 as f64;
-        vec![
-            ("WG", wg as f64),
-            ("W_DTYPE", w.dtype.code()),
-            ("B_DTYPE", bias.map_or(0.0, |b| b.dtype.code())),
-            ("HAS_BIAS", flag(bias.is_some())),
-            ("INTERLEAVED", flag(self.spec.gate_up == GateUpLayout::Interleaved)),
-            ("CLAMPED", flag(matches!(self.spec.act, Act::Clamped { .. }))),
-            ("SUBGROUPS", flag(subgroups)),
-        ]
+    fn constants(&self, w: &Weight, bias: Option<&Weight>, subgroups: bool, wg: u32) -> Consts {
+        Consts {
+            WG: wg,
+            W_DTYPE: w.dtype.code(),
+            B_DTYPE: bias.map_or(0, |b| b.dtype.code()),
+            HAS_BIAS: bias.is_some(),
+            INTERLEAVED: self.spec.gate_up == GateUpLayout::Interleaved,
+            CLAMPED: matches!(self.spec.act, Act::Clamped { .. }),
+            SUBGROUPS: subgroups,
+            ..Consts::default()
+        }
     }
 }
 
@@ -284,17 +368,18 @@ pub fn moe_decode(
     let subgroups = ctx.caps.subgroups_usable() && ctx.caps.subgroup_max <= DECODE_WG;
     let suffix = if subgroups { "_sg" } else { "" };
     let mut out = Vec::new();
-    let consts = b.constants(gate_up, gate_up_bias, subgroups, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", SHADER, &format!("moe_gate_up_decode{suffix}"), &consts);
+    let shader = ctx.shader(&compose());
+    let consts = b.constants(gate_up, gate_up_bias, subgroups, DECODE_WG).constants();
+    let pipeline = ctx.pipeline(&shader, &format!("moe_gate_up_decode{suffix}"), &consts);
     for c in 0..gate_up.chunks.len() {
-        let params = ctx.uniform("moe.params", &b.chunk_params(gate_up, c, gate_up_bias, false));
+        let params = ctx.params(&b.chunk_params(gate_up, c, gate_up_bias, false));
         let res = [
-            (0, params.as_entire_binding()),
-            (1, x.binding()),
-            (2, ids.binding()),
-            (4, gate_up.chunks[c].buffer.as_entire_binding()),
-            (5, bias_binding(ctx, gate_up_bias)),
-            (6, h.as_entire_binding()),
+            (bind::p, params.as_entire_binding()),
+            (bind::x, x.binding()),
+            (bind::ids, ids.binding()),
+            (bind::wq, gate_up.chunks[c].buffer.as_entire_binding()),
+            (bind::bias, bias_binding(ctx, gate_up_bias)),
+            (bind::h_out, h.as_entire_binding()),
         ];
         let groups = grid((t * k * i.div_ceil(4)) as u32);
         out.push(Dispatch::new(
@@ -306,19 +391,19 @@ pub fn moe_decode(
             vec![params.clone(), h.clone()],
         ));
     }
-    let consts = b.constants(down, down_bias, subgroups, DECODE_WG);
-    let pipeline = ctx.pipeline("moe", SHADER, &format!("moe_down_decode{suffix}"), &consts);
+    let consts = b.constants(down, down_bias, subgroups, DECODE_WG).constants();
+    let pipeline = ctx.pipeline(&shader, &format!("moe_down_decode{suffix}"), &consts);
     for c in 0..down.chunks.len() {
         let add_into = spec.accumulate || c > 0;
-        let params = ctx.uniform("moe.params", &b.chunk_params(down, c, down_bias, add_into));
+        let params = ctx.params(&b.chunk_params(down, c, down_bias, add_into));
         let res = [
-            (0, params.as_entire_binding()),
-            (2, ids.binding()),
-            (3, weights.binding()),
-            (4, down.chunks[c].buffer.as_entire_binding()),
-            (5, bias_binding(ctx, down_bias)),
-            (7, h.as_entire_binding()),
-            (8, y.binding()),
+            (bind::p, params.as_entire_binding()),
+            (bind::ids, ids.binding()),
+            (bind::route_w, weights.binding()),
+            (bind::wq, down.chunks[c].buffer.as_entire_binding()),
+            (bind::bias, bias_binding(ctx, down_bias)),
+            (bind::h_in, h.as_entire_binding()),
+            (bind::y, y.binding()),
         ];
         let groups = grid((t * d.div_ceil(8)) as u32);
         out.push(Dispatch::new(
@@ -369,13 +454,14 @@ pub fn moe_prefill(
     let owned = |params: &wgpu::Buffer| vec![params.clone(), counts.clone(), lists.clone(), h.clone(), slots.clone()];
     let mut out = Vec::new();
 
-    let params = ctx.uniform("moe.params", &b.params());
-    let pipeline = ctx.pipeline("moe", SHADER, "moe_count", &[]);
+    let shader = ctx.shader(&compose());
+    let params = ctx.params(&b.params());
+    let pipeline = ctx.pipeline(&shader, "moe_count", &Consts::default().constants());
     let res = [
-        (0, params.as_entire_binding()),
-        (2, ids.binding()),
-        (9, counts.as_entire_binding()),
-        (10, lists.as_entire_binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::ids, ids.binding()),
+        (bind::counts, counts.as_entire_binding()),
+        (bind::lists, lists.as_entire_binding()),
     ];
     out.push(Dispatch::new(
         ctx,
@@ -388,34 +474,38 @@ pub fn moe_prefill(
 
     // The grouped GEMMs: on cooperative matrices where the adapter has them, else tiled.
     let coop = super::moe_coop::enabled(ctx, &experts).then(|| super::moe_coop::variant(ctx));
+    let coop_shader = coop.as_ref().map(|v| ctx.shader(&v.compose));
     let gemm = |w: &Weight, bias: Option<&Weight>, tiled: &str, coop_entry: &str| {
-        let mut consts = b.constants(w, bias, false, DECODE_WG);
-        match &coop {
-            Some(v) => {
-                consts.push(("CWG", v.workgroup as f64));
-                ctx.pipeline(v.family, &v.source, coop_entry, &consts)
+        let consts = b.constants(w, bias, false, DECODE_WG);
+        match (&coop, &coop_shader) {
+            (Some(v), Some(s)) => {
+                let consts = Consts {
+                    CWG: v.workgroup,
+                    ..consts
+                };
+                ctx.pipeline(s, coop_entry, &consts.constants())
             }
-            None => ctx.pipeline("moe", SHADER, tiled, &consts),
+            _ => ctx.pipeline(&shader, tiled, &consts.constants()),
         }
     };
     let pipeline = gemm(gate_up, gate_up_bias, "moe_gate_up_gemm", "moe_gate_up_coop");
     // Pairs and outputs per workgroup.
     let (bm, bn_gu, bn_dn) = match &coop {
         Some(v) => (v.pairs, v.gate_up_outputs, v.down_outputs),
-        None => (BM, BN_GU, BN_DN),
+        None => (BM as usize, BN_GU as usize, BN_DN as usize),
     };
     let m_tiles = t.div_ceil(bm) as u32;
     for c in 0..gate_up.chunks.len() {
         let p = b.chunk_params(gate_up, c, gate_up_bias, false);
-        let params = ctx.uniform("moe.params", &p);
+        let params = ctx.params(&p);
         let res = [
-            (0, params.as_entire_binding()),
-            (1, x.binding()),
-            (4, gate_up.chunks[c].buffer.as_entire_binding()),
-            (5, bias_binding(ctx, gate_up_bias)),
-            (6, h.as_entire_binding()),
-            (11, counts.as_entire_binding()),
-            (12, lists.as_entire_binding()),
+            (bind::p, params.as_entire_binding()),
+            (bind::x, x.binding()),
+            (bind::wq, gate_up.chunks[c].buffer.as_entire_binding()),
+            (bind::bias, bias_binding(ctx, gate_up_bias)),
+            (bind::h_out, h.as_entire_binding()),
+            (bind::counts_in, counts.as_entire_binding()),
+            (bind::lists_in, lists.as_entire_binding()),
         ];
         let groups = [i.div_ceil(bn_gu) as u32, m_tiles, p.n_experts];
         out.push(Dispatch::new(
@@ -435,16 +525,16 @@ pub fn moe_prefill(
     let pipeline = gemm(down, down_bias, "moe_down_gemm", "moe_down_coop");
     for c in 0..down.chunks.len() {
         let p = b.chunk_params(down, c, down_bias, false);
-        let params = ctx.uniform("moe.params", &p);
+        let params = ctx.params(&p);
         let res = [
-            (0, params.as_entire_binding()),
-            (3, weights.binding()),
-            (4, down.chunks[c].buffer.as_entire_binding()),
-            (5, bias_binding(ctx, down_bias)),
-            (7, h.as_entire_binding()),
-            (11, counts.as_entire_binding()),
-            (12, lists.as_entire_binding()),
-            (13, slots.as_entire_binding()),
+            (bind::p, params.as_entire_binding()),
+            (bind::route_w, weights.binding()),
+            (bind::wq, down.chunks[c].buffer.as_entire_binding()),
+            (bind::bias, bias_binding(ctx, down_bias)),
+            (bind::h_in, h.as_entire_binding()),
+            (bind::counts_in, counts.as_entire_binding()),
+            (bind::lists_in, lists.as_entire_binding()),
+            (bind::y_slots, slots.as_entire_binding()),
         ];
         let groups = [d.div_ceil(bn_dn) as u32, m_tiles, p.n_experts];
         out.push(Dispatch::new(
@@ -461,25 +551,22 @@ pub fn moe_prefill(
         ));
     }
 
-    let params = ctx.uniform(
-        "moe.params",
-        &Params {
-            add_into: spec.accumulate as u32,
-            ..b.params()
-        },
-    );
-    let pipeline = ctx.pipeline("moe", SHADER, "moe_reduce", &[]);
+    let params = ctx.params(&Params {
+        add_into: spec.accumulate as u32,
+        ..b.params()
+    });
+    let pipeline = ctx.pipeline(&shader, "moe_reduce", &Consts::default().constants());
     let res = [
-        (0, params.as_entire_binding()),
-        (8, y.binding()),
-        (14, slots.as_entire_binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::y, y.binding()),
+        (bind::y_slots_in, slots.as_entire_binding()),
     ];
     out.push(Dispatch::new(
         ctx,
         "moe.reduce",
         pipeline,
         &res,
-        grid((t * d).div_ceil(SCAN_WG) as u32),
+        grid((t * d).div_ceil(SCAN_WG as usize) as u32),
         owned(&params),
     ));
     Ok(out)

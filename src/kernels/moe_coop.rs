@@ -8,14 +8,10 @@
 //! and the tiled path.
 
 use super::moe::Experts;
+use crate::gpu::shader::{Compose, ConstDecl, Value};
 use crate::gpu::Context;
 
-/// moe.wgsl with the cooperative kernels appended: they share its bindings and helpers.
-pub const SHADER: &str = concat!(
-    include_str!("../../shaders/moe.wgsl"),
-    "\n",
-    include_str!("../../shaders/moe_coop.wgsl")
-);
+const BODY: &str = include_str!("../../shaders/moe_coop.wgsl");
 
 /// Whether prefill runs these experts on cooperative matrices.
 pub fn enabled(ctx: &Context, experts: &Experts<'_>) -> bool {
@@ -25,23 +21,43 @@ pub fn enabled(ctx: &Context, experts: &Experts<'_>) -> bool {
 /// Subgroups per workgroup (shaders/moe_coop.wgsl NSG).
 const NSG: usize = 4;
 
-/// How this adapter runs the kernels: the pipeline cache family, the source, the workgroup size,
-/// and the tile: pairs per workgroup, and outputs per workgroup of gate_up and of down.
+/// How this adapter runs the kernels: the source (moe.wgsl with these kernels appended: they share
+/// its bindings and helpers), the workgroup size, and the tile: pairs per workgroup, and outputs
+/// per workgroup of gate_up and of down.
 pub(super) struct Variant {
-    pub family: &'static str,
-    pub source: String,
+    pub compose: Compose<'static>,
     pub workgroup: u32,
     pub pairs: usize,
     pub gate_up_outputs: usize,
     pub down_outputs: usize,
 }
 
+/// The source for tiles of side `cm`.
+pub(crate) fn compose(cm: u32) -> Compose<'static> {
+    let c = |name, v: u32| ConstDecl {
+        name,
+        value: Value::u32(v),
+        doc: "",
+    };
+    let mut compose = super::moe::compose();
+    compose.variant = format!("coop{cm}");
+    compose.parts.push(BODY);
+    compose.consts = vec![
+        c("CM", cm),
+        c("NSG", NSG as u32),
+        c("CBM", 4 * cm),
+        c("CBK", cm),
+        c("CBN", NSG as u32 * 4 * cm),
+    ];
+    compose.coop_side = Some(cm);
+    compose
+}
+
 pub(super) fn variant(ctx: &Context) -> Variant {
     let cm = super::gemm_coop::side(ctx).unwrap_or(16);
     let c = cm as usize;
     Variant {
-        family: if cm == 16 { "moe_coop" } else { "moe_coop8" },
-        source: super::coop_source(SHADER, cm),
+        compose: compose(cm),
         workgroup: NSG as u32 * ctx.caps.subgroup_max.max(1),
         pairs: 4 * c,
         gate_up_outputs: NSG * 2 * c,

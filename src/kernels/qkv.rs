@@ -6,32 +6,89 @@
 
 use super::attention::KvDtype;
 use super::rope::RopeLayout;
-use super::{grid, step, Dispatch};
+use super::step;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor, Weight};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
-pub const SHADER: &str = include_str!("../../shaders/qkv.wgsl");
+const BODY: &str = include_str!("../../shaders/qkv.wgsl");
 
-const WG: usize = 64;
-/// Head sizes the kernel holds in workgroup memory (shaders/qkv.wgsl MAX_HEAD).
-pub const MAX_HEAD_DIM: usize = 256;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    row_stride: u32,
-    max_seq: u32,
-    eps: f32,
-    clip: f32,
-    af: f32,
-    q8_scales: u32,
-    q8_shift: u32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        heads: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        row_stride: u32,
+        max_seq: u32,
+        eps: f32,
+        clip: f32,
+        af: f32,
+        /// Q8 caches: word index of the block scales, log2 of the block size.
+        q8_scales: u32,
+        q8_shift: u32,
+    }
 }
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// The largest head this kernel holds in workgroup memory.
+        MAX_HEAD: u32 = 256,
+    }
+}
+
+/// Head sizes the kernel holds in workgroup memory.
+pub const MAX_HEAD_DIM: usize = MAX_HEAD as usize;
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 64,
+        QK_NORM: bool = false,
+        /// Norms over whole sections (q_norm [H*hd], k_norm [KV*hd]); only with prepare_qkv_full.
+        FULL_NORM: bool = false,
+        CLIP: bool = false,
+        INTERLEAVED: bool = false,
+        NORM_DTYPE: u32 = 0,
+        KV16: bool = false,
+        KV8: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [T, (H + 2 KV) * hd], q rotated in place
+        qkv: read_write "array<f32>",
+        inv_freq: read "array<f32>",
+        step: read "array<u32>",
+        q_norm: read "array<u32>",
+        k_norm: read "array<u32>",
+        /// [max_seq, KV * hd] elements (f32, f16 or q8)
+        k_cache: read_write "array<u32>",
+        v_cache: read_write "array<u32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "qkv",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "qkv",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
+}
+
+const WG: u32 = 64;
 
 /// The fused row `[q heads | k heads | v heads]` of `tokens` tokens and what to do to it.
 #[derive(Clone, Copy, Debug)]
@@ -132,41 +189,37 @@ pub fn prepare_qkv(
             }
             n.q.dtype.code()
         }
-        None => 0.0,
+        None => 0,
     };
     let clip = spec.clip.unwrap_or(0.0);
     if spec.clip.is_some() && !(clip > 0.0 && clip.is_finite()) {
         return Err(shape_err(op, format!("clip must be positive, got {clip}")));
     }
-    let params = ctx.uniform(
-        "qkv.params",
-        &Params {
-            tokens: tokens as u32,
-            heads: heads as u32,
-            kv_heads: kv_heads as u32,
-            head_dim: hd as u32,
-            row_stride: spec.row_width() as u32,
-            max_seq: spec.max_seq as u32,
-            eps: spec.eps,
-            clip,
-            af: spec.attention_factor,
-            q8_scales: elems.div_ceil(4) as u32,
-            q8_shift: KvDtype::q8_block(hd).trailing_zeros(),
-            _pad: 0,
-        },
-    );
-    let constants = [
-        ("WG", WG as f64),
-        ("QK_NORM", (norms.is_some() && !full) as u32 as f64),
-        ("FULL_NORM", full as u32 as f64),
-        ("CLIP", spec.clip.is_some() as u32 as f64),
-        ("INTERLEAVED", (spec.layout == RopeLayout::Interleaved) as u32 as f64),
-        ("NORM_DTYPE", norm_dtype),
-        ("KV16", (spec.kv_dtype == KvDtype::F16) as u32 as f64),
-        ("KV8", (spec.kv_dtype == KvDtype::Q8) as u32 as f64),
-    ];
+    let params = ctx.params(&Params {
+        tokens: tokens as u32,
+        heads: heads as u32,
+        kv_heads: kv_heads as u32,
+        head_dim: hd as u32,
+        row_stride: spec.row_width() as u32,
+        max_seq: spec.max_seq as u32,
+        eps: spec.eps,
+        clip,
+        af: spec.attention_factor,
+        q8_scales: elems.div_ceil(4) as u32,
+        q8_shift: KvDtype::q8_block(hd).trailing_zeros(),
+    });
+    let consts = Consts {
+        WG,
+        QK_NORM: norms.is_some() && !full,
+        FULL_NORM: full,
+        CLIP: spec.clip.is_some(),
+        INTERLEAVED: spec.layout == RopeLayout::Interleaved,
+        NORM_DTYPE: norm_dtype,
+        KV16: spec.kv_dtype == KvDtype::F16,
+        KV8: spec.kv_dtype == KvDtype::Q8,
+    };
     let entry = if full { "prepare_qkv_full" } else { op };
-    let pipeline = ctx.pipeline("qkv", SHADER, entry, &constants);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &consts.constants());
     let dummy = || ctx.dummy.as_entire_binding();
     let (qn, kn) = match &norms {
         Some(n) => (
@@ -176,14 +229,14 @@ pub fn prepare_qkv(
         None => (dummy(), dummy()),
     };
     let res = [
-        (0, params.as_entire_binding()),
-        (1, qkv.binding()),
-        (2, inv_freq.binding()),
-        (3, step_buf.binding()),
-        (4, qn),
-        (5, kn),
-        (6, k_cache.binding()),
-        (7, v_cache.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::qkv, qkv.binding()),
+        (bind::inv_freq, inv_freq.binding()),
+        (bind::step, step_buf.binding()),
+        (bind::q_norm, qn),
+        (bind::k_norm, kn),
+        (bind::k_cache, k_cache.binding()),
+        (bind::v_cache, v_cache.binding()),
     ];
     // Per head, or per q / k / v section with whole-projection norms.
     let per_token = if full { 3 } else { heads + 2 * kv_heads };

@@ -1,22 +1,63 @@
 //! RMSNorm with an optional fused residual add (MODELS.md §1): `x += delta; y = w * x * rsqrt(mean(x²) + eps)`.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor, Weight};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
-pub const SHADER: &str = include_str!("../../shaders/rmsnorm.wgsl");
+const BODY: &str = include_str!("../../shaders/rmsnorm.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    dim: u32,
-    x_stride: u32,
-    y_stride: u32,
-    add_stride: u32,
-    eps: f32,
-    x_offset: u32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        rows: u32,
+        dim: u32,
+        x_stride: u32,
+        y_stride: u32,
+        add_stride: u32,
+        eps: f32,
+        x_offset: u32,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 128,
+        W_DTYPE: u32 = 0,
+        ADD: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [rows, x_stride] (the residual stream with ADD)
+        x: read_write "array<f32>",
+        /// [rows, dim]
+        delta: read "array<f32>",
+        /// [dim]
+        w: read "array<u32>",
+        /// [rows, y_stride]
+        y: read_write "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "rmsnorm",
+    structs: &[Params::DECL],
+    consts: &[],
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+/// The family's only source variant.
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "rmsnorm",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 /// Row layout of one RMSNorm: `rows` rows of `dim` values, row `r` read at `r * x_stride +
@@ -106,35 +147,30 @@ pub fn rmsnorm(
             Some(y)
         }
     };
-    let params = ctx.uniform(
-        "rmsnorm.params",
-        &Params {
-            rows: rows as u32,
-            dim: dim as u32,
-            x_stride: x_stride as u32,
-            y_stride: y_stride as u32,
-            add_stride: dim as u32,
-            eps,
-            x_offset: x_offset as u32,
-            _pad: 0,
-        },
-    );
-    let wg = if dim >= 1024 { 256.0 } else { 64.0 };
-    let constants = [
-        ("WG", wg),
-        ("W_DTYPE", w.dtype.code()),
-        ("ADD", delta.is_some() as u32 as f64),
-    ];
+    let params = ctx.params(&Params {
+        rows: rows as u32,
+        dim: dim as u32,
+        x_stride: x_stride as u32,
+        y_stride: y_stride as u32,
+        add_stride: dim as u32,
+        eps,
+        x_offset: x_offset as u32,
+    });
+    let consts = Consts {
+        WG: if dim >= 1024 { 256 } else { 64 },
+        W_DTYPE: w.dtype.code(),
+        ADD: delta.is_some(),
+    };
     let entry = if y.is_some() { "rmsnorm" } else { "rmsnorm_inplace" };
-    let pipeline = ctx.pipeline("rmsnorm", SHADER, entry, &constants);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &consts.constants());
     let mut res = vec![
-        (0, params.as_entire_binding()),
-        (1, x.binding()),
-        (3, w.chunks[0].buffer.as_entire_binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::x, x.binding()),
+        (bind::w, w.chunks[0].buffer.as_entire_binding()),
     ];
-    res.push((2, delta.map_or(ctx.dummy.as_entire_binding(), |d| d.binding())));
+    res.push((bind::delta, delta.map_or(ctx.dummy.as_entire_binding(), |d| d.binding())));
     if let Some(y) = y {
-        res.push((4, y.binding()));
+        res.push((bind::y, y.binding()));
     }
     Ok(Dispatch::new(
         ctx,

@@ -2,11 +2,12 @@
 //! `llama3` rope types, computed on the host exactly as transformers does (f32 where it is f32),
 //! and one in-place rotation kernel for both layouts that reads positions from the step buffer.
 
-use super::{grid, step, Dispatch};
+use super::step;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor};
 
-pub const SHADER: &str = include_str!("../../shaders/rope.wgsl");
+const BODY: &str = include_str!("../../shaders/rope.wgsl");
 
 /// How the base frequencies are rescaled: HF's `rope_type` with its parameters. `Option` fields
 /// are the config keys that may be absent or null; they take HF's defaults.
@@ -215,17 +216,51 @@ impl RopeSpec {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    heads: u32,
-    head_stride: u32,
-    row_stride: u32,
-    rot_offset: u32,
-    half: u32,
-    af: f32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        heads: u32,
+        head_stride: u32,
+        row_stride: u32,
+        rot_offset: u32,
+        half: u32,
+        af: f32,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 64,
+        INTERLEAVED: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        x: read_write "array<f32>",
+        inv_freq: read "array<f32>",
+        step: read "array<u32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "rope",
+    structs: &[Params::DECL],
+    consts: &[],
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "rope",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 const WG: u32 = 64;
@@ -298,32 +333,26 @@ fn validate(spec: &RopeSpec, x: &Tensor, inv_freq: &Tensor, step_buf: &Tensor) -
 pub fn rope(ctx: &Context, x: &Tensor, spec: RopeSpec, inv_freq: &Tensor, step_buf: &Tensor) -> Result<Dispatch> {
     validate(&spec, x, inv_freq, step_buf)?;
     let half = spec.rot_dims / 2;
-    let params = ctx.uniform(
-        "rope.params",
-        &Params {
-            tokens: spec.tokens as u32,
-            heads: spec.heads as u32,
-            head_stride: spec.head_stride as u32,
-            row_stride: spec.row_stride as u32,
-            rot_offset: spec.rot_offset as u32,
-            half: half as u32,
-            af: spec.attention_factor,
-            _pad: 0,
-        },
-    );
-    let interleaved = (spec.layout == RopeLayout::Interleaved) as u32 as f64;
-    let pipeline = ctx.pipeline(
-        "rope",
-        SHADER,
-        "rope",
-        &[("WG", WG as f64), ("INTERLEAVED", interleaved)],
-    );
+    let params = ctx.params(&Params {
+        tokens: spec.tokens as u32,
+        heads: spec.heads as u32,
+        head_stride: spec.head_stride as u32,
+        row_stride: spec.row_stride as u32,
+        rot_offset: spec.rot_offset as u32,
+        half: half as u32,
+        af: spec.attention_factor,
+    });
+    let consts = Consts {
+        WG,
+        INTERLEAVED: spec.layout == RopeLayout::Interleaved,
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "rope", &consts.constants());
     let pairs = (spec.tokens * spec.heads * half) as u32;
     let res = [
-        (0, params.as_entire_binding()),
-        (1, x.binding()),
-        (2, inv_freq.binding()),
-        (3, step_buf.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::x, x.binding()),
+        (bind::inv_freq, inv_freq.binding()),
+        (bind::step, step_buf.binding()),
     ];
     Ok(Dispatch::new(
         ctx,

@@ -14,30 +14,84 @@
 //! after the top-k: experts `experts..experts + count`, weight 1 (DeepSeek) or Qwen2-MoE's gate
 //! `sigmoid(logit)`, the gate's logit being the one after the experts' in each row.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor};
 
-pub const SHADER: &str = include_str!("../../shaders/router.wgsl");
+const BODY: &str = include_str!("../../shaders/router.wgsl");
 
-/// The most experts one router workgroup handles (one invocation per expert, WebGPU's 256).
-pub const MAX_EXPERTS: usize = 256;
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        experts: u32,
+        top_k: u32,
+        n_group: u32,
+        topk_group: u32,
+        group_size: u32,
+        renormalize: u32,
+        /// Shared-expert slots after the top-k.
+        shared_slots: u32,
+        scale: f32,
+        eps: f32,
+        /// experts, + 1 with a shared gate logit.
+        logit_stride: u32,
+        shared_gate: u32,
+    }
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    experts: u32,
-    top_k: u32,
-    n_group: u32,
-    topk_group: u32,
-    group_size: u32,
-    renormalize: u32,
-    shared_slots: u32,
-    scale: f32,
-    eps: f32,
-    logit_stride: u32,
-    shared_gate: u32,
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// The most experts one router workgroup handles (one invocation per expert, WebGPU's 256).
+        MAX_E: u32 = 256,
+    }
+}
+
+/// The most experts one router workgroup handles.
+pub const MAX_EXPERTS: usize = MAX_E as usize;
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 256,
+        SIGMOID: bool = false,
+        HAS_BIAS: bool = false,
+        GROUPS: bool = false,
+        /// Group score = sum of the group's top-2 selection scores (V3) instead of its maximum (V2).
+        TOP2: bool = false,
+        SUBGROUPS: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [T, logit_stride]
+        logits: read "array<f32>",
+        /// [E] selection bias
+        bias: read "array<f32>",
+        /// [T, top_k + shared_slots]
+        ids: read_write "array<u32>",
+        /// [T, top_k + shared_slots]
+        weights: read_write "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "router",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "router",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 /// How routing scores come from logits.
@@ -196,23 +250,20 @@ pub fn router(
         Some(g) => (g.n_group, g.topk_group, g.score == GroupScore::Top2Sum),
         None => (1, 1, false),
     };
-    let params = ctx.uniform(
-        "router.params",
-        &Params {
-            tokens: spec.tokens as u32,
-            experts: spec.experts as u32,
-            top_k: spec.top_k as u32,
-            n_group: n_group as u32,
-            topk_group: topk_group as u32,
-            group_size: (spec.experts / n_group) as u32,
-            renormalize: spec.renormalize as u32,
-            shared_slots: spec.shared.map_or(0, |s| s.count as u32),
-            scale: spec.scale,
-            eps: if spec.scoring == Scoring::Sigmoid { 1e-20 } else { 0.0 },
-            logit_stride: spec.logit_stride() as u32,
-            shared_gate: spec.shared.is_some_and(|s| s.gated) as u32,
-        },
-    );
+    let params = ctx.params(&Params {
+        tokens: spec.tokens as u32,
+        experts: spec.experts as u32,
+        top_k: spec.top_k as u32,
+        n_group: n_group as u32,
+        topk_group: topk_group as u32,
+        group_size: (spec.experts / n_group) as u32,
+        renormalize: spec.renormalize as u32,
+        shared_slots: spec.shared.map_or(0, |s| s.count as u32),
+        scale: spec.scale,
+        eps: if spec.scoring == Scoring::Sigmoid { 1e-20 } else { 0.0 },
+        logit_stride: spec.logit_stride() as u32,
+        shared_gate: spec.shared.is_some_and(|s| s.gated) as u32,
+    });
     // One invocation per expert; a power of two for the tree reductions, whole subgroups for the
     // fast path.
     let mut wg = spec.experts.next_power_of_two().max(32) as u32;
@@ -220,23 +271,22 @@ pub fn router(
     if subgroups {
         wg = wg.max(ctx.caps.subgroup_max.next_power_of_two());
     }
-    let flag = |b: bool| b as u32 as f64;
-    let constants = [
-        ("WG", wg as f64),
-        ("SIGMOID", flag(spec.scoring == Scoring::Sigmoid)),
-        ("HAS_BIAS", flag(bias.is_some())),
-        ("GROUPS", flag(spec.groups.is_some())),
-        ("TOP2", flag(top2)),
-        ("SUBGROUPS", flag(subgroups)),
-    ];
+    let consts = Consts {
+        WG: wg,
+        SIGMOID: spec.scoring == Scoring::Sigmoid,
+        HAS_BIAS: bias.is_some(),
+        GROUPS: spec.groups.is_some(),
+        TOP2: top2,
+        SUBGROUPS: subgroups,
+    };
     let entry = if subgroups { "router_sg" } else { "router" };
-    let pipeline = ctx.pipeline("router", SHADER, entry, &constants);
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &consts.constants());
     let res = [
-        (0, params.as_entire_binding()),
-        (1, logits.binding()),
-        (2, bias.map_or(ctx.dummy.as_entire_binding(), |b| b.binding())),
-        (3, ids.binding()),
-        (4, weights.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::logits, logits.binding()),
+        (bind::bias, bias.map_or(ctx.dummy.as_entire_binding(), |b| b.binding())),
+        (bind::ids, ids.binding()),
+        (bind::weights, weights.binding()),
     ];
     Ok(Dispatch::new(
         ctx,

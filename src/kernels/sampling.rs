@@ -2,23 +2,68 @@
 //! top-p sampling of one row of logits into a u32 token buffer, with the random number drawn from a
 //! counter-based hash of (seed, step position), so a recorded step replays with fresh randomness.
 
-use super::{step, Dispatch};
+use super::step;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{Context, Dispatch, Tensor};
 
-pub const SHADER: &str = include_str!("../../shaders/sampling.wgsl");
+const BODY: &str = include_str!("../../shaders/sampling.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    vocab: u32,
-    row: u32,
-    out_index: u32,
-    top_k: u32,
-    inv_temp: f32,
-    top_p: f32,
-    seed_lo: u32,
-    seed_hi: u32,
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        vocab: u32,
+        row: u32,
+        out_index: u32,
+        /// 0 = off.
+        top_k: u32,
+        inv_temp: f32,
+        /// >= 1 = off.
+        top_p: f32,
+        seed_lo: u32,
+        seed_hi: u32,
+    }
+}
+
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// The step buffer's word holding the batch's first position.
+        POS0: u32 = step::POS0 as u32,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 256,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [rows, vocab]
+        logits: read "array<f32>",
+        step_buf: read "array<u32>",
+        out: read_write "array<u32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "sampling",
+    structs: &[Params::DECL],
+    consts: CONSTS,
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "sampling",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
 }
 
 /// Which logits to reduce: row `row` of a `[rows, vocab]` tensor.
@@ -106,12 +151,13 @@ fn pipeline(
     entry: &'static str,
     entry_sg: &'static str,
 ) -> (std::sync::Arc<wgpu::ComputePipeline>, &'static str) {
-    let constants = [("WG", workgroup_size(ctx) as f64)];
-    if ctx.caps.subgroups_usable() {
-        (ctx.pipeline("sampling", SHADER, entry_sg, &constants), entry_sg)
-    } else {
-        (ctx.pipeline("sampling", SHADER, entry, &constants), entry)
+    let constants = Consts {
+        WG: workgroup_size(ctx),
     }
+    .constants();
+    let shader = ctx.shader(&compose());
+    let entry = if ctx.caps.subgroups_usable() { entry_sg } else { entry };
+    (ctx.pipeline(&shader, entry, &constants), entry)
 }
 
 fn params(vocab: usize, row: usize, out_index: usize, top_k: u32, inv_temp: f32, top_p: f32, seed: u64) -> Params {
@@ -131,15 +177,12 @@ fn params(vocab: usize, row: usize, out_index: usize, top_k: u32, inv_temp: f32,
 /// `out[out_index]` (`out` a u32 buffer). One workgroup.
 pub fn argmax(ctx: &Context, logits: &Tensor, spec: ArgmaxSpec, out: &Tensor, out_index: usize) -> Result<Dispatch> {
     check_row("argmax", logits, spec.vocab, spec.row, out, out_index)?;
-    let params = ctx.uniform(
-        "argmax.params",
-        &params(spec.vocab, spec.row, out_index, 0, 0.0, 1.0, 0),
-    );
+    let params = ctx.params(&params(spec.vocab, spec.row, out_index, 0, 0.0, 1.0, 0));
     let (pipeline, entry) = pipeline(ctx, "argmax", "argmax_sg");
     let res = [
-        (0, params.as_entire_binding()),
-        (1, logits.binding()),
-        (3, out.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::logits, logits.binding()),
+        (bind::out, out.binding()),
     ];
     Ok(Dispatch::new(
         ctx,
@@ -192,16 +235,13 @@ pub fn sample(
         return Err(shape_err(op, format!("the step buffer holds {} words", step.len)));
     }
     let top_k = if top_k >= vocab { 0 } else { top_k as u32 };
-    let params = ctx.uniform(
-        "sample.params",
-        &params(vocab, row, out_index, top_k, inv_temp, top_p, seed),
-    );
+    let params = ctx.params(&params(vocab, row, out_index, top_k, inv_temp, top_p, seed));
     let (pipeline, entry) = pipeline(ctx, "sample", "sample_sg");
     let res = [
-        (0, params.as_entire_binding()),
-        (1, logits.binding()),
-        (2, step.binding()),
-        (3, out.binding()),
+        (bind::p, params.as_entire_binding()),
+        (bind::logits, logits.binding()),
+        (bind::step_buf, step.binding()),
+        (bind::out, out.binding()),
     ];
     Ok(Dispatch::new(
         ctx,

@@ -2,11 +2,75 @@
 //! layers and experts, MODELS.md §1; gpt-oss's clamped variant with interleaved gate/up columns,
 //! §7) and the sigmoid gate that scales Qwen2-MoE's shared expert before it joins the output.
 
-use super::{grid, Dispatch};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::{grid, Context, Dispatch, Tensor};
 
-pub const SHADER: &str = include_str!("../../shaders/swiglu.wgsl");
+const BODY: &str = include_str!("../../shaders/swiglu.wgsl");
+
+crate::wgsl_struct! {
+    pub(crate) struct Params {
+        tokens: u32,
+        inter: u32,
+        in_stride: u32,
+        out_stride: u32,
+        limit: f32,
+        alpha: f32,
+    }
+}
+
+crate::wgsl_struct! {
+    pub(crate) struct GateParams {
+        tokens: u32,
+        dim: u32,
+        s_stride: u32,
+        y_stride: u32,
+    }
+}
+
+crate::wgsl_overrides! {
+    pub(crate) struct Consts {
+        WG: u32 = 256,
+        INTERLEAVED: bool = false,
+        CLAMPED: bool = false,
+    }
+}
+
+crate::wgsl_bindings! {
+    pub(crate) mod bind {
+        p: uniform Params,
+        /// [T, 2I] at in_stride
+        gu: read "array<f32>",
+        /// [T, I] at out_stride
+        out: read_write "array<f32>",
+        q: uniform GateParams,
+        /// [T]
+        gate_logit: read "array<f32>",
+        /// [T, D] at s_stride
+        shared_out: read "array<f32>",
+        /// [T, D] at y_stride
+        y: read_write "array<f32>",
+    }
+}
+
+pub(crate) const INTERFACE: Interface = Interface {
+    family: "swiglu",
+    structs: &[Params::DECL, GateParams::DECL],
+    consts: &[],
+    overrides: Consts::DECLS,
+    bindings: bind::ALL,
+};
+
+pub(crate) fn compose() -> Compose<'static> {
+    Compose {
+        family: "swiglu",
+        variant: String::new(),
+        interface: &INTERFACE,
+        parts: vec![BODY],
+        consts: vec![],
+        coop_side: None,
+    }
+}
 
 const WG: u32 = 256;
 
@@ -53,18 +117,6 @@ impl SwigluSpec {
             out_stride: inter,
         }
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    inter: u32,
-    in_stride: u32,
-    out_stride: u32,
-    limit: f32,
-    alpha: f32,
-    _pad: [u32; 2],
 }
 
 fn check_rows(op: &'static str, what: &str, t: &Tensor, rows: usize, width: usize, stride: usize) -> Result<()> {
@@ -127,25 +179,25 @@ pub fn swiglu(ctx: &Context, spec: SwigluSpec, gu: &Tensor, out: &Tensor) -> Res
         }
     };
     let groups = flat_groups(op, tokens * inter)?;
-    let params = ctx.uniform(
-        "swiglu.params",
-        &Params {
-            tokens: tokens as u32,
-            inter: inter as u32,
-            in_stride: in_stride as u32,
-            out_stride: out_stride as u32,
-            limit,
-            alpha,
-            _pad: [0; 2],
-        },
-    );
-    let constants = [
-        ("WG", WG as f64),
-        ("INTERLEAVED", (layout == GateUpLayout::Interleaved) as u32 as f64),
-        ("CLAMPED", matches!(act, Act::Clamped { .. }) as u32 as f64),
+    let params = ctx.params(&Params {
+        tokens: tokens as u32,
+        inter: inter as u32,
+        in_stride: in_stride as u32,
+        out_stride: out_stride as u32,
+        limit,
+        alpha,
+    });
+    let consts = Consts {
+        WG,
+        INTERLEAVED: layout == GateUpLayout::Interleaved,
+        CLAMPED: matches!(act, Act::Clamped { .. }),
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "swiglu", &consts.constants());
+    let res = [
+        (bind::p, params.as_entire_binding()),
+        (bind::gu, gu.binding()),
+        (bind::out, out.binding()),
     ];
-    let pipeline = ctx.pipeline("swiglu", SHADER, "swiglu", &constants);
-    let res = [(0, params.as_entire_binding()), (1, gu.binding()), (2, out.binding())];
     Ok(Dispatch::new(ctx, op, pipeline, &res, groups, vec![params.clone()]))
 }
 
@@ -168,15 +220,6 @@ impl SigmoidGateSpec {
             y_stride: dim,
         }
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GateParams {
-    tokens: u32,
-    dim: u32,
-    s_stride: u32,
-    y_stride: u32,
 }
 
 /// Qwen2-MoE's shared-expert gate (MODELS.md §5.2), accumulated into the block output:
@@ -208,21 +251,22 @@ pub fn sigmoid_gate(
     check_rows(op, "s", s, tokens, dim, s_stride)?;
     check_rows(op, "y", y, tokens, dim, y_stride)?;
     let groups = flat_groups(op, tokens * dim)?;
-    let params = ctx.uniform(
-        "sigmoid_gate.params",
-        &GateParams {
-            tokens: tokens as u32,
-            dim: dim as u32,
-            s_stride: s_stride as u32,
-            y_stride: y_stride as u32,
-        },
-    );
-    let pipeline = ctx.pipeline("swiglu", SHADER, "sigmoid_gate", &[("WG", WG as f64)]);
+    let params = ctx.params(&GateParams {
+        tokens: tokens as u32,
+        dim: dim as u32,
+        s_stride: s_stride as u32,
+        y_stride: y_stride as u32,
+    });
+    let consts = Consts {
+        WG,
+        ..Consts::default()
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "sigmoid_gate", &consts.constants());
     let res = [
-        (0, params.as_entire_binding()),
-        (1, gate_logit.binding()),
-        (2, s.binding()),
-        (3, y.binding()),
+        (bind::q, params.as_entire_binding()),
+        (bind::gate_logit, gate_logit.binding()),
+        (bind::shared_out, s.binding()),
+        (bind::y, y.binding()),
     ];
     Ok(Dispatch::new(ctx, op, pipeline, &res, groups, vec![params.clone()]))
 }
