@@ -8,8 +8,7 @@
 mod common;
 use common::*;
 use wgmoe::gpu::{DType, Tensor, Weight};
-use wgmoe::kernels::gemm_coop::{self, available, gemm_coop};
-use wgmoe::kernels::matmul::MatmulSpec;
+use wgmoe::kernels::matmul::{coop_available as available, coop_side, gemm_coop, MatmulSpec};
 
 #[test]
 fn coop_gemm_matches_reference_where_available() {
@@ -25,7 +24,7 @@ fn coop_gemm_matches_reference_where_available() {
         assert!(gemm_coop(ctx, MatmulSpec::packed(1, &probe), &x, &probe, None, &y).is_err());
         return;
     }
-    eprintln!("{}: cooperative matrices {:?}", ctx.info.name, gemm_coop::side(ctx));
+    eprintln!("{}: cooperative matrices {:?}", ctx.info.name, coop_side(ctx));
     for (t, n, k, acc) in [
         (9, 33, 40, false),
         (64, 64, 64, true),

@@ -510,7 +510,7 @@ fn smollm2_logits_and_greedy_answer() {
         .collect();
     let last_err = max_abs_diff(last, &want);
     // f16 weights: prefill runs on cooperative matrices where the adapter has them.
-    let coop = wgmoe::kernels::gemm_coop::enabled(&model.ctx, &model.weights.embed);
+    let coop = wgmoe::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
     let bound = if coop { SMOLLM2_COOP_BOUND } else { SMOLLM2_BOUND };
     eprintln!(
         "max |logit error| (cooperative matrices: {coop}): top-16 of every row {worst:.2e}, last row {last_err:.2e}"

@@ -16,7 +16,8 @@ mod common;
 use common::*;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
 use wgmoe::kernels::matmul::{gemm, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS};
-use wgmoe::kernels::{gemm_coop, Dispatch};
+use wgmoe::kernels::matmul::coop_enabled;
+use wgmoe::kernels::Dispatch;
 
 const BOUND: f64 = 1e-9;
 const COOP_BOUND: f64 = 1e-6;
@@ -28,7 +29,7 @@ fn bound_for(kernel: Kernel, ctx: &Context, t: usize, w: &Weight) -> f64 {
         Kernel::Gemm => true,
         Kernel::Matmul => t > MATVEC_MAX_TOKENS,
     };
-    if gemm && gemm_coop::enabled(ctx, w) {
+    if gemm && coop_enabled(ctx, w) {
         COOP_BOUND
     } else {
         BOUND

@@ -24,7 +24,7 @@ fn check(s: MoeSpec, dtype: DType, bias: bool, idle: &[u32], chunked: bool, seed
 }
 
 fn has_coop() -> bool {
-    let side = wgmoe::kernels::gemm_coop::side(native());
+    let side = wgmoe::kernels::matmul::coop_side(native());
     eprintln!("{}: cooperative matrices {side:?}", native().info.name);
     if side.is_none() {
         // Prefill must then keep the tiled GEMMs.

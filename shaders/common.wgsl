@@ -22,24 +22,6 @@ fn pick_half(w: u32, i: u32, dtype: u32) -> f32 {
     return select(p.x, p.y, (i & 1u) == 1u);
 }
 
-// Weight elements in one vec4<u32> of a row: 8 halves or 4 floats.
-fn elems_per_vec4(dtype: u32) -> u32 {
-    return select(8u, 4u, dtype == DT_F32);
-}
-
-// The 8 (16-bit) or first 4 (f32) weights of one vec4<u32> of a row.
-fn widen8(v: vec4<u32>, dtype: u32) -> array<f32, 8> {
-    if dtype == DT_F32 {
-        let f = bitcast<vec4<f32>>(v);
-        return array<f32, 8>(f.x, f.y, f.z, f.w, 0.0, 0.0, 0.0, 0.0);
-    }
-    let a = unpack_half2(v.x, dtype);
-    let b = unpack_half2(v.y, dtype);
-    let c = unpack_half2(v.z, dtype);
-    let d = unpack_half2(v.w, dtype);
-    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
-}
-
 // π/2 split so that k * C1 and k * C2 are exact in f32 for k < 2^17 (angles up to ~2e5 radians,
 // i.e. positions past 131072 at inv = 1); the remainder is then good to ~1e-6 absolute.
 const C1: f32 = 1.5625;

@@ -2,20 +2,17 @@
 // One dispatch per chunk of the table; each copies only the rows inside its chunk, so ids can come
 // straight from a GPU buffer (the sampled token of the previous step). Ids past the vocabulary match
 // no chunk; the dispatch with ZERO_OOB (the first) writes zeros for them instead of reading.
-// One invocation per u32 word of a row (two elements for f16/bf16, one for f32).
+// One invocation per weight word of a row (W_EPV elements, read by the format's w_load).
 
 // Params, bindings and overrides: src/kernels/embedding.rs.
 
-fn write_word(t: u32, word: u32, value: vec2<f32>) {
+fn write_word(t: u32, word: u32, v: array<f32, 8>) {
     let base = t * p.dim;
-    if W_DTYPE == DT_F32 {
-        out[base + word] = value.x;
-        return;
-    }
-    let e = word * 2u;
-    out[base + e] = value.x;
-    if e + 1u < p.dim {
-        out[base + e + 1u] = value.y;
+    for (var c = 0u; c < W_EPV; c++) {
+        let e = word * W_EPV + c;
+        if e < p.dim {
+            out[base + e] = v[c];
+        }
     }
 }
 
@@ -33,7 +30,7 @@ fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let id = ids[t];
     if id >= p.vocab {
         if ZERO_OOB {
-            write_word(t, word, vec2<f32>(0.0));
+            write_word(t, word, array<f32, 8>());
         }
         return;
     }
@@ -42,10 +39,5 @@ fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     if local >= p.chunk_rows {
         return;
     }
-    let w = table[local * p.row_words + word];
-    if W_DTYPE == DT_F32 {
-        write_word(t, word, vec2<f32>(bitcast<f32>(w), 0.0));
-    } else {
-        write_word(t, word, unpack_half2(w, W_DTYPE));
-    }
+    write_word(t, word, w_load(local * p.row_words + word));
 }

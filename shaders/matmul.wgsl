@@ -4,9 +4,10 @@
 // y columns and bias entries are offset by first_row while weight rows are chunk-local.
 //
 // matvec: decode (T <= 8). Each workgroup owns ROWS output rows; its threads stride along K one
-// vec4<u32> weight word (4 f32 or 8 halves) at a time, keeping ROWS*T accumulators, then reduce
-// across the workgroup (through workgroup memory here; subgroupAdd in matvec_sg at the end).
-// gemm: prefill. 64x64 output tiles, K-steps of 16 staged in workgroup memory, 4x4 per thread.
+// weight word (W_EPV values, from the format's w_load) at a time, keeping ROWS*T accumulators, then
+// reduce across the workgroup (through workgroup memory here; subgroupAdd in matvec_sg at the end).
+// Prefill: the dense mode of the GEMM bodies (gemm.wgsl tiles, gemm_coop.wgsl cooperative
+// matrices), whose hooks are below.
 
 // Params, bindings, constants and overrides: src/kernels/matmul.rs.
 
@@ -74,20 +75,12 @@ fn x_quad_raw(t: u32, k: u32, full: bool) -> vec4<f32> {
     return v;
 }
 
-// Elements per vec4<u32> weight word.
-fn elems_per_word() -> u32 {
-    return elems_per_vec4(W_DTYPE);
+// The first and the last four weights of a word's values (w_load: the weight format's part).
+fn w_lo(a: array<f32, 8>) -> vec4<f32> {
+    return vec4<f32>(a[0], a[1], a[2], a[3]);
 }
-
-// The first four weights of a word (all of them for f32) and, for 16-bit weights, the last four.
-fn w_lo(v: vec4<u32>) -> vec4<f32> {
-    if W_DTYPE == DT_F32 {
-        return bitcast<vec4<f32>>(v);
-    }
-    return vec4<f32>(unpack_half2(v.x, W_DTYPE), unpack_half2(v.y, W_DTYPE));
-}
-fn w_hi(v: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack_half2(v.z, W_DTYPE), unpack_half2(v.w, W_DTYPE));
+fn w_hi(a: array<f32, 8>) -> vec4<f32> {
+    return vec4<f32>(a[4], a[5], a[6], a[7]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,18 +93,17 @@ var<workgroup> red: array<f32, RED>;
 fn partial_sums(row0: u32, lid: u32) -> array<f32, MAX_ACC> {
     var acc: array<f32, MAX_ACC>;
     let last = p.rows - 1u;
-    let epw = elems_per_word();
     for (var i = lid; i < p.kw; i += WG) {
         // Issue every row's load before any math so they are in flight together.
-        var words: array<vec4<u32>, MAX_ROWS>;
+        var words: array<array<f32, 8>, MAX_ROWS>;
         for (var r = 0u; r < ROWS; r++) {
-            words[r] = w[min(row0 + r, last) * p.kw + i];
+            words[r] = w_load(min(row0 + r, last) * p.kw + i);
         }
         let full = i < p.kw_full;
-        let k = i * epw;
+        let k = i * W_EPV;
         for (var t = 0u; t < T; t++) {
             let xl = x_quad(t, k, full);
-            if W_DTYPE == DT_F32 {
+            if W_EPV == 4u {
                 for (var r = 0u; r < ROWS; r++) {
                     acc[r * T + t] += dot(w_lo(words[r]), xl);
                 }
@@ -196,93 +188,68 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 }
 
 // ---------------------------------------------------------------------------------------------
-// gemm
+// The dense mode of the prefill GEMMs (gemm.wgsl, gemm_coop.wgsl): A is x's token rows, W's rows
+// are this chunk's, C goes through `store` (bias, residual add). A grid of m-blocks by n-blocks.
 
-// Tiles transposed, [BK][64] as vec4s along M (a) or N (b), so a thread's 4x4 micro-tile reads one
-// vec4 of each per k.
-var<workgroup> a_tile: array<vec4<f32>, 256>;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
+var<private> mm_m0: u32;
+var<private> mm_n0: u32;
 
-// 256 threads: each loads 4 consecutive k of one of the 64 token rows.
-fn load_a(m0: u32, k0: u32, lid: u32) {
-    let m = lid / 4u;
-    let kq = (lid % 4u) * 4u;
-    let t = m0 + m;
-    var v = vec4<f32>(0.0);
-    if t < p.tokens {
-        v = x_quad(t, k0 + kq, k0 + kq + 4u <= p.k);
-    }
-    for (var e = 0u; e < 4u; e++) {
-        a_tile[(kq + e) * 16u + m / 4u][m % 4u] = v[e];
-    }
-}
-
-// One vec4<u32> word per thread: 64 rows x BK/4 words (f32) or x BK/8 words (16-bit). Words past the
-// row's end (the K-step overhangs the padded row) or rows past the chunk read as zero.
-fn load_b(n0: u32, k0: u32, lid: u32) {
-    let wpr = BK / elems_per_word();
-    if lid >= BN * wpr {
-        return;
-    }
-    let n = lid / wpr;
-    let q = lid % wpr;
-    let word = k0 / elems_per_word() + q;
-    var v = vec4<u32>(0u);
-    if n0 + n < p.rows && word < p.kw {
-        v = w[(n0 + n) * p.kw + word];
-    }
-    let kq = q * elems_per_word();
-    let lo = w_lo(v);
-    for (var e = 0u; e < 4u; e++) {
-        b_tile[(kq + e) * 16u + n / 4u][n % 4u] = lo[e];
-    }
-    if W_DTYPE != DT_F32 {
-        let hi = w_hi(v);
-        for (var e = 0u; e < 4u; e++) {
-            b_tile[(kq + 4u + e) * 16u + n / 4u][n % 4u] = hi[e];
-        }
-    }
-}
-
-@compute @workgroup_size(256)
-fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let n_tiles = (p.rows + BN - 1u) / BN;
+// The rows come from the workgroup id alone, so they are uniform (gemm_coop needs that).
+fn mm_tile(wid: vec3<u32>, lid: u32, outs: u32, stride: u32) -> u32 {
+    let n_tiles = (p.rows + outs - 1u) / outs;
     let flat = flat_group(wid);
     let m0 = (flat / n_tiles) * BM;
-    let n0 = (flat % n_tiles) * BN;
+    mm_m0 = m0;
+    mm_n0 = (flat % n_tiles) * outs;
     if m0 >= p.tokens {
-        return;
+        return 0u;
     }
-    let tx = lid % 16u;
-    let ty = lid / 16u;
-    var acc: array<vec4<f32>, 4>;
-    let steps = (p.k + BK - 1u) / BK;
-    for (var s = 0u; s < steps; s++) {
-        load_a(m0, s * BK, lid);
-        load_b(n0, s * BK, lid);
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a = a_tile[kk * 16u + ty];
-            let b = b_tile[kk * 16u + tx];
-            acc[0] += a.x * b;
-            acc[1] += a.y * b;
-            acc[2] += a.z * b;
-            acc[3] += a.w * b;
-        }
-        workgroupBarrier();
+    return min(BM, p.tokens - m0);
+}
+
+fn mm_k() -> u32 {
+    return p.k;
+}
+
+fn mm_kw() -> u32 {
+    return p.kw;
+}
+
+fn mm_paired() -> bool {
+    return false;
+}
+
+fn mm_a4(m: u32, k: u32) -> vec4<f32> {
+    let t = mm_m0 + m;
+    if t >= p.tokens {
+        return vec4<f32>(0.0);
     }
-    for (var i = 0u; i < 4u; i++) {
-        let t = m0 + ty * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tx * 4u + j;
-            if t < p.tokens && n < p.rows {
-                store(t, n, acc[i][j]);
-            }
-        }
+    return x_quad(t, k, k + 4u <= p.k);
+}
+
+fn mm_a(m: u32, k: u32) -> f32 {
+    let t = mm_m0 + m;
+    if t >= p.tokens || k >= p.k {
+        return 0.0;
+    }
+    return x[t * p.x_stride + k];
+}
+
+fn mm_w_row(o: u32, up: bool) -> u32 {
+    let n = mm_n0 + o;
+    return select(NO_ROW, n, n < p.rows);
+}
+
+fn mm_store(m: u32, o: u32, v: f32) {
+    let n = mm_n0 + o;
+    if n < p.rows {
+        store(mm_m0 + m, n, v);
     }
 }
 
-// subgroups:begin (to the end of the file: see `without_subgroups` in src/kernels/mod.rs)
+fn mm_store_pair(m: u32, o: u32, g: f32, u: f32) {}
+
+// subgroups:begin (to the end of the file: see `without_subgroups` in src/gpu/shader.rs)
 
 // Fast path: subgroupAdd, then one partial per subgroup through workgroup memory.
 @compute @workgroup_size(WG)

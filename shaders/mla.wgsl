@@ -21,7 +21,7 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let h = th % p.heads;
     let o0 = (g % p.blocks) * HM_ROWS;
     let xb = t * p.x_row_stride + h * p.x_head_stride + p.x_offset;
-    let n = elems_per_vec4(W_DTYPE);
+    let n = W_EPV;
     let words = p.w_row_words / 4u;
     var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
     for (var q = lid; q < words; q += WG) {
@@ -41,9 +41,9 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 // acc[r] += W[min(row0 + r, last), word q] . xv for the workgroup's HM_ROWS rows.
 fn hm_word(row0: u32, last: u32, words: u32, q: u32, xv: array<f32, 8>, acc: ptr<function, array<f32, HM_ROWS>>) {
-    let n = elems_per_vec4(W_DTYPE);
+    let n = W_EPV;
     for (var r = 0u; r < HM_ROWS; r++) {
-        let wv = widen8(w[min(row0 + r, last) * words + q], W_DTYPE);
+        let wv = w_load(min(row0 + r, last) * words + q);
         var s = 0.0;
         for (var c = 0u; c < n; c++) {
             s += wv[c] * xv[c];
@@ -105,7 +105,7 @@ fn absorb(g: u32, lid: u32) {
     let o0 = (g % mp.uk_blocks) * HM_ROWS;
     let h = th % mp.heads;
     let xb = (th / mp.heads) * mp.q_stride + h * (mp.nope + mp.rope);
-    let n = elems_per_vec4(W_DTYPE);
+    let n = W_EPV;
     var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
     for (var q = lid; q < mp.uk_words; q += WG) {
         var xv: array<f32, 8>;

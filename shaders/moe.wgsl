@@ -8,8 +8,10 @@
 //                       workgroup, weighted, + residual -> y
 // Prefill (any token count):
 //   moe_count           one workgroup per expert: its (token*k + slot) pairs in order, and their count
-//   moe_gate_up_gemm    per (expert, token tile, output tile): gathered x rows @ gate/up, act -> h[pair]
-//   moe_down_gemm       per (expert, token tile, output tile): h[pair] @ down, * w[pair] -> y_slots[pair]
+//   gemm / gemm_coop    the prefill GEMM bodies in the gathered-experts modes (the hooks at the end
+//                       and in moe_gate_up.wgsl / moe_down.wgsl), per (output block, pair block,
+//                       expert): gathered x rows @ gate/up, act -> h[pair] (gate_up);
+//                       h[pair] @ down, * w[pair] -> y_slots[pair] (down)
 //   moe_reduce          y[t] (+)= sum_j y_slots[t*k + j]
 // Weights are stacked experts split into chunks of whole experts; one dispatch per chunk handles the
 // experts in [first_expert, first_expert + n_experts) and skips the others.
@@ -19,18 +21,10 @@
 
 // Params, bindings, constants and overrides: src/kernels/moe.rs.
 
-// Weight elements per vec4<u32>, and the values of one (shaders/common.wgsl).
-fn epv() -> u32 {
-    return elems_per_vec4(W_DTYPE);
-}
-
-fn widen(v: vec4<u32>) -> array<f32, 8> {
-    return widen8(v, W_DTYPE);
-}
-
+// A weight word's values (w_load, the weight format's part) dotted with the matching activations.
 fn dot8(w: array<f32, 8>, v: array<f32, 8>) -> f32 {
     var s = w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3];
-    if W_DTYPE != DT_F32 {
+    if W_EPV == 8u {
         s += w[4] * v[4] + w[5] * v[5] + w[6] * v[6] + w[7] * v[7];
     }
     return s;
@@ -131,7 +125,7 @@ fn reduce8(v: array<f32, 8>, lid: u32) -> f32 {
 
 // x[t] elements 4q.. or 8q.. (matching one weight vec4), zero past the row.
 fn x_vec(t: u32, q: u32) -> array<f32, 8> {
-    let n = epv();
+    let n = W_EPV;
     let base = t * p.dim;
     var v: array<f32, 8>;
     for (var c = 0u; c < n; c++) {
@@ -167,7 +161,7 @@ fn gate_up_decode(wid: vec3<u32>, lid: u32) {
     for (var q = lid; q < rw4; q += WG) {
         let xv = x_vec(t, q);
         for (var n = 0u; n < 8u; n++) {
-            acc[n] += dot8(widen(wq[rows[n] + q]), xv);
+            acc[n] += dot8(w_load(rows[n] + q), xv);
         }
     }
     let s = reduce8(acc, lid);
@@ -188,7 +182,7 @@ fn gate_up_decode(wid: vec3<u32>, lid: u32) {
 // h[pair] elements 4q.. or 8q.. (matching one weight vec4); h rows are padded with zeros to 8.
 fn h_vec(pair: u32, q: u32) -> array<f32, 8> {
     let base = pair * p.h_stride / 4u;
-    if W_DTYPE == DT_F32 {
+    if W_EPV == 4u {
         let a = h_in[base + q];
         return array<f32, 8>(a.x, a.y, a.z, a.w, 0.0, 0.0, 0.0, 0.0);
     }
@@ -221,7 +215,7 @@ fn down_decode(wid: vec3<u32>, lid: u32) {
             let hv = h_vec(pair, q);
             for (var n = 0u; n < 8u; n++) {
                 let r = row0 + min(r0 + n, p.dim - 1u);
-                acc[n] += w * dot8(widen(wq[r * rw4 + q]), hv);
+                acc[n] += w * dot8(w_load(r * rw4 + q), hv);
             }
         }
     }
@@ -336,148 +330,40 @@ fn moe_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefill grouped GEMMs: 256 invocations as 16x16, a tile of BM gathered token rows by BN outputs,
-// K in steps of BK staged in workgroup memory (stride BKP = BK + 1 against bank conflicts).
-// gate_up: BN_GU = 32 outputs (64 weight rows); down: BN_DN = 64 outputs. Both stage 64 weight rows.
+// The gathered-experts modes of the prefill GEMMs (gemm.wgsl tiles, gemm_coop.wgsl cooperative
+// matrices), on a grid of (output blocks, pair blocks, experts of the bound chunk): A's rows are
+// the expert's (token, slot) pairs from its list, W's rows are the expert's. What A's rows hold and
+// where the outputs go is moe_gate_up.wgsl's or moe_down.wgsl's (one module each, so that each
+// GEMM binds only what it reads).
 
-var<workgroup> xs: array<f32, BM * BKP>;
-var<workgroup> ws: array<f32, 64 * BKP>;
-var<workgroup> tile_pairs: array<u32, BM>;
-var<workgroup> tile_rows: u32;
+var<workgroup> mm_pairs: array<u32, BM>;
+var<workgroup> mm_count: u32;
+var<private> mm_rows: u32;
+var<private> mm_local: u32;
+var<private> mm_n0: u32;
 
-// Stage 64 weight rows (`rows[n]`, row indices within the chunk) x BK columns from column k0.
-fn stage_weights(row_of: ptr<function, array<u32, 64>>, k0: u32, lid: u32) {
-    let n = epv();
-    let vpr = BK / n;
-    let rw4 = p.row_words / 4u;
-    for (var idx = lid; idx < 64u * vpr; idx += GEMM_WG) {
-        let r = idx / vpr;
-        let qv = idx % vpr;
-        let q = k0 / n + qv;
-        var v = vec4<u32>(0u);
-        if q < rw4 {
-            v = wq[(*row_of)[r] * rw4 + q];
-        }
-        let f = widen(v);
-        for (var c = 0u; c < n; c++) {
-            ws[r * BKP + qv * n + c] = f[c];
-        }
-    }
-}
-
-// The expert's count and this tile's pairs; returns the rows in the tile (0: nothing to do).
-fn load_tile(e: u32, mtile: u32, lid: u32) -> u32 {
+// The expert's count and this block's pairs (`stride`: the workgroup size); returns the rows in the
+// block, uniformly (0: nothing to do).
+fn mm_tile(wid: vec3<u32>, lid: u32, outs: u32, stride: u32) -> u32 {
+    mm_local = wid.z;
+    mm_n0 = wid.x * outs;
+    let e = p.first_expert + mm_local;
+    let m0 = wid.y * BM;
     if lid == 0u {
         let count = counts_in[e];
-        tile_rows = select(0u, min(BM, count - mtile * BM), mtile * BM < count);
+        mm_count = select(0u, min(BM, count - m0), m0 < count);
     }
     workgroupBarrier();
-    let rows = workgroupUniformLoad(&tile_rows);
-    if lid < BM && rows > 0u {
-        tile_pairs[lid] = lists_in[e * p.cap + mtile * BM + min(lid, rows - 1u)];
+    mm_rows = workgroupUniformLoad(&mm_count);
+    for (var m = lid; m < BM; m += stride) {
+        if mm_rows > 0u {
+            mm_pairs[m] = lists_in[e * p.cap + m0 + min(m, mm_rows - 1u)];
+        }
     }
-    return rows;
+    workgroupBarrier();
+    return mm_rows;
 }
 
-@compute @workgroup_size(GEMM_WG)
-fn moe_gate_up_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let local = wid.z;
-    let e = p.first_expert + local;
-    let rows = load_tile(e, wid.y, lid);
-    if rows == 0u {
-        return;
-    }
-    let i0 = wid.x * BN_GU;
-    var row_of: array<u32, 64>;
-    for (var n = 0u; n < BN_GU; n++) {
-        let i = min(i0 + n, p.inter - 1u);
-        row_of[n] = gate_row(local, i);
-        row_of[BN_GU + n] = up_row(local, i);
-    }
-    let tx = lid % 16u;
-    let ty = lid / 16u;
-    var acc_g: array<f32, 4>;
-    var acc_u: array<f32, 4>;
-    for (var k0 = 0u; k0 < p.dim; k0 += BK) {
-        workgroupBarrier();
-        for (var idx = lid; idx < BM * BK; idx += GEMM_WG) {
-            let m = idx / BK;
-            let col = k0 + idx % BK;
-            let t = tile_pairs[m] / p.top_k;
-            xs[m * BKP + idx % BK] = select(0.0, x[t * p.dim + min(col, p.dim - 1u)], col < p.dim);
-        }
-        stage_weights(&row_of, k0, lid);
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a0 = xs[ty * BKP + kk];
-            let a1 = xs[(ty + 16u) * BKP + kk];
-            let g0 = ws[tx * BKP + kk];
-            let g1 = ws[(tx + 16u) * BKP + kk];
-            let u0 = ws[(BN_GU + tx) * BKP + kk];
-            let u1 = ws[(BN_GU + tx + 16u) * BKP + kk];
-            acc_g[0] += a0 * g0;
-            acc_g[1] += a0 * g1;
-            acc_g[2] += a1 * g0;
-            acc_g[3] += a1 * g1;
-            acc_u[0] += a0 * u0;
-            acc_u[1] += a0 * u1;
-            acc_u[2] += a1 * u0;
-            acc_u[3] += a1 * u1;
-        }
-    }
-    for (var c = 0u; c < 4u; c++) {
-        let m = ty + 16u * (c / 2u);
-        let i = i0 + tx + 16u * (c % 2u);
-        if m < rows && i < p.inter {
-            let gv = acc_g[c] + bias_at(e, gate_col(i));
-            let uv = acc_u[c] + bias_at(e, up_col(i));
-            h_out[tile_pairs[m] * p.h_stride + i] = act(gv, uv);
-        }
-    }
-}
-
-@compute @workgroup_size(GEMM_WG)
-fn moe_down_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let local = wid.z;
-    let e = p.first_expert + local;
-    let rows = load_tile(e, wid.y, lid);
-    if rows == 0u {
-        return;
-    }
-    let r0 = wid.x * BN_DN;
-    var row_of: array<u32, 64>;
-    for (var n = 0u; n < BN_DN; n++) {
-        row_of[n] = local * p.dim + min(r0 + n, p.dim - 1u);
-    }
-    let tx = lid % 16u;
-    let ty = lid / 16u;
-    var acc: array<f32, 8>;
-    for (var k0 = 0u; k0 < p.inter; k0 += BK) {
-        workgroupBarrier();
-        for (var idx = lid; idx < BM * BK; idx += GEMM_WG) {
-            let m = idx / BK;
-            let col = k0 + idx % BK;
-            let v = h_in[(tile_pairs[m] * p.h_stride + min(col, p.inter - 1u)) / 4u];
-            xs[m * BKP + idx % BK] = select(0.0, v[col % 4u], col < p.inter);
-        }
-        stage_weights(&row_of, k0, lid);
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a0 = xs[ty * BKP + kk];
-            let a1 = xs[(ty + 16u) * BKP + kk];
-            for (var b = 0u; b < 4u; b++) {
-                let wv = ws[(tx + 16u * b) * BKP + kk];
-                acc[b] += a0 * wv;
-                acc[4u + b] += a1 * wv;
-            }
-        }
-    }
-    for (var c = 0u; c < 8u; c++) {
-        let m = ty + 16u * (c / 4u);
-        let r = r0 + tx + 16u * (c % 4u);
-        if m < rows && r < p.dim {
-            let pair = tile_pairs[m];
-            y_slots[pair * p.dim + r] = route_w[pair] * (acc[c] + bias_at(e, r));
-        }
-    }
+fn mm_kw() -> u32 {
+    return p.row_words / 4u;
 }

@@ -74,7 +74,7 @@ pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
     // Prefill projections of 16-bit weights run on cooperative matrices where the adapter has
     // them, with activations rounded to f16: then prefill is held to the f16 bound. Decode (matvec)
     // keeps `bound`.
-    let coop = wgmoe::kernels::gemm_coop::enabled(&model.ctx, &model.weights.embed);
+    let coop = wgmoe::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
     let prefill_bound = if coop { bound.max(COOP_PREFILL_BOUND) } else { bound };
     let mut s = model.session_with(64, kv);
     let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();

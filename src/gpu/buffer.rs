@@ -3,7 +3,7 @@
 //! padded to a whole number of 16-byte `vec4<u32>` groups so kernels can use vector loads, and split
 //! into chunks of whole row groups when larger than the adapter's storage-binding limit.
 
-use super::Context;
+use super::{Context, Format};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -138,8 +138,14 @@ pub struct Weight {
 }
 
 impl Weight {
+    /// u32 words of one stored row of `cols` elements of `dtype` (a multiple of 4).
     pub fn row_words(dtype: DType, cols: usize) -> usize {
-        cols.next_multiple_of(dtype.elems_per_vec4()) * dtype.bytes() / 4
+        Format::of(dtype).row_words(cols)
+    }
+
+    /// How the rows are stored and read.
+    pub fn format(&self) -> &'static Format {
+        Format::of(self.dtype)
     }
 
     /// Upload `bytes` (little-endian, `rows*cols` elements of `dtype`, unpadded). Host memory used
@@ -256,6 +262,7 @@ impl Weight {
             )));
         }
         let row_bytes = self.row_words * 4;
+        let repack = self.format().repack_row;
         let mut row = first_row;
         while row < first_row + n {
             let chunk = self
@@ -266,14 +273,17 @@ impl Weight {
             let in_chunk = ((chunk.first_row + chunk.rows) as usize).min(first_row + n) - row;
             let src = &bytes[(row - first_row) * src_row..][..in_chunk * src_row];
             let offset = (row - chunk.first_row as usize) as u64 * row_bytes as u64;
-            if row_bytes == src_row {
+            if row_bytes == src_row && repack.is_none() {
                 ctx.upload(&chunk.buffer, offset, src)?;
             } else {
-                let mut padded = vec![0u8; in_chunk * row_bytes];
-                for (dst, s) in padded.chunks_exact_mut(row_bytes).zip(src.chunks_exact(src_row)) {
-                    dst[..src_row].copy_from_slice(s);
+                let mut packed = vec![0u8; in_chunk * row_bytes];
+                for (dst, s) in packed.chunks_exact_mut(row_bytes).zip(src.chunks_exact(src_row)) {
+                    match repack {
+                        Some(f) => f(s, dst),
+                        None => dst[..src_row].copy_from_slice(s),
+                    }
                 }
-                ctx.upload(&chunk.buffer, offset, &padded)?;
+                ctx.upload(&chunk.buffer, offset, &packed)?;
             }
             row += in_chunk;
         }

@@ -4,12 +4,14 @@
 mod buffer;
 mod caps;
 mod dispatch;
+mod format;
 pub mod shader;
 mod timer;
 
 pub use buffer::{DType, Tensor, Weight, WeightChunk};
 pub use caps::Caps;
 pub use dispatch::{grid, window, Dispatch};
+pub use format::{Format, FORMATS};
 pub use shader::{Compose, Shader};
 pub use timer::GpuTimer;
 

@@ -3,7 +3,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
-use crate::gpu::{grid, Context, DType, Dispatch, Tensor, Weight};
+use crate::gpu::{grid, Context, Dispatch, Format, Tensor, Weight};
 
 const BODY: &str = include_str!("../../shaders/embedding.wgsl");
 
@@ -11,8 +11,9 @@ crate::wgsl_struct! {
     pub(crate) struct Params {
         tokens: u32,
         dim: u32,
+        /// vec4<u32> words per stored row.
         row_words: u32,
-        /// Words of a row that hold data: dim for f32, ceil(dim / 2) for 16-bit.
+        /// Words of a row that hold data: ceil(dim / W_EPV).
         data_words: u32,
         first_row: u32,
         chunk_rows: u32,
@@ -25,7 +26,6 @@ crate::wgsl_struct! {
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
         WG: u32 = 64,
-        W_DTYPE: u32 = 0,
         /// This dispatch writes zero rows for ids past the vocabulary (the first chunk's does).
         ZERO_OOB: bool = false,
     }
@@ -36,8 +36,8 @@ crate::wgsl_bindings! {
         p: uniform Params,
         /// [tokens]
         ids: read "array<u32>",
-        /// [chunk_rows, row_words]
-        table: read "array<u32>",
+        /// [chunk_rows, row_words] words of the table's chunk
+        w: read "array<vec4<u32>>",
         /// [tokens, dim]
         out: read_write "array<f32>",
     }
@@ -51,15 +51,18 @@ pub(crate) const INTERFACE: Interface = Interface {
     bindings: bind::ALL,
 };
 
-pub(crate) fn compose() -> Compose<'static> {
-    Compose {
+/// The source for tables of `format`.
+pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
+    let mut c = Compose {
         family: "embedding",
         variant: String::new(),
         interface: &INTERFACE,
         parts: vec![BODY],
         consts: vec![],
         coop_side: None,
-    }
+    };
+    format.apply(&mut c);
+    c
 }
 
 const WG: u32 = 64;
@@ -91,38 +94,31 @@ pub fn embedding(ctx: &Context, table: &Weight, ids: &Tensor, tokens: usize, out
     if table.rows > u32::MAX as usize || tokens * dim > u32::MAX as usize {
         return Err(shape_err(op, "sizes exceed 32-bit indexing"));
     }
-    let data_words = match table.dtype {
-        DType::F32 => dim,
-        DType::F16 | DType::BF16 => dim.div_ceil(2),
-    } as u32;
+    let data_words = dim.div_ceil(table.format().elems_per_word) as u32;
     let groups_per_token = data_words.div_ceil(WG);
     let groups = groups_per_token as u64 * tokens as u64;
     if groups > 65535 * 65535 {
         return Err(shape_err(op, format!("{tokens} tokens x {dim} is too many workgroups")));
     }
     let mut dispatches = Vec::with_capacity(table.chunks.len());
-    let shader = ctx.shader(&compose());
+    let shader = ctx.shader(&compose(table.format()));
     for (i, chunk) in table.chunks.iter().enumerate() {
         let params = ctx.params(&Params {
             tokens: tokens as u32,
             dim: dim as u32,
-            row_words: table.row_words as u32,
+            row_words: (table.row_words / 4) as u32,
             data_words,
             first_row: chunk.first_row,
             chunk_rows: chunk.rows,
             vocab: table.rows as u32,
             groups_per_token,
         });
-        let consts = Consts {
-            WG,
-            W_DTYPE: table.dtype.code(),
-            ZERO_OOB: i == 0,
-        };
+        let consts = Consts { WG, ZERO_OOB: i == 0 };
         let pipeline = ctx.pipeline(&shader, "embedding", &consts.constants());
         let res = [
             (bind::p, params.as_entire_binding()),
             (bind::ids, ids.binding()),
-            (bind::table, chunk.buffer.as_entire_binding()),
+            (bind::w, chunk.buffer.as_entire_binding()),
             (bind::out, out.binding()),
         ];
         let label = format!("embedding[{}..]", chunk.first_row);

@@ -4,6 +4,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::Format;
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
 const BODY: &str = include_str!("../../shaders/mla.wgsl");
@@ -62,7 +63,6 @@ crate::wgsl_consts! {
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
         WG: u32 = 64,
-        W_DTYPE: u32 = 0,
         INTERLEAVED: bool = true,
         NORM_DTYPE: u32 = 0,
         KV16: bool = false,
@@ -100,15 +100,18 @@ pub(crate) const INTERFACE: Interface = Interface {
     bindings: bind::ALL,
 };
 
-pub(crate) fn compose() -> Compose<'static> {
-    Compose {
+/// The source for per-head weights of `format`.
+pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
+    let mut c = Compose {
         family: "mla",
         variant: String::new(),
         interface: &INTERFACE,
         parts: vec![BODY],
         consts: vec![],
         coop_side: None,
-    }
+    };
+    format.apply(&mut c);
+    c
 }
 
 const WG: u32 = 64;
@@ -186,10 +189,9 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
     });
     let consts = Consts {
         WG,
-        W_DTYPE: w.dtype.code(),
         ..Consts::default()
     };
-    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "head_matvec", &consts.constants());
+    let pipeline = ctx.pipeline(&ctx.shader(&compose(w.format())), "head_matvec", &consts.constants());
     let res = [
         (bind::p, params.as_entire_binding()),
         (bind::x, x.binding()),
@@ -336,11 +338,10 @@ pub fn prepare_mla(
         WG,
         INTERLEAVED: spec.layout == super::rope::RopeLayout::Interleaved,
         NORM_DTYPE: kv_norm.dtype.code(),
-        W_DTYPE: uk_t.dtype.code(),
         KV16: spec.kv_dtype == super::attention::KvDtype::F16,
         KV8: q8,
     };
-    let pipeline = ctx.pipeline(&ctx.shader(&compose()), op, &consts.constants());
+    let pipeline = ctx.pipeline(&ctx.shader(&compose(uk_t.format())), op, &consts.constants());
     let res = [
         (bind::w, uk_t.chunks[0].buffer.as_entire_binding()),
         (bind::mp, params.as_entire_binding()),

@@ -8,11 +8,9 @@ pub mod attention;
 pub mod bench;
 pub mod elementwise;
 pub mod embedding;
-pub mod gemm_coop;
 pub mod matmul;
 pub mod mla;
 pub mod moe;
-pub mod moe_coop;
 pub mod qkv;
 pub mod rmsnorm;
 pub mod rope;
@@ -21,7 +19,7 @@ pub mod sampling;
 pub mod swiglu;
 
 pub use crate::gpu::{grid, window, Dispatch};
-use crate::gpu::Compose;
+use crate::gpu::{Compose, FORMATS};
 
 /// Every source variant of every family (what `interface_tests` checks against naga's reflection).
 pub fn all_variants() -> Vec<Compose<'static>> {
@@ -29,21 +27,17 @@ pub fn all_variants() -> Vec<Compose<'static>> {
         attention::compose(),
         bench::compose(),
         elementwise::compose(),
-        embedding::compose(),
-        matmul::compose(),
-        mla::compose(),
         qkv::compose(),
-        moe::compose(),
         rmsnorm::compose(),
         rope::compose(),
         router::compose(),
         sampling::compose(),
         swiglu::compose(),
     ];
-    for cm in [16, 8] {
-        v.push(gemm_coop::compose(cm));
-        v.push(moe_coop::compose(cm));
+    for f in FORMATS {
+        v.extend([embedding::compose(f), mla::compose(f)]);
     }
+    v.extend(matmul::Variant::all().iter().map(matmul::Variant::compose));
     v
 }
 

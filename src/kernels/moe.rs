@@ -11,9 +11,14 @@
 
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
-use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
+use super::matmul::variant::{tiles_for, Mode, Tiles, Variant};
+use crate::gpu::{grid, Context, Dispatch, Format, Tensor, Weight};
 
-const BODY: &str = include_str!("../../shaders/moe.wgsl");
+/// The MoE block (decode GEMVs, count, reduce) and the GEMM hooks its modes share.
+pub(crate) const BODY: &str = include_str!("../../shaders/moe.wgsl");
+/// The GEMM hooks of gate|up and of down (src/kernels/matmul/variant.rs: the variant table).
+pub(crate) const GATE_UP: &str = include_str!("../../shaders/moe_gate_up.wgsl");
+pub(crate) const DOWN: &str = include_str!("../../shaders/moe_down.wgsl");
 
 crate::wgsl_struct! {
     pub(crate) struct Params {
@@ -49,21 +54,12 @@ crate::wgsl_consts! {
     pub(crate) const CONSTS = {
         /// moe_count / moe_reduce workgroup size.
         SCAN_WG: u32 = 256,
-        /// Prefill grouped GEMMs: BM gathered rows, K-steps of BK (rows of BKP in workgroup memory),
-        /// GEMM_WG invocations, BN_GU gate_up outputs (2 BN_GU weight rows) or BN_DN down outputs.
-        BM: u32 = 32,
-        BK: u32 = 32,
-        BKP: u32 = 33,
-        GEMM_WG: u32 = 256,
-        BN_GU: u32 = 32,
-        BN_DN: u32 = 64,
     }
 }
 
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
         WG: u32 = 128,
-        W_DTYPE: u32 = 0,
         B_DTYPE: u32 = 0,
         HAS_BIAS: bool = false,
         /// Gate/up rows interleaved (row 2i = gate i, 2i+1 = up i; gpt-oss) instead of concatenated.
@@ -71,7 +67,7 @@ crate::wgsl_overrides! {
         /// gpt-oss: g = min(g, limit); u = clamp(u, -limit, limit); (u + 1) * g * sigmoid(alpha * g).
         CLAMPED: bool = false,
         SUBGROUPS: bool = false,
-        /// The cooperative kernels' workgroup size: NSG subgroups.
+        /// gemm_coop's workgroup: NSG subgroups.
         CWG: u32 = 128,
     }
 }
@@ -86,7 +82,7 @@ crate::wgsl_bindings! {
         /// [T, k] routing weights
         route_w: read "array<f32>",
         /// the bound chunk of stacked experts
-        wq: read "array<vec4<u32>>",
+        w: read "array<vec4<u32>>",
         /// [E, cols] expert biases
         bias: read "array<u32>",
         /// [T * k, h_stride]
@@ -113,15 +109,15 @@ pub(crate) const INTERFACE: Interface = Interface {
     bindings: bind::ALL,
 };
 
-pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "moe",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
+/// The source for experts of `format` that decoding, counting and reducing use (every MoE module
+/// has them; this one's GEMM is gate|up's on portable tiles).
+pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
+    Variant {
+        format,
+        mode: Mode::GateUp,
+        tiles: Tiles::Portable,
     }
+    .compose()
 }
 
 /// The most tokens [`moe`] runs through the decode GEMVs; more go through the grouped GEMMs.
@@ -277,10 +273,9 @@ impl Block<'_> {
         }
     }
 
-    fn constants(&self, w: &Weight, bias: Option<&Weight>, subgroups: bool, wg: u32) -> Consts {
+    fn constants(&self, bias: Option<&Weight>, subgroups: bool, wg: u32) -> Consts {
         Consts {
             WG: wg,
-            W_DTYPE: w.dtype.code(),
             B_DTYPE: bias.map_or(0, |b| b.dtype.code()),
             HAS_BIAS: bias.is_some(),
             INTERLEAVED: self.spec.gate_up == GateUpLayout::Interleaved,
@@ -368,8 +363,8 @@ pub fn moe_decode(
     let subgroups = ctx.caps.subgroups_usable() && ctx.caps.subgroup_max <= DECODE_WG;
     let suffix = if subgroups { "_sg" } else { "" };
     let mut out = Vec::new();
-    let shader = ctx.shader(&compose());
-    let consts = b.constants(gate_up, gate_up_bias, subgroups, DECODE_WG).constants();
+    let consts = b.constants(gate_up_bias, subgroups, DECODE_WG).constants();
+    let shader = ctx.shader(&compose(gate_up.format()));
     let pipeline = ctx.pipeline(&shader, &format!("moe_gate_up_decode{suffix}"), &consts);
     for c in 0..gate_up.chunks.len() {
         let params = ctx.params(&b.chunk_params(gate_up, c, gate_up_bias, false));
@@ -377,7 +372,7 @@ pub fn moe_decode(
             (bind::p, params.as_entire_binding()),
             (bind::x, x.binding()),
             (bind::ids, ids.binding()),
-            (bind::wq, gate_up.chunks[c].buffer.as_entire_binding()),
+            (bind::w, gate_up.chunks[c].buffer.as_entire_binding()),
             (bind::bias, bias_binding(ctx, gate_up_bias)),
             (bind::h_out, h.as_entire_binding()),
         ];
@@ -391,7 +386,8 @@ pub fn moe_decode(
             vec![params.clone(), h.clone()],
         ));
     }
-    let consts = b.constants(down, down_bias, subgroups, DECODE_WG).constants();
+    let consts = b.constants(down_bias, subgroups, DECODE_WG).constants();
+    let shader = ctx.shader(&compose(down.format()));
     let pipeline = ctx.pipeline(&shader, &format!("moe_down_decode{suffix}"), &consts);
     for c in 0..down.chunks.len() {
         let add_into = spec.accumulate || c > 0;
@@ -400,7 +396,7 @@ pub fn moe_decode(
             (bind::p, params.as_entire_binding()),
             (bind::ids, ids.binding()),
             (bind::route_w, weights.binding()),
-            (bind::wq, down.chunks[c].buffer.as_entire_binding()),
+            (bind::w, down.chunks[c].buffer.as_entire_binding()),
             (bind::bias, bias_binding(ctx, down_bias)),
             (bind::h_in, h.as_entire_binding()),
             (bind::y, y.binding()),
@@ -454,7 +450,8 @@ pub fn moe_prefill(
     let owned = |params: &wgpu::Buffer| vec![params.clone(), counts.clone(), lists.clone(), h.clone(), slots.clone()];
     let mut out = Vec::new();
 
-    let shader = ctx.shader(&compose());
+    // Counting and reducing read no weights: any format's source has them.
+    let shader = ctx.shader(&compose(gate_up.format()));
     let params = ctx.params(&b.params());
     let pipeline = ctx.pipeline(&shader, "moe_count", &Consts::default().constants());
     let res = [
@@ -473,82 +470,67 @@ pub fn moe_prefill(
     ));
 
     // The grouped GEMMs: on cooperative matrices where the adapter has them, else tiled.
-    let coop = super::moe_coop::enabled(ctx, &experts).then(|| super::moe_coop::variant(ctx));
-    let coop_shader = coop.as_ref().map(|v| ctx.shader(&v.compose));
-    let gemm = |w: &Weight, bias: Option<&Weight>, tiled: &str, coop_entry: &str| {
-        let consts = b.constants(w, bias, false, DECODE_WG);
-        match (&coop, &coop_shader) {
-            (Some(v), Some(s)) => {
-                let consts = Consts {
-                    CWG: v.workgroup,
-                    ..consts
-                };
-                ctx.pipeline(s, coop_entry, &consts.constants())
-            }
-            _ => ctx.pipeline(&shader, tiled, &consts.constants()),
-        }
+    let m_blocks = |tiles: Tiles| t.div_ceil(tiles.block().rows as usize) as u32;
+    let gemm = |w: &Weight, bias: Option<&Weight>, mode: Mode| {
+        let v = Variant {
+            format: w.format(),
+            mode,
+            tiles: tiles_for(ctx, w),
+        };
+        let consts = Consts {
+            CWG: v.tiles.workgroup(ctx),
+            ..b.constants(bias, false, DECODE_WG)
+        };
+        let label = match (mode, v.tiles) {
+            (Mode::GateUp, Tiles::Coop(_)) => "moe.gate_up_coop",
+            (Mode::GateUp, _) => "moe.gate_up_gemm",
+            (_, Tiles::Coop(_)) => "moe.down_coop",
+            _ => "moe.down_gemm",
+        };
+        (ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants()), v.tiles, label)
     };
-    let pipeline = gemm(gate_up, gate_up_bias, "moe_gate_up_gemm", "moe_gate_up_coop");
-    // Pairs and outputs per workgroup.
-    let (bm, bn_gu, bn_dn) = match &coop {
-        Some(v) => (v.pairs, v.gate_up_outputs, v.down_outputs),
-        None => (BM as usize, BN_GU as usize, BN_DN as usize),
-    };
-    let m_tiles = t.div_ceil(bm) as u32;
+
+    let (pipeline, tiles, label) = gemm(gate_up, gate_up_bias, Mode::GateUp);
     for c in 0..gate_up.chunks.len() {
         let p = b.chunk_params(gate_up, c, gate_up_bias, false);
         let params = ctx.params(&p);
         let res = [
             (bind::p, params.as_entire_binding()),
             (bind::x, x.binding()),
-            (bind::wq, gate_up.chunks[c].buffer.as_entire_binding()),
+            (bind::w, gate_up.chunks[c].buffer.as_entire_binding()),
             (bind::bias, bias_binding(ctx, gate_up_bias)),
             (bind::h_out, h.as_entire_binding()),
             (bind::counts_in, counts.as_entire_binding()),
             (bind::lists_in, lists.as_entire_binding()),
         ];
-        let groups = [i.div_ceil(bn_gu) as u32, m_tiles, p.n_experts];
-        out.push(Dispatch::new(
-            ctx,
-            if coop.is_some() {
-                "moe.gate_up_coop"
-            } else {
-                "moe.gate_up_gemm"
-            },
-            pipeline.clone(),
-            &res,
-            groups,
-            owned(&params),
-        ));
+        let groups = [
+            i.div_ceil(tiles.outputs(true)) as u32,
+            m_blocks(tiles),
+            p.n_experts,
+        ];
+        out.push(Dispatch::new(ctx, label, pipeline.clone(), &res, groups, owned(&params)));
     }
 
-    let pipeline = gemm(down, down_bias, "moe_down_gemm", "moe_down_coop");
+    let (pipeline, tiles, label) = gemm(down, down_bias, Mode::Down);
     for c in 0..down.chunks.len() {
         let p = b.chunk_params(down, c, down_bias, false);
         let params = ctx.params(&p);
         let res = [
             (bind::p, params.as_entire_binding()),
             (bind::route_w, weights.binding()),
-            (bind::wq, down.chunks[c].buffer.as_entire_binding()),
+            (bind::w, down.chunks[c].buffer.as_entire_binding()),
             (bind::bias, bias_binding(ctx, down_bias)),
             (bind::h_in, h.as_entire_binding()),
             (bind::counts_in, counts.as_entire_binding()),
             (bind::lists_in, lists.as_entire_binding()),
             (bind::y_slots, slots.as_entire_binding()),
         ];
-        let groups = [d.div_ceil(bn_dn) as u32, m_tiles, p.n_experts];
-        out.push(Dispatch::new(
-            ctx,
-            if coop.is_some() {
-                "moe.down_coop"
-            } else {
-                "moe.down_gemm"
-            },
-            pipeline.clone(),
-            &res,
-            groups,
-            owned(&params),
-        ));
+        let groups = [
+            d.div_ceil(tiles.outputs(false)) as u32,
+            m_blocks(tiles),
+            p.n_experts,
+        ];
+        out.push(Dispatch::new(ctx, label, pipeline.clone(), &res, groups, owned(&params)));
     }
 
     let params = ctx.params(&Params {

@@ -4,15 +4,23 @@
 //!
 //! Two kernels, one semantics: [`matvec`] for decode (1..=8 token rows, bandwidth-bound: threads
 //! stride along K in `vec4<u32>` weight words and reduce with `subgroupAdd` where usable, through
-//! workgroup memory otherwise) and [`gemm`] for prefill (64x64 tiles staged in workgroup memory).
-//! [`matmul`] picks one. A weight split into chunks gets one dispatch per chunk.
+//! workgroup memory otherwise) and [`gemm`] for prefill: the GEMM bodies shared with the MoE
+//! experts (portable 64x64 tiles, or cooperative matrices where the adapter has them), in their
+//! dense mode. [`matmul`] picks one. A weight split into chunks gets one dispatch per chunk. Which
+//! source a pipeline is built from is [`variant`]'s table.
+
+pub mod variant;
 
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::Format;
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight, WeightChunk};
 use std::sync::Arc;
 
-const BODY: &str = include_str!("../../shaders/matmul.wgsl");
+/// The dense mode: matvec, and the GEMM hooks (shaders/gemm.wgsl, shaders/gemm_coop.wgsl).
+pub(crate) const BODY: &str = include_str!("../../../shaders/matmul.wgsl");
+
+pub use variant::{coop_available, coop_enabled, coop_side, Mode, Tiles, Variant};
 
 crate::wgsl_struct! {
     pub(crate) struct Params {
@@ -48,16 +56,11 @@ crate::wgsl_consts! {
         /// matvec: the most output rows per workgroup, and accumulators per thread (ROWS * T).
         MAX_ROWS: u32 = 4,
         MAX_ACC: u32 = 16,
-        /// gemm: the output tile (BM tokens x BN outputs) and its K-step.
-        BM: u32 = 64,
-        BN: u32 = 64,
-        BK: u32 = 16,
     }
 }
 
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
-        W_DTYPE: u32 = 0,
         /// x rows start on 16-byte boundaries (x_stride % 4 == 0), so whole quads load as one vec4.
         X_VEC: bool = false,
         WG: u32 = 64,
@@ -66,6 +69,8 @@ crate::wgsl_overrides! {
         ROWS: u32 = 4,
         /// Reduction scratch: WG * ROWS * T floats for the tree, (WG / 4) * ROWS * T for subgroups.
         RED: u32 = 256,
+        /// gemm_coop's workgroup: NSG subgroups.
+        CWG: u32 = 128,
     }
 }
 
@@ -97,15 +102,14 @@ pub(crate) const INTERFACE: Interface = Interface {
     bindings: bind::ALL,
 };
 
-pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "matmul",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
+/// The source for weights of `format` that matvec and the portable gemm use.
+pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
+    Variant {
+        format,
+        mode: Mode::Dense,
+        tiles: Tiles::Portable,
     }
+    .compose()
 }
 
 /// The most token rows [`matvec`] takes; [`matmul`] switches to [`gemm`] above it.
@@ -262,10 +266,10 @@ fn matvec_impl(
         T: t as u32,
         ROWS: rows as u32,
         RED: red as u32,
-        ..common_constants(spec, x, w)
+        ..common_constants(spec, x)
     };
     let entry = if subgroups { "matvec_sg" } else { "matvec" };
-    let pipeline = ctx.pipeline(&ctx.shader(&compose()), entry, &consts.constants());
+    let pipeline = ctx.pipeline(&ctx.shader(&compose(w.format())), entry, &consts.constants());
     Ok(w.chunks
         .iter()
         .map(|chunk| {
@@ -274,12 +278,13 @@ fn matvec_impl(
                 store: n.store && chunk.first_row == 0,
                 ..n
             });
-            dispatch(ctx, entry, &pipeline, spec, x, w, chunk, bias, norm, y, groups)
+            dispatch(ctx, Entry::Matvec(entry), &pipeline, spec, x, w, chunk, bias, norm, y, groups)
         })
         .collect())
 }
 
-/// The prefill projection, for any number of token rows (tiled, edges masked).
+/// The prefill projection, for any number of token rows: on cooperative matrices where the adapter
+/// and the weight allow ([`coop_enabled`]), else on portable tiles (edges masked).
 pub fn gemm(
     ctx: &Context,
     spec: MatmulSpec,
@@ -288,17 +293,56 @@ pub fn gemm(
     bias: Option<&Weight>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let op = "gemm";
-    validate(ctx, op, spec, x, w, bias, y)?;
-    if super::gemm_coop::enabled(ctx, w) {
-        return super::gemm_coop::gemm_coop(ctx, spec, x, w, bias, y);
+    gemm_on(ctx, variant::tiles_for(ctx, w), spec, x, w, bias, y)
+}
+
+/// [`gemm`] on cooperative matrices (f16 inputs: x is rounded to f16 on its way into the tiles); an
+/// error where the adapter has none or the weight format cannot feed them.
+pub fn gemm_coop(
+    ctx: &Context,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    match coop_side(ctx) {
+        Some(cm) if coop_available(ctx, w) => gemm_on(ctx, Tiles::Coop(cm), spec, x, w, bias, y),
+        _ => Err(shape_err(
+            "gemm_coop",
+            "needs cooperative matrices, f16, subgroups and 16-bit weights",
+        )),
     }
-    let m_tiles = spec.tokens.div_ceil(BM as usize);
-    let consts = common_constants(spec, x, w);
-    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "gemm", &consts.constants());
+}
+
+fn gemm_on(
+    ctx: &Context,
+    tiles: Tiles,
+    spec: MatmulSpec,
+    x: &Tensor,
+    w: &Weight,
+    bias: Option<&Weight>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let v = Variant {
+        format: w.format(),
+        mode: Mode::Dense,
+        tiles,
+    };
+    let (op, entry) = match tiles {
+        Tiles::Portable => ("gemm", Entry::Gemm),
+        Tiles::Coop(_) => ("gemm_coop", Entry::GemmCoop),
+    };
+    validate(ctx, op, spec, x, w, bias, y)?;
+    let m_tiles = spec.tokens.div_ceil(tiles.block().rows as usize);
+    let consts = Consts {
+        CWG: tiles.workgroup(ctx),
+        ..common_constants(spec, x)
+    };
+    let pipeline = ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants());
     let mut out = Vec::with_capacity(w.chunks.len());
     for chunk in &w.chunks {
-        let n_tiles = (chunk.rows as usize).div_ceil(BN as usize);
+        let n_tiles = (chunk.rows as usize).div_ceil(tiles.outputs(false));
         let groups = m_tiles * n_tiles;
         let limit = ctx.caps.max_workgroups_per_dim as usize;
         if groups > limit * limit {
@@ -309,7 +353,7 @@ pub fn gemm(
         }
         out.push(dispatch(
             ctx,
-            op,
+            entry,
             &pipeline,
             spec,
             x,
@@ -345,18 +389,25 @@ fn x_vec4(spec: MatmulSpec, x: &Tensor) -> bool {
 }
 
 /// The specialisation both kernels share: what shapes their inner loops.
-fn common_constants(spec: MatmulSpec, x: &Tensor, w: &Weight) -> Consts {
+fn common_constants(spec: MatmulSpec, x: &Tensor) -> Consts {
     Consts {
-        W_DTYPE: w.dtype.code(),
         X_VEC: x_vec4(spec, x),
         ..Consts::default()
     }
 }
 
+/// Which entry point a dispatch runs: what it binds and how it is labelled.
+#[derive(Clone, Copy)]
+enum Entry {
+    Matvec(&'static str),
+    Gemm,
+    GemmCoop,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     ctx: &Context,
-    label: &str,
+    entry: Entry,
     pipeline: &Arc<wgpu::ComputePipeline>,
     spec: MatmulSpec,
     x: &Tensor,
@@ -373,7 +424,7 @@ fn dispatch(
         rows: chunk.rows,
         k: w.cols as u32,
         kw: kw as u32,
-        kw_full: (w.cols / w.dtype.elems_per_vec4()) as u32,
+        kw_full: (w.cols / w.format().elems_per_word) as u32,
         x_stride: spec.x_stride as u32,
         y_stride: spec.y_stride as u32,
         first_row: chunk.first_row,
@@ -400,16 +451,23 @@ fn dispatch(
     let mut res = vec![
         (bind::p, params.as_entire_binding()),
         (bind::x, x.binding()),
-        (bind::x4, x4),
         (bind::w, chunk.buffer.as_entire_binding()),
         (bind::bias, bias),
         (bind::y, y.binding()),
-        (bind::norm_w, norm_w),
     ];
-    // Only matvec has the prologue's normalised-rows output (gemm's layout lacks it).
-    if label.starts_with("matvec") {
-        res.push((bind::xn, normed));
-    }
+    // Only the portable kernels read x as vec4s and the prologue's weights, only matvec writes the
+    // normalised rows.
+    let label = match entry {
+        Entry::Matvec(name) => {
+            res.extend([(bind::x4, x4), (bind::norm_w, norm_w), (bind::xn, normed)]);
+            name
+        }
+        Entry::Gemm => {
+            res.extend([(bind::x4, x4), (bind::norm_w, norm_w)]);
+            "gemm"
+        }
+        Entry::GemmCoop => "gemm_coop",
+    };
     let label = format!("{label}[{}..{}]", chunk.first_row, chunk.first_row + chunk.rows);
     Dispatch::new(ctx, label, pipeline.clone(), &res, groups, vec![params.clone()])
 }
