@@ -16,6 +16,7 @@ use common::fixtures::{argmax, fixture, max_abs_diff, reference};
 use std::path::{Path, PathBuf};
 use wgmoe::model::gguf::{self, GgufFile, GgufSource, Value};
 use wgmoe::model::plan::LogitRows;
+use wgmoe::model::Model;
 use wgmoe::model::source::{SrcDType, TensorSource};
 
 fn data(name: &str) -> PathBuf {
@@ -467,7 +468,7 @@ fn smollm2_logits_and_greedy_answer() {
     let r = json("smollm2_reference.json");
     let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let t0 = std::time::Instant::now();
-    let model = gguf::load_gguf(ctx, &smollm2(), &|_, _| {}).unwrap();
+    let model = Model::load(ctx, &smollm2(), &|_, _| {}).unwrap();
     eprintln!("load: {:.1} s", t0.elapsed().as_secs_f32());
     let vocab = model.config.vocab;
     assert_eq!(vocab, r["vocab"].as_u64().unwrap() as usize);
@@ -812,7 +813,7 @@ fn gguf_bytes_parity(name: &str, model_type: &str, gguf: &[u8]) {
 fn load_temp_gguf(label: &str, bytes: &[u8], model_type: &str) -> wgmoe::model::Model {
     let p = write_temp(label, bytes);
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
+    let model = Model::load(ctx, &p, &|_, _| {});
     std::fs::remove_file(&p).ok();
     let model = model.unwrap_or_else(|e| panic!("{label}: {e}"));
     assert_eq!(model.config.model_type, model_type);
