@@ -870,27 +870,40 @@ fn fixture_olmoe_through_gguf() {
 /// GGUF model is compared with the fixture's safetensors loaded with `sliding_window` removed.
 #[test]
 fn fixture_mixtral_through_gguf() {
-    use wgmoe::model::{config::ModelConfig, safetensors::Safetensors};
-    let dir = fixture("mixtral");
-    let tokens = reference("mixtral").tokens;
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    use wgmoe::model::safetensors::Safetensors;
+    let mut cfg = fixture_config("mixtral");
     cfg["sliding_window"] = serde_json::Value::Null;
+    let st = Safetensors::open_dir(&fixture("mixtral")).unwrap();
+    let bytes = fixture_to_gguf("mixtral", "llama");
+    gguf_matches_source("mixtral", &cfg, &st, &bytes, "mixtral", "mixtral through GGUF");
+}
+
+/// The GGUF `bytes` (which must map to `model_type`) against the fixture `name` loaded with the
+/// config `cfg` and the weights of `src`: the same weights through the same kernels, so the
+/// logits of the fixture's prompt must agree to rounding noise (1e-5). `what` names the check.
+fn gguf_matches_source(
+    name: &str,
+    cfg: &serde_json::Value,
+    src: &dyn TensorSource,
+    bytes: &[u8],
+    model_type: &str,
+    what: &str,
+) {
+    let tokens = reference(name).tokens;
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let config = ModelConfig::from_value(&cfg, "mixtral/config.json").unwrap();
-    let st = Safetensors::open_dir(&dir).unwrap();
-    let want = Model::from_source(ctx, config, &st, &|_, _| {})
+    let config = wgmoe::model::config::ModelConfig::from_value(cfg, &format!("{name}/config.json")).unwrap();
+    let want = Model::from_source(ctx, config, src, &|_, _| {})
         .unwrap()
         .session(64)
         .forward(&tokens, LogitRows::All)
         .unwrap();
-
-    let model = load_temp_gguf("fixture-mixtral", &fixture_to_gguf("mixtral", "llama"), "mixtral");
+    let model = load_temp_gguf(&format!("fixture-{name}-{}", bytes.len()), bytes, model_type);
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
+    assert_eq!(got.len(), want.len());
     let err = max_abs_diff(&got, &want);
     assert!(
         err <= 1e-5,
-        "mixtral through GGUF vs safetensors: max |logit error| {err}"
+        "{what} vs the same weights from safetensors: max |logit error| {err}"
     );
 }
 
@@ -1385,11 +1398,9 @@ impl TensorSource for Overlay {
 /// reference here.
 #[test]
 fn fixture_gpt_oss_mxfp4_through_gguf() {
-    use wgmoe::model::{config::ModelConfig, safetensors::Safetensors};
+    use wgmoe::model::safetensors::Safetensors;
     let (bytes, deq) = gpt_oss_to_gguf(true);
     assert!(deq.iter().all(|(g, d)| !g.is_empty() && !d.is_empty()));
-    let dir = fixture("gpt_oss");
-    let tokens = reference("gpt_oss").tokens;
     let cfg = fixture_config("gpt_oss");
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
     let (e, d, i_) = (u("num_local_experts"), u("hidden_size"), u("intermediate_size"));
@@ -1409,17 +1420,9 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
         extra.insert(format!("{p}.down_proj"), (vec![e, i_, d], bf16(dn)));
     }
     let overlay = Overlay {
-        base: Safetensors::open_dir(&dir).unwrap(),
+        base: Safetensors::open_dir(&fixture("gpt_oss")).unwrap(),
         extra,
     };
-    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let config = ModelConfig::from_value(&cfg, "gpt_oss/config.json").unwrap();
-    let want = Model::from_source(ctx, config, &overlay, &|_, _| {})
-        .unwrap()
-        .session(64)
-        .forward(&tokens, LogitRows::All)
-        .unwrap();
-
     // The GGUF serves exactly those dequantised experts, in bf16.
     let p = write_temp("fixture-gpt-oss-mxfp4", &bytes);
     let src = GgufSource::open(&p).unwrap();
@@ -1431,14 +1434,7 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     }
     drop(src);
     std::fs::remove_file(&p).ok();
-    let model = load_temp_gguf("fixture-gpt-oss-mxfp4", &bytes, "gpt_oss");
-    let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
-    assert_eq!(got.len(), want.len());
-    let err = max_abs_diff(&got, &want);
-    assert!(
-        err <= 1e-5,
-        "gpt-oss MXFP4 GGUF vs the same weights from safetensors: max |logit error| {err}"
-    );
+    gguf_matches_source("gpt_oss", &cfg, &overlay, &bytes, "gpt_oss", "gpt-oss MXFP4 GGUF");
 }
 
 /// Random corruption of the header, metadata and tensor table of the DeepSeek (split k_b / v_b)
