@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use wgmoe::model::gguf::{self, GgufFile, GgufSource, Value};
 use wgmoe::model::plan::LogitRows;
 use wgmoe::model::source::{SrcDType, TensorSource};
+use wgmoe::model::Model;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -113,6 +114,81 @@ fn permutation_matches_convert_and_round_trips() {
             p[g * row_bytes..(g + 1) * row_bytes],
             x[hf * row_bytes..(hf + 1) * row_bytes]
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp's tensor names
+// ---------------------------------------------------------------------------------------------
+
+/// The library's name map both ways, on names as convert_hf_to_gguf writes them (gguf-py's
+/// `tensor_mapping`) for every model type whose names differ; the fixture tests below then use
+/// `hf_to_gguf` to write their GGUF files. Rows: model type, transformers name, GGUF name, and for
+/// one expert of a stacked tensor, the expert.
+#[test]
+fn tensor_names_both_ways() {
+    const BOTH_WAYS: &str = "
+        llama model.embed_tokens.weight token_embd.weight
+        llama model.norm.weight output_norm.weight
+        llama lm_head.weight output.weight
+        llama model.layers.3.self_attn.q_proj.weight blk.3.attn_q.weight
+        llama model.layers.0.self_attn.o_proj.weight blk.0.attn_output.weight
+        llama model.layers.0.input_layernorm.weight blk.0.attn_norm.weight
+        llama model.layers.0.post_attention_layernorm.weight blk.0.ffn_norm.weight
+        llama model.layers.12.mlp.down_proj.weight blk.12.ffn_down.weight
+        qwen2 model.layers.0.self_attn.v_proj.bias blk.0.attn_v.bias
+        qwen3 model.layers.1.self_attn.k_norm.weight blk.1.attn_k_norm.weight
+        mixtral model.layers.2.block_sparse_moe.gate.weight blk.2.ffn_gate_inp.weight
+        mixtral model.layers.2.block_sparse_moe.experts.5.w3.weight blk.2.ffn_up_exps.weight 5
+        qwen3_moe model.layers.0.mlp.gate.weight blk.0.ffn_gate_inp.weight
+        qwen3_moe model.layers.0.mlp.experts.17.down_proj.weight blk.0.ffn_down_exps.weight 17
+        qwen2_moe model.layers.0.mlp.shared_expert.gate_proj.weight blk.0.ffn_gate_shexp.weight
+        qwen2_moe model.layers.0.mlp.shared_expert_gate.weight blk.0.ffn_gate_inp_shexp.weight
+        deepseek_v3 model.layers.1.mlp.shared_experts.up_proj.weight blk.1.ffn_up_shexp.weight
+        deepseek_v3 model.layers.1.mlp.gate.e_score_correction_bias blk.1.exp_probs_b.bias
+        deepseek_v2 model.layers.0.self_attn.kv_a_proj_with_mqa.weight blk.0.attn_kv_a_mqa.weight
+        deepseek_v2 model.layers.0.self_attn.q_a_layernorm.weight blk.0.attn_q_a_norm.weight
+        deepseek_v2 model.layers.0.self_attn.kv_b_proj.weight blk.0.attn_kv_b.weight
+        gpt_oss model.layers.0.post_attention_layernorm.weight blk.0.post_attention_norm.weight
+        gpt_oss model.layers.0.mlp.router.bias blk.0.ffn_gate_inp.bias
+        gpt_oss model.layers.0.self_attn.sinks blk.0.attn_sinks.weight";
+    for row in BOTH_WAYS.trim().lines() {
+        let w: Vec<&str> = row.split_whitespace().collect();
+        let (model_type, hf, g) = (w[0], w[1], w[2]);
+        let expert: Option<usize> = w.get(3).map(|e| e.parse().unwrap());
+        assert_eq!(gguf::hf_to_gguf(hf, model_type), Some((g.to_string(), expert)), "{row}");
+        let back = match expert {
+            Some(e) => hf.replace(&format!(".experts.{e}."), ".experts.{e}."),
+            None => hf.to_string(),
+        };
+        assert_eq!(gguf::gguf_to_hf(g, model_type), Some(back), "{row}");
+    }
+    // Read, never written: the other pre-FFN norm name, older per-expert tensors, `attn_sinks`
+    // without its suffix.
+    const READ_ONLY: &str = "
+        llama blk.0.post_attention_norm.weight model.layers.0.post_attention_layernorm.weight
+        gpt_oss blk.0.ffn_norm.weight model.layers.0.post_attention_layernorm.weight
+        mixtral blk.1.ffn_gate.6.weight model.layers.1.block_sparse_moe.experts.6.w1.weight
+        olmoe blk.1.ffn_down.2.weight model.layers.1.mlp.experts.2.down_proj.weight
+        gpt_oss blk.4.attn_sinks model.layers.4.self_attn.sinks";
+    for row in READ_ONLY.trim().lines() {
+        let w: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(gguf::gguf_to_hf(w[1], w[0]).as_deref(), Some(w[2]), "{row}");
+    }
+    for g in [
+        "blk.x.attn_q.weight",
+        "blk.0.attn_q",
+        "blk.0.ffn_gate.x.weight",
+        "rope_freqs.weight",
+    ] {
+        assert_eq!(gguf::gguf_to_hf(g, "llama"), None, "{g}");
+    }
+    for hf in [
+        "model.layers.0.mlp.experts.x.gate_proj.weight",
+        "model.rotary_emb.inv_freq",
+        "lm_head.bias",
+    ] {
+        assert_eq!(gguf::hf_to_gguf(hf, "qwen3_moe"), None, "{hf}");
     }
 }
 
@@ -300,6 +376,42 @@ fn open_err(label: &str, bytes: &[u8]) -> String {
     msg
 }
 
+/// xorshift64: the tests' reproducible random numbers.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// Write `bytes` to `p` and, if they open as a GGUF source, read all it offers: every tensor, the
+/// config and the tokenizer. Errors are fine; a panic fails the test.
+fn exercise(p: &Path, bytes: &[u8]) {
+    std::fs::write(p, bytes).unwrap();
+    if let Ok(src) = GgufSource::open(p) {
+        for n in src.names() {
+            let _ = src.get(&n).map(|t| t.to_f32());
+        }
+        let _ = src.config();
+        let _ = src.tokenizer_parts();
+    }
+}
+
+/// [`exercise`] `rounds` copies of `good`, each with 1 to `most` random bytes among its first
+/// `span` replaced.
+fn exercise_corrupted(p: &Path, good: &[u8], span: usize, rounds: usize, most: u64, rand: &mut impl FnMut() -> u64) {
+    for _ in 0..rounds {
+        let mut bad = good.to_vec();
+        for _ in 0..1 + rand() % most {
+            let at = (rand() as usize) % span;
+            bad[at] = rand() as u8;
+        }
+        exercise(p, &bad);
+    }
+}
+
 #[test]
 fn bad_files_are_errors_naming_the_file() {
     let good = std::fs::read(data("tiny.gguf")).unwrap();
@@ -359,33 +471,10 @@ fn corrupted_files_never_panic() {
     let good = std::fs::read(data("tiny.gguf")).unwrap();
     let data_start = GgufFile::open(&data("tiny.gguf")).unwrap().data_start;
     let p = std::env::temp_dir().join(format!("wgmoe-gguf-test-{}-fuzz.gguf", std::process::id()));
-    let exercise = |bytes: &[u8]| {
-        std::fs::write(&p, bytes).unwrap();
-        if let Ok(src) = GgufSource::open(&p) {
-            for n in src.names() {
-                let _ = src.get(&n).map(|t| t.to_f32());
-            }
-            let _ = src.config();
-            let _ = src.tokenizer_parts();
-        }
-    };
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for _ in 0..3000 {
-        let mut bad = good.clone();
-        for _ in 0..1 + rand() % 4 {
-            let at = (rand() as usize) % data_start;
-            bad[at] = rand() as u8;
-        }
-        exercise(&bad);
-    }
+    let mut rand = xorshift(0x9E37_79B9_7F4A_7C15);
+    exercise_corrupted(&p, &good, data_start, 3000, 4, &mut rand);
     for len in (0..data_start).step_by(7) {
-        exercise(&good[..len]);
+        exercise(&p, &good[..len]);
     }
     std::fs::remove_file(&p).ok();
 }
@@ -467,7 +556,7 @@ fn smollm2_logits_and_greedy_answer() {
     let r = json("smollm2_reference.json");
     let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let t0 = std::time::Instant::now();
-    let model = gguf::load_gguf(ctx, &smollm2(), &|_, _| {}).unwrap();
+    let model = Model::load(ctx, &smollm2(), &|_, _| {}).unwrap();
     eprintln!("load: {:.1} s", t0.elapsed().as_secs_f32());
     let vocab = model.config.vocab;
     assert_eq!(vocab, r["vocab"].as_u64().unwrap() as usize);
@@ -642,82 +731,45 @@ impl Writer {
 /// Experts per stacked GGUF tensor name: (expert, shape, values).
 type Stacks = std::collections::BTreeMap<String, Vec<(usize, Vec<usize>, Vec<f32>)>>;
 
-/// llama.cpp's name for a transformers tensor (convert_hf_to_gguf / gguf-py tensor_mapping).
-fn gguf_name(hf: &str) -> Option<String> {
-    match hf {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
+fn fixture_config(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap()
+}
+
+/// The fixture's tensors as f32 under llama.cpp's names (the library's `hf_to_gguf`), in name
+/// order, each projection's experts stacked into one `[E, rows, cols]` tensor after the rest, as
+/// convert_hf_to_gguf lays them out: `(GGUF name, row-major shape, values)`.
+fn fixture_tensors(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    use wgmoe::model::safetensors::Safetensors;
+    let cfg = fixture_config(name);
+    let model_type = cfg["model_type"].as_str().unwrap();
+    let st = Safetensors::open_dir(&fixture(name)).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let (mut tensors, mut stacks) = (Vec::new(), Stacks::default());
+    for hf in names {
+        let t = st.get(&hf).unwrap();
+        let values = t.to_f32().unwrap();
+        let (g, expert) = gguf::hf_to_gguf(&hf, model_type).unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"));
+        match expert {
+            Some(e) => stacks.entry(g).or_default().push((e, t.shape.clone(), values)),
+            None => tensors.push((g, t.shape.clone(), values)),
+        }
     }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, name) = rest.split_once('.')?;
-    let (base, kind) = name.rsplit_once('.')?;
-    let g = match base {
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        // convert_hf_to_gguf renames `e_score_correction_bias` to `e_score_correction.bias`.
-        "mlp.gate" if kind == "e_score_correction_bias" => return Some(format!("blk.{layer}.exp_probs_b.bias")),
-        "mlp.gate" => "ffn_gate_inp",
-        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
-        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
-        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
-        "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
-        // DeepSeek (tensor_mapping.py: deepseek2).
-        "self_attn.q_a_proj" => "attn_q_a",
-        "self_attn.q_a_layernorm" => "attn_q_a_norm",
-        "self_attn.q_b_proj" => "attn_q_b",
-        "self_attn.kv_a_proj_with_mqa" => "attn_kv_a_mqa",
-        "self_attn.kv_a_layernorm" => "attn_kv_a_norm",
-        "self_attn.kv_b_proj" => "attn_kv_b",
-        "mlp.shared_experts.gate_proj" => "ffn_gate_shexp",
-        "mlp.shared_experts.up_proj" => "ffn_up_shexp",
-        "mlp.shared_experts.down_proj" => "ffn_down_shexp",
-        // gpt-oss: `sinks` gets a `.weight` suffix; its pre-FFN norm is ATTN_POST_NORM.
-        "self_attn" if kind == "sinks" => return Some(format!("blk.{layer}.attn_sinks.weight")),
-        "mlp.router" => "ffn_gate_inp",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}.{kind}"))
+    for (g, mut parts) in stacks {
+        parts.sort_by_key(|p| p.0);
+        let shape = vec![parts.len(), parts[0].1[0], parts[0].1[1]];
+        tensors.push((g, shape, parts.into_iter().flat_map(|p| p.2).collect()));
+    }
+    tensors
 }
 
 /// Convert a fixture folder to a GGUF file the way convert_hf_to_gguf lays one out.
 fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
-    use wgmoe::model::safetensors::Safetensors;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("kernels-tests/fixtures")
-        .join(name);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg = fixture_config(name);
     let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
-    let st = Safetensors::open_dir(&dir).unwrap();
     let mut w = Writer::new();
-    w.meta("general.architecture", Meta::Str(arch));
+    common_meta(&mut w, &cfg, arch, u("num_key_value_heads"));
     let k = |s: &str| format!("{arch}.{s}");
-    w.meta(&k("block_count"), Meta::U32(u("num_hidden_layers")));
-    w.meta(&k("context_length"), Meta::U32(u("max_position_embeddings")));
-    w.meta(&k("embedding_length"), Meta::U32(u("hidden_size")));
-    w.meta(&k("feed_forward_length"), Meta::U32(u("intermediate_size")));
-    w.meta(&k("attention.head_count"), Meta::U32(u("num_attention_heads")));
-    w.meta(&k("attention.head_count_kv"), Meta::U32(u("num_key_value_heads")));
-    w.meta(
-        &k("attention.layer_norm_rms_epsilon"),
-        Meta::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
-    );
-    w.meta(
-        &k("rope.freq_base"),
-        Meta::F32(cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32),
-    );
-    w.meta(&k("vocab_size"), Meta::U32(u("vocab_size")));
     if cfg["head_dim"].is_u64() {
         w.meta(&k("attention.key_length"), Meta::U32(u("head_dim")));
         w.meta(&k("attention.value_length"), Meta::U32(u("head_dim")));
@@ -744,32 +796,7 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
         w.meta(&k("attention.clamp_kqv"), Meta::F32(c as f32));
     }
     let (heads, kv_heads) = (u("num_attention_heads") as usize, u("num_key_value_heads") as usize);
-    let mut names = st.names();
-    names.sort();
-    let mut stacks = Stacks::default();
-    for hf in names {
-        let t = st.get(&hf).unwrap();
-        let mut values = t.to_f32().unwrap();
-        let shape = t.shape.clone();
-        // Experts: model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight -> blk.N.ffn_*_exps.
-        let hf = hf.replace(".block_sparse_moe.", ".mlp.");
-        if let Some(pos) = hf.find(".mlp.experts.") {
-            let layer = hf["model.layers.".len()..pos].to_string();
-            let rest = &hf[pos + ".mlp.experts.".len()..];
-            let (e, proj) = rest.split_once('.').unwrap();
-            let g = match proj {
-                "gate_proj.weight" | "w1.weight" => "ffn_gate_exps",
-                "up_proj.weight" | "w3.weight" => "ffn_up_exps",
-                "down_proj.weight" | "w2.weight" => "ffn_down_exps",
-                other => panic!("{other}"),
-            };
-            stacks
-                .entry(format!("blk.{layer}.{g}.weight"))
-                .or_default()
-                .push((e.parse().unwrap(), shape, values));
-            continue;
-        }
-        let g = gguf_name(&hf).unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"));
+    for (g, shape, mut values) in fixture_tensors(name) {
         if arch == "llama" && (g.contains(".attn_q.") || g.contains(".attn_k.")) {
             let n_head = if g.contains(".attn_q.") { heads } else { kv_heads };
             let rows = shape[0];
@@ -784,11 +811,6 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
             shape
         };
         w.tensor(&g, &shape, values);
-    }
-    for (g, mut parts) in stacks {
-        parts.sort_by_key(|p| p.0);
-        let shape = [parts.len(), parts[0].1[0], parts[0].1[1]];
-        w.tensor(&g, &shape, parts.into_iter().flat_map(|p| p.2).collect());
     }
     w.bytes()
 }
@@ -812,7 +834,7 @@ fn gguf_bytes_parity(name: &str, model_type: &str, gguf: &[u8]) {
 fn load_temp_gguf(label: &str, bytes: &[u8], model_type: &str) -> wgmoe::model::Model {
     let p = write_temp(label, bytes);
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let model = gguf::load_gguf(ctx, &p, &|_, _| {});
+    let model = Model::load(ctx, &p, &|_, _| {});
     std::fs::remove_file(&p).ok();
     let model = model.unwrap_or_else(|e| panic!("{label}: {e}"));
     assert_eq!(model.config.model_type, model_type);
@@ -848,26 +870,40 @@ fn fixture_olmoe_through_gguf() {
 /// GGUF model is compared with the fixture's safetensors loaded with `sliding_window` removed.
 #[test]
 fn fixture_mixtral_through_gguf() {
-    use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
-    let dir = fixture("mixtral");
-    let tokens = reference("mixtral").tokens;
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    use wgmoe::model::safetensors::Safetensors;
+    let mut cfg = fixture_config("mixtral");
     cfg["sliding_window"] = serde_json::Value::Null;
+    let st = Safetensors::open_dir(&fixture("mixtral")).unwrap();
+    let bytes = fixture_to_gguf("mixtral", "llama");
+    gguf_matches_source("mixtral", &cfg, &st, &bytes, "mixtral", "mixtral through GGUF");
+}
+
+/// The GGUF `bytes` (which must map to `model_type`) against the fixture `name` loaded with the
+/// config `cfg` and the weights of `src`: the same weights through the same kernels, so the
+/// logits of the fixture's prompt must agree to rounding noise (1e-5). `what` names the check.
+fn gguf_matches_source(
+    name: &str,
+    cfg: &serde_json::Value,
+    src: &dyn TensorSource,
+    bytes: &[u8],
+    model_type: &str,
+    what: &str,
+) {
+    let tokens = reference(name).tokens;
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let config = ModelConfig::from_value(&cfg, "mixtral/config.json").unwrap();
-    let w = weights::load(&ctx, &config, &Safetensors::open_dir(&dir).unwrap(), &|_, _| {}).unwrap();
-    let want = Model::new(ctx, config, w)
+    let config = wgmoe::model::config::ModelConfig::from_value(cfg, &format!("{name}/config.json")).unwrap();
+    let want = Model::from_source(ctx, config, src, &|_, _| {})
+        .unwrap()
         .session(64)
         .forward(&tokens, LogitRows::All)
         .unwrap();
-
-    let model = load_temp_gguf("fixture-mixtral", &fixture_to_gguf("mixtral", "llama"), "mixtral");
+    let model = load_temp_gguf(&format!("fixture-{name}-{}", bytes.len()), bytes, model_type);
     let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
+    assert_eq!(got.len(), want.len());
     let err = max_abs_diff(&got, &want);
     assert!(
         err <= 1e-5,
-        "mixtral through GGUF vs safetensors: max |logit error| {err}"
+        "{what} vs the same weights from safetensors: max |logit error| {err}"
     );
 }
 
@@ -922,10 +958,6 @@ fn dequant_mxfp4_block() {
     assert_eq!(gguf::dequantize(gguf::GGML_MXFP4, &b).unwrap(), out);
 }
 
-fn fixture_config(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap()
-}
-
 /// The metadata every TextModel writes (convert_hf_to_gguf `TextModel.set_gguf_parameters`).
 fn common_meta(w: &mut Writer, cfg: &serde_json::Value, arch: &str, kv_heads: u32) {
     let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
@@ -954,8 +986,6 @@ fn common_meta(w: &mut Writer, cfg: &serde_json::Value, arch: &str, kv_heads: u3
 /// expert_gating_func and group counts); otherwise the older layout (`attn_kv_b` whole,
 /// key_length dn + dr, no gating key: softmax by default).
 fn deepseek_to_gguf(name: &str, split_kv_b: bool) -> Vec<u8> {
-    use wgmoe::model::safetensors::Safetensors;
-    use wgmoe::model::source::TensorSource;
     let cfg = fixture_config(name);
     let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
     let (h, r, dn, dr, dv) = (
@@ -1019,30 +1049,7 @@ fn deepseek_to_gguf(name: &str, split_kv_b: bool) -> Vec<u8> {
         );
     }
 
-    let st = Safetensors::open_dir(&fixture(name)).unwrap();
-    let mut names = st.names();
-    names.sort();
-    let mut stacks = Stacks::default();
-    for hf in names {
-        let t = st.get(&hf).unwrap();
-        let values = t.to_f32().unwrap();
-        let shape = t.shape.clone();
-        if let Some(pos) = hf.find(".mlp.experts.") {
-            let layer = &hf["model.layers.".len()..pos];
-            let (e, proj) = hf[pos + ".mlp.experts.".len()..].split_once('.').unwrap();
-            let g = match proj {
-                "gate_proj.weight" => "ffn_gate_exps",
-                "up_proj.weight" => "ffn_up_exps",
-                "down_proj.weight" => "ffn_down_exps",
-                other => panic!("{other}"),
-            };
-            stacks
-                .entry(format!("blk.{layer}.{g}.weight"))
-                .or_default()
-                .push((e.parse().unwrap(), shape, values));
-            continue;
-        }
-        let g = gguf_name(&hf).unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"));
+    for (g, shape, values) in fixture_tensors(name) {
         if split_kv_b && g.ends_with(".attn_kv_b.weight") {
             // kv_b.view(H, dn + dv, r); k_b, v_b = split([dn, dv], dim=1); k_b.transpose(1, 2).
             let (h, r, dn, dv) = (h as usize, r as usize, dn as usize, dv as usize);
@@ -1062,11 +1069,6 @@ fn deepseek_to_gguf(name: &str, split_kv_b: bool) -> Vec<u8> {
             continue;
         }
         w.tensor(&g, &shape, values);
-    }
-    for (g, mut parts) in stacks {
-        parts.sort_by_key(|p| p.0);
-        let shape = [parts.len(), parts[0].1[0], parts[0].1[1]];
-        w.tensor(&g, &shape, parts.into_iter().flat_map(|p| p.2).collect());
     }
     w.bytes()
 }
@@ -1187,7 +1189,7 @@ fn hf_mxfp4_dequantise(blocks: &[u8], scales: &[u8]) -> Vec<f32> {
 
 /// convert_hf_to_gguf `GptOssModel.transform_nibble_layout` on one 16-byte block, step by step.
 fn transform_nibble_layout(b: &[u8]) -> Vec<u8> {
-    let swap = |x: u8| (x << 4) | (x >> 4);
+    let swap = |x: u8| x.rotate_left(4);
     let t: Vec<u8> = b.iter().map(|&x| swap(x)).collect();
     let (a, bb) = t.split_at(8);
     let mut out = vec![0u8; 16];
@@ -1327,9 +1329,10 @@ fn gpt_oss_to_gguf(mxfp4: bool) -> (Vec<u8>, Vec<(Vec<f32>, Vec<f32>)>) {
             }
             continue;
         }
-        let g = gguf_name(&hf)
-            .unwrap_or_else(|| panic!("{name}: no GGUF name for {hf}"))
-            .replace(".ffn_norm.", ".post_attention_norm.");
+        let g = match gguf::hf_to_gguf(&hf, "gpt_oss") {
+            Some((g, None)) => g,
+            other => panic!("{name}: GGUF name of {hf}: {other:?}"),
+        };
         w.tensor(&g, &shape, values);
     }
     (w.bytes(), dequantised)
@@ -1395,11 +1398,9 @@ impl TensorSource for Overlay {
 /// reference here.
 #[test]
 fn fixture_gpt_oss_mxfp4_through_gguf() {
-    use wgmoe::model::{config::ModelConfig, safetensors::Safetensors, weights, Model};
+    use wgmoe::model::safetensors::Safetensors;
     let (bytes, deq) = gpt_oss_to_gguf(true);
     assert!(deq.iter().all(|(g, d)| !g.is_empty() && !d.is_empty()));
-    let dir = fixture("gpt_oss");
-    let tokens = reference("gpt_oss").tokens;
     let cfg = fixture_config("gpt_oss");
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
     let (e, d, i_) = (u("num_local_experts"), u("hidden_size"), u("intermediate_size"));
@@ -1419,17 +1420,9 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
         extra.insert(format!("{p}.down_proj"), (vec![e, i_, d], bf16(dn)));
     }
     let overlay = Overlay {
-        base: Safetensors::open_dir(&dir).unwrap(),
+        base: Safetensors::open_dir(&fixture("gpt_oss")).unwrap(),
         extra,
     };
-    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let config = ModelConfig::from_value(&cfg, "gpt_oss/config.json").unwrap();
-    let w = weights::load(&ctx, &config, &overlay, &|_, _| {}).unwrap();
-    let want = Model::new(ctx, config, w)
-        .session(64)
-        .forward(&tokens, LogitRows::All)
-        .unwrap();
-
     // The GGUF serves exactly those dequantised experts, in bf16.
     let p = write_temp("fixture-gpt-oss-mxfp4", &bytes);
     let src = GgufSource::open(&p).unwrap();
@@ -1441,14 +1434,7 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     }
     drop(src);
     std::fs::remove_file(&p).ok();
-    let model = load_temp_gguf("fixture-gpt-oss-mxfp4", &bytes, "gpt_oss");
-    let got = model.session(64).forward(&tokens, LogitRows::All).unwrap();
-    assert_eq!(got.len(), want.len());
-    let err = max_abs_diff(&got, &want);
-    assert!(
-        err <= 1e-5,
-        "gpt-oss MXFP4 GGUF vs the same weights from safetensors: max |logit error| {err}"
-    );
+    gguf_matches_source("gpt_oss", &cfg, &overlay, &bytes, "gpt_oss", "gpt-oss MXFP4 GGUF");
 }
 
 /// Random corruption of the header, metadata and tensor table of the DeepSeek (split k_b / v_b)
@@ -1460,30 +1446,11 @@ fn corrupted_deepseek_and_gpt_oss_files_never_panic() {
         ("ds", deepseek_to_gguf("deepseek_v3", true)),
         ("oss", gpt_oss_to_gguf(true).0),
     ];
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rand = xorshift(0x2545_F491_4F6C_DD1D);
     for (label, good) in files {
         let p = write_temp(&format!("fuzz-{label}"), &good);
         let data_start = GgufFile::open(&p).unwrap().data_start;
-        for _ in 0..600 {
-            let mut bad = good.clone();
-            for _ in 0..1 + rand() % 3 {
-                let at = (rand() as usize) % data_start;
-                bad[at] = rand() as u8;
-            }
-            std::fs::write(&p, &bad).unwrap();
-            if let Ok(src) = GgufSource::open(&p) {
-                for n in src.names() {
-                    let _ = src.get(&n).map(|t| t.to_f32());
-                }
-                let _ = src.config();
-            }
-        }
+        exercise_corrupted(&p, &good, data_start, 600, 3, &mut rand);
         std::fs::remove_file(&p).ok();
     }
 }
@@ -1730,31 +1697,10 @@ fn truncated_kquant_tensors_are_errors() {
     assert!(gguf::dequantize(16, &raw[..66]).is_none(), "IQ2_XXS has no dequantiser");
 
     let p = write_temp("kquant-fuzz", &good);
-    let exercise = |bytes: &[u8]| {
-        std::fs::write(&p, bytes).unwrap();
-        if let Ok(src) = GgufSource::open(&p) {
-            for n in src.names() {
-                let _ = src.get(&n).map(|t| t.to_f32());
-            }
-        }
-    };
-    let mut state = 0x6A09_E667_F3BC_C908u64;
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for _ in 0..1500 {
-        let mut bad = good.clone();
-        for _ in 0..1 + rand() % 3 {
-            let at = (rand() as usize) % f.data_start;
-            bad[at] = rand() as u8;
-        }
-        exercise(&bad);
-    }
+    let mut rand = xorshift(0x6A09_E667_F3BC_C908);
+    exercise_corrupted(&p, &good, f.data_start, 1500, 3, &mut rand);
     for len in (0..good.len()).step_by(13) {
-        exercise(&good[..len]);
+        exercise(&p, &good[..len]);
     }
     std::fs::remove_file(&p).ok();
 }
@@ -1764,15 +1710,8 @@ fn truncated_kquant_tensors_are_errors() {
 fn large_tensors_dequantise_the_same_on_many_threads() {
     for (ty, block) in [(gguf::GGML_Q8_0, 34usize), (gguf::GGML_Q4_K, 144)] {
         let blocks = (5 << 20) / block + 7;
-        let mut state = 0x1234_5678_9abc_def0u64 ^ ty as u64;
-        let mut bytes: Vec<u8> = (0..blocks * block)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let mut rand = xorshift(0x1234_5678_9abc_def0u64 ^ ty as u64);
+        let mut bytes: Vec<u8> = (0..blocks * block).map(|_| rand() as u8).collect();
         // Keep every block's f16 scales finite: clearing bits of the high byte keeps the exponent
         // below f16's all-ones (d at bytes 0-1; Q4_K also dmin at 2-3).
         for b in bytes.chunks_mut(block) {

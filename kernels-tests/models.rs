@@ -125,7 +125,7 @@ fn deepseek_v3_bf16() {
 #[test]
 fn sampling_is_seeded_and_stops() {
     let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
-    let model = Model::load_dir(ctx, &fixture("qwen3_moe"), &|_, _| {}).unwrap();
+    let model = Model::load(ctx, &fixture("qwen3_moe"), &|_, _| {}).unwrap();
     let prompt = reference("qwen3_moe").prompt;
     let run = |seed: u64, stop: Vec<u32>| {
         let opts = GenerateOptions {
@@ -156,7 +156,7 @@ fn sampling_is_seeded_and_stops() {
 #[test]
 fn bad_requests_are_errors() {
     let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
-    let model = Model::load_dir(ctx, &fixture("llama"), &|_, _| {}).unwrap();
+    let model = Model::load(ctx, &fixture("llama"), &|_, _| {}).unwrap();
     let mut s = model.session(8);
     let e = s.forward(&[1, 2, 128], LogitRows::Last).unwrap_err().to_string();
     assert!(e.contains("128") && e.contains("vocabulary"), "{e}");
@@ -177,7 +177,7 @@ fn generation_continues_after_max_tokens() {
     for name in ["qwen3_moe", "gpt_oss"] {
         let r = reference(name);
         let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
-        let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap();
+        let model = Model::load(ctx, &fixture(name), &|_, _| {}).unwrap();
         let mut s = model.session_with(64, KvDtype::F32);
         let opts = |n| GenerateOptions {
             max_new_tokens: n,
@@ -215,7 +215,7 @@ fn portable_limits_run_every_architecture() {
     for name in names {
         let r = reference(name);
         let ctx = common::portable_context();
-        let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = Model::load(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = model
             .session_with(64, KvDtype::F32)
             .forward(&r.tokens, LogitRows::All)
@@ -231,7 +231,7 @@ fn portable_limits_run_every_architecture() {
 fn oversized_buffers_are_clear_errors() {
     let ctx = common::portable_context();
     let limit = ctx.caps.max_storage_binding;
-    let model = Model::load_dir(ctx, &fixture("llama"), &|_, _| {}).unwrap();
+    let model = Model::load(ctx, &fixture("llama"), &|_, _| {}).unwrap();
     let per_position = (model.config.kv_heads * model.config.head_dim * 4) as u64;
     let too_long = (limit / per_position + 1) as usize;
     let e = model

@@ -174,7 +174,7 @@ fn truncated_mxfp4_scales_are_an_error() {
     assert_names(&e, &[t, "model.safetensors", "[4, 64, 1]", "[4, 64, 2]"]);
     // The same through the model loader (needs an adapter; lavapipe does).
     if let Ok(ctx) = wgmoe::gpu::Context::from_env() {
-        let e = Model::load_dir(ctx, &dir, &|_, _| {})
+        let e = Model::load(ctx, &dir, &|_, _| {})
             .err()
             .expect("loaded a malformed checkpoint")
             .to_string();
@@ -221,7 +221,7 @@ fn missing_fp8_scale_is_an_error() {
     let e = get_err(&dir, w);
     assert_names(&e, &[w, "weight_scale_inv", "model.safetensors", "missing"]);
     if let Ok(ctx) = wgmoe::gpu::Context::from_env() {
-        let e = Model::load_dir(ctx, &dir, &|_, _| {})
+        let e = Model::load(ctx, &dir, &|_, _| {})
             .err()
             .expect("loaded a malformed checkpoint")
             .to_string();

@@ -67,7 +67,7 @@ pub fn parity(name: &str, bound: f32) {
 pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
     let r = reference(name);
     let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
-    let model = Model::load_dir(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = Model::load(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
     let vocab = model.config.vocab;
     let t = r.tokens.len();
 

@@ -1,5 +1,6 @@
 //! Checkpoints to models: the config, the weights, the forward plan and the KV cache.
 
+pub mod checkpoint;
 pub mod config;
 pub mod gguf;
 pub mod plan;
@@ -13,8 +14,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 pub use crate::kernels::attention::KvDtype;
 use crate::kernels::{self, step};
+pub use checkpoint::tokenizer_for;
 use config::ModelConfig;
 use plan::{KvCache, LogitRows, Plan, PlanIo};
+use source::TensorSource;
 use std::collections::HashMap;
 use std::path::Path;
 use weights::ModelWeights;
@@ -28,42 +31,22 @@ pub struct Model {
     attention_factor: f32,
 }
 
-/// The tokenizer of a model folder (`tokenizer.json` & co.) or of a `.gguf` file's vocabulary;
-/// the weights are not read.
-pub fn tokenizer_for(path: &Path) -> Result<crate::tokenizer::Tokenizer> {
-    if path.is_dir() {
-        return crate::tokenizer::Tokenizer::from_dir(path);
-    }
-    let file = gguf::GgufFile::open(path)?;
-    let (inner, template, bos, eos, eos_ids) = gguf::tokenizer_parts(&file)?;
-    Ok(crate::tokenizer::Tokenizer::from_parts(
-        inner, template, bos, eos, eos_ids,
-    ))
-}
-
 impl Model {
-    /// Load a Hugging Face model folder or a `.gguf` file.
+    /// Load a Hugging Face model folder or a `.gguf` file: the one entry for both (see
+    /// [`checkpoint::open`]).
     pub fn load(ctx: Context, path: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
-        if path.is_dir() {
-            Self::load_dir(ctx, path, progress)
-        } else if path.is_file() {
-            gguf::load_gguf(ctx, path, progress)
-        } else {
-            Err(Error::Invalid(format!(
-                "{}: no such model folder or .gguf file",
-                path.display()
-            )))
-        }
+        let (config, src) = checkpoint::open(path)?;
+        Self::from_source(ctx, config, src.as_ref(), progress)
     }
 
-    /// Load a Hugging Face model folder (`config.json` + safetensors).
-    pub fn load_dir(ctx: Context, dir: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let text =
-            std::fs::read_to_string(&cfg_path).map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
-        let config = ModelConfig::from_json(&text, &cfg_path.display().to_string())?;
-        let src = safetensors::Safetensors::open_dir(dir)?;
-        let weights = weights::load(&ctx, &config, &src, progress)?;
+    /// Upload the weights `config` describes from `src` (a checkpoint, or any other source).
+    pub fn from_source(
+        ctx: Context,
+        config: ModelConfig,
+        src: &dyn TensorSource,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self> {
+        let weights = weights::load(&ctx, &config, src, progress)?;
         Ok(Self::new(ctx, config, weights))
     }
 

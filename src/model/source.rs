@@ -49,18 +49,22 @@ impl RawTensor<'_> {
 
     /// Values widened to f32 (small tensors the host needs, e.g. biases for checks).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
-        let b = &self.bytes;
-        Ok(match self.gpu_dtype()? {
-            DType::F32 => bytemuck::pod_collect_to_vec(b),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::BF16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        })
+        Ok(f32_values(self.gpu_dtype()?, &self.bytes))
+    }
+}
+
+/// Little-endian values of `dtype` widened to f32.
+pub fn f32_values(dtype: DType, b: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytemuck::pod_collect_to_vec(b),
+        DType::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
     }
 }
 
