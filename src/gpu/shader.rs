@@ -167,7 +167,9 @@ pub trait HostStruct: Copy {
         let mut w = words.iter();
         for (m, &off) in Self::DECL.members.iter().zip(&layout.offsets) {
             for i in 0..m.ty.words() {
-                let v = w.next().expect("HostStruct::words gave fewer words than its members hold");
+                let v = w
+                    .next()
+                    .expect("HostStruct::words gave fewer words than its members hold");
                 let at = off as usize + 4 * i;
                 out[at..at + 4].copy_from_slice(&v.to_le_bytes());
             }
@@ -551,8 +553,7 @@ impl Compose<'_> {
         if !subgroups {
             body = without_subgroups(&body);
         }
-        let (enables, body): (Vec<&str>, Vec<&str>) =
-            body.lines().partition(|l| l.trim_start().starts_with("enable "));
+        let (enables, body): (Vec<&str>, Vec<&str>) = body.lines().partition(|l| l.trim_start().starts_with("enable "));
         let mut enables: Vec<&str> = enables.iter().map(|l| l.trim()).collect();
         enables.dedup();
         let mut source = String::new();
@@ -568,7 +569,12 @@ impl Compose<'_> {
         }
         source.push_str(&self.interface.wgsl());
         for c in &self.consts {
-            source.push_str(&format!("const {}: {} = {};\n", c.name, c.value.type_name(), c.value.literal()));
+            source.push_str(&format!(
+                "const {}: {} = {};\n",
+                c.name,
+                c.value.type_name(),
+                c.value.literal()
+            ));
         }
         source.push_str(&body.join("\n"));
         source.push('\n');

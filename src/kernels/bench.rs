@@ -136,7 +136,10 @@ pub fn random_weight(
             ctx,
             "fill_random",
             pipeline.clone(),
-            &[(bind::p, p.as_entire_binding()), (bind::dst, buffer.as_entire_binding())],
+            &[
+                (bind::p, p.as_entire_binding()),
+                (bind::dst, buffer.as_entire_binding()),
+            ],
             grid(vec4s.div_ceil(256)),
             vec![p.clone()],
         );

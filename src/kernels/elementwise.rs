@@ -96,14 +96,7 @@ fn build(ctx: &Context, entry: &'static str, p: Params, res: &[(Slot, wgpu::Bind
     let mut all = vec![(bind::p, params.as_entire_binding())];
     all.extend(res.iter().cloned());
     let n = p.rows * p.width;
-    Dispatch::new(
-        ctx,
-        entry,
-        pipeline,
-        &all,
-        grid(n.div_ceil(WG)),
-        vec![params.clone()],
-    )
+    Dispatch::new(ctx, entry, pipeline, &all, grid(n.div_ceil(WG)), vec![params.clone()])
 }
 
 /// Copy rows from the `from` layout of `src` to the `to` layout of `dst` (same rows and width).
@@ -128,7 +121,12 @@ pub fn copy_rows(ctx: &Context, src: &Tensor, from: Rows, dst: &Tensor, to: Rows
         dst_stride: to.stride as u32,
         dst_offset: to.offset as u32,
     };
-    Ok(build(ctx, op, p, &[(bind::src, src.binding()), (bind::dst, dst.binding())]))
+    Ok(build(
+        ctx,
+        op,
+        p,
+        &[(bind::src, src.binding()), (bind::dst, dst.binding())],
+    ))
 }
 
 /// End a generation step: `log[pos0 + n] = ids[0]` (the sampled token at the position it will

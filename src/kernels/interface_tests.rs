@@ -52,7 +52,12 @@ fn literal(m: &Module, e: naga::Handle<naga::Expression>) -> Option<Value> {
 /// Checks one variant; returns the bindings its entry points use.
 fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
     let shader = c.build(subgroups);
-    let what = format!("{}[{}]{}", c.family, c.variant, if subgroups { "" } else { " without subgroups" });
+    let what = format!(
+        "{}[{}]{}",
+        c.family,
+        c.variant,
+        if subgroups { "" } else { " without subgroups" }
+    );
     let src = &shader.source;
     let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
     let caps = if subgroups {
@@ -82,7 +87,13 @@ fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
         for ((nm, decl), off) in members.iter().zip(st.members).zip(&layout.offsets) {
             assert_eq!(nm.name.as_deref(), Some(decl.name), "{what}: {}", st.name);
             assert_eq!(nm.offset, *off, "{what}: offset of {}.{}", st.name, decl.name);
-            assert_eq!(type_name(m, nm.ty), decl.ty.wgsl(), "{what}: type of {}.{}", st.name, decl.name);
+            assert_eq!(
+                type_name(m, nm.ty),
+                decl.ty.wgsl(),
+                "{what}: type of {}.{}",
+                st.name,
+                decl.name
+            );
         }
     }
 
@@ -92,7 +103,10 @@ fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
             .iter()
             .find(|(_, g)| g.name.as_deref() == Some(b.slot.name))
             .unwrap_or_else(|| panic!("{what}: no binding {}", b.slot.name));
-        let rb = g.binding.as_ref().unwrap_or_else(|| panic!("{what}: {} has no binding", b.slot.name));
+        let rb = g
+            .binding
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: {} has no binding", b.slot.name));
         assert_eq!((rb.group, rb.binding), (0, b.slot.index), "{what}: {}", b.slot.name);
         match b.kind {
             BindKind::Uniform(st) => {
@@ -109,7 +123,12 @@ fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
                     "{what}: access of {}",
                     b.slot.name
                 );
-                assert_eq!(type_name(m, g.ty), ty.replace(' ', ""), "{what}: type of {}", b.slot.name);
+                assert_eq!(
+                    type_name(m, g.ty),
+                    ty.replace(' ', ""),
+                    "{what}: type of {}",
+                    b.slot.name
+                );
             }
         }
         if (0..m.entry_points.len()).any(|i| !info.get_entry_point(i)[handle].is_empty()) {
@@ -118,7 +137,11 @@ fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
     }
     // Every binding of the module is a declared one: bodies declare none of their own.
     let bound = m.global_variables.iter().filter(|(_, g)| g.binding.is_some()).count();
-    assert_eq!(bound, itf.bindings.len(), "{what}: bindings declared outside the interface");
+    assert_eq!(
+        bound,
+        itf.bindings.len(),
+        "{what}: bindings declared outside the interface"
+    );
 
     for o in itf.overrides {
         let (_, ov) = m
@@ -127,7 +150,12 @@ fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
             .find(|(_, ov)| ov.name.as_deref() == Some(o.name))
             .unwrap_or_else(|| panic!("{what}: no override {}", o.name));
         assert_eq!(type_name(m, ov.ty), o.value.type_name(), "{what}: type of {}", o.name);
-        assert_eq!(ov.init.and_then(|e| literal(m, e)), Some(o.value), "{what}: default of {}", o.name);
+        assert_eq!(
+            ov.init.and_then(|e| literal(m, e)),
+            Some(o.value),
+            "{what}: default of {}",
+            o.name
+        );
     }
     for k in itf.consts.iter().chain(&c.consts) {
         let (_, ct) = m
@@ -172,7 +200,11 @@ fn no_hand_written_padding() {
     for c in super::all_variants() {
         for part in &c.parts {
             assert!(!part.contains("_pad"), "{}: hand-written padding", c.family);
-            assert!(!part.contains("@binding"), "{}: a binding outside the interface", c.family);
+            assert!(
+                !part.contains("@binding"),
+                "{}: a binding outside the interface",
+                c.family
+            );
         }
     }
 }

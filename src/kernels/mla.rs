@@ -230,7 +230,6 @@ pub struct MlaPrepSpec {
     pub latent_offset: usize,
 }
 
-
 /// Everything between MLA's projections and attention, in one dispatch: each head's q_pe rotated
 /// into its `q_cat [T, H, r + dr]` row after the latent part, the absorbed query `uk_t[h] @ q_nope`
 /// (`uk_t` stacked `[H * r, dn]`) into the latent part, and the latent row `[c | k_pe]` of `kv_a`

@@ -21,6 +21,9 @@ pub mod swiglu;
 pub use crate::gpu::{grid, window, Dispatch};
 use crate::gpu::{Compose, FORMATS};
 
+/// Every mode of the GEMM bodies (src/kernels/matmul/variant.rs).
+pub const GEMM_MODES: &[&matmul::Mode] = &[&matmul::DENSE, &moe::GATE_UP, &moe::DOWN];
+
 /// Every source variant of every family (what `interface_tests` checks against naga's reflection).
 pub fn all_variants() -> Vec<Compose<'static>> {
     let mut v = vec![
@@ -37,7 +40,7 @@ pub fn all_variants() -> Vec<Compose<'static>> {
     for f in FORMATS {
         v.extend([embedding::compose(f), mla::compose(f)]);
     }
-    v.extend(matmul::Variant::all().iter().map(matmul::Variant::compose));
+    v.extend(matmul::Variant::all(GEMM_MODES).iter().map(matmul::Variant::compose));
     v
 }
 

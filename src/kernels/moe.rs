@@ -4,21 +4,19 @@
 //!
 //! Decode (`tokens <= DECODE_MAX_TOKENS`): two GEMV dispatches per weight chunk, gate+up with the
 //! activation fused into a scratch `h [T, k, I]`, then down with the k slots summed, weighted and
-//! added to `y` inside each workgroup. Prefill (any T): a per-expert pair list built on the GPU, a
-//! grouped tiled GEMM for gate+up (gathering x rows through the list), one for down (writing weighted
-//! rows per (token, slot)), and a reduce over the k slots into `y`. The two GEMMs run on cooperative
-//! matrices where the adapter has them ([`super::moe_coop`]).
+//! added to `y` inside each workgroup. Prefill (any T): a per-expert pair list built on the GPU, the
+//! prefill GEMM for gate+up in its [`GATE_UP`] mode (gathering x rows through the list, activating
+//! into `h`), again in its [`DOWN`] mode (writing weighted rows per (token, slot)), and a reduce over
+//! the k slots into `y`. The GEMMs run on cooperative matrices where the adapter has them, on
+//! portable tiles elsewhere ([`super::matmul::variant`]).
 
+use super::matmul::variant::{tiles_for, Mode, Tiles, Variant};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
-use super::matmul::variant::{tiles_for, Mode, Tiles, Variant};
 use crate::gpu::{grid, Context, Dispatch, Format, Tensor, Weight};
 
 /// The MoE block (decode GEMVs, count, reduce) and the GEMM hooks its modes share.
-pub(crate) const BODY: &str = include_str!("../../shaders/moe.wgsl");
-/// The GEMM hooks of gate|up and of down (src/kernels/matmul/variant.rs: the variant table).
-pub(crate) const GATE_UP: &str = include_str!("../../shaders/moe_gate_up.wgsl");
-pub(crate) const DOWN: &str = include_str!("../../shaders/moe_down.wgsl");
+const BODY: &str = include_str!("../../shaders/moe.wgsl");
 
 crate::wgsl_struct! {
     pub(crate) struct Params {
@@ -109,12 +107,32 @@ pub(crate) const INTERFACE: Interface = Interface {
     bindings: bind::ALL,
 };
 
+/// MoE gate|up in the GEMM bodies (src/kernels/matmul/variant.rs): the x rows of each expert's
+/// gathered (token, slot) pairs, (gate, up) output pairs activated into h.
+pub const GATE_UP: Mode = Mode {
+    name: "gate_up",
+    family: "moe",
+    interface: &INTERFACE,
+    parts: &[BODY, include_str!("../../shaders/moe_gate_up.wgsl")],
+    paired: true,
+};
+
+/// MoE down in the GEMM bodies: the pairs' h rows, outputs weighted by their routing weights into
+/// per-slot rows.
+pub const DOWN: Mode = Mode {
+    name: "down",
+    family: "moe",
+    interface: &INTERFACE,
+    parts: &[BODY, include_str!("../../shaders/moe_down.wgsl")],
+    paired: false,
+};
+
 /// The source for experts of `format` that decoding, counting and reducing use (every MoE module
 /// has them; this one's GEMM is gate|up's on portable tiles).
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
     Variant {
         format,
-        mode: Mode::GateUp,
+        mode: &GATE_UP,
         tiles: Tiles::Portable,
     }
     .compose()
@@ -471,7 +489,7 @@ pub fn moe_prefill(
 
     // The grouped GEMMs: on cooperative matrices where the adapter has them, else tiled.
     let m_blocks = |tiles: Tiles| t.div_ceil(tiles.block().rows as usize) as u32;
-    let gemm = |w: &Weight, bias: Option<&Weight>, mode: Mode| {
+    let gemm = |w: &Weight, bias: Option<&Weight>, mode: &'static Mode| {
         let v = Variant {
             format: w.format(),
             mode,
@@ -481,16 +499,20 @@ pub fn moe_prefill(
             CWG: v.tiles.workgroup(ctx),
             ..b.constants(bias, false, DECODE_WG)
         };
-        let label = match (mode, v.tiles) {
-            (Mode::GateUp, Tiles::Coop(_)) => "moe.gate_up_coop",
-            (Mode::GateUp, _) => "moe.gate_up_gemm",
-            (_, Tiles::Coop(_)) => "moe.down_coop",
-            _ => "moe.down_gemm",
+        let label = match (mode.paired, v.tiles) {
+            (true, Tiles::Coop(_)) => "moe.gate_up_coop",
+            (true, _) => "moe.gate_up_gemm",
+            (false, Tiles::Coop(_)) => "moe.down_coop",
+            (false, _) => "moe.down_gemm",
         };
-        (ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants()), v.tiles, label)
+        (
+            ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants()),
+            v.tiles,
+            label,
+        )
     };
 
-    let (pipeline, tiles, label) = gemm(gate_up, gate_up_bias, Mode::GateUp);
+    let (pipeline, tiles, label) = gemm(gate_up, gate_up_bias, &GATE_UP);
     for c in 0..gate_up.chunks.len() {
         let p = b.chunk_params(gate_up, c, gate_up_bias, false);
         let params = ctx.params(&p);
@@ -503,15 +525,18 @@ pub fn moe_prefill(
             (bind::counts_in, counts.as_entire_binding()),
             (bind::lists_in, lists.as_entire_binding()),
         ];
-        let groups = [
-            i.div_ceil(tiles.outputs(true)) as u32,
-            m_blocks(tiles),
-            p.n_experts,
-        ];
-        out.push(Dispatch::new(ctx, label, pipeline.clone(), &res, groups, owned(&params)));
+        let groups = [i.div_ceil(tiles.outputs(true)) as u32, m_blocks(tiles), p.n_experts];
+        out.push(Dispatch::new(
+            ctx,
+            label,
+            pipeline.clone(),
+            &res,
+            groups,
+            owned(&params),
+        ));
     }
 
-    let (pipeline, tiles, label) = gemm(down, down_bias, Mode::Down);
+    let (pipeline, tiles, label) = gemm(down, down_bias, &DOWN);
     for c in 0..down.chunks.len() {
         let p = b.chunk_params(down, c, down_bias, false);
         let params = ctx.params(&p);
@@ -525,12 +550,15 @@ pub fn moe_prefill(
             (bind::lists_in, lists.as_entire_binding()),
             (bind::y_slots, slots.as_entire_binding()),
         ];
-        let groups = [
-            d.div_ceil(tiles.outputs(false)) as u32,
-            m_blocks(tiles),
-            p.n_experts,
-        ];
-        out.push(Dispatch::new(ctx, label, pipeline.clone(), &res, groups, owned(&params)));
+        let groups = [d.div_ceil(tiles.outputs(false)) as u32, m_blocks(tiles), p.n_experts];
+        out.push(Dispatch::new(
+            ctx,
+            label,
+            pipeline.clone(),
+            &res,
+            groups,
+            owned(&params),
+        ));
     }
 
     let params = ctx.params(&Params {

@@ -168,7 +168,10 @@ pub fn rmsnorm(
         (bind::x, x.binding()),
         (bind::w, w.chunks[0].buffer.as_entire_binding()),
     ];
-    res.push((bind::delta, delta.map_or(ctx.dummy.as_entire_binding(), |d| d.binding())));
+    res.push((
+        bind::delta,
+        delta.map_or(ctx.dummy.as_entire_binding(), |d| d.binding()),
+    ));
     if let Some(y) = y {
         res.push((bind::y, y.binding()));
     }

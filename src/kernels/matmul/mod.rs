@@ -17,8 +17,8 @@ use crate::gpu::Format;
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight, WeightChunk};
 use std::sync::Arc;
 
-/// The dense mode: matvec, and the GEMM hooks (shaders/gemm.wgsl, shaders/gemm_coop.wgsl).
-pub(crate) const BODY: &str = include_str!("../../../shaders/matmul.wgsl");
+/// matvec, and the GEMM hooks of the dense mode (shaders/gemm.wgsl, shaders/gemm_coop.wgsl).
+const BODY: &str = include_str!("../../../shaders/matmul.wgsl");
 
 pub use variant::{coop_available, coop_enabled, coop_side, Mode, Tiles, Variant};
 
@@ -102,11 +102,20 @@ pub(crate) const INTERFACE: Interface = Interface {
     bindings: bind::ALL,
 };
 
+/// Dense projections in the GEMM bodies: x's token rows times the chunk's rows into y.
+pub const DENSE: Mode = Mode {
+    name: "dense",
+    family: "matmul",
+    interface: &INTERFACE,
+    parts: &[BODY],
+    paired: false,
+};
+
 /// The source for weights of `format` that matvec and the portable gemm use.
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
     Variant {
         format,
-        mode: Mode::Dense,
+        mode: &DENSE,
         tiles: Tiles::Portable,
     }
     .compose()
@@ -155,7 +164,6 @@ impl MatmulSpec {
         }
     }
 }
-
 
 /// An RMSNorm applied to x on the way in: `W (weight * x * rsqrt(mean(x²) + eps))`. `normed`
 /// receives the normalised rows `[tokens, K]` (packed) for other readers of the same input.
@@ -278,7 +286,19 @@ fn matvec_impl(
                 store: n.store && chunk.first_row == 0,
                 ..n
             });
-            dispatch(ctx, Entry::Matvec(entry), &pipeline, spec, x, w, chunk, bias, norm, y, groups)
+            dispatch(
+                ctx,
+                Entry::Matvec(entry),
+                &pipeline,
+                spec,
+                x,
+                w,
+                chunk,
+                bias,
+                norm,
+                y,
+                groups,
+            )
         })
         .collect())
 }
@@ -326,7 +346,7 @@ fn gemm_on(
 ) -> Result<Vec<Dispatch>> {
     let v = Variant {
         format: w.format(),
-        mode: Mode::Dense,
+        mode: &DENSE,
         tiles,
     };
     let (op, entry) = match tiles {

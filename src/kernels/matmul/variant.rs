@@ -3,7 +3,7 @@
 //! | axis | values | source |
 //! |---|---|---|
 //! | weight format | [`FORMATS`](crate::gpu::FORMATS): f32, f16, bf16 | `shaders/formats/<name>.wgsl` (`w_load`) |
-//! | mode | dense ([`Mode::Dense`]), MoE gate\|up and down ([`Mode::GateUp`], [`Mode::Down`]) | `shaders/matmul.wgsl`; `shaders/moe.wgsl` + `moe_gate_up.wgsl` / `moe_down.wgsl`: the GEMM hooks (`mm_*`), with the family's GEMVs |
+//! | mode | dense ([`super::DENSE`]), MoE gate\|up and down ([`crate::kernels::moe::GATE_UP`], [`crate::kernels::moe::DOWN`]) | `shaders/matmul.wgsl`; `shaders/moe.wgsl` + `moe_gate_up.wgsl` / `moe_down.wgsl`: the GEMM hooks (`mm_*`), with the family's GEMVs |
 //! | tiles | portable ([`Tiles::Portable`]), cooperative matrices ([`Tiles::Coop`]) | `shaders/gemm.wgsl` / `shaders/gemm_coop.wgsl` |
 //! | reduction | subgroups, portable | an entry point of the mode's GEMV (`matvec_sg` / `matvec`, `*_decode_sg` / `*_decode`); subgroup code is stripped where the device has none |
 //!
@@ -15,31 +15,17 @@
 use crate::gpu::shader::{Compose, ConstDecl, Interface, Value};
 use crate::gpu::{Context, Format, Weight};
 
-/// Where a product's rows come from and where its outputs go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Token rows of x into y (bias, residual add): every projection.
-    Dense,
-    /// MoE gate|up: the x rows of each expert's gathered (token, slot) pairs, (gate, up) output
-    /// pairs activated into h.
-    GateUp,
-    /// MoE down: the pairs' h rows, outputs weighted by their routing weights into per-slot rows.
-    Down,
-}
-
-impl Mode {
-    /// Whether outputs come in (gate, up) column pairs.
-    pub fn paired(self) -> bool {
-        self == Mode::GateUp
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Dense => "dense",
-            Mode::GateUp => "gate_up",
-            Mode::Down => "down",
-        }
-    }
+/// Where a product's rows come from and where its outputs go: a family's interface and the source
+/// parts that define the GEMM hooks (`mm_*`, see shaders/gemm.wgsl). Each mode is declared by its
+/// family ([`super::DENSE`], [`crate::kernels::moe::GATE_UP`], [`crate::kernels::moe::DOWN`]).
+#[derive(Debug)]
+pub struct Mode {
+    pub name: &'static str,
+    pub family: &'static str,
+    pub interface: &'static Interface,
+    pub parts: &'static [&'static str],
+    /// Outputs come in (gate, up) column pairs.
+    pub paired: bool,
 }
 
 /// The arithmetic of a prefill product.
@@ -55,7 +41,7 @@ pub enum Tiles {
 #[derive(Clone, Copy, Debug)]
 pub struct Variant {
     pub format: &'static Format,
-    pub mode: Mode,
+    pub mode: &'static Mode,
     pub tiles: Tiles,
 }
 
@@ -74,7 +60,11 @@ pub struct Block {
 impl Tiles {
     pub fn block(self) -> Block {
         match self {
-            Tiles::Portable => Block { rows: 64, cols: 64, k: 16 },
+            Tiles::Portable => Block {
+                rows: 64,
+                cols: 64,
+                k: 16,
+            },
             Tiles::Coop(cm) => Block {
                 rows: 4 * cm,
                 cols: NSG * 4 * cm,
@@ -138,12 +128,6 @@ impl Variant {
     /// The module: the mode's family (its interface and its part), the format's `w_load`, the
     /// body and the body's block constants.
     pub fn compose(&self) -> Compose<'static> {
-        use crate::kernels::moe;
-        let (family, interface, parts): (_, &'static Interface, _) = match self.mode {
-            Mode::Dense => ("matmul", &super::INTERFACE, vec![super::BODY]),
-            Mode::GateUp => ("moe", &moe::INTERFACE, vec![moe::BODY, moe::GATE_UP]),
-            Mode::Down => ("moe", &moe::INTERFACE, vec![moe::BODY, moe::DOWN]),
-        };
         let b = self.tiles.block();
         let mut consts = vec![
             constant("BM", b.rows),
@@ -154,12 +138,12 @@ impl Variant {
         if let Tiles::Coop(cm) = self.tiles {
             consts.extend([constant("CM", cm), constant("NSG", NSG)]);
         }
-        let mut parts = parts;
+        let mut parts = self.mode.parts.to_vec();
         parts.push(self.tiles.body());
         let mut c = Compose {
-            family,
-            variant: format!("{}/{}", self.mode.name(), self.tiles.name()),
-            interface,
+            family: self.mode.family,
+            variant: format!("{}/{}", self.mode.name, self.tiles.name()),
+            interface: self.mode.interface,
             parts,
             consts,
             coop_side: match self.tiles {
@@ -179,12 +163,12 @@ impl Variant {
         }
     }
 
-    /// Every row: each format in each mode, on portable tiles and, where the format can, on
+    /// Every row: each format in each of `modes`, on portable tiles and, where the format can, on
     /// cooperative matrices of both sides.
-    pub fn all() -> Vec<Variant> {
+    pub fn all(modes: &[&'static Mode]) -> Vec<Variant> {
         let mut v = Vec::new();
         for format in crate::gpu::FORMATS {
-            for mode in [Mode::Dense, Mode::GateUp, Mode::Down] {
+            for &mode in modes {
                 v.push(Variant {
                     format,
                     mode,
