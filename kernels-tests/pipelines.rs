@@ -33,7 +33,6 @@ const WRITES_TWO: &str = "@compute @workgroup_size(1) fn probe() { out[0] = 2u <
 
 fn compose(body: &'static str) -> Compose<'static> {
     Compose {
-        family: "probe",
         // The same name for both sources: only their text tells them apart.
         variant: "same".into(),
         interface: &INTERFACE,

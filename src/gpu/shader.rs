@@ -517,7 +517,6 @@ pub fn prelude_consts() -> String {
 /// How a family's source is put together for one device and variant.
 #[derive(Clone, Debug)]
 pub struct Compose<'a> {
-    pub family: &'static str,
     /// Names the variant in pipeline keys and errors (for example `f16/moe_down/coop8`); two
     /// variants of a family may differ in source only through what this names.
     pub variant: String,
@@ -542,7 +541,22 @@ pub struct Shader {
     pub hash: u64,
 }
 
-impl Compose<'_> {
+impl<'a> Compose<'a> {
+    /// The family's plain source: its interface, then `parts`.
+    pub fn new(interface: &'a Interface, parts: Vec<&'a str>) -> Self {
+        Self {
+            variant: String::new(),
+            interface,
+            parts,
+            consts: Vec::new(),
+            coop_side: None,
+        }
+    }
+
+    pub fn family(&self) -> &'static str {
+        self.interface.family
+    }
+
     /// The module's source for a device with (`subgroups`) or without subgroup operations.
     pub fn build(&self, subgroups: bool) -> Shader {
         let mut body = String::new();
@@ -581,7 +595,7 @@ impl Compose<'_> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         source.hash(&mut h);
         Shader {
-            family: self.family,
+            family: self.interface.family,
             variant: self.variant.clone(),
             hash: h.finish(),
             source,

@@ -36,14 +36,7 @@ pub(crate) const INTERFACE: Interface = Interface {
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "bench",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
 
 fn params(ctx: &Context, words: u32, seed: u32, scale: f32, dtype: DType) -> wgpu::Buffer {

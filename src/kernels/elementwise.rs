@@ -45,14 +45,7 @@ pub(crate) const INTERFACE: Interface = Interface {
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "elementwise",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
 
 /// `rows` rows of `width` values: row `r` of a layout starts at `r * stride + offset`.

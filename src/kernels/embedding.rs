@@ -23,9 +23,15 @@ crate::wgsl_struct! {
     }
 }
 
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// Invocations per workgroup.
+        WG: u32 = 64,
+    }
+}
+
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
-        WG: u32 = 64,
         /// This dispatch writes zero rows for ids past the vocabulary (the first chunk's does).
         ZERO_OOB: bool = false,
     }
@@ -46,26 +52,17 @@ crate::wgsl_bindings! {
 pub(crate) const INTERFACE: Interface = Interface {
     family: "embedding",
     structs: &[Params::DECL],
-    consts: &[],
+    consts: CONSTS,
     overrides: Consts::DECLS,
     bindings: bind::ALL,
 };
 
 /// The source for tables of `format`.
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
-    let mut c = Compose {
-        family: "embedding",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    };
+    let mut c = Compose::new(&INTERFACE, vec![BODY]);
     format.apply(&mut c);
     c
 }
-
-const WG: u32 = 64;
 
 /// Gather `out[t, :] = table[ids[t], :]` (widened to f32) for `t < tokens`.
 ///
@@ -113,7 +110,7 @@ pub fn embedding(ctx: &Context, table: &Weight, ids: &Tensor, tokens: usize, out
             vocab: table.rows as u32,
             groups_per_token,
         });
-        let consts = Consts { WG, ZERO_OOB: i == 0 };
+        let consts = Consts { ZERO_OOB: i == 0 };
         let pipeline = ctx.pipeline(&shader, "embedding", &consts.constants());
         let res = [
             (bind::p, params.as_entire_binding()),

@@ -54,7 +54,7 @@ fn check(c: &Compose<'_>, subgroups: bool) -> Vec<&'static str> {
     let shader = c.build(subgroups);
     let what = format!(
         "{}[{}]{}",
-        c.family,
+        c.family(),
         c.variant,
         if subgroups { "" } else { " without subgroups" }
     );
@@ -176,7 +176,7 @@ fn every_variant_matches_its_declaration() {
     let mut used: std::collections::HashMap<&str, Vec<&str>> = Default::default();
     let variants = super::all_variants();
     for c in &variants {
-        let u = used.entry(c.family).or_default();
+        let u = used.entry(c.family()).or_default();
         u.extend(check(c, true));
         if c.coop_side.is_none() {
             check(c, false);
@@ -185,9 +185,9 @@ fn every_variant_matches_its_declaration() {
     for c in &variants {
         for b in c.interface.bindings {
             assert!(
-                used[c.family].contains(&b.slot.name),
+                used[c.family()].contains(&b.slot.name),
                 "{}: binding {} is declared but no entry point of any variant uses it",
-                c.family,
+                c.family(),
                 b.slot.name
             );
         }
@@ -199,11 +199,11 @@ fn every_variant_matches_its_declaration() {
 fn no_hand_written_padding() {
     for c in super::all_variants() {
         for part in &c.parts {
-            assert!(!part.contains("_pad"), "{}: hand-written padding", c.family);
+            assert!(!part.contains("_pad"), "{}: hand-written padding", c.family());
             assert!(
                 !part.contains("@binding"),
                 "{}: a binding outside the interface",
-                c.family
+                c.family()
             );
         }
     }

@@ -53,6 +53,8 @@ crate::wgsl_struct! {
 
 crate::wgsl_consts! {
     pub(crate) const CONSTS = {
+        /// Invocations per workgroup.
+        WG: u32 = 64,
         /// Output rows per workgroup of the per-head products.
         HM_ROWS: u32 = 4,
         /// The widest latent row [c | k_pe] held in workgroup memory.
@@ -62,7 +64,6 @@ crate::wgsl_consts! {
 
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
-        WG: u32 = 64,
         INTERLEAVED: bool = true,
         NORM_DTYPE: u32 = 0,
         KV16: bool = false,
@@ -102,19 +103,10 @@ pub(crate) const INTERFACE: Interface = Interface {
 
 /// The source for per-head weights of `format`.
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
-    let mut c = Compose {
-        family: "mla",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    };
+    let mut c = Compose::new(&INTERFACE, vec![BODY]);
     format.apply(&mut c);
     c
 }
-
-const WG: u32 = 64;
 
 /// Where each (token, head) vector sits: `t * row_stride + h * head_stride + offset`.
 #[derive(Clone, Copy, Debug)]
@@ -187,11 +179,11 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
         w_row_words: w.row_words as u32,
         blocks: blocks as u32,
     });
-    let consts = Consts {
-        WG,
-        ..Consts::default()
-    };
-    let pipeline = ctx.pipeline(&ctx.shader(&compose(w.format())), "head_matvec", &consts.constants());
+    let pipeline = ctx.pipeline(
+        &ctx.shader(&compose(w.format())),
+        "head_matvec",
+        &Consts::default().constants(),
+    );
     let res = [
         (bind::p, params.as_entire_binding()),
         (bind::x, x.binding()),
@@ -334,7 +326,6 @@ pub fn prepare_mla(
         q8_shift: super::attention::KvDtype::q8_block(width).trailing_zeros(),
     });
     let consts = Consts {
-        WG,
         INTERLEAVED: spec.layout == super::rope::RopeLayout::Interleaved,
         NORM_DTYPE: kv_norm.dtype.code(),
         KV16: spec.kv_dtype == super::attention::KvDtype::F16,

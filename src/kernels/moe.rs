@@ -111,7 +111,6 @@ pub(crate) const INTERFACE: Interface = Interface {
 /// gathered (token, slot) pairs, (gate, up) output pairs activated into h.
 pub const GATE_UP: Mode = Mode {
     name: "gate_up",
-    family: "moe",
     interface: &INTERFACE,
     parts: &[BODY, include_str!("../../shaders/moe_gate_up.wgsl")],
     paired: true,
@@ -121,7 +120,6 @@ pub const GATE_UP: Mode = Mode {
 /// per-slot rows.
 pub const DOWN: Mode = Mode {
     name: "down",
-    family: "moe",
     interface: &INTERFACE,
     parts: &[BODY, include_str!("../../shaders/moe_down.wgsl")],
     paired: false,

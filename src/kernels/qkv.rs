@@ -32,6 +32,8 @@ crate::wgsl_struct! {
 
 crate::wgsl_consts! {
     pub(crate) const CONSTS = {
+        /// Invocations per workgroup.
+        WG: u32 = 64,
         /// The largest head this kernel holds in workgroup memory.
         MAX_HEAD: u32 = 256,
     }
@@ -42,7 +44,6 @@ pub const MAX_HEAD_DIM: usize = MAX_HEAD as usize;
 
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
-        WG: u32 = 64,
         QK_NORM: bool = false,
         /// Norms over whole sections (q_norm [H*hd], k_norm [KV*hd]); only with prepare_qkv_full.
         FULL_NORM: bool = false,
@@ -78,17 +79,8 @@ pub(crate) const INTERFACE: Interface = Interface {
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "qkv",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
-
-const WG: u32 = 64;
 
 /// The fused row `[q heads | k heads | v heads]` of `tokens` tokens and what to do to it.
 #[derive(Clone, Copy, Debug)]
@@ -209,7 +201,6 @@ pub fn prepare_qkv(
         q8_shift: KvDtype::q8_block(hd).trailing_zeros(),
     });
     let consts = Consts {
-        WG,
         QK_NORM: norms.is_some() && !full,
         FULL_NORM: full,
         CLIP: spec.clip.is_some(),

@@ -50,14 +50,7 @@ pub(crate) const INTERFACE: Interface = Interface {
 
 /// The family's only source variant.
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "rmsnorm",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
 
 /// Row layout of one RMSNorm: `rows` rows of `dim` values, row `r` read at `r * x_stride +

@@ -228,9 +228,15 @@ crate::wgsl_struct! {
     }
 }
 
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// Invocations per workgroup.
+        WG: u32 = 64,
+    }
+}
+
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
-        WG: u32 = 64,
         INTERLEAVED: bool = false,
     }
 }
@@ -247,23 +253,14 @@ crate::wgsl_bindings! {
 pub(crate) const INTERFACE: Interface = Interface {
     family: "rope",
     structs: &[Params::DECL],
-    consts: &[],
+    consts: CONSTS,
     overrides: Consts::DECLS,
     bindings: bind::ALL,
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "rope",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
-
-const WG: u32 = 64;
 
 fn validate(spec: &RopeSpec, x: &Tensor, inv_freq: &Tensor, step_buf: &Tensor) -> Result<()> {
     let op = "rope";
@@ -343,7 +340,6 @@ pub fn rope(ctx: &Context, x: &Tensor, spec: RopeSpec, inv_freq: &Tensor, step_b
         af: spec.attention_factor,
     });
     let consts = Consts {
-        WG,
         INTERLEAVED: spec.layout == RopeLayout::Interleaved,
     };
     let pipeline = ctx.pipeline(&ctx.shader(&compose()), "rope", &consts.constants());

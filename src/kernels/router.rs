@@ -84,14 +84,7 @@ pub(crate) const INTERFACE: Interface = Interface {
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "router",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
 
 /// How routing scores come from logits.

@@ -56,14 +56,7 @@ pub(crate) const INTERFACE: Interface = Interface {
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "sampling",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
 
 /// Which logits to reduce: row `row` of a `[rows, vocab]` tensor.

@@ -28,9 +28,15 @@ crate::wgsl_struct! {
     }
 }
 
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// Invocations per workgroup.
+        WG: u32 = 256,
+    }
+}
+
 crate::wgsl_overrides! {
     pub(crate) struct Consts {
-        WG: u32 = 256,
         INTERLEAVED: bool = false,
         CLAMPED: bool = false,
     }
@@ -56,23 +62,14 @@ crate::wgsl_bindings! {
 pub(crate) const INTERFACE: Interface = Interface {
     family: "swiglu",
     structs: &[Params::DECL, GateParams::DECL],
-    consts: &[],
+    consts: CONSTS,
     overrides: Consts::DECLS,
     bindings: bind::ALL,
 };
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose {
-        family: "swiglu",
-        variant: String::new(),
-        interface: &INTERFACE,
-        parts: vec![BODY],
-        consts: vec![],
-        coop_side: None,
-    }
+    Compose::new(&INTERFACE, vec![BODY])
 }
-
-const WG: u32 = 256;
 
 /// Where gate and up sit in a row of the fused projection `[T, 2I]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +185,6 @@ pub fn swiglu(ctx: &Context, spec: SwigluSpec, gu: &Tensor, out: &Tensor) -> Res
         alpha,
     });
     let consts = Consts {
-        WG,
         INTERLEAVED: layout == GateUpLayout::Interleaved,
         CLAMPED: matches!(act, Act::Clamped { .. }),
     };
@@ -257,11 +253,7 @@ pub fn sigmoid_gate(
         s_stride: s_stride as u32,
         y_stride: y_stride as u32,
     });
-    let consts = Consts {
-        WG,
-        ..Consts::default()
-    };
-    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "sigmoid_gate", &consts.constants());
+    let pipeline = ctx.pipeline(&ctx.shader(&compose()), "sigmoid_gate", &Consts::default().constants());
     let res = [
         (bind::q, params.as_entire_binding()),
         (bind::gate_logit, gate_logit.binding()),

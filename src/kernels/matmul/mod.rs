@@ -105,7 +105,6 @@ pub(crate) const INTERFACE: Interface = Interface {
 /// Dense projections in the GEMM bodies: x's token rows times the chunk's rows into y.
 pub const DENSE: Mode = Mode {
     name: "dense",
-    family: "matmul",
     interface: &INTERFACE,
     parts: &[BODY],
     paired: false,

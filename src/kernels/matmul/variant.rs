@@ -21,7 +21,6 @@ use crate::gpu::{Context, Format, Weight};
 #[derive(Debug)]
 pub struct Mode {
     pub name: &'static str,
-    pub family: &'static str,
     pub interface: &'static Interface,
     pub parts: &'static [&'static str],
     /// Outputs come in (gate, up) column pairs.
@@ -141,7 +140,6 @@ impl Variant {
         let mut parts = self.mode.parts.to_vec();
         parts.push(self.tiles.body());
         let mut c = Compose {
-            family: self.mode.family,
             variant: format!("{}/{}", self.mode.name, self.tiles.name()),
             interface: self.mode.interface,
             parts,
