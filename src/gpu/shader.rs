@@ -568,12 +568,14 @@ impl<'a> Compose<'a> {
             body = without_subgroups(&body);
         }
         let (enables, body): (Vec<&str>, Vec<&str>) = body.lines().partition(|l| l.trim_start().starts_with("enable "));
-        let mut enables: Vec<&str> = enables.iter().map(|l| l.trim()).collect();
-        enables.dedup();
         let mut source = String::new();
-        for e in &enables {
-            source.push_str(e);
-            source.push('\n');
+        let mut seen: Vec<&str> = Vec::new();
+        for e in enables.iter().map(|l| l.trim()) {
+            if !seen.contains(&e) {
+                seen.push(e);
+                source.push_str(e);
+                source.push('\n');
+            }
         }
         source.push_str(&prelude_consts());
         source.push_str(COMMON);
