@@ -4,7 +4,6 @@
 //! profile on the tiny shape, and clear errors for unknown shapes and shapes that cannot fit.
 
 use serde_json::Value;
-use std::process::Command;
 use wgmoe::bench_model::{self, BenchModelOptions, ModelChoice, Profile};
 use wgmoe::generate::GenerateOptions;
 use wgmoe::gpu::{Context, DType};
@@ -377,8 +376,10 @@ fn shapes_that_cannot_fit_are_clear_errors() {
     assert!(e.contains("mixtral-8x7b") && e.contains("80.00 GiB"), "{e}");
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_bench_json() {
+    use std::process::Command;
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
         .args([
             "bench",
