@@ -5,7 +5,7 @@ mod common;
 
 #[test]
 fn bench_tiny_reports_every_kernel() {
-    let args = wgmoe::bench::BenchArgs {
+    let args = wgmoe::bench::BenchOptions {
         min_ms: 0.5,
         ..Default::default()
     };
@@ -34,7 +34,7 @@ fn bench_tiny_reports_every_kernel() {
 
 #[test]
 fn unknown_shape_is_an_error() {
-    let args = wgmoe::bench::BenchArgs {
+    let args = wgmoe::bench::BenchOptions {
         shapes: vec!["gpt-5".into()],
         ..Default::default()
     };

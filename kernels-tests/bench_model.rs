@@ -4,8 +4,7 @@
 //! profile on the tiny shape, and clear errors for unknown shapes and shapes that cannot fit.
 
 use serde_json::Value;
-use std::process::Command;
-use wgmoe::bench_model::{self, BenchModelArgs, Profile};
+use wgmoe::bench_model::{self, BenchModelOptions, ModelChoice, Profile};
 use wgmoe::generate::GenerateOptions;
 use wgmoe::gpu::{Context, DType};
 use wgmoe::model::config::ModelConfig;
@@ -14,6 +13,19 @@ use wgmoe::model::synthetic::{self, SynthOptions};
 
 fn ctx() -> Context {
     Context::from_env().unwrap_or_else(|e| panic!("the benchmark tests need a GPU adapter: {e}"))
+}
+
+/// `wgmoe bench --synthetic SHAPE` with its default f16 weights and seed, and `max_bytes` as
+/// `--max-weights-gib` gives it.
+fn synthetic_choice(shape: &str, max_bytes: Option<u64>) -> ModelChoice {
+    ModelChoice::Synthetic {
+        shape: shape.into(),
+        opts: SynthOptions {
+            dtype: DType::F16,
+            seed: 1234,
+            max_bytes,
+        },
+    }
 }
 
 /// Parameters transformers 5.23 counts for each shape (`from_config` on the meta device with the
@@ -204,15 +216,14 @@ fn decode_dispatches_per_layer() {
 
 #[test]
 fn bench_tiny_reports_pp_tg_json_and_profile() {
-    let args = BenchModelArgs {
-        synthetic: Some("tiny".into()),
+    let args = BenchModelOptions {
         n_prompt: 24,
         n_gen: 6,
         reps: 2,
         profile: true,
         ..Default::default()
     };
-    let (model, info) = bench_model::open_model(ctx(), &args, &|_| {}).unwrap();
+    let (model, info) = bench_model::open_model(ctx(), &synthetic_choice("tiny", None), &|_| {}).unwrap();
     let report = bench_model::measure(&model, info, &args).unwrap();
     let names: Vec<String> = report.results.iter().map(|t| t.name()).collect();
     assert_eq!(names, ["pp24", "tg6"]);
@@ -323,11 +334,7 @@ fn unknown_shape_is_a_clear_error() {
         e.contains("gpt-5") && e.contains("olmoe-1b-7b") && e.contains("tiny"),
         "{e}"
     );
-    let args = BenchModelArgs {
-        synthetic: Some("gpt-5".into()),
-        ..Default::default()
-    };
-    let e = bench_model::open_model(ctx(), &args, &|_| {})
+    let e = bench_model::open_model(ctx(), &synthetic_choice("gpt-5", None), &|_| {})
         .err()
         .unwrap()
         .to_string();
@@ -362,20 +369,17 @@ fn shapes_that_cannot_fit_are_clear_errors() {
     };
     let e = synthetic::model(ctx(), "tiny", &opts).err().unwrap().to_string();
     assert!(e.contains("tiny") && e.contains("MiB") && e.contains("1.00 MiB"), "{e}");
-    let args = BenchModelArgs {
-        synthetic: Some("mixtral-8x7b".into()),
-        max_weights_gib: Some(80.0),
-        ..Default::default()
-    };
-    let e = bench_model::open_model(ctx(), &args, &|_| {})
+    let e = bench_model::open_model(ctx(), &synthetic_choice("mixtral-8x7b", Some(h100)), &|_| {})
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("mixtral-8x7b") && e.contains("80.00 GiB"), "{e}");
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_bench_json() {
+    use std::process::Command;
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
         .args([
             "bench",
@@ -411,15 +415,14 @@ fn cli_bench_json() {
 /// `-d`: both tests start from a filled KV cache and say so in their names and JSON.
 #[test]
 fn depth_runs_on_a_filled_cache() {
-    let args = BenchModelArgs {
-        synthetic: Some("tiny".into()),
+    let args = BenchModelOptions {
         n_prompt: 8,
         n_gen: 4,
         n_depth: 530,
         reps: 1,
         ..Default::default()
     };
-    let (model, info) = bench_model::open_model(ctx(), &args, &|_| {}).unwrap();
+    let (model, info) = bench_model::open_model(ctx(), &synthetic_choice("tiny", None), &|_| {}).unwrap();
     let report = bench_model::measure(&model, info, &args).unwrap();
     let names: Vec<String> = report.results.iter().map(|t| t.name()).collect();
     assert_eq!(names, ["pp8 @ d530", "tg4 @ d530"]);

@@ -246,14 +246,14 @@ fn oversized_buffers_are_clear_errors() {
     assert!(model.try_session(64, KvDtype::F16).is_ok());
     // 128 logits (and 128 fused q|k|v values) per row: this many rows exceed one binding.
     let rows = (limit / (128 * 4) + 1) as usize;
-    let e = wgmoe::model::plan::check_plan(&model.ctx, &model.config, rows, LogitRows::All)
+    let e = wgmoe::model::plan::check_plan(&model.ctx, &model.config, &model.weights, rows, LogitRows::All)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains(&format!("{rows} tokens")) && e.contains("max_storage_buffer_binding_size"),
         "{e}"
     );
-    assert!(wgmoe::model::plan::check_plan(&model.ctx, &model.config, 1000, LogitRows::All).is_ok());
+    assert!(wgmoe::model::plan::check_plan(&model.ctx, &model.config, &model.weights, 1000, LogitRows::All).is_ok());
     // Through the session: an error, not a failed allocation.
     let mut s = model.session_with(rows + 1, KvDtype::F16);
     let e = s.forward(&vec![1; rows], LogitRows::All).unwrap_err().to_string();

@@ -1,41 +1,31 @@
-//! `wgmoe bench-kernels` and `cargo bench`: every kernel at the real shapes of the target models,
-//! timed on the GPU (timestamp queries; wall clock where absent), with GB/s, GFLOP/s and the
-//! fraction of the adapter's measured copy bandwidth (the roofline for decode).
+//! The kernel benchmark behind `wgmoe bench-kernels` and `cargo bench`: every kernel at the real
+//! shapes of the target models, timed on the GPU (timestamp queries; wall clock where absent), with
+//! GB/s, GFLOP/s and the fraction of the adapter's measured copy bandwidth (the roofline for
+//! decode). This module measures and returns rows; the binary parses arguments and prints them.
 
 use crate::error::Result;
-use crate::gpu::{Context, DType, DeviceOptions, GpuTimer, Tensor};
+use crate::gpu::{Context, DType, GpuTimer, Tensor};
 use crate::kernels::{self, Dispatch};
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct BenchArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Model shapes to benchmark (comma separated): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite,
-    /// gpt-oss-20b, or tiny (a small shape for software adapters and CI).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "olmoe-1b-7b,qwen3-30b-a3b,deepseek-v2-lite,gpt-oss-20b"
-    )]
+/// What [`measure`] times.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Model shapes (see [`shape`]): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b,
+    /// or tiny (a small shape for software adapters and CI).
     pub shapes: Vec<String>,
     /// Weight precision: f32, f16 or bf16.
-    #[arg(long, default_value = "f16")]
-    pub dtype: String,
+    pub dtype: DType,
     /// Minimum GPU time per measurement, in milliseconds (a kernel is repeated to reach it).
-    #[arg(long, default_value_t = 20.0)]
     pub min_ms: f64,
     /// Only kernels whose name contains this.
-    #[arg(long)]
     pub filter: Option<String>,
 }
 
-impl Default for BenchArgs {
+impl Default for BenchOptions {
     fn default() -> Self {
         Self {
-            json: false,
             shapes: vec!["tiny".into()],
-            dtype: "f16".into(),
+            dtype: DType::F16,
             min_ms: 20.0,
             filter: None,
         }
@@ -167,7 +157,8 @@ pub fn dispatch_overhead(ctx: &Context, timer: &GpuTimer) -> Result<f64> {
     Ok(s.min(s2) / 1000.0)
 }
 
-fn parse_dtype(s: &str) -> Result<DType> {
+/// A `--dtype` value: f32, f16 or bf16.
+pub fn parse_dtype(s: &str) -> Result<DType> {
     match s {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
@@ -436,77 +427,63 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     Ok(out)
 }
 
-pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
-    let ctx = Context::new(opts)?;
-    let rows = measure(&ctx, args)?;
-    let timer = GpuTimer::new(&ctx);
-    let copy = rows.first().map_or(0.0, |r| r.copy_gbs);
-    let overhead = dispatch_overhead(&ctx, &timer)?;
-    let clock = if timer.is_gpu() {
-        "GPU timestamps"
-    } else {
-        "wall clock (no timestamp queries)"
-    };
-    if args.json {
-        let json = serde_json::json!({
-            "adapter": ctx.info.name,
-            "backend": ctx.backend_name(),
-            "driver": format!("{} {}", ctx.info.driver, ctx.info.driver_info),
-            "dtype": args.dtype,
-            "clock": clock,
-            "copy_gbs": copy,
-            "dispatch_us": overhead * 1e6,
-            "kernels": rows.iter().map(|r| serde_json::json!({
-                "shape": r.shape, "kernel": r.kernel, "detail": r.detail, "us": r.us,
-                "gbs": r.gbs(), "gflops": r.gflops(), "roofline": r.roofline(),
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
-    } else {
-        println!(
-            "adapter: {} ({}, {} {})",
-            ctx.info.name,
-            ctx.backend_name(),
-            ctx.info.driver,
-            ctx.info.driver_info
-        );
-        println!(
-            "timing: {clock}; weights {}; copy bandwidth {copy:.1} GB/s; dependent dispatch {:.2} us",
-            args.dtype,
-            overhead * 1e6
-        );
-        println!();
-        println!("| shape | kernel | detail | us | GB/s | GFLOP/s | of copy BW |");
-        println!("|---|---|---|---:|---:|---:|---:|");
-        for r in &rows {
-            println!(
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0}% |",
-                r.shape,
-                r.kernel,
-                r.detail,
-                r.us,
-                r.gbs(),
-                r.gflops(),
-                100.0 * r.roofline()
-            );
+/// Every kernel's row, with the adapter and what the rows are measured against.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub adapter: String,
+    pub backend: String,
+    /// The driver's name and version.
+    pub driver: String,
+    pub dtype: DType,
+    /// Whether the times come from GPU timestamps (else the wall clock).
+    pub gpu_timestamps: bool,
+    /// Measured copy bandwidth, GB/s (0 when nothing was measured).
+    pub copy_gbs: f64,
+    /// GPU time of one dependent dispatch, in microseconds.
+    pub dispatch_us: f64,
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    /// How the times were taken.
+    pub fn clock(&self) -> &'static str {
+        if self.gpu_timestamps {
+            "GPU timestamps"
+        } else {
+            "wall clock (no timestamp queries)"
         }
     }
-    Ok(())
+}
+
+/// [`measure`], then the dependent-dispatch overhead, with the adapter's description.
+pub fn report(ctx: &Context, opts: &BenchOptions) -> Result<Report> {
+    let rows = measure(ctx, opts)?;
+    let timer = GpuTimer::new(ctx);
+    let overhead = dispatch_overhead(ctx, &timer)?;
+    Ok(Report {
+        adapter: ctx.info.name.clone(),
+        backend: ctx.backend_name().to_string(),
+        driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info),
+        dtype: opts.dtype,
+        gpu_timestamps: timer.is_gpu(),
+        copy_gbs: rows.first().map_or(0.0, |r| r.copy_gbs),
+        dispatch_us: overhead * 1e6,
+        rows,
+    })
 }
 
 /// Time every kernel of every requested shape.
-pub fn measure(ctx: &Context, args: &BenchArgs) -> Result<Vec<Row>> {
-    let dtype = parse_dtype(&args.dtype)?;
-    let shapes = args.shapes.iter().map(|name| shape(name)).collect::<Result<Vec<_>>>()?;
+pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
+    let shapes = opts.shapes.iter().map(|name| shape(name)).collect::<Result<Vec<_>>>()?;
     let timer = GpuTimer::new(ctx);
-    let copy_gbs = copy_bandwidth(ctx, &timer, args.min_ms)? * 1e-9;
+    let copy_gbs = copy_bandwidth(ctx, &timer, opts.min_ms)? * 1e-9;
     let mut rows = Vec::new();
     for s in &shapes {
-        for case in cases(ctx, s, dtype)? {
-            if args.filter.as_deref().is_some_and(|f| !case.kernel.contains(f)) {
+        for case in cases(ctx, s, opts.dtype)? {
+            if opts.filter.as_deref().is_some_and(|f| !case.kernel.contains(f)) {
                 continue;
             }
-            let secs = time_dispatches(ctx, &timer, &case.dispatches, args.min_ms)?;
+            let secs = time_dispatches(ctx, &timer, &case.dispatches, opts.min_ms)?;
             rows.push(Row {
                 shape: s.name.to_string(),
                 kernel: case.kernel.to_string(),

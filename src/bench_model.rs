@@ -7,12 +7,13 @@
 //!
 //! The model is a checkpoint (`--model`) or random weights of a real model's shape made on the GPU
 //! (`--synthetic`, see [`crate::model::synthetic`]); both run through the same [`Model`] and
-//! [`Session`] code path.
+//! [`Session`] code path. This module measures and renders the report (llama-bench's markdown
+//! and JSON); the binary parses arguments and prints.
 
 use crate::bench::copy_bandwidth;
 use crate::error::{Error, Result};
 use crate::generate::GenerateOptions;
-use crate::gpu::{Context, DType, DeviceOptions, GpuTimer};
+use crate::gpu::{Context, DType, GpuTimer};
 use crate::model::plan::LogitRows;
 use crate::model::synthetic::{self, Footprint, SynthOptions};
 use crate::model::{KvDtype, Model, Session};
@@ -20,67 +21,49 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct BenchModelArgs {
+/// Which model `wgmoe bench` measures.
+#[derive(Clone, Debug)]
+pub enum ModelChoice {
     /// A Hugging Face model folder or a .gguf file.
-    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
-    pub model: Option<PathBuf>,
-    /// Random weights with a real model's shape, made on the GPU: olmoe-1b-7b, qwen3-30b-a3b,
-    /// deepseek-v2-lite, gpt-oss-20b, mixtral-8x7b, or tiny (for software adapters and CI).
-    #[arg(long)]
-    pub synthetic: Option<String>,
+    File(PathBuf),
+    /// Random weights with a real model's shape, made on the GPU (see [`synthetic::SHAPES`]).
+    Synthetic { shape: String, opts: SynthOptions },
+}
+
+/// What [`measure`] runs: llama-bench's tests and their repetitions.
+#[derive(Clone, Debug)]
+pub struct BenchModelOptions {
     /// Prompt tokens of the prefill test (0: skip it).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     pub n_prompt: usize,
     /// Generated tokens of the decode test (0: skip it).
-    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
-    /// Tokens already in the KV cache when each test starts (llama-bench's depth): how speed holds
-    /// up with context, e.g. `-d 8192` against the default 0.
-    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    /// Tokens already in the KV cache when each test starts (llama-bench's depth).
     pub n_depth: usize,
     /// Repetitions of each test (after one warm-up).
-    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
-    /// Weight precision of a synthetic model: f16, bf16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub dtype: String,
-    /// Print a JSON array (llama-bench's fields) instead of the markdown table.
-    #[arg(long)]
-    pub json: bool,
     /// Also time one decode step per kernel family (GPU timestamps between dispatches).
-    #[arg(long)]
     pub profile: bool,
-    /// Refuse synthetic weights larger than this (GiB) before allocating them.
-    #[arg(long)]
-    pub max_weights_gib: Option<f64>,
-    /// Seed of the random prompt tokens and synthetic weights.
-    #[arg(long, default_value_t = 1234)]
+    /// Seed of the random prompt tokens.
     pub seed: u64,
-    /// KV-cache precision: f16, q8 or f32.
-    #[arg(long = "kv-cache", default_value = "f16")]
+    /// KV-cache precision of the sessions measured.
     pub kv_cache: KvDtype,
 }
 
-impl Default for BenchModelArgs {
+impl Default for BenchModelOptions {
     fn default() -> Self {
         Self {
-            model: None,
-            synthetic: None,
             n_prompt: 512,
             n_gen: 128,
             n_depth: 0,
             reps: 5,
-            dtype: "f16".into(),
-            json: false,
             profile: false,
-            max_weights_gib: None,
             seed: 1234,
             kv_cache: KvDtype::F16,
         }
     }
 }
 
+/// A `--dtype` value of a synthetic model: f16, bf16 or f32 (any case).
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s.to_ascii_lowercase().as_str() {
         "f16" => Ok(DType::F16),
@@ -102,11 +85,11 @@ pub struct ModelInfo {
     pub footprint: Footprint,
 }
 
-/// Open `--model` or build `--synthetic`, saying on `log` what is about to be allocated.
-pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Result<(Model, ModelInfo)> {
-    match (&args.model, &args.synthetic) {
-        (None, Some(shape)) => {
-            let dtype = parse_dtype(&args.dtype)?;
+/// Open a checkpoint or build a synthetic model, saying on `log` what is about to be allocated.
+pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Result<(Model, ModelInfo)> {
+    match choice {
+        ModelChoice::Synthetic { shape, opts } => {
+            let dtype = opts.dtype;
             let cfg = synthetic::shape_config(shape)?;
             let fp = synthetic::footprint(&cfg, dtype);
             log(&format!(
@@ -117,14 +100,9 @@ pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Re
                 ctx.info.name,
                 fp.read_bytes_per_token * 1e-9
             ));
-            let opts = SynthOptions {
-                dtype,
-                seed: args.seed as u32,
-                max_bytes: args.max_weights_gib.map(|g| (g * (1u64 << 30) as f64) as u64),
-            };
             let start = Instant::now();
             let model_type = cfg.model_type.clone();
-            let model = synthetic::model_from_config(ctx, cfg, &format!("synthetic shape {shape}"), &opts)?;
+            let model = synthetic::model_from_config(ctx, cfg, &format!("synthetic shape {shape}"), opts)?;
             log(&format!("made in {:.1} s", start.elapsed().as_secs_f64()));
             let info = ModelInfo {
                 name: format!("{shape} {}", dtype.name().to_uppercase()),
@@ -135,7 +113,7 @@ pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Re
             };
             Ok((model, info))
         }
-        (Some(path), None) => {
+        ModelChoice::File(path) => {
             let start = Instant::now();
             let model = Model::load(ctx, path, &|_, _| {})?;
             let dtype = model.weights.embed.dtype;
@@ -158,9 +136,6 @@ pub fn open_model(ctx: Context, args: &BenchModelArgs, log: &dyn Fn(&str)) -> Re
             };
             Ok((model, info))
         }
-        _ => Err(Error::Invalid(
-            "give exactly one of --model PATH or --synthetic SHAPE".into(),
-        )),
     }
 }
 
@@ -313,22 +288,22 @@ fn decode(sess: &mut Session<'_>, depth: &[u32], first: u32, n: usize) -> Result
 }
 
 /// Run the benchmark on a model.
-pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<Report> {
+pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Result<Report> {
     let ctx = &model.ctx;
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (p, n, reps) = (args.n_prompt, args.n_gen, args.reps.max(1));
+    let (p, n, reps) = (opts.n_prompt, opts.n_gen, opts.reps.max(1));
     if p == 0 && n == 0 {
         return Err(Error::Invalid("nothing to measure: -p and -n are both 0".into()));
     }
     let vocab = model.config.vocab;
-    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let prompt: Vec<u32> = (0..p).map(|_| rng.below(vocab)).collect();
     let first = rng.below(vocab);
-    let depth: Vec<u32> = (0..args.n_depth).map(|_| rng.below(vocab)).collect();
+    let depth: Vec<u32> = (0..opts.n_depth).map(|_| rng.below(vocab)).collect();
     let d = depth.len();
-    let mut sess = model.try_session(d + p.max(1) + n + 2, args.kv_cache)?;
+    let mut sess = model.try_session(d + p.max(1) + n + 2, opts.kv_cache)?;
     let mut results = Vec::new();
     if p > 0 {
         // Warm-up: pipelines, the plan for p rows, caches.
@@ -375,8 +350,8 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
             roofline_ts: Some(copy / info.footprint.read_bytes_per_token),
         });
     }
-    let profile = if args.profile {
-        Some(profile_decode(model, &prompt, reps, args.kv_cache)?)
+    let profile = if opts.profile {
+        Some(profile_decode(model, &prompt, reps, opts.kv_cache)?)
     } else {
         None
     };
@@ -391,7 +366,7 @@ pub fn measure(model: &Model, info: ModelInfo, args: &BenchModelArgs) -> Result<
         results,
         profile,
         started,
-        kv_cache: args.kv_cache,
+        kv_cache: opts.kv_cache,
     })
 }
 
@@ -698,30 +673,4 @@ pub fn to_json(r: &Report) -> Value {
         })
         .collect::<Vec<_>>();
     Value::Array(rows)
-}
-
-/// `wgmoe bench`.
-pub fn run(opts: &DeviceOptions, args: &BenchModelArgs) -> Result<()> {
-    let ctx = Context::new(opts)?;
-    let (model, info) = open_model(ctx, args, &|line| eprintln!("{line}"))?;
-    let report = measure(&model, info, args)?;
-    if args.json {
-        for line in summary(&report) {
-            eprintln!("{line}");
-        }
-        if let Some(p) = &report.profile {
-            eprint!("{}", profile_table(p));
-        }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&report)).unwrap_or_default()
-        );
-    } else {
-        for line in summary(&report) {
-            println!("{line}");
-        }
-        println!();
-        print!("{}", markdown(&report));
-    }
-    Ok(())
 }

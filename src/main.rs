@@ -1,5 +1,7 @@
 //! The `wgmoe` command line: argument parsing and printing only.
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,9 +35,9 @@ enum Command {
     /// List every GPU adapter with the capabilities wgmoe uses.
     Devices,
     /// Benchmark every kernel at real model shapes.
-    BenchKernels(wgmoe::bench::BenchArgs),
+    BenchKernels(cli::bench_kernels::BenchKernelsArgs),
     /// Prompt (pp) and generation (tg) tokens/s of a model or a synthetic shape, like llama-bench.
-    Bench(wgmoe::bench_model::BenchModelArgs),
+    Bench(cli::bench_model::BenchArgs),
     /// Generate text from a prompt, streaming it as it comes.
     Run(RunArgs),
     /// Chat interactively; the KV cache is kept between turns.
@@ -154,8 +156,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Devices => devices(&opts),
-        Command::BenchKernels(args) => wgmoe::bench::run(&opts, &args),
-        Command::Bench(args) => wgmoe::bench_model::run(&opts, &args),
+        Command::BenchKernels(args) => cli::bench_kernels::run(&opts, &args),
+        Command::Bench(args) => cli::bench_model::run(&opts, &args),
         Command::Run(args) => run(&opts, &args),
         Command::Chat(args) => chat(&opts, &args),
         Command::Logits(args) => logits(&opts, &args),

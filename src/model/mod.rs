@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
+pub mod layout;
 pub mod plan;
 pub mod quant;
 pub mod safetensors;

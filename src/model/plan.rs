@@ -130,58 +130,49 @@ struct Scratch {
     expert_weights: Tensor,
 }
 
-/// The widest FFN over all layers: (intermediate width, router logits per token, expert slots per
-/// token), folded shared experts included (their slots, and Qwen2-MoE's gate logit).
-fn widest_ffn(cfg: &ModelConfig) -> (usize, usize, usize) {
-    let (mut inter, mut logits, mut slots) = (1, 1, 1);
-    for l in &cfg.layers {
-        match &l.ffn {
-            Ffn::Dense { inter: i, .. } => inter = inter.max(*i),
-            ffn @ Ffn::Moe {
-                experts: e,
-                top_k: k,
-                inter: i,
-                shared,
-                ..
+/// Floats per token row of each scratch buffer, by name. The projections' widths are read off the
+/// weights, as the physical layout ([`super::layout`]) made them: the attention input projection
+/// (fused q|k|v, MLA's `[q | c | k_pe]` or low-rank `[q_a | c | k_pe]` and the query after
+/// `q_b`), the gate|up rows of a dense or separate shared MLP, the router's rows (the experts and
+/// Qwen2-MoE's folded shared-expert gate); the expert slots per token count folded shared experts.
+fn scratch_widths(cfg: &ModelConfig, w: &ModelWeights) -> [(&'static str, usize); 12] {
+    let d = cfg.hidden;
+    // (proj, small, the low-rank query's width)
+    let (mut proj, mut small, mut q_lora) = (0, 0, 0);
+    let (mut gate_up, mut logits, mut slots) = (2, 1, 1);
+    for (layer, lw) in cfg.layers.iter().zip(&w.layers) {
+        match &lw.attn {
+            AttnWeights::Gqa { qkv, .. } => proj = proj.max(qkv.w.rows),
+            AttnWeights::Mla { q_kv_a, q_b: None, .. } => proj = proj.max(q_kv_a.w.rows),
+            AttnWeights::Mla {
+                q_kv_a, q_b: Some(qb), ..
             } => {
-                inter = inter.max(*i).max(shared.as_ref().map_or(0, |s| s.inter));
-                let folded = ffn.shared_slots();
-                let gate = folded.is_some() && shared.as_ref().is_some_and(|s| s.gated);
-                logits = logits.max(e + gate as usize);
-                slots = slots.max(k + folded.unwrap_or(0));
+                proj = proj.max(qb.b.w.rows);
+                small = small.max(q_kv_a.w.rows);
+                q_lora = q_lora.max(qb.b.w.cols);
+            }
+        }
+        match &lw.ffn {
+            FfnWeights::Dense { gate_up: gu, .. } => gate_up = gate_up.max(gu.w.rows),
+            FfnWeights::Moe { router, shared, .. } => {
+                logits = logits.max(router.w.rows);
+                if let Some(SharedWeights::Separate { gate_up: gu, .. }) = shared {
+                    gate_up = gate_up.max(gu.w.rows);
+                }
+                if let Ffn::Moe { top_k, .. } = &layer.ffn {
+                    slots = slots.max(top_k + layer.ffn.shared_slots().unwrap_or(0));
+                }
             }
         }
     }
-    (inter, logits, slots)
-}
-
-/// Floats per token row of each scratch buffer, by name.
-fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 12] {
-    let d = cfg.hidden;
-    let (inter, logits, slots) = widest_ffn(cfg);
-    // The attention buffers: (proj, q_cat, attn_out, small, the low-rank query's width).
-    let (proj, q_cat, attn_out, small, q_lora) = match &cfg.attention {
-        Attention::Gqa { .. } => (
-            (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim,
-            0,
-            cfg.heads * cfg.v_head_dim,
-            0,
-            0,
-        ),
-        // proj: [q | c | k_pe] rows (or the query alone after q_b); small: [q_a | c | k_pe].
+    // Attention's own buffers: MLA's absorbed query and latent output, and the output per head.
+    let (q_cat, attn_out) = match &cfg.attention {
+        Attention::Gqa { .. } => (0, cfg.heads * cfg.v_head_dim),
         Attention::Mla {
-            q_lora_rank,
             kv_lora_rank: r,
             rope_dim: dr,
-            nope_dim: dn,
             ..
-        } => (
-            cfg.heads * (dn + dr) + r + dr,
-            cfg.heads * (r + dr),
-            cfg.heads * r,
-            q_lora_rank.map_or(0, |q| q + r + dr),
-            q_lora_rank.unwrap_or(0),
-        ),
+        } => (cfg.heads * (r + dr), cfg.heads * r),
     };
     [
         ("x", d),
@@ -189,8 +180,8 @@ fn scratch_widths(cfg: &ModelConfig) -> [(&'static str, usize); 12] {
         ("proj", proj),
         ("q_cat", q_cat),
         ("attn_out", attn_out),
-        ("gate_up", 2 * inter),
-        ("act", inter),
+        ("gate_up", gate_up),
+        ("act", gate_up / 2),
         // MLA's per-head values (H*dv) pass through here on their way to o_proj; prefill's normed
         // q_a rows too.
         ("tmp", d.max(cfg.heads * cfg.v_head_dim).max(q_lora)),
@@ -217,8 +208,8 @@ fn check_binding(ctx: &Context, what: String, bytes: u64) -> Result<()> {
 
 /// Whether a forward pass of `tokens` rows fits the adapter: every scratch buffer and the logits
 /// within one binding. `build` checks this before allocating anything.
-pub fn check_plan(ctx: &Context, cfg: &ModelConfig, tokens: usize, rows: LogitRows) -> Result<()> {
-    for (name, width) in scratch_widths(cfg) {
+pub fn check_plan(ctx: &Context, cfg: &ModelConfig, w: &ModelWeights, tokens: usize, rows: LogitRows) -> Result<()> {
+    for (name, width) in scratch_widths(cfg, w) {
         check_binding(
             ctx,
             format!("the {name} activations of {tokens} tokens"),
@@ -237,9 +228,9 @@ pub fn check_plan(ctx: &Context, cfg: &ModelConfig, tokens: usize, rows: LogitRo
 }
 
 impl Scratch {
-    fn new(ctx: &Context, cfg: &ModelConfig, t: usize) -> Self {
+    fn new(ctx: &Context, cfg: &ModelConfig, w: &ModelWeights, t: usize) -> Self {
         let [x, h, proj, q_cat, attn_out, gu, act, tmp, small, router_logits, expert_ids, expert_weights] =
-            scratch_widths(cfg).map(|(name, width)| Tensor::zeros(ctx, name, (t * width).max(1)));
+            scratch_widths(cfg, w).map(|(name, width)| Tensor::zeros(ctx, name, (t * width).max(1)));
         Self {
             x,
             h,
@@ -641,12 +632,12 @@ pub fn build(
     tokens: usize,
     rows: LogitRows,
 ) -> Result<Plan> {
-    check_plan(ctx, cfg, tokens, rows)?;
+    check_plan(ctx, cfg, w, tokens, rows)?;
     let mut b = Builder {
         ctx,
         cfg,
         t: tokens,
-        s: Scratch::new(ctx, cfg, tokens),
+        s: Scratch::new(ctx, cfg, w, tokens),
         out: Vec::new(),
     };
     let (x, h) = (b.s.x.clone(), b.s.h.clone());

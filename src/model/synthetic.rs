@@ -5,18 +5,17 @@
 //! checkpoint loader builds, so [`Model::new`] and the forward plan are the same code path as a
 //! loaded model.
 //!
-//! Every tensor is first listed in an [`inventory`] (name, shape, chunk grouping, how much of it a
-//! decode step reads); the footprint (GPU bytes, parameters, bytes read per generated token) and
-//! the allocation both come from that one list, and assembly checks that every listed tensor is
-//! used exactly once.
+//! Every tensor comes from the one physical [`layout`] the loader also walks (name, shape, chunk
+//! grouping, how a synthetic model fills it, how much of it a decode step reads); the footprint
+//! (GPU bytes, parameters, bytes read per generated token) and the weights both come from it.
 
-use super::config::{Attention, Ffn, ModelConfig, QkNorm};
-use super::weights::{AttnWeights, FfnWeights, LayerWeights, Linear, MlaQueryB, ModelWeights, SharedWeights};
+use super::config::ModelConfig;
+use super::layout::{layout, Init, Leaf, Make, Spec};
+use super::weights::ModelWeights;
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, DType, Tensor, Weight};
 use serde_json::Value;
-use std::collections::HashMap;
 
 /// The synthetic shapes, in the order they are listed to users.
 pub const SHAPES: &[&str] = &[
@@ -107,267 +106,6 @@ pub fn shape_config(name: &str) -> Result<ModelConfig> {
     ModelConfig::from_value(&shape_json(name)?, &format!("synthetic shape {name}"))
 }
 
-/// How a tensor's values are made.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// Uniform in `[-scale, scale)`.
-    Random(f32),
-    /// Uniform in `[0.9, 1.1)`: RMSNorm gains.
-    Norm,
-}
-
-/// How much of a tensor one decode step reads.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Read {
-    /// All of it.
-    All,
-    /// One row (an untied embedding table).
-    Row,
-    /// `top_k` of `experts` equal groups (stacked routed experts).
-    Experts { top_k: usize, experts: usize },
-}
-
-/// One tensor of a synthetic model.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub name: String,
-    pub rows: usize,
-    pub cols: usize,
-    /// Rows that stay together in one chunk (one expert).
-    pub group_rows: usize,
-    pub dtype: DType,
-    /// An f32 activation-side [`Tensor`] (sinks, selection bias) rather than a [`Weight`].
-    pub tensor: bool,
-    pub init: Init,
-    pub read: Read,
-}
-
-impl Entry {
-    pub fn params(&self) -> u64 {
-        (self.rows * self.cols) as u64
-    }
-
-    /// Bytes of real data (unpadded).
-    pub fn data_bytes(&self) -> u64 {
-        self.params() * self.dtype.bytes() as u64
-    }
-
-    /// Bytes on the GPU, row padding included (what [`Weight::gpu_bytes`] reports).
-    pub fn gpu_bytes(&self) -> u64 {
-        if self.tensor {
-            ((self.rows * self.cols) as u64 * 4).max(16).next_multiple_of(16)
-        } else {
-            (self.rows * Weight::row_words(self.dtype, self.cols) * 4) as u64
-        }
-    }
-
-    /// Bytes one decode step reads from this tensor.
-    pub fn read_bytes(&self) -> f64 {
-        let all = self.data_bytes() as f64;
-        match self.read {
-            Read::All => all,
-            Read::Row => (self.cols * self.dtype.bytes()) as f64,
-            Read::Experts { top_k, experts } => all * top_k.min(experts) as f64 / experts as f64,
-        }
-    }
-}
-
-/// Every tensor of a model described by `cfg` with weights in `dtype`, in the structure
-/// [`weights::load`](super::weights::load) builds (gate|up stacked, MLA's absorbed `uk_t`/`uv`,
-/// experts stacked `[E * rows, cols]`).
-pub fn inventory(cfg: &ModelConfig, dtype: DType) -> Vec<Entry> {
-    let mut v = Inv { v: Vec::new(), dtype };
-    let d = cfg.hidden;
-    let (h, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
-    let embed_read = if cfg.tie_embeddings { Read::All } else { Read::Row };
-    v.add("embed".into(), cfg.vocab, d, 1, Init::Random(1.0), embed_read);
-    for (i, layer) in cfg.layers.iter().enumerate() {
-        let p = format!("layers.{i}");
-        v.norm(format!("{p}.attn_norm"), d);
-        v.norm(format!("{p}.ffn_norm"), d);
-        match &cfg.attention {
-            Attention::Gqa {
-                qkv_bias,
-                o_bias,
-                qk_norm,
-                sinks,
-                ..
-            } => {
-                // q, k and v stacked `[(H + 2KV) * hd, D]`, their biases stacked in f32 (as loaded).
-                v.add(format!("{p}.qkv.weight"), (h + 2 * kv) * hd, d, 1, scaled(d), Read::All);
-                if *qkv_bias {
-                    v.f32_bias(format!("{p}.qkv.bias"), (h + 2 * kv) * hd);
-                }
-                v.lin(format!("{p}.o"), d, h * hd, *o_bias);
-                let norms = match qk_norm {
-                    QkNorm::None => None,
-                    QkNorm::PerHead => Some((hd, hd)),
-                    QkNorm::Full => Some((h * hd, kv * hd)),
-                };
-                if let Some((qn, kn)) = norms {
-                    v.norm(format!("{p}.q_norm"), qn);
-                    v.norm(format!("{p}.k_norm"), kn);
-                }
-                if *sinks {
-                    v.tensor(format!("{p}.sinks"), h, 0.5);
-                }
-            }
-            Attention::Mla {
-                q_lora_rank,
-                kv_lora_rank: r,
-                nope_dim: dn,
-                rope_dim: dr,
-                v_dim: dv,
-                bias: b,
-            } => {
-                // [q | kv_a] or [q_a | kv_a] stacked, as loaded (the bias in f32).
-                let q_rows = q_lora_rank.unwrap_or(h * (dn + dr));
-                v.add(
-                    format!("{p}.q_kv_a.weight"),
-                    q_rows + r + dr,
-                    d,
-                    1,
-                    scaled(d),
-                    Read::All,
-                );
-                if *b {
-                    v.f32_bias(format!("{p}.q_kv_a.bias"), q_rows + r + dr);
-                }
-                if let Some(qr) = q_lora_rank {
-                    v.norm(format!("{p}.q_a_norm"), *qr);
-                    v.lin(format!("{p}.q_b"), h * (dn + dr), *qr, false);
-                }
-                v.norm(format!("{p}.kv_norm"), *r);
-                v.add(format!("{p}.uk_t"), h * r, *dn, *r, scaled(*dn), Read::All);
-                v.add(format!("{p}.uv"), h * dv, *r, 1, scaled(*r), Read::All);
-                v.lin(format!("{p}.o"), d, h * dv, *b);
-            }
-        }
-        match &layer.ffn {
-            Ffn::Dense { inter, bias: b } => {
-                v.add(format!("{p}.gate_up.weight"), 2 * inter, d, 1, scaled(d), Read::All);
-                if *b {
-                    v.f32_bias(format!("{p}.gate_up.bias"), 2 * inter);
-                }
-                v.lin(format!("{p}.down"), d, *inter, *b);
-            }
-            Ffn::Moe {
-                experts,
-                top_k,
-                inter,
-                router,
-                shared,
-                gpt_oss,
-            } => {
-                let (e, k, i_) = (*experts, *top_k, *inter);
-                // Folded shared experts (as the loader folds them): more experts, each read by
-                // every token, and Qwen2-MoE's gate as one more router row.
-                let folded = layer.ffn.shared_slots();
-                let n = folded.unwrap_or(0);
-                let gate = folded.is_some() && shared.as_ref().is_some_and(|s| s.gated);
-                let ex = Read::Experts {
-                    top_k: k + n,
-                    experts: e + n,
-                };
-                v.lin(format!("{p}.router"), e + gate as usize, d, router.linear_bias);
-                if router.selection_bias {
-                    v.tensor(format!("{p}.selection_bias"), e, 0.01);
-                }
-                v.add(
-                    format!("{p}.experts.gate_up"),
-                    (e + n) * 2 * i_,
-                    d,
-                    2 * i_,
-                    scaled(d),
-                    ex,
-                );
-                v.add(format!("{p}.experts.down"), (e + n) * d, i_, d, scaled(i_), ex);
-                if gpt_oss.is_some() {
-                    v.add(format!("{p}.experts.gate_up_bias"), e, 2 * i_, 1, BIAS, ex);
-                    v.add(format!("{p}.experts.down_bias"), e, d, 1, BIAS, ex);
-                }
-                if let (Some(s), None) = (shared, folded) {
-                    v.lin(format!("{p}.shared.gate_up"), 2 * s.inter, d, false);
-                    v.lin(format!("{p}.shared.down"), d, s.inter, false);
-                    if s.gated {
-                        v.lin(format!("{p}.shared.gate"), 1, d, false);
-                    }
-                }
-            }
-        }
-    }
-    v.norm("norm".into(), d);
-    if !cfg.tie_embeddings {
-        v.add("lm_head".into(), cfg.vocab, d, 1, scaled(d), Read::All);
-    }
-    v.v
-}
-
-const BIAS: Init = Init::Random(0.02);
-
-/// Uniform weights whose products keep activations of order one: `1/sqrt(fan_in)`.
-fn scaled(cols: usize) -> Init {
-    Init::Random(1.0 / (cols as f32).sqrt())
-}
-
-/// The inventory being listed.
-struct Inv {
-    v: Vec<Entry>,
-    dtype: DType,
-}
-
-impl Inv {
-    fn add(&mut self, name: String, rows: usize, cols: usize, group_rows: usize, init: Init, read: Read) {
-        self.v.push(Entry {
-            name,
-            rows,
-            cols,
-            group_rows,
-            dtype: self.dtype,
-            tensor: false,
-            init,
-            read,
-        });
-    }
-    fn norm(&mut self, name: String, n: usize) {
-        self.add(name, 1, n, 1, Init::Norm, Read::All);
-    }
-    /// An f32 vector on the activation side (sinks, selection bias).
-    fn tensor(&mut self, name: String, n: usize, scale: f32) {
-        let init = Init::Random(scale);
-        self.v.push(Entry {
-            name,
-            rows: 1,
-            cols: n,
-            group_rows: 1,
-            dtype: DType::F32,
-            tensor: true,
-            init,
-            read: Read::All,
-        });
-    }
-    /// Biases of stacked projections, which the loader stacks in f32.
-    fn f32_bias(&mut self, name: String, n: usize) {
-        self.v.push(Entry {
-            name,
-            rows: 1,
-            cols: n,
-            group_rows: 1,
-            dtype: DType::F32,
-            tensor: false,
-            init: BIAS,
-            read: Read::All,
-        });
-    }
-    /// A linear layer `[out, inp]` (`{name}.weight`) and its bias `[1, out]` (`{name}.bias`).
-    fn lin(&mut self, name: String, out: usize, inp: usize, bias: bool) {
-        self.add(format!("{name}.weight"), out, inp, 1, scaled(inp), Read::All);
-        if bias {
-            self.add(format!("{name}.bias"), 1, out, 1, BIAS, Read::All);
-        }
-    }
-}
-
 /// What a model's weights take and what a decode step reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Footprint {
@@ -381,14 +119,21 @@ pub struct Footprint {
     pub read_bytes_per_token: f64,
 }
 
+/// The footprint of a model described by `cfg` with weights in `dtype`, counted over its layout.
 pub fn footprint(cfg: &ModelConfig, dtype: DType) -> Footprint {
-    let inv = inventory(cfg, dtype);
-    Footprint {
-        gpu_bytes: inv.iter().map(Entry::gpu_bytes).sum(),
-        data_bytes: inv.iter().map(Entry::data_bytes).sum(),
-        params: inv.iter().map(Entry::params).sum(),
-        read_bytes_per_token: inv.iter().map(Entry::read_bytes).sum(),
-    }
+    let mut fp = Footprint {
+        gpu_bytes: 0,
+        data_bytes: 0,
+        params: 0,
+        read_bytes_per_token: 0.0,
+    };
+    layout(cfg).for_each(|s, leaf| {
+        fp.gpu_bytes += s.gpu_bytes(dtype, leaf);
+        fp.data_bytes += s.data_bytes(dtype);
+        fp.params += s.params();
+        fp.read_bytes_per_token += s.read_bytes(dtype);
+    });
+    fp
 }
 
 pub fn gib(bytes: u64) -> f64 {
@@ -460,212 +205,115 @@ impl Rng {
     }
 }
 
-/// Host values for `e` (norms in `[0.9, 1.1)`, random in `[-scale, scale)`).
-fn host_values(e: &Entry, seed: u64) -> Vec<f32> {
+/// Host values for `s` (norms in `[0.9, 1.1)`, random in `[-scale, scale)`).
+fn host_values(s: &Spec, seed: u64) -> Vec<f32> {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    (0..e.rows * e.cols)
-        .map(|_| match e.init {
+    (0..s.rows * s.cols)
+        .map(|_| match s.init {
             Init::Norm => 0.9 + 0.2 * rng.unit(),
-            Init::Random(s) => (2.0 * rng.unit() - 1.0) * s,
+            Init::Random(scale) => (2.0 * rng.unit() - 1.0) * scale,
         })
         .collect()
 }
 
-enum Made {
-    W(Weight),
-    T(Tensor),
-}
-
-/// Make one tensor on the GPU: large ones filled there by a kernel, small ones (norms, biases,
+/// Make one weight on the GPU: large ones filled there by a kernel, small ones (norms, biases,
 /// rows that are not whole 16-byte groups) from host values.
-fn make(ctx: &Context, e: &Entry, seed: u32) -> Result<Made> {
-    if e.tensor {
-        return Ok(Made::T(Tensor::from_f32(ctx, &e.name, &host_values(e, seed as u64))));
-    }
+fn make_weight(ctx: &Context, s: &Spec, dtype: DType, seed: u32) -> Result<Weight> {
     let host =
-        matches!(e.init, Init::Norm) || !e.cols.is_multiple_of(e.dtype.elems_per_vec4()) || e.rows * e.cols <= 1 << 16;
-    match e.init {
-        Init::Random(scale) if !host => Ok(Made::W(crate::kernels::bench::random_weight(
-            ctx,
-            &e.name,
-            e.dtype,
-            e.rows,
-            e.cols,
-            e.group_rows,
-            seed,
-            scale,
-        )?)),
+        matches!(s.init, Init::Norm) || !s.cols.is_multiple_of(dtype.elems_per_vec4()) || s.rows * s.cols <= 1 << 16;
+    match s.init {
+        Init::Random(scale) if !host => {
+            crate::kernels::bench::random_weight(ctx, &s.label, dtype, s.rows, s.cols, s.group_rows, seed, scale)
+        }
         _ => {
-            let bytes = e.dtype.encode(&host_values(e, seed as u64));
-            Ok(Made::W(Weight::upload(
-                ctx,
-                &e.name,
-                e.dtype,
-                e.rows,
-                e.cols,
-                e.group_rows,
-                &bytes,
-            )?))
+            let bytes = dtype.encode(&host_values(s, seed as u64));
+            Weight::upload(ctx, &s.label, dtype, s.rows, s.cols, s.group_rows, &bytes)
         }
     }
 }
 
-/// Random weights for every tensor `cfg` describes, made on the GPU and assembled as
-/// [`weights::load`](super::weights::load) assembles a checkpoint. `what` names the model in
-/// errors. Running out of GPU memory is an error that says how much the weights need.
+/// Random weights for every tensor `cfg` describes, made on the GPU and assembled by the same
+/// layout walk as a loaded checkpoint's. `what` names the model in errors. Running out of GPU
+/// memory is an error that says how much the weights need.
 pub fn synthesize(ctx: &Context, cfg: &ModelConfig, what: &str, opts: &SynthOptions) -> Result<ModelWeights> {
-    let inv = inventory(cfg, opts.dtype);
-    let needed: u64 = inv.iter().map(Entry::gpu_bytes).sum();
+    let layout = layout(cfg);
+    let mut needed = 0;
+    layout.for_each(|s, leaf| needed += s.gpu_bytes(opts.dtype, leaf));
     check_fits(what, opts.dtype, needed, opts.max_bytes)?;
-    let mut made = HashMap::with_capacity(inv.len());
-    let mut done = 0u64;
-    for (i, e) in inv.iter().enumerate() {
+    let mut maker = Maker {
+        ctx,
+        what,
+        opts,
+        needed,
+        made: 0,
+        done: 0,
+    };
+    let weights = layout.make(&mut maker)?;
+    ctx.wait()?;
+    Ok(weights)
+}
+
+/// Makes each spec of the layout in turn, the `i`th from seed `i` of the model's seed.
+struct Maker<'a> {
+    ctx: &'a Context,
+    what: &'a str,
+    opts: &'a SynthOptions,
+    /// GPU bytes of all the weights.
+    needed: u64,
+    /// Specs made so far.
+    made: u32,
+    /// GPU bytes made so far.
+    done: u64,
+}
+
+impl Maker<'_> {
+    /// `make(seed)` for the next spec, `s`, with an out-of-memory or validation error turned into
+    /// one that names the model, the tensor and what was made before it.
+    fn scoped<R>(&mut self, s: &Spec, leaf: Leaf, make: impl FnOnce(u32) -> Result<R>) -> Result<R> {
+        let (ctx, what, dtype) = (self.ctx, self.what, self.opts.dtype);
+        let seed = self.opts.seed.wrapping_mul(0x0100_0193).wrapping_add(self.made);
         let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let r = make(ctx, e, opts.seed.wrapping_mul(0x0100_0193).wrapping_add(i as u32));
+        let r = make(seed);
         let invalid = pollster::block_on(invalid.pop());
         let oom = pollster::block_on(oom.pop());
         if let Some(err) = oom {
             let detail = format!(
                 " (the GPU ran out of memory at {} after {:.1} GiB: {err})",
-                e.name,
-                gib(done)
+                s.label,
+                gib(self.done)
             );
-            return Err(too_big(what, opts.dtype, needed, None, &detail));
+            return Err(too_big(what, dtype, self.needed, None, &detail));
         }
         if let Some(err) = invalid {
             return Err(Error::Gpu(format!(
                 "{what}: making {} failed after {:.1} GiB of weights: {err}",
-                e.name,
-                gib(done)
+                s.label,
+                gib(self.done)
             )));
         }
-        made.insert(e.name.clone(), r?);
-        done += e.gpu_bytes();
+        let r = r?;
+        self.made += 1;
+        self.done += s.gpu_bytes(dtype, leaf);
+        Ok(r)
     }
-    ctx.wait()?;
-    assemble(cfg, made)
 }
 
-/// The pieces of [`ModelWeights`] by name, each taken exactly once.
-struct Parts(HashMap<String, Made>);
+impl Make for Maker<'_> {
+    type W = Weight;
+    type T = Tensor;
 
-impl Parts {
-    fn w(&mut self, name: &str) -> Result<Weight> {
-        match self.0.remove(name) {
-            Some(Made::W(w)) => Ok(w),
-            _ => Err(Error::Invalid(format!("synthetic weights: no weight {name}"))),
-        }
+    fn weight(&mut self, s: &Spec) -> Result<Weight> {
+        let (ctx, dtype) = (self.ctx, s.dtype(self.opts.dtype));
+        self.scoped(s, Leaf::Weight, |seed| make_weight(ctx, s, dtype, seed))
     }
-    fn t(&mut self, name: &str) -> Result<Tensor> {
-        match self.0.remove(name) {
-            Some(Made::T(t)) => Ok(t),
-            _ => Err(Error::Invalid(format!("synthetic weights: no tensor {name}"))),
-        }
-    }
-    fn opt_w(&mut self, name: &str) -> Option<Weight> {
-        self.w(name).ok()
-    }
-    fn lin(&mut self, name: &str) -> Result<Linear> {
-        Ok(Linear {
-            w: self.w(&format!("{name}.weight"))?,
-            bias: self.opt_w(&format!("{name}.bias")),
+
+    fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
+        let ctx = self.ctx;
+        self.scoped(s, Leaf::Tensor, |seed| {
+            Ok(Tensor::from_f32(ctx, &s.label, &host_values(s, seed as u64)))
         })
     }
-}
-
-fn assemble(cfg: &ModelConfig, made: HashMap<String, Made>) -> Result<ModelWeights> {
-    let mut m = Parts(made);
-    let embed = m.w("embed")?;
-    let mut layers = Vec::with_capacity(cfg.layers.len());
-    for (i, layer) in cfg.layers.iter().enumerate() {
-        let p = format!("layers.{i}");
-        let attn_norm = m.w(&format!("{p}.attn_norm"))?;
-        let ffn_norm = m.w(&format!("{p}.ffn_norm"))?;
-        let attn = match &cfg.attention {
-            Attention::Gqa { sinks, .. } => AttnWeights::Gqa {
-                qkv: m.lin(&format!("{p}.qkv"))?,
-                o: m.lin(&format!("{p}.o"))?,
-                q_norm: m.opt_w(&format!("{p}.q_norm")),
-                k_norm: m.opt_w(&format!("{p}.k_norm")),
-                sinks: if *sinks {
-                    Some(m.t(&format!("{p}.sinks"))?)
-                } else {
-                    None
-                },
-            },
-            Attention::Mla { q_lora_rank, .. } => AttnWeights::Mla {
-                q_kv_a: m.lin(&format!("{p}.q_kv_a"))?,
-                q_b: match q_lora_rank {
-                    None => None,
-                    Some(_) => Some(MlaQueryB {
-                        norm: m.w(&format!("{p}.q_a_norm"))?,
-                        b: m.lin(&format!("{p}.q_b"))?,
-                    }),
-                },
-                kv_norm: m.w(&format!("{p}.kv_norm"))?,
-                uk_t: m.w(&format!("{p}.uk_t"))?,
-                uv: m.w(&format!("{p}.uv"))?,
-                o: m.lin(&format!("{p}.o"))?,
-            },
-        };
-        let ffn = match &layer.ffn {
-            Ffn::Dense { .. } => FfnWeights::Dense {
-                gate_up: m.lin(&format!("{p}.gate_up"))?,
-                down: m.lin(&format!("{p}.down"))?,
-            },
-            ffn @ Ffn::Moe { router, shared, .. } => FfnWeights::Moe {
-                router: m.lin(&format!("{p}.router"))?,
-                selection_bias: if router.selection_bias {
-                    Some(m.t(&format!("{p}.selection_bias"))?)
-                } else {
-                    None
-                },
-                gate_up: m.w(&format!("{p}.experts.gate_up"))?,
-                down: m.w(&format!("{p}.experts.down"))?,
-                gate_up_bias: m.opt_w(&format!("{p}.experts.gate_up_bias")),
-                down_bias: m.opt_w(&format!("{p}.experts.down_bias")),
-                shared: match (shared, ffn.shared_slots()) {
-                    (None, _) => None,
-                    (Some(s), Some(slots)) => Some(SharedWeights::Folded { slots, gated: s.gated }),
-                    (Some(s), None) => Some(SharedWeights::Separate {
-                        gate_up: m.lin(&format!("{p}.shared.gate_up"))?,
-                        down: m.lin(&format!("{p}.shared.down"))?,
-                        gate: if s.gated {
-                            Some(m.lin(&format!("{p}.shared.gate"))?)
-                        } else {
-                            None
-                        },
-                    }),
-                },
-            },
-        };
-        layers.push(LayerWeights {
-            attn_norm,
-            ffn_norm,
-            attn,
-            ffn,
-        });
-    }
-    let norm = m.w("norm")?;
-    let lm_head = if cfg.tie_embeddings {
-        None
-    } else {
-        Some(m.w("lm_head")?)
-    };
-    if !m.0.is_empty() {
-        let mut left: Vec<&String> = m.0.keys().collect();
-        left.sort();
-        return Err(Error::Invalid(format!(
-            "synthetic weights: tensors made but not used: {left:?}"
-        )));
-    }
-    Ok(ModelWeights {
-        embed,
-        norm,
-        lm_head,
-        layers,
-    })
 }
 
 /// A model of random weights with the shape `cfg`, through [`Model::new`] like a loaded one.

@@ -1,0 +1,103 @@
+//! `wgmoe bench`: the arguments and the printed report of the end-to-end benchmark,
+//! [`wgmoe::bench_model`] (which also renders llama-bench's markdown and JSON).
+
+use std::path::PathBuf;
+use wgmoe::bench_model::{self, BenchModelOptions, ModelChoice};
+use wgmoe::gpu::{Context, DeviceOptions};
+use wgmoe::model::synthetic::SynthOptions;
+use wgmoe::model::KvDtype;
+use wgmoe::{Error, Result};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// A Hugging Face model folder or a .gguf file.
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Random weights with a real model's shape, made on the GPU: olmoe-1b-7b, qwen3-30b-a3b,
+    /// deepseek-v2-lite, gpt-oss-20b, mixtral-8x7b, or tiny (for software adapters and CI).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Prompt tokens of the prefill test (0: skip it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens of the decode test (0: skip it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Tokens already in the KV cache when each test starts (llama-bench's depth): how speed holds
+    /// up with context, e.g. `-d 8192` against the default 0.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
+    /// Repetitions of each test (after one warm-up).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Weight precision of a synthetic model: f16, bf16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub dtype: String,
+    /// Print a JSON array (llama-bench's fields) instead of the markdown table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also time one decode step per kernel family (GPU timestamps between dispatches).
+    #[arg(long)]
+    pub profile: bool,
+    /// Refuse synthetic weights larger than this (GiB) before allocating them.
+    #[arg(long)]
+    pub max_weights_gib: Option<f64>,
+    /// Seed of the random prompt tokens and synthetic weights.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// KV-cache precision: f16, q8 or f32.
+    #[arg(long = "kv-cache", default_value = "f16")]
+    pub kv_cache: KvDtype,
+}
+
+/// Open the model (progress on stderr), measure, and print the summary and the table, or the
+/// JSON on stdout with the summary on stderr.
+pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
+    let ctx = Context::new(opts)?;
+    let choice = match (&args.model, &args.synthetic) {
+        (None, Some(shape)) => ModelChoice::Synthetic {
+            shape: shape.clone(),
+            opts: SynthOptions {
+                dtype: bench_model::parse_dtype(&args.dtype)?,
+                seed: args.seed as u32,
+                max_bytes: args.max_weights_gib.map(|g| (g * (1u64 << 30) as f64) as u64),
+            },
+        },
+        (Some(path), None) => ModelChoice::File(path.clone()),
+        _ => {
+            return Err(Error::Invalid(
+                "give exactly one of --model PATH or --synthetic SHAPE".into(),
+            ))
+        }
+    };
+    let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
+    let options = BenchModelOptions {
+        n_prompt: args.n_prompt,
+        n_gen: args.n_gen,
+        n_depth: args.n_depth,
+        reps: args.reps,
+        profile: args.profile,
+        seed: args.seed,
+        kv_cache: args.kv_cache,
+    };
+    let report = bench_model::measure(&model, info, &options)?;
+    if args.json {
+        for line in bench_model::summary(&report) {
+            eprintln!("{line}");
+        }
+        if let Some(p) = &report.profile {
+            eprint!("{}", bench_model::profile_table(p));
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&bench_model::to_json(&report)).unwrap_or_default()
+        );
+    } else {
+        for line in bench_model::summary(&report) {
+            println!("{line}");
+        }
+        println!();
+        print!("{}", bench_model::markdown(&report));
+    }
+    Ok(())
+}
