@@ -14,10 +14,10 @@
 
 mod common;
 use common::*;
+use wgmoe::gpu::Dispatch;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::matmul::{gemm, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS};
 use wgmoe::kernels::matmul::coop_enabled;
-use wgmoe::kernels::Dispatch;
+use wgmoe::kernels::matmul::{gemm, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS};
 
 const BOUND: f64 = 1e-9;
 const COOP_BOUND: f64 = 1e-6;

@@ -4,8 +4,9 @@
 //! decode). This module measures and returns rows; the binary parses arguments and prints them.
 
 use crate::error::Result;
+use crate::gpu::Dispatch;
 use crate::gpu::{Context, DType, GpuTimer, Tensor};
-use crate::kernels::{self, Dispatch};
+use crate::kernels;
 
 /// What [`measure`] times.
 #[derive(Clone, Debug)]
@@ -499,7 +500,7 @@ pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
 }
 
 /// " (coop)" when the dispatches run on cooperative matrices (`WGMOE_COOP_MATRIX=0` turns them off).
-fn coop_tag(dispatches: &[kernels::Dispatch]) -> &'static str {
+fn coop_tag(dispatches: &[Dispatch]) -> &'static str {
     if dispatches.iter().any(|d| d.label.contains("coop")) {
         " (coop)"
     } else {

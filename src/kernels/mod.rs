@@ -18,7 +18,6 @@ pub mod router;
 pub mod sampling;
 pub mod swiglu;
 
-pub use crate::gpu::{grid, window, Dispatch};
 use crate::gpu::{Compose, FORMATS};
 
 /// Every mode of the GEMM bodies (src/kernels/matmul/variant.rs).

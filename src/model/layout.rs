@@ -6,7 +6,7 @@
 //! MLA's `[q | kv_a]` and per-head `uk_t` / `uv`, stacked biases in f32).
 //!
 //! [`Layout::make`] is the one walk over that tree: the checkpoint loader
-//! ([`weights::load`](super::weights::load)) and the synthetic maker
+//! ([`loader::load`](super::loader::load)) and the synthetic maker
 //! ([`synthetic`](super::synthetic)) each supply a [`Make`] that turns one spec into a GPU tensor,
 //! and the walk assembles their tensors into [`ModelWeights`]; [`Layout::for_each`] lists the specs
 //! (footprints, progress totals). Scratch sizing reads its projection widths off the weights the

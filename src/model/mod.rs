@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod gguf;
 pub mod layout;
+pub mod loader;
 pub mod plan;
 pub mod quant;
 pub mod safetensors;
@@ -12,7 +13,7 @@ pub mod synthetic;
 pub mod weights;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Tensor};
+use crate::gpu::{Context, Dispatch, Tensor};
 pub use crate::kernels::attention::KvDtype;
 use crate::kernels::{self, step};
 pub use checkpoint::tokenizer_for;
@@ -47,7 +48,7 @@ impl Model {
         src: &dyn TensorSource,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
-        let weights = weights::load(&ctx, &config, src, progress)?;
+        let weights = loader::load(&ctx, &config, src, progress)?;
         Ok(Self::new(ctx, config, weights))
     }
 
@@ -136,7 +137,7 @@ pub struct Session<'m> {
     /// `log[p]`: the sampled token that will sit at position `p`.
     log: Tensor,
     /// Logs the sampled token and advances the step buffer on the GPU.
-    advance: kernels::Dispatch,
+    advance: Dispatch,
     /// Mappable copies of logged tokens, one per generation step in flight.
     readback: Vec<wgpu::Buffer>,
     /// A slot is busy from its map request until its token is read and the buffer unmapped.
@@ -144,7 +145,7 @@ pub struct Session<'m> {
     next_slot: usize,
     pos: usize,
     plans: HashMap<(usize, LogitRows), Plan>,
-    tails: HashMap<(usize, LogitRows), (String, kernels::Dispatch)>,
+    tails: HashMap<(usize, LogitRows), (String, Dispatch)>,
 }
 
 impl Session<'_> {
@@ -323,7 +324,7 @@ impl Session<'_> {
         self.stage(tokens)?;
         self.ensure_plan((tokens.len(), rows))?;
         let plan = &self.plans[&(tokens.len(), rows)];
-        let refs: Vec<&kernels::Dispatch> = plan.dispatches.iter().collect();
+        let refs: Vec<&Dispatch> = plan.dispatches.iter().collect();
         self.model.ctx.submit(&refs);
         self.pos += tokens.len();
         Ok(())
@@ -334,9 +335,9 @@ impl Session<'_> {
     /// The dispatches one generation step of `tokens` rows replays, in order (the plan, its
     /// sampler tail, the step advance), for `wgmoe bench --profile`; `None` until such a step has
     /// been submitted. Recording them advances the GPU's step buffer like a real step.
-    pub fn step_dispatches(&self, tokens: usize) -> Option<Vec<&kernels::Dispatch>> {
+    pub fn step_dispatches(&self, tokens: usize) -> Option<Vec<&Dispatch>> {
         let key = (tokens, LogitRows::Last);
-        let mut v: Vec<&kernels::Dispatch> = self.plans.get(&key)?.dispatches.iter().collect();
+        let mut v: Vec<&Dispatch> = self.plans.get(&key)?.dispatches.iter().collect();
         v.push(&self.tails.get(&key)?.1);
         v.push(&self.advance);
         Some(v)

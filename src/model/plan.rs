@@ -7,8 +7,9 @@
 use super::config::{Attention, Ffn, ModelConfig, QkNorm};
 use super::weights::{AttnWeights, FfnWeights, Linear, ModelWeights, SharedWeights};
 use crate::error::Result;
+use crate::gpu::Dispatch;
 use crate::gpu::{Context, Tensor, Weight};
-use crate::kernels::{self, Dispatch};
+use crate::kernels;
 use kernels::attention::{AttnSpec, KvDtype};
 use kernels::elementwise::Rows;
 use kernels::matmul::{MatmulSpec, NormPrologue};

@@ -1,5 +1,5 @@
 //! A GGUF file as a [`TensorSource`] under transformers names, so the one weight loader
-//! (`weights::load`) reads it like a safetensors folder. F32 / F16 / BF16 tensors pass through;
+//! (`loader::load`) reads it like a safetensors folder. F32 / F16 / BF16 tensors pass through;
 //! the block-quantised types are dequantised on access (to f16; MXFP4 to bf16, exact); where
 //! llama.cpp's converter stores a tensor in another form than transformers (llama's permuted Q/K
 //! rows, DeepSeek's split `attn_k_b` / `attn_v_b`, gpt-oss's separate `[out, in]` gate / up / down

@@ -1,0 +1,299 @@
+//! The checkpoint loader: fills a model's GPU weights from tensors named as transformers saves
+//! them. It walks the physical layout ([`layout`]), checks every source tensor's shape before it is
+//! uploaded and builds fused forms (stacks, MLA's per-head absorbed blocks, gpt-oss's transposed
+//! experts, folded shared experts) piece by piece, so host memory stays at one source tensor.
+
+use super::config::ModelConfig;
+use super::layout::{self, FoldedPart, Make, Routed, Source, Spec};
+use super::source::{RawTensor, TensorSource};
+use super::weights::ModelWeights;
+use crate::error::{Error, Result};
+use crate::gpu::{Context, DType, Tensor, Weight};
+
+/// Load every weight `cfg` describes from `src`, as [`layout::layout`] lays them out.
+pub fn load(
+    ctx: &Context,
+    cfg: &ModelConfig,
+    src: &dyn TensorSource,
+    progress: &dyn Fn(usize, usize),
+) -> Result<ModelWeights> {
+    let mut layout = layout::layout(cfg);
+    // A checkpoint without a logits head ties it to the embedding.
+    if layout.lm_head.as_ref().is_some_and(|h| !src.contains(&h.label)) {
+        layout.lm_head = None;
+    }
+    let mut l = Loader {
+        ctx,
+        src,
+        progress,
+        done: 0,
+        total: 0,
+    };
+    let mut total = 0;
+    layout.for_each(|s, _| total += l.reads(s));
+    l.total = total;
+    layout.make(&mut l)
+}
+
+/// Loads tensors from one source, checking shapes and reporting progress.
+struct Loader<'a> {
+    ctx: &'a Context,
+    src: &'a dyn TensorSource,
+    /// Called with (tensors read, tensors to read) after each source tensor.
+    progress: &'a dyn Fn(usize, usize),
+    done: usize,
+    total: usize,
+}
+
+impl Make for Loader<'_> {
+    type W = Weight;
+    type T = Tensor;
+
+    fn weight(&mut self, s: &Spec) -> Result<Weight> {
+        match &s.source {
+            Source::Tensor { name, shape } => self.matrix(name, shape),
+            Source::Stacked(parts) => {
+                let dtype = self.raw(&parts[0].0, &[parts[0].1, s.cols])?.gpu_dtype()?;
+                let w = self.alloc(s, dtype)?;
+                self.write_stacked(&w, parts)?;
+                Ok(w)
+            }
+            Source::Biases(parts) => self.biases(s, parts),
+            Source::KvB {
+                name,
+                heads,
+                nope,
+                v,
+                rank,
+                uk,
+            } => {
+                let kvb = self.raw(name, &[heads * (nope + v), *rank])?;
+                let dtype = kvb.gpu_dtype()?;
+                let e = dtype.bytes();
+                let mut out = Vec::with_capacity(s.rows * s.cols * e);
+                for head in 0..*heads {
+                    let base = head * (nope + v) * rank * e;
+                    let (uk_rows, v_rows) = kvb.bytes[base..base + (nope + v) * rank * e].split_at(nope * rank * e);
+                    if *uk {
+                        out.extend(transpose(uk_rows, *nope, *rank, e));
+                    } else {
+                        out.extend_from_slice(v_rows);
+                    }
+                }
+                drop(kvb);
+                let w = Weight::upload(self.ctx, &s.label, dtype, s.rows, s.cols, s.group_rows, &out)?;
+                self.tick();
+                Ok(w)
+            }
+            Source::Experts {
+                experts,
+                routed,
+                shared,
+            } => {
+                let w = self.routed_experts(s, *experts, routed)?;
+                if let Some(f) = shared {
+                    self.write_shared_experts(&w, *experts, f.slots, f.inter, &f.part)?;
+                }
+                Ok(w)
+            }
+        }
+    }
+
+    fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
+        match &s.source {
+            Source::Tensor { name, shape } if shape.len() == 1 => self.vector_f32(name, shape[0]),
+            _ => Err(Error::Invalid(format!(
+                "{}: an activation-side tensor is one checkpoint vector",
+                s.label
+            ))),
+        }
+    }
+}
+
+/// A tensor's values in `dtype` (its own bytes when it already is; converted otherwise).
+fn bytes_as<'a>(t: &'a RawTensor<'_>, dtype: DType) -> Result<std::borrow::Cow<'a, [u8]>> {
+    if t.gpu_dtype()? == dtype {
+        return Ok(std::borrow::Cow::Borrowed(&t.bytes));
+    }
+    Ok(std::borrow::Cow::Owned(dtype.encode(&t.to_f32()?)))
+}
+
+/// `[rows, cols]` row-major bytes transposed to `[cols, rows]`.
+fn transpose(bytes: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u8> {
+    let mut out = vec![0u8; bytes.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let s = (r * cols + c) * elem;
+            let d = (c * rows + r) * elem;
+            out[d..d + elem].copy_from_slice(&bytes[s..s + elem]);
+        }
+    }
+    out
+}
+
+impl Loader<'_> {
+    fn tick(&mut self) {
+        self.done += 1;
+        (self.progress)(self.done, self.total);
+    }
+
+    /// Source tensors the loader reads for `s` (each one a tick of the progress).
+    fn reads(&self, s: &Spec) -> usize {
+        match &s.source {
+            Source::Tensor { .. } | Source::KvB { .. } => 1,
+            Source::Stacked(parts) => parts.len(),
+            Source::Biases(parts) => parts.iter().filter(|p| p.0.is_some()).count(),
+            Source::Experts { routed, shared, .. } => {
+                let routed = match routed {
+                    Routed::PerExpert { fused, .. } if self.src.contains(fused) => 1,
+                    Routed::PerExpert { parts, .. } => parts.len(),
+                    Routed::Transposed(_) => 1,
+                };
+                routed
+                    + shared.as_ref().map_or(0, |f| match f.part {
+                        FoldedPart::GateUp { .. } => 2,
+                        FoldedPart::Down(_) => 1,
+                    })
+            }
+        }
+    }
+
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
+        let t = self.src.get(name)?;
+        t.expect_shape(shape)?;
+        t.gpu_dtype()?;
+        Ok(t)
+    }
+
+    /// A matrix `[rows, cols]` (a vector is `[1, n]`).
+    fn matrix(&mut self, name: &str, shape: &[usize]) -> Result<Weight> {
+        let t = self.raw(name, shape)?;
+        let dtype = t.gpu_dtype()?;
+        let (rows, cols) = match shape {
+            [n] => (1, *n),
+            [r, c] => (*r, *c),
+            _ => return Err(Error::Invalid(format!("{name}: unexpected rank {}", shape.len()))),
+        };
+        let w = Weight::upload(self.ctx, name, dtype, rows, cols, 1, &t.bytes)?;
+        self.tick();
+        Ok(w)
+    }
+
+    /// An f32 activation-side vector (sinks, selection bias).
+    fn vector_f32(&mut self, name: &str, len: usize) -> Result<Tensor> {
+        let t = self.raw(name, &[len])?;
+        let v = Tensor::from_f32(self.ctx, name, &t.to_f32()?);
+        self.tick();
+        Ok(v)
+    }
+
+    /// A zeroed weight of `s`'s shape in `dtype`, for the parts to be written into.
+    fn alloc(&self, s: &Spec, dtype: DType) -> Result<Weight> {
+        let limit = self.ctx.caps.max_storage_binding;
+        Weight::alloc(self.ctx, &s.label, dtype, s.rows, s.cols, s.group_rows, limit)
+    }
+
+    /// `[rows_i, cols]` tensors written one after the other from row 0 (in `w`'s dtype), each
+    /// uploaded as it is read.
+    fn write_stacked(&mut self, w: &Weight, parts: &[(String, usize)]) -> Result<()> {
+        let mut row = 0;
+        for (name, r) in parts {
+            let t = self.raw(name, &[*r, w.cols])?;
+            w.write_rows(self.ctx, row, &bytes_as(&t, w.dtype)?)?;
+            row += r;
+            self.tick();
+        }
+        Ok(())
+    }
+
+    /// Vectors stacked into one f32 `[1, sum]` weight; unnamed parts are zeros.
+    fn biases(&mut self, s: &Spec, parts: &[(Option<String>, usize)]) -> Result<Weight> {
+        let mut values = Vec::with_capacity(s.cols);
+        for (name, n) in parts {
+            match name {
+                Some(name) => {
+                    values.extend(self.raw(name, &[*n])?.to_f32()?);
+                    self.tick();
+                }
+                None => values.resize(values.len() + n, 0.0),
+            }
+        }
+        Weight::from_f32(self.ctx, &s.label, DType::F32, 1, values.len(), &values)
+    }
+
+    /// The `e` routed experts of `s` in its first `e` groups (the rest zeroed for folded shared
+    /// experts).
+    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed) -> Result<Weight> {
+        let (group, cols) = (s.group_rows, s.cols);
+        match routed {
+            // transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`,
+            // `experts.down_proj [E, D, I]`.
+            Routed::PerExpert { fused, .. } if self.src.contains(fused) => {
+                let t = self.raw(fused, &[e, group, cols])?;
+                let w = self.alloc(s, t.gpu_dtype()?)?;
+                w.write_rows(self.ctx, 0, &t.bytes)?;
+                drop(t);
+                self.tick();
+                Ok(w)
+            }
+            Routed::PerExpert { parts, .. } => {
+                let dtype = self.raw(&parts[0].0, &[parts[0].1, cols])?.gpu_dtype()?;
+                let w = self.alloc(s, dtype)?;
+                self.write_stacked(&w, parts)?;
+                Ok(w)
+            }
+            // gpt-oss stores experts as `x @ W`: `gate_up_proj [E, D, 2I]` (interleaved columns)
+            // and `down_proj [E, I, D]`; each expert is transposed to `[out, in]` rows, keeping the
+            // interleave.
+            Routed::Transposed(name) => {
+                let t = self.raw(name, &[e, cols, group])?;
+                let dtype = t.gpu_dtype()?;
+                let el = dtype.bytes();
+                let w = self.alloc(s, dtype)?;
+                for x in 0..e {
+                    let block = &t.bytes[x * cols * group * el..(x + 1) * cols * group * el];
+                    w.write_rows(self.ctx, x * group, &transpose(block, cols, group, el))?;
+                }
+                drop(t);
+                self.tick();
+                Ok(w)
+            }
+        }
+    }
+
+    /// A shared MLP (width `slots * i_`) written as experts `e..e + slots` of `w`, converted to its
+    /// dtype: shared expert `j` takes gate and up rows `j*I..(j+1)*I` and down columns
+    /// `j*I..(j+1)*I`.
+    fn write_shared_experts(&mut self, w: &Weight, e: usize, slots: usize, i_: usize, part: &FoldedPart) -> Result<()> {
+        let el = w.dtype.bytes();
+        match part {
+            FoldedPart::GateUp { gate, up } => {
+                let d = w.cols;
+                for (half, name) in [gate, up].into_iter().enumerate() {
+                    let t = self.raw(name, &[slots * i_, d])?;
+                    let bytes = bytes_as(&t, w.dtype)?;
+                    for j in 0..slots {
+                        let rows = &bytes[j * i_ * d * el..][..i_ * d * el];
+                        w.write_rows(self.ctx, (e + j) * 2 * i_ + half * i_, rows)?;
+                    }
+                    self.tick();
+                }
+            }
+            FoldedPart::Down(name) => {
+                let d = w.group_rows;
+                let t = self.raw(name, &[d, slots * i_])?;
+                let bytes = bytes_as(&t, w.dtype)?;
+                let mut block = vec![0u8; d * i_ * el];
+                for j in 0..slots {
+                    for r in 0..d {
+                        let src = &bytes[(r * slots * i_ + j * i_) * el..][..i_ * el];
+                        block[r * i_ * el..][..i_ * el].copy_from_slice(src);
+                    }
+                    w.write_rows(self.ctx, (e + j) * d, &block)?;
+                }
+                self.tick();
+            }
+        }
+        Ok(())
+    }
+}
