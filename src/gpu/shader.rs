@@ -433,6 +433,33 @@ macro_rules! wgsl_bindings {
     (@kind read_write $t:literal) => { $crate::gpu::shader::BindKind::Storage { read_only: false, ty: $t } };
 }
 
+/// Declares a family's interface once: its bindings (a module `bind` of [`Slot`]s, numbered in
+/// order, as [`wgsl_bindings!`](crate::wgsl_bindings) takes them) and `INTERFACE`, the
+/// [`Interface`] of its uniform structs, constants (optional) and overrides (optional).
+#[macro_export]
+macro_rules! wgsl_interface {
+    (
+        family: $family:literal,
+        structs: [$($st:ty),* $(,)?],
+        $(consts: $consts:expr,)?
+        $(overrides: $ov:ty,)?
+        bindings: { $($bindings:tt)* } $(,)?
+    ) => {
+        $crate::wgsl_bindings! { pub(crate) mod bind { $($bindings)* } }
+        pub(crate) const INTERFACE: $crate::gpu::shader::Interface = $crate::gpu::shader::Interface {
+            family: $family,
+            structs: &[$(<$st as $crate::gpu::shader::HostStruct>::DECL),*],
+            consts: $crate::wgsl_interface!(@consts $($consts)?),
+            overrides: $crate::wgsl_interface!(@overrides $($ov)?),
+            bindings: bind::ALL,
+        };
+    };
+    (@consts) => { &[] };
+    (@consts $e:expr) => { $e };
+    (@overrides) => { &[] };
+    (@overrides $t:ty) => { <$t as $crate::gpu::shader::Overrides>::DECLS };
+}
+
 /// Declares compile-time constants once: Rust `const`s, and the list (`$list`) that [`Interface`]
 /// turns into WGSL `const` declarations. Types: `u32`, `i32`, `f32`, `bool`.
 #[macro_export]

@@ -25,7 +25,7 @@
 
 use super::step;
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Tensor};
 
 const BODY: &str = include_str!("../../shaders/attention.wgsl");
@@ -121,8 +121,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "attention",
+    structs: [Params, StoreParams],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [T, H, k_dim] at q_row_stride / q_head_stride
         q: read "array<f32>",
@@ -148,16 +152,8 @@ crate::wgsl_bindings! {
         /// through the device-coherent path whatever the backend caches.
         part: read_write "array<atomic<u32>>",
         vc4: read "array<vec4<u32>>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "attention",
-    structs: &[Params::DECL, StoreParams::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

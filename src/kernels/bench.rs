@@ -3,7 +3,7 @@
 //! multi-GB host buffers).
 
 use crate::error::{Error, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface};
+use crate::gpu::shader::Compose;
 use crate::gpu::{grid, Context, DType, Dispatch, Weight, WeightChunk};
 
 const BODY: &str = include_str!("../../shaders/bench.wgsl");
@@ -19,21 +19,15 @@ crate::wgsl_struct! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "bench",
+    structs: [Params],
+    bindings: {
         p: uniform Params,
         src: read "array<vec4<u32>>",
         dst: read_write "array<vec4<u32>>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "bench",
-    structs: &[Params::DECL],
-    consts: &[],
-    overrides: &[],
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

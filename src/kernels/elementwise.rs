@@ -2,7 +2,7 @@
 //! last prefill row into the logits head) and the end-of-step bookkeeping of generation.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Slot};
+use crate::gpu::shader::{Compose, Slot};
 use crate::gpu::{grid, Context, Dispatch, Tensor};
 
 const BODY: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -24,8 +24,11 @@ crate::wgsl_consts! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "elementwise",
+    structs: [Params],
+    consts: CONSTS,
+    bindings: {
         p: uniform Params,
         src: read "array<f32>",
         dst: read_write "array<f32>",
@@ -33,16 +36,8 @@ crate::wgsl_bindings! {
         step_state: read_write "array<u32>",
         next_ids: read "array<u32>",
         token_log: read_write "array<u32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "elementwise",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: &[],
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

@@ -2,7 +2,7 @@
 //! its checkpoint precision into f32 activations, with ids read from a GPU buffer.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Format, Tensor, Weight};
 
 const BODY: &str = include_str!("../../shaders/embedding.wgsl");
@@ -37,8 +37,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "embedding",
+    structs: [Params],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [tokens]
         ids: read "array<u32>",
@@ -46,16 +50,8 @@ crate::wgsl_bindings! {
         w: read "array<vec4<u32>>",
         /// [tokens, dim]
         out: read_write "array<f32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "embedding",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 /// The source for tables of `format`.
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {

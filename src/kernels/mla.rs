@@ -3,7 +3,7 @@
 //! of it (`o = W_UV_h o_lat`). Both are `y[t,h] = W_h x[t,h]` with one weight block per head.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::Format;
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
@@ -71,8 +71,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "mla",
+    structs: [Params, MlaPrep],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         x: read "array<f32>",
         /// [heads * out, in] (head_matvec), uk_t [H * r, nope] (prepare_mla)
@@ -90,16 +94,8 @@ crate::wgsl_bindings! {
         q_cat: read_write "array<f32>",
         /// [max_seq, r + dr] elements (f32, f16 or q8)
         cache: read_write "array<u32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "mla",
-    structs: &[Params::DECL, MlaPrep::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 /// The source for per-head weights of `format`.
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {

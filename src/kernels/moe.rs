@@ -12,7 +12,7 @@
 
 use super::matmul::variant::{tiles_for, Mode, Tiles, Variant};
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Format, Tensor, Weight};
 
 /// The MoE block (decode GEMVs, count, reduce) and the GEMM hooks its modes share.
@@ -70,8 +70,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "moe",
+    structs: [Params],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [T, D]
         x: read "array<f32>",
@@ -96,16 +100,8 @@ crate::wgsl_bindings! {
         /// [T * k, D] weighted rows per (token, slot)
         y_slots: read_write "array<f32>",
         y_slots_in: read "array<f32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "moe",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 /// MoE gate|up in the GEMM bodies (src/kernels/matmul/variant.rs): the x rows of each expert's
 /// gathered (token, slot) pairs, (gate, up) output pairs activated into h.

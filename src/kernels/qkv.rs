@@ -8,7 +8,7 @@ use super::attention::KvDtype;
 use super::rope::RopeLayout;
 use super::step;
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
 const BODY: &str = include_str!("../../shaders/qkv.wgsl");
@@ -55,8 +55,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "qkv",
+    structs: [Params],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [T, (H + 2 KV) * hd], q rotated in place
         qkv: read_write "array<f32>",
@@ -67,16 +71,8 @@ crate::wgsl_bindings! {
         /// [max_seq, KV * hd] elements (f32, f16 or q8)
         k_cache: read_write "array<u32>",
         v_cache: read_write "array<u32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "qkv",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

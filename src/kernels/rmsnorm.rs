@@ -1,7 +1,7 @@
 //! RMSNorm with an optional fused residual add (MODELS.md §1): `x += delta; y = w * x * rsqrt(mean(x²) + eps)`.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight};
 
 const BODY: &str = include_str!("../../shaders/rmsnorm.wgsl");
@@ -26,8 +26,11 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "rmsnorm",
+    structs: [Params],
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [rows, x_stride] (the residual stream with ADD)
         x: read_write "array<f32>",
@@ -37,16 +40,8 @@ crate::wgsl_bindings! {
         w: read "array<u32>",
         /// [rows, y_stride]
         y: read_write "array<f32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "rmsnorm",
-    structs: &[Params::DECL],
-    consts: &[],
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 /// The family's only source variant.
 pub(crate) fn compose() -> Compose<'static> {

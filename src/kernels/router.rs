@@ -15,7 +15,7 @@
 //! `sigmoid(logit)`, the gate's logit being the one after the experts' in each row.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Tensor};
 
 const BODY: &str = include_str!("../../shaders/router.wgsl");
@@ -61,8 +61,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "router",
+    structs: [Params],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [T, logit_stride]
         logits: read "array<f32>",
@@ -72,16 +76,8 @@ crate::wgsl_bindings! {
         ids: read_write "array<u32>",
         /// [T, top_k + shared_slots]
         weights: read_write "array<f32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "router",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

@@ -4,7 +4,7 @@
 
 use super::step;
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{Context, Dispatch, Tensor};
 
 const BODY: &str = include_str!("../../shaders/sampling.wgsl");
@@ -37,23 +37,19 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "sampling",
+    structs: [Params],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [rows, vocab]
         logits: read "array<f32>",
         step_buf: read "array<u32>",
         out: read_write "array<u32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "sampling",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

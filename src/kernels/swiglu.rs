@@ -3,7 +3,7 @@
 //! §7) and the sigmoid gate that scales Qwen2-MoE's shared expert before it joins the output.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::{grid, Context, Dispatch, Tensor};
 
 const BODY: &str = include_str!("../../shaders/swiglu.wgsl");
@@ -42,8 +42,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "swiglu",
+    structs: [Params, GateParams],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [T, 2I] at in_stride
         gu: read "array<f32>",
@@ -56,16 +60,8 @@ crate::wgsl_bindings! {
         shared_out: read "array<f32>",
         /// [T, D] at y_stride
         y: read_write "array<f32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "swiglu",
-    structs: &[Params::DECL, GateParams::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 pub(crate) fn compose() -> Compose<'static> {
     Compose::new(&INTERFACE, vec![BODY])

@@ -12,7 +12,7 @@
 pub mod variant;
 
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::shader::{Compose, HostStruct, Interface, Overrides};
+use crate::gpu::shader::{Compose, Overrides};
 use crate::gpu::Format;
 use crate::gpu::{grid, Context, Dispatch, Tensor, Weight, WeightChunk};
 use std::sync::Arc;
@@ -74,8 +74,12 @@ crate::wgsl_overrides! {
     }
 }
 
-crate::wgsl_bindings! {
-    pub(crate) mod bind {
+crate::wgsl_interface! {
+    family: "matmul",
+    structs: [Params],
+    consts: CONSTS,
+    overrides: Consts,
+    bindings: {
         p: uniform Params,
         /// [T, K] at x_stride
         x: read "array<f32>",
@@ -91,16 +95,8 @@ crate::wgsl_bindings! {
         norm_w: read "array<u32>",
         /// [T, K] the normalised rows (store_normed)
         xn: read_write "array<f32>",
-    }
+    },
 }
-
-pub(crate) const INTERFACE: Interface = Interface {
-    family: "matmul",
-    structs: &[Params::DECL],
-    consts: CONSTS,
-    overrides: Consts::DECLS,
-    bindings: bind::ALL,
-};
 
 /// Dense projections in the GEMM bodies: x's token rows times the chunk's rows into y.
 pub const DENSE: Mode = Mode {
