@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::shader::Compose;
-use crate::gpu::{grid, Context, DType, Dispatch, Weight, WeightChunk};
+use crate::gpu::{grid, Context, DType, Dispatch, Weight};
 
 const BODY: &str = include_str!("../../shaders/bench.wgsl");
 
@@ -99,52 +99,24 @@ pub fn random_weight(
             dtype.elems_per_vec4()
         )));
     }
-    let row_words = Weight::row_words(dtype, cols);
-    let group_bytes = (row_words * 4 * group_rows) as u64;
-    let limit = ctx.caps.max_storage_binding.min(ctx.caps.max_buffer);
-    if group_bytes > limit {
-        return Err(Error::Limit {
-            what: format!("{label} (one group of {group_rows} rows)"),
-            needed: group_bytes,
-            limit,
-            limit_name: "max_storage_buffer_binding_size",
-        });
-    }
-    let rows_per_chunk = (limit / group_bytes) as usize * group_rows;
-    let mut chunks = Vec::new();
-    let mut first = 0;
+    let w = Weight::alloc(ctx, label, dtype, rows, cols, group_rows, ctx.caps.max_storage_binding)?;
     let pipeline = ctx.pipeline(&ctx.shader(&compose()), "fill_random", &[]);
-    while first < rows {
-        let n = rows_per_chunk.min(rows - first);
-        let vec4s = (n * row_words / 4) as u32;
-        let buffer = ctx.storage(&format!("{label}[{first}..]"), n as u64 * row_words as u64 * 4);
-        let p = params(ctx, vec4s, seed.wrapping_add(first as u32 * 0x9E37_79B9), scale, dtype);
+    for chunk in &w.chunks {
+        let vec4s = chunk.rows * w.row_words as u32 / 4;
+        let p = params(ctx, vec4s, seed.wrapping_add(chunk.first_row.wrapping_mul(0x9E37_79B9)), scale, dtype);
         let d = Dispatch::new(
             ctx,
             "fill_random",
             pipeline.clone(),
             &[
                 (bind::p, p.as_entire_binding()),
-                (bind::dst, buffer.as_entire_binding()),
+                (bind::dst, chunk.buffer.as_entire_binding()),
             ],
             grid(vec4s.div_ceil(256)),
             vec![p.clone()],
         );
         ctx.submit(&[&d]);
-        chunks.push(WeightChunk {
-            buffer,
-            first_row: first as u32,
-            rows: n as u32,
-        });
-        first += n;
     }
     ctx.wait()?;
-    Ok(Weight {
-        dtype,
-        rows,
-        cols,
-        group_rows,
-        row_words,
-        chunks,
-    })
+    Ok(w)
 }

@@ -208,7 +208,28 @@ fn check_bias(name: &str, b: Option<&Weight>, experts: usize, cols: usize) -> Re
     Ok(())
 }
 
-impl Block<'_> {
+impl<'a> Block<'a> {
+    /// The block's inputs, once their shapes are checked.
+    fn checked(
+        spec: MoeSpec,
+        experts: Experts<'a>,
+        x: &'a Tensor,
+        ids: &'a Tensor,
+        weights: &'a Tensor,
+        y: &'a Tensor,
+    ) -> Result<Self> {
+        let b = Block {
+            spec,
+            x,
+            ids,
+            weights,
+            experts,
+            y,
+        };
+        b.validate()?;
+        Ok(b)
+    }
+
     fn validate(&self) -> Result<()> {
         let MoeSpec {
             tokens: t,
@@ -349,15 +370,7 @@ pub fn moe_decode(
     weights: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let b = Block {
-        spec,
-        x,
-        ids,
-        weights,
-        experts,
-        y,
-    };
-    b.validate()?;
+    let b = Block::checked(spec, experts, x, ids, weights, y)?;
     let Experts {
         gate_up,
         down,
@@ -439,15 +452,7 @@ pub fn moe_prefill(
     weights: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let b = Block {
-        spec,
-        x,
-        ids,
-        weights,
-        experts,
-        y,
-    };
-    b.validate()?;
+    let b = Block::checked(spec, experts, x, ids, weights, y)?;
     let Experts {
         gate_up,
         down,
