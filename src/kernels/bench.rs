@@ -103,7 +103,13 @@ pub fn random_weight(
     let pipeline = ctx.pipeline(&ctx.shader(&compose()), "fill_random", &[]);
     for chunk in &w.chunks {
         let vec4s = chunk.rows * w.row_words as u32 / 4;
-        let p = params(ctx, vec4s, seed.wrapping_add(chunk.first_row.wrapping_mul(0x9E37_79B9)), scale, dtype);
+        let p = params(
+            ctx,
+            vec4s,
+            seed.wrapping_add(chunk.first_row.wrapping_mul(0x9E37_79B9)),
+            scale,
+            dtype,
+        );
         let d = Dispatch::new(
             ctx,
             "fill_random",

@@ -486,9 +486,30 @@ pub fn moe_prefill(
         owned(&params),
     ));
 
-    // The grouped GEMMs: on cooperative matrices where the adapter has them, else tiled.
-    let m_blocks = |tiles: Tiles| t.div_ceil(tiles.block().rows as usize) as u32;
-    let gemm = |w: &Weight, bias: Option<&Weight>, mode: &'static Mode| {
+    // The grouped GEMMs, on cooperative matrices where the adapter has them, else tiled: each
+    // expert's pairs gathered in the loader; gate|up activated into h, down weighted into the
+    // per-slot rows. Each binds only what its mode reads.
+    let passes = [
+        (
+            gate_up,
+            gate_up_bias,
+            &GATE_UP,
+            i,
+            vec![(bind::x, x.binding()), (bind::h_out, h.as_entire_binding())],
+        ),
+        (
+            down,
+            down_bias,
+            &DOWN,
+            d,
+            vec![
+                (bind::route_w, weights.binding()),
+                (bind::h_in, h.as_entire_binding()),
+                (bind::y_slots, slots.as_entire_binding()),
+            ],
+        ),
+    ];
+    for (w, bias, mode, outputs, io) in passes {
         let v = Variant {
             format: w.format(),
             mode,
@@ -498,66 +519,39 @@ pub fn moe_prefill(
             CWG: v.tiles.workgroup(ctx),
             ..b.constants(bias, false, DECODE_WG)
         };
+        let pipeline = ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants());
         let label = match (mode.paired, v.tiles) {
             (true, Tiles::Coop(_)) => "moe.gate_up_coop",
             (true, _) => "moe.gate_up_gemm",
             (false, Tiles::Coop(_)) => "moe.down_coop",
             (false, _) => "moe.down_gemm",
         };
-        (
-            ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants()),
-            v.tiles,
-            label,
-        )
-    };
-
-    let (pipeline, tiles, label) = gemm(gate_up, gate_up_bias, &GATE_UP);
-    for c in 0..gate_up.chunks.len() {
-        let p = b.chunk_params(gate_up, c, gate_up_bias, false);
-        let params = ctx.params(&p);
-        let res = [
-            (bind::p, params.as_entire_binding()),
-            (bind::x, x.binding()),
-            (bind::w, gate_up.chunks[c].buffer.as_entire_binding()),
-            (bind::bias, bias_binding(ctx, gate_up_bias)),
-            (bind::h_out, h.as_entire_binding()),
-            (bind::counts_in, counts.as_entire_binding()),
-            (bind::lists_in, lists.as_entire_binding()),
-        ];
-        let groups = [i.div_ceil(tiles.outputs(true)) as u32, m_blocks(tiles), p.n_experts];
-        out.push(Dispatch::new(
-            ctx,
-            label,
-            pipeline.clone(),
-            &res,
-            groups,
-            owned(&params),
-        ));
-    }
-
-    let (pipeline, tiles, label) = gemm(down, down_bias, &DOWN);
-    for c in 0..down.chunks.len() {
-        let p = b.chunk_params(down, c, down_bias, false);
-        let params = ctx.params(&p);
-        let res = [
-            (bind::p, params.as_entire_binding()),
-            (bind::route_w, weights.binding()),
-            (bind::w, down.chunks[c].buffer.as_entire_binding()),
-            (bind::bias, bias_binding(ctx, down_bias)),
-            (bind::h_in, h.as_entire_binding()),
-            (bind::counts_in, counts.as_entire_binding()),
-            (bind::lists_in, lists.as_entire_binding()),
-            (bind::y_slots, slots.as_entire_binding()),
-        ];
-        let groups = [d.div_ceil(tiles.outputs(false)) as u32, m_blocks(tiles), p.n_experts];
-        out.push(Dispatch::new(
-            ctx,
-            label,
-            pipeline.clone(),
-            &res,
-            groups,
-            owned(&params),
-        ));
+        let groups_m = t.div_ceil(v.tiles.block().rows as usize) as u32;
+        for c in 0..w.chunks.len() {
+            let p = b.chunk_params(w, c, bias, false);
+            let params = ctx.params(&p);
+            let mut res = vec![
+                (bind::p, params.as_entire_binding()),
+                (bind::w, w.chunks[c].buffer.as_entire_binding()),
+                (bind::bias, bias_binding(ctx, bias)),
+                (bind::counts_in, counts.as_entire_binding()),
+                (bind::lists_in, lists.as_entire_binding()),
+            ];
+            res.extend(io.iter().cloned());
+            let groups = [
+                outputs.div_ceil(v.tiles.outputs(mode.paired)) as u32,
+                groups_m,
+                p.n_experts,
+            ];
+            out.push(Dispatch::new(
+                ctx,
+                label,
+                pipeline.clone(),
+                &res,
+                groups,
+                owned(&params),
+            ));
+        }
     }
 
     let params = ctx.params(&Params {
