@@ -618,9 +618,9 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // The largest finite f16.
 const F16_MAX: f32 = 65504.0;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(STORE_WG)
 fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let id = flat_group(wid) * 64u + lid;
+    let id = flat_group(wid) * STORE_WG + lid;
     // Words per row.
     let wpr = select(sp.width, sp.width / 2u, KV16);
     if id >= sp.tokens * wpr {

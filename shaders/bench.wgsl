@@ -3,9 +3,9 @@
 // Params and bindings: src/kernels/bench.rs.
 
 // dst = src, 16 bytes per invocation; `words` counts vec4s here.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-    let i = gid.x + gid.y * n.x * 256u;
+    let i = gid.x + gid.y * n.x * WG;
     if i < p.words {
         dst[i] = src[i];
     }
@@ -30,9 +30,9 @@ fn rand(i: u32) -> f32 {
 }
 
 // Fill `words` vec4s of dst with random weights of `dtype` (synthetic models, benchmarks).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn fill_random(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-    let i = gid.x + gid.y * n.x * 256u;
+    let i = gid.x + gid.y * n.x * WG;
     if i >= p.words {
         return;
     }

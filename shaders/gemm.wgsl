@@ -2,7 +2,8 @@
 // the variant table). Each workgroup computes a BM x BN block of
 //   C[m, n] = sum_k A[m, k] * W[row(n), k]
 // in K-steps of BK staged in workgroup memory (both tiles transposed, [BK][64] as vec4s along M or
-// N, so an invocation's 4x4 outputs read one vec4 of each per k); 256 invocations of 4x4 outputs.
+// N, so an invocation's 4x4 outputs read one vec4 of each per k); BWG = 256 invocations of 4x4
+// outputs.
 // Every output is summed in k order.
 //
 // The mode part before this body (matmul.wgsl: dense; moe.wgsl: gathered experts) says where A's
@@ -18,9 +19,9 @@
 //   mm_store_pair(m, o, g, u)        with mm_paired: output o's gate and up sums
 // W's words are read by the weight format's w_load.
 
-var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> a_tile: array<vec4<f32>, BK * BM / 4u>;
 var<workgroup> block_rows: u32;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, BK * BN / 4u>;
 
 // Block column n's output and part: paired, the four columns of invocation column tx are
 // (gate, gate, up, up) of outputs 2 tx and 2 tx + 1, so each invocation holds both sums.
@@ -31,7 +32,7 @@ fn gemm_column(n: u32) -> vec2<u32> {
     return vec2<u32>(n, 0u);
 }
 
-// 256 invocations: each loads 4 consecutive k of one of the 64 rows.
+// BWG = 256 invocations: each loads 4 consecutive k of one of the 64 rows.
 fn gemm_load_a(k0: u32, lid: u32) {
     let m = lid / 4u;
     let kq = (lid % 4u) * 4u;
@@ -63,11 +64,11 @@ fn gemm_load_b(k0: u32, lid: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(BWG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // Through workgroup memory, so every invocation sees the same count (uniformly: barriers and
     // cooperative ops follow).
-    let tile_rows = mm_tile(wid, lid, select(BN, BN / 2u, mm_paired()), 256u);
+    let tile_rows = mm_tile(wid, lid, select(BN, BN / 2u, mm_paired()), BWG);
     if lid == 0u {
         block_rows = tile_rows;
     }

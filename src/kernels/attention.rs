@@ -82,6 +82,8 @@ crate::wgsl_consts! {
         RMAX: u32 = 16,
         /// Most output dims one tile invocation accumulates.
         NACC_MAX: u32 = 32,
+        /// kv_store's workgroup: one invocation per cache word.
+        STORE_WG: u32 = 64,
     }
 }
 
@@ -983,7 +985,7 @@ pub fn kv_store(ctx: &Context, src: &Tensor, cache: &Tensor, spec: KvStoreSpec, 
         (bind::cache, cache.binding()),
         (bind::step, step_buf.binding()),
     ];
-    let groups = grid(((s.tokens * s.dtype.words(s.width, s.width)) as u32).div_ceil(64));
+    let groups = grid(((s.tokens * s.dtype.words(s.width, s.width)) as u32).div_ceil(STORE_WG));
     Ok(Dispatch::new(
         ctx,
         "kv_store",

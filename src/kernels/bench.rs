@@ -19,9 +19,17 @@ crate::wgsl_struct! {
     }
 }
 
+crate::wgsl_consts! {
+    pub(crate) const CONSTS = {
+        /// copy and fill_random: one vec4 per invocation.
+        WG: u32 = 256,
+    }
+}
+
 crate::wgsl_interface! {
     family: "bench",
     structs: [Params],
+    consts: CONSTS,
     bindings: {
         p: uniform Params,
         src: read "array<vec4<u32>>",
@@ -62,7 +70,7 @@ pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -
         "copy",
         pipeline,
         &res,
-        grid((vec4s as u32).div_ceil(256)),
+        grid((vec4s as u32).div_ceil(WG)),
         vec![p.clone()],
     ))
 }
@@ -118,7 +126,7 @@ pub fn random_weight(
                 (bind::p, p.as_entire_binding()),
                 (bind::dst, chunk.buffer.as_entire_binding()),
             ],
-            grid(vec4s.div_ceil(256)),
+            grid(vec4s.div_ceil(WG)),
             vec![p.clone()],
         );
         ctx.submit(&[&d]);

@@ -47,6 +47,9 @@ pub struct Variant {
 /// Subgroups per cooperative-matrix workgroup.
 pub const NSG: u32 = 4;
 
+/// Invocations of a portable-tiles workgroup (`BWG`): 16 x 16, 4x4 outputs each of a 64x64 block.
+const PORTABLE_WG: u32 = 256;
+
 /// A block of the prefill GEMM: rows (tokens or pairs) by weight rows (outputs, or with paired
 /// gate|up, twice the outputs), K-steps of `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +80,7 @@ impl Tiles {
         let b = self.block();
         let mode = 4 * b.rows + 4;
         match self {
-            Tiles::Portable => 2 * 256 * 16 + mode,
+            Tiles::Portable => 4 * (b.rows + b.cols) * b.k + mode,
             Tiles::Coop(cm) => 2 * (b.rows + b.cols) * b.k + 4 * NSG * 2 * cm * cm + mode,
         }
     }
@@ -95,7 +98,7 @@ impl Tiles {
     /// Invocations per workgroup on this adapter.
     pub fn workgroup(self, ctx: &Context) -> u32 {
         match self {
-            Tiles::Portable => 256,
+            Tiles::Portable => PORTABLE_WG,
             Tiles::Coop(_) => NSG * ctx.caps.subgroup_max.max(1),
         }
     }
@@ -134,8 +137,9 @@ impl Variant {
             constant("BK", b.k),
             constant("NO_ROW", u32::MAX),
         ];
-        if let Tiles::Coop(cm) = self.tiles {
-            consts.extend([constant("CM", cm), constant("NSG", NSG)]);
+        match self.tiles {
+            Tiles::Coop(cm) => consts.extend([constant("CM", cm), constant("NSG", NSG)]),
+            Tiles::Portable => consts.push(constant("BWG", PORTABLE_WG)),
         }
         let mut parts = self.mode.parts.to_vec();
         parts.push(self.tiles.body());
