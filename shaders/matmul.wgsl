@@ -12,7 +12,7 @@
 // Params, bindings, constants and overrides: src/kernels/matmul.rs.
 
 // Per token, 1/rms of x (the prologue's result); the epilogue applies it.
-var<workgroup> norm_scale: array<f32, 8>;
+var<workgroup> norm_scale: array<f32, MAX_T>;
 
 fn norm_weight(k: u32) -> f32 {
     let i = min(k, p.k - 1u);

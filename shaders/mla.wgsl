@@ -6,9 +6,8 @@
 
 // Params, MlaPrep, bindings, HM_ROWS, MAX_LATENT and overrides: src/kernels/mla.rs.
 
-// HM_ROWS * WG floats (WG <= 256). A fixed size: naga 30 panics processing overrides when two
-// override-sized workgroup arrays (this and mred) meet in one entry point.
-var<workgroup> hm_red: array<f32, 1024>;
+// The per-head products' reduction: HM_ROWS rows of WG partial sums.
+var<workgroup> hm_red: array<f32, HM_ROWS * WG>;
 
 @compute @workgroup_size(WG)
 fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -53,7 +53,9 @@ crate::wgsl_consts! {
         NO_BIAS: u32 = u32::MAX,
         /// `Params::norm_dtype` without the RMSNorm prologue.
         NO_NORM: u32 = u32::MAX,
-        /// matvec: the most output rows per workgroup, and accumulators per thread (ROWS * T).
+        /// matvec: the most token rows, output rows per workgroup, and accumulators per thread
+        /// (ROWS * T).
+        MAX_T: u32 = 8,
         MAX_ROWS: u32 = 4,
         MAX_ACC: u32 = 16,
     }
@@ -117,7 +119,7 @@ pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
 }
 
 /// The most token rows [`matvec`] takes; [`matmul`] switches to [`gemm`] above it.
-pub const MATVEC_MAX_TOKENS: usize = 8;
+pub const MATVEC_MAX_TOKENS: usize = MAX_T as usize;
 
 /// The token-row layout of one projection. `x` holds `tokens` rows of `K = w.cols` values at
 /// `x_stride`; `y` gets `tokens` rows of `N = w.rows` values at `y_stride`.
