@@ -317,7 +317,7 @@ impl Context {
     }
 
     /// Write `data` into `buffer` at `offset` in pieces, flushing wgpu's staging memory to the GPU
-    /// every [`UPLOAD_FLUSH_BYTES`] so large loads never hold the whole model in host memory.
+    /// every `UPLOAD_FLUSH_BYTES` so large loads never hold the whole model in host memory.
     pub fn upload(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
         use std::sync::atomic::Ordering;
         for (i, piece) in data.chunks(UPLOAD_FLUSH_BYTES as usize).enumerate() {

@@ -1,11 +1,11 @@
 //! Shader sources and the host–shader interface, declared once in Rust.
 //!
 //! Each kernel family declares its uniform structs ([`wgsl_struct!`](crate::wgsl_struct)), its
-//! bindings ([`wgsl_bindings!`](crate::wgsl_bindings)), its compile-time constants
-//! ([`wgsl_consts!`](crate::wgsl_consts)) and its override constants
-//! ([`wgsl_overrides!`](crate::wgsl_overrides)) in its Rust module. [`Interface::wgsl`] turns that
+//! compile-time constants ([`wgsl_consts!`](crate::wgsl_consts)), its override constants
+//! ([`wgsl_overrides!`](crate::wgsl_overrides)) and its bindings with the [`Interface`] they make
+//! ([`wgsl_interface!`](crate::wgsl_interface)) in its Rust module. [`Interface::wgsl`] turns that
 //! declaration into the WGSL declarations (structs laid out by WGSL's rules, `const`s, `override`s,
-//! `@group(0) @binding(n)` lines with their access modes), and [`compose`] prepends them, with the
+//! `@group(0) @binding(n)` lines with their access modes), and [`Compose`] prepends them, with the
 //! common prelude, to the family's shader body. Nothing is written twice: binding numbers come from
 //! the declaration order, struct offsets from [`struct_layout`], and the host writes uniform values
 //! at exactly those offsets ([`HostStruct::to_bytes`]). `kernels::interface_tests` checks every

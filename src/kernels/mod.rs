@@ -1,7 +1,7 @@
 //! The Rust side of every kernel family: pipelines, bind groups and dispatch shapes. Each family's
 //! shader is `shaders/<family>.wgsl`; its tests are `kernels-tests/<family>.rs`.
 //!
-//! A kernel constructor validates shapes and returns [`Dispatch`]es built once (pipelines, bind
+//! A kernel constructor validates shapes and returns [`Dispatch`](crate::gpu::Dispatch)es built once (pipelines, bind
 //! groups, parameter buffers); recording one into a pass allocates nothing.
 
 pub mod attention;
