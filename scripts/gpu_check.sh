@@ -18,12 +18,12 @@ if [ "${1:-}" = "--prepare" ]; then
     cp target/release/wgmoe .dev/
     # The newest test binary of each GPU-heavy kernel suite (cargo names them <suite>-<hash>);
     # these need no files. Stripped, so everything fits the 64 MiB a run may carry.
-    for t in attention matmul moe router qkv mla sampling gemm_coop moe_coop; do
+    for t in attention matmul moe router qkv mla sampling gemm_coop moe_coop pipelines; do
         f=$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)
         cp "$f" ".dev/test-$t"
     done
     strip .dev/*
-    # The binaries share most of their code: xz takes the ten from ~65 MB to ~8 MB.
+    # The binaries share most of their code: xz takes the eleven from ~65 MB to ~8 MB.
     (cd .dev && tar cJf bins.tar.xz wgmoe test-* && rm wgmoe test-*)
     du -sh .dev
     exit 0
