@@ -27,19 +27,13 @@ impl DType {
         }
     }
 
+    /// Bytes of one element in a checkpoint row (its [`Format`] row says).
     pub fn bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-        }
+        Format::of(self).elem_bytes
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-        }
+        Format::of(self).name
     }
 
     /// `x` rounded to this precision (round-to-nearest-even), as the GPU will see it.
@@ -66,9 +60,9 @@ impl DType {
         }
     }
 
-    /// Elements per 16-byte `vec4<u32>`: rows are padded to a multiple of this.
+    /// Elements per 16-byte `vec4<u32>` word: rows are padded to a multiple of this.
     pub fn elems_per_vec4(self) -> usize {
-        16 / self.bytes()
+        Format::of(self).elems_per_word
     }
 }
 
