@@ -358,10 +358,6 @@ impl Interface {
         }
         s
     }
-
-    pub fn binding(&self, name: &str) -> Option<&Binding> {
-        self.bindings.iter().find(|b| b.slot.name == name)
-    }
 }
 
 /// Declares a uniform struct once: the Rust struct (fields in declaration order, no padding) and
@@ -611,6 +607,9 @@ impl<'a> Compose<'a> {
             source.push_str(&coop_aliases(cm));
         }
         source.push_str(&self.interface.wgsl());
+        if !self.consts.is_empty() {
+            source.push_str(&format!("// The constants of variant `{}`.\n", self.variant));
+        }
         for c in &self.consts {
             source.push_str(&format!(
                 "const {}: {} = {};\n",
