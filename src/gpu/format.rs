@@ -35,8 +35,11 @@ pub struct Format {
     /// One checkpoint row (`cols` elements, little-endian) into its GPU words (`dst`: the stored
     /// row, zeroed). `None`: the row is stored as the checkpoint has it, zero-padded to whole words
     /// (f32, f16, bf16).
-    pub repack_row: Option<fn(src: &[u8], dst: &mut [u8])>,
+    pub repack_row: Option<RepackRow>,
 }
+
+/// One checkpoint row (`src`) into its stored words (`dst`, zeroed).
+pub type RepackRow = fn(src: &[u8], dst: &mut [u8]);
 
 pub const FORMATS: &[Format] = &[
     Format {
