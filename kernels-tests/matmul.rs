@@ -9,15 +9,17 @@
 //! K = 10944, NMSE ~ 1e-12. Observed on lavapipe: at most 6.6e-13 (OLMoE q_proj, T=64, K=2048).
 //!
 //! Where the adapter has f16 cooperative matrices, the native context's gemm runs on them and x is
-//! rounded to f16: that path is held to `gemm_coop`'s bound, 1e-6 (see kernels-tests/gemm_coop.rs;
-//! observed ~3.5e-8 on lavapipe 8x8), while the portable context still checks the tiles at 1e-9.
+//! rounded to f16: that path is held to the cooperative bound, 1e-6 (see
+//! `coop_gemm_matches_reference_where_available`; observed ~3.5e-8 on lavapipe 8x8), while the
+//! portable context still checks the tiles at 1e-9.
 
 mod common;
 use common::*;
 use wgmoe::gpu::Dispatch;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::matmul::coop_enabled;
-use wgmoe::kernels::matmul::{gemm, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS};
+use wgmoe::kernels::matmul::{
+    coop_available, coop_enabled, coop_side, gemm, gemm_coop, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS,
+};
 
 const BOUND: f64 = 1e-9;
 const COOP_BOUND: f64 = 1e-6;
@@ -433,6 +435,66 @@ fn norm_prologue_matches_norm_then_matmul() {
                     BOUND,
                 );
             }
+        }
+    }
+}
+
+/// The cooperative-matrix prefill projection against an f64 reference, on adapters that have f16
+/// cooperative matrices (16x16 or 8x8; lavapipe from Mesa 25.1 on: `scripts/coop_lavapipe.sh`).
+/// Elsewhere the test only checks that the path refuses.
+///
+/// Bound: x is rounded to f16 in the tiles (relative error 2^-11 per element) while the reference
+/// uses f32 x, so NMSE ~ (2^-11)^2 / 3 ~ 8e-8 per product, averaged: <= [`COOP_BOUND`] with margin.
+#[test]
+fn coop_gemm_matches_reference_where_available() {
+    let ctx = native();
+    let probe = Weight::from_f32(ctx, "probe", DType::F16, 1, 8, &[0.0; 8]).unwrap();
+    if !coop_available(ctx, &probe) {
+        eprintln!(
+            "{}: no f16 cooperative matrices; checking that the path refuses",
+            ctx.info.name
+        );
+        let x = Tensor::zeros(ctx, "x", 8);
+        let y = Tensor::zeros(ctx, "y", 1);
+        assert!(gemm_coop(ctx, MatmulSpec::packed(1, &probe), &x, &probe, None, &y).is_err());
+        return;
+    }
+    eprintln!("{}: cooperative matrices {:?}", ctx.info.name, coop_side(ctx));
+    for (t, n, k, acc) in [
+        (9, 33, 40, false),
+        (64, 64, 64, true),
+        (130, 200, 520, false),
+        (512, 2048, 2048, false),
+    ] {
+        for dtype in [DType::F16, DType::BF16] {
+            let mut rng = Rng::new((t * 7 + n + k) as u64);
+            let x = rng.vec(t * k, 1.0);
+            let wv = rng.vec(n * k, 0.5);
+            let bv = rng.vec(n, 0.5);
+            let y0 = rng.vec(t * n, 1.0);
+            let w = Weight::from_f32(ctx, "w", dtype, n, k, &wv).unwrap();
+            let b = Weight::from_f32(ctx, "b", DType::F32, 1, n, &bv).unwrap();
+            let (xt, yt) = (Tensor::from_f32(ctx, "x", &x), Tensor::from_f32(ctx, "y", &y0));
+            let spec = MatmulSpec {
+                accumulate: acc,
+                ..MatmulSpec::packed(t, &w)
+            };
+            let ds = gemm_coop(ctx, spec, &xt, &w, Some(&b), &yt).unwrap();
+            ctx.submit(&ds.iter().collect::<Vec<_>>());
+            let wr = rounded(dtype, &wv);
+            let want: Vec<f64> = (0..t * n)
+                .map(|i| {
+                    let (r, o) = (i / n, i % n);
+                    let dot: f64 = (0..k).map(|j| wr[o * k + j] * x[r * k + j] as f64).sum();
+                    dot + bv[o] as f64 + if acc { y0[i] as f64 } else { 0.0 }
+                })
+                .collect();
+            assert_nmse(
+                &format!("{} t={t} n={n} k={k}", dtype.name()),
+                &yt.read_f32(ctx).unwrap(),
+                &want,
+                COOP_BOUND,
+            );
         }
     }
 }

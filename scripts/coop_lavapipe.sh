@@ -8,7 +8,7 @@
 # loader (cargo's target runner), with sid's lavapipe as the only Vulkan driver.
 #
 #   scripts/coop_lavapipe.sh                  # every test except the ones that start the CLI binary
-#   scripts/coop_lavapipe.sh --test gemm_coop # cargo test arguments
+#   scripts/coop_lavapipe.sh --test matmul coop  # cargo test arguments
 #
 # The CLI tests (kernels-tests/cli.rs, bench_model's cli_*) start `wgmoe` as a child process, which
 # would run on the system's loader and cannot load sid's driver: they are skipped here.

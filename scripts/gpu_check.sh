@@ -18,12 +18,12 @@ if [ "${1:-}" = "--prepare" ]; then
     cp target/release/wgmoe .dev/
     # The newest test binary of each GPU-heavy kernel suite (cargo names them <suite>-<hash>);
     # these need no files. Stripped, so everything fits the 64 MiB a run may carry.
-    for t in attention matmul moe router qkv mla sampling gemm_coop moe_coop pipelines; do
+    for t in attention matmul moe router qkv mla sampling pipelines; do
         f=$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)
         cp "$f" ".dev/test-$t"
     done
     strip .dev/*
-    # The binaries share most of their code: xz takes the eleven from ~65 MB to ~8 MB.
+    # The binaries share most of their code: xz takes the nine from ~65 MB to ~8 MB.
     (cd .dev && tar cJf bins.tar.xz wgmoe test-* && rm wgmoe test-*)
     du -sh .dev
     exit 0
@@ -52,7 +52,7 @@ for t in .dev/test-*; do
 done
 
 step cooperative-matrix gemm and expert GEMMs
-for t in gemm_coop moe_coop; do timeout 300 .dev/test-$t --nocapture 2>&1 | tail -4 | tee -a "$out/tests.txt"; done
+for t in matmul moe; do timeout 300 .dev/test-$t coop --nocapture 2>&1 | tail -4 | tee -a "$out/tests.txt"; done
 
 step model parity against the transformers fixtures
 for d in kernels-tests/fixtures/*/; do

@@ -1,5 +1,5 @@
-//! The routed-experts test fixture shared by kernels-tests/moe.rs and moe_coop.rs: random
-//! blocks (weights already rounded to their dtype), the f64 reference, and one run on the GPU.
+//! The routed-experts test fixture of kernels-tests/moe.rs (its tiled and cooperative-matrix tests):
+//! random blocks (weights already rounded to their dtype), the f64 reference, and one run on the GPU.
 
 use super::Rng;
 use wgmoe::gpu::{Context, DType, Tensor, Weight};
