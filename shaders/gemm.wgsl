@@ -66,8 +66,8 @@ fn gemm_load_b(k0: u32, lid: u32) {
 
 @compute @workgroup_size(BWG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    // Through workgroup memory, so every invocation sees the same count (uniformly: barriers and
-    // cooperative ops follow).
+    // Through workgroup memory, so that the count is uniform as WGSL's analysis sees it (barriers
+    // and cooperative ops follow; it does not look through mm_tile's result).
     let tile_rows = mm_tile(wid, lid, select(BN, BN / 2u, mm_paired()), BWG);
     if lid == 0u {
         block_rows = tile_rows;

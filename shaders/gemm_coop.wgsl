@@ -36,8 +36,8 @@ fn gemm_coop(
     @builtin(subgroup_id) sg_id: u32,
 ) {
     // Blocks with no rows exit before any cooperative op.
-    // Through workgroup memory, so every invocation sees the same count (uniformly: barriers and
-    // cooperative ops follow).
+    // Through workgroup memory, so that the count is uniform as WGSL's analysis sees it (barriers
+    // and cooperative ops follow; it does not look through mm_tile's result).
     let tile_rows = mm_tile(wid, lid, select(BN, BN / 2u, mm_paired()), CWG);
     if lid == 0u {
         block_rows = tile_rows;
