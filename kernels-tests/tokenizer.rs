@@ -448,3 +448,90 @@ fn errors_name_the_file_or_template() {
     assert!(e.contains("out of range"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A template that never ends, one that renders without end, and one that grows a string without
+/// end are stopped with an error naming the file the template came from; a real template still
+/// renders a long conversation.
+#[test]
+fn runaway_templates_are_errors() {
+    let dir = temp_dir("runaway");
+    std::fs::copy(asset_dir("olmoe").join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let msgs = [Message::user("hello")];
+    let cases = [
+        // Nested loops: 10^15 iterations.
+        (
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}{% endfor %}{% endfor %}{% endfor %}",
+            "did not finish",
+        ),
+        // 100 MB strings, 10^5 times: the output cap stops it.
+        ("{% for i in range(100000) %}{{ 'x' * 100000000 }}{% endfor %}", "rendered more than"),
+        // Recursion without end.
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "chat_template.jinja"),
+    ];
+    for (template, want) in cases {
+        write(&dir, "chat_template.jinja", template);
+        let tok = Tokenizer::from_dir(&dir).unwrap();
+        let start = std::time::Instant::now();
+        let e = err_text(tok.apply_chat_template(&msgs, true));
+        assert!(e.contains(want) && e.contains("chat_template.jinja"), "{template}: {e}");
+        assert!(start.elapsed().as_secs() < 30, "{template}: took {:?}", start.elapsed());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Qwen3's real template over 2,000 turns is well inside both budgets.
+    let long: Vec<Message> = (0..2000)
+        .map(|i| {
+            if i % 2 == 0 {
+                Message::user(format!("question {i}"))
+            } else {
+                Message::assistant(format!("answer {i}"))
+            }
+        })
+        .collect();
+    let text = qwen3().apply_chat_template(&long, true).unwrap();
+    assert!(
+        text.contains("question 1998") && text.ends_with("<|im_start|>assistant\n"),
+        "{}",
+        &text[text.len() - 80..]
+    );
+}
+
+/// A tokenizer.json whose template post-processor uses a special token it does not define made
+/// the tokenizers crate panic while encoding; now loading it is an error naming the token.
+#[test]
+fn post_processor_with_undefined_special_token_is_an_error() {
+    let dir = temp_dir("post-processor");
+    let mut t: Json =
+        serde_json::from_slice(&std::fs::read(asset_dir("olmoe").join("tokenizer.json")).unwrap()).unwrap();
+    let template = |special: Json| {
+        serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": special,
+        })
+    };
+    let cases = [
+        (serde_json::json!({}), "does not define"),
+        (
+            serde_json::json!({"<bos>": {"id": "<bos>", "ids": [1, 2], "tokens": ["<bos>"]}}),
+            "2 ids for 1 tokens",
+        ),
+        (
+            serde_json::json!({"<bos>": {"id": "<bos>", "ids": [4000000000u64], "tokens": ["<bos>"]}}),
+            "outside the vocabulary",
+        ),
+    ];
+    for (special, want) in cases {
+        t["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [template(special)]});
+        write(&dir, "tokenizer.json", &t.to_string());
+        let e = err_text(Tokenizer::from_dir(&dir));
+        assert!(e.contains(want) && e.contains("tokenizer.json"), "{e}");
+    }
+    // The same template with the token defined loads and encodes with it.
+    t["post_processor"] =
+        template(serde_json::json!({"<bos>": {"id": "<bos>", "ids": [0], "tokens": ["<|endoftext|>"]}}));
+    write(&dir, "tokenizer.json", &t.to_string());
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(tok.encode("hi", true).unwrap()[0], 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -46,3 +46,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn shape_err(op: &'static str, msg: impl Into<String>) -> Error {
     Error::Shape { op, msg: msg.into() }
 }
+
+/// Runs `f`, turning a panic inside it (a third-party crate choking on input wgmoe did not catch
+/// first) into an error that says `what` failed: a last resort, so that no panic reaches a user or
+/// an embedding app. The panic hook still prints its message to standard error.
+pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(Error::Invalid(format!(
+                "{what} failed inside a library wgmoe uses ({msg}); the input is malformed or not supported"
+            )))
+        }
+    }
+}

@@ -118,6 +118,7 @@ impl Tokenizer {
                 tok_path.display()
             ))
         })?;
+        check_post_processor(&inner, &tok_path)?;
 
         let config_path = dir.join("tokenizer_config.json");
         let config = read_json_opt(&config_path)?;
@@ -313,11 +314,13 @@ impl Tokenizer {
 
     /// Text to ids, as `tokenizer.encode(text, add_special_tokens=add_special)` in Python.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special)
-            .map_err(|e| Error::Invalid(format!("{}: cannot encode the text: {e}", self.source)))?;
-        Ok(enc.get_ids().to_vec())
+        crate::error::guard(&format!("{}: encoding", self.source), || {
+            let enc = self
+                .inner
+                .encode_fast(text, add_special)
+                .map_err(|e| Error::Invalid(format!("{}: cannot encode the text: {e}", self.source)))?;
+            Ok(enc.get_ids().to_vec())
+        })
     }
 
     /// Ids to text, as `tokenizer.decode(ids, skip_special_tokens=skip_special)` in transformers.
@@ -333,9 +336,11 @@ impl Tokenizer {
 
     fn raw_decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.check_ids(ids)?;
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| Error::Invalid(format!("{}: cannot decode ids: {e}", self.source)))
+        crate::error::guard(&format!("{}: decoding", self.source), || {
+            self.inner
+                .decode(ids, skip_special)
+                .map_err(|e| Error::Invalid(format!("{}: cannot decode ids: {e}", self.source)))
+        })
     }
 
     /// Errors if any id has no token in the vocabulary (added tokens included).
@@ -421,8 +426,22 @@ impl Tokenizer {
                 self.source, self.template_source
             )));
         };
+        // Budgets: a template that loops forever or renders without end is stopped with an error.
+        let content: usize = messages.iter().map(|m| m.content.len() + m.role.len()).sum();
+        let cap = TEMPLATE_OUTPUT_BASE + 4 * content;
         let render_err = |e: minijinja::Error| {
-            let mut msg = format!("the chat template from {} failed to render: {e}", self.template_source);
+            let mut msg = match e.kind() {
+                minijinja::ErrorKind::OutOfFuel => format!(
+                    "the chat template from {} did not finish within {TEMPLATE_FUEL} steps (a loop that does \
+                     not end?)",
+                    self.template_source
+                ),
+                minijinja::ErrorKind::WriteFailure => format!(
+                    "the chat template from {} rendered more than {cap} bytes for {content} bytes of messages",
+                    self.template_source
+                ),
+                _ => format!("the chat template from {} failed to render: {e}", self.template_source),
+            };
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 let _ = write!(msg, ": {s}");
@@ -458,7 +477,13 @@ impl Tokenizer {
         ctx.push(("tools".into(), Value::from(())));
         ctx.push(("documents".into(), Value::from(())));
         ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
-        tmpl.render(Value::from_iter(ctx)).map_err(render_err)
+        let mut out = CappedWriter { buf: Vec::new(), cap };
+        let what = format!("rendering the chat template from {}", self.template_source);
+        crate::error::guard(&what, || {
+            tmpl.render_captured_to(Value::from_iter(ctx), &mut out)
+                .map_err(render_err)?;
+            String::from_utf8(out.buf).map_err(|e| Error::Invalid(format!("{what}: the output is not UTF-8: {e}")))
+        })
     }
 
     /// The ids of a chat: `encode(apply_chat_template(..), false)`, as transformers'
@@ -537,6 +562,67 @@ impl StreamDecoder {
             Ok(String::new())
         }
     }
+}
+
+/// The tokenizers crate panics while encoding when a template post-processor names a special
+/// token it does not define (or one whose ids and tokens differ in number): refuse such a file at
+/// load, naming the token. Ids outside the vocabulary are refused too.
+fn check_post_processor(inner: &tokenizers::Tokenizer, path: &Path) -> Result<()> {
+    let Some(pp) = inner.get_post_processor() else {
+        return Ok(());
+    };
+    let v = serde_json::to_value(pp)
+        .map_err(|e| Error::Invalid(format!("{}: unreadable post_processor: {e}", path.display())))?;
+    let bad = |msg: String| Error::Invalid(format!("{}: post_processor: {msg}", path.display()));
+    let mut stack = vec![&v];
+    while let Some(node) = stack.pop() {
+        match node {
+            serde_json::Value::Array(a) => stack.extend(a),
+            serde_json::Value::Object(o) => {
+                if o.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing") {
+                    let specials = o.get("special_tokens").and_then(|s| s.as_object());
+                    for piece in ["single", "pair"]
+                        .iter()
+                        .filter_map(|k| o.get(*k)?.as_array())
+                        .flatten()
+                    {
+                        if let Some(id) = piece.get("SpecialToken").and_then(|t| t.get("id")?.as_str()) {
+                            if !specials.is_some_and(|s| s.contains_key(id)) {
+                                return Err(bad(format!(
+                                    "the template uses special token {id:?}, which it does not define"
+                                )));
+                            }
+                        }
+                    }
+                    for (name, t) in specials.into_iter().flatten() {
+                        let ids = t.get("ids").and_then(|x| x.as_array()).map_or(0, Vec::len);
+                        let tokens = t.get("tokens").and_then(|x| x.as_array()).map_or(0, Vec::len);
+                        if ids != tokens {
+                            return Err(bad(format!("special token {name:?} has {ids} ids for {tokens} tokens")));
+                        }
+                        let out_of_range = t
+                            .get("ids")
+                            .and_then(|x| x.as_array())
+                            .into_iter()
+                            .flatten()
+                            .find(|id| {
+                                id.as_u64()
+                                    .and_then(|i| u32::try_from(i).ok())
+                                    .is_none_or(|i| inner.id_to_token(i).is_none())
+                            });
+                        if let Some(id) = out_of_range {
+                            return Err(bad(format!(
+                                "special token {name:?} has id {id}, outside the vocabulary"
+                            )));
+                        }
+                    }
+                }
+                stack.extend(o.values());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,8 +740,37 @@ fn clean_up_tokenization(text: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The chat-template environment: transformers' jinja2 environment in minijinja.
 
+/// Instructions a chat template may run: transformers' templates take thousands per message, so
+/// this only stops a template that does not end (about a second of rendering).
+const TEMPLATE_FUEL: u64 = 50_000_000;
+
+/// Bytes a rendered chat may hold beyond four times its messages: real templates add a few hundred
+/// bytes per message.
+const TEMPLATE_OUTPUT_BASE: usize = 16 << 20;
+
+/// A render's output, refusing to grow past `cap` (the render then fails with a write error).
+struct CappedWriter {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other("the chat template's output is over its cap"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn chat_environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
