@@ -259,3 +259,63 @@ fn oversized_buffers_are_clear_errors() {
     let e = s.forward(&vec![1; rows], LogitRows::All).unwrap_err().to_string();
     assert!(e.contains("max_storage_buffer_binding_size"), "{e}");
 }
+
+/// A checkpoint that loads but computes NaN (a corrupt weight) is an error naming the position,
+/// from `forward` (checked on the host as the logits come back) and from `generate` (the sampler
+/// flags the row on the GPU), never garbage tokens.
+#[test]
+fn non_finite_logits_are_errors() {
+    let src = fixture("llama");
+    let dir = std::env::temp_dir().join(format!("wgmoe-nan-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    let norm = tensors.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
+    assert_eq!(norm.1, safetensors::Dtype::F32);
+    norm.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+
+    let model = Model::load(common::portable_context(), &dir, &|_, _| {}).unwrap();
+    let prompt = reference("llama").prompt;
+    let mut sess = model.try_session(64, KvDtype::F16).unwrap();
+    let e = sess.forward(&prompt, LogitRows::All).unwrap_err();
+    assert!(matches!(e, wgmoe::Error::NonFinite { position: 0 }), "{e}");
+    sess.reset();
+    let opts = GenerateOptions {
+        max_new_tokens: 4,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+        stop: vec![],
+    };
+    let e = sess.generate(&prompt, &opts, |_| Ok(())).unwrap_err();
+    let last = prompt.len() - 1;
+    assert!(
+        matches!(e, wgmoe::Error::NonFinite { position } if position == last),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not finite"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -466,3 +466,47 @@ fn bad_specs_are_errors() {
     assert!(argmax(ctx, &lt, ArgmaxSpec { vocab: 0, row: 0 }, &out, 0).is_err());
     assert!(argmax(ctx, &lt, ArgmaxSpec { vocab: 10, row: 0 }, &out, 5).is_err());
 }
+
+/// A NaN or +infinity anywhere in the row (a corrupt model) makes argmax and sample write
+/// NONFINITE_TOKEN, whatever else the row holds; -infinity (a masked token) does not.
+#[test]
+fn non_finite_rows_are_flagged() {
+    use wgmoe::kernels::sampling::NONFINITE_TOKEN;
+    for (name, ctx) in contexts() {
+        let vocab = 50304;
+        let mut rng = Rng::new(9);
+        for (bad, at) in [(f32::NAN, 3), (f32::INFINITY, 50303), (-f32::NAN, 20000)] {
+            let mut logits = random_logits(&mut rng, vocab, 5.0);
+            logits[at] = bad;
+            let lt = Tensor::from_f32(ctx, "logits", &logits);
+            let out = Tensor::zeros(ctx, "out", 2);
+            let st = step::new(ctx, 4, 1);
+            let spec = SampleSpec {
+                vocab,
+                row: 0,
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.9,
+                seed: 1,
+            };
+            let a = argmax(ctx, &lt, ArgmaxSpec { vocab, row: 0 }, &out, 0).unwrap();
+            let s = sample(ctx, &lt, spec, &st, &out, 1).unwrap();
+            ctx.submit(&[&a, &s]);
+            assert_eq!(
+                out.read_u32(ctx).unwrap(),
+                vec![NONFINITE_TOKEN; 2],
+                "{name}: {bad} at {at}"
+            );
+        }
+        let mut logits = random_logits(&mut rng, vocab, 5.0);
+        logits[7] = f32::NEG_INFINITY;
+        let lt = Tensor::from_f32(ctx, "logits", &logits);
+        let out = Tensor::zeros(ctx, "out", 1);
+        ctx.submit(&[&argmax(ctx, &lt, ArgmaxSpec { vocab, row: 0 }, &out, 0).unwrap()]);
+        assert_eq!(
+            out.read_u32(ctx).unwrap()[0] as usize,
+            cpu_argmax(&logits),
+            "{name}: -inf"
+        );
+    }
+}

@@ -42,12 +42,20 @@ fn better(a: Best, b: Best) -> Best {
     return a;
 }
 
-// This invocation's best over its strided share of the row.
+// This invocation's best over its strided share of the row. A NaN or +infinity (a corrupt model;
+// -infinity is a masked token) wins as NONFINITE, which the token's reader reports as an error: the
+// check costs two compares per logit this pass reads anyway.
 fn local_best(lid: u32) -> Best {
     var b = Best(-bitcast<f32>(0x7f800000u), NONE);
     let base = p.row * p.vocab;
     for (var i = lid; i < p.vocab; i += WG) {
-        b = better(b, Best(logits[base + i], i));
+        let l = logits[base + i];
+        let bits = bitcast<u32>(l);
+        if (bits & 0x7fffffffu) > 0x7f800000u || bits == 0x7f800000u {
+            b = better(b, Best(bitcast<f32>(0x7f7fffffu), NONFINITE));
+        } else {
+            b = better(b, Best(l, i));
+        }
     }
     return b;
 }
@@ -263,7 +271,8 @@ fn draw(lid: u32, floor: u32, m: f32, argmax_i: u32) {
             let l = atomicLoad(&sh_last);
             choice = select(argmax_i, l - 1u, l > 0u);
         }
-        write_token(choice);
+        // A non-finite row was sampled as garbage: report it instead.
+        write_token(select(choice, NONFINITE, argmax_i == NONFINITE));
     }
 }
 

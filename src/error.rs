@@ -36,6 +36,12 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    #[error(
+        "the model's logits at position {position} are not finite (NaN or infinity): its weights are \
+         corrupt, or a config value (rms_norm_eps, rope_theta, a scaling factor) is out of range"
+    )]
+    NonFinite { position: usize },
+
     #[error("{0}")]
     Invalid(String),
 }

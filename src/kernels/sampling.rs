@@ -28,8 +28,14 @@ crate::wgsl_consts! {
     pub(crate) const CONSTS = {
         /// The step buffer's word holding the batch's first position.
         POS0: u32 = step::POS0 as u32,
+        /// The token written for a row of logits holding a NaN or +infinity.
+        NONFINITE: u32 = u32::MAX - 1,
     }
 }
+
+/// What [`argmax`] and [`sample`] write instead of a token when the row holds a NaN or +infinity
+/// (a corrupt model; -infinity is a masked token): the reader turns it into an error.
+pub const NONFINITE_TOKEN: u32 = NONFINITE;
 
 crate::wgsl_overrides! {
     pub(crate) struct Consts {

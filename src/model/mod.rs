@@ -255,6 +255,11 @@ impl Session<'_> {
         };
         buf.unmap();
         self.slot_busy[t.slot] = false;
+        if id == kernels::sampling::NONFINITE_TOKEN {
+            return Err(Error::NonFinite {
+                position: t.position - 1,
+            });
+        }
         Ok(id)
     }
 
@@ -267,8 +272,18 @@ impl Session<'_> {
     /// of every row (`rows == All`, `[T, vocab]`) or of the last one (`[vocab]`).
     pub fn forward(&mut self, tokens: &[u32], rows: LogitRows) -> Result<Vec<f32>> {
         let model = self.model;
+        let start = self.pos;
         self.run(tokens, rows)?;
-        self.plans[&(tokens.len(), rows)].logits.read_f32(&model.ctx)
+        let logits = self.plans[&(tokens.len(), rows)].logits.read_f32(&model.ctx)?;
+        if let Some(bad) = logits.iter().position(|x| !x.is_finite()) {
+            let row = bad / model.config.vocab;
+            let position = match rows {
+                LogitRows::All => start + row,
+                LogitRows::Last => start + tokens.len() - 1,
+            };
+            return Err(Error::NonFinite { position });
+        }
+        Ok(logits)
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
