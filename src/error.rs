@@ -37,6 +37,12 @@ pub enum Error {
     Gpu(String),
 
     #[error(
+        "the GPU ran out of memory for {what} ({detail}): try a smaller context, a smaller model or \
+         a GPU with more memory"
+    )]
+    OutOfMemory { what: String, detail: String },
+
+    #[error(
         "the model's logits at position {position} are not finite (NaN or infinity): its weights are \
          corrupt, or a config value (rms_norm_eps, rope_theta, a scaling factor) is out of range"
     )]

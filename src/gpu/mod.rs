@@ -155,6 +155,9 @@ pub struct Context {
     /// A small writable buffer bound where an optional output is absent.
     pub scratch: wgpu::Buffer,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// The first GPU error no error scope caught (wgpu's default handler would panic on it); the
+    /// next [`Context::wait`] returns it.
+    uncaptured: Arc<Mutex<Option<String>>>,
     /// Bytes written with `upload` since the last flush.
     pending_upload: std::sync::atomic::AtomicU64,
 }
@@ -246,6 +249,12 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let uncaptured: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut first = sink.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| e.to_string());
+        }));
         Ok(Self {
             device,
             queue,
@@ -254,6 +263,7 @@ impl Context {
             dummy,
             scratch,
             pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
             pending_upload: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -352,8 +362,38 @@ impl Context {
                 submission_index: None,
                 timeout: None,
             })
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+
+    /// The first GPU error no scope caught since the last check, as an error.
+    pub fn check(&self) -> Result<()> {
+        let mut first = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+        match first.take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside out-of-memory and validation error scopes, so that a GPU error it causes is
+    /// an error naming `what` ([`Error::OutOfMemory`], or [`Error::Gpu`]) instead of reaching the
+    /// uncaptured-error handler. Scopes are per thread: `f` must do its GPU work on this one.
+    pub fn scoped<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom {
+            return Err(Error::OutOfMemory {
+                what: what.to_string(),
+                detail: e.to_string(),
+            });
+        }
+        if let Some(e) = invalid {
+            return Err(Error::Gpu(format!("{what}: {e}")));
+        }
+        r
     }
 
     /// Copy `size` bytes at `offset` of `buffer` back to the host (waits for the GPU).

@@ -45,11 +45,25 @@ struct Loader<'a> {
     total: usize,
 }
 
+// Each tensor is made inside GPU error scopes: a checkpoint that does not fit is an error naming
+// the tensor that did not, not wgpu's panic.
 impl Make for Loader<'_> {
     type W = Weight;
     type T = Tensor;
 
     fn weight(&mut self, s: &Spec) -> Result<Weight> {
+        let ctx = self.ctx;
+        ctx.scoped(&s.label, || self.make_weight(s))
+    }
+
+    fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
+        let ctx = self.ctx;
+        ctx.scoped(&s.label, || self.make_tensor(s))
+    }
+}
+
+impl Loader<'_> {
+    fn make_weight(&mut self, s: &Spec) -> Result<Weight> {
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
             Source::Stacked(parts) => {
@@ -99,7 +113,7 @@ impl Make for Loader<'_> {
         }
     }
 
-    fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
+    fn make_tensor(&mut self, s: &Spec) -> Result<Tensor> {
         match &s.source {
             Source::Tensor { name, shape } if shape.len() == 1 => self.vector_f32(name, shape[0]),
             _ => Err(Error::Invalid(format!(

@@ -37,8 +37,10 @@ impl Model {
     /// Load a Hugging Face model folder or a `.gguf` file: the one entry for both (see
     /// [`checkpoint::open`]).
     pub fn load(ctx: Context, path: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
-        let (config, src) = checkpoint::open(path)?;
-        Self::from_source(ctx, config, src.as_ref(), progress)
+        crate::error::guard(&format!("loading {}", path.display()), || {
+            let (config, src) = checkpoint::open(path)?;
+            Self::from_source(ctx, config, src.as_ref(), progress)
+        })
     }
 
     /// Upload the weights `config` describes from `src` (a checkpoint, or any other source).
@@ -69,7 +71,8 @@ impl Model {
     /// naming the limit instead of a failed allocation.
     pub fn try_session(&self, max_seq: usize, kv_dtype: KvDtype) -> Result<Session<'_>> {
         KvCache::check(&self.ctx, &self.config, max_seq.max(1), kv_dtype)?;
-        Ok(self.session_with(max_seq, kv_dtype))
+        let what = format!("a {kv_dtype} KV cache of {max_seq} positions");
+        self.ctx.scoped(&what, || Ok(self.session_with(max_seq, kv_dtype)))
     }
 
     /// A fresh generation state with room for `max_seq` tokens and an f32 KV cache (exact parity
@@ -317,7 +320,10 @@ impl Session<'_> {
                 inv_freq: &m.inv_freq,
                 attention_factor: m.attention_factor,
             };
-            let plan = plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1)?;
+            let what = format!("the forward pass of {} tokens", key.0);
+            let plan = m
+                .ctx
+                .scoped(&what, || plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1))?;
             self.plans.insert(key, plan);
         }
         Ok(())

@@ -272,27 +272,22 @@ impl Maker<'_> {
     fn scoped<R>(&mut self, s: &Spec, leaf: Leaf, make: impl FnOnce(u32) -> Result<R>) -> Result<R> {
         let (ctx, what, dtype) = (self.ctx, self.what, self.opts.dtype);
         let seed = self.opts.seed.wrapping_mul(0x0100_0193).wrapping_add(self.made);
-        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let invalid = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let r = make(seed);
-        let invalid = pollster::block_on(invalid.pop());
-        let oom = pollster::block_on(oom.pop());
-        if let Some(err) = oom {
-            let detail = format!(
-                " (the GPU ran out of memory at {} after {:.1} GiB: {err})",
-                s.label,
-                gib(self.done)
-            );
-            return Err(too_big(what, dtype, self.needed, None, &detail));
-        }
-        if let Some(err) = invalid {
-            return Err(Error::Gpu(format!(
+        let r = ctx.scoped(&s.label, || make(seed)).map_err(|e| match e {
+            Error::OutOfMemory { detail, .. } => {
+                let detail = format!(
+                    " (the GPU ran out of memory at {} after {:.1} GiB: {detail})",
+                    s.label,
+                    gib(self.done)
+                );
+                too_big(what, dtype, self.needed, None, &detail)
+            }
+            Error::Gpu(err) => Error::Gpu(format!(
                 "{what}: making {} failed after {:.1} GiB of weights: {err}",
                 s.label,
                 gib(self.done)
-            )));
-        }
-        let r = r?;
+            )),
+            e => e,
+        })?;
         self.made += 1;
         self.done += s.gpu_bytes(dtype, leaf);
         Ok(r)
