@@ -239,6 +239,11 @@ pub struct Report {
     pub kv_cache: KvDtype,
 }
 
+/// Whether the adapter does no GPU work (wgpu's noop backend, the `noop` feature).
+fn host_only(ctx: &Context) -> bool {
+    ctx.info.backend == wgpu::Backend::Noop
+}
+
 /// xorshift64*: the random prompt.
 struct Rng(u64);
 
@@ -338,16 +343,19 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
         for _ in 0..reps {
             samples.push(decode(&mut sess, &depth, first, n)?);
         }
-        let timer = GpuTimer::new(ctx);
-        let copy = copy_bandwidth(ctx, &timer, 20.0)?;
-        copy_bytes_per_s = Some(copy);
+        // The noop adapter does no GPU work: there is no bandwidth to measure, and a step's time is
+        // what the host spends on it.
+        if !host_only(ctx) {
+            let timer = GpuTimer::new(ctx);
+            copy_bytes_per_s = Some(copy_bandwidth(ctx, &timer, 20.0)?);
+        }
         results.push(TestResult {
             n_prompt: 0,
             n_gen: n,
             n_depth: d,
             samples_ns: samples.iter().map(|s| s * 1e9).collect(),
             samples_ts: samples.iter().map(|s| n as f64 / s).collect(),
-            roofline_ts: Some(copy / info.footprint.read_bytes_per_token),
+            roofline_ts: copy_bytes_per_s.map(|copy| copy / info.footprint.read_bytes_per_token),
         });
     }
     let profile = if opts.profile {
@@ -513,6 +521,14 @@ pub fn summary(r: &Report) -> Vec<String> {
         format!("weight format: {}", r.model.weight_format.name()),
         format!("KV cache: {}", r.kv_cache),
     ];
+    if r.backend == "noop" {
+        if let Some(tg) = r.results.iter().find(|t| t.n_gen > 0) {
+            out.push(format!(
+                "no GPU work (wgpu's noop adapter): a decode step costs the host {:.1} us",
+                tg.avg_ns() / tg.n_gen as f64 * 1e-3
+            ));
+        }
+    }
     if let Some(c) = r.copy_bytes_per_s {
         let per_token = r.model.footprint.read_bytes_per_token;
         out.push(format!(

@@ -97,7 +97,7 @@ pub fn backend_name(b: wgpu::Backend) -> &'static str {
         wgpu::Backend::Dx12 => "dx12",
         wgpu::Backend::Gl => "gl",
         wgpu::Backend::BrowserWebGpu => "webgpu",
-        _ => "other",
+        wgpu::Backend::Noop => "noop",
     }
 }
 
@@ -128,6 +128,18 @@ pub fn describe_adapters(entries: &[AdapterEntry]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// wgpu-core keeps the bind groups of a pipeline in a fixed array of this many (wgpu-hal's
+/// `MAX_BIND_GROUPS`).
+const MAX_BIND_GROUPS: u32 = 8;
+
+/// The adapter's limits, within what wgpu-core can hold: an adapter that reports more (wgpu's noop
+/// adapter reports every limit as unbounded) would make pipeline creation panic inside wgpu-core.
+/// wgmoe uses one bind group.
+fn clamped(mut limits: wgpu::Limits) -> wgpu::Limits {
+    limits.max_bind_groups = limits.max_bind_groups.min(MAX_BIND_GROUPS);
+    limits
 }
 
 /// What makes two pipelines the same: the family and variant that named the source, the entry
@@ -221,7 +233,7 @@ impl Context {
             } else {
                 wgpu::ExperimentalFeatures::disabled()
             };
-            (features, adapter.limits(), experimental)
+            (features, clamped(adapter.limits()), experimental)
         };
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgmoe"),
