@@ -240,6 +240,13 @@ impl Tokenizer {
         }
     }
 
+    /// The same tokenizer with another chat template (`None`: none), named `source` in errors.
+    pub fn with_chat_template(mut self, template: Option<String>, source: impl Into<String>) -> Self {
+        self.chat_template = template;
+        self.template_source = source.into();
+        self
+    }
+
     /// Names where this tokenizer came from in error messages (e.g. "model.gguf").
     pub fn with_source(mut self, source: impl Into<String>, template_source: impl Into<String>) -> Self {
         self.source = source.into();

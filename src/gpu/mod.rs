@@ -156,6 +156,8 @@ pub struct PipelineKey {
 }
 
 /// An open device and everything kernels need to know about it.
+/// Clones share the device, its pipeline cache and its error state.
+#[derive(Clone)]
 pub struct Context {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -166,12 +168,12 @@ pub struct Context {
     pub dummy: wgpu::Buffer,
     /// A small writable buffer bound where an optional output is absent.
     pub scratch: wgpu::Buffer,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Arc<Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>>,
     /// The first GPU error no error scope caught (wgpu's default handler would panic on it); the
     /// next [`Context::wait`] returns it.
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Bytes written with `upload` since the last flush.
-    pending_upload: std::sync::atomic::AtomicU64,
+    pending_upload: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// wgpu stages `write_buffer` data in host memory until the next submit; past this many bytes,
@@ -274,9 +276,9 @@ impl Context {
             caps,
             dummy,
             scratch,
-            pipelines: Mutex::new(HashMap::new()),
+            pipelines: Arc::default(),
             uncaptured,
-            pending_upload: std::sync::atomic::AtomicU64::new(0),
+            pending_upload: Arc::default(),
         })
     }
 

@@ -50,8 +50,10 @@ impl Model {
         src: &dyn TensorSource,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
-        let weights = loader::load(&ctx, &config, src, progress)?;
-        Ok(Self::new(ctx, config, weights))
+        crate::error::guard("loading the model's weights", || {
+            let weights = loader::load(&ctx, &config, src, progress)?;
+            Ok(Self::new(ctx, config, weights))
+        })
     }
 
     pub fn new(ctx: Context, config: ModelConfig, weights: ModelWeights) -> Self {
