@@ -322,10 +322,12 @@ impl Session<'_> {
                 inv_freq: &m.inv_freq,
                 attention_factor: m.attention_factor,
             };
+            // Pipelines are built here: a driver or wgpu-core that chokes is an error, not a panic.
             let what = format!("the forward pass of {} tokens", key.0);
-            let plan = m
-                .ctx
-                .scoped(&what, || plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1))?;
+            let plan = crate::error::guard(&what, || {
+                m.ctx
+                    .scoped(&what, || plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1))
+            })?;
             self.plans.insert(key, plan);
         }
         Ok(())
