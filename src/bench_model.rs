@@ -63,6 +63,35 @@ impl Default for BenchModelOptions {
     }
 }
 
+impl BenchModelOptions {
+    /// Refuse, before any work, a benchmark that measures nothing or does not fit a model whose
+    /// context is `max_position` tokens: the prefill test takes `n_depth + n_prompt` positions, the
+    /// decode test `n_depth + 1 + n_gen` (a one-token prompt, then `n_gen` steps).
+    pub fn check(&self, max_position: usize) -> Result<()> {
+        let (p, n, d) = (self.n_prompt, self.n_gen, self.n_depth);
+        if self.reps == 0 {
+            return Err(Error::Invalid("-r (repetitions) is 0: give at least 1".into()));
+        }
+        if p == 0 && n == 0 {
+            return Err(Error::Invalid("nothing to measure: -p and -n are both 0".into()));
+        }
+        let too_long = |test: &str, need: usize| {
+            Error::Invalid(format!(
+                "{test} needs {need} positions, more than the model's context of {max_position} \
+                 tokens (max_position_embeddings): lower -d, -p or -n"
+            ))
+        };
+        if p > 0 && d.saturating_add(p) > max_position {
+            return Err(too_long(&format!("pp{p} at depth {d}"), d.saturating_add(p)));
+        }
+        let decode = d.saturating_add(n).saturating_add(1);
+        if n > 0 && decode > max_position {
+            return Err(too_long(&format!("tg{n} at depth {d}"), decode));
+        }
+        Ok(())
+    }
+}
+
 /// A `--dtype` value of a synthetic model: f16, bf16 or f32 (any case).
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s.to_ascii_lowercase().as_str() {
@@ -298,10 +327,8 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (p, n, reps) = (opts.n_prompt, opts.n_gen, opts.reps.max(1));
-    if p == 0 && n == 0 {
-        return Err(Error::Invalid("nothing to measure: -p and -n are both 0".into()));
-    }
+    opts.check(model.config.max_position)?;
+    let (p, n, reps) = (opts.n_prompt, opts.n_gen, opts.reps);
     let vocab = model.config.vocab;
     let mut rng = Rng(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let prompt: Vec<u32> = (0..p).map(|_| rng.below(vocab)).collect();

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::kernels::sampling::SampleSpec;
 use crate::model::{Session, LOOKAHEAD};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -12,11 +13,11 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
-    /// `<= 0`: greedy.
+    /// 0: greedy. Must be finite and >= 0.
     pub temperature: f32,
     /// 0: off.
     pub top_k: usize,
-    /// 1.0: off.
+    /// 1.0: off. Must be in (0, 1].
     pub top_p: f32,
     pub seed: u64,
     /// Token ids that end generation (not emitted).
@@ -44,27 +45,81 @@ pub struct SamplingDefaults {
     pub top_p: Option<f32>,
 }
 
-/// Read `generation_config.json` beside a model (a folder; GGUF files carry none). `do_sample:
-/// false` means greedy whatever the temperature says.
-pub fn sampling_defaults(model: &std::path::Path) -> SamplingDefaults {
-    let path = model.join("generation_config.json");
-    let Some(v) = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    else {
-        return SamplingDefaults::default();
+impl GenerateOptions {
+    /// Refuse sampling values that describe no distribution: a temperature that is negative, NaN
+    /// or infinite, a top-p outside (0, 1]. [`Session::generate`] checks them; an app can check
+    /// them earlier, before loading a model, as the CLI does.
+    pub fn validate(&self) -> Result<()> {
+        check_sampling(Some(self.temperature as f64), Some(self.top_p as f64), "")
+    }
+}
+
+/// The sampling checks of [`GenerateOptions::validate`]; `source` (a file) prefixes the message.
+fn check_sampling(temperature: Option<f64>, top_p: Option<f64>, source: &str) -> Result<()> {
+    if let Some(t) = temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+        return Err(Error::Invalid(format!(
+            "{source}temperature {t} is not allowed: it should be a finite number >= 0 (0 is greedy)"
+        )));
+    }
+    if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return Err(Error::Invalid(format!(
+            "{source}top-p {p} is not allowed: it should be in (0, 1] (1 keeps every token)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse, before any work, a generation of `max_new_tokens` after a prompt of `prompt` tokens
+/// that does not fit the `free` positions left of a KV cache holding `capacity`: the prompt and
+/// every generated token but the last (which is sampled, never fed back) take a position.
+pub fn check_fits(prompt: usize, max_new_tokens: usize, free: usize, capacity: usize) -> Result<()> {
+    let need = prompt.saturating_add(max_new_tokens.saturating_sub(1));
+    if need <= free {
+        return Ok(());
+    }
+    let held = if free == capacity {
+        format!("the context holds {capacity}")
+    } else {
+        format!("only {free} of the context's {capacity} are free")
     };
-    if v.get("do_sample").and_then(|d| d.as_bool()) == Some(false) {
-        return SamplingDefaults {
+    Err(Error::Invalid(format!(
+        "the prompt ({prompt} tokens) and {max_new_tokens} generated tokens need {need} positions of \
+         the KV cache, but {held}: generate fewer tokens, shorten the prompt or use a longer context"
+    )))
+}
+
+/// Read `generation_config.json` beside a model (a folder; GGUF files carry none). `do_sample:
+/// false` means greedy whatever the temperature says. A value of the wrong type or out of range
+/// is an error naming the file.
+pub fn sampling_defaults(model: &std::path::Path) -> Result<SamplingDefaults> {
+    let path = model.join("generation_config.json");
+    let file = path.display().to_string();
+    let Some(text) = crate::input::read_text_opt(&path, crate::input::CONFIG_CAP, "generation config")? else {
+        return Ok(SamplingDefaults::default());
+    };
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{file}: not valid JSON: {e}")))?;
+    // A present value of the wrong type is an error, never the default.
+    let typed = |key: &str, want: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>> {
+        Ok(match v.get(key).filter(|x| !x.is_null()) {
+            Some(x) if !ok(x) => return Err(Error::Invalid(format!("{file}: {key:?} should be {want}, found {x}"))),
+            x => x,
+        })
+    };
+    if typed("do_sample", "true or false", Value::is_boolean)?.and_then(Value::as_bool) == Some(false) {
+        return Ok(SamplingDefaults {
             temperature: Some(0.0),
             ..Default::default()
-        };
+        });
     }
-    SamplingDefaults {
-        temperature: v.get("temperature").and_then(|x| x.as_f64()).map(|x| x as f32),
-        top_k: v.get("top_k").and_then(|x| x.as_u64()).map(|x| x as usize),
-        top_p: v.get("top_p").and_then(|x| x.as_f64()).map(|x| x as f32),
-    }
+    let temperature = typed("temperature", "a number", Value::is_number)?.and_then(Value::as_f64);
+    let top_p = typed("top_p", "a number", Value::is_number)?.and_then(Value::as_f64);
+    let top_k = typed("top_k", "a non-negative integer", Value::is_u64)?.and_then(Value::as_u64);
+    check_sampling(temperature, top_p, &format!("{file}: "))?;
+    Ok(SamplingDefaults {
+        temperature: temperature.map(|x| x as f32),
+        top_k: top_k.map(|x| usize::try_from(x).unwrap_or(usize::MAX)),
+        top_p: top_p.map(|x| x as f32),
+    })
 }
 
 /// What one generation did, for the tokens/s line.
@@ -106,12 +161,13 @@ impl Session<'_> {
         if prompt.is_empty() {
             return Err(Error::Invalid("the prompt has no tokens".into()));
         }
-        if opts.temperature.is_nan() || !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
-            return Err(Error::Invalid(format!(
-                "temperature must be a number and top-p in (0, 1]; got {} and {}",
-                opts.temperature, opts.top_p
-            )));
-        }
+        opts.validate()?;
+        check_fits(
+            prompt.len(),
+            opts.max_new_tokens,
+            self.capacity().saturating_sub(self.position()),
+            self.capacity(),
+        )?;
         let spec = SampleSpec {
             vocab: self.model.config.vocab,
             row: 0,

@@ -9,6 +9,7 @@ pub mod bench_model;
 pub mod error;
 pub mod generate;
 pub mod gpu;
+pub mod input;
 pub mod kernels;
 pub mod model;
 pub mod tokenizer;

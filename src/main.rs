@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use wgmoe::generate::{GenerateOptions, GenerateStats};
+use wgmoe::generate::{self, GenerateOptions, GenerateStats};
 use wgmoe::gpu::{self, DeviceOptions};
+use wgmoe::model::config::ModelConfig;
 use wgmoe::model::plan::LogitRows;
 use wgmoe::model::{KvDtype, Model, Session};
 use wgmoe::tokenizer::{Message, Tokenizer};
@@ -202,16 +203,44 @@ fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Result<Se
     model.try_session(arg.context.min(model.config.max_position), kv_cache)
 }
 
-fn sampling(args: &SamplingArgs, model: &Path, tok: &Tokenizer, max_new_tokens: usize) -> GenerateOptions {
-    let d = wgmoe::generate::sampling_defaults(model);
-    GenerateOptions {
+/// The model's description (without loading it) and the context a command gets: `--context`,
+/// capped at the model's maximum.
+fn context(arg: &ModelArg) -> Result<(ModelConfig, usize)> {
+    if arg.context == 0 {
+        return Err(Error::Invalid(
+            "--context is 0: the KV cache needs room for at least 1 token".into(),
+        ));
+    }
+    let config = wgmoe::model::checkpoint::config(&arg.model)?;
+    let context = arg.context.min(config.max_position);
+    Ok((config, context))
+}
+
+/// Refuse, before the model is loaded, `n` generated tokens after `prompt` that do not fit the
+/// context, saying where its size comes from.
+fn check_fits(arg: &ModelArg, prompt: usize, n: usize) -> Result<()> {
+    let (config, context) = context(arg)?;
+    generate::check_fits(prompt, n, context, context).map_err(|e| {
+        Error::Invalid(format!(
+            "{e} (--context {} capped at the model's maximum of {})",
+            arg.context, config.max_position
+        ))
+    })
+}
+
+/// The sampling options: the flags, else generation_config.json's, else greedy; checked.
+fn sampling(args: &SamplingArgs, model: &Path, tok: &Tokenizer, max_new_tokens: usize) -> Result<GenerateOptions> {
+    let d = generate::sampling_defaults(model)?;
+    let opts = GenerateOptions {
         max_new_tokens,
         temperature: args.temperature.or(d.temperature).unwrap_or(0.0),
         top_k: args.top_k.or(d.top_k).unwrap_or(0),
         top_p: args.top_p.or(d.top_p).unwrap_or(1.0),
         seed: args.seed,
         stop: tok.eos_ids().to_vec(),
-    }
+    };
+    opts.validate()?;
+    Ok(opts)
 }
 
 fn print_stats(s: &GenerateStats) {
@@ -252,9 +281,10 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
     } else {
         tok.encode(&args.prompt, true)?
     };
+    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n)?;
+    check_fits(&args.model, prompt.len(), args.n)?;
     let model = load_model(opts, &args.model.model)?;
     let mut sess = session(&model, &args.model, args.kv_cache)?;
-    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
     let (_, stats) = stream(&mut sess, &tok, &prompt, &gen)?;
     print_stats(&stats);
     Ok(())
@@ -268,9 +298,11 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
             args.model.model.display()
         )));
     }
+    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n)?;
+    // A reply of -n tokens must fit after a prompt of at least one token.
+    check_fits(&args.model, 1, args.n)?;
     let model = load_model(opts, &args.model.model)?;
     let mut sess = session(&model, &args.model, args.kv_cache)?;
-    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n);
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.as_str())).collect();
     // Tokens the cache holds, to feed only what a new turn adds.
     let mut cached: Vec<u32> = Vec::new();
@@ -301,7 +333,17 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         let shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         let start = shared.min(ids.len() - 1);
         sess.truncate(start);
-        let (reply, stats) = stream(&mut sess, &tok, &ids[start..], &gen)?;
+        // The reply fills at most what the conversation leaves of the context (generation
+        // refuses a conversation that no longer fits).
+        let room = (sess.capacity() + 1).saturating_sub(ids.len()).max(1);
+        let turn = GenerateOptions {
+            max_new_tokens: gen.max_new_tokens.min(room),
+            ..gen.clone()
+        };
+        let (reply, mut stats) = stream(&mut sess, &tok, &ids[start..], &turn)?;
+        if turn.max_new_tokens < gen.max_new_tokens && stats.generated == turn.max_new_tokens {
+            stats.stopped_by = "context full";
+        }
         println!();
         print_stats(&stats);
         cached = ids;
@@ -312,6 +354,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
 }
 
 fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
+    check_fits(&args.model, args.tokens.len(), 0)?;
     let model = load_model(opts, &args.model.model)?;
     let mut sess = session(&model, &args.model, args.kv_cache)?;
     let t = &args.tokens;
@@ -339,7 +382,7 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
     let tok = wgmoe::model::tokenizer_for(&args.model)?;
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
+        (None, Some(f)) => wgmoe::input::read_text(f, wgmoe::input::PROMPT_CAP, "prompt file")?,
         (None, None) => return Err(Error::Invalid("give --text or --file".into())),
     };
     let ids = if args.chat {

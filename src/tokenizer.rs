@@ -28,6 +28,7 @@ use std::sync::Arc;
 use minijinja::value::{Kwargs, Value, ValueKind};
 
 use crate::error::{Error, Result};
+use crate::input;
 
 /// One chat message: `role` is "system", "user", "assistant" (or "tool"), `content` its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,15 +103,13 @@ impl Tokenizer {
     /// `chat_template.jinja`, `generation_config.json` and `config.json` (all optional).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let tok_path = dir.join("tokenizer.json");
-        if !tok_path.is_file() {
+        let Some(bytes) = input::read_regular_opt(&tok_path, input::LARGE_JSON_CAP, "tokenizer.json")? else {
             return Err(Error::Invalid(format!(
                 "{}: not found. A model folder needs tokenizer.json (the Hugging Face tokenizers \
                  format) to tokenize text",
                 tok_path.display()
             )));
-        }
-        let bytes = std::fs::read(&tok_path)
-            .map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", tok_path.display())))?;
+        };
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
             Error::Invalid(format!(
                 "{}: not a valid tokenizer.json (truncated or from an unsupported tokenizers \
@@ -121,7 +120,7 @@ impl Tokenizer {
         check_post_processor(&inner, &tok_path)?;
 
         let config_path = dir.join("tokenizer_config.json");
-        let config = read_json_opt(&config_path)?;
+        let config = read_json_opt(&config_path, input::TOKENIZER_CONFIG_CAP)?;
         let config = config.as_ref().and_then(|c| c.as_object());
 
         // Named special tokens.
@@ -139,9 +138,8 @@ impl Tokenizer {
 
         // Chat template: chat_template.jinja wins over tokenizer_config.json.
         let jinja_path = dir.join("chat_template.jinja");
-        let (chat_template, template_source) = if jinja_path.is_file() {
-            let t = std::fs::read_to_string(&jinja_path)
-                .map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", jinja_path.display())))?;
+        let jinja = input::read_text_opt(&jinja_path, input::CONFIG_CAP, "chat template")?;
+        let (chat_template, template_source) = if let Some(t) = jinja {
             (Some(t), jinja_path.display().to_string())
         } else {
             match config.and_then(|c| c.get("chat_template")) {
@@ -165,7 +163,7 @@ impl Tokenizer {
 
         // End-of-sequence ids.
         let gen_path = dir.join("generation_config.json");
-        let mut eos_ids = match read_json_opt(&gen_path)? {
+        let mut eos_ids = match read_json_opt(&gen_path, input::CONFIG_CAP)? {
             Some(g) => id_list(g.get("eos_token_id"), &gen_path)?,
             None => Vec::new(),
         };
@@ -175,7 +173,7 @@ impl Tokenizer {
         }
         if eos_ids.is_empty() {
             let model_config = dir.join("config.json");
-            if let Some(c) = read_json_opt(&model_config)? {
+            if let Some(c) = read_json_opt(&model_config, input::CONFIG_CAP)? {
                 eos_ids = id_list(c.get("eos_token_id"), &model_config)?;
             }
         }
@@ -635,12 +633,10 @@ fn check_post_processor(inner: &tokenizers::Tokenizer, path: &Path) -> Result<()
 // ---------------------------------------------------------------------------------------------
 // tokenizer_config.json helpers
 
-fn read_json_opt(path: &Path) -> Result<Option<serde_json::Value>> {
-    if !path.is_file() {
+fn read_json_opt(path: &Path, cap: u64) -> Result<Option<serde_json::Value>> {
+    let Some(text) = input::read_text_opt(path, cap, "JSON file")? else {
         return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", path.display())))?;
+    };
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::Invalid(format!("{}: invalid JSON: {e}", path.display())))

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use wgmoe::bench_model::{self, BenchModelOptions, ModelChoice};
 use wgmoe::gpu::{Context, DeviceOptions};
-use wgmoe::model::synthetic::SynthOptions;
+use wgmoe::model::checkpoint;
+use wgmoe::model::synthetic::{self, SynthOptions};
 use wgmoe::model::KvDtype;
 use wgmoe::{Error, Result};
 
@@ -53,7 +54,11 @@ pub struct BenchArgs {
 /// Open the model (progress on stderr), measure, and print the summary and the table, or the
 /// JSON on stdout with the summary on stderr.
 pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
-    let ctx = Context::new(opts)?;
+    if let Some(g) = args.max_weights_gib.filter(|g| !(g.is_finite() && *g > 0.0)) {
+        return Err(Error::Invalid(format!(
+            "--max-weights-gib {g} is not allowed: give a finite number of GiB > 0"
+        )));
+    }
     let choice = match (&args.model, &args.synthetic) {
         (None, Some(shape)) => ModelChoice::Synthetic {
             shape: shape.clone(),
@@ -70,7 +75,6 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
             ))
         }
     };
-    let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
     let options = BenchModelOptions {
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
@@ -80,6 +84,14 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
         seed: args.seed,
         kv_cache: args.kv_cache,
     };
+    // Refuse what does not fit the model's context before loading it.
+    let config = match &choice {
+        ModelChoice::File(path) => checkpoint::config(path)?,
+        ModelChoice::Synthetic { shape, .. } => synthetic::shape_config(shape)?,
+    };
+    options.check(config.max_position)?;
+    let ctx = Context::new(opts)?;
+    let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
     let report = bench_model::measure(&model, info, &options)?;
     if args.json {
         for line in bench_model::summary(&report) {

@@ -10,35 +10,59 @@ use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
-/// The model description and the tensors of a Hugging Face model folder or a `.gguf` file.
-pub fn open(path: &Path) -> Result<(ModelConfig, Box<dyn TensorSource>)> {
-    if path.is_dir() {
-        let (config, src) = open_dir(path)?;
-        Ok((config, Box::new(src)))
-    } else if path.is_file() {
-        let (config, src) = gguf::open(path)?;
-        Ok((config, Box::new(src)))
-    } else {
-        Err(Error::Invalid(format!(
+/// What a model path is: a folder or a file (a `.gguf`); anything else (nothing there, a FIFO, a
+/// device) is an error naming the path.
+fn is_dir(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(m) if m.is_file() => Ok(false),
+        Ok(_) => crate::input::check_regular(path, "model folder or .gguf file").map(|()| false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Invalid(format!(
             "{}: no such model folder or .gguf file",
             path.display()
-        )))
+        ))),
+        Err(e) => Err(Error::Invalid(format!("{}: {e}", path.display()))),
     }
+}
+
+/// The model description and the tensors of a Hugging Face model folder or a `.gguf` file.
+pub fn open(path: &Path) -> Result<(ModelConfig, Box<dyn TensorSource>)> {
+    if is_dir(path)? {
+        let (config, src) = open_dir(path)?;
+        Ok((config, Box::new(src)))
+    } else {
+        let (config, src) = gguf::open(path)?;
+        Ok((config, Box::new(src)))
+    }
+}
+
+/// The model description alone (a folder's `config.json`, or a `.gguf` file's metadata), for
+/// checks that come before a load, such as a request's fit in the context.
+pub fn config(path: &Path) -> Result<ModelConfig> {
+    if is_dir(path)? {
+        read_config(path)
+    } else {
+        gguf::GgufSource::open(path)?.config()
+    }
+}
+
+/// A folder's `config.json` as a model description.
+fn read_config(dir: &Path) -> Result<ModelConfig> {
+    let cfg_path = dir.join("config.json");
+    let text = crate::input::read_text(&cfg_path, crate::input::CONFIG_CAP, "model config (config.json)")?;
+    ModelConfig::from_json(&text, &cfg_path.display().to_string())
 }
 
 /// A Hugging Face model folder: `config.json` and its safetensors.
 pub fn open_dir(dir: &Path) -> Result<(ModelConfig, Safetensors)> {
-    let cfg_path = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&cfg_path).map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
-    let config = ModelConfig::from_json(&text, &cfg_path.display().to_string())?;
+    let config = read_config(dir)?;
     Ok((config, Safetensors::open_dir(dir)?))
 }
 
 /// The tokenizer of a model folder (`tokenizer.json` & co.) or of a `.gguf` file's vocabulary;
 /// the weights are not read.
 pub fn tokenizer_for(path: &Path) -> Result<Tokenizer> {
-    if path.is_dir() {
+    if is_dir(path)? {
         return Tokenizer::from_dir(path);
     }
     let file = gguf::GgufFile::open(path)?;

@@ -49,7 +49,7 @@ impl Safetensors {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let files: Vec<PathBuf> = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|e| io_err(&index, e))?;
+            let text = crate::input::read_text(&index, crate::input::LARGE_JSON_CAP, "safetensors index")?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io_err(&index, e))?;
             let map = v
                 .get("weight_map")
@@ -80,6 +80,7 @@ impl Safetensors {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
+        crate::input::check_regular(path, "safetensors file")?;
         let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
         // SAFETY: the file is only read; a checkpoint modified while it is being loaded is a user
         // error that can at worst produce wrong weights.
@@ -158,7 +159,7 @@ impl TensorSource for Safetensors {
 /// `quantization_config.weight_block_size` of the folder's `config.json`, if it has one.
 fn fp8_block_size(dir: &Path) -> Result<[usize; 2]> {
     let path = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(text) = crate::input::read_text(&path, crate::input::CONFIG_CAP, "model config (config.json)") else {
         return Ok(DEFAULT_FP8_BLOCK);
     };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {

@@ -37,7 +37,11 @@ impl GgufSource {
             // llama.cpp's expert_gating_func: 1 softmax (V2; also what older files without the key
             // mean), 2 sigmoid (V3, which also carries the selection bias exp_probs_b).
             "deepseek2" => {
-                let gating = self.file.opt_u64("deepseek2.expert_gating_func")?;
+                let key = "deepseek2.expert_gating_func";
+                let gating = self.file.opt_u64(key)?;
+                if gating.is_some_and(|g| g > 2) {
+                    return Err(self.bad(key, "0 or 1 (softmax) or 2 (sigmoid)"));
+                }
                 let bias = self.file.tensors.iter().any(|t| t.name.contains(".exp_probs_b."));
                 if gating == Some(2) || (gating.is_none() && bias) {
                     "deepseek_v3"
@@ -103,9 +107,9 @@ impl GgufSource {
         }
         c.insert(
             "rms_norm_eps".into(),
-            json!(f.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)),
+            json!(self.finite(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)),
         );
-        let theta = f.opt_f64(&k("rope.freq_base"))?.unwrap_or(10000.0);
+        let theta = self.finite(&k("rope.freq_base"))?.unwrap_or(10000.0);
         c.insert("rope_theta".into(), json!(theta));
         if let Some(ctx) = f.opt_u64(&k("context_length"))? {
             c.insert("max_position_embeddings".into(), json!(ctx));
@@ -118,8 +122,11 @@ impl GgufSource {
         if let Some(ffn) = ffn {
             c.insert("intermediate_size".into(), json!(ffn));
         }
-        if let Some(rs) = self.rope_scaling(theta)? {
-            c.insert("rope_scaling".into(), rs);
+        // A non-physical theta is reported by the config check, under its key.
+        if theta > 0.0 {
+            if let Some(rs) = self.rope_scaling(theta)? {
+                c.insert("rope_scaling".into(), rs);
+            }
         }
         if model_type.starts_with("deepseek") {
             self.deepseek_config(&mut c, &model_type, layers)?;
@@ -150,10 +157,7 @@ impl GgufSource {
                 }
             }
             // Qwen3-MoE releases renormalise the top-k weights; Qwen1.5-MoE and OLMoE do not.
-            let norm = f
-                .get(&k("expert_weights_norm"))
-                .and_then(Value::as_bool)
-                .unwrap_or(model_type == "qwen3_moe");
+            let norm = self.bool_or(&k("expert_weights_norm"), model_type == "qwen3_moe")?;
             c.insert("norm_topk_prob".into(), json!(norm));
             // Layers without a router are dense (transformers' `mlp_only_layers`).
             if matches!(model_type.as_str(), "qwen2_moe" | "qwen3_moe") {
@@ -170,7 +174,7 @@ impl GgufSource {
             }
         }
         if model_type == "olmoe" {
-            if let Some(clip) = f.opt_f64(&k("attention.clamp_kqv"))? {
+            if let Some(clip) = self.finite(&k("attention.clamp_kqv"))? {
                 c.insert("clip_qkv".into(), json!(clip));
             }
         }
@@ -234,13 +238,10 @@ impl GgufSource {
             );
             c.insert(
                 "routed_scaling_factor".into(),
-                json!(f.opt_f64(&k("expert_weights_scale"))?.unwrap_or(1.0)),
+                json!(self.finite(&k("expert_weights_scale"))?.unwrap_or(1.0)),
             );
             // llama.cpp's default when the key is absent is false (as V2's config).
-            let norm = f
-                .get(&k("expert_weights_norm"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let norm = self.bool_or(&k("expert_weights_norm"), false)?;
             c.insert("norm_topk_prob".into(), json!(norm));
             let groups = f.opt_u64(&k("expert_group_count"))?.unwrap_or(1).max(1);
             let used = f.opt_u64(&k("expert_group_used_count"))?.unwrap_or(groups);
@@ -272,27 +273,32 @@ impl GgufSource {
         // llama.cpp hard-codes gpt-oss's pattern: even layers slide, odd layers attend to all
         // (a `sliding_window_pattern` key, where present, says the same per layer).
         let window = f.opt_u64(&k("attention.sliding_window"))?.filter(|&w| w > 0);
-        let pattern: Option<Vec<bool>> = match f.get(&k("attention.sliding_window_pattern")) {
-            Some(Value::Array(a)) => Some(a.iter().map(|v| v.as_bool().unwrap_or(false)).collect()),
-            Some(v) => v
-                .as_u64()
-                .filter(|&n| n > 0)
-                .map(|n| (0..layers).map(|i| i % n < n - 1).collect()),
-            None => Some((0..layers).map(|i| i % 2 == 0).collect()),
+        let Some(w) = window else {
+            c.insert("layer_types".into(), json!(vec!["full_attention"; layers as usize]));
+            return Ok(());
         };
-        match (window, pattern) {
-            (Some(w), Some(p)) if p.len() as u64 >= layers => {
-                c.insert("sliding_window".into(), json!(w));
-                let types: Vec<&str> = p[..layers as usize]
-                    .iter()
-                    .map(|&s| if s { "sliding_attention" } else { "full_attention" })
-                    .collect();
-                c.insert("layer_types".into(), json!(types));
-            }
-            _ => {
-                c.insert("layer_types".into(), json!(vec!["full_attention"; layers as usize]));
-            }
+        let pattern_key = k("attention.sliding_window_pattern");
+        let want = "a list of one bool per layer, or a period of at least 1";
+        let pattern: Vec<bool> = match f.get(&pattern_key) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_bool().ok_or_else(|| self.bad(&pattern_key, want)))
+                .collect::<Result<_>>()?,
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => (0..layers).map(|i| i % n < n - 1).collect(),
+                _ => return Err(self.bad(&pattern_key, want)),
+            },
+            None => (0..layers).map(|i| i % 2 == 0).collect(),
+        };
+        if (pattern.len() as u64) < layers {
+            return Err(self.bad(&pattern_key, want));
         }
+        c.insert("sliding_window".into(), json!(w));
+        let types: Vec<&str> = pattern[..layers as usize]
+            .iter()
+            .map(|&s| if s { "sliding_attention" } else { "full_attention" })
+            .collect();
+        c.insert("layer_types".into(), json!(types));
         Ok(())
     }
 
@@ -300,14 +306,14 @@ impl GgufSource {
     fn rope_scaling(&self, theta: f64) -> Result<Option<Json>> {
         let f = &self.file;
         let a = &self.arch;
-        match f.opt_str(&format!("{a}.rope.scaling.type")) {
+        match self.string(&format!("{a}.rope.scaling.type"))? {
             None | Some("none") => {}
             Some("yarn") => {
                 let mut m = Map::new();
                 m.insert("rope_type".into(), json!("yarn"));
                 m.insert(
                     "factor".into(),
-                    json!(f.opt_f64(&format!("{a}.rope.scaling.factor"))?.unwrap_or(1.0)),
+                    json!(self.finite(&format!("{a}.rope.scaling.factor"))?.unwrap_or(1.0)),
                 );
                 if let Some(o) = f.opt_u64(&format!("{a}.rope.scaling.original_context_length"))? {
                     m.insert("original_max_position_embeddings".into(), json!(o));
@@ -317,14 +323,14 @@ impl GgufSource {
                     ("yarn_beta_fast", "beta_fast", 32.0),
                     ("yarn_beta_slow", "beta_slow", 1.0),
                 ] {
-                    let v = f.opt_f64(&format!("{a}.rope.scaling.{key}"))?.unwrap_or(default);
+                    let v = self.finite(&format!("{a}.rope.scaling.{key}"))?.unwrap_or(default);
                     m.insert(hf.into(), json!(v));
                 }
                 if a == "deepseek2" {
                     // The converter writes yarn_log_multiplier = 0.1 * mscale_all_dim; released
                     // DeepSeek configs have mscale == mscale_all_dim (cos/sin amplitude 1, the
                     // softmax scale times m^2; MODELS.md §6.3), which llama.cpp assumes too.
-                    if let Some(mul) = f.opt_f64(&format!("{a}.rope.scaling.yarn_log_multiplier"))? {
+                    if let Some(mul) = self.finite(&format!("{a}.rope.scaling.yarn_log_multiplier"))? {
                         let m_all = (mul as f32 / 0.1f32) as f64;
                         m.insert("mscale".into(), json!(m_all));
                         m.insert("mscale_all_dim".into(), json!(m_all));
@@ -339,7 +345,7 @@ impl GgufSource {
             }
             Some(other) => {
                 return Err(Error::Invalid(format!(
-                    "{}: rope scaling {other:?} is not supported (none, yarn, llama3)",
+                    "{}: \"{a}.rope.scaling.type\" is {other:?}, which is not supported (none, yarn; Llama 3 scaling comes as rope_freqs.weight)",
                     f.name()
                 )))
             }
@@ -398,8 +404,99 @@ impl GgufSource {
         })))
     }
 
-    /// The model description from the metadata.
+    /// The model description from the metadata; errors name the metadata keys.
     pub fn config(&self) -> Result<ModelConfig> {
-        ModelConfig::from_value(&self.config_value()?, &self.file.name())
+        let model_type = self.model_type()?;
+        ModelConfig::from_value_named(&self.config_value()?, &self.file.name(), &|key| {
+            self.metadata_key(&model_type, key)
+        })
+    }
+
+    /// The metadata key (or tensor) a `config.json` key of [`GgufSource::config_value`] is made
+    /// from, so that config errors name what the file holds.
+    fn metadata_key(&self, model_type: &str, key: &str) -> Option<String> {
+        let a = &self.arch;
+        let k = |s: &str| format!("{a}.{s}");
+        // The first of two keys the file has (the first when neither).
+        let either = |first: &str, second: &str| {
+            if self.file.get(&k(first)).is_none() && self.file.get(&k(second)).is_some() {
+                k(second)
+            } else {
+                k(first)
+            }
+        };
+        let expert_ffn = || either("expert_feed_forward_length", "feed_forward_length");
+        Some(match key {
+            "hidden_size" => k("embedding_length"),
+            "num_attention_heads" => k("attention.head_count"),
+            "num_key_value_heads" => k("attention.head_count_kv"),
+            "num_hidden_layers" => k("block_count"),
+            "vocab_size" if self.file.get("tokenizer.ggml.tokens").is_some() => "tokenizer.ggml.tokens".into(),
+            "vocab_size" if self.file.get(&k("vocab_size")).is_some() => k("vocab_size"),
+            "vocab_size" => "token_embd.weight".into(),
+            "head_dim" => k("attention.key_length"),
+            "rms_norm_eps" => k("attention.layer_norm_rms_epsilon"),
+            "rope_theta" => k("rope.freq_base"),
+            "max_position_embeddings" => k("context_length"),
+            "intermediate_size" if matches!(model_type, "mixtral" | "olmoe" | "gpt_oss") => expert_ffn(),
+            "intermediate_size" => k("feed_forward_length"),
+            "moe_intermediate_size" => expert_ffn(),
+            "num_local_experts" | "num_experts" | "n_routed_experts" => k("expert_count"),
+            "num_experts_per_tok" => k("expert_used_count"),
+            "shared_expert_intermediate_size" => k("expert_shared_feed_forward_length"),
+            "qk_rope_head_dim" => k("rope.dimension_count"),
+            "qk_nope_head_dim" => either("attention.key_length_mla", "attention.key_length"),
+            "v_head_dim" => either("attention.value_length_mla", "attention.value_length"),
+            "kv_lora_rank" => k("attention.kv_lora_rank"),
+            "q_lora_rank" => k("attention.q_lora_rank"),
+            "first_k_dense_replace" => k("leading_dense_block_count"),
+            "n_shared_experts" => k("expert_shared_count"),
+            "routed_scaling_factor" => k("expert_weights_scale"),
+            "norm_topk_prob" => k("expert_weights_norm"),
+            "n_group" => k("expert_group_count"),
+            "topk_group" => k("expert_group_used_count"),
+            "sliding_window" => k("attention.sliding_window"),
+            "layer_types" => k("attention.sliding_window_pattern"),
+            "clip_qkv" => k("attention.clamp_kqv"),
+            "rope_scaling" | "rope_scaling.rope_type" => k("rope.scaling.type"),
+            "rope_scaling.factor" if self.file.tensor("rope_freqs.weight").is_some() => "rope_freqs.weight".into(),
+            "rope_scaling.factor" => k("rope.scaling.factor"),
+            "rope_scaling.original_max_position_embeddings" => k("rope.scaling.original_context_length"),
+            "rope_scaling.beta_fast" => k("rope.scaling.yarn_beta_fast"),
+            "rope_scaling.beta_slow" => k("rope.scaling.yarn_beta_slow"),
+            "rope_scaling.mscale" | "rope_scaling.mscale_all_dim" => k("rope.scaling.yarn_log_multiplier"),
+            "rope_scaling.low_freq_factor" | "rope_scaling.high_freq_factor" => "rope_freqs.weight".into(),
+            _ => return None,
+        })
+    }
+
+    fn bad(&self, key: &str, want: &str) -> Error {
+        Error::Invalid(format!(
+            "{}: {key:?} should be {want}, found {}",
+            self.file.name(),
+            self.file.get(key).map_or("nothing".into(), |v| format!("{v:?}"))
+        ))
+    }
+
+    /// A number metadata value, which must be finite (a NaN would vanish in the JSON config).
+    fn finite(&self, key: &str) -> Result<Option<f64>> {
+        match self.file.opt_f64(key)? {
+            Some(x) if !x.is_finite() => Err(self.bad(key, "a finite number")),
+            x => Ok(x),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.file.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.bad(key, "a bool")),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<&str>> {
+        match self.file.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.bad(key, "a string")),
+        }
     }
 }

@@ -273,6 +273,7 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
+        crate::input::check_regular(path, "GGUF file")?;
         let file = std::fs::File::open(path).map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
         let len = file
             .metadata()
