@@ -1,10 +1,6 @@
-//! `config.json` text into a model description.
+//! See `fuzz/entry.rs`.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use wgmoe::model::config::ModelConfig;
+#[path = "../entry.rs"]
+mod entry;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = ModelConfig::from_json(text, "fuzz/config.json");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entry::config(data));
