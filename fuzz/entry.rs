@@ -1,6 +1,6 @@
-//! The fuzz targets' entry points, one per target, shared with the regression test that replays
-//! saved crash inputs (`kernels-tests/fuzz_regressions.rs` includes this file): each must end in a
-//! value or an error for every input.
+//! The fuzz targets' entry points, one per target: the fuzz crate's library, also included by the
+//! regression test that replays saved crash inputs (`kernels-tests/fuzz_regressions.rs`). Each
+//! must end in a value or an error for every input.
 
 use wgmoe::model::config::ModelConfig;
 use wgmoe::model::gguf::{GgufFile, GgufSource};

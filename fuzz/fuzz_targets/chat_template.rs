@@ -1,8 +1,6 @@
 //! See `fuzz/entry.rs`.
 #![no_main]
-#[path = "../entry.rs"]
-mod entry;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = entry::chat_template(data);
+    let _ = wgmoe_fuzz::chat_template(data);
 });

@@ -1,6 +1,4 @@
 //! See `fuzz/entry.rs`.
 #![no_main]
-#[path = "../entry.rs"]
-mod entry;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| entry::gguf(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wgmoe_fuzz::gguf(data));
