@@ -441,7 +441,7 @@ fn bad_files_are_errors_naming_the_file() {
         let msg = open_err(label, &good[..len]);
         assert!(msg.contains("truncated"), "{label}: {msg}");
     }
-    let end = f.tensors.iter().map(|t| t.start + t.size.unwrap()).max().unwrap();
+    let end = f.tensors.iter().map(|t| t.start + t.size).max().unwrap();
     assert!(end <= good.len());
     let p = write_temp("exact-end", &good[..end]);
     let r = GgufFile::open(&p);
@@ -494,6 +494,226 @@ fn unsupported_architecture_lists_the_supported_ones() {
     let msg = r.err().unwrap().to_string();
     assert!(
         msg.contains("\"mamba\"") && msg.contains("qwen3moe") && msg.contains("llama"),
+        "{msg}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file checked against the format before any byte is used: every class of forged table,
+// count and layout is an error naming the file and the key or tensor, found without allocating
+// what the file claims.
+// ---------------------------------------------------------------------------------------------
+
+/// Where tensor `name`'s entry in the tensor table keeps its fields: (n_dims at, dims at, type at,
+/// offset at).
+fn table_entry(bytes: &[u8], name: &str) -> (usize, usize, usize, usize) {
+    let mut pat = (name.len() as u64).to_le_bytes().to_vec();
+    pat.extend(name.as_bytes());
+    let at = bytes.windows(pat.len()).rposition(|w| w == pat).unwrap() + pat.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    (at, at + 4, at + 4 + 8 * n_dims, at + 8 + 8 * n_dims)
+}
+
+fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// `open_err` that also requires every one of `parts` in the message.
+fn open_err_naming(label: &str, bytes: &[u8], parts: &[&str]) -> String {
+    let msg = open_err(label, bytes);
+    eprintln!("{label}: {msg}");
+    for p in parts {
+        assert!(msg.contains(p), "{label}: the error does not mention {p:?}: {msg}");
+    }
+    msg
+}
+
+/// tiny.gguf (gguf-py, alignment 64) with one tensor-table field changed.
+fn tiny_with(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = std::fs::read(data("tiny.gguf")).unwrap();
+    edit(&mut b);
+    b
+}
+
+#[test]
+fn forged_tensor_tables_are_errors_naming_the_tensor() {
+    let good = std::fs::read(data("tiny.gguf")).unwrap();
+    let f = GgufFile::open(&data("tiny.gguf")).unwrap();
+    // The real files the reader must keep accepting (written by gguf-py and llama.cpp) tile their
+    // data sections exactly: the checks below are what they satisfy.
+    let from_bytes = GgufFile::from_bytes("tiny.gguf", good.clone()).unwrap();
+    assert_eq!(from_bytes.tensors.len(), f.tensors.len());
+    for (a, b) in from_bytes.tensors.iter().zip(&f.tensors) {
+        assert_eq!((&a.name, a.start, a.size), (&b.name, b.start, b.size));
+        assert_eq!(from_bytes.tensor_bytes(a).unwrap(), f.tensor_bytes(b).unwrap());
+    }
+    let k = "blk.0.attn_k.weight"; // Q4_1 [32, 64]
+    let q = "blk.0.attn_q.weight";
+    let (nd, dims, ty, off) = table_entry(&good, k);
+    let offset = get_u64(&good, off);
+
+    // Offsets: misaligned, another tensor's, past the end, at the end of u64.
+    let bad = tiny_with(|b| put_u64(b, off, offset + 1));
+    open_err_naming("misaligned", &bad, &[k, "not a multiple of the alignment 64"]);
+    let q_offset = get_u64(&good, table_entry(&good, q).3);
+    let bad = tiny_with(|b| put_u64(b, off, q_offset));
+    open_err_naming("overlap", &bad, &[k, q, "overlap"]);
+    for (label, o) in [("far", 1u64 << 40), ("u64max", !63)] {
+        let bad = tiny_with(|b| put_u64(b, off, o));
+        open_err_naming(label, &bad, &[k]);
+    }
+
+    // Types whose size does not match the data: larger overlaps the next tensor, smaller leaves
+    // bytes that belong to no tensor; unknown and removed ids are refused.
+    for (label, t, want) in [
+        ("as-f32", gguf::GGML_F32, "overlap"),
+        ("as-q4_0", gguf::GGML_Q4_0, "belong to no tensor"),
+        ("type-99", 99, "ggml type 99"),
+        ("type-q4_2", 4, "ggml type 4"),
+    ] {
+        let bad = tiny_with(|b| b[ty..ty + 4].copy_from_slice(&t.to_le_bytes()));
+        let msg = open_err_naming(label, &bad, &[k]);
+        assert!(msg.contains(want), "{label}: {msg}");
+    }
+
+    // Dimensions: more rows than the data (overlap), fewer (a gap), rows that are not whole
+    // blocks, an empty one, a product past u64, more than 4 of them.
+    for (label, d0, d1, want) in [
+        ("more-rows", 64, 64, "overlap"),
+        ("fewer-rows", 64, 16, "belong to no tensor"),
+        ("part-block", 48, 32, "not a multiple of its block size 32"),
+        ("empty-dim", 64, 0, "empty dimension"),
+        ("overflow", 1 << 37, 1 << 37, "too large"),
+    ] {
+        let bad = tiny_with(|b| {
+            put_u64(b, dims, d0);
+            put_u64(b, dims + 8, d1);
+        });
+        let msg = open_err_naming(label, &bad, &[k]);
+        assert!(msg.contains(want), "{label}: {msg}");
+    }
+    let bad = tiny_with(|b| b[nd..nd + 4].copy_from_slice(&5u32.to_le_bytes()));
+    open_err_naming("five-dims", &bad, &[k, "5 dimensions"]);
+
+    // The same name twice ("attn_k" -> "attn_q", same length).
+    let bad = tiny_with(|b| {
+        let at = table_entry(b, k).0;
+        b[at - 8..at].copy_from_slice(&q.as_bytes()[q.len() - 8..]);
+    });
+    open_err_naming("dup-tensor", &bad, &[q, "appears twice"]);
+}
+
+#[test]
+fn forged_counts_and_trailing_bytes_are_errors() {
+    let good = std::fs::read(data("tiny.gguf")).unwrap();
+    let f = GgufFile::open(&data("tiny.gguf")).unwrap();
+    let n = f.tensors.len() as u64;
+    // tensor_count one short: the table ends early, so the data section would start inside the
+    // table and every tensor be read shifted. The layout check sees it.
+    for (label, count) in [("count-short", n - 1), ("count-half", n / 2), ("count-zero", 0)] {
+        let bad = tiny_with(|b| put_u64(b, 8, count));
+        open_err_naming(label, &bad, &["tensor_count"]);
+    }
+    // One too many reads data as a table entry; absurd counts fail before any loop runs.
+    let bad = tiny_with(|b| put_u64(b, 8, n + 1));
+    open_err(&format!("count-{}", n + 1), &bad);
+    for (label, at, v, want) in [
+        ("tensors-max", 8, u64::MAX, "tensor_count"),
+        ("tensors-huge", 8, 1 << 40, "tensor_count"),
+        ("kv-max", 16, u64::MAX, "kv_count"),
+        ("kv-huge", 16, 1 << 30, "kv_count"),
+    ] {
+        let bad = tiny_with(|b| put_u64(b, at, v));
+        let t = std::time::Instant::now();
+        open_err_naming(label, &bad, &[want]);
+        assert!(t.elapsed().as_millis() < 500, "{label} took {:?}", t.elapsed());
+    }
+    let kv = get_u64(&good, 16);
+    for (label, v) in [("kv-short", kv - 1), ("kv-long", kv + 1)] {
+        open_err(label, &tiny_with(|b| put_u64(b, 16, v)));
+    }
+
+    // Bytes after the last tensor beyond its alignment padding: a tensor left out of the table,
+    // or data appended. The padding itself, or none (exact-end above), is fine.
+    let mut bad = good.clone();
+    bad.extend([0u8; 64]);
+    open_err_naming(
+        "trailing",
+        &bad,
+        &["64 bytes after the last tensor", "tensor_count (12) may be wrong"],
+    );
+    let mut bad = good.clone();
+    bad.push(0);
+    open_err_naming("trailing-1", &bad, &["1 bytes after the last tensor"]);
+}
+
+#[test]
+fn forged_metadata_is_an_error_naming_the_key() {
+    let good = std::fs::read(data("tiny.gguf")).unwrap();
+    let key_at = |b: &[u8], key: &str| b.windows(key.len()).position(|w| w == key.as_bytes()).unwrap();
+
+    // A key twice ("test.i8" -> "test.u8").
+    let bad = tiny_with(|b| {
+        let at = key_at(b, "test.i8");
+        b[at + 5] = b'u';
+    });
+    open_err_naming("dup-key", &bad, &["\"test.u8\"", "appears twice"]);
+
+    // general.alignment not a power of two.
+    let bad = tiny_with(|b| {
+        let at = key_at(b, "general.alignment") + "general.alignment".len();
+        let t = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        assert_eq!(t, 4, "general.alignment is a u32");
+        b[at + 4..at + 8].copy_from_slice(&48u32.to_le_bytes());
+    });
+    open_err_naming("align-48", &bad, &["general.alignment"]);
+
+    // A string length past the file, an array count whose elements cannot fit (strings take 8
+    // bytes each at least), an array of an undefined type: fast errors naming the key.
+    let str_len = key_at(&good, "test.string") + "test.string".len() + 4;
+    let arr = key_at(&good, "test.array_str") + "test.array_str".len() + 4;
+    let remaining = (good.len() - arr - 12) as u64;
+    for (label, at, v, want) in [
+        ("string-len", str_len, u64::MAX, "test.string"),
+        ("string-len-2", str_len, 1 << 40, "test.string"),
+        ("array-count", arr + 4, remaining / 2, "test.array_str"),
+        ("array-count-max", arr + 4, u64::MAX, "test.array_str"),
+    ] {
+        let bad = tiny_with(|b| put_u64(b, at, v));
+        let t = std::time::Instant::now();
+        open_err_naming(label, &bad, &[want]);
+        assert!(t.elapsed().as_millis() < 500, "{label} took {:?}", t.elapsed());
+    }
+    let bad = tiny_with(|b| b[arr..arr + 4].copy_from_slice(&13u32.to_le_bytes()));
+    open_err_naming("array-type", &bad, &["test.array_str", "unknown value type 13"]);
+
+    // Arrays nested without end, and more values than the metadata may hold.
+    let mut w = Writer::new();
+    w.meta("general.architecture", Meta::Str("llama"));
+    w.n_kv += 1;
+    Writer::put_str(&mut w.kv, "deep");
+    w.kv.extend(9u32.to_le_bytes());
+    for _ in 0..20 {
+        w.kv.extend(9u32.to_le_bytes()); // element type: array
+        w.kv.extend(1u64.to_le_bytes()); // one element
+    }
+    w.kv.extend([0u8; 64]);
+    open_err_naming("deep", &w.bytes(), &["\"deep\"", "nested too deeply"]);
+    let mut w = Writer::new();
+    w.n_kv += 1;
+    Writer::put_str(&mut w.kv, "many");
+    w.kv.extend(9u32.to_le_bytes());
+    w.kv.extend(0u32.to_le_bytes()); // u8 elements
+    let n = 9_000_000u64;
+    w.kv.extend(n.to_le_bytes());
+    w.kv.resize(w.kv.len() + n as usize, 7);
+    let msg = GgufFile::from_bytes("many.gguf", w.bytes()).err().unwrap().to_string();
+    assert!(
+        msg.contains("many.gguf") && msg.contains("\"many\"") && msg.contains("values"),
         "{msg}"
     );
 }
@@ -1614,10 +1834,11 @@ fn kquant_gguf_tensors_through_source() {
         let t = f.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!((t.type_name().as_str(), &t.dims), (ty, &dims), "{name}");
     }
-    assert_eq!(f.tensor("token_embd.weight").unwrap().size, Some(16 * 144));
-    assert_eq!(f.tensor("output.weight").unwrap().size, Some(8 * 210));
-    assert_eq!(f.tensor("blk.0.ffn_down_shexp.weight").unwrap().size, Some(4 * 2 * 22));
-    assert_eq!(f.tensor("blk.0.attn_output.weight").unwrap().size, None);
+    assert_eq!(f.tensor("token_embd.weight").unwrap().size, 16 * 144);
+    assert_eq!(f.tensor("output.weight").unwrap().size, 8 * 210);
+    assert_eq!(f.tensor("blk.0.ffn_down_shexp.weight").unwrap().size, 4 * 2 * 22);
+    // Sized from ggml's type table even where wgmoe has no dequantiser.
+    assert_eq!(f.tensor("blk.0.attn_output.weight").unwrap().size, 2 * 66);
 
     let src = GgufSource::open(&data("kquants.gguf")).unwrap();
     let tensors = index["gguf"]["tensors"].as_array().unwrap();
@@ -1664,8 +1885,8 @@ fn kquant_gguf_tensors_through_source() {
 fn truncated_kquant_tensors_are_errors() {
     let good = std::fs::read(data("kquants.gguf")).unwrap();
     let f = GgufFile::open(&data("kquants.gguf")).unwrap();
-    for t in f.tensors.iter().filter(|t| t.size.is_some()) {
-        let end = t.start + t.size.unwrap();
+    for t in &f.tensors {
+        let end = t.start + t.size;
         for (k, cut) in [end - 1, t.start + 100].into_iter().enumerate() {
             let label = format!("cut-{}-{k}", t.name);
             let msg = open_err(&label, &good[..cut]);

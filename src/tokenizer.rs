@@ -458,6 +458,8 @@ impl Tokenizer {
         let tmpl = env
             .template_from_named_str("chat_template", template)
             .map_err(render_err)?;
+        template_guard::check(template)
+            .map_err(|why| Error::Invalid(format!("the chat template from {} {why}", self.template_source)))?;
 
         let mut ctx: Vec<(String, Value)> = Vec::new();
         for (k, v) in &self.special_tokens {
@@ -1111,6 +1113,8 @@ fn strftime(format: &str, unix_secs: i64) -> String {
     }
     out
 }
+
+mod template_guard;
 
 #[cfg(test)]
 mod tests {

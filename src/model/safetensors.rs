@@ -12,6 +12,9 @@
 //!
 //! `names()` lists these logical names: the `_blocks` / `_scales` / `_scale_inv` siblings are
 //! consumed by them and not listed.
+//!
+//! Each file's header is read and checked by wgmoe's own [`read_header`] before any tensor byte is
+//! used (length, JSON, dtypes, shapes, offsets, overlaps), with errors naming the file and tensor.
 
 use super::quant;
 use super::source::{RawTensor, SrcDType, TensorSource};
@@ -85,32 +88,23 @@ impl Safetensors {
         // SAFETY: the file is only read; a checkpoint modified while it is being loaded is a user
         // error that can at worst produce wrong weights.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
-        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
-            .map_err(|e| io_err(path, format!("not a complete safetensors file ({e:?})")))?;
-        let base = 8 + header_len;
+        let header = read_header(&map, &path.display().to_string())?;
         let shard = self.maps.len();
-        for (name, info) in meta.tensors() {
-            let (start, end) = info.data_offsets;
-            if base + end > map.len() {
+        for t in header {
+            if let Some(other) = self.entries.get(&t.name) {
                 return Err(io_err(
                     path,
-                    format!("tensor {name} runs past the end of the file (truncated?)"),
+                    format!("tensor {} is also in {}", t.name, self.paths[other.shard].display()),
                 ));
             }
-            let dtype = match info.dtype {
-                safetensors::Dtype::F32 => SrcDType::F32,
-                safetensors::Dtype::F16 => SrcDType::F16,
-                safetensors::Dtype::BF16 => SrcDType::BF16,
-                other => SrcDType::Other(format!("{other:?}")),
-            };
             self.entries.insert(
-                name.clone(),
+                t.name,
                 Entry {
                     shard,
-                    dtype,
-                    shape: info.shape.clone(),
-                    start: base + start,
-                    end: base + end,
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    start: t.start,
+                    end: t.end,
                 },
             );
         }
@@ -316,4 +310,310 @@ impl Safetensors {
             bytes: Cow::Owned(bytes),
         })
     }
+}
+
+/// The largest header accepted (the safetensors crate's limit). A header is the JSON table of
+/// the tensors: a few MB for the largest checkpoints.
+pub const MAX_HEADER_BYTES: usize = 100_000_000;
+/// Shapes longer than this are refused while the header is read (no model tensor comes close).
+const MAX_RANK: usize = 16;
+
+/// The safetensors dtypes and their sizes in bits.
+const DTYPE_BITS: &[(&str, usize)] = &[
+    ("BOOL", 8),
+    ("F4", 4),
+    ("F6_E2M3", 6),
+    ("F6_E3M2", 6),
+    ("U8", 8),
+    ("I8", 8),
+    ("F8_E5M2", 8),
+    ("F8_E4M3", 8),
+    ("F8_E8M0", 8),
+    ("F8_E4M3FNUZ", 8),
+    ("F8_E5M2FNUZ", 8),
+    ("I16", 16),
+    ("U16", 16),
+    ("F16", 16),
+    ("BF16", 16),
+    ("I32", 32),
+    ("U32", 32),
+    ("F32", 32),
+    ("C64", 64),
+    ("F64", 64),
+    ("I64", 64),
+    ("U64", 64),
+];
+
+/// One tensor of a safetensors header, checked against the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderTensor {
+    pub name: String,
+    pub dtype: SrcDType,
+    pub shape: Vec<usize>,
+    /// Byte range in the file (absolute offsets).
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A header entry as written, before it is checked.
+struct RawEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// A shape, refused past [`MAX_RANK`] dimensions before it grows further.
+struct Shape;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Shape {
+    type Value = Vec<u64>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Vec<u64>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Shape {
+    type Value = Vec<u64>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {MAX_RANK} non-negative integers")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Vec<u64>, A::Error> {
+        let mut v = Vec::new();
+        while let Some(d) = seq.next_element::<u64>()? {
+            if v.len() == MAX_RANK {
+                return Err(serde::de::Error::custom(format!("more than {MAX_RANK} dimensions")));
+            }
+            v.push(d);
+        }
+        Ok(v)
+    }
+}
+
+/// One tensor's entry: `dtype`, `shape`, `data_offsets` (other fields are ignored, as the
+/// safetensors crate does). `at` is set to the field being read, for the caller's error message.
+struct EntrySeed<'a> {
+    at: &'a mut Option<String>,
+    name: &'a str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed<'_> {
+    type Value = RawEntry;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<RawEntry, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntrySeed<'_> {
+    type Value = RawEntry;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with dtype, shape and data_offsets")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawEntry, A::Error> {
+        use serde::de::Error as _;
+        let (mut dtype, mut shape, mut offsets) = (None, None, None);
+        while let Some(field) = map.next_key::<String>()? {
+            *self.at = Some(format!("tensor {}, field {field:?}", self.name));
+            let twice = match field.as_str() {
+                "dtype" => dtype.replace(map.next_value::<String>()?).is_some(),
+                "shape" => shape.replace(map.next_value_seed(Shape)?).is_some(),
+                "data_offsets" => offsets.replace(map.next_value::<(u64, u64)>()?).is_some(),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    false
+                }
+            };
+            if twice {
+                return Err(A::Error::custom("appears twice"));
+            }
+        }
+        *self.at = Some(format!("tensor {}", self.name));
+        Ok(RawEntry {
+            dtype: dtype.ok_or_else(|| A::Error::missing_field("dtype"))?,
+            shape: shape.ok_or_else(|| A::Error::missing_field("shape"))?,
+            data_offsets: offsets.ok_or_else(|| A::Error::missing_field("data_offsets"))?,
+        })
+    }
+}
+
+/// The header object: tensor entries in file order; `__metadata__` is skipped; a key twice is an
+/// error. `at` names the entry being read, for the caller's error message.
+struct Entries<'a> {
+    at: &'a mut Option<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entries<'_> {
+    type Value = Vec<(String, RawEntry)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Entries<'_> {
+    type Value = Vec<(String, RawEntry)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of tensors")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut out: Vec<(String, RawEntry)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            *self.at = Some(if key == "__metadata__" {
+                "__metadata__".to_string()
+            } else {
+                format!("tensor {key}")
+            });
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom("appears twice in the header"));
+            }
+            if key == "__metadata__" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                let entry = map.next_value_seed(EntrySeed {
+                    at: &mut *self.at,
+                    name: &key,
+                })?;
+                out.push((key, entry));
+            }
+            *self.at = None;
+        }
+        Ok(out)
+    }
+}
+
+/// The tensors a safetensors file's header describes, checked against the file's `bytes` before
+/// any tensor byte is used: a header length within [`MAX_HEADER_BYTES`] and the file; a JSON
+/// object of entries with known dtypes, shapes of at most 16 dimensions and no name twice; each
+/// tensor's `data_offsets` holding exactly `shape` x dtype bytes (overflow-checked) inside the
+/// data; and the tensors tiling the data, with no overlap, gap or trailing bytes (the format
+/// requires it). `file` names the file in errors, which also name the tensor at fault.
+pub fn read_header(bytes: &[u8], file: &str) -> Result<Vec<HeaderTensor>> {
+    let bad = |why: String| Error::Invalid(format!("{file}: not a valid safetensors file: {why}"));
+    let mut len = [0u8; 8];
+    len.copy_from_slice(bytes.get(..8).ok_or_else(|| {
+        bad(format!(
+            "{} bytes, shorter than the 8-byte header length (truncated?)",
+            bytes.len()
+        ))
+    })?);
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER_BYTES as u64 {
+        return Err(bad(format!(
+            "the header length {n} is over the {MAX_HEADER_BYTES}-byte limit (a corrupt file, or not safetensors)"
+        )));
+    }
+    let data_start = 8 + n as usize;
+    if data_start > bytes.len() {
+        return Err(bad(format!(
+            "the {n}-byte header runs past the end of the {}-byte file (truncated?)",
+            bytes.len()
+        )));
+    }
+    let text = std::str::from_utf8(&bytes[8..data_start]).map_err(|e| bad(format!("the header is not UTF-8: {e}")))?;
+    let mut at = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = serde::de::DeserializeSeed::deserialize(Entries { at: &mut at }, &mut de)
+        .and_then(|raw| de.end().map(|()| raw))
+        .map_err(|e| match &at {
+            Some(what) => bad(format!("{what}: {e}")),
+            None => bad(format!("the header is not a JSON object of tensors: {e}")),
+        })?;
+
+    let data_len = bytes.len() - data_start;
+    let mut tensors = Vec::with_capacity(raw.len());
+    for (name, r) in raw {
+        let (s, e) = r.data_offsets;
+        let tbad = |why: String| {
+            Error::Invalid(format!(
+                "{file}: tensor {name} ({} {:?}, data_offsets [{s}, {e}]): {why}",
+                r.dtype, r.shape
+            ))
+        };
+        let &(_, bits) = DTYPE_BITS.iter().find(|d| d.0 == r.dtype).ok_or_else(|| {
+            tbad(format!(
+                "unknown dtype {:?} (safetensors has {})",
+                r.dtype,
+                DTYPE_BITS.iter().map(|d| d.0).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let shape = r
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d).ok())
+            .collect::<Option<Vec<usize>>>();
+        let size_bits = shape
+            .as_ref()
+            .and_then(|sh| sh.iter().try_fold(bits, |a, &d| a.checked_mul(d)))
+            .ok_or_else(|| tbad("the shape's size overflows".to_string()))?;
+        if !size_bits.is_multiple_of(8) {
+            return Err(tbad(format!("{size_bits} bits, not a whole number of bytes")));
+        }
+        let size = (size_bits / 8) as u64;
+        if e < s {
+            return Err(tbad("the data ends before it starts".to_string()));
+        }
+        if e - s != size {
+            return Err(tbad(format!(
+                "the dtype and shape make {size} bytes but data_offsets hold {}",
+                e - s
+            )));
+        }
+        if e > data_len as u64 {
+            return Err(tbad(format!(
+                "runs past the end of the {data_len}-byte data section (truncated file?)"
+            )));
+        }
+        let dtype = match r.dtype.as_str() {
+            "F32" => SrcDType::F32,
+            "F16" => SrcDType::F16,
+            "BF16" => SrcDType::BF16,
+            other => SrcDType::Other(other.to_string()),
+        };
+        tensors.push(HeaderTensor {
+            dtype,
+            shape: shape.unwrap_or_default(),
+            start: data_start + s as usize,
+            end: data_start + e as usize,
+            name,
+        });
+    }
+
+    // The format lays the tensors end to end from the start of the data.
+    let mut order: Vec<&HeaderTensor> = tensors.iter().collect();
+    order.sort_by_key(|t| (t.start, t.end));
+    let mut end = data_start;
+    let mut before: Option<&HeaderTensor> = None;
+    for t in order {
+        let rel = |x: usize| x - data_start;
+        if t.start < end {
+            let p = before.map_or("", |p| p.name.as_str());
+            return Err(bad(format!(
+                "tensors {p} and {} overlap (data bytes {}..{} and {}..{})",
+                t.name,
+                before.map_or(0, |p| rel(p.start)),
+                rel(end),
+                rel(t.start),
+                rel(t.end)
+            )));
+        }
+        if t.start > end {
+            let after = before.map_or("at the start of the data".to_string(), |p| {
+                format!("after tensor {}", p.name)
+            });
+            return Err(bad(format!(
+                "{} bytes {after} belong to no tensor before tensor {} (data_offsets do not match the tensors' sizes)",
+                t.start - end,
+                t.name
+            )));
+        }
+        end = t.end;
+        before = Some(t);
+    }
+    if end < bytes.len() {
+        let last = before.map_or("(no tensors)", |t| t.name.as_str());
+        return Err(bad(format!(
+            "{} bytes after the last tensor {last} belong to no tensor (a tensor missing from the header?)",
+            bytes.len() - end
+        )));
+    }
+    Ok(tensors)
 }

@@ -2,8 +2,10 @@
 //! ([`Value`]), the tensor table ([`TensorInfo`]) and the data section; and ggml's table of tensor
 //! types (block sizes and names).
 //!
-//! Every malformed input (bad magic, unsupported version, truncated header, a tensor running past the
-//! end of the file) is an `Error::Invalid` naming the file, never a panic.
+//! The whole file is checked against the format when it is opened, before any tensor byte is used
+//! (see [`GgufFile`]); every malformed input is an `Error::Invalid` naming the file and the key or
+//! tensor at fault, never a panic, and no count or length the file claims is allocated before the
+//! bytes that would hold it are known to be there.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -80,8 +82,9 @@ impl Value {
     }
 }
 
-/// ggml tensor types this reader knows: (id, name, elements per block, bytes per block).
-/// Sizes are only listed for the types whose layout is checked here; the rest are named in errors.
+/// ggml tensor types: (id, name, elements per block, bytes per block), as ggml's `type_traits`
+/// (gguf-py `GGML_QUANT_SIZES`). Ids ggml has removed (4, 5, 31-33, 36-38) are not listed: a
+/// tensor of an unlisted type is refused, since its size, and so the file's layout, is unknown.
 const GGML_TYPES: &[(u32, &str, usize, usize)] = &[
     (0, "F32", 1, 4),
     (1, "F16", 1, 2),
@@ -97,23 +100,23 @@ const GGML_TYPES: &[(u32, &str, usize, usize)] = &[
     (13, "Q5_K", 256, 176),
     (14, "Q6_K", 256, 210),
     (15, "Q8_K", 256, 292),
-    (16, "IQ2_XXS", 0, 0),
-    (17, "IQ2_XS", 0, 0),
-    (18, "IQ3_XXS", 0, 0),
-    (19, "IQ1_S", 0, 0),
-    (20, "IQ4_NL", 0, 0),
-    (21, "IQ3_S", 0, 0),
-    (22, "IQ2_S", 0, 0),
-    (23, "IQ4_XS", 0, 0),
+    (16, "IQ2_XXS", 256, 66),
+    (17, "IQ2_XS", 256, 74),
+    (18, "IQ3_XXS", 256, 98),
+    (19, "IQ1_S", 256, 50),
+    (20, "IQ4_NL", 32, 18),
+    (21, "IQ3_S", 256, 110),
+    (22, "IQ2_S", 256, 82),
+    (23, "IQ4_XS", 256, 136),
     (24, "I8", 1, 1),
     (25, "I16", 1, 2),
     (26, "I32", 1, 4),
     (27, "I64", 1, 8),
     (28, "F64", 1, 8),
-    (29, "IQ1_M", 0, 0),
+    (29, "IQ1_M", 256, 56),
     (30, "BF16", 1, 2),
-    (34, "TQ1_0", 0, 0),
-    (35, "TQ2_0", 0, 0),
+    (34, "TQ1_0", 256, 54),
+    (35, "TQ2_0", 256, 66),
     (39, "MXFP4", 32, 17),
 ];
 
@@ -140,9 +143,9 @@ pub fn ggml_type_name(t: u32) -> String {
         .map_or_else(|| format!("type {t}"), |e| e.1.to_string())
 }
 
-/// `(elements, bytes)` of one block of type `t`, for the types whose layout this reader knows.
+/// `(elements, bytes)` of one block of type `t`; `None` for an id ggml does not define.
 pub(super) fn block_layout(t: u32) -> Option<(usize, usize)> {
-    GGML_TYPES.iter().find(|e| e.0 == t && e.2 > 0).map(|e| (e.2, e.3))
+    GGML_TYPES.iter().find(|e| e.0 == t).map(|e| (e.2, e.3))
 }
 
 /// One entry of the tensor table.
@@ -154,8 +157,8 @@ pub struct TensorInfo {
     pub ggml_type: u32,
     /// Absolute byte offset in the file.
     pub start: usize,
-    /// Byte size, when the type's layout is known.
-    pub size: Option<usize>,
+    /// Byte size, from the type's block layout and the dimensions.
+    pub size: usize,
 }
 
 impl TensorInfo {
@@ -171,10 +174,32 @@ impl TensorInfo {
     }
 }
 
-/// A parsed, memory-mapped GGUF file.
+/// A file's bytes: memory-mapped from disk, or owned (a file read by other means, a test, a fuzzer).
+enum Bytes {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A parsed GGUF file, checked against the format before any tensor byte is used: the header and
+/// every metadata value are read within the file; the tensor table's types, dimensions and
+/// offsets are checked (known ggml types, whole blocks, at most 4 dimensions, none empty, offsets
+/// aligned, no duplicate names); and the tensors tile the data section as every GGUF writer lays
+/// it out (gguf-py, llama.cpp): each starts where the one before it ends, rounded up to the
+/// alignment, with no overlap, no gap and nothing after the last one but its padding. A file
+/// that breaks any of this is an `Error::Invalid` naming the file and the key or tensor.
 pub struct GgufFile {
     pub path: PathBuf,
-    map: memmap2::Mmap,
+    map: Bytes,
     pub version: u32,
     pub alignment: usize,
     /// Absolute offset of the data section.
@@ -187,16 +212,45 @@ pub struct GgufFile {
 }
 
 const MAGIC: &[u8; 4] = b"GGUF";
+/// ggml's `GGML_MAX_DIMS`.
+const MAX_DIMS: u32 = 4;
+/// Nested metadata arrays deeper than this are refused.
+const MAX_ARRAY_DEPTH: usize = 8;
+/// The most metadata values (array elements included) a file may hold. Each becomes a 32-byte
+/// [`Value`], so however a file forges its counts the metadata stays under 256 MiB; the largest
+/// real vocabularies (262k tokens with their scores and types, and the merges) hold under 2M.
+const MAX_VALUES: u64 = 1 << 23;
+/// The fewest bytes a metadata entry (empty key, a u8 value) and a tensor-table entry (empty
+/// name, no dimensions) take: what a claimed count is checked against.
+const MIN_KV_BYTES: u64 = 8 + 4 + 1;
+const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 4 + 8;
+
+/// The fewest bytes a metadata value of GGUF type `t` takes; `None` for an undefined type.
+fn min_value_bytes(t: u32) -> Option<u64> {
+    Some(match t {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => return None,
+    })
+}
 
 struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
     file: &'a str,
+    /// Metadata values read so far (array elements included), against [`MAX_VALUES`].
+    values: u64,
 }
 
 impl<'a> Cursor<'a> {
     fn err(&self, what: &str) -> Error {
         Error::Invalid(format!("{}: not a valid GGUF file: {what}", self.file))
+    }
+    fn remaining(&self) -> u64 {
+        (self.b.len() - self.pos) as u64
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
@@ -230,6 +284,16 @@ impl<'a> Cursor<'a> {
         let s = self.take(n, what)?;
         Ok(String::from_utf8_lossy(s).into_owned())
     }
+    /// Count `n` more metadata values against [`MAX_VALUES`].
+    fn count_values(&mut self, n: u64, what: &str) -> Result<()> {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_VALUES {
+            return Err(self.err(&format!(
+                "{what}: the metadata holds more than {MAX_VALUES} values (array elements included)"
+            )));
+        }
+        Ok(())
+    }
     /// A value of GGUF type `t` (`depth` guards against nested arrays without end).
     fn value(&mut self, t: u32, what: &str, depth: usize) -> Result<Value> {
         Ok(match t {
@@ -243,19 +307,23 @@ impl<'a> Cursor<'a> {
             7 => Value::Bool(self.arr::<1>(what)?[0] != 0),
             8 => Value::Str(self.string(what)?),
             9 => {
-                if depth > 8 {
+                if depth >= MAX_ARRAY_DEPTH {
                     return Err(self.err(&format!("{what}: arrays nested too deeply")));
                 }
                 let et = self.u32(what)?;
+                let min = min_value_bytes(et)
+                    .ok_or_else(|| self.err(&format!("{what} is an array of unknown value type {et}")))?;
                 let n = self.u64(what)?;
-                // Never trust a count for an allocation: each element takes at least one byte.
-                let remaining = (self.b.len() - self.pos) as u64;
-                if n > remaining {
+                // Never trust a count for an allocation: the elements must fit in the bytes left.
+                let remaining = self.remaining();
+                if n.checked_mul(min).is_none_or(|need| need > remaining) {
                     return Err(Error::Invalid(format!(
-                        "{}: truncated GGUF file: {what} claims {n} array elements but only {remaining} bytes remain",
+                        "{}: truncated GGUF file: {what} claims an array of {n} elements of at least {min} \
+                         bytes each but only {remaining} bytes remain",
                         self.file
                     )));
                 }
+                self.count_values(n, what)?;
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(et, what, depth + 1)?);
@@ -268,6 +336,14 @@ impl<'a> Cursor<'a> {
             other => return Err(self.err(&format!("{what} has unknown value type {other}"))),
         })
     }
+}
+
+/// One entry of the tensor table as read, before it is checked.
+struct RawInfo {
+    name: String,
+    dims: Vec<u64>,
+    ggml_type: u32,
+    offset: u64,
 }
 
 impl GgufFile {
@@ -287,16 +363,31 @@ impl GgufFile {
         // SAFETY: the file is only read; a file modified while it is being loaded is a user error
         // that can at worst produce wrong weights.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-        Self::parse(path.to_path_buf(), map)
+        Self::parse(path.to_path_buf(), Bytes::Map(map))
     }
 
-    fn parse(path: PathBuf, map: memmap2::Mmap) -> Result<Self> {
+    /// A GGUF file from its bytes; `path` only names it in errors. The same checks as
+    /// [`GgufFile::open`].
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        let path = path.into();
+        if bytes.len() < 24 {
+            return Err(Error::Invalid(format!(
+                "{}: truncated GGUF file: {} bytes, shorter than the 24-byte header (incomplete download?)",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        Self::parse(path, Bytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, map: Bytes) -> Result<Self> {
         let name = path.display().to_string();
         let bytes: &[u8] = &map;
         let mut c = Cursor {
             b: bytes,
             pos: 0,
             file: &name,
+            values: 0,
         };
         let magic = c.take(4, "the magic")?;
         if magic != MAGIC {
@@ -317,30 +408,56 @@ impl GgufFile {
         }
         let n_tensors = c.u64("the tensor count")?;
         let n_kv = c.u64("the metadata count")?;
+        // Each entry takes some bytes: counts the rest of the file cannot hold are refused here,
+        // before any loop or allocation trusts them.
+        let left = c.remaining();
+        let kv_bytes = n_kv.saturating_mul(MIN_KV_BYTES);
+        if kv_bytes > left {
+            return Err(Error::Invalid(format!(
+                "{name}: not a valid GGUF file: the header claims {n_kv} metadata entries (kv_count), which \
+                 need at least {kv_bytes} bytes, but only {left} bytes follow the header (corrupt header or \
+                 truncated file)"
+            )));
+        }
+        let table_bytes = n_tensors.saturating_mul(MIN_TENSOR_INFO_BYTES);
+        if table_bytes.saturating_add(kv_bytes) > left {
+            return Err(Error::Invalid(format!(
+                "{name}: not a valid GGUF file: the header claims {n_tensors} tensors (tensor_count) and {n_kv} \
+                 metadata entries, whose tables need at least {} bytes, but only {left} bytes follow the header \
+                 (corrupt header or truncated file)",
+                table_bytes.saturating_add(kv_bytes)
+            )));
+        }
         let mut metadata = Vec::new();
         let mut meta_index = HashMap::new();
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key {i}"))?;
             let what = format!("metadata {key:?}");
             let t = c.u32(&what)?;
+            c.count_values(1, &what)?;
             let v = c.value(t, &what, 0)?;
-            meta_index.insert(key.clone(), metadata.len());
+            if let Some(j) = meta_index.insert(key.clone(), metadata.len()) {
+                return Err(c.err(&format!("metadata key {key:?} appears twice (entries {j} and {i})")));
+            }
             metadata.push((key, v));
         }
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => 32,
-            Some((_, v)) => match v.as_u64() {
+            Some((_, v)) => match v.as_u64().filter(|_| v.as_bool().is_none()) {
                 Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a as usize,
-                _ => return Err(c.err(&format!("general.alignment {v:?} is not a power of two"))),
+                _ => return Err(c.err(&format!("general.alignment {v:?} is not a power of two (up to 2^20)"))),
             },
         };
         let mut infos = Vec::new();
+        let mut tensor_index = HashMap::new();
         for i in 0..n_tensors {
             let tname = c.string(&format!("tensor info {i}"))?;
             let what = format!("tensor info {tname:?}");
             let n_dims = c.u32(&what)?;
-            if n_dims > 8 {
-                return Err(c.err(&format!("tensor {tname} has {n_dims} dimensions")));
+            if n_dims > MAX_DIMS {
+                return Err(c.err(&format!(
+                    "tensor {tname} has {n_dims} dimensions; ggml tensors have at most {MAX_DIMS}"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -348,57 +465,25 @@ impl GgufFile {
             }
             let ggml_type = c.u32(&what)?;
             let offset = c.u64(&what)?;
-            infos.push((tname, dims, ggml_type, offset));
-        }
-        let data_start = c.pos.div_ceil(alignment) * alignment;
-        let mut tensors = Vec::with_capacity(infos.len());
-        let mut tensor_index = HashMap::new();
-        for (tname, dims, ggml_type, offset) in infos {
-            let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-            let elements = elements
-                .and_then(|e| usize::try_from(e).ok())
-                .ok_or_else(|| c.err(&format!("tensor {tname} has dimensions {dims:?} too large")))?;
-            let size = match block_layout(ggml_type) {
-                None => None,
-                Some((be, bb)) => {
-                    let row = dims.first().copied().unwrap_or(1) as usize;
-                    if !row.is_multiple_of(be) {
-                        return Err(Error::Invalid(format!(
-                            "{name}: tensor {tname} ({}) has rows of {row} elements, not a multiple of its block size {be}",
-                            ggml_type_name(ggml_type)
-                        )));
-                    }
-                    Some(
-                        (elements / be)
-                            .checked_mul(bb)
-                            .ok_or_else(|| c.err(&format!("tensor {tname} is too large")))?,
-                    )
-                }
-            };
-            let start = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(data_start))
-                .ok_or_else(|| c.err(&format!("tensor {tname} has offset {offset}")))?;
-            let end = start.checked_add(size.unwrap_or(0));
-            if end.is_none_or(|e| e > bytes.len()) {
-                return Err(Error::Invalid(format!(
-                    "{name}: tensor {tname} ({}) runs past the end of the file (offset {start}, {} bytes, file {} bytes): truncated?",
-                    ggml_type_name(ggml_type),
-                    size.unwrap_or(0),
-                    bytes.len()
-                )));
+            if tensor_index.insert(tname.clone(), infos.len()).is_some() {
+                return Err(c.err(&format!("tensor {tname} appears twice in the tensor table")));
             }
-            if tensor_index.insert(tname.clone(), tensors.len()).is_some() {
-                return Err(c.err(&format!("tensor {tname} appears twice")));
-            }
-            tensors.push(TensorInfo {
+            infos.push(RawInfo {
                 name: tname,
                 dims,
                 ggml_type,
-                start,
-                size,
+                offset,
             });
         }
+        let data_start = c
+            .pos
+            .checked_next_multiple_of(alignment)
+            .ok_or_else(|| c.err("the data section starts past the end of the address space"))?;
+        let tensors = infos
+            .into_iter()
+            .map(|t| check_tensor(&name, t, alignment, data_start, bytes.len()))
+            .collect::<Result<Vec<_>>>()?;
+        check_layout(&name, &tensors, alignment, data_start, bytes.len())?;
         Ok(Self {
             path,
             map,
@@ -411,7 +496,139 @@ impl GgufFile {
             tensor_index,
         })
     }
+}
 
+/// One tensor-table entry checked on its own: a ggml type this reader knows the size of, no empty
+/// dimension, rows of whole blocks, a size that fits the address space, an offset aligned to
+/// `alignment` and the bytes inside the file (whose data section starts at `data_start`).
+fn check_tensor(file: &str, t: RawInfo, alignment: usize, data_start: usize, file_len: usize) -> Result<TensorInfo> {
+    let RawInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+    } = t;
+    let bad = |why: String| Error::Invalid(format!("{file}: not a valid GGUF file: tensor {name} {why}"));
+    let type_name = ggml_type_name(ggml_type);
+    let (be, bb) = block_layout(ggml_type).ok_or_else(|| {
+        bad(format!(
+            "has ggml type {ggml_type}, which is not a ggml type this reader knows (corrupt tensor table, or a \
+             type newer than this reader)"
+        ))
+    })?;
+    if dims.contains(&0) {
+        return Err(bad(format!(
+            "({type_name}) has dimensions {dims:?}: an empty dimension"
+        )));
+    }
+    let elements = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|e| usize::try_from(e).ok())
+        .ok_or_else(|| bad(format!("({type_name}) has dimensions {dims:?}, too large")))?;
+    let row = dims.first().copied().unwrap_or(1);
+    if !row.is_multiple_of(be as u64) {
+        return Err(Error::Invalid(format!(
+            "{file}: tensor {name} ({type_name}) has rows of {row} elements, not a multiple of its block size {be}"
+        )));
+    }
+    let size = (elements / be)
+        .checked_mul(bb)
+        .ok_or_else(|| bad(format!("({type_name}) has dimensions {dims:?}, too large")))?;
+    if !offset.is_multiple_of(alignment as u64) {
+        return Err(bad(format!(
+            "({type_name}) has offset {offset} in the data section, not a multiple of the alignment {alignment} \
+             (general.alignment)"
+        )));
+    }
+    let start = usize::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(data_start))
+        .ok_or_else(|| bad(format!("({type_name}) has offset {offset}, past the end of the file")))?;
+    if start.checked_add(size).is_none_or(|e| e > file_len) {
+        return Err(Error::Invalid(format!(
+            "{file}: tensor {name} ({type_name}) runs past the end of the file (offset {start}, {size} bytes, \
+             file {file_len} bytes): truncated?"
+        )));
+    }
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        start,
+        size,
+    })
+}
+
+/// The tensors must tile the data section as GGUF writers lay it out: in offset order, each
+/// starts where the one before it ends rounded up to `alignment` (the first at 0), and the
+/// section holds nothing after the last one but that rounding. An overlap means two tensors share
+/// bytes; a gap or bytes after the last tensor mean a size that does not match its type and
+/// dimensions, or a `tensor_count` that leaves tensors out (whose data would then be read shifted).
+fn check_layout(
+    file: &str,
+    tensors: &[TensorInfo],
+    alignment: usize,
+    data_start: usize,
+    file_len: usize,
+) -> Result<()> {
+    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+    order.sort_by_key(|t| (t.start, t.size));
+    let bad = |why: String| Error::Invalid(format!("{file}: not a valid GGUF file: {why}"));
+    let rel = |t: &TensorInfo| t.start - data_start;
+    // Offsets relative to the data section, so every check below is overflow-free: each tensor's
+    // end is inside the file.
+    let mut end = 0usize;
+    let mut before: Option<&TensorInfo> = None;
+    for t in order {
+        let (s, e) = (rel(t), rel(t) + t.size);
+        let expected = end.next_multiple_of(alignment);
+        if s < end {
+            let (p, ps) = before.map_or((String::new(), 0), |p| {
+                (format!("{} ({})", p.name, p.type_name()), rel(p))
+            });
+            return Err(bad(format!(
+                "tensors {p} and {} ({}) overlap: bytes {ps}..{end} and {s}..{e} of the data section (a wrong \
+                 offset, type or dimensions in the tensor table)",
+                t.name,
+                t.type_name()
+            )));
+        }
+        if s != expected {
+            let after = match before {
+                Some(p) => format!("after tensor {} (which ends at byte {end} of the data section)", p.name),
+                None => "at the start of the data section".to_string(),
+            };
+            return Err(bad(format!(
+                "{} bytes {after} belong to no tensor before tensor {} ({}, at byte {s}): a tensor's type or \
+                 dimensions do not match its data, or tensor_count ({}) leaves tensors out",
+                s - expected,
+                t.name,
+                t.type_name(),
+                tensors.len()
+            )));
+        }
+        end = e;
+        before = Some(t);
+    }
+    let data_len = file_len.saturating_sub(data_start);
+    let padded = end.next_multiple_of(alignment);
+    if data_len > padded {
+        let why = match before {
+            Some(t) => format!(
+                "{} bytes after the last tensor {} (whose data ends at byte {end} of the {data_len}-byte data \
+                 section, {padded} with {alignment}-byte padding)",
+                data_len - padded,
+                t.name
+            ),
+            None => format!("{data_len} bytes of tensor data but the tensor table lists no tensor"),
+        };
+        return Err(bad(format!("{why}: tensor_count ({}) may be wrong", tensors.len())));
+    }
+    Ok(())
+}
+
+impl GgufFile {
     pub fn name(&self) -> String {
         self.path.display().to_string()
     }
@@ -429,17 +646,21 @@ impl GgufFile {
         self.tensor_index.get(name).copied()
     }
 
-    /// The raw bytes of a tensor (error for a type whose size this reader does not know).
+    /// The raw bytes of a tensor.
     pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
-        let size = t.size.ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: tensor {} has type {}, which is not supported",
-                self.name(),
-                t.name,
-                t.type_name()
-            ))
-        })?;
-        Ok(&self.map[t.start..t.start + size])
+        t.start
+            .checked_add(t.size)
+            .and_then(|end| self.map.get(t.start..end))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: tensor {} ({}, {} bytes at offset {}) is not inside the file",
+                    self.name(),
+                    t.name,
+                    t.type_name(),
+                    t.size,
+                    t.start
+                ))
+            })
     }
 
     pub(super) fn req(&self, key: &str) -> Result<&Value> {

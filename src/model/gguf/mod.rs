@@ -18,8 +18,10 @@
 //! (DeepSeek V2 / V2-Lite / V3: softmax gating → deepseek_v2, sigmoid → deepseek_v3) and
 //! `gpt-oss`.
 //!
-//! Every malformed input (bad magic, unsupported version, truncated header, a tensor running past the
-//! end of the file, an unsupported tensor type) is an `Error::Invalid` naming the file, never a panic.
+//! Every malformed input (bad magic, unsupported version, truncated header, counts the file cannot
+//! hold, duplicate keys or tensors, misaligned, overlapping or out-of-file tensors, sizes that do not
+//! match the tensor table, an unsupported tensor type) is an `Error::Invalid` naming the file and the
+//! key or tensor, never a panic; the file is checked when it is opened, before any tensor is read.
 
 mod config;
 mod dequant;

@@ -18,6 +18,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The most experts a stacked expert tensor may hold (real models have up to a few hundred).
+const MAX_EXPERTS: usize = 1 << 16;
+
 /// How a transformers tensor is made from the file's tensors.
 #[derive(Clone, Debug)]
 enum Form {
@@ -120,6 +123,10 @@ impl GgufSource {
                     return Err(bad(t, "a stacked expert tensor needs 3"));
                 }
                 let e_count = t.dims[2] as usize;
+                // Each expert becomes a name: a forged count must not make millions of them.
+                if e_count > MAX_EXPERTS {
+                    return Err(bad(t, &format!("more than {MAX_EXPERTS} experts")));
+                }
                 for e in 0..e_count {
                     names.insert(
                         hf.replace("{e}", &e.to_string()),
