@@ -10,6 +10,8 @@
 //! in headers, every count, length, type, dimension and offset field of the GGUF set to edge
 //! values, the safetensors header's dtypes, shapes and offsets, and every config.json value
 //! replaced by an edge value or a value of another type. The test prints how many cases ended how.
+//! Structural damage (a count, length, offset, shape or cut) must always be refused: loading it
+//! would mean reading shifted bytes as weights.
 
 mod common;
 
@@ -78,6 +80,8 @@ enum Outcome {
 #[derive(Default)]
 struct Report {
     outcomes: BTreeMap<(String, Outcome), usize>,
+    /// The cases that loaded (finite or not), by class: structural damage must never get there.
+    loaded: BTreeMap<String, Vec<String>>,
     failures: Vec<String>,
     cases: usize,
 }
@@ -86,7 +90,12 @@ impl Report {
     fn add(&mut self, class: &str, case: &str, r: Result<Outcome, String>) {
         self.cases += 1;
         match r {
-            Ok(o) => *self.outcomes.entry((class.to_string(), o)).or_default() += 1,
+            Ok(o) => {
+                *self.outcomes.entry((class.to_string(), o)).or_default() += 1;
+                if o != Outcome::Refused {
+                    self.loaded.entry(class.to_string()).or_default().push(case.to_string());
+                }
+            }
             Err(e) => self.failures.push(format!("{class} / {case}: {e}")),
         }
     }
@@ -260,7 +269,34 @@ fn hostile_files_are_errors_or_run() {
         eprintln!("  {class:<28} {outcome:?}: {n}");
     }
     assert!(report.failures.is_empty(), "{} failures:\n{}", report.failures.len(), report.failures.join("\n"));
+    for class in STRUCTURAL {
+        let loaded = report.loaded.get(*class).map(Vec::as_slice).unwrap_or_default();
+        assert!(loaded.is_empty(), "{class}: structural damage loaded: {loaded:?}");
+    }
+    // A tensor type may only be swapped for one of the same size and block: F16 (1) <-> BF16 (30).
+    for case in report.loaded.get("gguf tensor type").map(Vec::as_slice).unwrap_or_default() {
+        let (from, to) = case.rsplit_once(": ").unwrap().1.split_once(" -> ").unwrap();
+        let sixteen = |t: &str| t == "1" || t == "30";
+        assert!(sixteen(from) && sixteen(to), "a tensor type of another size loaded: {case}");
+    }
 }
+
+/// Mutation classes that break the file's structure (counts, lengths, offsets, shapes, cuts): the
+/// format checks must refuse every one, since a reader that got past them would read shifted bytes.
+const STRUCTURAL: &[&str] = &[
+    "gguf array length",
+    "gguf dimension",
+    "gguf dimension count",
+    "gguf kv count",
+    "gguf string length",
+    "gguf tensor count",
+    "gguf tensor offset",
+    "gguf truncation",
+    "safetensors header length",
+    "safetensors data_offsets",
+    "safetensors shape",
+    "safetensors truncation",
+];
 
 fn gguf_cases(ctx: &Context, report: &mut Report) {
     let original = std::fs::read(common::fixtures::fixture("../gguf-data/tiny.gguf")).unwrap();
