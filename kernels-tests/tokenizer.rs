@@ -535,3 +535,46 @@ fn post_processor_with_undefined_special_token_is_an_error() {
     assert_eq!(tok.encode("hi", true).unwrap()[0], 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The real chat templates of released models (llama.cpp's collection, from the llama-cpp-python
+/// sdist that scripts/fetch_test_assets.sh unpacks) render one four-turn chat exactly as
+/// transformers does (`real_templates.json`, written by scripts/tokenizer_reference.py): under the
+/// step and output budgets, past the namespace check, with transformers' `{% generation %}` blocks
+/// and Jinja2's `none is iterable`. Where transformers refuses the chat, wgmoe refuses it too, but for
+/// one documented difference: minijinja iterates `none` as empty where Python raises, so the
+/// tool-use templates that loop over `tools` without checking it render an empty tool list.
+#[test]
+fn real_chat_templates_match_transformers() {
+    let dir = root().join("target").join("test-assets").join("templates");
+    let want = data("real_templates.json");
+    let sdist = std::fs::read_to_string(dir.join(".sdist-sha256"))
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch_test_assets.sh", dir.display()));
+    assert!(want["templates"].as_str().unwrap().contains(sdist.trim()), "real_templates.json is for another sdist");
+    let msgs = messages(&want["messages"]);
+    let extra = want["variables"].as_object().unwrap();
+    let cases = want["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 70);
+    let (mut rendered, mut refused) = (0, 0);
+    for case in cases {
+        let name = case["template"].as_str().unwrap();
+        let template = std::fs::read_to_string(dir.join(name)).unwrap();
+        let tok = olmoe().clone().with_chat_template(Some(template), name);
+        let got = tok.apply_chat_template_with(&msgs, true, extra);
+        match (&case["expected"], &case["error"], got) {
+            (Json::String(text), _, Ok(got)) => {
+                assert_eq!(&got, text, "{name}");
+                rendered += 1;
+            }
+            (Json::String(_), _, Err(e)) => panic!("{name}: transformers renders it, wgmoe says: {e}"),
+            (_, Json::String(_), Err(e)) => {
+                assert!(e.to_string().contains(name), "{name}: the error does not name the template: {e}");
+                refused += 1;
+            }
+            (_, Json::String(py), Ok(_)) => {
+                assert!(py.contains("'NoneType' object is not iterable"), "{name}: transformers says {py}, wgmoe renders");
+            }
+            _ => panic!("{name}: neither expected text nor error"),
+        }
+    }
+    assert!(rendered >= 60 && refused >= 2, "{rendered} rendered, {refused} refused");
+}

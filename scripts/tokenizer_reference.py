@@ -11,6 +11,8 @@ corpus kernels-tests/tokenizer-data/corpus.json, and writes, next to the corpus:
                           conversations, and the ids of tokenize=True
   tojson.json             Python json.dumps of one value under the option sets transformers'
                           tojson filter accepts
+  real_templates.json     transformers' render_jinja_template of one chat through each of the real
+                          chat templates in target/test-assets/templates/ (the text, or the error)
 
 Run from anywhere:  scripts/fetch_test_assets.sh && python3 scripts/tokenizer_reference.py
 (made with tokenizers 0.23.3 and transformers 5.23.0).
@@ -146,6 +148,40 @@ def main():
             kw["separators"] = tuple(kw["separators"])
         cases.append({"options": opts, "expected": json.dumps(value, **kw)})
     write(os.path.join(DATA, "tojson.json"), {"value": value, "cases": cases})
+
+    # Real chat templates: one four-turn chat, the special tokens given as variables (as the Rust
+    # test does), and a fixed date for the templates that print today's.
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    chat = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "What is 2+2?"},
+    ]
+    variables = {"bos_token": "<s>", "eos_token": "</s>", "date_string": "26 Jul 2024"}
+    folder = os.path.join(ASSETS, "templates")
+    with open(os.path.join(folder, ".sdist-sha256")) as f:
+        sdist = f.read().strip()
+    cases = []
+    for name in sorted(n for n in os.listdir(folder) if n.endswith(".jinja")):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            template = f.read()
+        try:
+            text = render_jinja_template(
+                [chat], chat_template=template, add_generation_prompt=True, **variables
+            )[0][0]
+            cases.append({"template": name, "expected": text})
+        except Exception as e:  # the template refuses this chat: the Rust side must refuse it too
+            cases.append({"template": name, "error": f"{type(e).__name__}: {e}"})
+    out = {
+        "generator": f"scripts/tokenizer_reference.py, transformers {transformers.__version__}",
+        "templates": f"target/test-assets/templates (llama-cpp-python sdist sha256 {sdist})",
+        "messages": chat,
+        "variables": variables,
+        "cases": cases,
+    }
+    write(os.path.join(DATA, "real_templates.json"), out)
 
 
 def write(path, obj):

@@ -455,10 +455,11 @@ impl Tokenizer {
             Error::Invalid(msg)
         };
         let env = chat_environment();
+        let template = without_generation_blocks(template);
         let tmpl = env
-            .template_from_named_str("chat_template", template)
+            .template_from_named_str("chat_template", &template)
             .map_err(render_err)?;
-        template_guard::check(template)
+        template_guard::check(&template)
             .map_err(|why| Error::Invalid(format!("the chat template from {} {why}", self.template_source)))?;
 
         let mut ctx: Vec<(String, Value)> = Vec::new();
@@ -782,9 +783,56 @@ fn chat_environment() -> minijinja::Environment<'static> {
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.set_formatter(python_formatter);
     env.add_filter("tojson", tojson_filter);
+    env.add_test("iterable", python_iterable);
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env
+}
+
+/// Jinja2's `iterable`: `none` is not (minijinja iterates it as empty), so templates that guard
+/// `tools | length` with `tools is iterable` render without tools, as in transformers.
+fn python_iterable(v: &Value) -> bool {
+    !v.is_none() && v.try_iter().is_ok()
+}
+
+/// transformers' `{% generation %}...{% endgeneration %}` (it marks the assistant's tokens for
+/// training masks and renders its body unchanged) rewritten as `{% if true %}...{% endif %}`, which
+/// minijinja knows, keeping each tag's whitespace-control marks.
+fn without_generation_blocks(template: &str) -> std::borrow::Cow<'_, str> {
+    if !template.contains("generation") {
+        return template.into();
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let Some(end) = tag.find("%}") else {
+            rest = tag;
+            break;
+        };
+        let inner = &tag[2..end];
+        let (open, body) = match inner.strip_prefix(['-', '+']) {
+            Some(b) => (&inner[..1], b),
+            None => ("", inner),
+        };
+        let (body, close) = match body.strip_suffix(['-', '+']) {
+            Some(b) => (b, &body[b.len()..]),
+            None => (body, ""),
+        };
+        let word = match body.trim() {
+            "generation" => Some("if true"),
+            "endgeneration" => Some("endif"),
+            _ => None,
+        };
+        match word {
+            Some(w) => out.push_str(&format!("{{%{open} {w} {close}%}}")),
+            None => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 /// Prints `None`, `True`, `False` as Python does; everything else as minijinja does.
