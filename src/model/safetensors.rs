@@ -42,6 +42,24 @@ pub struct Safetensors {
     fp8_block: [usize; 2],
 }
 
+/// The shard that `model.safetensors.index.json` names for `tensor`: a path inside the model
+/// folder, so an index from a stranger cannot make wgmoe open `/etc/...` or `../../...`.
+fn shard_path(dir: &Path, index: &Path, tensor: &str, file: &serde_json::Value) -> Result<PathBuf> {
+    let Some(name) = file.as_str() else {
+        return Err(io_err(index, format!("weight_map[\"{tensor}\"] is {file}, not a file name")));
+    };
+    let rel = Path::new(name);
+    let inside = !name.is_empty()
+        && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        return Err(io_err(
+            index,
+            format!("weight_map[\"{tensor}\"] = {name:?} is not a file inside the model folder"),
+        ));
+    }
+    Ok(dir.join(rel))
+}
+
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: {e}", path.display()))
 }
@@ -58,10 +76,13 @@ impl Safetensors {
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| io_err(&index, "no \"weight_map\" object"))?;
-            let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+            let mut names = Vec::with_capacity(map.len());
+            for (tensor, file) in map {
+                names.push(shard_path(dir, &index, tensor, file)?);
+            }
             names.sort();
             names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
+            names
         } else if single.exists() {
             vec![single]
         } else {
