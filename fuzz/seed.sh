@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Seed corpora for the fuzz targets, derived from the committed fixtures (nothing is downloaded;
-# the Qwen3 chat template is added when scripts/ has fetched target/test-assets):
+# the Qwen3 chat template and the 70 real templates are added when scripts/fetch_test_assets.sh has
+# fetched target/test-assets):
 #   fuzz/seed.sh   writes fuzz/corpus/{gguf,safetensors_header,config,chat_template}/
 # gguf: the reader's test GGUFs (written by gguf-py). safetensors_header: every fixture's
 # model.safetensors cut down to its smallest tensors (offsets rewritten), whole and in the
@@ -55,6 +56,8 @@ templates = {
 qwen = root / "target/test-assets/qwen3/tokenizer_config.json"
 if qwen.exists():
     templates["qwen3"] = json.loads(qwen.read_text())["chat_template"]
+for real in sorted((root / "target/test-assets/templates").glob("*.jinja")):
+    templates[real.stem] = real.read_text()
 for name, t in templates.items():
     (tpl / name).write_bytes((t + "\0" + msgs).encode())
 PY
