@@ -7,7 +7,8 @@
 //! templates only read and write a namespace's attributes, and some hand it to their macros, so
 //! that is all this check allows: a name bound by `{% set NAME = namespace(...) %}` may appear only
 //! as `NAME.attr` or `NAME[item]`, in that binding, or as an argument to a parameter of the same
-//! name of a macro of the template (inside which the parameter is held to the same rules); and
+//! name of a macro of the template (inside which the parameter is held to the same rules; the
+//! macro defined once and its name never rebound); and
 //! `namespace` may appear only in such a binding (or, inside a macro with a parameter of that name,
 //! as the parameter). Then no expression can yield a namespace except into a same-named parameter,
 //! so none can be stored anywhere, and cycles cannot form. Checked against the 70 real templates in
@@ -189,10 +190,30 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
             })
         })
         .collect();
-    let macros: std::collections::HashMap<&str, Vec<&str>> = tags
-        .iter()
-        .filter_map(|t| macro_def(t).map(|(name, params)| (name, params.into_iter().map(|p| p.1).collect())))
-        .collect();
+    // Macros a namespace may be handed to: defined once, and their name only ever called
+    // (`{% set m = other %}`, a loop variable or a parameter of that name could make `m(ns)` call
+    // another macro, with other parameter names).
+    let mut macros: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+    let mut ineligible: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for t in &tags {
+        if let Some((name, params)) = macro_def(t) {
+            if macros.insert(name, params.into_iter().map(|p| p.1).collect()).is_some() {
+                ineligible.insert(name);
+            }
+        }
+    }
+    for t in &tags {
+        let def_at = macro_def(t).map(|_| first(t) + 1);
+        for (k, &(tok, _)) in t.iter().enumerate() {
+            let Tok::Ident(id) = tok else { continue };
+            let called = t.get(k + 1).map(|x| x.0) == Some(Tok::Punct(b'('));
+            let attribute = k.checked_sub(1).map(|p| t[p].0) == Some(Tok::Punct(b'.'));
+            if macros.contains_key(id) && def_at != Some(k) && !called && !attribute {
+                ineligible.insert(id);
+            }
+        }
+    }
+    macros.retain(|name, _| !ineligible.contains(name));
     // A namespace may be handed to a macro, but only to a parameter of the same name: inside, that
     // name is checked like the namespace itself.
     let same_name_param = |t: &[(Tok<'_>, usize)], k: usize, id: &str| {
@@ -219,9 +240,6 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
                 macro_depth = macro_depth.saturating_sub(1);
             }
             _ => {}
-        }
-        if shadowed.is_none() && def.as_ref().is_some_and(|(_, ps)| ps.iter().any(|p| p.1 == "namespace")) {
-            shadowed = Some(macro_depth);
         }
         let param_at = |k: usize| def.as_ref().is_some_and(|(_, ps)| ps.iter().any(|p| p.0 == k));
         for (k, &(tok, line)) in t.iter().enumerate() {
@@ -259,6 +277,10 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
                      namespace makes a cycle that crashes the renderer"
                 ));
             }
+        }
+        // After the definition's own tokens: a parameter's default value is outside the macro.
+        if shadowed.is_none() && def.as_ref().is_some_and(|(_, ps)| ps.iter().any(|p| p.1 == "namespace")) {
+            shadowed = Some(macro_depth);
         }
     }
     Ok(())
@@ -306,6 +328,13 @@ mod tests {
             "{% set ns = namespace() %}{{ range(ns) }}{{ x.m(ns) }}",
             // Inside its parameter's macro, `namespace` is the parameter; outside, the function.
             "{% macro m(namespace) %}{{ namespace }}{% endmacro %}{% set f = namespace %}",
+            "{% macro m(namespace=namespace) %}{% set f = namespace %}{% set g = f() %}{% set g.x = g %}{% endmacro %}",
+            // The macro called may not be the one whose parameter has the namespace's name.
+            "{% set ns = namespace() %}{% macro m(x) %}{% set x.y = x %}{% endmacro %}{{ m(ns) }}\
+             {% macro m(ns) %}{% endmacro %}",
+            "{% set ns = namespace() %}{% macro a(x) %}{% set x.y = x %}{% endmacro %}\
+             {% macro m(ns) %}{% endmacro %}{% set m = a %}{{ m(ns) }}",
+            "{% set ns = namespace() %}{% macro m(ns) %}{% endmacro %}{% for m in [1] %}{{ m(ns) }}{% endfor %}",
             // The parameter keeps the namespace's rules inside the macro.
             "{% set ns = namespace() %}{% macro m(ns) %}{% set ns.y = ns %}{% endmacro %}{{ m(ns) }}",
         ] {
