@@ -14,8 +14,10 @@
 //! so none can be stored anywhere, and cycles cannot form. Checked against the 70 real templates in
 //! kernels-tests/tokenizer.rs.
 //!
-//! The check reads the template's tags and expressions with minijinja's default syntax (string
-//! literals, comments and `{% raw %}` blocks are skipped); it errs on the side of refusing.
+//! The check reads the template's tags and expressions as minijinja's default syntax does (string
+//! literals, comments and `{% raw %}` blocks are skipped exactly where minijinja skips them); it
+//! errs on the side of refusing. Method calls on a namespace (`ns.items()` returns a view holding
+//! the namespace) are refused too.
 
 /// A token of a tag or expression: an identifier, or one punctuation byte.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,16 +28,51 @@ enum Tok<'a> {
     Literal,
 }
 
-/// The tokens of every `{% %}` and `{{ }}` of `src`, each with its line, one `Vec` per tag.
-fn tags(src: &str) -> Vec<Vec<(Tok<'_>, usize)>> {
+type Toks<'a> = [(Tok<'a>, usize)];
+
+/// One `{% %}` (a statement) or `{{ }}` (an expression): its tokens without the whitespace-control
+/// marks, each with its line.
+struct Tag<'a> {
+    statement: bool,
+    toks: Vec<(Tok<'a>, usize)>,
+}
+
+impl<'a> Tag<'a> {
+    /// A statement's keyword (`set`, `macro`, `endmacro`, ...).
+    fn keyword(&self) -> Option<&'a str> {
+        match self.toks.first() {
+            Some((Tok::Ident(k), _)) if self.statement => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// minijinja's `skip_basic_tag`: after `{%` (and, when `marks`, a `-`/`+`), whitespace, `name`,
+/// whitespace, an optional `-`/`+`, `%}`; the length of it all.
+fn basic_tag(rest: &str, name: &str, marks: bool) -> Option<usize> {
+    let mut p = rest;
+    if marks {
+        p = p.strip_prefix(['-', '+']).unwrap_or(p);
+    }
+    p = p.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    p = p.strip_prefix(name)?;
+    p = p.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    p = p.strip_prefix(['-', '+']).unwrap_or(p);
+    p = p.strip_prefix("%}")?;
+    Some(rest.len() - p.len())
+}
+
+/// Every `{% %}` and `{{ }}` of `src`.
+fn tags(src: &str) -> Vec<Tag<'_>> {
     let b = src.as_bytes();
+    let lines = |from: usize, to: usize| b[from..to.min(b.len())].iter().filter(|&&c| c == b'\n').count();
     let (mut i, mut line) = (0, 1);
     let mut out = Vec::new();
     while i + 1 < b.len() {
         let open = &b[i..i + 2];
         if open == b"{#" {
             let end = src[i + 2..].find("#}").map_or(b.len(), |e| i + 2 + e + 2);
-            line += b[i..end].iter().filter(|&&c| c == b'\n').count();
+            line += lines(i, end);
             i = end;
             continue;
         }
@@ -44,10 +81,32 @@ fn tags(src: &str) -> Vec<Vec<(Tok<'_>, usize)>> {
             i += 1;
             continue;
         }
-        let close: &[u8] = if open == b"{%" { b"%}" } else { b"}}" };
+        let statement = open == b"{%";
         i += 2;
+        if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+            i += 1;
+        }
+        if statement {
+            if let Some(len) = basic_tag(&src[i..], "raw", false) {
+                // `{% raw %}`: up to the first `{% endraw %}`, as minijinja's lexer finds it.
+                let body = i + len;
+                let mut end = b.len();
+                let mut at = body;
+                while let Some(p) = src[at..].find("{%").map(|p| at + p) {
+                    if let Some(l) = basic_tag(&src[p + 2..], "endraw", true) {
+                        end = p + 2 + l;
+                        break;
+                    }
+                    at = p + 2;
+                }
+                line += lines(i, end);
+                i = end;
+                continue;
+            }
+        }
+        let close: &[u8] = if statement { b"%}" } else { b"}}" };
         let mut toks = Vec::new();
-        while i < b.len() && !(b[i..].starts_with(close) && (close != b"}}" || !in_braces(&toks))) {
+        while i < b.len() && !(b[i..].starts_with(close) && (statement || !in_braces(&toks))) {
             let c = b[i];
             if c == b'\n' {
                 line += 1;
@@ -79,43 +138,65 @@ fn tags(src: &str) -> Vec<Vec<(Tok<'_>, usize)>> {
             }
         }
         i += 2;
-        // `{% raw %}`: skip to `{% endraw %}`.
-        if matches!(
-            toks.iter()
-                .map(|t| t.0)
-                .find(|t| *t != Tok::Punct(b'-') && *t != Tok::Punct(b'+')),
-            Some(Tok::Ident("raw"))
-        ) {
-            let end = src.get(i..).and_then(|r| r.find("endraw")).map_or(b.len(), |e| i + e);
-            line += b[i.min(end)..end].iter().filter(|&&c| c == b'\n').count();
-            i = src[end..].find("%}").map_or(b.len(), |e| end + e + 2);
+        // A closing whitespace-control mark (`-%}`, `+}}`).
+        if matches!(toks.last(), Some((Tok::Punct(b'-' | b'+'), _))) {
+            toks.pop();
         }
-        out.push(toks);
+        out.push(Tag { statement, toks });
     }
     out
 }
 
 /// Whether `{` outnumber `}` in `toks` (a dict literal inside `{{ }}` is still open).
-fn in_braces(toks: &[(Tok<'_>, usize)]) -> bool {
+fn in_braces(toks: &Toks<'_>) -> bool {
     let open = toks.iter().filter(|t| t.0 == Tok::Punct(b'{')).count();
     let close = toks.iter().filter(|t| t.0 == Tok::Punct(b'}')).count();
     open > close
 }
 
-/// The first token of a tag after its whitespace-control mark (`{%-`, `{%+`).
-fn first(t: &[(Tok<'_>, usize)]) -> usize {
-    t.iter().position(|x| !matches!(x.0, Tok::Punct(b'-' | b'+'))).unwrap_or(t.len())
+/// The index of the bracket closing the one at `open`, if any.
+fn closing(t: &Toks<'_>, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (j, x) in t.iter().enumerate().skip(open) {
+        match x.0 {
+            Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
+            Tok::Punct(b')' | b']' | b'}') => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `{% set NAME = namespace(...) %}`, the whole statement: NAME's index.
+fn binding(tag: &Tag<'_>) -> Option<usize> {
+    let t = &tag.toks;
+    match t[..] {
+        [(Tok::Ident("set"), _), (Tok::Ident(_), _), (Tok::Punct(b'='), _), (Tok::Ident("namespace"), _), (Tok::Punct(b'('), _), ..]
+            if tag.statement && closing(t, 4) == Some(t.len() - 1) =>
+        {
+            Some(1)
+        }
+        _ => None,
+    }
 }
 
 /// `{% macro NAME(PARAMS) %}`: the name and the parameter names (not their default values).
-fn macro_def<'a>(t: &[(Tok<'a>, usize)]) -> Option<(&'a str, Vec<(usize, &'a str)>)> {
-    let s = first(t);
-    let [(Tok::Ident("macro"), _), (Tok::Ident(name), _), (Tok::Punct(b'('), _), ..] = t[s..] else {
+fn macro_def<'a>(tag: &Tag<'a>) -> Option<(&'a str, Vec<(usize, &'a str)>)> {
+    let t = &tag.toks;
+    let [(Tok::Ident("macro"), _), (Tok::Ident(name), _), (Tok::Punct(b'('), _), ..] = t[..] else {
         return None;
     };
+    if !tag.statement {
+        return None;
+    }
     let mut params = Vec::new();
     let mut depth = 0usize;
-    for k in s + 2..t.len() {
+    for k in 2..t.len() {
         match t[k].0 {
             Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
             Tok::Punct(b')' | b']' | b'}') => depth = depth.saturating_sub(1),
@@ -126,19 +207,27 @@ fn macro_def<'a>(t: &[(Tok<'a>, usize)]) -> Option<(&'a str, Vec<(usize, &'a str
     Some((name, params))
 }
 
-/// For the argument at `k` of a call: the callee's name and the argument's position, when `k` is a
-/// whole positional argument (`f(a, X)`) or the value of a keyword argument (`f(X=X)`).
-fn call_slot<'a>(t: &[(Tok<'a>, usize)], k: usize) -> Option<(&'a str, Slot<'a>)> {
-    let keyword = match (k.checked_sub(1).map(|p| t[p].0), k.checked_sub(2).map(|p| t[p].0)) {
+#[derive(Clone, Copy)]
+enum Slot<'a> {
+    Position(usize),
+    Keyword(&'a str),
+}
+
+/// For the argument at `k` of a call: the callee's name and the argument's slot, when `k` is a
+/// whole positional argument (`f(a, X)`) or the value of a keyword argument (`f(X=X)`) of a plain
+/// call (not a filter, a test, a method, nor a call with `*args` / `**kwargs`).
+fn call_slot<'a>(t: &Toks<'a>, k: usize) -> Option<(&'a str, Slot<'a>)> {
+    let at = |i: Option<usize>| i.and_then(|i| t.get(i)).map(|x| x.0);
+    let keyword = match (at(k.checked_sub(1)), at(k.checked_sub(2))) {
         (Some(Tok::Punct(b'=')), Some(Tok::Ident(kw))) => Some(kw),
         (Some(Tok::Punct(b'(' | b',')), _) => None,
         _ => return None,
     };
-    if !matches!(t.get(k + 1).map(|x| x.0), Some(Tok::Punct(b',' | b')'))) {
+    if !matches!(at(Some(k + 1)), Some(Tok::Punct(b',' | b')'))) {
         return None;
     }
     let start = if keyword.is_some() { k - 2 } else { k };
-    if keyword.is_some() && !matches!(start.checked_sub(1).map(|p| t[p].0), Some(Tok::Punct(b'(' | b','))) {
+    if keyword.is_some() && !matches!(at(start.checked_sub(1)), Some(Tok::Punct(b'(' | b','))) {
         return None;
     }
     // Back to the `(` that opens this argument list, counting the arguments before this one.
@@ -148,11 +237,14 @@ fn call_slot<'a>(t: &[(Tok<'a>, usize)], k: usize) -> Option<(&'a str, Slot<'a>)
             Tok::Punct(b')' | b']' | b'}') => depth += 1,
             Tok::Punct(b'(' | b'[' | b'{') if depth > 0 => depth -= 1,
             Tok::Punct(b'(') => {
-                let callee = match (j.checked_sub(1).map(|p| t[p].0), j.checked_sub(2).map(|p| t[p].0)) {
-                    (Some(Tok::Ident(f)), prev) if prev != Some(Tok::Punct(b'.')) => f,
-                    _ => return None,
-                };
-                return Some((callee, keyword.map_or(Slot::Position(commas), Slot::Keyword)));
+                let Some(Tok::Ident(callee)) = at(j.checked_sub(1)) else { return None };
+                let before = at(j.checked_sub(2));
+                let plain = !matches!(before, Some(Tok::Punct(b'.' | b'|')) | Some(Tok::Ident("is" | "not" | "filter")));
+                let end = closing(t, j)?;
+                let spread = (j + 1..end).any(|x| {
+                    t[x].0 == Tok::Punct(b'*') && matches!(t[x - 1].0, Tok::Punct(b'(' | b',' | b'*'))
+                });
+                return (plain && !spread).then(|| (callee, keyword.map_or(Slot::Position(commas), Slot::Keyword)));
             }
             Tok::Punct(b'[' | b'{') => return None,
             Tok::Punct(b',') if depth == 0 => commas += 1,
@@ -162,65 +254,70 @@ fn call_slot<'a>(t: &[(Tok<'a>, usize)], k: usize) -> Option<(&'a str, Slot<'a>)
     None
 }
 
-#[derive(Clone, Copy)]
-enum Slot<'a> {
-    Position(usize),
-    Keyword(&'a str),
+/// Names that are not the template's macros at a call, whatever the template defines: a call
+/// block's `caller`, a loop's `loop`, a macro's `varargs` and `kwargs`, `self` and `super`.
+const SPECIAL: [&str; 6] = ["caller", "loop", "varargs", "kwargs", "self", "super"];
+
+/// Statements that open and close a block.
+fn depth_change(tag: &Tag<'_>) -> isize {
+    match tag.keyword() {
+        Some("if" | "for" | "macro" | "call" | "filter" | "with" | "block" | "autoescape") => 1,
+        Some("set") if !tag.toks.iter().any(|x| x.0 == Tok::Punct(b'=')) => 1, // `{% set x %}...{% endset %}`
+        Some(k) if k.starts_with("end") => -1,
+        _ => 0,
+    }
 }
 
 /// `Err(why)` when `template` could put a namespace inside a namespace (see the module docs).
 pub(super) fn check(template: &str) -> std::result::Result<(), String> {
     let tags = tags(template);
     // Pass 1: the names bound by `{% set NAME = namespace(...) %}`, and the template's macros.
-    let binding = |t: &[(Tok<'_>, usize)]| -> Option<usize> {
-        let start = first(t);
-        match t[start..] {
-            [(Tok::Ident("set"), _), (Tok::Ident(_), _), (Tok::Punct(b'='), _), (Tok::Ident("namespace"), _), (Tok::Punct(b'('), _), ..] => {
-                Some(start + 1)
-            }
-            _ => None,
-        }
-    };
     let names: std::collections::HashSet<&str> = tags
         .iter()
         .filter_map(|t| {
-            binding(t).and_then(|at| match t[at].0 {
+            binding(t).and_then(|at| match t.toks[at].0 {
                 Tok::Ident(n) => Some(n),
                 _ => None,
             })
         })
         .collect();
-    // Macros a namespace may be handed to: defined once, and their name only ever called
-    // (`{% set m = other %}`, a loop variable or a parameter of that name could make `m(ns)` call
-    // another macro, with other parameter names).
-    let mut macros: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
-    let mut ineligible: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for t in &tags {
+    // Macros a namespace may be handed to: defined once, at the top level (so the definition has
+    // run by the time anything after it calls the name), never a special name, and their name
+    // only ever called (`{% set m = other %}`, a loop variable or a parameter of that name could
+    // make `m(ns)` call something else).
+    let mut macros: std::collections::HashMap<&str, (usize, Vec<&str>)> = std::collections::HashMap::new();
+    let mut ineligible: std::collections::HashSet<&str> = SPECIAL.into_iter().collect();
+    let mut depth = 0isize;
+    for (i, t) in tags.iter().enumerate() {
         if let Some((name, params)) = macro_def(t) {
-            if macros.insert(name, params.into_iter().map(|p| p.1).collect()).is_some() {
+            if depth != 0 || macros.insert(name, (i, params.into_iter().map(|p| p.1).collect())).is_some() {
                 ineligible.insert(name);
             }
         }
+        depth += depth_change(t);
     }
     for t in &tags {
-        let def_at = macro_def(t).map(|_| first(t) + 1);
-        for (k, &(tok, _)) in t.iter().enumerate() {
+        let def_at = macro_def(t).map(|_| 1);
+        for (k, &(tok, _)) in t.toks.iter().enumerate() {
             let Tok::Ident(id) = tok else { continue };
-            let called = t.get(k + 1).map(|x| x.0) == Some(Tok::Punct(b'('));
-            let attribute = k.checked_sub(1).map(|p| t[p].0) == Some(Tok::Punct(b'.'));
+            let called = t.toks.get(k + 1).map(|x| x.0) == Some(Tok::Punct(b'('));
+            let attribute = k.checked_sub(1).map(|p| t.toks[p].0) == Some(Tok::Punct(b'.'));
             if macros.contains_key(id) && def_at != Some(k) && !called && !attribute {
                 ineligible.insert(id);
             }
         }
     }
     macros.retain(|name, _| !ineligible.contains(name));
-    // A namespace may be handed to a macro, but only to a parameter of the same name: inside, that
-    // name is checked like the namespace itself.
-    let same_name_param = |t: &[(Tok<'_>, usize)], k: usize, id: &str| {
+    // A namespace may be handed to a macro, but only to a parameter of the same name, by a call
+    // after the macro's definition: inside, that name is checked like the namespace itself.
+    let same_name_param = |tag: usize, t: &Toks<'_>, k: usize, id: &str| {
         call_slot(t, k).is_some_and(|(callee, slot)| {
-            macros.get(callee).is_some_and(|params| match slot {
-                Slot::Position(i) => params.get(i) == Some(&id),
-                Slot::Keyword(kw) => kw == id && params.contains(&id),
+            macros.get(callee).is_some_and(|(def, params)| {
+                *def < tag
+                    && match slot {
+                        Slot::Position(i) => params.get(i) == Some(&id),
+                        Slot::Keyword(kw) => kw == id && params.contains(&id),
+                    }
             })
         })
     };
@@ -228,12 +325,13 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
     // named `namespace` (a string in some real templates), that name is the parameter.
     let mut shadowed: Option<usize> = None; // macro depth at which `namespace` became a parameter
     let mut macro_depth = 0usize;
-    for t in &tags {
-        let bound = binding(t);
-        let def = macro_def(t);
-        match t.get(first(t)).map(|x| x.0) {
-            Some(Tok::Ident("macro")) => macro_depth += 1,
-            Some(Tok::Ident("endmacro")) => {
+    for (i, tag) in tags.iter().enumerate() {
+        let t = &tag.toks;
+        let bound = binding(tag);
+        let def = macro_def(tag);
+        match tag.keyword() {
+            Some("macro") => macro_depth += 1,
+            Some("endmacro") => {
                 if shadowed == Some(macro_depth) {
                     shadowed = None;
                 }
@@ -266,17 +364,31 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
                     "uses namespace (line {line}) other than as `{{% set name = namespace(...) %}}`"
                 ));
             }
-            if names.contains(id)
-                && bound != Some(k)
-                && !matches!(next, Some(Tok::Punct(b'.' | b'[')))
-                && !same_name_param(t, k, id)
-            {
-                return Err(format!(
-                    "uses the namespace {id} as a value (line {line}); only its attributes ({id}.x) may be used, \
-                     or it may be passed to a macro parameter of the same name, since a namespace stored in a \
-                     namespace makes a cycle that crashes the renderer"
-                ));
+            if !names.contains(id) || bound == Some(k) {
+                continue;
             }
+            // `NAME.attr` or `NAME[item]`, but not a method call on the namespace.
+            let member_end = match next {
+                Some(Tok::Punct(b'.')) => Some(k + 2),
+                Some(Tok::Punct(b'[')) => closing(t, k + 1),
+                _ => None,
+            };
+            if let Some(end) = member_end {
+                if t.get(end + 1).map(|x| x.0) == Some(Tok::Punct(b'(')) {
+                    return Err(format!(
+                        "calls a method of the namespace {id} (line {line}); only its attributes may be used"
+                    ));
+                }
+                continue;
+            }
+            if def.is_none() && same_name_param(i, t, k, id) {
+                continue;
+            }
+            return Err(format!(
+                "uses the namespace {id} as a value (line {line}); only its attributes ({id}.x) may be used, \
+                 or it may be passed to a macro parameter of the same name, since a namespace stored in a \
+                 namespace makes a cycle that crashes the renderer"
+            ));
         }
         // After the definition's own tokens: a parameter's default value is outside the macro.
         if shadowed.is_none() && def.as_ref().is_some_and(|(_, ps)| ps.iter().any(|p| p.1 == "namespace")) {
@@ -337,6 +449,31 @@ mod tests {
             "{% set ns = namespace() %}{% macro m(ns) %}{% endmacro %}{% for m in [1] %}{{ m(ns) }}{% endfor %}",
             // The parameter keeps the namespace's rules inside the macro.
             "{% set ns = namespace() %}{% macro m(ns) %}{% set ns.y = ns %}{% endmacro %}{{ m(ns) }}",
+            // What a red-team review found past the first version of these rules:
+            // a tuple whose first item is the namespace;
+            "{% set ns = namespace(), 1 %}{% set x = ns[0] %}{% set x.y = x %}{{ x }}",
+            // inside a macro called from a call block, `caller` is the block;
+            "{% set ns = namespace() %}{% macro caller(ns) %}{% endmacro %}{% macro m(ns) %}{{ caller(ns) }}\
+             {% endmacro %}{% call(x) m(ns) %}{% set x.y = x %}{{ x }}{% endcall %}",
+            // `endraw` as text inside a raw block, and `raw` as a variable;
+            "{% set ns = namespace() %}{% raw %}endraw%}{#{% endraw %}{% set ns.x = ns %}{{ ns }}{# #}",
+            "{% set ns = namespace() %}{{ raw }}{% set ns.x = ns %}{{ ns }}{# endraw %} #}",
+            // `{{ macro }}` is no macro statement;
+            "{% macro m(namespace) %}{{ macro }}{% endmacro %}{% set l = [namespace()] %}{% set g = l[0] %}\
+             {% set g.x = g %}{{ g }}",
+            // a filter, or a filter block, named like a macro;
+            "{% set ns = namespace() %}{% macro default(ns) %}{% endmacro %}{% set x = nothing|default(ns) %}\
+             {% set x.y = x %}{{ x }}",
+            "{% set ns = namespace() %}{% macro f(ns) %}{% endmacro %}{% filter f(ns) %}{% endfilter %}",
+            // `*args` shifts the positions;
+            "{% set ns = namespace() %}{% macro m(q, ns) %}{% set q.y = q %}{{ q }}{% endmacro %}{{ m(*[], ns) }}",
+            // methods whose results hold the namespace;
+            "{% set ns = namespace() %}{% set ns.v = ns.values() %}{{ ns.v }}",
+            "{% set ns = namespace(a=1, l=0) %}{% for x in ns.items() %}{% set ns.l = loop %}{% endfor %}",
+            "{% set ns = namespace(l={}) %}{{ ns['l'](ns) }}",
+            // a call before the definition, or a definition in a block, may reach another callee.
+            "{% set ns = namespace() %}{{ m(ns) }}{% macro m(ns) %}{% endmacro %}",
+            "{% set ns = namespace() %}{% if x %}{% macro range(ns) %}{% endmacro %}{% endif %}{{ range(ns) }}",
         ] {
             assert!(check(bad).is_err(), "{bad}");
         }
