@@ -807,7 +807,8 @@ fn without_generation_blocks(template: &str) -> std::borrow::Cow<'_, str> {
     while let Some(at) = rest.find("{%") {
         out.push_str(&rest[..at]);
         let tag = &rest[at..];
-        let Some(end) = tag.find("%}") else {
+        // From past the `{%`: in `{%}` the `%}` overlaps it.
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             rest = tag;
             break;
         };
