@@ -495,6 +495,39 @@ fn runaway_templates_are_errors() {
     );
 }
 
+/// What a red-team review of the template checks found could abort the process (a failed
+/// allocation, a stack overflow: nothing an error handler can catch) now ends in an error naming
+/// the template, and nesting that overflowed the default 8 MiB stack at 50,000 levels renders.
+#[test]
+fn templates_cannot_abort_the_process() {
+    let tok = olmoe().clone().with_chat_template(None, "hostile.jinja");
+    let render = |t: String| tok.clone().with_chat_template(Some(t), "hostile.jinja").apply_chat_template(&[], false);
+    let deep_json = "{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = [ns.l] %}{% endfor %}\
+                     {{ ns.l|tojson }}";
+    let elifs = format!("{{% if x %}}{}{{% endif %}}", "{% elif x %}".repeat(6000));
+    for (template, want) in [
+        // Widths of 10^11: the allocation fails and aborts.
+        (r#"{{ "a\nb"|indent(100000000000) }}"#.to_string(), "width"),
+        (r#"{{ "a\nb"|indent(width=100000000000) }}"#.to_string(), "width"),
+        (r#"{{ "%100000000000d"|format(1) }}"#.to_string(), "width"),
+        (r#"{{ "{:>100000000000}".format(1) }}"#.to_string(), "width"),
+        ("{{ 1|tojson(indent=1000000000000) }}".to_string(), "indent"),
+        // Deep values through tojson, and parser recursion on long chains.
+        (deep_json.to_string(), "nested deeper"),
+        (format!("{{{{ 1{} }}}}", "+1".repeat(30_000)), "tokens"),
+        (elifs, "elif"),
+    ] {
+        let e = err_text(render(template.clone()));
+        assert!(e.contains(want) && e.contains("hostile.jinja"), "{}: {e}", &template[..60.min(template.len())]);
+    }
+    // Ordinary widths still work.
+    assert_eq!(render(r#"{{ "a\nb"|indent(2) }}|{{ "%3d"|format(7) }}|{{ "{:>3}".format(7) }}"#.into()).unwrap(), "a\n  b|  7|  7");
+    // 200,000 levels of nesting print on the template's own stack.
+    let deep = "{% set ns = namespace(l=[]) %}{% for i in range(200) %}{% for j in range(1000) %}\
+                {% set ns.l = [ns.l] %}{% endfor %}{% endfor %}{{ ns.l }}";
+    assert_eq!(render(deep.into()).unwrap().len(), 400_002);
+}
+
 /// A tokenizer.json whose template post-processor uses a special token it does not define made
 /// the tokenizers crate panic while encoding; now loading it is an error naming the token.
 #[test]

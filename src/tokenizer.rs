@@ -454,43 +454,58 @@ impl Tokenizer {
             }
             Error::Invalid(msg)
         };
-        let env = chat_environment();
-        let template = without_generation_blocks(template);
-        let tmpl = env
-            .template_from_named_str("chat_template", &template)
-            .map_err(render_err)?;
-        template_guard::check(&template)
-            .map_err(|why| Error::Invalid(format!("the chat template from {} {why}", self.template_source)))?;
-
-        let mut ctx: Vec<(String, Value)> = Vec::new();
-        for (k, v) in &self.special_tokens {
-            ctx.push((k.clone(), Value::from(v.as_str())));
-        }
-        for (k, v) in extra {
-            ctx.retain(|(name, _)| name != k);
-            ctx.push((k.clone(), Value::from_serialize(v)));
-        }
-        const FIXED: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
-        ctx.retain(|(name, _)| !FIXED.contains(&name.as_str()));
-        let msgs: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                Value::from_iter([
-                    ("role", Value::from(m.role.as_str())),
-                    ("content", Value::from(m.content.as_str())),
-                ])
-            })
-            .collect();
-        ctx.push(("messages".into(), Value::from(msgs)));
-        ctx.push(("tools".into(), Value::from(())));
-        ctx.push(("documents".into(), Value::from(())));
-        ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
-        let mut out = CappedWriter { buf: Vec::new(), cap };
         let what = format!("rendering the chat template from {}", self.template_source);
-        crate::error::guard(&what, || {
-            tmpl.render_captured_to(Value::from_iter(ctx), &mut out)
-                .map_err(render_err)?;
-            String::from_utf8(out.buf).map_err(|e| Error::Invalid(format!("{what}: the output is not UTF-8: {e}")))
+        let render = || {
+            crate::error::guard(&what, || {
+                let template = without_generation_blocks(template);
+                template_guard::check(&template).map_err(|why| {
+                    Error::Invalid(format!("the chat template from {} {why}", self.template_source))
+                })?;
+                let env = chat_environment();
+                let tmpl = env
+                    .template_from_named_str("chat_template", &template)
+                    .map_err(render_err)?;
+                let mut ctx: Vec<(String, Value)> = Vec::new();
+                for (k, v) in &self.special_tokens {
+                    ctx.push((k.clone(), Value::from(v.as_str())));
+                }
+                for (k, v) in extra {
+                    ctx.retain(|(name, _)| name != k);
+                    ctx.push((k.clone(), Value::from_serialize(v)));
+                }
+                const FIXED: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
+                ctx.retain(|(name, _)| !FIXED.contains(&name.as_str()));
+                let msgs: Vec<Value> = messages
+                    .iter()
+                    .map(|m| {
+                        Value::from_iter([
+                            ("role", Value::from(m.role.as_str())),
+                            ("content", Value::from(m.content.as_str())),
+                        ])
+                    })
+                    .collect();
+                ctx.push(("messages".into(), Value::from(msgs)));
+                ctx.push(("tools".into(), Value::from(())));
+                ctx.push(("documents".into(), Value::from(())));
+                ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
+                let mut out = CappedWriter { buf: Vec::new(), cap };
+                tmpl.render_captured_to(Value::from_iter(ctx), &mut out)
+                    .map_err(render_err)?;
+                String::from_utf8(out.buf)
+                    .map_err(|e| Error::Invalid(format!("{what}: the output is not UTF-8: {e}")))
+            })
+        };
+        // Parsing, rendering and dropping what the template built all recurse on its structure or
+        // its values; on a thread with TEMPLATE_STACK they need that many times more nesting to
+        // overflow than on a default 8 MiB stack (which aborts the process, past any guard).
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("wgmoe-chat-template".into())
+                .stack_size(TEMPLATE_STACK)
+                .spawn_scoped(scope, render)
+                .map_err(|e| Error::Invalid(format!("{what}: cannot start its thread: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid(format!("{what}: its thread panicked"))))
         })
     }
 
@@ -753,6 +768,15 @@ const TEMPLATE_FUEL: u64 = 50_000_000;
 /// Bytes a rendered chat may hold beyond four times its messages: real templates add a few hundred
 /// bytes per message.
 const TEMPLATE_OUTPUT_BASE: usize = 16 << 20;
+/// The stack of the thread a chat template renders on (reserved, touched only as deep as used).
+const TEMPLATE_STACK: usize = 256 << 20;
+/// The widest padding a template may ask of `indent`, `format` or `str.format` (a width of 10^11
+/// would abort the process on the failed allocation), and the longest `tojson` indent.
+const TEMPLATE_MAX_WIDTH: usize = 1 << 16;
+const TOJSON_MAX_INDENT: usize = 64;
+/// How deep `tojson` follows nested values, and how much it writes.
+const TOJSON_MAX_DEPTH: usize = 512;
+const TOJSON_MAX_BYTES: usize = 64 << 20;
 
 /// A render's output, refusing to grow past `cap` (the render then fails with a write error).
 struct CappedWriter {
@@ -780,13 +804,79 @@ fn chat_environment() -> minijinja::Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(|state, value, method, args| {
+        if method == "format" {
+            if let Some(s) = value.as_str() {
+                check_format_widths(s)?;
+            }
+        }
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
+    env.add_filter("format", |state: &minijinja::State, fmt: &Value, args: minijinja::value::Rest<Value>| {
+        if let Some(s) = fmt.as_str() {
+            check_format_widths(s)?;
+        }
+        minijinja::filters::format(state, fmt, args)
+    });
+    env.add_filter(
+        "indent",
+        |value: minijinja::value::StringInput<'_>,
+         width: Option<usize>,
+         first: Option<bool>,
+         blank: Option<bool>,
+         kwargs: Kwargs| {
+            let w = match width {
+                Some(w) => Some(w),
+                None => kwargs.get::<Option<usize>>("width")?,
+            };
+            if w.is_some_and(|w| w > TEMPLATE_MAX_WIDTH) {
+                return Err(too_wide("indent"));
+            }
+            minijinja::filters::indent(value, width, first, blank, kwargs)
+        },
+    );
     env.set_formatter(python_formatter);
     env.add_filter("tojson", tojson_filter);
     env.add_test("iterable", python_iterable);
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env
+}
+
+fn too_wide(what: &str) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!("{what}: a width or precision over {TEMPLATE_MAX_WIDTH} is not supported"),
+    )
+}
+
+/// Refuses a `%`-style or `{}`-style format string whose width or precision is over
+/// TEMPLATE_MAX_WIDTH: a run of more digits than that number has, inside a `{...}` replacement
+/// field or a `%` conversion spec.
+fn check_format_widths(fmt: &str) -> std::result::Result<(), minijinja::Error> {
+    let limit_digits = TEMPLATE_MAX_WIDTH.to_string().len();
+    let b = fmt.as_bytes();
+    let (mut i, mut in_field, mut in_percent) = (0, false, false);
+    while i < b.len() {
+        match b[i] {
+            b'{' if !in_field => in_field = true,
+            b'}' if in_field => in_field = false,
+            b'%' if !in_field => in_percent = !in_percent,
+            c if in_percent && c.is_ascii_alphabetic() => in_percent = false,
+            c if c.is_ascii_digit() && (in_field || in_percent) => {
+                let run = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let n: usize = fmt[i..i + run].parse().unwrap_or(usize::MAX);
+                if run > limit_digits || n > TEMPLATE_MAX_WIDTH {
+                    return Err(too_wide("format"));
+                }
+                i += run;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Jinja2's `iterable`: `none` is not (minijinja iterates it as empty), so templates that guard
@@ -869,7 +959,10 @@ fn tojson_filter(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, mi
     let indent = match &indent {
         None => None,
         Some(v) if v.is_none() || v.is_undefined() => None,
-        Some(v) if v.is_integer() => Some(" ".repeat(v.as_i64().unwrap_or(0).max(0) as usize)),
+        Some(v) if v.is_integer() => {
+            let n = v.as_i64().unwrap_or(0).max(0) as usize;
+            Some(" ".repeat(n.min(TOJSON_MAX_INDENT + 1)))
+        }
         Some(v) => match v.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
@@ -880,6 +973,12 @@ fn tojson_filter(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, mi
             }
         },
     };
+    if indent.as_ref().is_some_and(|i| i.len() > TOJSON_MAX_INDENT) {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("tojson: an indent of more than {TOJSON_MAX_INDENT} characters is not supported"),
+        ));
+    }
     let (item_sep, key_sep) = match &separators {
         Some(v) if !v.is_none() && !v.is_undefined() => {
             let parts: Vec<Value> = v.try_iter()?.collect();
@@ -920,6 +1019,15 @@ struct JsonOpts {
 }
 
 fn py_json(v: &Value, o: &JsonOpts, depth: usize, out: &mut String) -> std::result::Result<(), minijinja::Error> {
+    if depth > TOJSON_MAX_DEPTH || out.len() > TOJSON_MAX_BYTES {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!(
+                "tojson: the value is nested deeper than {TOJSON_MAX_DEPTH} or longer than {} MiB",
+                TOJSON_MAX_BYTES >> 20
+            ),
+        ));
+    }
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),

@@ -254,6 +254,11 @@ fn call_slot<'a>(t: &Toks<'a>, k: usize) -> Option<(&'a str, Slot<'a>)> {
     None
 }
 
+/// The most tokens one tag may have, and the most `elif`s a template may have (real templates:
+/// a few hundred tokens, a few dozen `elif`s at most).
+const MAX_TAG_TOKENS: usize = 20_000;
+const MAX_ELIFS: usize = 5_000;
+
 /// Names that are not the template's macros at a call, whatever the template defines: a call
 /// block's `caller`, a loop's `loop`, a macro's `varargs` and `kwargs`, `self` and `super`.
 const SPECIAL: [&str; 6] = ["caller", "loop", "varargs", "kwargs", "self", "super"];
@@ -271,6 +276,15 @@ fn depth_change(tag: &Tag<'_>) -> isize {
 /// `Err(why)` when `template` could put a namespace inside a namespace (see the module docs).
 pub(super) fn check(template: &str) -> std::result::Result<(), String> {
     let tags = tags(template);
+    // minijinja parses an operator chain (`1+1+...`) and an `elif` chain by recursion: bounded here
+    // far below what overflows the render thread's stack (tokenizer.rs, TEMPLATE_STACK).
+    if let Some(big) = tags.iter().find(|t| t.toks.len() > MAX_TAG_TOKENS) {
+        let line = big.toks.first().map_or(0, |x| x.1);
+        return Err(format!("has a tag of more than {MAX_TAG_TOKENS} tokens (line {line})"));
+    }
+    if tags.iter().filter(|t| t.keyword() == Some("elif")).count() > MAX_ELIFS {
+        return Err(format!("has more than {MAX_ELIFS} elif branches"));
+    }
     // Pass 1: the names bound by `{% set NAME = namespace(...) %}`, and the template's macros.
     let names: std::collections::HashSet<&str> = tags
         .iter()
