@@ -631,17 +631,34 @@ fn cli_values_are_refused_before_any_work() {
 #[test]
 fn index_shards_stay_inside_the_model_folder() {
     let dir = model_dir("llama", "index");
-    std::fs::rename(dir.join("model.safetensors"), dir.join("model-00001-of-00001.safetensors")).unwrap();
+    std::fs::rename(
+        dir.join("model.safetensors"),
+        dir.join("model-00001-of-00001.safetensors"),
+    )
+    .unwrap();
     let outside = scratch("index-outside");
-    std::fs::copy(dir.join("model-00001-of-00001.safetensors"), outside.join("stolen.safetensors")).unwrap();
+    std::fs::copy(
+        dir.join("model-00001-of-00001.safetensors"),
+        outside.join("stolen.safetensors"),
+    )
+    .unwrap();
     let open = |shard: Value| {
         let index = json!({"metadata": {}, "weight_map": {"model.norm.weight": shard}});
         std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
-        wgmoe::model::safetensors::Safetensors::open_dir(&dir).err().map(|e| e.to_string())
+        wgmoe::model::safetensors::Safetensors::open_dir(&dir)
+            .err()
+            .map(|e| e.to_string())
     };
-    assert_eq!(open(json!("model-00001-of-00001.safetensors")), None, "the honest index opens");
+    assert_eq!(
+        open(json!("model-00001-of-00001.safetensors")),
+        None,
+        "the honest index opens"
+    );
     let abs = outside.join("stolen.safetensors").display().to_string();
-    let up = format!("../{}/stolen.safetensors", outside.file_name().unwrap().to_string_lossy());
+    let up = format!(
+        "../{}/stolen.safetensors",
+        outside.file_name().unwrap().to_string_lossy()
+    );
     for bad in [json!(abs), json!(up), json!(""), json!(7), json!(null)] {
         let err = open(bad.clone()).unwrap_or_else(|| panic!("{bad} was opened"));
         assert!(

@@ -33,7 +33,10 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let p = System.alloc(l);
         if !p.is_null() {
-            PEAK.fetch_max(HELD.fetch_add(l.size(), Ordering::Relaxed) + l.size(), Ordering::Relaxed);
+            PEAK.fetch_max(
+                HELD.fetch_add(l.size(), Ordering::Relaxed) + l.size(),
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -243,7 +246,17 @@ fn gguf_fields(b: &[u8]) -> (Vec<(usize, usize, &'static str)>, usize) {
 }
 
 fn edge_values(width: usize, v: u64, file_len: u64) -> Vec<u64> {
-    let mut out = vec![0, 1, 2, 3, 7, 31, v.wrapping_add(1), v.wrapping_sub(1), v.wrapping_mul(2)];
+    let mut out = vec![
+        0,
+        1,
+        2,
+        3,
+        7,
+        31,
+        v.wrapping_add(1),
+        v.wrapping_sub(1),
+        v.wrapping_mul(2),
+    ];
     if width == 4 {
         out.extend([255, 0x7fff_ffff, u32::MAX as u64]);
     } else {
@@ -268,16 +281,29 @@ fn hostile_files_are_errors_or_run() {
     for ((class, outcome), n) in &report.outcomes {
         eprintln!("  {class:<28} {outcome:?}: {n}");
     }
-    assert!(report.failures.is_empty(), "{} failures:\n{}", report.failures.len(), report.failures.join("\n"));
+    assert!(
+        report.failures.is_empty(),
+        "{} failures:\n{}",
+        report.failures.len(),
+        report.failures.join("\n")
+    );
     for class in STRUCTURAL {
         let loaded = report.loaded.get(*class).map(Vec::as_slice).unwrap_or_default();
         assert!(loaded.is_empty(), "{class}: structural damage loaded: {loaded:?}");
     }
     // A tensor type may only be swapped for one of the same size and block: F16 (1) <-> BF16 (30).
-    for case in report.loaded.get("gguf tensor type").map(Vec::as_slice).unwrap_or_default() {
+    for case in report
+        .loaded
+        .get("gguf tensor type")
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let (from, to) = case.rsplit_once(": ").unwrap().1.split_once(" -> ").unwrap();
         let sixteen = |t: &str| t == "1" || t == "30";
-        assert!(sixteen(from) && sixteen(to), "a tensor type of another size loaded: {case}");
+        assert!(
+            sixteen(from) && sixteen(to),
+            "a tensor type of another size loaded: {case}"
+        );
     }
 }
 
@@ -310,7 +336,12 @@ fn gguf_cases(ctx: &Context, report: &mut Report) {
     };
     // The unmutated file runs.
     case(report, "gguf original", "as committed".into(), &original);
-    assert_eq!(report.outcomes.get(&("gguf original".into(), Outcome::Ran)), Some(&1), "{:?}", report.failures);
+    assert_eq!(
+        report.outcomes.get(&("gguf original".into(), Outcome::Ran)),
+        Some(&1),
+        "{:?}",
+        report.failures
+    );
 
     let (fields, header_end) = gguf_fields(&original);
     let len = original.len() as u64;
@@ -323,7 +354,12 @@ fn gguf_cases(ctx: &Context, report: &mut Report) {
         for x in edge_values(width, v, len) {
             let mut b = original.clone();
             b[at..at + width].copy_from_slice(&x.to_le_bytes()[..width]);
-            case(report, &format!("gguf {kind}"), format!("{kind} at {at}: {v} -> {x}"), &b);
+            case(
+                report,
+                &format!("gguf {kind}"),
+                format!("{kind} at {at}: {v} -> {x}"),
+                &b,
+            );
         }
     }
     let mut rng = Rng(0x5EED_6701);
@@ -340,7 +376,11 @@ fn gguf_cases(ctx: &Context, report: &mut Report) {
         case(report, "gguf data byte flip", format!("bit flip at {at}"), &b);
     }
     for i in 0..64 {
-        let cut = if i < 48 { i * header_end / 48 } else { header_end + (i - 48) * (original.len() - header_end) / 16 };
+        let cut = if i < 48 {
+            i * header_end / 48
+        } else {
+            header_end + (i - 48) * (original.len() - header_end) / 16
+        };
         case(report, "gguf truncation", format!("cut at {cut}"), &original[..cut]);
     }
 }
@@ -362,7 +402,12 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
         report.add(class, &name, run(move || load_and_run(ctx, dir, prompt)));
     };
     case(report, "safetensors original", "as committed".into(), &original);
-    assert_eq!(report.outcomes.get(&("safetensors original".into(), Outcome::Ran)), Some(&1), "{:?}", report.failures);
+    assert_eq!(
+        report.outcomes.get(&("safetensors original".into(), Outcome::Ran)),
+        Some(&1),
+        "{:?}",
+        report.failures
+    );
 
     let n = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&original[8..8 + n]).unwrap();
@@ -374,7 +419,16 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
         b.extend_from_slice(data);
         b
     };
-    for x in [0u64, 1, 2, n as u64 - 1, n as u64 + 1, original.len() as u64, 1 << 40, u64::MAX] {
+    for x in [
+        0u64,
+        1,
+        2,
+        n as u64 - 1,
+        n as u64 + 1,
+        original.len() as u64,
+        1 << 40,
+        u64::MAX,
+    ] {
         let mut b = original.clone();
         b[..8].copy_from_slice(&x.to_le_bytes());
         case(report, "safetensors header length", format!("{n} -> {x}"), &b);
@@ -382,14 +436,40 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
     let names: Vec<String> = header.keys().filter(|k| *k != "__metadata__").cloned().collect();
     use serde_json::json;
     let replacements: [(&str, Vec<serde_json::Value>); 3] = [
-        ("dtype", vec![json!("F16"), json!("BF16"), json!("I8"), json!("F64"), json!("X"), json!(5), json!(null)]),
+        (
+            "dtype",
+            vec![
+                json!("F16"),
+                json!("BF16"),
+                json!("I8"),
+                json!("F64"),
+                json!("X"),
+                json!(5),
+                json!(null),
+            ],
+        ),
         (
             "shape",
-            vec![json!([]), json!([0]), json!([1]), json!([1u64 << 40]), json!([3, 5, 7]), json!(["a"]), json!(-1)],
+            vec![
+                json!([]),
+                json!([0]),
+                json!([1]),
+                json!([1u64 << 40]),
+                json!([3, 5, 7]),
+                json!(["a"]),
+                json!(-1),
+            ],
         ),
         (
             "data_offsets",
-            vec![json!([0, 0]), json!([8, 4]), json!([0, 1u64 << 50]), json!([1]), json!([-4, 4]), json!("0")],
+            vec![
+                json!([0, 0]),
+                json!([8, 4]),
+                json!([0, 1u64 << 50]),
+                json!([1]),
+                json!([-4, 4]),
+                json!("0"),
+            ],
         ),
     ];
     for name in names.iter().step_by(2) {
@@ -397,7 +477,12 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
             for v in values {
                 let mut h = header.clone();
                 h[name][*field] = v.clone();
-                case(report, &format!("safetensors {field}"), format!("{name}.{field} = {v}"), &with_header(&h));
+                case(
+                    report,
+                    &format!("safetensors {field}"),
+                    format!("{name}.{field} = {v}"),
+                    &with_header(&h),
+                );
             }
         }
         // The tensor's range moved by one element, onto its neighbour's.
@@ -405,7 +490,12 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
         if let Some(o) = h[name]["data_offsets"].as_array().cloned() {
             let (a, b) = (o[0].as_u64().unwrap(), o[1].as_u64().unwrap());
             h[name]["data_offsets"] = json!([a + 4, b + 4]);
-            case(report, "safetensors data_offsets", format!("{name} shifted"), &with_header(&h));
+            case(
+                report,
+                "safetensors data_offsets",
+                format!("{name} shifted"),
+                &with_header(&h),
+            );
         }
     }
     let mut rng = Rng(0x5EED_5AFE);
@@ -417,7 +507,12 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
     }
     for i in 0..24 {
         let cut = i * original.len() / 24;
-        case(report, "safetensors truncation", format!("cut at {cut}"), &original[..cut]);
+        case(
+            report,
+            "safetensors truncation",
+            format!("cut at {cut}"),
+            &original[..cut],
+        );
     }
 }
 
@@ -445,7 +540,8 @@ fn config_cases(ctx: &Context, report: &mut Report) {
         for f in ["model.safetensors", "generation_config.json"] {
             std::fs::copy(src.join(f), scratch.0.join(f)).unwrap();
         }
-        let original: serde_json::Value = serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+        let original: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
         let prompt = common::fixtures::reference(name).prompt;
         let case = |report: &mut Report, class: &str, label: String, config: &serde_json::Value| {
             std::fs::write(scratch.0.join("config.json"), config.to_string()).unwrap();
@@ -472,7 +568,12 @@ fn config_cases(ctx: &Context, report: &mut Report) {
             } else {
                 c[path[0].as_str()].as_object_mut().unwrap().remove(&path[1]);
             }
-            case(report, "config key removed", format!("{name}: {} removed", path.join(".")), &c);
+            case(
+                report,
+                "config key removed",
+                format!("{name}: {} removed", path.join(".")),
+                &c,
+            );
         }
     }
 }
@@ -505,7 +606,11 @@ fn tokenizer_cases(report: &mut Report) {
         let tok = qwen3
             .clone()
             .with_chat_template(Some(String::from_utf8_lossy(&t).into_owned()), "the mutated template");
-        report.add("chat template byte", &format!("template byte {at}"), run(move || run_tokenizer(tok)));
+        report.add(
+            "chat template byte",
+            &format!("template byte {at}"),
+            run(move || run_tokenizer(tok)),
+        );
     }
     // tokenizer.json: truncated, and bits flipped in its first 64 KiB (the model and its settings).
     let original = std::fs::read(assets.join("olmoe/tokenizer.json")).unwrap();
@@ -522,7 +627,12 @@ fn tokenizer_cases(report: &mut Report) {
     case(report, "tokenizer original", "as committed".into(), &original);
     for i in 0..12 {
         let cut = i * original.len() / 12;
-        case(report, "tokenizer.json truncation", format!("cut at {cut}"), &original[..cut]);
+        case(
+            report,
+            "tokenizer.json truncation",
+            format!("cut at {cut}"),
+            &original[..cut],
+        );
     }
     for _ in 0..24 {
         let mut b = original.clone();

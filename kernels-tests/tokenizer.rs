@@ -501,7 +501,11 @@ fn runaway_templates_are_errors() {
 #[test]
 fn templates_cannot_abort_the_process() {
     let tok = olmoe().clone().with_chat_template(None, "hostile.jinja");
-    let render = |t: String| tok.clone().with_chat_template(Some(t), "hostile.jinja").apply_chat_template(&[], false);
+    let render = |t: String| {
+        tok.clone()
+            .with_chat_template(Some(t), "hostile.jinja")
+            .apply_chat_template(&[], false)
+    };
     let deep_json = "{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = [ns.l] %}{% endfor %}\
                      {{ ns.l|tojson }}";
     let elifs = format!("{{% if x %}}{}{{% endif %}}", "{% elif x %}".repeat(6000));
@@ -518,10 +522,17 @@ fn templates_cannot_abort_the_process() {
         (elifs, "elif"),
     ] {
         let e = err_text(render(template.clone()));
-        assert!(e.contains(want) && e.contains("hostile.jinja"), "{}: {e}", &template[..60.min(template.len())]);
+        assert!(
+            e.contains(want) && e.contains("hostile.jinja"),
+            "{}: {e}",
+            &template[..60.min(template.len())]
+        );
     }
     // Ordinary widths still work.
-    assert_eq!(render(r#"{{ "a\nb"|indent(2) }}|{{ "%3d"|format(7) }}|{{ "{:>3}".format(7) }}"#.into()).unwrap(), "a\n  b|  7|  7");
+    assert_eq!(
+        render(r#"{{ "a\nb"|indent(2) }}|{{ "%3d"|format(7) }}|{{ "{:>3}".format(7) }}"#.into()).unwrap(),
+        "a\n  b|  7|  7"
+    );
     // 200,000 levels of nesting print on the template's own stack.
     let deep = "{% set ns = namespace(l=[]) %}{% for i in range(200) %}{% for j in range(1000) %}\
                 {% set ns.l = [ns.l] %}{% endfor %}{% endfor %}{{ ns.l }}";
@@ -582,7 +593,10 @@ fn real_chat_templates_match_transformers() {
     let want = data("real_templates.json");
     let sdist = std::fs::read_to_string(dir.join(".sdist-sha256"))
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch_test_assets.sh", dir.display()));
-    assert!(want["templates"].as_str().unwrap().contains(sdist.trim()), "real_templates.json is for another sdist");
+    assert!(
+        want["templates"].as_str().unwrap().contains(sdist.trim()),
+        "real_templates.json is for another sdist"
+    );
     let msgs = messages(&want["messages"]);
     let extra = want["variables"].as_object().unwrap();
     let cases = want["cases"].as_array().unwrap();
@@ -600,11 +614,17 @@ fn real_chat_templates_match_transformers() {
             }
             (Json::String(_), _, Err(e)) => panic!("{name}: transformers renders it, wgmoe says: {e}"),
             (_, Json::String(_), Err(e)) => {
-                assert!(e.to_string().contains(name), "{name}: the error does not name the template: {e}");
+                assert!(
+                    e.to_string().contains(name),
+                    "{name}: the error does not name the template: {e}"
+                );
                 refused += 1;
             }
             (_, Json::String(py), Ok(_)) => {
-                assert!(py.contains("'NoneType' object is not iterable"), "{name}: transformers says {py}, wgmoe renders");
+                assert!(
+                    py.contains("'NoneType' object is not iterable"),
+                    "{name}: transformers says {py}, wgmoe renders"
+                );
             }
             _ => panic!("{name}: neither expected text nor error"),
         }

@@ -458,41 +458,16 @@ impl Tokenizer {
         let render = || {
             crate::error::guard(&what, || {
                 let template = without_generation_blocks(template);
-                template_guard::check(&template).map_err(|why| {
-                    Error::Invalid(format!("the chat template from {} {why}", self.template_source))
-                })?;
+                template_guard::check(&template)
+                    .map_err(|why| Error::Invalid(format!("the chat template from {} {why}", self.template_source)))?;
                 let env = chat_environment();
                 let tmpl = env
                     .template_from_named_str("chat_template", &template)
                     .map_err(render_err)?;
-                let mut ctx: Vec<(String, Value)> = Vec::new();
-                for (k, v) in &self.special_tokens {
-                    ctx.push((k.clone(), Value::from(v.as_str())));
-                }
-                for (k, v) in extra {
-                    ctx.retain(|(name, _)| name != k);
-                    ctx.push((k.clone(), Value::from_serialize(v)));
-                }
-                const FIXED: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
-                ctx.retain(|(name, _)| !FIXED.contains(&name.as_str()));
-                let msgs: Vec<Value> = messages
-                    .iter()
-                    .map(|m| {
-                        Value::from_iter([
-                            ("role", Value::from(m.role.as_str())),
-                            ("content", Value::from(m.content.as_str())),
-                        ])
-                    })
-                    .collect();
-                ctx.push(("messages".into(), Value::from(msgs)));
-                ctx.push(("tools".into(), Value::from(())));
-                ctx.push(("documents".into(), Value::from(())));
-                ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
+                let ctx = self.template_context(messages, add_generation_prompt, extra);
                 let mut out = CappedWriter { buf: Vec::new(), cap };
-                tmpl.render_captured_to(Value::from_iter(ctx), &mut out)
-                    .map_err(render_err)?;
-                String::from_utf8(out.buf)
-                    .map_err(|e| Error::Invalid(format!("{what}: the output is not UTF-8: {e}")))
+                tmpl.render_captured_to(ctx, &mut out).map_err(render_err)?;
+                String::from_utf8(out.buf).map_err(|e| Error::Invalid(format!("{what}: the output is not UTF-8: {e}")))
             })
         };
         // Parsing, rendering and dropping what the template built all recurse on its structure or
@@ -507,6 +482,40 @@ impl Tokenizer {
                 .join()
                 .unwrap_or_else(|_| Err(Error::Invalid(format!("{what}: its thread panicked"))))
         })
+    }
+
+    /// What a chat template sees: the special tokens, `extra` over them, then the messages,
+    /// `tools` and `documents` (none) and `add_generation_prompt`, which `extra` cannot override.
+    fn template_context(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Value {
+        let mut ctx: Vec<(String, Value)> = Vec::new();
+        for (k, v) in &self.special_tokens {
+            ctx.push((k.clone(), Value::from(v.as_str())));
+        }
+        for (k, v) in extra {
+            ctx.retain(|(name, _)| name != k);
+            ctx.push((k.clone(), Value::from_serialize(v)));
+        }
+        const FIXED: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
+        ctx.retain(|(name, _)| !FIXED.contains(&name.as_str()));
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                Value::from_iter([
+                    ("role", Value::from(m.role.as_str())),
+                    ("content", Value::from(m.content.as_str())),
+                ])
+            })
+            .collect();
+        ctx.push(("messages".into(), Value::from(msgs)));
+        ctx.push(("tools".into(), Value::from(())));
+        ctx.push(("documents".into(), Value::from(())));
+        ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
+        Value::from_iter(ctx)
     }
 
     /// The ids of a chat: `encode(apply_chat_template(..), false)`, as transformers'
@@ -804,6 +813,18 @@ fn chat_environment() -> minijinja::Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
+    add_width_caps(&mut env);
+    env.set_formatter(python_formatter);
+    env.add_filter("tojson", tojson_filter);
+    env.add_test("iterable", python_iterable);
+    env.add_function("raise_exception", raise_exception);
+    env.add_function("strftime_now", strftime_now);
+    env
+}
+
+/// `str.format`, and the `format` and `indent` filters, as minijinja and its pycompat have them,
+/// but refusing widths over TEMPLATE_MAX_WIDTH before they allocate.
+fn add_width_caps(env: &mut minijinja::Environment<'static>) {
     env.set_unknown_method_callback(|state, value, method, args| {
         if method == "format" {
             if let Some(s) = value.as_str() {
@@ -812,12 +833,15 @@ fn chat_environment() -> minijinja::Environment<'static> {
         }
         minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
     });
-    env.add_filter("format", |state: &minijinja::State, fmt: &Value, args: minijinja::value::Rest<Value>| {
-        if let Some(s) = fmt.as_str() {
-            check_format_widths(s)?;
-        }
-        minijinja::filters::format(state, fmt, args)
-    });
+    env.add_filter(
+        "format",
+        |state: &minijinja::State, fmt: &Value, args: minijinja::value::Rest<Value>| {
+            if let Some(s) = fmt.as_str() {
+                check_format_widths(s)?;
+            }
+            minijinja::filters::format(state, fmt, args)
+        },
+    );
     env.add_filter(
         "indent",
         |value: minijinja::value::StringInput<'_>,
@@ -835,12 +859,6 @@ fn chat_environment() -> minijinja::Environment<'static> {
             minijinja::filters::indent(value, width, first, blank, kwargs)
         },
     );
-    env.set_formatter(python_formatter);
-    env.add_filter("tojson", tojson_filter);
-    env.add_test("iterable", python_iterable);
-    env.add_function("raise_exception", raise_exception);
-    env.add_function("strftime_now", strftime_now);
-    env
 }
 
 fn too_wide(what: &str) -> minijinja::Error {

@@ -46,11 +46,13 @@ pub struct Safetensors {
 /// folder, so an index from a stranger cannot make wgmoe open `/etc/...` or `../../...`.
 fn shard_path(dir: &Path, index: &Path, tensor: &str, file: &serde_json::Value) -> Result<PathBuf> {
     let Some(name) = file.as_str() else {
-        return Err(io_err(index, format!("weight_map[\"{tensor}\"] is {file}, not a file name")));
+        return Err(io_err(
+            index,
+            format!("weight_map[\"{tensor}\"] is {file}, not a file name"),
+        ));
     };
     let rel = Path::new(name);
-    let inside = !name.is_empty()
-        && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    let inside = !name.is_empty() && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
     if !inside {
         return Err(io_err(
             index,

@@ -237,13 +237,17 @@ fn call_slot<'a>(t: &Toks<'a>, k: usize) -> Option<(&'a str, Slot<'a>)> {
             Tok::Punct(b')' | b']' | b'}') => depth += 1,
             Tok::Punct(b'(' | b'[' | b'{') if depth > 0 => depth -= 1,
             Tok::Punct(b'(') => {
-                let Some(Tok::Ident(callee)) = at(j.checked_sub(1)) else { return None };
+                let Some(Tok::Ident(callee)) = at(j.checked_sub(1)) else {
+                    return None;
+                };
                 let before = at(j.checked_sub(2));
-                let plain = !matches!(before, Some(Tok::Punct(b'.' | b'|')) | Some(Tok::Ident("is" | "not" | "filter")));
+                let plain = !matches!(
+                    before,
+                    Some(Tok::Punct(b'.' | b'|')) | Some(Tok::Ident("is" | "not" | "filter"))
+                );
                 let end = closing(t, j)?;
-                let spread = (j + 1..end).any(|x| {
-                    t[x].0 == Tok::Punct(b'*') && matches!(t[x - 1].0, Tok::Punct(b'(' | b',' | b'*'))
-                });
+                let spread = (j + 1..end)
+                    .any(|x| t[x].0 == Tok::Punct(b'*') && matches!(t[x - 1].0, Tok::Punct(b'(' | b',' | b'*')));
                 return (plain && !spread).then(|| (callee, keyword.map_or(Slot::Position(commas), Slot::Keyword)));
             }
             Tok::Punct(b'[' | b'{') => return None,
@@ -304,7 +308,11 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
     let mut depth = 0isize;
     for (i, t) in tags.iter().enumerate() {
         if let Some((name, params)) = macro_def(t) {
-            if depth != 0 || macros.insert(name, (i, params.into_iter().map(|p| p.1).collect())).is_some() {
+            if depth != 0
+                || macros
+                    .insert(name, (i, params.into_iter().map(|p| p.1).collect()))
+                    .is_some()
+            {
                 ineligible.insert(name);
             }
         }
@@ -405,7 +413,11 @@ pub(super) fn check(template: &str) -> std::result::Result<(), String> {
             ));
         }
         // After the definition's own tokens: a parameter's default value is outside the macro.
-        if shadowed.is_none() && def.as_ref().is_some_and(|(_, ps)| ps.iter().any(|p| p.1 == "namespace")) {
+        if shadowed.is_none()
+            && def
+                .as_ref()
+                .is_some_and(|(_, ps)| ps.iter().any(|p| p.1 == "namespace"))
+        {
             shadowed = Some(macro_depth);
         }
     }
