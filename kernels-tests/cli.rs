@@ -266,6 +266,23 @@ fn run_and_chat_answer_with_smollm2() {
     assert!(ok, "{err}");
     assert!(out.contains("Paris"), "answer: {out:?}");
     assert!(err.contains("tok/s") && err.contains("loaded"), "{err}");
+    // The weights line: the file's tensor bytes are the file less its header (a few MiB of
+    // vocabulary at most); on the GPU the Q4_1 blocks are widened to f16 for now.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("GPU weights: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let mib: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let (gpu, file) = (mib[0] * (1 << 20) as f64, mib[1] * (1 << 20) as f64);
+    let len = std::fs::metadata(&gguf).unwrap().len() as f64;
+    assert!(
+        file <= len && file > len - (8 << 20) as f64,
+        "{line}: the file has {len} bytes"
+    );
+    assert!(gpu > file, "{line}");
 
     // Two turns through stdin: the second feeds only what the turn adds to the cached conversation.
     let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))

@@ -242,3 +242,32 @@ fn bad_checkpoints_are_errors_naming_the_file() {
     assert!(st.contains("x") && st.contains("y"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What every fixture's tensors take in its file, as the safetensors crate reads it, is what the
+/// source reports and what a model loaded from it prints beside its GPU bytes.
+#[test]
+fn stored_bytes_are_the_files_tensor_bytes() {
+    let root = fixture("llama").parent().unwrap().to_path_buf();
+    let mut checked = 0;
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        let Ok(bytes) = std::fs::read(dir.join("model.safetensors")) else {
+            continue;
+        };
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let want: u64 = st.tensors().iter().map(|(_, v)| v.data().len() as u64).sum();
+        let src = Safetensors::open_dir(&dir).unwrap();
+        assert_eq!(src.stored_bytes(), Some(want), "{}", dir.display());
+        if dir.ends_with("llama") {
+            let model = wgmoe::model::Model::load(common::portable_context(), &dir, &|_, _| {}).unwrap();
+            assert_eq!(model.file_tensor_bytes, Some(want));
+            // f32 fixture weights stay f32: nothing is widened, rows are padded at most.
+            assert!(
+                model.weights.gpu_bytes() >= want / 2,
+                "{} GPU bytes",
+                model.weights.gpu_bytes()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} fixtures");
+}

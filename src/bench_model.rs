@@ -148,11 +148,11 @@ pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Res
             let dtype = model.weights.embed.dtype;
             let fp = synthetic::footprint(&model.config, dtype);
             log(&format!(
-                "loaded {} in {:.1} s: {:.2} GiB of weights",
+                "loaded {} in {:.1} s",
                 path.display(),
-                start.elapsed().as_secs_f64(),
-                synthetic::gib(model.weights.gpu_bytes())
+                start.elapsed().as_secs_f64()
             ));
+            log(&model.weights_line());
             let stem = path
                 .file_name()
                 .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());

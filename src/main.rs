@@ -190,12 +190,12 @@ fn load_model(opts: &DeviceOptions, path: &Path) -> Result<Model> {
     let model = Model::load(ctx, path, &progress)?;
     bar.finish_and_clear();
     eprintln!(
-        "loaded {} ({}) in {:.1} s: {:.2} GiB of weights on {adapter}",
+        "loaded {} ({}) in {:.1} s on {adapter}",
         path.display(),
         model.config.model_type,
         start.elapsed().as_secs_f64(),
-        model.weights.gpu_bytes() as f64 / (1u64 << 30) as f64
     );
+    eprintln!("{}", model.weights_line());
     Ok(model)
 }
 

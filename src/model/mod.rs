@@ -29,6 +29,9 @@ pub struct Model {
     pub ctx: Context,
     pub config: ModelConfig,
     pub weights: ModelWeights,
+    /// The bytes the checkpoint's tensors take in its file(s), when it came from one
+    /// ([`source::TensorSource::stored_bytes`]): beside [`ModelWeights::gpu_bytes`], what loading cost.
+    pub file_tensor_bytes: Option<u64>,
     inv_freq: Tensor,
     attention_factor: f32,
 }
@@ -52,8 +55,22 @@ impl Model {
     ) -> Result<Self> {
         crate::error::guard("loading the model's weights", || {
             let weights = loader::load(&ctx, &config, src, progress)?;
-            Ok(Self::new(ctx, config, weights))
+            let mut model = Self::new(ctx, config, weights);
+            model.file_tensor_bytes = src.stored_bytes();
+            Ok(model)
         })
+    }
+
+    /// `GPU weights: N MiB (file tensors: M MiB)`: what the weights take on the adapter beside
+    /// what they take in the file, so the cost of widening quantised weights at load is visible
+    /// (the CLI prints it after every load).
+    pub fn weights_line(&self) -> String {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+        let gpu = mib(self.weights.gpu_bytes());
+        match self.file_tensor_bytes {
+            Some(file) => format!("GPU weights: {gpu} (file tensors: {})", mib(file)),
+            None => format!("GPU weights: {gpu}"),
+        }
     }
 
     pub fn new(ctx: Context, config: ModelConfig, weights: ModelWeights) -> Self {
@@ -64,6 +81,7 @@ impl Model {
             ctx,
             config,
             weights,
+            file_tensor_bytes: None,
             inv_freq,
             attention_factor,
         }

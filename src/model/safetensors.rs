@@ -171,6 +171,10 @@ impl TensorSource for Safetensors {
         }
         v
     }
+
+    fn stored_bytes(&self) -> Option<u64> {
+        Some(self.entries.values().map(|e| (e.end - e.start) as u64).sum())
+    }
 }
 
 /// `quantization_config.weight_block_size` of the folder's `config.json`, if it has one.

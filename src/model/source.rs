@@ -73,4 +73,9 @@ pub trait TensorSource {
     /// The tensor, or an error naming it and the file(s) searched.
     fn get(&self, name: &str) -> Result<RawTensor<'_>>;
     fn names(&self) -> Vec<String>;
+    /// The bytes every tensor takes in the file(s), as stored (quantised blocks, scales): what a
+    /// runtime that kept them as they are would hold. `None` for sources that are no file.
+    fn stored_bytes(&self) -> Option<u64> {
+        None
+    }
 }

@@ -385,4 +385,8 @@ impl TensorSource for GgufSource {
     fn names(&self) -> Vec<String> {
         self.names.keys().cloned().collect()
     }
+
+    fn stored_bytes(&self) -> Option<u64> {
+        Some(self.file.tensors.iter().map(|t| t.size as u64).sum())
+    }
 }
