@@ -431,3 +431,42 @@ fn depth_runs_on_a_filled_cache() {
     assert!(rows.iter().all(|r| r["n_depth"] == 530), "{json}");
     assert!(report.results.iter().all(|t| t.avg_ts() > 0.0));
 }
+
+/// On an adapter that runs on the CPU (lavapipe here), weights are host memory, which the OS
+/// overcommits and then takes back by killing the process: a model that needs more than the host
+/// has available is an error before anything is allocated.
+#[test]
+fn cpu_adapters_are_limited_to_host_memory() {
+    let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+    assert_eq!(wgmoe::gpu::host_available_memory(meminfo), Some(20_000_000 * 1024));
+    assert_eq!(wgmoe::gpu::host_available_memory("MemTotal: 5 kB\n"), None);
+
+    let ctx = ctx();
+    if ctx.info.device_type != wgpu::DeviceType::Cpu {
+        // A GPU's own memory size is not reported through wgpu.
+        assert_eq!(ctx.memory_limit(), None);
+        return;
+    }
+    let limit = ctx.memory_limit().expect("a CPU adapter on Linux has a limit");
+    let total: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    assert!(limit > 0 && limit <= total, "{limit} of {total}");
+    // Mixtral-8x7B in f32 needs about 186 GB.
+    let opts = SynthOptions {
+        dtype: DType::F32,
+        ..Default::default()
+    };
+    let needed = synthetic::footprint(&synthetic::shape_config("mixtral-8x7b").unwrap(), DType::F32).gpu_bytes;
+    assert!(
+        needed > limit,
+        "this test needs a host with less than {needed} bytes available"
+    );
+    let e = synthetic::model(ctx, "mixtral-8x7b", &opts).err().unwrap().to_string();
+    assert!(e.contains("mixtral-8x7b") && e.contains("host memory"), "{e}");
+}

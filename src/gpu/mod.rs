@@ -72,6 +72,13 @@ pub fn list_adapters() -> Vec<AdapterEntry> {
         .collect()
 }
 
+/// Linux's `MemAvailable` in bytes, from the text of `/proc/meminfo`.
+pub fn host_available_memory(meminfo: &str) -> Option<u64> {
+    let kb = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kb: u64 = kb.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 /// Higher is better: discrete beats integrated beats virtual beats software; among equals, native
 /// compute APIs beat OpenGL (lavapipe and NVIDIA list the same device on both).
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -284,6 +291,17 @@ impl Context {
 
     pub fn backend_name(&self) -> &'static str {
         backend_name(self.info.backend)
+    }
+
+    /// The most wgmoe should allocate on this adapter, where that is known: an adapter that runs
+    /// on the CPU (lavapipe, llvmpipe, WARP) allocates host memory, which the OS overcommits and
+    /// then reclaims by killing the process, so its limit is the host's available memory. wgpu
+    /// reports no GPU's own memory size: `None` there.
+    pub fn memory_limit(&self) -> Option<u64> {
+        if self.info.device_type != wgpu::DeviceType::Cpu {
+            return None;
+        }
+        host_available_memory(&std::fs::read_to_string("/proc/meminfo").ok()?)
     }
 
     /// `compose`'s source for this device (its subgroup code stripped where the device has none).

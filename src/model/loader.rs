@@ -32,6 +32,19 @@ pub fn load(
     let mut total = 0;
     layout.for_each(|s, _| total += l.reads(s));
     l.total = total;
+    // Every weight takes at least 16 bits an element on the GPU: what that comes to must fit
+    // where the adapter's memory is known, before anything is allocated.
+    let mut least = 0;
+    layout.for_each(|s, leaf| least += s.gpu_bytes(DType::F16, leaf));
+    if let Some(limit) = ctx.memory_limit().filter(|&l| least > l) {
+        return Err(Error::Invalid(format!(
+            "the {} model's weights need at least {} on the adapter, but it runs on the CPU and the \
+             host has {} available",
+            cfg.model_type,
+            crate::model::synthetic::human_bytes(least),
+            crate::model::synthetic::human_bytes(limit)
+        )));
+    }
     layout.make(&mut l)
 }
 

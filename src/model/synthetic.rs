@@ -240,6 +240,15 @@ pub fn synthesize(ctx: &Context, cfg: &ModelConfig, what: &str, opts: &SynthOpti
     let mut needed = 0;
     layout.for_each(|s, leaf| needed += s.gpu_bytes(opts.dtype, leaf));
     check_fits(what, opts.dtype, needed, opts.max_bytes)?;
+    if let Some(host) = ctx.memory_limit().filter(|&l| needed > l) {
+        return Err(too_big(
+            what,
+            opts.dtype,
+            needed,
+            Some(host),
+            ": the adapter runs on the CPU, and that is the host memory available",
+        ));
+    }
     let mut maker = Maker {
         ctx,
         what,
