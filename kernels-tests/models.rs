@@ -265,36 +265,11 @@ fn oversized_buffers_are_clear_errors() {
 /// flags the row on the GPU), never garbage tokens.
 #[test]
 fn non_finite_logits_are_errors() {
-    let src = fixture("llama");
-    let dir = std::env::temp_dir().join(format!("wgmoe-nan-model-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["config.json", "generation_config.json"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, t)| (name, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect();
-    let norm = tensors.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
-    assert_eq!(norm.1, safetensors::Dtype::F32);
-    norm.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    let dir = common::fixtures::edited_copy("llama", "nan", &["config.json", "generation_config.json"], |ts| {
+        let norm = ts.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
+        assert_eq!(norm.1, safetensors::Dtype::F32);
+        norm.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
 
     let model = Model::load(common::portable_context(), &dir, &|_, _| {}).unwrap();
     let prompt = reference("llama").prompt;

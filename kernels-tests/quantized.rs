@@ -3,7 +3,7 @@
 //! `scripts/make_quantized_fixtures.py`, whose reference is transformers fp32 eager on the
 //! dequantised values. Plus the errors for malformed quantised tensors (no GPU needed for those).
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 mod common;
 use common::fixtures::*;
 use std::path::{Path, PathBuf};
@@ -118,34 +118,8 @@ fn fp8_rows_use_their_tile_scale() {
 // ---- malformed checkpoints ----------------------------------------------------------------------
 
 /// A copy of a fixture's config.json and model.safetensors with the tensors edited by `edit`.
-fn broken_copy(name: &str, tag: &str, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
-    let src = fixture(name);
-    let dir = std::env::temp_dir().join(format!("wgmoe-quantized-{name}-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    edit(&mut tensors);
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
-    dir
+fn broken_copy(name: &str, tag: &str, edit: impl FnOnce(&mut Vec<FixtureTensor>)) -> PathBuf {
+    edited_copy(name, &format!("quantized-{tag}"), &["config.json"], edit)
 }
 
 fn get_err(dir: &Path, name: &str) -> String {

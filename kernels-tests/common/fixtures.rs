@@ -7,6 +7,43 @@ use wgmoe::generate::GenerateOptions;
 use wgmoe::model::plan::LogitRows;
 use wgmoe::model::{KvDtype, Model};
 
+/// One tensor of a fixture's model.safetensors: name, dtype, shape, little-endian bytes.
+pub type FixtureTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// A copy of fixture `name` in a temporary folder (`tag` tells copies apart): the listed `files`
+/// as they are, and model.safetensors with its tensors edited by `edit`.
+pub fn edited_copy(name: &str, tag: &str, files: &[&str], edit: impl FnOnce(&mut Vec<FixtureTensor>)) -> PathBuf {
+    let src = fixture(name);
+    let dir = std::env::temp_dir().join(format!("wgmoe-{name}-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in files {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<FixtureTensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("kernels-tests/fixtures")
