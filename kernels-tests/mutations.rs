@@ -90,6 +90,16 @@ struct Report {
 }
 
 impl Report {
+    /// The unmutated input of `class` loaded and ran: the mutations start from a working file.
+    fn assert_ran(&self, class: &str) {
+        assert_eq!(
+            self.outcomes.get(&(class.to_string(), Outcome::Ran)),
+            Some(&1),
+            "{class}: {:?}",
+            self.failures
+        );
+    }
+
     fn add(&mut self, class: &str, case: &str, r: Result<Outcome, String>) {
         self.cases += 1;
         match r {
@@ -163,21 +173,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// xorshift64*: the same mutations on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
@@ -336,12 +331,7 @@ fn gguf_cases(ctx: &Context, report: &mut Report) {
     };
     // The unmutated file runs.
     case(report, "gguf original", "as committed".into(), &original);
-    assert_eq!(
-        report.outcomes.get(&("gguf original".into(), Outcome::Ran)),
-        Some(&1),
-        "{:?}",
-        report.failures
-    );
+    report.assert_ran("gguf original");
 
     let (fields, header_end) = gguf_fields(&original);
     let len = original.len() as u64;
@@ -362,7 +352,7 @@ fn gguf_cases(ctx: &Context, report: &mut Report) {
             );
         }
     }
-    let mut rng = Rng(0x5EED_6701);
+    let mut rng = common::Rng::new(0x5EED_6701);
     for _ in 0..300 {
         let mut b = original.clone();
         let at = rng.below(header_end);
@@ -402,12 +392,7 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
         report.add(class, &name, run(move || load_and_run(ctx, dir, prompt)));
     };
     case(report, "safetensors original", "as committed".into(), &original);
-    assert_eq!(
-        report.outcomes.get(&("safetensors original".into(), Outcome::Ran)),
-        Some(&1),
-        "{:?}",
-        report.failures
-    );
+    report.assert_ran("safetensors original");
 
     let n = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&original[8..8 + n]).unwrap();
@@ -498,7 +483,7 @@ fn safetensors_cases(ctx: &Context, report: &mut Report) {
             );
         }
     }
-    let mut rng = Rng(0x5EED_5AFE);
+    let mut rng = common::Rng::new(0x5EED_5AFE);
     for _ in 0..150 {
         let mut b = original.clone();
         let at = 8 + rng.below(n);
@@ -598,7 +583,7 @@ fn tokenizer_cases(report: &mut Report) {
     // The chat template's text: one character replaced by template syntax, 300 times.
     let qwen3 = wgmoe::model::tokenizer_for(&assets.join("qwen3")).unwrap();
     let template = qwen3.chat_template().unwrap().as_bytes().to_vec();
-    let mut rng = Rng(0x5EED_70C0);
+    let mut rng = common::Rng::new(0x5EED_70C0);
     for _ in 0..300 {
         let mut t = template.clone();
         let at = rng.below(t.len());
