@@ -1,6 +1,7 @@
 //! GGUF: the reader (against a file written by the `gguf` Python package), ggml's dequantisers on
 //! hand-computed blocks, llama.cpp's Q/K permutation, bad files, the tokenizer, and a real model:
-//! SmolLM2-135M-Instruct (Q4_1) against transformers run on the same f16-rounded weights; and every
+//! SmolLM2-135M-Instruct (Q4_1) against transformers run on the same f16-rounded weights (loaded
+//! dequantised), and packed; the fixtures quantised, packed against their values; and every
 //! transformers fixture converted to GGUF the way llama.cpp's convert_hf_to_gguf lays it out
 //! (DeepSeek in the old `attn_kv_b` and the new split `attn_k_b` / `attn_v_b` layouts, gpt-oss with
 //! F32 and with MXFP4 experts), against the fixture's logits.
@@ -248,10 +249,18 @@ fn reader_metadata_of_every_type() {
     }
 }
 
+/// Served packed (the default: block-quantised tensors as their blocks) and dequantised.
 #[test]
 fn tensors_under_transformers_names() {
+    for packed in [true, false] {
+        tensors_under_transformers_names_with(packed);
+    }
+}
+
+fn tensors_under_transformers_names_with(packed: bool) {
     let expect = json("tiny.json");
-    let src = GgufSource::open(&data("tiny.gguf")).unwrap();
+    let mut src = GgufSource::open(&data("tiny.gguf")).unwrap();
+    src.packed = packed;
     for (hf, e) in expect["tensors"].as_object().unwrap() {
         let shape: Vec<usize> = e["shape"]
             .as_array()
@@ -260,13 +269,17 @@ fn tensors_under_transformers_names() {
             .map(|v| v.as_u64().unwrap() as usize)
             .collect();
         assert!(src.contains(hf), "{hf} not exposed");
-        // tiny.json keeps gguf-py's f32 values for Q5_0 (wgmoe rounds them to f16 once).
-        let rounded = e["type"] == "Q5_0";
+        // tiny.json keeps gguf-py's values: f32 for Q5_0, f16 products for Q8_0 / Q4_0 / Q4_1.
+        // wgmoe's are ggml's f32 values when packed, rounded once to f16 when dequantised: either
+        // way within f16 rounding of the file's.
+        let quantised = !["F32", "F16", "BF16"].contains(&e["type"].as_str().unwrap());
         let t = src.get(hf).unwrap_or_else(|err| panic!("{hf}: {err}"));
         assert_eq!(t.shape, shape, "{hf}");
         let want_dtype = match e["type"].as_str().unwrap() {
             "F32" => SrcDType::F32,
             "BF16" => SrcDType::BF16,
+            "F16" => SrcDType::F16,
+            q if packed => SrcDType::Packed(wgmoe::gpu::DType::parse(q).unwrap()),
             _ => SrcDType::F16,
         };
         assert_eq!(t.dtype, want_dtype, "{hf}");
@@ -276,9 +289,11 @@ fn tensors_under_transformers_names() {
             .unwrap()
             .iter()
             .map(|x| x.as_f64().unwrap() as f32)
-            .map(|x| if rounded { half::f16::from_f32(x).to_f32() } else { x })
             .collect();
-        assert_eq!(&v[..first.len()], &first[..], "{hf}: first values");
+        for (i, (&g, &w)) in v.iter().zip(&first).enumerate() {
+            let tol = if quantised { w.abs() * 2f32.powi(-11) } else { 0.0 };
+            assert!((g - w).abs() <= tol, "{hf} (packed: {packed}): value {i} is {g}, expected {w}");
+        }
         let sum: f64 = v
             .iter()
             .enumerate()
@@ -291,15 +306,19 @@ fn tensors_under_transformers_names() {
             .enumerate()
             .map(|(i, &x)| (x as f64 * ((i % 97) + 1) as f64).abs() * 2f64.powi(-11))
             .sum();
-        let tol = if rounded { bound } else { 1e-9 * want.abs().max(1.0) };
+        let tol = if quantised { bound } else { 1e-9 * want.abs().max(1.0) };
         assert!((sum - want).abs() <= tol, "{hf}: checksum {sum} != {want}");
     }
 }
 
 #[test]
 fn q5_0_tensor_and_missing_names() {
-    // tiny.gguf's lm_head is Q5_0 (once refused; now dequantised to f16).
-    let src = GgufSource::open(&data("tiny.gguf")).unwrap();
+    // tiny.gguf's lm_head is Q5_0 (once refused; then dequantised to f16; now kept packed).
+    let mut src = GgufSource::open(&data("tiny.gguf")).unwrap();
+    let t = src.get("lm_head.weight").unwrap();
+    assert_eq!(t.dtype, SrcDType::Packed(wgmoe::gpu::DType::Q5_0));
+    assert_eq!(t.shape, vec![263, 64]);
+    src.packed = false;
     let t = src.get("lm_head.weight").unwrap();
     assert_eq!(t.dtype, SrcDType::F16);
     assert_eq!(t.shape, vec![263, 64]);
@@ -776,7 +795,9 @@ fn smollm2_logits_and_greedy_answer() {
     let r = json("smollm2_reference.json");
     let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let t0 = std::time::Instant::now();
-    let model = Model::load(ctx, &smollm2(), &|_, _| {}).unwrap();
+    // transformers ran on the weights rounded to f16: the dequantising load is that model.
+    let dequantised = wgmoe::model::LoadOptions { packed: false };
+    let model = Model::load_with(ctx, &smollm2(), &dequantised, &|_, _| {}).unwrap();
     eprintln!("load: {:.1} s", t0.elapsed().as_secs_f32());
     let vocab = model.config.vocab;
     assert_eq!(vocab, r["vocab"].as_u64().unwrap() as usize);
@@ -852,6 +873,31 @@ fn smollm2_logits_and_greedy_answer() {
         "greedy tokens differ from transformers' ({:?})",
         r["greedy_text"]
     );
+}
+
+/// Loaded packed (the default), SmolLM2's Q4_1 file takes its own bytes on the GPU (within 5%),
+/// and greedy decoding gives transformers' answer token for token.
+#[test]
+fn smollm2_packed_takes_the_files_bytes_and_answers() {
+    let r = json("smollm2_reference.json");
+    let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
+    let model = Model::load(ctx, &smollm2(), &|_, _| {}).unwrap();
+    let (gpu, file) = (model.weights.gpu_bytes(), model.file_tensor_bytes.unwrap());
+    eprintln!("{}", model.weights_line());
+    assert!(gpu as f64 <= 1.05 * file as f64, "GPU weights {gpu} bytes for {file} in the file");
+    let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let want: Vec<u32> = r["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let mut s = model.session(ids.len() + 32);
+    let mut next = argmax(&s.forward(&ids, LogitRows::Last).unwrap());
+    let mut greedy = vec![next];
+    while greedy.len() < want.len() && next != 2 {
+        next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
+        greedy.push(next);
+    }
+    let (tok, ..) = GgufSource::open(&smollm2()).unwrap().tokenizer_parts().unwrap();
+    let text = tok.decode(&greedy, true).unwrap();
+    assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
+    assert_eq!(greedy, want[..greedy.len()], "greedy tokens differ from transformers' ({text:?})");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -985,6 +1031,54 @@ fn fixture_tensors(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 
 /// Convert a fixture folder to a GGUF file the way convert_hf_to_gguf lays one out.
 fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
+    fixture_to_gguf_with(name, arch, Quant::None)
+}
+
+/// How [`fixture_to_gguf_with`] stores the matrices.
+#[derive(Clone, Copy, PartialEq)]
+enum Quant {
+    /// F32, as the fixture has them.
+    None,
+    /// Quantised blocks.
+    Blocks,
+    /// F32 holding the values the blocks decode to (ggml's formulas): the quantised model's
+    /// exact weights, through the float path.
+    Values,
+}
+
+/// ggml's `quantize_row_q8_0_ref`: per 32 values, `d = amax / 127`, `q = round(x / d)`.
+fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for b in values.chunks_exact(32) {
+        let amax = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        out.extend(b.iter().map(|x| (x * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// ggml's `quantize_row_q4_0_ref`: per 32 values, `d = max / -8` (max: the value of largest
+/// magnitude), `q = min(15, trunc(x / d + 8.5))`, element j in the low nibble of byte j and
+/// element j + 16 in its high nibble.
+fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for b in values.chunks_exact(32) {
+        let max = b.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        let q = |x: f32| ((x * id + 8.5) as u8).min(15);
+        out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
+    }
+    out
+}
+
+/// [`fixture_to_gguf`], with `quantised` the matrices as a quantised file has them: routed
+/// experts Q4_0, the other matrices Q8_0 (rows of whole 32-blocks; the router and vectors stay
+/// F32, as llama.cpp's quantiser keeps them).
+fn fixture_to_gguf_with(name: &str, arch: &str, quant: Quant) -> Vec<u8> {
     let cfg = fixture_config(name);
     let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
     let mut w = Writer::new();
@@ -1030,9 +1124,82 @@ fn fixture_to_gguf(name: &str, arch: &str) -> Vec<u8> {
         } else {
             shape
         };
-        w.tensor(&g, &shape, values);
+        let matrix = shape.len() >= 2 && shape[shape.len() - 1] % 32 == 0 && !g.contains("ffn_gate_inp");
+        if quant != Quant::None && matrix {
+            let (ty, bytes) = if g.contains("_exps") {
+                (2, quantize_q4_0(&values))
+            } else {
+                (8, quantize_q8_0(&values))
+            };
+            if quant == Quant::Blocks {
+                w.raw_tensor(&g, &shape, ty, bytes);
+            } else {
+                w.tensor(&g, &shape, gguf::dequantize(ty, &bytes).unwrap());
+            }
+        } else {
+            w.tensor(&g, &shape, values);
+        }
     }
     w.bytes()
+}
+
+/// A fixture as a quantised GGUF, run three ways: packed; from an F32 GGUF of the values its
+/// blocks decode to (the same weights through the float kernels); and dequantised to f16 at load
+/// (the path before packed weights). Packed against the F32 values: the same greedy tokens and
+/// logits within `EXACT_BOUND` (models.rs's bound for f32 weights; measured 0 on lavapipe: the
+/// kernels decode each block to ggml's f32 values, so the products are the same). Against the f16
+/// path: the same greedy tokens and logits within `F16_BOUND`, since each f16 weight moves by up
+/// to 2^-12 of itself (measured up to 3.3e-2 on lavapipe, on logits of up to ~10).
+fn packed_matches_dequantised(name: &str, arch: &str) {
+    const EXACT_BOUND: f32 = 1e-3;
+    const F16_BOUND: f32 = 1e-1;
+    let blocks = write_temp(&format!("quantised-{name}"), &fixture_to_gguf_with(name, arch, Quant::Blocks));
+    let values = write_temp(&format!("quantised-values-{name}"), &fixture_to_gguf_with(name, arch, Quant::Values));
+    let tokens = reference(name).tokens;
+    let run = |p: &Path, packed: bool| {
+        let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+        let m = Model::load_with(ctx, p, &wgmoe::model::LoadOptions { packed }, &|_, _| {}).unwrap();
+        let mut s = m.session(64);
+        let logits = s.forward(&tokens, LogitRows::All).unwrap();
+        let vocab = m.config.vocab;
+        let mut next = argmax(&logits[logits.len() - vocab..]);
+        let mut greedy = vec![next];
+        for _ in 0..8 {
+            next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
+            greedy.push(next);
+        }
+        (logits, greedy, m.weights.gpu_bytes(), m.file_tensor_bytes.unwrap())
+    };
+    let (packed, greedy_packed, gpu_packed, file) = run(&blocks, true);
+    let (exact, greedy_exact, ..) = run(&values, true);
+    let (wide, greedy_wide, gpu_wide, _) = run(&blocks, false);
+    std::fs::remove_file(&blocks).ok();
+    std::fs::remove_file(&values).ok();
+    let err_exact = max_abs_diff(&packed, &exact);
+    let err = max_abs_diff(&packed, &wide);
+    eprintln!(
+        "{name}: packed vs f32 values {err_exact:.2e}, vs f16 {err:.2e}; GPU bytes {gpu_packed} vs {gpu_wide} (file {file})"
+    );
+    assert!(err_exact <= EXACT_BOUND, "{name}: packed vs its f32 values: logits differ by {err_exact}");
+    assert_eq!(greedy_packed, greedy_exact, "{name}: greedy tokens, packed vs f32 values");
+    assert!(err <= F16_BOUND, "{name}: packed vs dequantised to f16: logits differ by {err}");
+    assert_eq!(greedy_packed, greedy_wide, "{name}: greedy tokens, packed vs f16");
+    assert!(gpu_packed < gpu_wide, "{name}: packed weights take {gpu_packed} bytes, dequantised {gpu_wide}");
+}
+
+#[test]
+fn quantised_fixtures_packed_match_dequantised() {
+    for (name, arch) in [
+        ("llama", "llama"),
+        ("qwen2", "qwen2"),
+        ("qwen3", "qwen3"),
+        ("qwen2_moe", "qwen2moe"),
+        ("qwen3_moe", "qwen3moe"),
+        ("olmoe", "olmoe"),
+        ("mixtral", "llama"),
+    ] {
+        packed_matches_dequantised(name, arch);
+    }
 }
 
 fn gguf_fixture_parity(name: &str, arch: &str) {
@@ -1840,7 +2007,10 @@ fn kquant_gguf_tensors_through_source() {
     // Sized from ggml's type table even where wgmoe has no dequantiser.
     assert_eq!(f.tensor("blk.0.attn_output.weight").unwrap().size, 2 * 66);
 
-    let src = GgufSource::open(&data("kquants.gguf")).unwrap();
+    let mut src = GgufSource::open(&data("kquants.gguf")).unwrap();
+    // Dequantised on access (packed, the tensors are the file's blocks: see
+    // kquant_gguf_tensors_served_packed).
+    src.packed = false;
     let tensors = index["gguf"]["tensors"].as_array().unwrap();
     assert_eq!(tensors.len(), 10);
     for e in tensors {
@@ -1876,6 +2046,27 @@ fn kquant_gguf_tensors_through_source() {
         err.contains("Q4_K") && err.contains("Q6_K") && err.contains("Q5_0"),
         "lists the supported: {err}"
     );
+}
+
+/// Served packed, kquants.gguf's tensors are the file's own blocks (stacked experts sliced by whole
+/// experts), and they decode to gguf-py's values (within f16 rounding: the reference is stored
+/// rounded).
+#[test]
+fn kquant_gguf_tensors_served_packed() {
+    let (index, blob) = kquant_blob();
+    let src = GgufSource::open(&data("kquants.gguf")).unwrap();
+    for e in index["gguf"]["tensors"].as_array().unwrap() {
+        let hf = e["hf"].as_str().unwrap();
+        let t = src.get(hf).unwrap();
+        let ty = e["type"].as_str().unwrap();
+        assert_eq!(t.dtype, SrcDType::Packed(wgmoe::gpu::DType::parse(ty).unwrap()), "{hf}");
+        let want = u16s(section(&blob, &e["f16"]));
+        let got = t.to_f32().unwrap();
+        assert_eq!(got.len(), want.len(), "{hf}");
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(half::f16::from_f32(g).to_bits(), w, "{hf} ({ty}): element {i}");
+        }
+    }
 }
 
 /// A K-quant tensor cut short (inside a block or by one byte) is an error naming the file, the

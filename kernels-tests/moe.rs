@@ -136,7 +136,7 @@ fn bad_shapes_are_errors() {
     let ctx = native();
     let s = spec(2, 4, 2, 16, 8);
     let f = |n| Tensor::zeros(ctx, "t", n);
-    let zeros = |r: usize, c: usize, g: usize| upload(ctx, DType::F32, r, c, g, &vec![0.0; r * c], false);
+    let zeros = |r: usize, c: usize, g: usize| upload(ctx, DType::F32, r, c, g, &vec![0u8; r * c * 4], false);
     let (gu, dn) = (zeros(4 * 16, 16, 16), zeros(4 * 16, 8, 16));
     let (x, ids, w, y) = (f(32), f(4), f(4), f(32));
     let call = |s: MoeSpec, gu: &Weight, dn: &Weight, x: &Tensor| {
@@ -266,8 +266,8 @@ fn router_to_experts_end_to_end() {
         let want = reference(&s, &d);
         for (name, ctx) in contexts() {
             let (e, dim, i) = (s.experts, s.hidden, s.inter);
-            let gu = upload(ctx, DType::BF16, e * 2 * i, dim, 2 * i, &d.gate_up, false);
-            let dn = upload(ctx, DType::BF16, e * dim, i, dim, &d.down, false);
+            let gu = upload(ctx, DType::BF16, e * 2 * i, dim, 2 * i, &d.gate_up_bytes, false);
+            let dn = upload(ctx, DType::BF16, e * dim, i, dim, &d.down_bytes, false);
             let lt = Tensor::from_f32(ctx, "logits", &logits);
             let ids = Tensor::zeros(ctx, "ids", tokens * s.top_k);
             let wt = Tensor::zeros(ctx, "w", tokens * s.top_k);

@@ -21,7 +21,7 @@ fn head_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let o0 = (g % p.blocks) * HM_ROWS;
     let xb = t * p.x_row_stride + h * p.x_head_stride + p.x_offset;
     let n = W_EPV;
-    let words = p.w_row_words / 4u;
+    let words = p.w_words;
     var acc = array<f32, HM_ROWS>(0.0, 0.0, 0.0, 0.0);
     for (var q = lid; q < words; q += WG) {
         // This word's x values; columns past in_dim (the row padding) read as zero.

@@ -150,15 +150,15 @@ fn gate_up_decode(wid: vec3<u32>, lid: u32) {
     let local = e - p.first_expert;
     let i0 = (g % tiles) * 4u;
     let t = pair / p.top_k;
-    let rw4 = p.row_words / 4u;
+    let rw = p.w_words;
     var rows: array<u32, 8>;
     for (var n = 0u; n < 4u; n++) {
         let i = min(i0 + n, p.inter - 1u);
-        rows[n] = gate_row(local, i) * rw4;
-        rows[4u + n] = up_row(local, i) * rw4;
+        rows[n] = gate_row(local, i) * rw;
+        rows[4u + n] = up_row(local, i) * rw;
     }
     var acc: array<f32, 8>;
-    for (var q = lid; q < rw4; q += WG) {
+    for (var q = lid; q < rw; q += WG) {
         let xv = x_vec(t, q);
         for (var n = 0u; n < 8u; n++) {
             acc[n] += dot8(w_load(rows[n] + q), xv);
@@ -201,7 +201,7 @@ fn down_decode(wid: vec3<u32>, lid: u32) {
         return;
     }
     let r0 = (g % tiles) * 8u;
-    let rw4 = p.row_words / 4u;
+    let rw = p.w_words;
     var acc: array<f32, 8>;
     for (var j = 0u; j < p.top_k; j++) {
         let pair = t * p.top_k + j;
@@ -211,11 +211,11 @@ fn down_decode(wid: vec3<u32>, lid: u32) {
         }
         let w = route_w[pair];
         let row0 = (e - p.first_expert) * p.dim;
-        for (var q = lid; q < rw4; q += WG) {
+        for (var q = lid; q < rw; q += WG) {
             let hv = h_vec(pair, q);
             for (var n = 0u; n < 8u; n++) {
                 let r = row0 + min(r0 + n, p.dim - 1u);
-                acc[n] += w * dot8(w_load(r * rw4 + q), hv);
+                acc[n] += w * dot8(w_load(r * rw + q), hv);
             }
         }
     }
@@ -365,5 +365,5 @@ fn mm_tile(wid: vec3<u32>, lid: u32, outs: u32, stride: u32) -> u32 {
 }
 
 fn mm_kw() -> u32 {
-    return p.row_words / 4u;
+    return p.w_words;
 }

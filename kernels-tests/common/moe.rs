@@ -24,6 +24,9 @@ pub struct Data {
     pub w: Vec<f32>,
     pub gate_up: Vec<f32>,
     pub down: Vec<f32>,
+    /// The checkpoint bytes of gate_up and down in the weight dtype (what is uploaded).
+    pub gate_up_bytes: Vec<u8>,
+    pub down_bytes: Vec<u8>,
     pub gate_up_bias: Option<Vec<f32>>,
     pub down_bias: Option<Vec<f32>>,
     pub y0: Vec<f32>,
@@ -110,48 +113,80 @@ pub fn make_data(s: &MoeSpec, dtype: DType, bias: bool, idle: &[u32], seed: u64)
         let first = ids[..s.top_k].to_vec();
         ids[2 * s.top_k..][..s.top_k].copy_from_slice(&first);
     }
-    let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(x)).collect::<Vec<f32>>();
+    // Biases of block-quantised experts are f32.
+    let bias_dtype = bias_dtype(dtype);
+    let round = |v: Vec<f32>| v.into_iter().map(|x| bias_dtype.round(x)).collect::<Vec<f32>>();
     let ga = 3.0 / (d as f32).sqrt();
     let da = 3.0 / (i as f32).sqrt();
+    let x = rng.vec(s.tokens * d, 1.0);
+    let w = (0..s.tokens * s.top_k).map(|_| 0.05 + rng.unit() as f32).collect();
+    let (gate_up, gate_up_bytes) = weight_values(&mut rng, dtype, e * 2 * i, d, ga);
+    let (down, down_bytes) = weight_values(&mut rng, dtype, e * d, i, da);
     Data {
-        x: rng.vec(s.tokens * d, 1.0),
+        x,
         ids,
-        w: (0..s.tokens * s.top_k).map(|_| 0.05 + rng.unit() as f32).collect(),
-        gate_up: round(rng.vec(e * 2 * i * d, ga)),
-        down: round(rng.vec(e * d * i, da)),
+        w,
+        gate_up,
+        down,
+        gate_up_bytes,
+        down_bytes,
         gate_up_bias: bias.then(|| round(rng.vec(e * 2 * i, 0.5))),
         down_bias: bias.then(|| round(rng.vec(e * d, 0.5))),
         y0: rng.vec(s.tokens * d, 1.0),
     }
 }
 
+/// The dtype of the experts' biases: f32 beside block-quantised experts.
+pub fn bias_dtype(dtype: DType) -> DType {
+    if dtype.is_packed() {
+        DType::F32
+    } else {
+        dtype
+    }
+}
+
+/// Random `[rows, cols]` weights of `dtype` about `scale` in size: the values the GPU sees and
+/// their checkpoint bytes. Block formats dequantise random blocks on the CPU (ggml's formulas).
+pub fn weight_values(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, scale: f32) -> (Vec<f32>, Vec<u8>) {
+    if dtype.is_packed() {
+        let bytes = wgmoe::gpu::Format::of(dtype)
+            .random_rows(rows, cols, rng.next_u64(), scale)
+            .expect("whole blocks");
+        (wgmoe::model::source::f32_values(dtype, &bytes), bytes)
+    } else {
+        let v: Vec<f32> = rng.vec(rows * cols, scale).into_iter().map(|x| dtype.round(x)).collect();
+        let bytes = dtype.encode(&v);
+        (v, bytes)
+    }
+}
+
 /// Per-weight binding limits making chunks of two experts each (`None`: one chunk).
-pub fn upload(ctx: &Context, dtype: DType, rows: usize, cols: usize, group: usize, v: &[f32], chunked: bool) -> Weight {
-    let group_bytes = (Weight::row_words(dtype, cols) * 4 * group) as u64;
+pub fn upload(ctx: &Context, dtype: DType, rows: usize, cols: usize, group: usize, bytes: &[u8], chunked: bool) -> Weight {
+    let group_bytes = (wgmoe::gpu::Format::of(dtype).row_stride(cols) * group) as u64;
     let limit = if chunked {
-        2 * group_bytes + 16
+        2 * group_bytes + 32
     } else {
         ctx.caps.max_storage_binding
     };
-    Weight::upload_with_binding_limit(ctx, "w", dtype, rows, cols, group, &dtype.encode(v), limit).unwrap()
+    Weight::upload_with_binding_limit(ctx, "w", dtype, rows, cols, group, bytes, limit).unwrap()
 }
 
 /// The block on the GPU: `y`, and whether its expert GEMMs ran on cooperative matrices.
 pub fn run_gpu(ctx: &Context, s: &MoeSpec, dtype: DType, d: &Data, chunked: bool, path: Path) -> (Vec<f32>, bool) {
     let (e, dim, i) = (s.experts, s.hidden, s.inter);
-    let gu = upload(ctx, dtype, e * 2 * i, dim, 2 * i, &d.gate_up, chunked);
-    let dn = upload(ctx, dtype, e * dim, i, dim, &d.down, chunked);
+    let gu = upload(ctx, dtype, e * 2 * i, dim, 2 * i, &d.gate_up_bytes, chunked);
+    let dn = upload(ctx, dtype, e * dim, i, dim, &d.down_bytes, chunked);
     if chunked {
         assert!(gu.chunks.len() >= 3 && dn.chunks.len() >= 3, "chunking not exercised");
     }
     let gub = d
         .gate_up_bias
         .as_ref()
-        .map(|b| Weight::from_f32(ctx, "gub", dtype, e, 2 * i, b).unwrap());
+        .map(|b| Weight::from_f32(ctx, "gub", bias_dtype(dtype), e, 2 * i, b).unwrap());
     let dnb = d
         .down_bias
         .as_ref()
-        .map(|b| Weight::from_f32(ctx, "dnb", dtype, e, dim, b).unwrap());
+        .map(|b| Weight::from_f32(ctx, "dnb", bias_dtype(dtype), e, dim, b).unwrap());
     let x = Tensor::from_f32(ctx, "x", &d.x);
     let ids = Tensor::from_u32(ctx, "ids", &d.ids);
     let w = Tensor::from_f32(ctx, "w", &d.w);

@@ -7,29 +7,81 @@ use super::{Context, Format};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-/// The precision weights are stored and read in. Activations are always f32.
+/// The precision weights are stored and read in. Activations are always f32. Past the three
+/// float types, the block-quantised formats stay packed as the checkpoint stores them (GGUF's
+/// blocks, named as ggml names them; see [`Format`]).
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     F16,
     BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    MXFP4,
 }
 
 impl DType {
+    /// The float types: what biases, norm gains and every other non-matrix weight may be.
     pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
-    /// The shaders' code for this precision (`DT_F32` ... in the prelude, generated from this).
+    /// The block-quantised types, kept packed on the GPU.
+    pub const PACKED: [DType; 11] = [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q2_K,
+        DType::Q3_K,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::MXFP4,
+    ];
+
+    /// The shaders' code for this precision (`DT_F32` ... in the prelude, generated from this):
+    /// its row in [`crate::gpu::FORMATS`].
     pub fn code(self) -> u32 {
-        match self {
-            DType::F32 => 0,
-            DType::F16 => 1,
-            DType::BF16 => 2,
-        }
+        super::FORMATS
+            .iter()
+            .position(|f| f.dtype == self)
+            .expect("every DType has a row in FORMATS") as u32
     }
 
-    /// Bytes of one element in a checkpoint row (its [`Format`] row says).
+    /// The type named `name` (`f16`, `q4_k`, ...; case-insensitive).
+    pub fn parse(name: &str) -> Option<DType> {
+        super::FORMATS
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.dtype)
+    }
+
+    /// Whether this is a block-quantised type (read by [`Format::row_bytes`], not per element).
+    pub fn is_packed(self) -> bool {
+        Format::of(self).block_elems > 1
+    }
+
+    /// Bytes of one element in a checkpoint row, for the float types. Block-quantised types have
+    /// no per-element size: use [`DType::row_bytes`].
     pub fn bytes(self) -> usize {
-        Format::of(self).elem_bytes
+        let f = Format::of(self);
+        assert!(f.block_elems == 1, "{} has no per-element size", f.name);
+        f.block_bytes
+    }
+
+    /// Bytes of a checkpoint row of `cols` elements (`None` when `cols` is not a whole number of
+    /// blocks).
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        Format::of(self).row_bytes(cols)
     }
 
     pub fn name(self) -> &'static str {
@@ -42,6 +94,7 @@ impl DType {
             DType::F32 => x,
             DType::F16 => half::f16::from_f32(x).to_f32(),
             DType::BF16 => half::bf16::from_f32(x).to_f32(),
+            d => panic!("{} rounds block by block, not element by element", d.name()),
         }
     }
 
@@ -57,10 +110,11 @@ impl DType {
                 .iter()
                 .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
                 .collect(),
+            d => panic!("{} is encoded by a quantiser, not element by element", d.name()),
         }
     }
 
-    /// Elements per 16-byte `vec4<u32>` word: rows are padded to a multiple of this.
+    /// Elements per weight word (one `w_load`): rows are a whole number of them.
     pub fn elems_per_vec4(self) -> usize {
         Format::of(self).elems_per_word
     }
@@ -126,15 +180,22 @@ pub struct Weight {
     pub rows: usize,
     pub cols: usize,
     pub group_rows: usize,
-    /// Words (u32) from one row to the next, a multiple of 4.
-    pub row_words: usize,
+    /// Weight words (one `w_load` index, [`Format::elems_per_word`] elements) from one row to the
+    /// next: what kernels multiply a row by.
+    pub words_per_row: usize,
+    /// Bytes from one stored row to the next.
+    pub row_bytes: usize,
     pub chunks: Vec<WeightChunk>,
+    /// Block-quantised rows need not be whole u32s, but the queue writes whole ones: the known
+    /// bytes of each word a write began or ended inside, keyed by (chunk, byte offset), merged
+    /// with the next write into that word ([`Weight::write_rows`]).
+    edges: std::sync::Mutex<std::collections::HashMap<(usize, u64), [u8; 4]>>,
 }
 
 impl Weight {
-    /// u32 words of one stored row of `cols` elements of `dtype` (a multiple of 4).
+    /// u32 words of one stored row of `cols` elements of a float `dtype` (a multiple of 4).
     pub fn row_words(dtype: DType, cols: usize) -> usize {
-        Format::of(dtype).row_words(cols)
+        Format::of(dtype).row_stride(cols) / 4
     }
 
     /// How the rows are stored and read.
@@ -142,8 +203,13 @@ impl Weight {
         Format::of(self.dtype)
     }
 
-    /// Upload `bytes` (little-endian, `rows*cols` elements of `dtype`, unpadded). Host memory used
-    /// beyond `bytes` is one chunk's padded copy.
+    /// u32s from one row to the next, for weights read as u32 rows (biases: float types).
+    pub fn row_u32s(&self) -> usize {
+        self.row_bytes / 4
+    }
+
+    /// Upload `bytes` (little-endian, `rows` checkpoint rows of `cols` elements of `dtype`,
+    /// unpadded). Host memory used beyond `bytes` is one chunk's padded copy.
     pub fn upload(
         ctx: &Context,
         label: &str,
@@ -178,15 +244,15 @@ impl Weight {
         bytes: &[u8],
         binding_limit: u64,
     ) -> Result<Self> {
-        if bytes.len() != rows * cols * dtype.bytes() {
+        let w = Self::alloc(ctx, label, dtype, rows, cols, group_rows, binding_limit)?;
+        let want = rows * w.format().row_bytes(cols).unwrap_or(0);
+        if bytes.len() != want {
             return Err(Error::Invalid(format!(
-                "{label}: expected {} bytes for [{rows}, {cols}] {}, got {}",
-                rows * cols * dtype.bytes(),
+                "{label}: expected {want} bytes for [{rows}, {cols}] {}, got {}",
                 dtype.name(),
                 bytes.len()
             )));
         }
-        let w = Self::alloc(ctx, label, dtype, rows, cols, group_rows, binding_limit)?;
         w.write_rows(ctx, 0, bytes)?;
         Ok(w)
     }
@@ -207,24 +273,34 @@ impl Weight {
                 "{label}: [{rows}, {cols}] does not split into groups of {group_rows} rows"
             )));
         }
-        let row_words = Self::row_words(dtype, cols);
-        let row_bytes = row_words as u64 * 4;
+        let format = Format::of(dtype);
+        if format.row_bytes(cols).is_none() {
+            return Err(Error::Invalid(format!(
+                "{label}: rows of {cols} elements are not a whole number of {}-element {} blocks",
+                format.block_elems, format.name
+            )));
+        }
+        let row_bytes = format.row_stride(cols) as u64;
         let group_bytes = row_bytes * group_rows as u64;
+        // Block formats read a word past a block that ends inside one: each chunk keeps a word of
+        // zeros after its rows, and is a whole number of 16-byte words.
+        let tail = if format.block_elems > 1 { 16 } else { 0 };
+        let size = |rows: u64| (rows * row_bytes + tail).next_multiple_of(16);
         let limit = binding_limit.min(ctx.caps.max_buffer);
-        if group_bytes > limit {
+        if size(group_rows as u64) > limit {
             return Err(Error::Limit {
                 what: format!("{label} (one group of {group_rows} rows)"),
-                needed: group_bytes,
+                needed: size(group_rows as u64),
                 limit,
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
-        let rows_per_chunk = (limit / group_bytes) as usize * group_rows;
+        let rows_per_chunk = ((limit - tail - 15) / group_bytes) as usize * group_rows;
         let mut chunks = Vec::new();
         let mut first = 0usize;
         while first < rows {
             let n = rows_per_chunk.min(rows - first);
-            let buffer = ctx.storage(&format!("{label}[{first}..]"), n as u64 * row_bytes);
+            let buffer = ctx.storage(&format!("{label}[{first}..]"), size(n as u64));
             chunks.push(WeightChunk {
                 buffer,
                 first_row: first as u32,
@@ -237,17 +313,19 @@ impl Weight {
             rows,
             cols,
             group_rows,
-            row_words,
+            words_per_row: format.words_per_row(cols),
+            row_bytes: row_bytes as usize,
             chunks,
+            edges: Default::default(),
         })
     }
 
-    /// Write whole rows starting at `first_row` from unpadded little-endian `bytes` of this
-    /// weight's dtype, padding each row to `row_words` on the way.
+    /// Write whole rows starting at `first_row` from unpadded little-endian checkpoint `bytes` of
+    /// this weight's dtype, padding each row to `row_bytes` on the way.
     pub fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
-        let src_row = self.cols * self.dtype.bytes();
-        let n = bytes.len() / src_row;
-        if !bytes.len().is_multiple_of(src_row) || first_row + n > self.rows {
+        let src_row = self.format().row_bytes(self.cols).unwrap_or(0);
+        let n = bytes.len() / src_row.max(1);
+        if src_row == 0 || !bytes.len().is_multiple_of(src_row) || first_row + n > self.rows {
             return Err(Error::Invalid(format!(
                 "{} bytes are not whole rows of {} bytes fitting at row {first_row} of {}",
                 bytes.len(),
@@ -255,20 +333,21 @@ impl Weight {
                 self.rows
             )));
         }
-        let row_bytes = self.row_words * 4;
+        let row_bytes = self.row_bytes;
         let repack = self.format().repack_row;
         let mut row = first_row;
         while row < first_row + n {
-            let chunk = self
+            let (c, chunk) = self
                 .chunks
                 .iter()
-                .find(|c| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&row))
+                .enumerate()
+                .find(|(_, c)| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&row))
                 .ok_or_else(|| Error::Invalid(format!("row {row} is in no chunk")))?;
             let in_chunk = ((chunk.first_row + chunk.rows) as usize).min(first_row + n) - row;
             let src = &bytes[(row - first_row) * src_row..][..in_chunk * src_row];
             let offset = (row - chunk.first_row as usize) as u64 * row_bytes as u64;
             if row_bytes == src_row && repack.is_none() {
-                ctx.upload(&chunk.buffer, offset, src)?;
+                self.upload_bytes(ctx, c, offset, src)?;
             } else {
                 let mut packed = vec![0u8; in_chunk * row_bytes];
                 for (dst, s) in packed.chunks_exact_mut(row_bytes).zip(src.chunks_exact(src_row)) {
@@ -277,9 +356,38 @@ impl Weight {
                         None => dst[..src_row].copy_from_slice(s),
                     }
                 }
-                ctx.upload(&chunk.buffer, offset, &packed)?;
+                self.upload_bytes(ctx, c, offset, &packed)?;
             }
             row += in_chunk;
+        }
+        Ok(())
+    }
+
+    /// Write `data` at byte `offset` of chunk `c`. The queue writes whole u32s: a word that `data`
+    /// starts or ends inside is written with the bytes known so far (this write's, merged with
+    /// those of the write that shared it; every byte is written once, the rest are zero).
+    fn upload_bytes(&self, ctx: &Context, c: usize, offset: u64, data: &[u8]) -> Result<()> {
+        let buffer = &self.chunks[c].buffer;
+        let end = offset + data.len() as u64;
+        let at = |b: u64| (b - offset) as usize;
+        let mut pos = offset;
+        while pos < end {
+            let word = pos & !3;
+            if pos == word && end - pos >= 4 {
+                let body_end = end & !3;
+                ctx.upload(buffer, pos, &data[at(pos)..at(body_end)])?;
+                pos = body_end;
+            } else {
+                let to = (word + 4).min(end);
+                let bytes = {
+                    let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+                    let known = edges.entry((c, word)).or_default();
+                    known[(pos - word) as usize..(to - word) as usize].copy_from_slice(&data[at(pos)..at(to)]);
+                    *known
+                };
+                ctx.upload(buffer, word, &bytes)?;
+                pos = to;
+            }
         }
         Ok(())
     }
@@ -298,11 +406,11 @@ impl Weight {
 
     /// Bytes on the GPU, padding included.
     pub fn gpu_bytes(&self) -> u64 {
-        (self.rows * self.row_words * 4) as u64
+        self.chunks.iter().map(|c| c.buffer.size()).sum()
     }
 
     /// Bytes of real data (what a kernel that reads every element must move).
     pub fn data_bytes(&self) -> u64 {
-        (self.rows * self.cols * self.dtype.bytes()) as u64
+        (self.rows * self.format().row_bytes(self.cols).unwrap_or(0)) as u64
     }
 }

@@ -110,7 +110,7 @@ pub fn random_weight(
     let w = Weight::alloc(ctx, label, dtype, rows, cols, group_rows, ctx.caps.max_storage_binding)?;
     let pipeline = ctx.pipeline(&ctx.shader(&compose()), "fill_random", &[]);
     for chunk in &w.chunks {
-        let vec4s = chunk.rows * w.row_words as u32 / 4;
+        let vec4s = (chunk.buffer.size() / 16) as u32;
         let p = params(
             ctx,
             vec4s,

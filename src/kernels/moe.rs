@@ -27,7 +27,7 @@ crate::wgsl_struct! {
         /// I (expert FFN width)
         inter: u32,
         /// words per row of the bound weight chunk
-        row_words: u32,
+        w_words: u32,
         /// floats per row of h (I rounded up to 8)
         h_stride: u32,
         /// of the bound chunk
@@ -297,10 +297,10 @@ impl<'a> Block<'a> {
     fn chunk_params(&self, w: &Weight, c: usize, bias: Option<&Weight>, add_into: bool) -> Params {
         let chunk = &w.chunks[c];
         Params {
-            row_words: w.row_words as u32,
+            w_words: w.words_per_row as u32,
             first_expert: chunk.first_row / w.group_rows as u32,
             n_experts: chunk.rows / w.group_rows as u32,
-            bias_words: bias.map_or(0, |b| b.row_words as u32),
+            bias_words: bias.map_or(0, |b| b.row_u32s() as u32),
             add_into: add_into as u32,
             ..self.params()
         }

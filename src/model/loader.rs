@@ -36,6 +36,10 @@ pub fn load(
     // where the adapter's memory is known, before anything is allocated.
     let mut least = 0;
     layout.for_each(|s, leaf| least += s.gpu_bytes(DType::F16, leaf));
+    // Block-quantised weights kept packed take the file's bytes.
+    if let Some(file) = src.stored_bytes() {
+        least = least.min(file);
+    }
     if let Some(limit) = ctx.memory_limit().filter(|&l| least > l) {
         return Err(Error::Invalid(format!(
             "the {} model's weights need at least {} on the adapter, but it runs on the CPU and the \
@@ -80,7 +84,7 @@ impl Loader<'_> {
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
             Source::Stacked(parts) => {
-                let dtype = self.raw(&parts[0].0, &[parts[0].1, s.cols])?.gpu_dtype()?;
+                let dtype = self.common_dtype(parts.iter().map(|(n, r)| (n.as_str(), vec![*r, s.cols])))?;
                 let w = self.alloc(s, dtype)?;
                 self.write_stacked(&w, parts)?;
                 Ok(w)
@@ -94,7 +98,8 @@ impl Loader<'_> {
                 rank,
                 uk,
             } => {
-                let kvb = self.raw(name, &[heads * (nope + v), *rank])?;
+                // Transposed per head: values, not rows of blocks.
+                let kvb = self.raw(name, &[heads * (nope + v), *rank])?.widened()?;
                 let dtype = kvb.gpu_dtype()?;
                 let e = dtype.bytes();
                 let mut out = Vec::with_capacity(s.rows * s.cols * e);
@@ -117,7 +122,8 @@ impl Loader<'_> {
                 routed,
                 shared,
             } => {
-                let w = self.routed_experts(s, *experts, routed)?;
+                let dtype = self.experts_dtype(s, *experts, routed, shared.as_ref())?;
+                let w = self.routed_experts(s, *experts, routed, dtype)?;
                 if let Some(f) = shared {
                     self.write_shared_experts(&w, *experts, f.slots, f.inter, &f.part)?;
                 }
@@ -139,8 +145,18 @@ impl Loader<'_> {
 
 /// A tensor's values in `dtype` (its own bytes when it already is; converted otherwise).
 fn bytes_as<'a>(t: &'a RawTensor<'_>, dtype: DType) -> Result<std::borrow::Cow<'a, [u8]>> {
-    if t.gpu_dtype()? == dtype {
+    let have = t.gpu_dtype()?;
+    if have == dtype {
         return Ok(std::borrow::Cow::Borrowed(&t.bytes));
+    }
+    if dtype.is_packed() {
+        return Err(Error::Invalid(format!(
+            "{}: tensor {} is {}, but the weight it joins is {} (a quantiser would be needed)",
+            t.file,
+            t.name,
+            have.name(),
+            dtype.name()
+        )));
     }
     Ok(std::borrow::Cow::Owned(dtype.encode(&t.to_f32()?)))
 }
@@ -192,9 +208,63 @@ impl Loader<'_> {
         Ok(t)
     }
 
+    /// The dtype one weight made of `parts` (name, shape) is stored in: theirs when they agree;
+    /// when they differ, the first part's float type, or f16 when one is block-quantised (two
+    /// block formats cannot share rows of one weight).
+    fn common_dtype<'n>(&self, parts: impl IntoIterator<Item = (&'n str, Vec<usize>)>) -> Result<DType> {
+        let mut dtypes = Vec::new();
+        for (name, shape) in parts {
+            dtypes.push(self.raw(name, &shape)?.gpu_dtype()?);
+        }
+        let first = dtypes[0];
+        Ok(if dtypes.iter().all(|&d| d == first) {
+            first
+        } else if dtypes.iter().any(|d| d.is_packed()) {
+            if dtypes.contains(&DType::F32) {
+                DType::F32
+            } else {
+                DType::F16
+            }
+        } else {
+            first
+        })
+    }
+
+    /// The dtype of a stacked-experts weight: the routed experts' (packed where they are), unless
+    /// folded shared experts need their values in another one.
+    fn experts_dtype(&self, s: &Spec, e: usize, routed: &Routed, shared: Option<&layout::Folded>) -> Result<DType> {
+        let (group, cols) = (s.group_rows, s.cols);
+        let mut parts: Vec<(&str, Vec<usize>)> = match routed {
+            Routed::PerExpert { fused, .. } if self.src.contains(fused) => vec![(fused.as_str(), vec![e, group, cols])],
+            Routed::PerExpert { parts, .. } => parts.iter().map(|(n, r)| (n.as_str(), vec![*r, cols])).collect(),
+            // Transposed: values, not rows of blocks.
+            Routed::Transposed(name) => {
+                let d = self.raw(name, &[e, cols, group])?.gpu_dtype()?;
+                return Ok(if d.is_packed() { DType::F16 } else { d });
+            }
+        };
+        if let Some(f) = shared {
+            match &f.part {
+                FoldedPart::GateUp { gate, up } => {
+                    parts.push((gate.as_str(), vec![f.slots * f.inter, cols]));
+                    parts.push((up.as_str(), vec![f.slots * f.inter, cols]));
+                }
+                FoldedPart::Down(name) => parts.push((name.as_str(), vec![group, f.slots * f.inter])),
+            }
+        }
+        let dtype = self.common_dtype(parts)?;
+        // The shared down projection is cut into column ranges of I: whole blocks, or values.
+        let cut = matches!(shared, Some(f) if matches!(f.part, FoldedPart::Down(_)) && !f.inter.is_multiple_of(crate::gpu::Format::of(dtype).block_elems));
+        Ok(if cut { DType::F16 } else { dtype })
+    }
+
     /// A matrix `[rows, cols]` (a vector is `[1, n]`).
     fn matrix(&mut self, name: &str, shape: &[usize]) -> Result<Weight> {
-        let t = self.raw(name, shape)?;
+        let mut t = self.raw(name, shape)?;
+        // Vectors (norm gains, biases) are read by kernels that take float weights only.
+        if shape.len() == 1 {
+            t = t.widened()?;
+        }
         let dtype = t.gpu_dtype()?;
         let (rows, cols) = match shape {
             [n] => (1, *n),
@@ -250,21 +320,20 @@ impl Loader<'_> {
 
     /// The `e` routed experts of `s` in its first `e` groups (the rest zeroed for folded shared
     /// experts).
-    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed) -> Result<Weight> {
+    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed, dtype: DType) -> Result<Weight> {
         let (group, cols) = (s.group_rows, s.cols);
         match routed {
             // transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`,
             // `experts.down_proj [E, D, I]`.
             Routed::PerExpert { fused, .. } if self.src.contains(fused) => {
                 let t = self.raw(fused, &[e, group, cols])?;
-                let w = self.alloc(s, t.gpu_dtype()?)?;
-                w.write_rows(self.ctx, 0, &t.bytes)?;
+                let w = self.alloc(s, dtype)?;
+                w.write_rows(self.ctx, 0, &bytes_as(&t, dtype)?)?;
                 drop(t);
                 self.tick();
                 Ok(w)
             }
             Routed::PerExpert { parts, .. } => {
-                let dtype = self.raw(&parts[0].0, &[parts[0].1, cols])?.gpu_dtype()?;
                 let w = self.alloc(s, dtype)?;
                 self.write_stacked(&w, parts)?;
                 Ok(w)
@@ -273,8 +342,7 @@ impl Loader<'_> {
             // and `down_proj [E, I, D]`; each expert is transposed to `[out, in]` rows, keeping the
             // interleave.
             Routed::Transposed(name) => {
-                let t = self.raw(name, &[e, cols, group])?;
-                let dtype = t.gpu_dtype()?;
+                let t = self.raw(name, &[e, cols, group])?.widened()?;
                 let el = dtype.bytes();
                 let w = self.alloc(s, dtype)?;
                 for x in 0..e {
@@ -292,7 +360,9 @@ impl Loader<'_> {
     /// dtype: shared expert `j` takes gate and up rows `j*I..(j+1)*I` and down columns
     /// `j*I..(j+1)*I`.
     fn write_shared_experts(&mut self, w: &Weight, e: usize, slots: usize, i_: usize, part: &FoldedPart) -> Result<()> {
-        let el = w.dtype.bytes();
+        // Bytes of `n` elements of a row: whole blocks for block formats (experts_dtype saw to it).
+        let f = w.format();
+        let span = |n: usize| n / f.block_elems * f.block_bytes;
         match part {
             FoldedPart::GateUp { gate, up } => {
                 let d = w.cols;
@@ -300,7 +370,7 @@ impl Loader<'_> {
                     let t = self.raw(name, &[slots * i_, d])?;
                     let bytes = bytes_as(&t, w.dtype)?;
                     for j in 0..slots {
-                        let rows = &bytes[j * i_ * d * el..][..i_ * d * el];
+                        let rows = &bytes[j * i_ * span(d)..][..i_ * span(d)];
                         w.write_rows(self.ctx, (e + j) * 2 * i_ + half * i_, rows)?;
                     }
                     self.tick();
@@ -310,11 +380,11 @@ impl Loader<'_> {
                 let d = w.group_rows;
                 let t = self.raw(name, &[d, slots * i_])?;
                 let bytes = bytes_as(&t, w.dtype)?;
-                let mut block = vec![0u8; d * i_ * el];
+                let mut block = vec![0u8; d * span(i_)];
                 for j in 0..slots {
                     for r in 0..d {
-                        let src = &bytes[(r * slots * i_ + j * i_) * el..][..i_ * el];
-                        block[r * i_ * el..][..i_ * el].copy_from_slice(src);
+                        let src = &bytes[span(r * slots * i_ + j * i_)..][..span(i_)];
+                        block[r * span(i_)..][..span(i_)].copy_from_slice(src);
                     }
                     w.write_rows(self.ctx, (e + j) * d, &block)?;
                 }

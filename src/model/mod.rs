@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Tensor};
 pub use crate::kernels::attention::KvDtype;
 use crate::kernels::{self, step};
-pub use checkpoint::tokenizer_for;
+pub use checkpoint::{tokenizer_for, LoadOptions};
 use config::ModelConfig;
 use plan::{KvCache, LogitRows, Plan, PlanIo};
 use source::TensorSource;
@@ -40,8 +40,19 @@ impl Model {
     /// Load a Hugging Face model folder or a `.gguf` file: the one entry for both (see
     /// [`checkpoint::open`]).
     pub fn load(ctx: Context, path: &Path, progress: &dyn Fn(usize, usize)) -> Result<Self> {
+        Self::load_with(ctx, path, &checkpoint::LoadOptions::default(), progress)
+    }
+
+    /// [`Model::load`] with explicit [`checkpoint::LoadOptions`] (e.g. block-quantised weights
+    /// expanded at load instead of kept packed).
+    pub fn load_with(
+        ctx: Context,
+        path: &Path,
+        opts: &checkpoint::LoadOptions,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self> {
         crate::error::guard(&format!("loading {}", path.display()), || {
-            let (config, src) = checkpoint::open(path)?;
+            let (config, src) = checkpoint::open_with(path, opts)?;
             Self::from_source(ctx, config, src.as_ref(), progress)
         })
     }

@@ -10,6 +10,8 @@ pub enum SrcDType {
     F32,
     F16,
     BF16,
+    /// Blocks of a quantised type, served as the file stores them (kept packed on the GPU).
+    Packed(DType),
     Other(String),
 }
 
@@ -29,6 +31,7 @@ impl RawTensor<'_> {
             SrcDType::F32 => Ok(DType::F32),
             SrcDType::F16 => Ok(DType::F16),
             SrcDType::BF16 => Ok(DType::BF16),
+            SrcDType::Packed(d) => Ok(*d),
             SrcDType::Other(t) => Err(Error::Invalid(format!(
                 "{}: tensor {} has type {t}; supported: F32, F16, BF16",
                 self.file, self.name
@@ -51,6 +54,21 @@ impl RawTensor<'_> {
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         Ok(f32_values(self.gpu_dtype()?, &self.bytes))
     }
+
+    /// This tensor with block-quantised values dequantised to f16 (what a form that is not whole
+    /// rows of blocks needs: a transposition, a column slice); float tensors as they are.
+    pub fn widened(self) -> Result<Self> {
+        let dtype = self.gpu_dtype()?;
+        if !dtype.is_packed() {
+            return Ok(self);
+        }
+        let values = self.to_f32()?;
+        Ok(Self {
+            dtype: SrcDType::F16,
+            bytes: Cow::Owned(DType::F16.encode(&values)),
+            ..self
+        })
+    }
 }
 
 /// Little-endian values of `dtype` widened to f32.
@@ -65,6 +83,8 @@ pub fn f32_values(dtype: DType, b: &[u8]) -> Vec<f32> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
+        packed => super::gguf::dequant::dequantize(crate::gpu::Format::of(packed).ggml_type, b)
+            .expect("packed bytes are whole blocks of a type with a dequantiser"),
     }
 }
 

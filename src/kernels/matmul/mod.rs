@@ -393,7 +393,7 @@ fn matvec_rows(tokens: usize) -> usize {
 /// Threads per matvec workgroup: a power of two (the portable tree needs one); the smaller size
 /// for short rows so fewer threads idle (two sizes only, to keep pipeline variants few).
 fn matvec_workgroup(w: &Weight) -> usize {
-    if w.row_words / 4 >= 128 {
+    if w.words_per_row >= 128 {
         128
     } else {
         64
@@ -435,7 +435,7 @@ fn dispatch(
     y: &Tensor,
     groups: [u32; 3],
 ) -> Dispatch {
-    let kw = w.row_words / 4;
+    let kw = w.words_per_row;
     let params = Params {
         tokens: spec.tokens as u32,
         rows: chunk.rows,

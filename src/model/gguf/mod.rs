@@ -24,7 +24,7 @@
 //! key or tensor, never a panic; the file is checked when it is opened, before any tensor is read.
 
 mod config;
-mod dequant;
+pub mod dequant;
 mod format;
 mod layout;
 mod names;

@@ -1,6 +1,9 @@
 //! A GGUF file as a [`TensorSource`] under transformers names, so the one weight loader
 //! (`loader::load`) reads it like a safetensors folder. F32 / F16 / BF16 tensors pass through;
-//! the block-quantised types are dequantised on access (to f16; MXFP4 to bf16, exact); where
+//! the block-quantised types pass through as their blocks (kept packed on the GPU, see
+//! `gpu::format`) wherever the transformers form is whole rows of the file's tensor, and are
+//! dequantised on access otherwise, or for all tensors when the source is opened with
+//! `packed = false` (to f16; MXFP4 to bf16, exact); where
 //! llama.cpp's converter stores a tensor in another form than transformers (llama's permuted Q/K
 //! rows, DeepSeek's split `attn_k_b` / `attn_v_b`, gpt-oss's separate `[out, in]` gate / up / down
 //! experts), the transformers form is rebuilt. Other tensor types (the IQ* family, TQ*, Q8_K) are
@@ -51,6 +54,9 @@ pub struct GgufSource {
     pub file: GgufFile,
     pub arch: String,
     names: HashMap<String, Mapped>,
+    /// Serve block-quantised tensors as their blocks where the form allows (else always
+    /// dequantised).
+    pub packed: bool,
 }
 
 impl GgufSource {
@@ -72,6 +78,7 @@ impl GgufSource {
             file,
             arch,
             names: HashMap::new(),
+            packed: true,
         };
         let model_type = s.model_type()?;
         // llama.cpp permutes q/k rows only for the llama family (convert_hf_to_gguf LlamaModel);
@@ -216,6 +223,7 @@ impl GgufSource {
         t: &TensorInfo,
         label: &str,
         range: Option<(usize, usize)>,
+        rows_kept: bool,
     ) -> Result<(SrcDType, Cow<'a, [u8]>)> {
         let f = &self.file;
         let supported = matches!(t.ggml_type, GGML_F32 | GGML_F16 | GGML_BF16) || QUANTIZED.contains(&t.ggml_type);
@@ -243,6 +251,13 @@ impl GgufSource {
                 )));
             }
         }
+        let packed = (self.packed && rows_kept)
+            .then(|| crate::gpu::Format::of_ggml(t.ggml_type))
+            .flatten()
+            .filter(|f| f.is_blocked());
+        if let Some(f) = packed {
+            return Ok((SrcDType::Packed(f.dtype), Cow::Borrowed(bytes)));
+        }
         Ok(match t.ggml_type {
             GGML_F32 => (SrcDType::F32, Cow::Borrowed(bytes)),
             GGML_F16 => (SrcDType::F16, Cow::Borrowed(bytes)),
@@ -263,8 +278,8 @@ impl GgufSource {
 
     /// Two tensors decoded to one dtype (f32 when they differ), each checked to hold `elements`.
     fn decode_pair<'a>(&'a self, a: &TensorInfo, b: &TensorInfo, label: &str) -> Result<DecodedPair<'a>> {
-        let (da, xa) = self.decode(a, label, None)?;
-        let (db, xb) = self.decode(b, label, None)?;
+        let (da, xa) = self.decode(a, label, None, false)?;
+        let (db, xb) = self.decode(b, label, None, false)?;
         let (dtype, xa, xb) = if da == db {
             (da, xa, xb)
         } else {
@@ -318,13 +333,13 @@ impl TensorSource for GgufSource {
         };
         let mut shape = t.shape();
         let (dtype, data): (SrcDType, Cow<'_, [u8]>) = match &m.form {
-            Form::Plain => self.decode(t, &label, None)?,
+            Form::Plain => self.decode(t, &label, None, true)?,
             Form::Expert(e, n) => {
                 shape.remove(0);
-                self.decode(t, &label, Some((*e, *n)))?
+                self.decode(t, &label, Some((*e, *n)), true)?
             }
             Form::Unpermute(n_head) => {
-                let (dtype, data) = self.decode(t, &label, None)?;
+                let (dtype, data) = self.decode(t, &label, None, true)?;
                 let n_head = *n_head;
                 let rows = shape.first().copied().unwrap_or(1);
                 let row_bytes = data.len() / rows.max(1);
@@ -359,7 +374,7 @@ impl TensorSource for GgufSource {
                 (dtype, Cow::Owned(interleave_gate_up(&g, &u, e, i_, d, es, *transpose)))
             }
             Form::Transpose => {
-                let (dtype, data) = self.decode(t, &label, None)?;
+                let (dtype, data) = self.decode(t, &label, None, false)?;
                 let es = if dtype == SrcDType::F32 { 4 } else { 2 };
                 let (e, rows, cols) = (shape[0], shape[1], shape[2]);
                 if data.len() != e * rows * cols * es {
