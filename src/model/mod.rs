@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dequant;
 pub mod gguf;
 pub mod layout;
 pub mod loader;

@@ -83,7 +83,7 @@ pub fn f32_values(dtype: DType, b: &[u8]) -> Vec<f32> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        packed => super::gguf::dequant::dequantize(crate::gpu::Format::of(packed).ggml_type, b)
+        packed => super::dequant::dequantize(crate::gpu::Format::of(packed).ggml_type, b)
             .expect("packed bytes are whole blocks of a type with a dequantiser"),
     }
 }

@@ -2,7 +2,7 @@
 //! tokenizer; `Model::load` turns those into a model like it does a safetensors folder.
 //!
 //! - `format`: the reader: header, metadata, tensor table, data section, ggml's type table.
-//! - `dequant`: ggml's dequantisers: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, the K-quants Q2_K, Q3_K, Q4_K,
+//! - `model::dequant` (beside this module): ggml's dequantisers: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, the K-quants Q2_K, Q3_K, Q4_K,
 //!   Q5_K, Q6_K (the tensors of Q4_K_M / Q5_K_M / Q3_K_M / ... files), computed in f32 in ggml's
 //!   order of operations; the source rounds them once to f16, and MXFP4 to bf16 (exact).
 //! - `names`: llama.cpp's tensor names and transformers', both ways, from one table.
@@ -24,7 +24,6 @@
 //! key or tensor, never a panic; the file is checked when it is opened, before any tensor is read.
 
 mod config;
-pub mod dequant;
 mod format;
 mod layout;
 mod names;
@@ -32,9 +31,9 @@ mod source;
 mod tokenizer;
 
 pub use config::SUPPORTED_ARCHS;
-pub use dequant::{
+pub use super::dequant::{
     dequant_mxfp4, dequant_q2_k, dequant_q3_k, dequant_q4_0, dequant_q4_1, dequant_q4_k, dequant_q5_0, dequant_q5_1,
-    dequant_q5_k, dequant_q6_k, dequant_q8_0, dequantize, e8m0_to_f32_half, QUANTIZED,
+    dequant_q5_k, dequant_q6_k, dequant_q8_0, dequantize, e8m0_to_f32_half, quantized,
 };
 pub use format::{
     ggml_type_name, GgufFile, TensorInfo, Value, GGML_BF16, GGML_F16, GGML_F32, GGML_MXFP4, GGML_Q2_K, GGML_Q3_K,

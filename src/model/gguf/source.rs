@@ -9,7 +9,7 @@
 //! experts), the transformers form is rebuilt. Other tensor types (the IQ* family, TQ*, Q8_K) are
 //! an error naming the tensor and its type.
 
-use super::dequant::{dequantize, QUANTIZED};
+use crate::model::dequant::{dequantize, quantized};
 use super::format::{block_layout, ggml_type_name, GgufFile, TensorInfo, GGML_BF16, GGML_F16, GGML_F32, GGML_MXFP4};
 use super::layout::{assemble_kv_b, interleave_gate_up, transpose_last2, unpermute_rows};
 use super::names::{gguf_to_hf, split_layer};
@@ -226,13 +226,13 @@ impl GgufSource {
         rows_kept: bool,
     ) -> Result<(SrcDType, Cow<'a, [u8]>)> {
         let f = &self.file;
-        let supported = matches!(t.ggml_type, GGML_F32 | GGML_F16 | GGML_BF16) || QUANTIZED.contains(&t.ggml_type);
+        let supported = matches!(t.ggml_type, GGML_F32 | GGML_F16 | GGML_BF16) || quantized().any(|q| q == t.ggml_type);
         if !supported {
             return Err(Error::Invalid(format!(
                 "{}: tensor {label} has type {}; supported: F32, F16, BF16, {}",
                 f.name(),
                 t.type_name(),
-                QUANTIZED.map(ggml_type_name).join(", ")
+                quantized().map(ggml_type_name).collect::<Vec<_>>().join(", ")
             )));
         }
         let mut bytes = f.tensor_bytes(t)?;

@@ -1,17 +1,22 @@
 //! ggml's dequantisers, in its reference formulas and order of operations: Q8_0, Q4_0, Q4_1, Q5_0,
 //! Q5_1, the K-quants Q2_K .. Q6_K, and MXFP4; [`dequantize`] picks one by type and splits large
 //! tensors over the CPU's threads.
+//!
+//! They live beside the tensor sources rather than inside `gguf` because both use them: the GGUF
+//! source to dequantise at load, `source::f32_values` to read packed tensors on the host. Types
+//! are named by their row in the weight-format table (`gpu::FORMATS`), which also gives the ggml id.
 
-use super::format::{
-    block_layout, GGML_MXFP4, GGML_Q2_K, GGML_Q3_K, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q5_0, GGML_Q5_1, GGML_Q5_K,
-    GGML_Q6_K, GGML_Q8_0,
-};
+use crate::gpu::{DType, Format};
 
-/// The block-quantised types [`dequantize`] reads: MXFP4 to bf16 (exact), the rest to f16.
-pub const QUANTIZED: [u32; 11] = [
-    GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0, GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K,
-    GGML_MXFP4,
-];
+/// The ggml type ids of the block-quantised types [`dequantize`] reads.
+pub fn quantized() -> impl Iterator<Item = u32> {
+    DType::PACKED.into_iter().map(|d| Format::of(d).ggml_type)
+}
+
+/// (elements, bytes) of one block of ggml type `t`, for the types [`dequantize`] reads.
+fn block_layout(t: u32) -> Option<(usize, usize)> {
+    Format::of_ggml(t).filter(|f| f.is_blocked()).map(|f| (f.block_elems, f.block_bytes))
+}
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
@@ -232,13 +237,10 @@ pub fn dequant_mxfp4(src: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// Dequantise a buffer of whole blocks of one of the [`QUANTIZED`] types to f32, in ggml's
+/// Dequantise a buffer of whole blocks of one of the [`quantized`] types to f32, in ggml's
 /// formulas and order of operations (f32 throughout, as ggml's `dequantize_row_*` and gguf-py's
 /// `gguf.quants`). `None` for other types and for a buffer that is not a whole number of blocks.
 pub fn dequantize(ggml_type: u32, src: &[u8]) -> Option<Vec<f32>> {
-    if !QUANTIZED.contains(&ggml_type) {
-        return None;
-    }
     let (be, bb) = block_layout(ggml_type)?;
     if !src.len().is_multiple_of(bb) {
         return None;
@@ -268,18 +270,18 @@ pub fn dequantize(ggml_type: u32, src: &[u8]) -> Option<Vec<f32>> {
 /// Dequantise whole blocks of `ggml_type` (`be` values in `bb` bytes each).
 fn dequantize_blocks(ggml_type: u32, src: &[u8], be: usize, bb: usize) -> Option<Vec<f32>> {
     let mut out = Vec::with_capacity(src.len() / bb * be);
-    match ggml_type {
-        GGML_Q8_0 => dequant_q8_0(src, &mut out),
-        GGML_Q4_0 => dequant_q4_0(src, &mut out),
-        GGML_Q4_1 => dequant_q4_1(src, &mut out),
-        GGML_Q5_0 => dequant_q5_0(src, &mut out),
-        GGML_Q5_1 => dequant_q5_1(src, &mut out),
-        GGML_Q2_K => dequant_q2_k(src, &mut out),
-        GGML_Q3_K => dequant_q3_k(src, &mut out),
-        GGML_Q4_K => dequant_q4_k(src, &mut out),
-        GGML_Q5_K => dequant_q5_k(src, &mut out),
-        GGML_Q6_K => dequant_q6_k(src, &mut out),
-        GGML_MXFP4 => dequant_mxfp4(src, &mut out),
+    match Format::of_ggml(ggml_type)?.dtype {
+        DType::Q8_0 => dequant_q8_0(src, &mut out),
+        DType::Q4_0 => dequant_q4_0(src, &mut out),
+        DType::Q4_1 => dequant_q4_1(src, &mut out),
+        DType::Q5_0 => dequant_q5_0(src, &mut out),
+        DType::Q5_1 => dequant_q5_1(src, &mut out),
+        DType::Q2_K => dequant_q2_k(src, &mut out),
+        DType::Q3_K => dequant_q3_k(src, &mut out),
+        DType::Q4_K => dequant_q4_k(src, &mut out),
+        DType::Q5_K => dequant_q5_k(src, &mut out),
+        DType::Q6_K => dequant_q6_k(src, &mut out),
+        DType::MXFP4 => dequant_mxfp4(src, &mut out),
         _ => return None,
     }
     Some(out)
