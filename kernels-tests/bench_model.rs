@@ -73,6 +73,42 @@ fn footprints_match_transformers_and_the_issue() {
     assert_eq!(synthetic::footprint(&cfg, DType::F32).data_bytes, 4 * 2_496_000);
 }
 
+/// Block-quantised synthetic weights: the bytes a token reads shrink with the format (Q4_K is 4.5
+/// bits an element, Q8_0 8.5, MXFP4 4.25; vectors and rows that are not whole blocks stay f16),
+/// the roofline counts those, and a packed tiny model runs to finite logits on the GPU.
+#[test]
+fn packed_synthetic_weights() {
+    let olmoe = synthetic::shape_config("olmoe-1b-7b").unwrap();
+    let qwen = synthetic::shape_config("qwen3-30b-a3b").unwrap();
+    for (cfg, dtype, want_gb) in [
+        (&olmoe, DType::Q4_K, 2.358 * 4.5 / 16.0),
+        (&olmoe, DType::Q8_0, 2.358 * 8.5 / 16.0),
+        (&qwen, DType::Q4_K, 6.08 * 4.5 / 16.0),
+        (&qwen, DType::MXFP4, 6.08 * 4.25 / 16.0),
+    ] {
+        let fp = synthetic::footprint(cfg, dtype);
+        let gb = fp.read_bytes_per_token * 1e-9;
+        // Norms stay f16: a fraction of a percent more than the matrices' share alone.
+        assert!((gb / want_gb - 1.0).abs() < 0.02, "{} {}: {gb} GB a token, want ~{want_gb}", cfg.model_type, dtype.name());
+        assert!(fp.gpu_bytes as f64 <= 1.02 * fp.data_bytes as f64, "{}", dtype.name());
+    }
+    let cfg = synthetic::shape_config("tiny").unwrap();
+    for dtype in [DType::Q4_K, DType::Q8_0, DType::MXFP4] {
+        let fp = synthetic::footprint(&cfg, dtype);
+        // Tiny's 128-wide expert rows are not whole K-quant super-blocks: those stay f16.
+        let f16 = synthetic::footprint(&cfg, DType::F16).data_bytes;
+        assert!(fp.data_bytes < f16 * 3 / 4, "{}: {} bytes, f16 {f16}", dtype.name(), fp.data_bytes);
+        let opts = SynthOptions { dtype, ..SynthOptions::default() };
+        let model = synthetic::model(ctx(), "tiny", &opts).unwrap();
+        let got = model.weights.gpu_bytes();
+        assert!(got <= fp.gpu_bytes && got as f64 >= 0.95 * fp.gpu_bytes as f64, "{}: {got} vs {}", dtype.name(), fp.gpu_bytes);
+        assert_eq!(model.weights.embed.dtype, dtype, "the embedding is packed");
+        let logits = model.session(16).forward(&[1, 2, 3], LogitRows::All).unwrap();
+        assert!(logits.iter().all(|x| x.is_finite()), "{}", dtype.name());
+        assert!(logits.iter().fold(0f32, |m, x| m.max(x.abs())) > 1e-3, "{}: logits all ~0", dtype.name());
+    }
+}
+
 #[test]
 fn shapes_agree_with_the_transformers_script() {
     let script = include_str!("../scripts/hf_bench.py");

@@ -1822,6 +1822,13 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     drop(src);
     std::fs::remove_file(&p).ok();
     gguf_matches_source("gpt_oss", &cfg, &overlay, &bytes, "gpt_oss", "gpt-oss MXFP4 GGUF");
+    // Loaded, the experts are the file's MXFP4 rows (gate and up rows interleaved), not bf16.
+    let model = load_temp_gguf("fixture-gpt-oss-mxfp4-packed", &bytes, "gpt_oss");
+    for l in &model.weights.layers {
+        if let wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } = &l.ffn {
+            assert_eq!((gate_up.dtype, down.dtype), (wgmoe::gpu::DType::MXFP4, wgmoe::gpu::DType::MXFP4));
+        }
+    }
 }
 
 /// Random corruption of the header, metadata and tensor table of the DeepSeek (split k_b / v_b)

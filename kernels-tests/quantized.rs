@@ -26,6 +26,53 @@ fn deepseek_v3_fp8() {
     parity("deepseek_v3_fp8", BOUND);
 }
 
+/// The experts of every MoE layer, as their weights' dtypes (gate|up, down).
+pub fn expert_dtypes(model: &Model) -> Vec<(wgmoe::gpu::DType, wgmoe::gpu::DType)> {
+    use wgmoe::model::weights::FfnWeights;
+    model
+        .weights
+        .layers
+        .iter()
+        .filter_map(|l| match &l.ffn {
+            FfnWeights::Moe { gate_up, down, .. } => Some((gate_up.dtype, down.dtype)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// gpt-oss's MXFP4 experts stay packed on the GPU (repacked into GGUF's block layout, the same
+/// bytes), and expand to bf16 only when asked.
+#[test]
+fn gpt_oss_mxfp4_experts_stay_packed() {
+    use wgmoe::gpu::DType;
+    for (packed, want) in [(true, DType::MXFP4), (false, DType::BF16)] {
+        let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
+        let opts = wgmoe::model::LoadOptions { packed };
+        let model = Model::load_with(ctx, &fixture("gpt_oss_mxfp4"), &opts, &|_, _| {}).unwrap();
+        let dtypes = expert_dtypes(&model);
+        assert!(!dtypes.is_empty() && dtypes.iter().all(|&d| d == (want, want)), "packed {packed}: {dtypes:?}");
+        if packed {
+            // Blocks and scales: the file's bytes for the experts, held as they are.
+            let experts: u64 = model
+                .weights
+                .layers
+                .iter()
+                .filter_map(|l| match &l.ffn {
+                    wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } => Some(gate_up.data_bytes() + down.data_bytes()),
+                    _ => None,
+                })
+                .sum();
+            let src = Safetensors::open_dir(&fixture("gpt_oss_mxfp4")).unwrap();
+            let file: u64 = ["gate_up_proj", "down_proj"]
+                .iter()
+                .flat_map(|t| (0..3).map(move |l| format!("model.layers.{l}.mlp.experts.{t}")))
+                .map(|n| src.get_transposed(&n).unwrap().unwrap().bytes.len() as u64)
+                .sum();
+            assert_eq!(experts, file);
+        }
+    }
+}
+
 #[test]
 fn configs_with_quantization_config_parse() {
     for name in ["gpt_oss_mxfp4", "deepseek_v3_fp8"] {

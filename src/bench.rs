@@ -190,7 +190,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         s.expert_inter,
         s.vocab,
     );
-    let wb = dtype.bytes() as f64;
+    let wb = crate::gpu::Format::of(dtype).bytes_per_elem();
     let rnd = |label: &str, rows: usize, cols: usize, group: usize, seed: u32| {
         kernels::bench::random_weight(ctx, label, dtype, rows, cols, group, seed, 0.05)
     };

@@ -94,12 +94,10 @@ impl BenchModelOptions {
 
 /// A `--dtype` value of a synthetic model: f16, bf16 or f32 (any case).
 pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s.to_ascii_lowercase().as_str() {
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        "f32" => Ok(DType::F32),
-        _ => Err(Error::Invalid(format!("unknown --dtype {s:?}: use f16, bf16 or f32"))),
-    }
+    DType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = crate::gpu::FORMATS.iter().map(|f| f.name).collect();
+        Error::Invalid(format!("unknown --dtype {s:?}: use one of {}", names.join(", ")))
+    })
 }
 
 /// What the report says about the model.

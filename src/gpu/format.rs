@@ -126,6 +126,11 @@ impl Format {
         FORMATS.iter().find(|f| f.ggml_type == t)
     }
 
+    /// Bytes an element takes on average in a checkpoint row (0.5625 for Q4_K).
+    pub fn bytes_per_elem(&self) -> f64 {
+        self.block_bytes as f64 / self.block_elems as f64
+    }
+
     /// Whether rows are blocks kept as the checkpoint stores them.
     pub fn is_blocked(&self) -> bool {
         self.block_elems > 1

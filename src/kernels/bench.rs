@@ -101,6 +101,9 @@ pub fn random_weight(
     seed: u32,
     scale: f32,
 ) -> Result<Weight> {
+    if dtype.is_packed() {
+        return random_blocks(ctx, label, dtype, rows, cols, group_rows, seed, scale);
+    }
     if !cols.is_multiple_of(dtype.elems_per_vec4()) || group_rows == 0 || !rows.is_multiple_of(group_rows) {
         return Err(Error::Invalid(format!(
             "{label}: random weights need whole row groups and cols ({cols}) a multiple of {}",
@@ -130,6 +133,34 @@ pub fn random_weight(
             vec![p.clone()],
         );
         ctx.submit(&[&d]);
+    }
+    ctx.wait()?;
+    Ok(w)
+}
+
+/// Random blocks of a block-quantised `dtype` ([`crate::gpu::Format::random_rows`]: values about
+/// `scale`), made on the host a slab of rows at a time (a GPU fill would have to know every
+/// format's scale fields).
+#[allow(clippy::too_many_arguments)]
+fn random_blocks(
+    ctx: &Context,
+    label: &str,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    group_rows: usize,
+    seed: u32,
+    scale: f32,
+) -> Result<Weight> {
+    let f = crate::gpu::Format::of(dtype);
+    let w = Weight::alloc(ctx, label, dtype, rows, cols, group_rows, ctx.caps.max_storage_binding)?;
+    let slab = ((64 << 20) / f.row_stride(cols).max(1)).max(1);
+    for first in (0..rows).step_by(slab) {
+        let n = slab.min(rows - first);
+        let bytes = f
+            .random_rows(n, cols, (seed as u64) << 32 | first as u64, scale)
+            .ok_or_else(|| Error::Invalid(format!("{label}: {cols} is not whole {} blocks", f.name)))?;
+        w.write_rows(ctx, first, &bytes)?;
     }
     ctx.wait()?;
     Ok(w)

@@ -48,7 +48,8 @@ pub fn open(path: &Path) -> Result<(ModelConfig, Box<dyn TensorSource>)> {
 /// [`open`] with explicit [`LoadOptions`].
 pub fn open_with(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, Box<dyn TensorSource>)> {
     if is_dir(path)? {
-        let (config, src) = open_dir(path)?;
+        let (config, mut src) = open_dir(path)?;
+        src.packed = opts.packed;
         Ok((config, Box::new(src)))
     } else {
         let (config, mut src) = gguf::open(path)?;

@@ -15,7 +15,7 @@
 use super::config::{Attention, Ffn, ModelConfig, QkNorm};
 use super::weights::{AttnWeights, FfnWeights, LayerWeights, Linear, MlaQueryB, ModelWeights, SharedWeights};
 use crate::error::Result;
-use crate::gpu::{DType, Weight};
+use crate::gpu::DType;
 
 /// The layout of a model: [`ModelWeights`] with a [`Spec`] at every leaf.
 pub type Layout = ModelWeights<Spec, Spec>;
@@ -159,12 +159,22 @@ impl Spec {
         Self { read, ..self }
     }
 
-    /// The element type when the weights are `weights`.
+    /// The element type when the weights are `weights`. Block-quantised weights are for
+    /// matrices of whole blocks; vectors (norm gains, biases) and other rows take f16, as a
+    /// quantised file keeps its vectors in float.
     pub fn dtype(&self, weights: DType) -> DType {
         match self.precision {
+            Precision::Weights if weights.is_packed() && !self.takes_blocks(weights) => DType::F16,
             Precision::Weights => weights,
             Precision::F32 => DType::F32,
         }
+    }
+
+    /// Whether this is a matrix whose rows are whole blocks of `dtype`.
+    fn takes_blocks(&self, dtype: DType) -> bool {
+        let vector = matches!(&self.source, Source::Tensor { shape, .. } if shape.len() == 1)
+            || matches!(self.source, Source::Biases(_));
+        !vector && !matches!(self.init, Init::Norm) && dtype.row_bytes(self.cols).is_some()
     }
 
     pub fn params(&self) -> u64 {
@@ -173,14 +183,28 @@ impl Spec {
 
     /// Bytes of real data (unpadded) when the weights are `weights`.
     pub fn data_bytes(&self, weights: DType) -> u64 {
-        self.params() * self.dtype(weights).bytes() as u64
+        (self.rows * self.row_bytes(weights)) as u64
+    }
+
+    /// Bytes of one checkpoint row when the weights are `weights`.
+    fn row_bytes(&self, weights: DType) -> usize {
+        self.dtype(weights).row_bytes(self.cols).unwrap_or(0)
     }
 
     /// Bytes on the GPU, row padding included (what [`Weight::gpu_bytes`] reports).
     pub fn gpu_bytes(&self, weights: DType, leaf: Leaf) -> u64 {
         match leaf {
             Leaf::Tensor => (self.params() * 4).max(16).next_multiple_of(16),
-            Leaf::Weight => (self.rows * Weight::row_words(self.dtype(weights), self.cols) * 4) as u64,
+            Leaf::Weight => {
+                let f = crate::gpu::Format::of(self.dtype(weights));
+                let rows = (self.rows * f.row_stride(self.cols)) as u64;
+                // Block formats keep a zero word past each chunk's rows (one chunk, mostly).
+                if f.is_blocked() {
+                    (rows + 16).next_multiple_of(16)
+                } else {
+                    rows
+                }
+            }
         }
     }
 
@@ -189,7 +213,7 @@ impl Spec {
         let all = self.data_bytes(weights) as f64;
         match self.read {
             Read::All => all,
-            Read::Row => (self.cols * self.dtype(weights).bytes()) as f64,
+            Read::Row => self.row_bytes(weights) as f64,
             Read::Experts { top_k, experts } => all * top_k.min(experts) as f64 / experts as f64,
         }
     }

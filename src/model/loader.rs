@@ -81,6 +81,23 @@ impl Make for Loader<'_> {
 
 impl Loader<'_> {
     fn make_weight(&mut self, s: &Spec) -> Result<Weight> {
+        // gpt-oss's experts where the source has them as packed `[out, in]` rows already.
+        if let Source::Experts {
+            experts,
+            routed,
+            shared: None,
+        } = &s.source
+        {
+            if let Some(t) = self.rows_of_transposed(routed) {
+                let t = t?;
+                t.expect_shape(&[*experts, s.group_rows, s.cols])?;
+                let w = self.alloc(s, t.gpu_dtype()?)?;
+                w.write_rows(self.ctx, 0, &t.bytes)?;
+                drop(t);
+                self.tick();
+                return Ok(w);
+            }
+        }
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
             Source::Stacked(parts) => {
@@ -206,6 +223,14 @@ impl Loader<'_> {
         t.expect_shape(shape)?;
         t.gpu_dtype()?;
         Ok(t)
+    }
+
+    /// Transposed experts (gpt-oss) the source holds as `[out, in]` rows already, packed.
+    fn rows_of_transposed(&self, routed: &Routed) -> Option<Result<RawTensor<'_>>> {
+        match routed {
+            Routed::Transposed(name) => self.src.get_transposed(name),
+            _ => None,
+        }
     }
 
     /// The dtype one weight made of `parts` (name, shape) is stored in: theirs when they agree;

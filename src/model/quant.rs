@@ -96,6 +96,23 @@ pub fn mxfp4_to_bf16_transposed(blocks: &[u8], scales: &[u8], experts: usize, ro
     out
 }
 
+/// gpt-oss experts on disk (`blocks [.., 16]` with `scales [..]`, one per block; byte j holds
+/// elements 2j (low nibble) and 2j + 1) as GGUF's MXFP4 blocks (17 bytes: the E8M0 scale, then
+/// byte j holding elements j and j + 16), the layout the GPU reads packed. The scale byte means the
+/// same in both (`2^(s - 127)` times the E2M1 value).
+pub fn mxfp4_to_gguf_blocks(blocks: &[u8], scales: &[u8]) -> Vec<u8> {
+    assert_eq!(blocks.len(), scales.len() * 16, "MXFP4 blocks length");
+    let mut out = vec![0u8; scales.len() * 17];
+    for ((dst, src), &s) in out.chunks_exact_mut(17).zip(blocks.chunks_exact(16)).zip(scales) {
+        dst[0] = s;
+        let nibble = |k: usize| (src[k / 2] >> (4 * (k % 2))) & 0xF;
+        for j in 0..16 {
+            dst[1 + j] = nibble(j) | (nibble(j + 16) << 4);
+        }
+    }
+    out
+}
+
 /// Fill `out`, made of `unit`-byte independent units (an expert, a row), with `f(unit index,
 /// unit bytes)` on every CPU thread: dequantising a large model's tensors is minutes on one.
 fn par_units(out: &mut [u8], unit: usize, f: impl Fn(usize, &mut [u8]) + Sync) {

@@ -40,6 +40,9 @@ pub struct Safetensors {
     entries: HashMap<String, Entry>,
     /// FP8 scale tile `[rows, cols]`.
     fp8_block: [usize; 2],
+    /// Serve gpt-oss's MXFP4 experts as their blocks where asked for rows
+    /// ([`TensorSource::get_transposed`]); else only dequantised.
+    pub packed: bool,
 }
 
 /// The shard that `model.safetensors.index.json` names for `tensor`: a path inside the model
@@ -98,6 +101,7 @@ impl Safetensors {
             maps: Vec::new(),
             entries: HashMap::new(),
             fp8_block: fp8_block_size(dir)?,
+            packed: true,
         };
         for f in files {
             s.add_file(&f)?;
@@ -156,6 +160,11 @@ impl TensorSource for Safetensors {
             "tensor {name} is missing from {}",
             self.all_files()
         )))
+    }
+
+    fn get_transposed(&self, name: &str) -> Option<Result<RawTensor<'_>>> {
+        let blocks = self.entries.get(&format!("{name}_blocks")).filter(|_| self.packed)?;
+        Some(self.mxfp4_rows(name, blocks))
     }
 
     fn names(&self) -> Vec<String> {
@@ -258,6 +267,31 @@ impl Safetensors {
     /// gpt-oss MXFP4 experts: `{name}_blocks [E, R, G, 16]` + `{name}_scales [E, R, G]` served as
     /// bf16 `[E, 32 G, R]`.
     fn mxfp4_dequantised(&self, name: &str, b: &Entry) -> Result<RawTensor<'_>> {
+        let (blocks, scales, [e, r, g]) = self.mxfp4_parts(name, b)?;
+        let bytes = quant::mxfp4_to_bf16_transposed(blocks, scales, e, r, g);
+        Ok(RawTensor {
+            name: name.to_string(),
+            file: self.file(b),
+            dtype: SrcDType::BF16,
+            shape: vec![e, g * 32, r],
+            bytes: Cow::Owned(bytes),
+        })
+    }
+
+    /// The same experts as their `[E, R, 32 G]` rows of MXFP4 blocks (GGUF's block layout).
+    fn mxfp4_rows(&self, name: &str, b: &Entry) -> Result<RawTensor<'_>> {
+        let (blocks, scales, [e, r, g]) = self.mxfp4_parts(name, b)?;
+        Ok(RawTensor {
+            name: name.to_string(),
+            file: self.file(b),
+            dtype: SrcDType::Packed(crate::gpu::DType::MXFP4),
+            shape: vec![e, r, g * 32],
+            bytes: Cow::Owned(quant::mxfp4_to_gguf_blocks(blocks, scales)),
+        })
+    }
+
+    /// The checked blocks and scales of an MXFP4 tensor, and `[E, R, G]`.
+    fn mxfp4_parts(&self, name: &str, b: &Entry) -> Result<(&[u8], &[u8], [usize; 3])> {
         let bname = format!("{name}_blocks");
         let sname = format!("{name}_scales");
         let bad = |e: &Entry, n: &str, why: String| Error::Invalid(format!("{}: MXFP4 tensor {n} {why}", self.file(e)));
@@ -290,14 +324,7 @@ impl Safetensors {
                 ),
             ));
         }
-        let bytes = quant::mxfp4_to_bf16_transposed(self.bytes(b), self.bytes(s), e, r, g);
-        Ok(RawTensor {
-            name: name.to_string(),
-            file: self.file(b),
-            dtype: SrcDType::BF16,
-            shape: vec![e, g * 32, r],
-            bytes: Cow::Owned(bytes),
-        })
+        Ok((self.bytes(b), self.bytes(s), [e, r, g]))
     }
 
     /// A DeepSeek-V3 FP8 weight with its block scales, served as bf16.

@@ -93,6 +93,13 @@ pub trait TensorSource {
     /// The tensor, or an error naming it and the file(s) searched.
     fn get(&self, name: &str) -> Result<RawTensor<'_>>;
     fn names(&self) -> Vec<String>;
+    /// `name`, a `[.., in, out]` tensor stored for `x @ W` (gpt-oss's experts), as `[.., out, in]`
+    /// rows when the file holds it that way (llama.cpp's GGUF; gpt-oss's MXFP4 blocks), kept in
+    /// its block-quantised type: what the loader would otherwise make by dequantising `get(name)`
+    /// and transposing it back. `None`: no such form here, use `get`.
+    fn get_transposed(&self, _name: &str) -> Option<Result<RawTensor<'_>>> {
+        None
+    }
     /// The bytes every tensor takes in the file(s), as stored (quantised blocks, scales): what a
     /// runtime that kept them as they are would hold. `None` for sources that are no file.
     fn stored_bytes(&self) -> Option<u64> {

@@ -401,6 +401,59 @@ impl TensorSource for GgufSource {
         self.names.keys().cloned().collect()
     }
 
+    /// gpt-oss's experts as llama.cpp stores them, `[out, in]` rows: `down_proj` is
+    /// `ffn_down_exps [E, D, I]` as it is, `gate_up_proj` the rows of `ffn_gate_exps` and
+    /// `ffn_up_exps [E, I, D]` interleaved (gate row i, then up row i). Only for block-quantised
+    /// tensors served packed; float ones take the transposing path of `get`.
+    fn get_transposed<'a>(&'a self, name: &str) -> Option<Result<RawTensor<'a>>> {
+        let m = self.names.get(name).filter(|_| self.packed)?;
+        let f = &self.file;
+        let t = &f.tensors[m.tensor];
+        let blocked = |t: &TensorInfo| crate::gpu::Format::of_ggml(t.ggml_type).filter(|x| x.is_blocked());
+        let format = blocked(t)?;
+        let label = format!("{} ({name})", t.name);
+        let packed = |shape: Vec<usize>, bytes: Cow<'a, [u8]>| RawTensor {
+            name: name.to_string(),
+            file: f.name(),
+            dtype: SrcDType::Packed(format.dtype),
+            shape,
+            bytes,
+        };
+        match &m.form {
+            Form::Transpose => Some(self.decode(t, &label, None, true).map(|(_, b)| packed(t.shape(), b))),
+            Form::Interleave { up, transpose: true } => {
+                let u = &f.tensors[*up];
+                if u.ggml_type != t.ggml_type || u.dims != t.dims {
+                    return None;
+                }
+                let shape = t.shape();
+                let [e, i_, d] = shape[..] else {
+                    return None;
+                };
+                Some((|| {
+                    let (_, g) = self.decode(t, &label, None, true)?;
+                    let (_, up) = self.decode(u, &label, None, true)?;
+                    let row = g.len() / (e * i_).max(1);
+                    if row == 0 || g.len() != row * e * i_ || up.len() != g.len() {
+                        return Err(Error::Invalid(format!(
+                            "{}: tensor {label}: {} and {} bytes are not {e} x {i_} rows",
+                            f.name(),
+                            g.len(),
+                            up.len()
+                        )));
+                    }
+                    let mut out = Vec::with_capacity(2 * g.len());
+                    for (gr, ur) in g.chunks_exact(row).zip(up.chunks_exact(row)) {
+                        out.extend_from_slice(gr);
+                        out.extend_from_slice(ur);
+                    }
+                    Ok(packed(vec![e, 2 * i_, d], Cow::Owned(out)))
+                })())
+            }
+            _ => None,
+        }
+    }
+
     fn stored_bytes(&self) -> Option<u64> {
         Some(self.file.tensors.iter().map(|t| t.size as u64).sum())
     }
