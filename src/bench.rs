@@ -14,8 +14,9 @@ pub struct BenchOptions {
     /// Model shapes (see [`shape`]): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b,
     /// or tiny (a small shape for software adapters and CI).
     pub shapes: Vec<String>,
-    /// Weight precision: f32, f16 or bf16.
-    pub dtype: DType,
+    /// Weight formats, one row per kernel, shape and format (f16, bf16, f32, q4_k, q8_0, mxfp4,
+    /// ...); a matrix whose rows are not whole blocks takes [`DType::for_row`]'s fallback.
+    pub dtypes: Vec<DType>,
     /// Minimum GPU time per measurement, in milliseconds (a kernel is repeated to reach it).
     pub min_ms: f64,
     /// Only kernels whose name contains this.
@@ -26,7 +27,7 @@ impl Default for BenchOptions {
     fn default() -> Self {
         Self {
             shapes: vec!["tiny".into()],
-            dtype: DType::F16,
+            dtypes: vec![DType::F16],
             min_ms: 20.0,
             filter: None,
         }
@@ -87,6 +88,8 @@ pub fn shape(name: &str) -> Result<Shape> {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub shape: String,
+    /// The weight format asked for.
+    pub dtype: DType,
     pub kernel: String,
     pub detail: String,
     pub us: f64,
@@ -158,16 +161,9 @@ pub fn dispatch_overhead(ctx: &Context, timer: &GpuTimer) -> Result<f64> {
     Ok(s.min(s2) / 1000.0)
 }
 
-/// A `--dtype` value: f32, f16 or bf16.
+/// A `--dtype` value: any weight format (f16, bf16, f32, q4_k, q8_0, mxfp4, ...).
 pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        _ => Err(crate::Error::Invalid(format!(
-            "unknown --dtype {s:?}: use f32, f16 or bf16"
-        ))),
-    }
+    DType::from_arg(s)
 }
 
 /// Prefill rows in the prefill forms of the kernels (llama-bench's pp512).
@@ -190,15 +186,17 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         s.expert_inter,
         s.vocab,
     );
-    let wb = crate::gpu::Format::of(dtype).bytes_per_elem();
+    // Matrices take `dtype` (or llama.cpp's fallback for rows that are not whole blocks), vectors
+    // a float type, as in a quantised file.
     let rnd = |label: &str, rows: usize, cols: usize, group: usize, seed: u32| {
-        kernels::bench::random_weight(ctx, label, dtype, rows, cols, group, seed, 0.05)
+        kernels::bench::random_weight(ctx, label, dtype.for_row(cols), rows, cols, group, seed, 0.05)
     };
+    let vector_dtype = if dtype.is_packed() { DType::F16 } else { dtype };
     let act = |n: usize| Tensor::zeros(ctx, "act", n);
     let x = act(PREFILL * d.max(2 * inter).max(h * hd));
     let y = act(PREFILL * d.max(2 * inter).max(h * hd).max(e));
 
-    let norm_w = rnd("norm", 1, d, 1, 1)?;
+    let norm_w = kernels::bench::random_weight(ctx, "norm", vector_dtype, 1, d, 1, 1, 0.05)?;
     for t in [1usize, PREFILL] {
         let shape = kernels::rmsnorm::NormShape::new(t, d, 1e-6);
         let n = kernels::rmsnorm::rmsnorm(ctx, shape, &x, None, &norm_w, kernels::rmsnorm::NormOut::To(&y))?;
@@ -206,7 +204,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             kernel: "rmsnorm",
             detail: format!("T={t} D={d}"),
             dispatches: vec![n],
-            bytes: (t * d * 8) as f64 + d as f64 * wb,
+            bytes: (t * d * 8) as f64 + norm_w.data_bytes() as f64,
             flops: (t * d * 4) as f64,
         });
     }
@@ -301,6 +299,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             accumulate: true,
         };
         let used = (t * k).min(e) as f64;
+        let per_expert = (gate_up.data_bytes() + down.data_bytes()) as f64 / e as f64;
         let experts = kernels::moe::Experts {
             gate_up: &gate_up,
             down: &down,
@@ -310,9 +309,13 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         let dispatches = kernels::moe::moe(ctx, spec, experts, &x, &ids, &weights, &y)?;
         out.push(Case {
             kernel: "moe",
-            detail: format!("E={e} k={k} D={d} I={inter} T={t}{}", coop_tag(&dispatches)),
+            detail: format!(
+                "E={e} k={k} D={d} I={inter} T={t}{}{}",
+                if down.dtype != gate_up.dtype { format!(" down {}", down.dtype.name()) } else { String::new() },
+                coop_tag(&dispatches)
+            ),
             dispatches,
-            bytes: used * (3 * inter * d) as f64 * wb + (t * d * 8) as f64,
+            bytes: used * per_expert + (t * d * 8) as f64,
             flops: (t * k * 6 * inter * d) as f64,
         });
     }
@@ -385,7 +388,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         kernel: "embedding",
         detail: format!("V={vocab} D={d} T=1"),
         dispatches: kernels::embedding::embedding(ctx, &embed, &ids, 1, &y)?,
-        bytes: d as f64 * (wb + 4.0),
+        bytes: (embed.data_bytes() / vocab as u64) as f64 + d as f64 * 4.0,
         flops: 0.0,
     });
     let sw = kernels::swiglu::SwigluSpec::new(
@@ -435,7 +438,6 @@ pub struct Report {
     pub backend: String,
     /// The driver's name and version.
     pub driver: String,
-    pub dtype: DType,
     /// Whether the times come from GPU timestamps (else the wall clock).
     pub gpu_timestamps: bool,
     /// Measured copy bandwidth, GB/s (0 when nothing was measured).
@@ -465,7 +467,6 @@ pub fn report(ctx: &Context, opts: &BenchOptions) -> Result<Report> {
         adapter: ctx.info.name.clone(),
         backend: ctx.backend_name().to_string(),
         driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info),
-        dtype: opts.dtype,
         gpu_timestamps: timer.is_gpu(),
         copy_gbs: rows.first().map_or(0.0, |r| r.copy_gbs),
         dispatch_us: overhead * 1e6,
@@ -480,20 +481,28 @@ pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
     let copy_gbs = copy_bandwidth(ctx, &timer, opts.min_ms)? * 1e-9;
     let mut rows = Vec::new();
     for s in &shapes {
-        for case in cases(ctx, s, opts.dtype)? {
-            if opts.filter.as_deref().is_some_and(|f| !case.kernel.contains(f)) {
-                continue;
-            }
-            let secs = time_dispatches(ctx, &timer, &case.dispatches, opts.min_ms)?;
-            rows.push(Row {
-                shape: s.name.to_string(),
+        for &dtype in &opts.dtypes {
+            for case in cases(ctx, s, dtype)? {
+                if opts.filter.as_deref().is_some_and(|f| !case.kernel.contains(f)) {
+                    continue;
+                }
+                // Kernels that read no matrix weights are the same in every format: once.
+                let reads_weights = matches!(case.kernel, "matvec" | "gemm" | "moe" | "embedding");
+                if dtype != opts.dtypes[0] && !reads_weights {
+                    continue;
+                }
+                let secs = time_dispatches(ctx, &timer, &case.dispatches, opts.min_ms)?;
+                rows.push(Row {
+                    shape: s.name.to_string(),
+                    dtype,
                 kernel: case.kernel.to_string(),
-                detail: case.detail,
-                us: secs * 1e6,
-                bytes: case.bytes,
-                flops: case.flops,
-                copy_gbs,
-            });
+                    detail: case.detail,
+                    us: secs * 1e6,
+                    bytes: case.bytes,
+                    flops: case.flops,
+                    copy_gbs,
+                });
+            }
         }
     }
     Ok(rows)

@@ -92,12 +92,10 @@ impl BenchModelOptions {
     }
 }
 
-/// A `--dtype` value of a synthetic model: f16, bf16 or f32 (any case).
+/// A `--dtype` value of a synthetic model: any weight format (f16, bf16, f32, q4_k, q8_0, mxfp4,
+/// ...; any case).
 pub fn parse_dtype(s: &str) -> Result<DType> {
-    DType::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = crate::gpu::FORMATS.iter().map(|f| f.name).collect();
-        Error::Invalid(format!("unknown --dtype {s:?}: use one of {}", names.join(", ")))
-    })
+    DType::from_arg(s)
 }
 
 /// What the report says about the model.

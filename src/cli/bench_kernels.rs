@@ -18,9 +18,11 @@ pub struct BenchKernelsArgs {
         default_value = "olmoe-1b-7b,qwen3-30b-a3b,deepseek-v2-lite,gpt-oss-20b"
     )]
     pub shapes: Vec<String>,
-    /// Weight precision: f32, f16 or bf16.
-    #[arg(long, default_value = "f16")]
-    pub dtype: String,
+    /// Weight formats, comma-separated, a row per kernel and format: f16, bf16, f32, q8_0, q4_0,
+    /// q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4 (rows that are not whole blocks take
+    /// llama.cpp's fallback format, named in the row).
+    #[arg(long, value_delimiter = ',', default_value = "f16")]
+    pub dtype: Vec<String>,
     /// Minimum GPU time per measurement, in milliseconds (a kernel is repeated to reach it).
     #[arg(long, default_value_t = 20.0)]
     pub min_ms: f64,
@@ -34,7 +36,7 @@ pub fn run(opts: &DeviceOptions, args: &BenchKernelsArgs) -> Result<()> {
     let ctx = Context::new(opts)?;
     let options = BenchOptions {
         shapes: args.shapes.clone(),
-        dtype: bench::parse_dtype(&args.dtype)?,
+        dtypes: args.dtype.iter().map(|d| bench::parse_dtype(d)).collect::<Result<_>>()?,
         min_ms: args.min_ms,
         filter: args.filter.clone(),
     };
@@ -55,12 +57,11 @@ fn to_json(r: &Report) -> serde_json::Value {
         "adapter": r.adapter,
         "backend": r.backend,
         "driver": r.driver,
-        "dtype": r.dtype.name(),
         "clock": r.clock(),
         "copy_gbs": r.copy_gbs,
         "dispatch_us": r.dispatch_us,
         "kernels": r.rows.iter().map(|r| serde_json::json!({
-            "shape": r.shape, "kernel": r.kernel, "detail": r.detail, "us": r.us,
+            "shape": r.shape, "dtype": r.dtype.name(), "kernel": r.kernel, "detail": r.detail, "us": r.us,
             "gbs": r.gbs(), "gflops": r.gflops(), "roofline": r.roofline(),
         })).collect::<Vec<_>>(),
     })
@@ -70,18 +71,18 @@ fn to_json(r: &Report) -> serde_json::Value {
 fn table(r: &Report) -> String {
     let mut s = format!("adapter: {} ({}, {})\n", r.adapter, r.backend, r.driver);
     s += &format!(
-        "timing: {}; weights {}; copy bandwidth {:.1} GB/s; dependent dispatch {:.2} us\n\n",
+        "timing: {}; copy bandwidth {:.1} GB/s; dependent dispatch {:.2} us\n\n",
         r.clock(),
-        r.dtype.name(),
         r.copy_gbs,
         r.dispatch_us
     );
-    s += "| shape | kernel | detail | us | GB/s | GFLOP/s | of copy BW |\n";
-    s += "|---|---|---|---:|---:|---:|---:|\n";
+    s += "| shape | weights | kernel | detail | us | GB/s | GFLOP/s | of copy BW |\n";
+    s += "|---|---|---|---|---:|---:|---:|---:|\n";
     for k in &r.rows {
         s += &format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0}% |\n",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0}% |\n",
             k.shape,
+            k.dtype.name(),
             k.kernel,
             k.detail,
             k.us,

@@ -65,6 +65,36 @@ impl DType {
             .map(|f| f.dtype)
     }
 
+    /// The type a row of `cols` elements takes when this one is asked for: itself when the row is
+    /// whole blocks, else llama.cpp's quantiser's fallback for such rows (`llama-quant.cpp`:
+    /// Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> IQ4_NL, which wgmoe reads as Q4_0's
+    /// size until it has IQ4_NL), and f16 when even that does not fit.
+    pub fn for_row(self, cols: usize) -> DType {
+        if self.row_bytes(cols).is_some() {
+            return self;
+        }
+        let fallback = match self {
+            DType::Q2_K | DType::Q3_K => DType::Q4_0,
+            DType::Q4_K => DType::Q5_0,
+            DType::Q5_K => DType::Q5_1,
+            DType::Q6_K => DType::Q8_0,
+            _ => DType::F16,
+        };
+        if fallback.row_bytes(cols).is_some() {
+            fallback
+        } else {
+            DType::F16
+        }
+    }
+
+    /// The `--dtype` value `s`, or an error listing the formats.
+    pub fn from_arg(s: &str) -> Result<DType> {
+        DType::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = super::FORMATS.iter().map(|f| f.name).collect();
+            Error::Invalid(format!("unknown --dtype {s:?}: use one of {}", names.join(", ")))
+        })
+    }
+
     /// Whether this is a block-quantised type (read by [`Format::row_bytes`], not per element).
     pub fn is_packed(self) -> bool {
         Format::of(self).block_elems > 1

@@ -160,21 +160,21 @@ impl Spec {
     }
 
     /// The element type when the weights are `weights`. Block-quantised weights are for
-    /// matrices of whole blocks; vectors (norm gains, biases) and other rows take f16, as a
-    /// quantised file keeps its vectors in float.
+    /// matrices: rows that are not whole blocks take llama.cpp's fallback type
+    /// ([`DType::for_row`]), and vectors (norm gains, biases) f16, as a quantised file has them.
     pub fn dtype(&self, weights: DType) -> DType {
         match self.precision {
-            Precision::Weights if weights.is_packed() && !self.takes_blocks(weights) => DType::F16,
-            Precision::Weights => weights,
+            Precision::Weights if weights.is_packed() && self.is_vector() => DType::F16,
+            Precision::Weights => weights.for_row(self.cols),
             Precision::F32 => DType::F32,
         }
     }
 
-    /// Whether this is a matrix whose rows are whole blocks of `dtype`.
-    fn takes_blocks(&self, dtype: DType) -> bool {
-        let vector = matches!(&self.source, Source::Tensor { shape, .. } if shape.len() == 1)
-            || matches!(self.source, Source::Biases(_));
-        !vector && !matches!(self.init, Init::Norm) && dtype.row_bytes(self.cols).is_some()
+    /// Norm gains, biases and other vectors (which quantised files keep in float).
+    fn is_vector(&self) -> bool {
+        matches!(&self.source, Source::Tensor { shape, .. } if shape.len() == 1)
+            || matches!(self.source, Source::Biases(_))
+            || matches!(self.init, Init::Norm)
     }
 
     pub fn params(&self) -> u64 {
