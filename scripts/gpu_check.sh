@@ -18,7 +18,7 @@ if [ "${1:-}" = "--prepare" ]; then
     cp target/release/wgmoe .dev/
     # The newest test binary of each GPU-heavy kernel suite (cargo names them <suite>-<hash>);
     # these need no files. Stripped, so everything fits the 64 MiB a run may carry.
-    for t in attention matmul moe router qkv mla sampling pipelines; do
+    for t in attention matmul moe packed router qkv mla sampling pipelines; do
         f=$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)
         cp "$f" ".dev/test-$t"
     done
@@ -76,6 +76,9 @@ done
 step kernel benchmark
 timeout 300 $w bench-kernels --json > "$out/kernels.json" 2>"$out/kernels.err"
 timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | tee "$out/kernels.md"
+# Packed weights: the decode GEMVs and expert kernels per format (issue 10's >= 70% of copy
+# bandwidth targets for q4_k, q8_0 and mxfp4).
+timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b --dtype q4_k,q8_0,mxfp4 --filter m 2>&1 | tee "$out/kernels-packed.md"
 # The prefill GEMMs on the portable tiles, against the cooperative-matrix rows above.
 WGMOE_COOP_MATRIX=0 timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | grep -E 'gemm|moe' | tee "$out/kernels-tiled.md"
 
@@ -88,6 +91,10 @@ for s in olmoe-1b-7b qwen3-30b-a3b; do
     timeout 300 $w bench --synthetic "$s" -p 0 -n 128 -r 3 -d 8192 --kv-cache q8 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
     # Prefill on the portable tiles, against the cooperative-matrix default above.
     WGMOE_COOP_MATRIX=0 timeout 300 $w bench --synthetic "$s" -n 0 -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
+    # Packed weights (issue 10: OLMoE Q4_K tg128 >= 1.8x its f16 tg128).
+    for q in q4_k q8_0 mxfp4; do
+        timeout 300 $w bench --synthetic "$s" --dtype $q -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
+    done
 done
 
 fi

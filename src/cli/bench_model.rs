@@ -31,7 +31,9 @@ pub struct BenchArgs {
     /// Repetitions of each test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
-    /// Weight precision of a synthetic model: f16, bf16 or f32.
+    /// Weight format of a synthetic model: f16, bf16, f32, or a block-quantised format kept packed
+    /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4; rows that are not whole
+    /// blocks take llama.cpp's fallback format, vectors f16).
     #[arg(long, default_value = "f16")]
     pub dtype: String,
     /// Print a JSON array (llama-bench's fields) instead of the markdown table.
