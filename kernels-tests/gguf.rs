@@ -2151,3 +2151,24 @@ fn large_tensors_dequantise_the_same_on_many_threads() {
         );
     }
 }
+
+/// IQ4_NL and IQ4_XS dequantised bit for bit as gguf-py does it, on random blocks with every kind
+/// of scale (`scripts/iq4_reference.py`: `iq4.bin`, `iq4.json`).
+#[test]
+fn iq4_dequantisers_match_gguf_py_bit_for_bit() {
+    let index = json("iq4.json");
+    let blob = std::fs::read(data("iq4.bin")).unwrap();
+    for (name, e) in index.as_object().unwrap() {
+        let at = |k: &str| e[k].as_u64().unwrap() as usize;
+        let raw = &blob[at("raw")..at("raw") + at("blocks") * at("block_bytes")];
+        let want: Vec<u32> = blob[at("values")..at("values") + 4 * at("count")]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let got = gguf::dequantize(at("id") as u32, raw).unwrap_or_else(|| panic!("{name}: no dequantiser"));
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), *w, "{name}: element {i}: {g} vs {}", f32::from_bits(*w));
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub enum DType {
     Q4_K,
     Q5_K,
     Q6_K,
+    IQ4_NL,
+    IQ4_XS,
     MXFP4,
 }
 
@@ -34,7 +36,7 @@ impl DType {
     pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
     /// The block-quantised types, kept packed on the GPU.
-    pub const PACKED: [DType; 11] = [
+    pub const PACKED: [DType; 13] = [
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
@@ -45,6 +47,8 @@ impl DType {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
         DType::MXFP4,
     ];
 
@@ -67,14 +71,14 @@ impl DType {
 
     /// The type a row of `cols` elements takes when this one is asked for: itself when the row is
     /// whole blocks, else llama.cpp's quantiser's fallback for such rows (`llama-quant.cpp`:
-    /// Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> IQ4_NL, which wgmoe reads as Q4_0's
-    /// size until it has IQ4_NL), and f16 when even that does not fit.
+    /// Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K / IQ4_XS -> IQ4_NL), and f16 when even
+    /// that does not fit.
     pub fn for_row(self, cols: usize) -> DType {
         if self.row_bytes(cols).is_some() {
             return self;
         }
         let fallback = match self {
-            DType::Q2_K | DType::Q3_K => DType::Q4_0,
+            DType::Q2_K | DType::Q3_K | DType::IQ4_XS => DType::IQ4_NL,
             DType::Q4_K => DType::Q5_0,
             DType::Q5_K => DType::Q5_1,
             DType::Q6_K => DType::Q8_0,

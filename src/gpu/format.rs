@@ -62,6 +62,7 @@ pub type RepackRow = fn(src: &[u8], dst: &mut [u8]);
 
 const BLOCKS: &str = include_str!("../../shaders/formats/blocks.wgsl");
 const KQUANT_SCALES: &str = include_str!("../../shaders/formats/kquant_scales.wgsl");
+const IQ4_KVALUES: &str = include_str!("../../shaders/formats/iq4_kvalues.wgsl");
 
 const fn float(name: &'static str, dtype: DType, bytes: usize, wgsl: &'static [&'static str], coop: bool, ggml: u32) -> Format {
     Format {
@@ -109,6 +110,8 @@ pub const FORMATS: &[Format] = &[
     blocks("q4_k", DType::Q4_K, 256, 144, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q4_k.wgsl")], 12),
     blocks("q5_k", DType::Q5_K, 256, 176, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q5_k.wgsl")], 13),
     blocks("q6_k", DType::Q6_K, 256, 210, &[BLOCKS, include_str!("../../shaders/formats/q6_k.wgsl")], 14),
+    blocks("iq4_nl", DType::IQ4_NL, 32, 18, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_nl.wgsl")], 20),
+    blocks("iq4_xs", DType::IQ4_XS, 256, 136, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_xs.wgsl")], 23),
     blocks("mxfp4", DType::MXFP4, 32, 17, &[BLOCKS, include_str!("../../shaders/formats/mxfp4.wgsl")], 39),
 ];
 
@@ -207,6 +210,8 @@ impl Format {
             DType::Q3_K => (&[108], 64.0),
             DType::Q4_K | DType::Q5_K => (&[0, 2], 256.0),
             DType::Q6_K => (&[208], 1024.0),
+            DType::IQ4_NL => (&[0], 64.0),
+            DType::IQ4_XS => (&[0], 1024.0),
             _ => (&[], 1.0),
         };
         for block in out.chunks_exact_mut(self.block_bytes) {

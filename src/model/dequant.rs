@@ -1,5 +1,5 @@
 //! ggml's dequantisers, in its reference formulas and order of operations: Q8_0, Q4_0, Q4_1, Q5_0,
-//! Q5_1, the K-quants Q2_K .. Q6_K, and MXFP4; [`dequantize`] picks one by type and splits large
+//! Q5_1, the K-quants Q2_K .. Q6_K, IQ4_NL, IQ4_XS and MXFP4; [`dequantize`] picks one by type and splits large
 //! tensors over the CPU's threads.
 //!
 //! They live beside the tensor sources rather than inside `gguf` because both use them: the GGUF
@@ -209,6 +209,40 @@ pub fn dequant_q6_k(src: &[u8], out: &mut Vec<f32>) {
     }
 }
 
+/// IQ4_NL / IQ4_XS's non-linear 4-bit grid (ggml's `kvalues_iq4nl`).
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// IQ4_NL: blocks of 32 = f16 `d` + 16 bytes, nibbles as Q4_0 (element j low nibble of byte j,
+/// element j + 16 its high nibble); `x = d * kvalues[q]` (ggml's `dequantize_row_iq4_nl`).
+pub fn dequant_iq4_nl(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(18) {
+        let d = f16_at(b, 0);
+        let qs = &b[2..18];
+        out.extend(qs.iter().map(|&q| d * KVALUES_IQ4NL[(q & 0xF) as usize] as f32));
+        out.extend(qs.iter().map(|&q| d * KVALUES_IQ4NL[(q >> 4) as usize] as f32));
+    }
+}
+
+/// IQ4_XS: super-blocks of 256 = f16 `d`, u16 `scales_h`, 4 bytes `scales_l`, 128 bytes of
+/// nibbles. Sub-block `s` (32 elements) has the 6-bit scale `ls` = nibble `s` of `scales_l` plus
+/// bits `2s..2s+2` of `scales_h` as its top two bits, and its nibbles in `qs[16s..16s + 16]` as
+/// IQ4_NL's; `x = (d * (ls - 32)) * kvalues[q]` (ggml's `dequantize_row_iq4_xs`).
+pub fn dequant_iq4_xs(src: &[u8], out: &mut Vec<f32>) {
+    for b in src.chunks_exact(136) {
+        let d = f16_at(b, 0);
+        let scales_h = u16::from_le_bytes([b[2], b[3]]) as u32;
+        let (scales_l, qs) = (&b[4..8], &b[8..136]);
+        for s in 0..8 {
+            let lo = (scales_l[s / 2] >> (4 * (s % 2))) & 0xF;
+            let hi = (scales_h >> (2 * s)) & 3;
+            let dl = d * ((lo as u32 | (hi << 4)) as i32 - 32) as f32;
+            let q = &qs[16 * s..16 * s + 16];
+            out.extend(q.iter().map(|&x| dl * KVALUES_IQ4NL[(x & 0xF) as usize] as f32));
+            out.extend(q.iter().map(|&x| dl * KVALUES_IQ4NL[(x >> 4) as usize] as f32));
+        }
+    }
+}
+
 /// E2M1 values doubled (ggml's `kvalues_mxfp4`), to be multiplied by half the E8M0 scale.
 const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
@@ -281,6 +315,8 @@ fn dequantize_blocks(ggml_type: u32, src: &[u8], be: usize, bb: usize) -> Option
         DType::Q4_K => dequant_q4_k(src, &mut out),
         DType::Q5_K => dequant_q5_k(src, &mut out),
         DType::Q6_K => dequant_q6_k(src, &mut out),
+        DType::IQ4_NL => dequant_iq4_nl(src, &mut out),
+        DType::IQ4_XS => dequant_iq4_xs(src, &mut out),
         DType::MXFP4 => dequant_mxfp4(src, &mut out),
         _ => return None,
     }
