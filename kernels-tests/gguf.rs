@@ -796,7 +796,7 @@ fn smollm2_logits_and_greedy_answer() {
     let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let t0 = std::time::Instant::now();
     // transformers ran on the weights rounded to f16: the dequantising load is that model.
-    let dequantised = wgmoe::model::LoadOptions { packed: false };
+    let dequantised = wgmoe::model::LoadOptions { packed: false, ..Default::default() };
     let model = Model::load_with(ctx, &smollm2(), &dequantised, &|_, _| {}).unwrap();
     eprintln!("load: {:.1} s", t0.elapsed().as_secs_f32());
     let vocab = model.config.vocab;
@@ -1158,7 +1158,7 @@ fn packed_matches_dequantised(name: &str, arch: &str) {
     let tokens = reference(name).tokens;
     let run = |p: &Path, packed: bool| {
         let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-        let m = Model::load_with(ctx, p, &wgmoe::model::LoadOptions { packed }, &|_, _| {}).unwrap();
+        let m = Model::load_with(ctx, p, &wgmoe::model::LoadOptions { packed, ..Default::default() }, &|_, _| {}).unwrap();
         let mut s = m.session(64);
         let logits = s.forward(&tokens, LogitRows::All).unwrap();
         let vocab = m.config.vocab;

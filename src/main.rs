@@ -62,6 +62,11 @@ struct ModelArg {
     /// For comparing against the packed kernels.
     #[arg(long)]
     dequantize: bool,
+    /// Quantise a 16/32-bit checkpoint's matrices at load, kept packed on the GPU: q8_0, q4_0,
+    /// q5_0 or q4_k (ggml's reference quantisers; routers and vectors stay as they are; q4_k rows
+    /// that are not whole 256-blocks take q5_0, as llama.cpp's quantiser does).
+    #[arg(long)]
+    quantize: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -195,6 +200,7 @@ fn load_model(opts: &DeviceOptions, arg: &ModelArg) -> Result<Model> {
     };
     let load = wgmoe::model::LoadOptions {
         packed: !arg.dequantize,
+        quantize: arg.quantize.as_deref().map(gpu::DType::from_arg).transpose()?,
     };
     let model = Model::load_with(ctx, path, &load, &progress)?;
     bar.finish_and_clear();

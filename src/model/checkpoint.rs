@@ -32,11 +32,20 @@ pub struct LoadOptions {
     /// stores them (the default). `false` expands them to f16 (MXFP4 to bf16) at load, as wgmoe did
     /// before it read them packed: about 3.5x the GPU memory for 4-bit files, kept for comparing.
     pub packed: bool,
+    /// Quantise 16/32-bit matrices at load to this block format (Q8_0, Q4_0, Q5_0 or Q4_K, see
+    /// [`crate::model::quantize`]), for users who have only the safetensors: matrices whose rows are
+    /// not whole blocks take llama.cpp's fallback format; vectors, MoE routers and weights that
+    /// must be rearranged as values (MLA's absorbed blocks, gpt-oss's transposed experts) stay as
+    /// they are, as llama.cpp's quantiser leaves routers and vectors.
+    pub quantize: Option<crate::gpu::DType>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { packed: true }
+        Self {
+            packed: true,
+            quantize: None,
+        }
     }
 }
 
@@ -47,6 +56,16 @@ pub fn open(path: &Path) -> Result<(ModelConfig, Box<dyn TensorSource>)> {
 
 /// [`open`] with explicit [`LoadOptions`].
 pub fn open_with(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, Box<dyn TensorSource>)> {
+    if let Some(q) = opts.quantize {
+        if !super::quantize::QUANTIZERS.contains(&q) {
+            let names: Vec<&str> = super::quantize::QUANTIZERS.iter().map(|d| d.name()).collect();
+            return Err(Error::Invalid(format!(
+                "--quantize {}: wgmoe quantises to {}",
+                q.name(),
+                names.join(", ")
+            )));
+        }
+    }
     if is_dir(path)? {
         let (config, mut src) = open_dir(path)?;
         src.packed = opts.packed;

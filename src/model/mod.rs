@@ -8,6 +8,7 @@ pub mod layout;
 pub mod loader;
 pub mod plan;
 pub mod quant;
+pub mod quantize;
 pub mod safetensors;
 pub mod source;
 pub mod synthetic;
@@ -54,7 +55,13 @@ impl Model {
     ) -> Result<Self> {
         crate::error::guard(&format!("loading {}", path.display()), || {
             let (config, src) = checkpoint::open_with(path, opts)?;
-            Self::from_source(ctx, config, src.as_ref(), progress)
+            match opts.quantize {
+                Some(q) => {
+                    let src = quantize::Quantized::new(src.as_ref(), q, &config);
+                    Self::from_source(ctx, config, &src, progress)
+                }
+                None => Self::from_source(ctx, config, src.as_ref(), progress),
+            }
         })
     }
 
