@@ -35,6 +35,30 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// `--quantize` through the CLI: the weights line shows the quantised size, and the logits equal
+/// the library's load with the same option; an unknown format is an error naming the choices.
+#[test]
+fn logits_with_quantize_at_load() {
+    let name = "qwen3_moe";
+    let tokens = reference(name).tokens;
+    let list = tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let dir = scratch("quantize");
+    let out = dir.join("logits-q8_0.bin");
+    let model = fixture(name);
+    let m = model.to_str().unwrap();
+    let (ok, _, err) = wgmoe(&["logits", "--model", m, "--tokens", &list, "--out", out.to_str().unwrap(), "--quantize", "q8_0"]);
+    assert!(ok, "{err}");
+    let line = err.lines().find(|l| l.starts_with("GPU weights: ")).unwrap_or_else(|| panic!("{err}"));
+    let ctx = wgmoe::gpu::Context::from_env().unwrap();
+    let opts = wgmoe::model::LoadOptions { quantize: Some(wgmoe::gpu::DType::Q8_0), ..Default::default() };
+    let lib = wgmoe::model::Model::load_with(ctx, &model, &opts, &|_, _| {}).unwrap();
+    assert_eq!(line, lib.weights_line());
+    let want = lib.session(64).forward(&tokens, wgmoe::model::plan::LogitRows::All).unwrap();
+    assert_eq!(read_f32(&out), want, "the CLI's logits are the library's");
+    let (ok, _, err) = wgmoe(&["logits", "--model", m, "--tokens", &list, "--out", out.to_str().unwrap(), "--quantize", "q3"]);
+    assert!(!ok && err.contains("q3") && err.contains("q4_k"), "{err}");
+}
+
 #[test]
 fn logits_file_matches_transformers_in_both_paths() {
     let name = "deepseek_v2_lite";
