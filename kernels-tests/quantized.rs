@@ -399,3 +399,64 @@ fn quantize_to_a_format_without_a_quantiser_is_an_error() {
     let e = Model::load_with(ctx, &fixture("llama"), &opts, &|_, _| {}).err().unwrap().to_string();
     assert!(e.contains("q6_k") && e.contains("q4_k"), "{e}");
 }
+
+/// DeepSeek-V3's FP8 at the released tile size (128x128, widths multiples of 128): served packed
+/// (the tile's scale and the 128 bytes of each row block, 132 bytes for 128 values), with exactly
+/// the values the dequantising path gives (each product rounded once to bf16), and uploaded
+/// weights computing with them; a width that is not whole 128-blocks falls back to bf16.
+#[test]
+fn fp8_served_packed_at_the_released_tile_size() {
+    use wgmoe::gpu::{DType, Tensor, Weight};
+    let dir = std::env::temp_dir().join(format!("wgmoe-fp8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}}"#,
+    )
+    .unwrap();
+    let mut rng = common::Rng::new(3);
+    let (rows, cols) = (200, 256);
+    // Every e4m3 code but NaN.
+    let w: Vec<u8> = (0..rows * cols)
+        .map(|_| rng.below(256) as u8)
+        .map(|q| if q & 0x7F == 0x7F { q - 1 } else { q })
+        .collect();
+    let scale: Vec<f32> = (0..4).map(|_| 1e-3 * (1.0 + rng.unit() as f32)).collect();
+    let narrow: Vec<u8> = w[..rows * 64].to_vec();
+    let scale_bytes: Vec<u8> = bytemuck::cast_slice(&scale).to_vec();
+    let one_scale: Vec<u8> = bytemuck::cast_slice(&scale[..2]).to_vec();
+    let tensors = vec![
+        ("w.weight".to_string(), safetensors::Dtype::F8_E4M3, vec![rows, cols], w.clone()),
+        ("w.weight_scale_inv".to_string(), safetensors::Dtype::F32, vec![2, 2], scale_bytes),
+        ("n.weight".to_string(), safetensors::Dtype::F8_E4M3, vec![rows, 64], narrow),
+        ("n.weight_scale_inv".to_string(), safetensors::Dtype::F32, vec![2, 1], one_scale),
+    ];
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+
+    let mut src = Safetensors::open_dir(&dir).unwrap();
+    let packed = src.get("w.weight").unwrap();
+    assert_eq!((packed.dtype.clone(), packed.shape.clone()), (SrcDType::Packed(DType::FP8), vec![rows, cols]));
+    assert_eq!(packed.bytes.len(), rows * cols / 128 * 132);
+    assert_eq!(src.get("n.weight").unwrap().dtype, SrcDType::BF16, "64 wide: not whole 128-blocks");
+    let got = packed.to_f32().unwrap();
+    let bytes = packed.bytes.to_vec();
+    src.packed = false;
+    let want = src.get("w.weight").unwrap().to_f32().unwrap();
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "packed values differ from the bf16 path");
+
+    // On the GPU: y = W x with the packed weight against the bf16 values.
+    let ctx = common::native();
+    let wt = Weight::upload(ctx, "w", DType::FP8, rows, cols, 1, &bytes).unwrap();
+    let x = rng.vec(cols, 1.0);
+    let (xt, yt) = (Tensor::from_f32(ctx, "x", &x), Tensor::zeros(ctx, "y", rows));
+    let ds = wgmoe::kernels::matmul::matmul(ctx, wgmoe::kernels::matmul::MatmulSpec::packed(1, &wt), &xt, &wt, None, &yt).unwrap();
+    ctx.submit(&ds.iter().collect::<Vec<_>>());
+    let y = yt.read_f32(ctx).unwrap();
+    let reference: Vec<f64> = (0..rows).map(|r| (0..cols).map(|c| want[r * cols + c] as f64 * x[c] as f64).sum()).collect();
+    common::assert_nmse("fp8 matvec", &y, &reference, 1e-9);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -29,6 +29,8 @@ pub enum DType {
     IQ4_NL,
     IQ4_XS,
     MXFP4,
+    /// DeepSeek-V3's block-scaled float8 e4m3fn: 128 values of a row with their tile's f32 scale.
+    FP8,
 }
 
 impl DType {
@@ -36,7 +38,7 @@ impl DType {
     pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
     /// The block-quantised types, kept packed on the GPU.
-    pub const PACKED: [DType; 13] = [
+    pub const PACKED: [DType; 14] = [
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
@@ -50,6 +52,7 @@ impl DType {
         DType::IQ4_NL,
         DType::IQ4_XS,
         DType::MXFP4,
+        DType::FP8,
     ];
 
     /// The shaders' code for this precision (`DT_F32` ... in the prelude, generated from this):
@@ -88,6 +91,17 @@ impl DType {
             fallback
         } else {
             DType::F16
+        }
+    }
+
+    /// The float type block-quantised values are expanded to where they cannot stay packed: bf16
+    /// for MXFP4 and FP8 (whose checkpoints' own dequantisation is bf16; MXFP4 is exact in it), f16
+    /// for GGUF's other formats (ggml's scales are f16); float types are themselves.
+    pub fn widened(self) -> DType {
+        match self {
+            DType::MXFP4 | DType::FP8 => DType::BF16,
+            d if d.is_packed() => DType::F16,
+            d => d,
         }
     }
 

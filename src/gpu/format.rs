@@ -53,8 +53,8 @@ pub struct Format {
     /// row, zeroed). `None`: the row is stored as the checkpoint has it, zero-padded to whole words
     /// for float formats.
     pub repack_row: Option<RepackRow>,
-    /// The GGUF (ggml) type id of this format.
-    pub ggml_type: u32,
+    /// The GGUF (ggml) type id of this format, if GGUF has it.
+    pub ggml_type: Option<u32>,
 }
 
 /// One checkpoint row (`src`) into its stored words (`dst`, zeroed).
@@ -64,7 +64,7 @@ const BLOCKS: &str = include_str!("../../shaders/formats/blocks.wgsl");
 const KQUANT_SCALES: &str = include_str!("../../shaders/formats/kquant_scales.wgsl");
 const IQ4_KVALUES: &str = include_str!("../../shaders/formats/iq4_kvalues.wgsl");
 
-const fn float(name: &'static str, dtype: DType, bytes: usize, wgsl: &'static [&'static str], coop: bool, ggml: u32) -> Format {
+const fn float(name: &'static str, dtype: DType, bytes: usize, wgsl: &'static [&'static str], coop: bool, ggml: Option<u32>) -> Format {
     Format {
         name,
         dtype,
@@ -78,7 +78,7 @@ const fn float(name: &'static str, dtype: DType, bytes: usize, wgsl: &'static [&
     }
 }
 
-const fn blocks(name: &'static str, dtype: DType, elems: usize, bytes: usize, wgsl: &'static [&'static str], ggml: u32) -> Format {
+const fn blocks(name: &'static str, dtype: DType, elems: usize, bytes: usize, wgsl: &'static [&'static str], ggml: Option<u32>) -> Format {
     Format {
         name,
         dtype,
@@ -95,24 +95,26 @@ const fn blocks(name: &'static str, dtype: DType, elems: usize, bytes: usize, wg
 }
 
 pub const FORMATS: &[Format] = &[
-    float("f32", DType::F32, 4, &[include_str!("../../shaders/formats/f32.wgsl")], false, 0),
-    float("f16", DType::F16, 2, &[include_str!("../../shaders/formats/f16.wgsl")], true, 1),
+    float("f32", DType::F32, 4, &[include_str!("../../shaders/formats/f32.wgsl")], false, Some(0)),
+    float("f16", DType::F16, 2, &[include_str!("../../shaders/formats/f16.wgsl")], true, Some(1)),
     // bf16 -> f16 rounds: the cooperative path holds activations to f16 as well (its tests and
     // parity bounds say so).
-    float("bf16", DType::BF16, 2, &[include_str!("../../shaders/formats/bf16.wgsl")], true, 30),
-    blocks("q8_0", DType::Q8_0, 32, 34, &[BLOCKS, include_str!("../../shaders/formats/q8_0.wgsl")], 8),
-    blocks("q4_0", DType::Q4_0, 32, 18, &[BLOCKS, include_str!("../../shaders/formats/q4_0.wgsl")], 2),
-    blocks("q4_1", DType::Q4_1, 32, 20, &[BLOCKS, include_str!("../../shaders/formats/q4_1.wgsl")], 3),
-    blocks("q5_0", DType::Q5_0, 32, 22, &[BLOCKS, include_str!("../../shaders/formats/q5_0.wgsl")], 6),
-    blocks("q5_1", DType::Q5_1, 32, 24, &[BLOCKS, include_str!("../../shaders/formats/q5_1.wgsl")], 7),
-    blocks("q2_k", DType::Q2_K, 256, 84, &[BLOCKS, include_str!("../../shaders/formats/q2_k.wgsl")], 10),
-    blocks("q3_k", DType::Q3_K, 256, 110, &[BLOCKS, include_str!("../../shaders/formats/q3_k.wgsl")], 11),
-    blocks("q4_k", DType::Q4_K, 256, 144, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q4_k.wgsl")], 12),
-    blocks("q5_k", DType::Q5_K, 256, 176, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q5_k.wgsl")], 13),
-    blocks("q6_k", DType::Q6_K, 256, 210, &[BLOCKS, include_str!("../../shaders/formats/q6_k.wgsl")], 14),
-    blocks("iq4_nl", DType::IQ4_NL, 32, 18, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_nl.wgsl")], 20),
-    blocks("iq4_xs", DType::IQ4_XS, 256, 136, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_xs.wgsl")], 23),
-    blocks("mxfp4", DType::MXFP4, 32, 17, &[BLOCKS, include_str!("../../shaders/formats/mxfp4.wgsl")], 39),
+    float("bf16", DType::BF16, 2, &[include_str!("../../shaders/formats/bf16.wgsl")], true, Some(30)),
+    blocks("q8_0", DType::Q8_0, 32, 34, &[BLOCKS, include_str!("../../shaders/formats/q8_0.wgsl")], Some(8)),
+    blocks("q4_0", DType::Q4_0, 32, 18, &[BLOCKS, include_str!("../../shaders/formats/q4_0.wgsl")], Some(2)),
+    blocks("q4_1", DType::Q4_1, 32, 20, &[BLOCKS, include_str!("../../shaders/formats/q4_1.wgsl")], Some(3)),
+    blocks("q5_0", DType::Q5_0, 32, 22, &[BLOCKS, include_str!("../../shaders/formats/q5_0.wgsl")], Some(6)),
+    blocks("q5_1", DType::Q5_1, 32, 24, &[BLOCKS, include_str!("../../shaders/formats/q5_1.wgsl")], Some(7)),
+    blocks("q2_k", DType::Q2_K, 256, 84, &[BLOCKS, include_str!("../../shaders/formats/q2_k.wgsl")], Some(10)),
+    blocks("q3_k", DType::Q3_K, 256, 110, &[BLOCKS, include_str!("../../shaders/formats/q3_k.wgsl")], Some(11)),
+    blocks("q4_k", DType::Q4_K, 256, 144, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q4_k.wgsl")], Some(12)),
+    blocks("q5_k", DType::Q5_K, 256, 176, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q5_k.wgsl")], Some(13)),
+    blocks("q6_k", DType::Q6_K, 256, 210, &[BLOCKS, include_str!("../../shaders/formats/q6_k.wgsl")], Some(14)),
+    blocks("iq4_nl", DType::IQ4_NL, 32, 18, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_nl.wgsl")], Some(20)),
+    blocks("iq4_xs", DType::IQ4_XS, 256, 136, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_xs.wgsl")], Some(23)),
+    blocks("mxfp4", DType::MXFP4, 32, 17, &[BLOCKS, include_str!("../../shaders/formats/mxfp4.wgsl")], Some(39)),
+    // Not a GGUF type: DeepSeek-V3's FP8 checkpoints repacked per row (src/model/quant.rs).
+    blocks("fp8", DType::FP8, 128, 132, &[BLOCKS, include_str!("../../shaders/formats/fp8.wgsl")], None),
 ];
 
 impl Format {
@@ -126,7 +128,7 @@ impl Format {
 
     /// The format of GGUF (ggml) type `t`, if wgmoe reads it packed.
     pub fn of_ggml(t: u32) -> Option<&'static Format> {
-        FORMATS.iter().find(|f| f.ggml_type == t)
+        FORMATS.iter().find(|f| f.ggml_type == Some(t))
     }
 
     /// Bytes an element takes on average in a checkpoint row (0.5625 for Q4_K).
@@ -212,6 +214,7 @@ impl Format {
             DType::Q6_K => (&[208], 1024.0),
             DType::IQ4_NL => (&[0], 64.0),
             DType::IQ4_XS => (&[0], 1024.0),
+            DType::FP8 => (&[], 1.0),
             _ => (&[], 1.0),
         };
         for block in out.chunks_exact_mut(self.block_bytes) {
@@ -222,6 +225,15 @@ impl Format {
             for &o in f16s {
                 let d = half::f16::from_f32(scale / typical * (0.5 + unit(next())));
                 block[o..o + 2].copy_from_slice(&d.to_le_bytes());
+            }
+            if self.dtype == DType::FP8 {
+                // The tile scale (f32), and no NaN codes (S.1111.111) among the values.
+                block[..4].copy_from_slice(&(scale / 64.0 * (0.5 + unit(next()))).to_le_bytes());
+                for q in &mut block[4..] {
+                    if *q & 0x7F == 0x7F {
+                        *q -= 1;
+                    }
+                }
             }
             if self.dtype == DType::MXFP4 {
                 // x = kvalue * 2^(e - 128), kvalues up to 12: e near 128 + log2(scale / 4).

@@ -10,7 +10,7 @@ use crate::gpu::{DType, Format};
 
 /// The ggml type ids of the block-quantised types [`dequantize`] reads.
 pub fn quantized() -> impl Iterator<Item = u32> {
-    DType::PACKED.into_iter().map(|d| Format::of(d).ggml_type)
+    DType::PACKED.into_iter().filter_map(|d| Format::of(d).ggml_type)
 }
 
 /// (elements, bytes) of one block of ggml type `t`, for the types [`dequantize`] reads.

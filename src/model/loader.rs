@@ -234,8 +234,9 @@ impl Loader<'_> {
     }
 
     /// The dtype one weight made of `parts` (name, shape) is stored in: theirs when they agree;
-    /// when they differ, the first part's float type, or f16 when one is block-quantised (two
-    /// block formats cannot share rows of one weight).
+    /// when they differ, the first part's float type, or, when one is block-quantised (two block
+    /// formats cannot share rows of one weight), the float type they all widen to
+    /// ([`DType::widened`]), else f32 if one is f32, else f16.
     fn common_dtype<'n>(&self, parts: impl IntoIterator<Item = (&'n str, Vec<usize>)>) -> Result<DType> {
         let mut dtypes = Vec::new();
         for (name, shape) in parts {
@@ -245,7 +246,10 @@ impl Loader<'_> {
         Ok(if dtypes.iter().all(|&d| d == first) {
             first
         } else if dtypes.iter().any(|d| d.is_packed()) {
-            if dtypes.contains(&DType::F32) {
+            let wide = first.widened();
+            if dtypes.iter().all(|d| d.widened() == wide) {
+                wide
+            } else if dtypes.contains(&DType::F32) {
                 DType::F32
             } else {
                 DType::F16
@@ -265,7 +269,7 @@ impl Loader<'_> {
             // Transposed: values, not rows of blocks.
             Routed::Transposed(name) => {
                 let d = self.raw(name, &[e, cols, group])?.gpu_dtype()?;
-                return Ok(if d.is_packed() { DType::F16 } else { d });
+                return Ok(d.widened());
             }
         };
         if let Some(f) = shared {
@@ -280,7 +284,7 @@ impl Loader<'_> {
         let dtype = self.common_dtype(parts)?;
         // The shared down projection is cut into column ranges of I: whole blocks, or values.
         let cut = matches!(shared, Some(f) if matches!(f.part, FoldedPart::Down(_)) && !f.inter.is_multiple_of(crate::gpu::Format::of(dtype).block_elems));
-        Ok(if cut { DType::F16 } else { dtype })
+        Ok(if cut { dtype.widened() } else { dtype })
     }
 
     /// A matrix `[rows, cols]` (a vector is `[1, n]`).

@@ -155,6 +155,47 @@ pub fn fp8_block_to_bf16(w: &[u8], rows: usize, cols: usize, scale_inv: &[f32], 
     out
 }
 
+/// Elements of one packed FP8 block: a row's 128 consecutive values sharing one scale (the
+/// checkpoints' 128-wide tiles), stored as the f32 scale then the 128 e4m3fn bytes (132 bytes).
+pub const FP8_BLOCK: usize = 128;
+
+/// A block-scaled FP8 e4m3fn matrix (`[rows, cols]`, `cols` a multiple of 128, tiles `block` with
+/// a width that is a multiple of 128) as packed FP8 blocks: per row, per 128 columns, the tile's
+/// f32 `scale_inv` then the 128 bytes as stored. `None` where the tiles do not allow it.
+pub fn fp8_to_blocks(w: &[u8], rows: usize, cols: usize, scale_inv: &[f32], block: [usize; 2]) -> Option<Vec<u8>> {
+    let [bh, bw] = block;
+    if !cols.is_multiple_of(FP8_BLOCK) || bw == 0 || bh == 0 || !bw.is_multiple_of(FP8_BLOCK) {
+        return None;
+    }
+    let gc = cols.div_ceil(bw);
+    if w.len() != rows * cols || scale_inv.len() != rows.div_ceil(bh) * gc {
+        return None;
+    }
+    let per_row = cols / FP8_BLOCK * (FP8_BLOCK + 4);
+    let mut out = vec![0u8; rows * per_row];
+    par_units(&mut out, per_row, |i, dst| {
+        for (b, blk) in dst.chunks_exact_mut(FP8_BLOCK + 4).enumerate() {
+            let j = b * FP8_BLOCK;
+            blk[..4].copy_from_slice(&scale_inv[(i / bh) * gc + j / bw].to_le_bytes());
+            blk[4..].copy_from_slice(&w[i * cols + j..i * cols + j + FP8_BLOCK]);
+        }
+    });
+    Some(out)
+}
+
+/// Packed FP8 blocks ([`fp8_to_blocks`]) to their values: `fp8(q) * scale` rounded once to bf16,
+/// the values the dequantising path ([`fp8_block_to_bf16`]) gives, which is what the GPU's
+/// `w_load` computes too.
+pub fn fp8_blocks_to_f32(b: &[u8]) -> Vec<f32> {
+    let lut = fp8_e4m3fn_table();
+    let mut out = Vec::with_capacity(b.len() / (FP8_BLOCK + 4) * FP8_BLOCK);
+    for blk in b.chunks_exact(FP8_BLOCK + 4) {
+        let s = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+        out.extend(blk[4..].iter().map(|&q| bf16::from_f32(lut[q as usize] * s).to_f32()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,8 @@ pub struct Safetensors {
     entries: HashMap<String, Entry>,
     /// FP8 scale tile `[rows, cols]`.
     fp8_block: [usize; 2],
-    /// Serve gpt-oss's MXFP4 experts as their blocks where asked for rows
+    /// Serve DeepSeek-V3's FP8 weights as packed FP8 blocks where their tiles allow, and
+    /// gpt-oss's MXFP4 experts as their blocks where asked for rows
     /// ([`TensorSource::get_transposed`]); else only dequantised.
     pub packed: bool,
 }
@@ -355,6 +356,19 @@ impl Safetensors {
             SrcDType::F32 | SrcDType::BF16 | SrcDType::F16 => self.raw(&sname, s).to_f32()?,
             other => return Err(bad(s, &sname, format!("has type {other:?}; expected F32"))),
         };
+        // Kept packed where every 128 values of a row share one tile (the released checkpoints:
+        // 128x128 tiles, widths that are multiples of 128); else dequantised to bf16.
+        if self.packed {
+            if let Some(bytes) = quant::fp8_to_blocks(self.bytes(w), rows, cols, &scale, self.fp8_block) {
+                return Ok(RawTensor {
+                    name: name.to_string(),
+                    file: self.file(w),
+                    dtype: SrcDType::Packed(crate::gpu::DType::FP8),
+                    shape: vec![rows, cols],
+                    bytes: Cow::Owned(bytes),
+                });
+            }
+        }
         let bytes = quant::fp8_block_to_bf16(self.bytes(w), rows, cols, &scale, self.fp8_block);
         Ok(RawTensor {
             name: name.to_string(),

@@ -55,17 +55,22 @@ impl RawTensor<'_> {
         Ok(f32_values(self.gpu_dtype()?, &self.bytes))
     }
 
-    /// This tensor with block-quantised values dequantised to f16 (what a form that is not whole
-    /// rows of blocks needs: a transposition, a column slice); float tensors as they are.
+    /// This tensor with block-quantised values dequantised to a float type ([`DType::widened`]:
+    /// what a form that is not whole rows of blocks needs, a transposition, a column slice); float
+    /// tensors as they are.
     pub fn widened(self) -> Result<Self> {
         let dtype = self.gpu_dtype()?;
         if !dtype.is_packed() {
             return Ok(self);
         }
         let values = self.to_f32()?;
+        let wide = dtype.widened();
         Ok(Self {
-            dtype: SrcDType::F16,
-            bytes: Cow::Owned(DType::F16.encode(&values)),
+            dtype: match wide {
+                DType::BF16 => SrcDType::BF16,
+                _ => SrcDType::F16,
+            },
+            bytes: Cow::Owned(wide.encode(&values)),
             ..self
         })
     }
@@ -83,7 +88,10 @@ pub fn f32_values(dtype: DType, b: &[u8]) -> Vec<f32> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        packed => super::dequant::dequantize(crate::gpu::Format::of(packed).ggml_type, b)
+        DType::FP8 => super::quant::fp8_blocks_to_f32(b),
+        packed => crate::gpu::Format::of(packed)
+            .ggml_type
+            .and_then(|t| super::dequant::dequantize(t, b))
             .expect("packed bytes are whole blocks of a type with a dequantiser"),
     }
 }
