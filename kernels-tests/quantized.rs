@@ -425,7 +425,7 @@ fn fp8_served_packed_at_the_released_tile_size() {
     let narrow: Vec<u8> = w[..rows * 64].to_vec();
     let scale_bytes: Vec<u8> = bytemuck::cast_slice(&scale).to_vec();
     let one_scale: Vec<u8> = bytemuck::cast_slice(&scale[..2]).to_vec();
-    let tensors = vec![
+    let tensors = [
         ("w.weight".to_string(), safetensors::Dtype::F8_E4M3, vec![rows, cols], w.clone()),
         ("w.weight_scale_inv".to_string(), safetensors::Dtype::F32, vec![2, 2], scale_bytes),
         ("n.weight".to_string(), safetensors::Dtype::F8_E4M3, vec![rows, 64], narrow),

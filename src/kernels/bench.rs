@@ -91,6 +91,7 @@ pub fn chain(ctx: &Context, dst: &wgpu::Buffer) -> Dispatch {
 /// A weight `[rows, cols]` of uniform random values in `[-scale, scale)`, made on the GPU.
 /// `cols` must fill whole 16-byte groups, so the padding that real shapes never have cannot
 /// hold random values a kernel might read.
+#[allow(clippy::too_many_arguments)]
 pub fn random_weight(
     ctx: &Context,
     label: &str,
