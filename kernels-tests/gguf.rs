@@ -1076,7 +1076,7 @@ fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
 }
 
 /// [`fixture_to_gguf`], with `quantised` the matrices as a quantised file has them: routed
-/// experts Q4_0, the other matrices Q8_0 (rows of whole 32-blocks; the router and vectors stay
+/// experts and attn_v Q4_0, the other matrices Q8_0 (rows of whole 32-blocks; the router and vectors stay
 /// F32, as llama.cpp's quantiser keeps them).
 fn fixture_to_gguf_with(name: &str, arch: &str, quant: Quant) -> Vec<u8> {
     let cfg = fixture_config(name);
@@ -1126,7 +1126,9 @@ fn fixture_to_gguf_with(name: &str, arch: &str, quant: Quant) -> Vec<u8> {
         };
         let matrix = shape.len() >= 2 && shape[shape.len() - 1] % 32 == 0 && !g.contains("ffn_gate_inp");
         if quant != Quant::None && matrix {
-            let (ty, bytes) = if g.contains("_exps") {
+            // Routed experts and attn_v Q4_0 (a Q4_K_M file's attn_v differs from attn_q/k too:
+            // the q|k|v stack mixes formats).
+            let (ty, bytes) = if g.contains("_exps") || g.contains(".attn_v.") {
                 (2, quantize_q4_0(&values))
             } else {
                 (8, quantize_q8_0(&values))
@@ -1168,11 +1170,16 @@ fn packed_matches_dequantised(name: &str, arch: &str) {
             next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
             greedy.push(next);
         }
-        (logits, greedy, m.weights.gpu_bytes(), m.file_tensor_bytes.unwrap())
+        let mixed = m.weights.layers.iter().any(|l| match &l.attn {
+            wgmoe::model::weights::AttnWeights::Gqa { qkv, .. } => !qkv.w.is_uniform(),
+            _ => false,
+        });
+        (logits, greedy, m.weights.gpu_bytes(), m.file_tensor_bytes.unwrap(), mixed)
     };
-    let (packed, greedy_packed, gpu_packed, file) = run(&blocks, true);
+    let (packed, greedy_packed, gpu_packed, file, mixed) = run(&blocks, true);
     let (exact, greedy_exact, ..) = run(&values, true);
-    let (wide, greedy_wide, gpu_wide, _) = run(&blocks, false);
+    let (wide, greedy_wide, gpu_wide, ..) = run(&blocks, false);
+    assert!(mixed, "{name}: q|k|v in Q8_0 and Q4_0 parts stay packed as a mixed stack");
     std::fs::remove_file(&blocks).ok();
     std::fs::remove_file(&values).ok();
     let err_exact = max_abs_diff(&packed, &exact);
@@ -1185,6 +1192,7 @@ fn packed_matches_dequantised(name: &str, arch: &str) {
     assert!(err <= F16_BOUND, "{name}: packed vs dequantised to f16: logits differ by {err}");
     assert_eq!(greedy_packed, greedy_wide, "{name}: greedy tokens, packed vs f16");
     assert!(gpu_packed < gpu_wide, "{name}: packed weights take {gpu_packed} bytes, dequantised {gpu_wide}");
+    assert!(gpu_packed as f64 <= 1.05 * file as f64, "{name}: packed weights take {gpu_packed} bytes, the file's {file}");
 }
 
 #[test]

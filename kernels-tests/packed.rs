@@ -216,3 +216,44 @@ fn rows_that_are_not_whole_blocks_are_errors() {
         assert!(err.contains("expected"), "{err}");
     }
 }
+
+/// A stack of parts in different formats (a Q4_K_M file's q|k|v: Q4_K q and k, Q6_K v; here with
+/// an f16 part too), each in its own chunks, through matvec and the GEMM; kernels that need one
+/// format refuse it.
+#[test]
+fn stacked_parts_of_different_formats() {
+    for (name, ctx) in contexts() {
+        let k = 512;
+        // q and k (Q4_K, one part here), v (Q6_K) and an f16 part.
+        let layout = [(64usize, DType::Q4_K), (24, DType::Q6_K), (8, DType::F16)];
+        let w = Weight::alloc_stacked(ctx, "qkv", &layout, k, ctx.caps.max_storage_binding).unwrap();
+        assert!(!w.is_uniform());
+        // Rows 60..68 would be Q4_K bytes running into the Q6_K part.
+        assert!(w.write_rows(ctx, 60, &[0u8; 288 * 8]).is_err(), "a write across formats");
+        let mut values = Vec::new();
+        let mut row = 0;
+        for (i, &(rows, dtype)) in layout.iter().enumerate() {
+            let (v, bytes) = common::moe::weight_values(&mut Rng::new(600 + i as u64), dtype, rows, k, 0.05);
+            w.write_rows(ctx, row, &bytes).unwrap();
+            values.extend(v);
+            row += rows;
+        }
+        let n = w.rows;
+        for (kernel, t) in [(Kernel::Matvec, 3), (Kernel::Gemm, 33)] {
+            let x = Rng::new(t as u64).vec(t * k, 1.0);
+            let (xt, yt) = (Tensor::from_f32(ctx, "x", &x), Tensor::zeros(ctx, "y", t * n));
+            let f = match kernel {
+                Kernel::Matvec => matvec,
+                _ => gemm,
+            };
+            let ds = f(ctx, MatmulSpec::packed(t, &w), &xt, &w, None, &yt).unwrap();
+            assert_eq!(ds.len(), w.chunks.len());
+            ctx.submit(&ds.iter().collect::<Vec<_>>());
+            let coop = ds.iter().any(|d| d.label.contains("coop"));
+            let bound = if coop { COOP_BOUND } else { BOUND };
+            assert_nmse(&format!("{name} {kernel:?} mixed stack"), &yt.read_f32(ctx).unwrap(), &reference(t, n, k, &x, &values), bound);
+        }
+        let table = embedding(ctx, &w, &Tensor::from_u32(ctx, "ids", &[0]), 1, &Tensor::zeros(ctx, "out", k));
+        assert!(table.err().unwrap().to_string().contains("different formats"));
+    }
+}

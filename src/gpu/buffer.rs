@@ -213,11 +213,23 @@ impl Tensor {
     }
 }
 
-/// One binding-sized piece of a [`Weight`]: rows `first_row .. first_row + rows`.
+/// One binding-sized piece of a [`Weight`]: rows `first_row .. first_row + rows`, in one format.
 pub struct WeightChunk {
     pub buffer: wgpu::Buffer,
     pub first_row: u32,
     pub rows: u32,
+    /// This chunk's format: the weight's, except in a stack of parts of different block formats
+    /// ([`Weight::alloc_stacked`]).
+    pub dtype: DType,
+    /// Weight words and bytes from one of its rows to the next.
+    pub words_per_row: usize,
+    pub row_bytes: usize,
+}
+
+impl WeightChunk {
+    pub fn format(&self) -> &'static Format {
+        Format::of(self.dtype)
+    }
 }
 
 /// A weight matrix `[rows, cols]` (row-major, `y = x @ W^T` convention) in its checkpoint precision.
@@ -353,6 +365,9 @@ impl Weight {
                 buffer,
                 first_row: first as u32,
                 rows: n as u32,
+                dtype,
+                words_per_row: format.words_per_row(cols),
+                row_bytes: row_bytes as usize,
             });
             first += n;
         }
@@ -368,10 +383,72 @@ impl Weight {
         })
     }
 
+    /// A zeroed weight stacking `parts` (rows, dtype) of `cols` columns, each part in its own
+    /// format and its own chunks: a GGUF's q|k|v when `attn_v` has another block format than
+    /// `attn_q` and `attn_k` (llama.cpp's Q4_K_M does that), kept packed instead of widened. Only the
+    /// dense projections ([`crate::kernels::matmul`]) read such a weight; `dtype` is the first
+    /// part's.
+    pub fn alloc_stacked(
+        ctx: &Context,
+        label: &str,
+        parts: &[(usize, DType)],
+        cols: usize,
+        binding_limit: u64,
+    ) -> Result<Self> {
+        let first = parts
+            .first()
+            .map(|p| p.1)
+            .ok_or_else(|| Error::Invalid(format!("{label}: no parts to stack")))?;
+        let mut chunks = Vec::new();
+        let mut row = 0;
+        for (i, &(rows, dtype)) in parts.iter().enumerate() {
+            let part = Self::alloc(ctx, &format!("{label}.{i}"), dtype, rows, cols, 1, binding_limit)?;
+            for mut c in part.chunks {
+                c.first_row += row as u32;
+                chunks.push(c);
+            }
+            row += rows;
+        }
+        let format = Format::of(first);
+        Ok(Self {
+            dtype: first,
+            rows: row,
+            cols,
+            group_rows: 1,
+            words_per_row: format.words_per_row(cols),
+            row_bytes: format.row_stride(cols),
+            chunks,
+            edges: Default::default(),
+        })
+    }
+
+    /// Whether every chunk is in the weight's format (all but [`Weight::alloc_stacked`]'s mixed
+    /// stacks); kernels other than the dense projections take only such weights.
+    pub fn is_uniform(&self) -> bool {
+        self.chunks.iter().all(|c| c.dtype == self.dtype)
+    }
+
+    /// An error for kernel `op` unless [`Weight::is_uniform`].
+    pub fn require_uniform(&self, op: &'static str) -> Result<()> {
+        if self.is_uniform() {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            op,
+            msg: "the weight stacks parts of different formats; only the dense projections read those".into(),
+        })
+    }
+
     /// Write whole rows starting at `first_row` from unpadded little-endian checkpoint `bytes` of
-    /// this weight's dtype, padding each row to `row_bytes` on the way.
+    /// the format of the chunks they land in (one format), padding each row to its stored size.
     pub fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
-        let src_row = self.format().row_bytes(self.cols).unwrap_or(0);
+        let dtype = self
+            .chunks
+            .iter()
+            .find(|c| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&first_row))
+            .map_or(self.dtype, |c| c.dtype);
+        let format = Format::of(dtype);
+        let src_row = format.row_bytes(self.cols).unwrap_or(0);
         let n = bytes.len() / src_row.max(1);
         if src_row == 0 || !bytes.len().is_multiple_of(src_row) || first_row + n > self.rows {
             return Err(Error::Invalid(format!(
@@ -381,8 +458,18 @@ impl Weight {
                 self.rows
             )));
         }
-        let row_bytes = self.row_bytes;
-        let repack = self.format().repack_row;
+        // Checked before anything is written: one format from the first row to the last.
+        let end = first_row + n;
+        if let Some(c) = self.chunks.iter().find(|c| {
+            (c.first_row as usize) < end && first_row < (c.first_row + c.rows) as usize && c.dtype != dtype
+        }) {
+            return Err(Error::Invalid(format!(
+                "rows {first_row}..{end} of {} reach rows stored as {}",
+                dtype.name(),
+                c.dtype.name()
+            )));
+        }
+        let repack = format.repack_row;
         let mut row = first_row;
         while row < first_row + n {
             let (c, chunk) = self
@@ -391,6 +478,7 @@ impl Weight {
                 .enumerate()
                 .find(|(_, c)| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&row))
                 .ok_or_else(|| Error::Invalid(format!("row {row} is in no chunk")))?;
+            let row_bytes = chunk.row_bytes;
             let in_chunk = ((chunk.first_row + chunk.rows) as usize).min(first_row + n) - row;
             let src = &bytes[(row - first_row) * src_row..][..in_chunk * src_row];
             let offset = (row - chunk.first_row as usize) as u64 * row_bytes as u64;
@@ -459,6 +547,9 @@ impl Weight {
 
     /// Bytes of real data (what a kernel that reads every element must move).
     pub fn data_bytes(&self) -> u64 {
-        (self.rows * self.format().row_bytes(self.cols).unwrap_or(0)) as u64
+        self.chunks
+            .iter()
+            .map(|c| (c.rows as usize * c.format().row_bytes(self.cols).unwrap_or(0)) as u64)
+            .sum()
     }
 }

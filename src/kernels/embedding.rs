@@ -68,6 +68,7 @@ pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
 /// `>= V` reads nothing and yields a zero row; the host is expected to validate ids it supplies.
 pub fn embedding(ctx: &Context, table: &Weight, ids: &Tensor, tokens: usize, out: &Tensor) -> Result<Vec<Dispatch>> {
     let op = "embedding";
+    table.require_uniform(op)?;
     let dim = table.cols;
     if tokens == 0 {
         return Err(shape_err(op, "no tokens"));

@@ -129,6 +129,7 @@ fn end(l: HeadLayout, tokens: usize, heads: usize, dim: usize) -> usize {
 /// `y[t, h, :] = W[h*out .. (h+1)*out, :] @ x[t, h, :]` for a weight stacked `[heads*out, in]`.
 pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, y: &Tensor) -> Result<Dispatch> {
     let op = "head_matvec";
+    w.require_uniform(op)?;
     let HeadMatvecSpec {
         tokens,
         heads,
@@ -238,6 +239,7 @@ pub fn prepare_mla(
     cache: &Tensor,
 ) -> Result<Dispatch> {
     let op = "prepare_mla";
+    uk_t.require_uniform(op)?;
     let MlaPrepSpec {
         tokens: t,
         heads: h,

@@ -226,6 +226,8 @@ impl<'a> Block<'a> {
             experts,
             y,
         };
+        experts.gate_up.require_uniform("moe")?;
+        experts.down.require_uniform("moe")?;
         b.validate()?;
         Ok(b)
     }

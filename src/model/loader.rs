@@ -101,8 +101,20 @@ impl Loader<'_> {
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
             Source::Stacked(parts) => {
-                let dtype = self.common_dtype(parts.iter().map(|(n, r)| (n.as_str(), vec![*r, s.cols])))?;
-                let w = self.alloc(s, dtype)?;
+                let mut dtypes = Vec::with_capacity(parts.len());
+                for (name, rows) in parts {
+                    dtypes.push(self.raw(name, &[*rows, s.cols])?.gpu_dtype()?);
+                }
+                // Parts in different block formats (Q4_K_M's Q6_K attn_v) stay packed, each in its
+                // own chunks; otherwise one dtype for the stack.
+                let mixed_blocks = dtypes.iter().any(|d| d.is_packed()) && dtypes.iter().any(|&d| d != dtypes[0]);
+                let w = if mixed_blocks {
+                    let layout: Vec<(usize, DType)> = parts.iter().map(|p| p.1).zip(dtypes).collect();
+                    Weight::alloc_stacked(self.ctx, &s.label, &layout, s.cols, self.ctx.caps.max_storage_binding)?
+                } else {
+                    let dtype = self.common_dtype(parts.iter().map(|(n, r)| (n.as_str(), vec![*r, s.cols])))?;
+                    self.alloc(s, dtype)?
+                };
                 self.write_stacked(&w, parts)?;
                 Ok(w)
             }
@@ -325,7 +337,9 @@ impl Loader<'_> {
         let mut row = 0;
         for (name, r) in parts {
             let t = self.raw(name, &[*r, w.cols])?;
-            w.write_rows(self.ctx, row, &bytes_as(&t, w.dtype)?)?;
+            // A mixed stack's rows are in the part's own format ([`Weight::alloc_stacked`]).
+            let dtype = w.chunks.iter().find(|c| c.first_row as usize == row).map_or(w.dtype, |c| c.dtype);
+            w.write_rows(self.ctx, row, &bytes_as(&t, dtype)?)?;
             row += r;
             self.tick();
         }

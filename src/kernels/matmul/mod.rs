@@ -262,19 +262,22 @@ fn matvec_impl(
     }
     let t = spec.tokens;
     let rows = matvec_rows(t);
-    let wg = matvec_workgroup(w);
     let subgroups = ctx.caps.subgroups_usable();
-    // Subgroups leave one partial per subgroup, and subgroups_usable() promises >= 4 lanes each.
-    let red = if subgroups { wg / 4 } else { wg } * rows * t;
-    let consts = Consts {
-        WG: wg as u32,
-        T: t as u32,
-        ROWS: rows as u32,
-        RED: red as u32,
-        ..common_constants(spec, x)
-    };
     let entry = if subgroups { "matvec_sg" } else { "matvec" };
-    let pipeline = ctx.pipeline(&ctx.shader(&compose(w.format())), entry, &consts.constants());
+    // Per chunk: a stack of parts in different formats has a pipeline per format.
+    let pipeline = |chunk: &WeightChunk| {
+        let wg = matvec_workgroup(chunk);
+        // Subgroups leave one partial per subgroup, and subgroups_usable() promises >= 4 lanes each.
+        let red = if subgroups { wg / 4 } else { wg } * rows * t;
+        let consts = Consts {
+            WG: wg as u32,
+            T: t as u32,
+            ROWS: rows as u32,
+            RED: red as u32,
+            ..common_constants(spec, x)
+        };
+        ctx.pipeline(&ctx.shader(&compose(chunk.format())), entry, &consts.constants())
+    };
     Ok(w.chunks
         .iter()
         .map(|chunk| {
@@ -286,7 +289,7 @@ fn matvec_impl(
             dispatch(
                 ctx,
                 Entry::Matvec(entry),
-                &pipeline,
+                &pipeline(chunk),
                 spec,
                 x,
                 w,
@@ -341,11 +344,6 @@ fn gemm_on(
     bias: Option<&Weight>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let v = Variant {
-        format: w.format(),
-        mode: &DENSE,
-        tiles,
-    };
     let (op, entry) = match tiles {
         Tiles::Portable => ("gemm", Entry::Gemm),
         Tiles::Coop(_) => ("gemm_coop", Entry::GemmCoop),
@@ -356,9 +354,14 @@ fn gemm_on(
         CWG: tiles.workgroup(ctx),
         ..common_constants(spec, x)
     };
-    let pipeline = ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants());
     let mut out = Vec::with_capacity(w.chunks.len());
     for chunk in &w.chunks {
+        let v = Variant {
+            format: chunk.format(),
+            mode: &DENSE,
+            tiles,
+        };
+        let pipeline = ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants());
         let n_tiles = (chunk.rows as usize).div_ceil(tiles.outputs(false));
         let groups = m_tiles * n_tiles;
         let limit = ctx.caps.max_workgroups_per_dim as usize;
@@ -392,8 +395,8 @@ fn matvec_rows(tokens: usize) -> usize {
 
 /// Threads per matvec workgroup: a power of two (the portable tree needs one); the smaller size
 /// for short rows so fewer threads idle (two sizes only, to keep pipeline variants few).
-fn matvec_workgroup(w: &Weight) -> usize {
-    if w.words_per_row >= 128 {
+fn matvec_workgroup(chunk: &WeightChunk) -> usize {
+    if chunk.words_per_row >= 128 {
         128
     } else {
         64
@@ -435,13 +438,12 @@ fn dispatch(
     y: &Tensor,
     groups: [u32; 3],
 ) -> Dispatch {
-    let kw = w.words_per_row;
     let params = Params {
         tokens: spec.tokens as u32,
         rows: chunk.rows,
         k: w.cols as u32,
-        kw: kw as u32,
-        kw_full: (w.cols / w.format().elems_per_word) as u32,
+        kw: chunk.words_per_row as u32,
+        kw_full: (w.cols / chunk.format().elems_per_word) as u32,
         x_stride: spec.x_stride as u32,
         y_stride: spec.y_stride as u32,
         first_row: chunk.first_row,

@@ -201,7 +201,7 @@ pub fn coop_side(ctx: &Context) -> Option<u32> {
 
 /// Whether this adapter and weight can take the cooperative-matrix path.
 pub fn coop_available(ctx: &Context, w: &Weight) -> bool {
-    coop_side(ctx).is_some() && w.format().coop
+    coop_side(ctx).is_some() && w.chunks.iter().all(|c| c.format().coop)
 }
 
 /// Whether prefill should use cooperative matrices for `w`: available, and not turned off with
