@@ -395,6 +395,20 @@ impl Weight {
         cols: usize,
         binding_limit: u64,
     ) -> Result<Self> {
+        Self::alloc_grouped(ctx, label, parts, cols, 1, binding_limit)
+    }
+
+    /// [`Weight::alloc_stacked`] in groups of `group_rows` (stacked experts: routed experts in one
+    /// format, folded shared experts in another); each part is whole groups. The dense
+    /// projections and the expert kernels read such a weight.
+    pub fn alloc_grouped(
+        ctx: &Context,
+        label: &str,
+        parts: &[(usize, DType)],
+        cols: usize,
+        group_rows: usize,
+        binding_limit: u64,
+    ) -> Result<Self> {
         let first = parts
             .first()
             .map(|p| p.1)
@@ -402,7 +416,7 @@ impl Weight {
         let mut chunks = Vec::new();
         let mut row = 0;
         for (i, &(rows, dtype)) in parts.iter().enumerate() {
-            let part = Self::alloc(ctx, &format!("{label}.{i}"), dtype, rows, cols, 1, binding_limit)?;
+            let part = Self::alloc(ctx, &format!("{label}.{i}"), dtype, rows, cols, group_rows, binding_limit)?;
             for mut c in part.chunks {
                 c.first_row += row as u32;
                 chunks.push(c);
@@ -414,7 +428,7 @@ impl Weight {
             dtype: first,
             rows: row,
             cols,
-            group_rows: 1,
+            group_rows,
             words_per_row: format.words_per_row(cols),
             row_bytes: format.row_stride(cols),
             chunks,
@@ -422,8 +436,9 @@ impl Weight {
         })
     }
 
-    /// Whether every chunk is in the weight's format (all but [`Weight::alloc_stacked`]'s mixed
-    /// stacks); kernels other than the dense projections take only such weights.
+    /// Whether every chunk is in the weight's format (all but [`Weight::alloc_grouped`]'s mixed
+    /// stacks); kernels other than the dense projections and the expert kernels take only such
+    /// weights.
     pub fn is_uniform(&self) -> bool {
         self.chunks.iter().all(|c| c.dtype == self.dtype)
     }
@@ -435,7 +450,7 @@ impl Weight {
         }
         Err(Error::Shape {
             op,
-            msg: "the weight stacks parts of different formats; only the dense projections read those".into(),
+            msg: "the weight stacks parts of different formats; only the dense projections and the expert kernels read those".into(),
         })
     }
 

@@ -226,8 +226,6 @@ impl<'a> Block<'a> {
             experts,
             y,
         };
-        experts.gate_up.require_uniform("moe")?;
-        experts.down.require_uniform("moe")?;
         b.validate()?;
         Ok(b)
     }
@@ -299,7 +297,7 @@ impl<'a> Block<'a> {
     fn chunk_params(&self, w: &Weight, c: usize, bias: Option<&Weight>, add_into: bool) -> Params {
         let chunk = &w.chunks[c];
         Params {
-            w_words: w.words_per_row as u32,
+            w_words: chunk.words_per_row as u32,
             first_expert: chunk.first_row / w.group_rows as u32,
             n_experts: chunk.rows / w.group_rows as u32,
             bias_words: bias.map_or(0, |b| b.row_u32s() as u32),
@@ -390,10 +388,11 @@ pub fn moe_decode(
     let subgroups = ctx.caps.subgroups_usable() && ctx.caps.subgroup_max <= DECODE_WG;
     let suffix = if subgroups { "_sg" } else { "" };
     let mut out = Vec::new();
+    // Per chunk: routed and folded shared experts may be in different formats.
     let consts = b.constants(gate_up_bias, subgroups, DECODE_WG).constants();
-    let shader = ctx.shader(&compose(gate_up.format()));
-    let pipeline = ctx.pipeline(&shader, &format!("moe_gate_up_decode{suffix}"), &consts);
     for c in 0..gate_up.chunks.len() {
+        let shader = ctx.shader(&compose(gate_up.chunks[c].format()));
+        let pipeline = ctx.pipeline(&shader, &format!("moe_gate_up_decode{suffix}"), &consts);
         let params = ctx.params(&b.chunk_params(gate_up, c, gate_up_bias, false));
         let res = [
             (bind::p, params.as_entire_binding()),
@@ -414,9 +413,9 @@ pub fn moe_decode(
         ));
     }
     let consts = b.constants(down_bias, subgroups, DECODE_WG).constants();
-    let shader = ctx.shader(&compose(down.format()));
-    let pipeline = ctx.pipeline(&shader, &format!("moe_down_decode{suffix}"), &consts);
     for c in 0..down.chunks.len() {
+        let shader = ctx.shader(&compose(down.chunks[c].format()));
+        let pipeline = ctx.pipeline(&shader, &format!("moe_down_decode{suffix}"), &consts);
         let add_into = spec.accumulate || c > 0;
         let params = ctx.params(&b.chunk_params(down, c, down_bias, add_into));
         let res = [
@@ -512,16 +511,16 @@ pub fn moe_prefill(
         ),
     ];
     for (w, bias, mode, outputs, io) in passes {
+        let tiles = tiles_for(ctx, w);
+        let consts = Consts {
+            CWG: tiles.workgroup(ctx),
+            ..b.constants(bias, false, DECODE_WG)
+        };
         let v = Variant {
             format: w.format(),
             mode,
-            tiles: tiles_for(ctx, w),
+            tiles,
         };
-        let consts = Consts {
-            CWG: v.tiles.workgroup(ctx),
-            ..b.constants(bias, false, DECODE_WG)
-        };
-        let pipeline = ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants());
         let label = match (mode.paired, v.tiles) {
             (true, Tiles::Coop(_)) => "moe.gate_up_coop",
             (true, _) => "moe.gate_up_gemm",
@@ -530,6 +529,12 @@ pub fn moe_prefill(
         };
         let groups_m = t.div_ceil(v.tiles.block().rows as usize) as u32;
         for c in 0..w.chunks.len() {
+            // Per chunk: routed and folded shared experts may be in different formats.
+            let v = Variant {
+                format: w.chunks[c].format(),
+                ..v
+            };
+            let pipeline = ctx.pipeline(&ctx.shader(&v.compose()), v.entry(), &consts.constants());
             let p = b.chunk_params(w, c, bias, false);
             let params = ctx.params(&p);
             let mut res = vec![

@@ -151,8 +151,8 @@ impl Loader<'_> {
                 routed,
                 shared,
             } => {
-                let dtype = self.experts_dtype(s, *experts, routed, shared.as_ref())?;
-                let w = self.routed_experts(s, *experts, routed, dtype)?;
+                let (dtype, shared_dtype) = self.experts_dtypes(s, *experts, routed, shared.as_ref())?;
+                let w = self.routed_experts(s, *experts, routed, dtype, shared_dtype)?;
                 if let Some(f) = shared {
                     self.write_shared_experts(&w, *experts, f.slots, f.inter, &f.part)?;
                 }
@@ -271,32 +271,42 @@ impl Loader<'_> {
         })
     }
 
-    /// The dtype of a stacked-experts weight: the routed experts' (packed where they are), unless
-    /// folded shared experts need their values in another one.
-    fn experts_dtype(&self, s: &Spec, e: usize, routed: &Routed, shared: Option<&layout::Folded>) -> Result<DType> {
+    /// The formats of a stacked-experts weight: the routed experts' (packed where they are), and,
+    /// with folded shared experts, theirs. Block formats stay as they are, in chunks of their own
+    /// where the two differ ([`Weight::alloc_stacked`]); the shared down projection is cut into
+    /// column ranges of I, so it is widened where I is not whole blocks.
+    fn experts_dtypes(&self, s: &Spec, e: usize, routed: &Routed, shared: Option<&layout::Folded>) -> Result<(DType, Option<DType>)> {
         let (group, cols) = (s.group_rows, s.cols);
-        let mut parts: Vec<(&str, Vec<usize>)> = match routed {
+        let parts: Vec<(&str, Vec<usize>)> = match routed {
             Routed::PerExpert { fused, .. } if self.src.contains(fused) => vec![(fused.as_str(), vec![e, group, cols])],
             Routed::PerExpert { parts, .. } => parts.iter().map(|(n, r)| (n.as_str(), vec![*r, cols])).collect(),
             // Transposed: values, not rows of blocks.
             Routed::Transposed(name) => {
                 let d = self.raw(name, &[e, cols, group])?.gpu_dtype()?;
-                return Ok(d.widened());
+                return Ok((d.widened(), shared.map(|_| d.widened())));
             }
         };
-        if let Some(f) = shared {
-            match &f.part {
-                FoldedPart::GateUp { gate, up } => {
-                    parts.push((gate.as_str(), vec![f.slots * f.inter, cols]));
-                    parts.push((up.as_str(), vec![f.slots * f.inter, cols]));
-                }
-                FoldedPart::Down(name) => parts.push((name.as_str(), vec![group, f.slots * f.inter])),
-            }
+        let routed_dtype = self.common_dtype(parts)?;
+        let Some(f) = shared else {
+            return Ok((routed_dtype, None));
+        };
+        let shared_parts: Vec<(&str, Vec<usize>)> = match &f.part {
+            FoldedPart::GateUp { gate, up } => vec![
+                (gate.as_str(), vec![f.slots * f.inter, cols]),
+                (up.as_str(), vec![f.slots * f.inter, cols]),
+            ],
+            FoldedPart::Down(name) => vec![(name.as_str(), vec![group, f.slots * f.inter])],
+        };
+        let mut shared_dtype = self.common_dtype(shared_parts)?;
+        let cut = matches!(f.part, FoldedPart::Down(_));
+        if cut && !f.inter.is_multiple_of(crate::gpu::Format::of(shared_dtype).block_elems) {
+            shared_dtype = shared_dtype.widened();
         }
-        let dtype = self.common_dtype(parts)?;
-        // The shared down projection is cut into column ranges of I: whole blocks, or values.
-        let cut = matches!(shared, Some(f) if matches!(f.part, FoldedPart::Down(_)) && !f.inter.is_multiple_of(crate::gpu::Format::of(dtype).block_elems));
-        Ok(if cut { dtype.widened() } else { dtype })
+        // Float formats of both sides meet in one, as before packed weights: the routed one.
+        if !routed_dtype.is_packed() && !shared_dtype.is_packed() {
+            shared_dtype = routed_dtype;
+        }
+        Ok((routed_dtype, Some(shared_dtype)))
     }
 
     /// A matrix `[rows, cols]` (a vector is `[1, n]`).
@@ -363,21 +373,29 @@ impl Loader<'_> {
 
     /// The `e` routed experts of `s` in its first `e` groups (the rest zeroed for folded shared
     /// experts).
-    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed, dtype: DType) -> Result<Weight> {
+    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed, dtype: DType, shared: Option<DType>) -> Result<Weight> {
         let (group, cols) = (s.group_rows, s.cols);
+        // Routed and shared experts in different formats: each in chunks of its own.
+        let alloc = |l: &Self| match shared {
+            Some(sd) if sd != dtype => {
+                let parts = [(e * group, dtype), (s.rows - e * group, sd)];
+                Weight::alloc_grouped(l.ctx, &s.label, &parts, cols, group, l.ctx.caps.max_storage_binding)
+            }
+            _ => l.alloc(s, dtype),
+        };
         match routed {
             // transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`,
             // `experts.down_proj [E, D, I]`.
             Routed::PerExpert { fused, .. } if self.src.contains(fused) => {
                 let t = self.raw(fused, &[e, group, cols])?;
-                let w = self.alloc(s, dtype)?;
+                let w = alloc(self)?;
                 w.write_rows(self.ctx, 0, &bytes_as(&t, dtype)?)?;
                 drop(t);
                 self.tick();
                 Ok(w)
             }
             Routed::PerExpert { parts, .. } => {
-                let w = self.alloc(s, dtype)?;
+                let w = alloc(self)?;
                 self.write_stacked(&w, parts)?;
                 Ok(w)
             }
@@ -387,7 +405,7 @@ impl Loader<'_> {
             Routed::Transposed(name) => {
                 let t = self.raw(name, &[e, cols, group])?.widened()?;
                 let el = dtype.bytes();
-                let w = self.alloc(s, dtype)?;
+                let w = alloc(self)?;
                 for x in 0..e {
                     let block = &t.bytes[x * cols * group * el..(x + 1) * cols * group * el];
                     w.write_rows(self.ctx, x * group, &transpose(block, cols, group, el))?;
@@ -403,15 +421,18 @@ impl Loader<'_> {
     /// dtype: shared expert `j` takes gate and up rows `j*I..(j+1)*I` and down columns
     /// `j*I..(j+1)*I`.
     fn write_shared_experts(&mut self, w: &Weight, e: usize, slots: usize, i_: usize, part: &FoldedPart) -> Result<()> {
-        // Bytes of `n` elements of a row: whole blocks for block formats (experts_dtype saw to it).
-        let f = w.format();
+        // The shared experts' chunks' format; bytes of `n` elements of a row: whole blocks for block
+        // formats (experts_dtypes saw to it).
+        let first = e * w.group_rows;
+        let dtype = w.chunks.iter().find(|c| c.first_row as usize == first).map_or(w.dtype, |c| c.dtype);
+        let f = crate::gpu::Format::of(dtype);
         let span = |n: usize| n / f.block_elems * f.block_bytes;
         match part {
             FoldedPart::GateUp { gate, up } => {
                 let d = w.cols;
                 for (half, name) in [gate, up].into_iter().enumerate() {
                     let t = self.raw(name, &[slots * i_, d])?;
-                    let bytes = bytes_as(&t, w.dtype)?;
+                    let bytes = bytes_as(&t, dtype)?;
                     for j in 0..slots {
                         let rows = &bytes[j * i_ * span(d)..][..i_ * span(d)];
                         w.write_rows(self.ctx, (e + j) * 2 * i_ + half * i_, rows)?;
@@ -422,7 +443,7 @@ impl Loader<'_> {
             FoldedPart::Down(name) => {
                 let d = w.group_rows;
                 let t = self.raw(name, &[d, slots * i_])?;
-                let bytes = bytes_as(&t, w.dtype)?;
+                let bytes = bytes_as(&t, dtype)?;
                 let mut block = vec![0u8; d * span(i_)];
                 for j in 0..slots {
                     for r in 0..d {
