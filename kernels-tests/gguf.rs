@@ -1173,21 +1173,28 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
         let m = Model::load_with(ctx, p, &wgmoe::model::LoadOptions { packed, ..Default::default() }, &|_, _| {}).unwrap();
         let mut s = m.session(64);
         let logits = s.forward(&tokens, LogitRows::All).unwrap();
+        let mixed = m.weights.layers.iter().any(|l| match &l.attn {
+            wgmoe::model::weights::AttnWeights::Gqa { qkv, .. } => !qkv.w.is_uniform(),
+            _ => false,
+        });
+        // The decode path (matvec) a token at a time, never on cooperative matrices; then greedy.
+        let mut s = m.session(64);
+        let mut decode = s.forward(&tokens[..1], LogitRows::All).unwrap();
+        for &t in &tokens[1..] {
+            decode.extend(s.forward(&[t], LogitRows::Last).unwrap());
+        }
         let vocab = m.config.vocab;
-        let mut next = argmax(&logits[logits.len() - vocab..]);
+        let mut next = argmax(&decode[decode.len() - vocab..]);
         let mut greedy = vec![next];
         for _ in 0..8 {
             next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
             greedy.push(next);
         }
-        let mixed = m.weights.layers.iter().any(|l| match &l.attn {
-            wgmoe::model::weights::AttnWeights::Gqa { qkv, .. } => !qkv.w.is_uniform(),
-            _ => false,
-        });
-        (logits, greedy, m.weights.gpu_bytes(), m.file_tensor_bytes.unwrap(), mixed)
+        let coop = wgmoe::kernels::matmul::coop_enabled(&m.ctx, &m.weights.embed);
+        (logits, greedy, m.weights.gpu_bytes(), m.file_tensor_bytes.unwrap(), mixed, decode, coop)
     };
-    let (packed, greedy_packed, gpu_packed, file, mixed) = run(&blocks, true);
-    let (exact, greedy_exact, ..) = run(&values, true);
+    let (packed, greedy_packed, gpu_packed, file, mixed, decode_packed, coop) = run(&blocks, true);
+    let (exact, greedy_exact, _, _, _, decode_exact, _) = run(&values, true);
     let (wide, greedy_wide, gpu_wide, ..) = run(&blocks, false);
     assert_eq!(mixed, gqa, "{name}: q|k|v in Q8_0 and Q4_0 parts stay packed as a mixed stack");
     std::fs::remove_file(&blocks).ok();
@@ -1197,12 +1204,17 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
     eprintln!(
         "{name}: packed vs f32 values {err_exact:.2e}, vs f16 {err:.2e}; GPU bytes {gpu_packed} vs {gpu_wide} (file {file})"
     );
-    assert!(err_exact <= EXACT_BOUND, "{name}: packed vs its f32 values: logits differ by {err_exact}");
+    // Prefill of packed weights runs on cooperative matrices where the adapter has them (f16
+    // activations, where the f32 values take f32 tiles, and MoE routing flips on that): only
+    // decode is compared there.
+    assert!(coop || err_exact <= EXACT_BOUND, "{name}: packed vs its f32 values: logits differ by {err_exact}");
+    let err_decode = max_abs_diff(&decode_packed, &decode_exact);
+    assert!(err_decode <= EXACT_BOUND, "{name}: decode, packed vs its f32 values: {err_decode}");
     assert_eq!(greedy_packed, greedy_exact, "{name}: greedy tokens, packed vs f32 values");
     // DeepSeek-V3's router picks expert groups by sigmoid scores plus a bias: the f16 rounding of
     // the weights flips a choice for some prompt rows, which moves those rows' logits by units
     // (measured 3.7; the f32 values above agree exactly, and the greedy tokens still agree).
-    if name != "deepseek_v3" {
+    if name != "deepseek_v3" && !coop {
         assert!(err <= F16_BOUND, "{name}: packed vs dequantised to f16: logits differ by {err}");
     }
     assert_eq!(greedy_packed, greedy_wide, "{name}: greedy tokens, packed vs f16");
