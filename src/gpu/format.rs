@@ -14,8 +14,9 @@
 //!
 //! - Float formats (f32, f16, bf16): a word is one 16-byte `vec4<u32>` (`W_EPV` = 4 or 8
 //!   elements), and each row is padded with zeros to whole words, so kernels load full vectors.
-//! - Block-quantised formats (GGUF's Q8_0 .. Q6_K and MXFP4): the checkpoint's blocks as they are,
-//!   rows back to back with no padding, so the GPU holds the file's bytes. A word is eight
+//! - Block-quantised formats (GGUF's Q8_0 .. Q6_K, IQ4_NL, IQ4_XS and MXFP4; FP8, which the
+//!   safetensors source repacks into blocks of a row's 128 values with their tile's scale): the
+//!   blocks as they are, rows back to back with no padding, so the GPU holds the file's bytes. A word is eight
 //!   elements (`W_EPV` = 8, the width every kernel's inner loop already takes); `w_load` finds the
 //!   block from the word index (every row is whole blocks) and dequantises in registers
 //!   (`shaders/formats/blocks.wgsl` has the byte readers). Why not repack to aligned
@@ -23,7 +24,8 @@
 //!   every matrix kernel and a second copy of each row's index arithmetic; GGUF's own layout keeps
 //!   one binding, one index, chunking by rows unchanged, and bytes identical to the file, at the
 //!   cost of unaligned reads for the 18/22/34/110/210-byte blocks (two u32 loads where one
-//!   would do). llama.cpp's Vulkan and Metal backends make the same choice.
+//!   would do). llama.cpp's Vulkan backend reads GGUF's blocks as they are too. A chunk may hold a
+//!   format of its own (see [`super::Weight::alloc_grouped`]).
 //!
 //! [`Format::repack_row`] may turn one row of checkpoint bytes into its stored form; otherwise the
 //! row is stored as it is (zero-padded for float formats). Adding a format means one WGSL

@@ -128,7 +128,7 @@ pub enum FoldedPart {
 /// Which kind of leaf a spec is in the tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leaf {
-    /// A [`Weight`]: rows padded for vector loads, split into binding-sized chunks.
+    /// A [`Weight`](crate::gpu::Weight): rows padded for vector loads, split into binding-sized chunks.
     Weight,
     /// An activation-side f32 [`Tensor`](crate::gpu::Tensor) (sinks, selection bias).
     Tensor,
@@ -191,7 +191,7 @@ impl Spec {
         self.dtype(weights).row_bytes(self.cols).unwrap_or(0)
     }
 
-    /// Bytes on the GPU, row padding included (what [`Weight::gpu_bytes`] reports).
+    /// Bytes on the GPU, row padding included (what [`Weight::gpu_bytes`](crate::gpu::Weight::gpu_bytes) reports).
     pub fn gpu_bytes(&self, weights: DType, leaf: Leaf) -> u64 {
         match leaf {
             Leaf::Tensor => (self.params() * 4).max(16).next_multiple_of(16),
