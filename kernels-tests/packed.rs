@@ -258,3 +258,42 @@ fn stacked_parts_of_different_formats() {
         assert!(table.err().unwrap().to_string().contains("different formats"));
     }
 }
+
+/// Rows whose bytes are not whole u32s (Q4_0: 54 bytes for three blocks; MXFP4: 51), written one
+/// or a few at a time in shuffled order as a loader may: every byte lands where it belongs (the
+/// queue writes whole u32s; the words two writes share are merged), over several chunks.
+#[test]
+fn rows_written_piecewise_at_any_alignment() {
+    let ctx = native();
+    for dtype in [DType::Q4_0, DType::MXFP4, DType::Q3_K] {
+        let f = Format::of(dtype);
+        let (rows, k) = (37, k_of(dtype, 3));
+        let row = f.row_bytes(k).unwrap();
+        let (bytes, _) = random(dtype, rows, k, 9);
+        let w = Weight::upload_with_binding_limit(ctx, "w", dtype, rows, k, 1, &vec![0u8; rows * row], 11 * row as u64 + 32).unwrap();
+        assert!(w.chunks.len() >= 3);
+        // Runs of 1..=3 rows, in an order that writes both neighbours of a shared word in turn.
+        let mut runs = Vec::new();
+        let mut r = 0;
+        while r < rows {
+            let n = (1 + r % 3).min(rows - r);
+            runs.push((r, n));
+            r += n;
+        }
+        let mut rng = Rng::new(5);
+        for i in (1..runs.len()).rev() {
+            runs.swap(i, rng.below(i + 1));
+        }
+        for (r, n) in runs {
+            w.write_rows(ctx, r, &bytes[r * row..(r + n) * row]).unwrap();
+        }
+        let mut got = Vec::new();
+        for c in &w.chunks {
+            let words = ctx.read_u32(&c.buffer, 0, (c.buffer.size() / 4) as usize).unwrap();
+            let b: Vec<u8> = bytemuck::cast_slice(&words).to_vec();
+            got.extend_from_slice(&b[..c.rows as usize * row]);
+            assert!(b[c.rows as usize * row..].iter().all(|&x| x == 0), "{}: the tail stays zero", dtype.name());
+        }
+        assert!(got == bytes, "{}: bytes differ after piecewise writes", dtype.name());
+    }
+}
