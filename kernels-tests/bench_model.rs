@@ -506,3 +506,17 @@ fn cpu_adapters_are_limited_to_host_memory() {
     let e = synthetic::model(ctx, "mixtral-8x7b", &opts).err().unwrap().to_string();
     assert!(e.contains("mixtral-8x7b") && e.contains("host memory"), "{e}");
 }
+
+/// A quantised file's roofline counts the bytes of the formats it loads in (packed), not f16's:
+/// SmolLM2-135M's Q4_1 GGUF reads its 92 MiB a token, not the 257 MiB of f16.
+#[test]
+fn file_roofline_counts_packed_bytes() {
+    let gguf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(gguf.exists(), "{} is missing: run scripts/fetch_smollm2.sh", gguf.display());
+    let (model, info) = bench_model::open_model(ctx(), &ModelChoice::File(gguf), &|_| {}).unwrap();
+    let file = model.file_tensor_bytes.unwrap() as f64;
+    let f16 = synthetic::footprint(&model.config, DType::F16);
+    let read = info.footprint.read_bytes_per_token;
+    assert!((read / file - 1.0).abs() < 0.01, "{read} bytes a token for a {file}-byte file");
+    assert!(read < f16.read_bytes_per_token / 2.5, "{read} vs f16's {}", f16.read_bytes_per_token);
+}

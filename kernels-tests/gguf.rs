@@ -885,6 +885,11 @@ fn smollm2_packed_takes_the_files_bytes_and_answers() {
     let (gpu, file) = (model.weights.gpu_bytes(), model.file_tensor_bytes.unwrap());
     eprintln!("{}", model.weights_line());
     assert!(gpu as f64 <= 1.05 * file as f64, "GPU weights {gpu} bytes for {file} in the file");
+    // What bench's roofline counts: the loaded formats' bytes. SmolLM2 is dense with a tied
+    // embedding, so a token reads every weight: the file's tensor bytes (its f32 norms included).
+    let fp = model.footprint.unwrap();
+    assert!((fp.data_bytes as f64 / file as f64 - 1.0).abs() < 0.01, "{fp:?} for {file}");
+    assert!((fp.read_bytes_per_token / fp.data_bytes as f64 - 1.0).abs() < 1e-9, "{fp:?}");
     let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let want: Vec<u32> = r["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let mut s = model.session(ids.len() + 32);

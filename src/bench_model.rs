@@ -142,7 +142,8 @@ pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Res
             let start = Instant::now();
             let model = Model::load(ctx, path, &|_, _| {})?;
             let dtype = model.weights.embed.dtype;
-            let fp = synthetic::footprint(&model.config, dtype);
+            // The roofline counts the bytes of the formats the file has (packed where it is).
+            let fp = model.footprint.unwrap_or_else(|| synthetic::footprint(&model.config, dtype));
             log(&format!(
                 "loaded {} in {:.1} s",
                 path.display(),

@@ -210,11 +210,16 @@ impl Spec {
 
     /// Bytes one decode step reads from this tensor.
     pub fn read_bytes(&self, weights: DType) -> f64 {
-        let all = self.data_bytes(weights) as f64;
+        self.data_bytes(weights) as f64 * self.read_fraction()
+    }
+
+    /// The fraction of this tensor one decode step reads: all of it, one row, or `top_k` of the
+    /// experts.
+    pub fn read_fraction(&self) -> f64 {
         match self.read {
-            Read::All => all,
-            Read::Row => self.row_bytes(weights) as f64,
-            Read::Experts { top_k, experts } => all * top_k.min(experts) as f64 / experts as f64,
+            Read::All => 1.0,
+            Read::Row => 1.0 / self.rows as f64,
+            Read::Experts { top_k, experts } => top_k.min(experts) as f64 / experts as f64,
         }
     }
 }

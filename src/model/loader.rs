@@ -6,6 +6,7 @@
 use super::config::ModelConfig;
 use super::layout::{self, FoldedPart, Make, Routed, Source, Spec};
 use super::source::{RawTensor, TensorSource};
+use super::synthetic::Footprint;
 use super::weights::ModelWeights;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, DType, Tensor, Weight};
@@ -16,7 +17,7 @@ pub fn load(
     cfg: &ModelConfig,
     src: &dyn TensorSource,
     progress: &dyn Fn(usize, usize),
-) -> Result<ModelWeights> {
+) -> Result<(ModelWeights, Footprint)> {
     let mut layout = layout::layout(cfg);
     // A checkpoint without a logits head ties it to the embedding.
     if layout.lm_head.as_ref().is_some_and(|h| !src.contains(&h.label)) {
@@ -28,6 +29,7 @@ pub fn load(
         progress,
         done: 0,
         total: 0,
+        footprint: Footprint::default(),
     };
     let mut total = 0;
     layout.for_each(|s, _| total += l.reads(s));
@@ -49,7 +51,8 @@ pub fn load(
             crate::model::synthetic::human_bytes(limit)
         )));
     }
-    layout.make(&mut l)
+    let weights = layout.make(&mut l)?;
+    Ok((weights, l.footprint))
 }
 
 /// Loads tensors from one source, checking shapes and reporting progress.
@@ -60,6 +63,8 @@ struct Loader<'a> {
     progress: &'a dyn Fn(usize, usize),
     done: usize,
     total: usize,
+    /// What the weights made so far take, in the formats they were loaded in.
+    footprint: Footprint,
 }
 
 // Each tensor is made inside GPU error scopes: a checkpoint that does not fit is an error naming
@@ -70,12 +75,24 @@ impl Make for Loader<'_> {
 
     fn weight(&mut self, s: &Spec) -> Result<Weight> {
         let ctx = self.ctx;
-        ctx.scoped(&s.label, || self.make_weight(s))
+        let w = ctx.scoped(&s.label, || self.make_weight(s))?;
+        let fp = &mut self.footprint;
+        fp.gpu_bytes += w.gpu_bytes();
+        fp.data_bytes += w.data_bytes();
+        fp.params += s.params();
+        fp.read_bytes_per_token += w.data_bytes() as f64 * s.read_fraction();
+        Ok(w)
     }
 
     fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
         let ctx = self.ctx;
-        ctx.scoped(&s.label, || self.make_tensor(s))
+        let t = ctx.scoped(&s.label, || self.make_tensor(s))?;
+        let fp = &mut self.footprint;
+        fp.gpu_bytes += t.buffer.size();
+        fp.data_bytes += s.params() * 4;
+        fp.params += s.params();
+        fp.read_bytes_per_token += (s.params() * 4) as f64 * s.read_fraction();
+        Ok(t)
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Model {
     /// The bytes the checkpoint's tensors take in its file(s), when it came from one
     /// ([`source::TensorSource::stored_bytes`]): beside [`ModelWeights::gpu_bytes`], what loading cost.
     pub file_tensor_bytes: Option<u64>,
+    /// What the loaded weights take and what a decode step reads of them, in the formats they
+    /// were loaded in (a quantised file's mix of formats); `None` for weights made otherwise.
+    pub footprint: Option<synthetic::Footprint>,
     inv_freq: Tensor,
     attention_factor: f32,
 }
@@ -73,9 +76,10 @@ impl Model {
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
         crate::error::guard("loading the model's weights", || {
-            let weights = loader::load(&ctx, &config, src, progress)?;
+            let (weights, footprint) = loader::load(&ctx, &config, src, progress)?;
             let mut model = Self::new(ctx, config, weights);
             model.file_tensor_bytes = src.stored_bytes();
+            model.footprint = Some(footprint);
             Ok(model)
         })
     }
@@ -101,6 +105,7 @@ impl Model {
             config,
             weights,
             file_tensor_bytes: None,
+            footprint: None,
             inv_freq,
             attention_factor,
         }

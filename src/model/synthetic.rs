@@ -107,7 +107,7 @@ pub fn shape_config(name: &str) -> Result<ModelConfig> {
 }
 
 /// What a model's weights take and what a decode step reads.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Footprint {
     /// Bytes on the GPU, row padding included.
     pub gpu_bytes: u64,
