@@ -513,7 +513,7 @@ fn cpu_adapters_are_limited_to_host_memory() {
 fn file_roofline_counts_packed_bytes() {
     let gguf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(gguf.exists(), "{} is missing: run scripts/fetch_smollm2.sh", gguf.display());
-    let (model, info) = bench_model::open_model(ctx(), &ModelChoice::File(gguf), &|_| {}).unwrap();
+    let (model, info) = bench_model::open_model(ctx(), &ModelChoice::File { path: gguf, load: Default::default() }, &|_| {}).unwrap();
     let file = model.file_tensor_bytes.unwrap() as f64;
     let f16 = synthetic::footprint(&model.config, DType::F16);
     let read = info.footprint.read_bytes_per_token;

@@ -24,8 +24,8 @@ use std::time::Instant;
 /// Which model `wgmoe bench` measures.
 #[derive(Clone, Debug)]
 pub enum ModelChoice {
-    /// A Hugging Face model folder or a .gguf file.
-    File(PathBuf),
+    /// A Hugging Face model folder or a .gguf file, loaded with these options (packed by default).
+    File { path: PathBuf, load: crate::model::LoadOptions },
     /// Random weights with a real model's shape, made on the GPU (see [`synthetic::SHAPES`]).
     Synthetic { shape: String, opts: SynthOptions },
 }
@@ -138,10 +138,10 @@ pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Res
             };
             Ok((model, info))
         }
-        ModelChoice::File(path) => {
+        ModelChoice::File { path, load } => {
             let start = Instant::now();
-            let model = Model::load(ctx, path, &|_, _| {})?;
-            let dtype = model.weights.embed.dtype;
+            let model = Model::load_with(ctx, path, load, &|_, _| {})?;
+            let dtype = model.weights.main_format();
             // The roofline counts the bytes of the formats the file has (packed where it is).
             let fp = model.footprint.unwrap_or_else(|| synthetic::footprint(&model.config, dtype));
             log(&format!(

@@ -32,10 +32,16 @@ pub struct BenchArgs {
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
     /// Weight format of a synthetic model: f16, bf16, f32, or a block-quantised format kept packed
-    /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4; rows that are not whole
-    /// blocks take llama.cpp's fallback format, vectors f16).
+    /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, mxfp4, fp8; rows
+    /// that are not whole blocks take llama.cpp's fallback format, vectors f16).
     #[arg(long, default_value = "f16")]
     pub dtype: String,
+    /// With --model: expand block-quantised weights to f16 at load (the speed of the old path).
+    #[arg(long)]
+    pub dequantize: bool,
+    /// With --model: quantise a 16/32-bit checkpoint's matrices at load: q8_0, q4_0, q5_0 or q4_k.
+    #[arg(long)]
+    pub quantize: Option<String>,
     /// Print a JSON array (llama-bench's fields) instead of the markdown table.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +67,11 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
             "--max-weights-gib {g} is not allowed: give a finite number of GiB > 0"
         )));
     }
+    if args.synthetic.is_some() && (args.dequantize || args.quantize.is_some()) {
+        return Err(Error::Invalid(
+            "--quantize and --dequantize apply to --model; a synthetic model takes --dtype".into(),
+        ));
+    }
     let choice = match (&args.model, &args.synthetic) {
         (None, Some(shape)) => ModelChoice::Synthetic {
             shape: shape.clone(),
@@ -70,7 +81,13 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
                 max_bytes: args.max_weights_gib.map(|g| (g * (1u64 << 30) as f64) as u64),
             },
         },
-        (Some(path), None) => ModelChoice::File(path.clone()),
+        (Some(path), None) => ModelChoice::File {
+            path: path.clone(),
+            load: wgmoe::model::LoadOptions {
+                packed: !args.dequantize,
+                quantize: args.quantize.as_deref().map(wgmoe::gpu::DType::from_arg).transpose()?,
+            },
+        },
         _ => {
             return Err(Error::Invalid(
                 "give exactly one of --model PATH or --synthetic SHAPE".into(),
@@ -88,7 +105,7 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
     };
     // Refuse what does not fit the model's context before loading it.
     let config = match &choice {
-        ModelChoice::File(path) => checkpoint::config(path)?,
+        ModelChoice::File { path, .. } => checkpoint::config(path)?,
         ModelChoice::Synthetic { shape, .. } => synthetic::shape_config(shape)?,
     };
     options.check(config.max_position)?;

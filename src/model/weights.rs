@@ -95,43 +95,98 @@ pub struct ModelWeights<W = Weight, T = Tensor> {
 }
 
 impl ModelWeights {
-    pub fn gpu_bytes(&self) -> u64 {
-        let mut n = self.embed.gpu_bytes() + self.lm_head.as_ref().map_or(0, Weight::gpu_bytes);
+    /// Every weight matrix and vector of the model (not the activation-side f32 tensors).
+    pub fn for_each_weight(&self, mut f: impl FnMut(&Weight)) {
+        let lin = |x: &Linear, f: &mut dyn FnMut(&Weight)| {
+            f(&x.w);
+            if let Some(b) = &x.bias {
+                f(b);
+            }
+        };
+        f(&self.embed);
+        f(&self.norm);
+        if let Some(h) = &self.lm_head {
+            f(h);
+        }
         for l in &self.layers {
-            n += l.attn_norm.gpu_bytes() + l.ffn_norm.gpu_bytes();
-            let lin = |x: &Linear| x.w.gpu_bytes() + x.bias.as_ref().map_or(0, Weight::gpu_bytes);
-            n += match &l.attn {
-                AttnWeights::Gqa { qkv, o, .. } => lin(qkv) + lin(o),
+            f(&l.attn_norm);
+            f(&l.ffn_norm);
+            match &l.attn {
+                AttnWeights::Gqa { qkv, o, q_norm, k_norm, .. } => {
+                    lin(qkv, &mut f);
+                    lin(o, &mut f);
+                    q_norm.iter().chain(k_norm).for_each(&mut f);
+                }
                 AttnWeights::Mla {
                     q_kv_a,
                     q_b,
+                    kv_norm,
                     uk_t,
                     uv,
                     o,
                     ..
-                } => lin(q_kv_a) + q_b.as_ref().map_or(0, |q| lin(&q.b)) + uk_t.gpu_bytes() + uv.gpu_bytes() + lin(o),
-            };
-            n += match &l.ffn {
-                FfnWeights::Dense { gate_up, down } => lin(gate_up) + lin(down),
+                } => {
+                    lin(q_kv_a, &mut f);
+                    if let Some(q) = q_b {
+                        f(&q.norm);
+                        lin(&q.b, &mut f);
+                    }
+                    f(kv_norm);
+                    f(uk_t);
+                    f(uv);
+                    lin(o, &mut f);
+                }
+            }
+            match &l.ffn {
+                FfnWeights::Dense { gate_up, down } => {
+                    lin(gate_up, &mut f);
+                    lin(down, &mut f);
+                }
                 FfnWeights::Moe {
                     router,
                     gate_up,
                     down,
+                    gate_up_bias,
+                    down_bias,
                     shared,
                     ..
                 } => {
-                    lin(router)
-                        + gate_up.gpu_bytes()
-                        + down.gpu_bytes()
-                        + match shared {
-                            Some(SharedWeights::Separate { gate_up, down, gate }) => {
-                                lin(gate_up) + lin(down) + gate.as_ref().map_or(0, lin)
-                            }
-                            _ => 0,
+                    lin(router, &mut f);
+                    f(gate_up);
+                    f(down);
+                    gate_up_bias.iter().chain(down_bias).for_each(&mut f);
+                    if let Some(SharedWeights::Separate { gate_up, down, gate }) = shared {
+                        lin(gate_up, &mut f);
+                        lin(down, &mut f);
+                        if let Some(g) = gate {
+                            lin(g, &mut f);
                         }
+                    }
                 }
-            };
+            }
         }
+    }
+
+    /// Bytes the weights take on the GPU.
+    pub fn gpu_bytes(&self) -> u64 {
+        let mut n = 0;
+        self.for_each_weight(|w| n += w.gpu_bytes());
         n
+    }
+
+    /// The format holding most of the weights' bytes (a quantised file's headline format: Q4_K for
+    /// a Q4_K_M file, whose embedding may be Q6_K).
+    pub fn main_format(&self) -> crate::gpu::DType {
+        let mut by: Vec<(crate::gpu::DType, u64)> = Vec::new();
+        self.for_each_weight(|w| {
+            for c in &w.chunks {
+                let bytes = c.rows as u64 * c.format().row_bytes(w.cols).unwrap_or(0) as u64;
+                match by.iter_mut().find(|(d, _)| *d == c.dtype) {
+                    Some((_, n)) => *n += bytes,
+                    None => by.push((c.dtype, bytes)),
+                }
+            }
+        });
+        by.into_iter().max_by_key(|&(_, n)| n).map_or(self.embed.dtype, |(d, _)| d)
     }
 }
