@@ -62,12 +62,22 @@ fn bench_rows_per_packed_format() {
     };
     for dtype in [DType::Q4_K, DType::Q8_0, DType::MXFP4] {
         // Decode moves weights; prefill's traffic is mostly activations at tiny's sizes.
-        for (kernel, t, most) in [("matvec", "T=1", 0.6), ("moe", "T=1", 0.6), ("gemm", "T=512", 1.0), ("moe", "T=512", 1.0)] {
+        for (kernel, t, most) in [
+            ("matvec", "T=1", 0.6),
+            ("moe", "T=1", 0.6),
+            ("gemm", "T=512", 1.0),
+            ("moe", "T=512", 1.0),
+        ] {
             let ratio = bytes(dtype, kernel, t) / bytes(DType::F16, kernel, t);
             assert!(ratio < most, "{} {kernel} {t}: {ratio} of f16's bytes", dtype.name());
         }
     }
-    assert!(rows.iter().filter(|r| r.kernel == "rmsnorm").all(|r| r.dtype == DType::F16), "vectors once");
+    assert!(
+        rows.iter()
+            .filter(|r| r.kernel == "rmsnorm")
+            .all(|r| r.dtype == DType::F16),
+        "vectors once"
+    );
     for r in &rows {
         assert!(r.us.is_finite() && r.us > 0.0, "{r:?}");
     }

@@ -89,7 +89,12 @@ fn packed_synthetic_weights() {
         let fp = synthetic::footprint(cfg, dtype);
         let gb = fp.read_bytes_per_token * 1e-9;
         // Norms stay f16: a fraction of a percent more than the matrices' share alone.
-        assert!((gb / want_gb - 1.0).abs() < 0.02, "{} {}: {gb} GB a token, want ~{want_gb}", cfg.model_type, dtype.name());
+        assert!(
+            (gb / want_gb - 1.0).abs() < 0.02,
+            "{} {}: {gb} GB a token, want ~{want_gb}",
+            cfg.model_type,
+            dtype.name()
+        );
         assert!(fp.gpu_bytes as f64 <= 1.02 * fp.data_bytes as f64, "{}", dtype.name());
     }
     let cfg = synthetic::shape_config("tiny").unwrap();
@@ -97,15 +102,32 @@ fn packed_synthetic_weights() {
         let fp = synthetic::footprint(&cfg, dtype);
         // Tiny's 128-wide expert rows are not whole K-quant super-blocks: those stay f16.
         let f16 = synthetic::footprint(&cfg, DType::F16).data_bytes;
-        assert!(fp.data_bytes < f16 * 3 / 4, "{}: {} bytes, f16 {f16}", dtype.name(), fp.data_bytes);
-        let opts = SynthOptions { dtype, ..SynthOptions::default() };
+        assert!(
+            fp.data_bytes < f16 * 3 / 4,
+            "{}: {} bytes, f16 {f16}",
+            dtype.name(),
+            fp.data_bytes
+        );
+        let opts = SynthOptions {
+            dtype,
+            ..SynthOptions::default()
+        };
         let model = synthetic::model(ctx(), "tiny", &opts).unwrap();
         let got = model.weights.gpu_bytes();
-        assert!(got <= fp.gpu_bytes && got as f64 >= 0.95 * fp.gpu_bytes as f64, "{}: {got} vs {}", dtype.name(), fp.gpu_bytes);
+        assert!(
+            got <= fp.gpu_bytes && got as f64 >= 0.95 * fp.gpu_bytes as f64,
+            "{}: {got} vs {}",
+            dtype.name(),
+            fp.gpu_bytes
+        );
         assert_eq!(model.weights.embed.dtype, dtype, "the embedding is packed");
         let logits = model.session(16).forward(&[1, 2, 3], LogitRows::All).unwrap();
         assert!(logits.iter().all(|x| x.is_finite()), "{}", dtype.name());
-        assert!(logits.iter().fold(0f32, |m, x| m.max(x.abs())) > 1e-3, "{}: logits all ~0", dtype.name());
+        assert!(
+            logits.iter().fold(0f32, |m, x| m.max(x.abs())) > 1e-3,
+            "{}: logits all ~0",
+            dtype.name()
+        );
     }
 }
 
@@ -511,12 +533,32 @@ fn cpu_adapters_are_limited_to_host_memory() {
 /// SmolLM2-135M's Q4_1 GGUF reads its 92 MiB a token, not the 257 MiB of f16.
 #[test]
 fn file_roofline_counts_packed_bytes() {
-    let gguf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(gguf.exists(), "{} is missing: run scripts/fetch_smollm2.sh", gguf.display());
-    let (model, info) = bench_model::open_model(ctx(), &ModelChoice::File { path: gguf, load: Default::default() }, &|_| {}).unwrap();
+    let gguf =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        gguf.exists(),
+        "{} is missing: run scripts/fetch_smollm2.sh",
+        gguf.display()
+    );
+    let (model, info) = bench_model::open_model(
+        ctx(),
+        &ModelChoice::File {
+            path: gguf,
+            load: Default::default(),
+        },
+        &|_| {},
+    )
+    .unwrap();
     let file = model.file_tensor_bytes.unwrap() as f64;
     let f16 = synthetic::footprint(&model.config, DType::F16);
     let read = info.footprint.read_bytes_per_token;
-    assert!((read / file - 1.0).abs() < 0.01, "{read} bytes a token for a {file}-byte file");
-    assert!(read < f16.read_bytes_per_token / 2.5, "{read} vs f16's {}", f16.read_bytes_per_token);
+    assert!(
+        (read / file - 1.0).abs() < 0.01,
+        "{read} bytes a token for a {file}-byte file"
+    );
+    assert!(
+        read < f16.read_bytes_per_token / 2.5,
+        "{read} vs f16's {}",
+        f16.read_bytes_per_token
+    );
 }

@@ -46,16 +46,45 @@ fn logits_with_quantize_at_load() {
     let out = dir.join("logits-q8_0.bin");
     let model = fixture(name);
     let m = model.to_str().unwrap();
-    let (ok, _, err) = wgmoe(&["logits", "--model", m, "--tokens", &list, "--out", out.to_str().unwrap(), "--quantize", "q8_0"]);
+    let (ok, _, err) = wgmoe(&[
+        "logits",
+        "--model",
+        m,
+        "--tokens",
+        &list,
+        "--out",
+        out.to_str().unwrap(),
+        "--quantize",
+        "q8_0",
+    ]);
     assert!(ok, "{err}");
-    let line = err.lines().find(|l| l.starts_with("GPU weights: ")).unwrap_or_else(|| panic!("{err}"));
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("GPU weights: "))
+        .unwrap_or_else(|| panic!("{err}"));
     let ctx = wgmoe::gpu::Context::from_env().unwrap();
-    let opts = wgmoe::model::LoadOptions { quantize: Some(wgmoe::gpu::DType::Q8_0), ..Default::default() };
+    let opts = wgmoe::model::LoadOptions {
+        quantize: Some(wgmoe::gpu::DType::Q8_0),
+        ..Default::default()
+    };
     let lib = wgmoe::model::Model::load_with(ctx, &model, &opts, &|_, _| {}).unwrap();
     assert_eq!(line, lib.weights_line());
-    let want = lib.session(64).forward(&tokens, wgmoe::model::plan::LogitRows::All).unwrap();
+    let want = lib
+        .session(64)
+        .forward(&tokens, wgmoe::model::plan::LogitRows::All)
+        .unwrap();
     assert_eq!(read_f32(&out), want, "the CLI's logits are the library's");
-    let (ok, _, err) = wgmoe(&["logits", "--model", m, "--tokens", &list, "--out", out.to_str().unwrap(), "--quantize", "q3"]);
+    let (ok, _, err) = wgmoe(&[
+        "logits",
+        "--model",
+        m,
+        "--tokens",
+        &list,
+        "--out",
+        out.to_str().unwrap(),
+        "--quantize",
+        "q3",
+    ]);
     assert!(!ok && err.contains("q3") && err.contains("q4_k"), "{err}");
 }
 

@@ -292,7 +292,10 @@ fn tensors_under_transformers_names_with(packed: bool) {
             .collect();
         for (i, (&g, &w)) in v.iter().zip(&first).enumerate() {
             let tol = if quantised { w.abs() * 2f32.powi(-11) } else { 0.0 };
-            assert!((g - w).abs() <= tol, "{hf} (packed: {packed}): value {i} is {g}, expected {w}");
+            assert!(
+                (g - w).abs() <= tol,
+                "{hf} (packed: {packed}): value {i} is {g}, expected {w}"
+            );
         }
         let sum: f64 = v
             .iter()
@@ -796,7 +799,10 @@ fn smollm2_logits_and_greedy_answer() {
     let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let t0 = std::time::Instant::now();
     // transformers ran on the weights rounded to f16: the dequantising load is that model.
-    let dequantised = wgmoe::model::LoadOptions { packed: false, ..Default::default() };
+    let dequantised = wgmoe::model::LoadOptions {
+        packed: false,
+        ..Default::default()
+    };
     let model = Model::load_with(ctx, &smollm2(), &dequantised, &|_, _| {}).unwrap();
     eprintln!("load: {:.1} s", t0.elapsed().as_secs_f32());
     let vocab = model.config.vocab;
@@ -884,14 +890,33 @@ fn smollm2_packed_takes_the_files_bytes_and_answers() {
     let model = Model::load(ctx, &smollm2(), &|_, _| {}).unwrap();
     let (gpu, file) = (model.weights.gpu_bytes(), model.file_tensor_bytes.unwrap());
     eprintln!("{}", model.weights_line());
-    assert!(gpu as f64 <= 1.05 * file as f64, "GPU weights {gpu} bytes for {file} in the file");
+    assert!(
+        gpu as f64 <= 1.05 * file as f64,
+        "GPU weights {gpu} bytes for {file} in the file"
+    );
     // What bench's roofline counts: the loaded formats' bytes. SmolLM2 is dense with a tied
     // embedding, so a token reads every weight: the file's tensor bytes (its f32 norms included).
     let fp = model.footprint.unwrap();
-    assert!((fp.data_bytes as f64 / file as f64 - 1.0).abs() < 0.01, "{fp:?} for {file}");
-    assert!((fp.read_bytes_per_token / fp.data_bytes as f64 - 1.0).abs() < 1e-9, "{fp:?}");
-    let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let want: Vec<u32> = r["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert!(
+        (fp.data_bytes as f64 / file as f64 - 1.0).abs() < 0.01,
+        "{fp:?} for {file}"
+    );
+    assert!(
+        (fp.read_bytes_per_token / fp.data_bytes as f64 - 1.0).abs() < 1e-9,
+        "{fp:?}"
+    );
+    let ids: Vec<u32> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let want: Vec<u32> = r["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
     let mut s = model.session(ids.len() + 32);
     let mut next = argmax(&s.forward(&ids, LogitRows::Last).unwrap());
     let mut greedy = vec![next];
@@ -902,7 +927,11 @@ fn smollm2_packed_takes_the_files_bytes_and_answers() {
     let (tok, ..) = GgufSource::open(&smollm2()).unwrap().tokenizer_parts().unwrap();
     let text = tok.decode(&greedy, true).unwrap();
     assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
-    assert_eq!(greedy, want[..greedy.len()], "greedy tokens differ from transformers' ({text:?})");
+    assert_eq!(
+        greedy,
+        want[..greedy.len()],
+        "greedy tokens differ from transformers' ({text:?})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1138,7 +1167,7 @@ fn fixture_to_gguf_with(name: &str, arch: &str, quant: Quant) -> Vec<u8> {
 /// quantised, routed experts and attn_v in Q4_0 (a Q4_K_M file's attn_v differs from attn_q/k
 /// too, so the q|k|v stack mixes formats), the rest Q8_0.
 fn put_tensor(w: &mut Writer, g: &str, shape: &[usize], values: Vec<f32>, quant: Quant) {
-    let matrix = shape.len() >= 2 && shape[shape.len() - 1] % 32 == 0 && !g.contains("ffn_gate_inp");
+    let matrix = shape.len() >= 2 && shape[shape.len() - 1].is_multiple_of(32) && !g.contains("ffn_gate_inp");
     if quant == Quant::None || !matrix {
         return w.tensor(g, shape, values);
     }
@@ -1175,7 +1204,16 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
     let tokens = reference(name).tokens;
     let run = |p: &Path, packed: bool| {
         let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-        let m = Model::load_with(ctx, p, &wgmoe::model::LoadOptions { packed, ..Default::default() }, &|_, _| {}).unwrap();
+        let m = Model::load_with(
+            ctx,
+            p,
+            &wgmoe::model::LoadOptions {
+                packed,
+                ..Default::default()
+            },
+            &|_, _| {},
+        )
+        .unwrap();
         let mut s = m.session(64);
         let logits = s.forward(&tokens, LogitRows::All).unwrap();
         let mixed = m.weights.layers.iter().any(|l| match &l.attn {
@@ -1196,12 +1234,23 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
             greedy.push(next);
         }
         let coop = wgmoe::kernels::matmul::coop_enabled(&m.ctx, &m.weights.embed);
-        (logits, greedy, m.weights.gpu_bytes(), m.file_tensor_bytes.unwrap(), mixed, decode, coop)
+        (
+            logits,
+            greedy,
+            m.weights.gpu_bytes(),
+            m.file_tensor_bytes.unwrap(),
+            mixed,
+            decode,
+            coop,
+        )
     };
     let (packed, greedy_packed, gpu_packed, file, mixed, decode_packed, coop) = run(&blocks, true);
     let (exact, greedy_exact, _, _, _, decode_exact, _) = run(&values, true);
     let (wide, greedy_wide, gpu_wide, ..) = run(&blocks, false);
-    assert_eq!(mixed, gqa, "{name}: q|k|v in Q8_0 and Q4_0 parts stay packed as a mixed stack");
+    assert_eq!(
+        mixed, gqa,
+        "{name}: q|k|v in Q8_0 and Q4_0 parts stay packed as a mixed stack"
+    );
     std::fs::remove_file(&blocks).ok();
     std::fs::remove_file(&values).ok();
     let err_exact = max_abs_diff(&packed, &exact);
@@ -1212,19 +1261,37 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
     // Prefill of packed weights runs on cooperative matrices where the adapter has them (f16
     // activations, where the f32 values take f32 tiles, and MoE routing flips on that): only
     // decode is compared there.
-    assert!(coop || err_exact <= EXACT_BOUND, "{name}: packed vs its f32 values: logits differ by {err_exact}");
+    assert!(
+        coop || err_exact <= EXACT_BOUND,
+        "{name}: packed vs its f32 values: logits differ by {err_exact}"
+    );
     let err_decode = max_abs_diff(&decode_packed, &decode_exact);
-    assert!(err_decode <= EXACT_BOUND, "{name}: decode, packed vs its f32 values: {err_decode}");
-    assert_eq!(greedy_packed, greedy_exact, "{name}: greedy tokens, packed vs f32 values");
+    assert!(
+        err_decode <= EXACT_BOUND,
+        "{name}: decode, packed vs its f32 values: {err_decode}"
+    );
+    assert_eq!(
+        greedy_packed, greedy_exact,
+        "{name}: greedy tokens, packed vs f32 values"
+    );
     // DeepSeek-V3's router picks expert groups by sigmoid scores plus a bias: the f16 rounding of
     // the weights flips a choice for some prompt rows, which moves those rows' logits by units
     // (measured 3.7; the f32 values above agree exactly, and the greedy tokens still agree).
     if name != "deepseek_v3" && !coop {
-        assert!(err <= F16_BOUND, "{name}: packed vs dequantised to f16: logits differ by {err}");
+        assert!(
+            err <= F16_BOUND,
+            "{name}: packed vs dequantised to f16: logits differ by {err}"
+        );
     }
     assert_eq!(greedy_packed, greedy_wide, "{name}: greedy tokens, packed vs f16");
-    assert!(gpu_packed < gpu_wide, "{name}: packed weights take {gpu_packed} bytes, dequantised {gpu_wide}");
-    assert!(gpu_packed as f64 <= 1.05 * file as f64, "{name}: packed weights take {gpu_packed} bytes, the file's {file}");
+    assert!(
+        gpu_packed < gpu_wide,
+        "{name}: packed weights take {gpu_packed} bytes, dequantised {gpu_wide}"
+    );
+    assert!(
+        gpu_packed as f64 <= 1.05 * file as f64,
+        "{name}: packed weights take {gpu_packed} bytes, the file's {file}"
+    );
 }
 
 #[test]
@@ -1241,7 +1308,9 @@ fn quantised_fixtures_packed_match_dequantised() {
         packed_matches_dequantised(name, arch);
     }
     // DeepSeek (MLA; V2-Lite's folded shared experts, V3's sigmoid router and split k_b / v_b).
-    packed_matches_dequantised_with("deepseek_v2_lite", false, |q| deepseek_to_gguf_with("deepseek_v2_lite", false, q));
+    packed_matches_dequantised_with("deepseek_v2_lite", false, |q| {
+        deepseek_to_gguf_with("deepseek_v2_lite", false, q)
+    });
     packed_matches_dequantised_with("deepseek_v3", false, |q| deepseek_to_gguf_with("deepseek_v3", true, q));
 }
 
@@ -1874,7 +1943,10 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     let model = load_temp_gguf("fixture-gpt-oss-mxfp4-packed", &bytes, "gpt_oss");
     for l in &model.weights.layers {
         if let wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } = &l.ffn {
-            assert_eq!((gate_up.dtype, down.dtype), (wgmoe::gpu::DType::MXFP4, wgmoe::gpu::DType::MXFP4));
+            assert_eq!(
+                (gate_up.dtype, down.dtype),
+                (wgmoe::gpu::DType::MXFP4, wgmoe::gpu::DType::MXFP4)
+            );
         }
     }
 }

@@ -32,9 +32,15 @@ fn k_of(dtype: DType, blocks: usize) -> usize {
 
 /// Random packed `[n, k]` weights of `dtype`: (bytes, dequantised values).
 fn random(dtype: DType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
-    let bytes = Format::of(dtype).random_rows(n, k, seed, 1.0 / (k as f32).sqrt()).unwrap();
+    let bytes = Format::of(dtype)
+        .random_rows(n, k, seed, 1.0 / (k as f32).sqrt())
+        .unwrap();
     let values = f32_values(dtype, &bytes);
-    assert!(values.iter().all(|v| v.is_finite()), "{}: random blocks decode finite", dtype.name());
+    assert!(
+        values.iter().all(|v| v.is_finite()),
+        "{}: random blocks decode finite",
+        dtype.name()
+    );
     (bytes, values)
 }
 
@@ -58,7 +64,17 @@ enum Kernel {
 /// `t` tokens through `[n, k]` weights of `dtype` with `kernel`, split at `limit` bytes per
 /// binding if given. Returns the number of chunks.
 #[allow(clippy::too_many_arguments)]
-fn check(ctx: &Context, name: &str, kernel: Kernel, dtype: DType, t: usize, n: usize, k: usize, limit: Option<u64>, seed: u64) -> usize {
+fn check(
+    ctx: &Context,
+    name: &str,
+    kernel: Kernel,
+    dtype: DType,
+    t: usize,
+    n: usize,
+    k: usize,
+    limit: Option<u64>,
+    seed: u64,
+) -> usize {
     let (bytes, wv) = random(dtype, n, k, seed);
     let mut rng = Rng::new(seed);
     let x = rng.vec(t * k, 1.0);
@@ -76,9 +92,17 @@ fn check(ctx: &Context, name: &str, kernel: Kernel, dtype: DType, t: usize, n: u
     let got = yt.read_f32(ctx).unwrap();
     let coop = !matches!(kernel, Kernel::Matvec) && ds.iter().any(|d| d.label.contains("coop"));
     // Where the adapter has cooperative matrices, prefill of packed weights runs on them.
-    assert_eq!(coop, !matches!(kernel, Kernel::Matvec) && coop_enabled(ctx, &w), "{name} {kernel:?}: cooperative path");
+    assert_eq!(
+        coop,
+        !matches!(kernel, Kernel::Matvec) && coop_enabled(ctx, &w),
+        "{name} {kernel:?}: cooperative path"
+    );
     let bound = if coop { COOP_BOUND } else { BOUND };
-    let what = format!("{name} {kernel:?} {} T={t} N={n} K={k} chunks={} coop={coop}", dtype.name(), w.chunks.len());
+    let what = format!(
+        "{name} {kernel:?} {} T={t} N={n} K={k} chunks={} coop={coop}",
+        dtype.name(),
+        w.chunks.len()
+    );
     assert_nmse(&what, &got, &reference(t, n, k, &x, &wv), bound);
     w.chunks.len()
 }
@@ -141,7 +165,12 @@ fn experts_every_format_decode_and_prefill() {
             for path in [Path::Decode, Path::Prefill] {
                 let (got, coop) = run_gpu(ctx, &s, dtype, &d, false, path);
                 let bound = if coop { COOP_BOUND } else { BOUND };
-                assert_nmse(&format!("{name} {} experts {:?}", dtype.name(), path as u8), &got, &want, bound);
+                assert_nmse(
+                    &format!("{name} {} experts {:?}", dtype.name(), path as u8),
+                    &got,
+                    &want,
+                    bound,
+                );
             }
         }
     }
@@ -170,7 +199,8 @@ fn embedding_rows_every_format() {
             let (vocab, dim) = (29, k_of(dtype, 3));
             let (bytes, values) = random(dtype, vocab, dim, 500 + i as u64);
             let row = Format::of(dtype).row_bytes(dim).unwrap() as u64;
-            let table = Weight::upload_with_binding_limit(ctx, "table", dtype, vocab, dim, 1, &bytes, 5 * row + 32).unwrap();
+            let table =
+                Weight::upload_with_binding_limit(ctx, "table", dtype, vocab, dim, 1, &bytes, 5 * row + 32).unwrap();
             assert!(table.chunks.len() >= 5);
             let ids: Vec<u32> = vec![0, 28, 5, 5, 13, 31, 6];
             let id_buf = Tensor::from_u32(ctx, "ids", &ids);
@@ -199,7 +229,13 @@ fn packed_weights_take_the_files_bytes() {
         let w = Weight::upload(ctx, "w", dtype, 33, k, 1, &bytes).unwrap();
         assert_eq!(w.data_bytes(), bytes.len() as u64);
         // One 16-byte tail word and the round-up to whole words: nothing per row.
-        assert!(w.gpu_bytes() <= bytes.len() as u64 + 32, "{}: {} GPU bytes for {}", dtype.name(), w.gpu_bytes(), bytes.len());
+        assert!(
+            w.gpu_bytes() <= bytes.len() as u64 + 32,
+            "{}: {} GPU bytes for {}",
+            dtype.name(),
+            w.gpu_bytes(),
+            bytes.len()
+        );
     }
 }
 
@@ -208,12 +244,23 @@ fn rows_that_are_not_whole_blocks_are_errors() {
     let ctx = native();
     for dtype in DType::PACKED {
         let k = k_of(dtype, 2) + 8;
-        let e = Weight::alloc(ctx, "blk.0.ffn_down.weight", dtype, 4, k, 1, ctx.caps.max_storage_binding)
-            .err()
-            .unwrap_or_else(|| panic!("{}: accepted rows of {k}", dtype.name()))
-            .to_string();
+        let e = Weight::alloc(
+            ctx,
+            "blk.0.ffn_down.weight",
+            dtype,
+            4,
+            k,
+            1,
+            ctx.caps.max_storage_binding,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{}: accepted rows of {k}", dtype.name()))
+        .to_string();
         assert!(e.contains("blk.0.ffn_down.weight") && e.contains(dtype.name()), "{e}");
-        let err = Weight::upload(ctx, "w", dtype, 4, k_of(dtype, 2), 1, &[0u8; 10]).err().unwrap().to_string();
+        let err = Weight::upload(ctx, "w", dtype, 4, k_of(dtype, 2), 1, &[0u8; 10])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("expected"), "{err}");
     }
 }
@@ -230,7 +277,10 @@ fn stacked_parts_of_different_formats() {
         let w = Weight::alloc_stacked(ctx, "qkv", &layout, k, ctx.caps.max_storage_binding).unwrap();
         assert!(!w.is_uniform());
         // Rows 60..68 would be Q4_K bytes running into the Q6_K part.
-        assert!(w.write_rows(ctx, 60, &[0u8; 288 * 8]).is_err(), "a write across formats");
+        assert!(
+            w.write_rows(ctx, 60, &[0u8; 288 * 8]).is_err(),
+            "a write across formats"
+        );
         let mut values = Vec::new();
         let mut row = 0;
         for (i, &(rows, dtype)) in layout.iter().enumerate() {
@@ -252,9 +302,20 @@ fn stacked_parts_of_different_formats() {
             ctx.submit(&ds.iter().collect::<Vec<_>>());
             let coop = ds.iter().any(|d| d.label.contains("coop"));
             let bound = if coop { COOP_BOUND } else { BOUND };
-            assert_nmse(&format!("{name} {kernel:?} mixed stack"), &yt.read_f32(ctx).unwrap(), &reference(t, n, k, &x, &values), bound);
+            assert_nmse(
+                &format!("{name} {kernel:?} mixed stack"),
+                &yt.read_f32(ctx).unwrap(),
+                &reference(t, n, k, &x, &values),
+                bound,
+            );
         }
-        let table = embedding(ctx, &w, &Tensor::from_u32(ctx, "ids", &[0]), 1, &Tensor::zeros(ctx, "out", k));
+        let table = embedding(
+            ctx,
+            &w,
+            &Tensor::from_u32(ctx, "ids", &[0]),
+            1,
+            &Tensor::zeros(ctx, "out", k),
+        );
         assert!(table.err().unwrap().to_string().contains("different formats"));
     }
 }
@@ -270,7 +331,17 @@ fn rows_written_piecewise_at_any_alignment() {
         let (rows, k) = (37, k_of(dtype, 3));
         let row = f.row_bytes(k).unwrap();
         let (bytes, _) = random(dtype, rows, k, 9);
-        let w = Weight::upload_with_binding_limit(ctx, "w", dtype, rows, k, 1, &vec![0u8; rows * row], 11 * row as u64 + 32).unwrap();
+        let w = Weight::upload_with_binding_limit(
+            ctx,
+            "w",
+            dtype,
+            rows,
+            k,
+            1,
+            &vec![0u8; rows * row],
+            11 * row as u64 + 32,
+        )
+        .unwrap();
         assert!(w.chunks.len() >= 3);
         // Runs of 1..=3 rows, in an order that writes both neighbours of a shared word in turn.
         let mut runs = Vec::new();
@@ -292,7 +363,11 @@ fn rows_written_piecewise_at_any_alignment() {
             let words = ctx.read_u32(&c.buffer, 0, (c.buffer.size() / 4) as usize).unwrap();
             let b: Vec<u8> = bytemuck::cast_slice(&words).to_vec();
             got.extend_from_slice(&b[..c.rows as usize * row]);
-            assert!(b[c.rows as usize * row..].iter().all(|&x| x == 0), "{}: the tail stays zero", dtype.name());
+            assert!(
+                b[c.rows as usize * row..].iter().all(|&x| x == 0),
+                "{}: the tail stays zero",
+                dtype.name()
+            );
         }
         assert!(got == bytes, "{}: bytes differ after piecewise writes", dtype.name());
     }

@@ -47,10 +47,16 @@ fn gpt_oss_mxfp4_experts_stay_packed() {
     use wgmoe::gpu::DType;
     for (packed, want) in [(true, DType::MXFP4), (false, DType::BF16)] {
         let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
-        let opts = wgmoe::model::LoadOptions { packed, ..Default::default() };
+        let opts = wgmoe::model::LoadOptions {
+            packed,
+            ..Default::default()
+        };
         let model = Model::load_with(ctx, &fixture("gpt_oss_mxfp4"), &opts, &|_, _| {}).unwrap();
         let dtypes = expert_dtypes(&model);
-        assert!(!dtypes.is_empty() && dtypes.iter().all(|&d| d == (want, want)), "packed {packed}: {dtypes:?}");
+        assert!(
+            !dtypes.is_empty() && dtypes.iter().all(|&d| d == (want, want)),
+            "packed {packed}: {dtypes:?}"
+        );
         if packed {
             // Blocks and scales: the file's bytes for the experts, held as they are.
             let experts: u64 = model
@@ -58,7 +64,9 @@ fn gpt_oss_mxfp4_experts_stay_packed() {
                 .layers
                 .iter()
                 .filter_map(|l| match &l.ffn {
-                    wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } => Some(gate_up.data_bytes() + down.data_bytes()),
+                    wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } => {
+                        Some(gate_up.data_bytes() + down.data_bytes())
+                    }
                     _ => None,
                 })
                 .sum();
@@ -271,7 +279,9 @@ fn misshapen_fp8_scale_is_an_error() {
 // ---------------------------------------------------------------------------------------------
 
 fn gguf_data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels-tests/gguf-data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels-tests/gguf-data")
+        .join(name)
 }
 
 /// Q8_0, Q4_0 and Q5_0 blocks bit for bit as gguf-py (ggml's reference) writes them, on normal and
@@ -280,16 +290,27 @@ fn gguf_data(name: &str) -> PathBuf {
 #[test]
 fn q8_0_q4_0_q5_0_quantisers_match_gguf_py_bit_for_bit() {
     use wgmoe::gpu::DType;
-    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gguf_data("quantize.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gguf_data("quantize.json")).unwrap()).unwrap();
     let blob = std::fs::read(gguf_data("quantize.bin")).unwrap();
     let n = index["count"].as_u64().unwrap() as usize;
-    let values: Vec<f32> = blob[..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let values: Vec<f32> = blob[..4 * n]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     for (name, dtype) in [("Q8_0", DType::Q8_0), ("Q4_0", DType::Q4_0), ("Q5_0", DType::Q5_0)] {
-        let (o, l) = (index[name]["offset"].as_u64().unwrap() as usize, index[name]["length"].as_u64().unwrap() as usize);
+        let (o, l) = (
+            index[name]["offset"].as_u64().unwrap() as usize,
+            index[name]["length"].as_u64().unwrap() as usize,
+        );
         let got = wgmoe::model::quantize::quantize(dtype, &values).unwrap();
         assert_eq!(got.len(), l, "{name}");
         let bad = got.iter().zip(&blob[o..o + l]).position(|(a, b)| a != b);
-        assert!(bad.is_none(), "{name}: first differing byte {bad:?} (block {})", bad.unwrap_or(0) / (l / (n / 32)));
+        assert!(
+            bad.is_none(),
+            "{name}: first differing byte {bad:?} (block {})",
+            bad.unwrap_or(0) / (l / (n / 32))
+        );
     }
 }
 
@@ -303,8 +324,16 @@ fn q4_k_quantiser_beats_q4_0() {
     use wgmoe::model::source::f32_values;
     let mut rng = common::Rng::new(7);
     for (what, values) in [
-        ("normal", (0..256 * 64).map(|_| (rng.unit() as f32 - 0.5) + (rng.unit() as f32 - 0.5)).collect::<Vec<f32>>()),
-        ("heavy-tailed", (0..256 * 64).map(|_| (rng.unit() as f32 - 0.5).powi(3) * 8.0).collect()),
+        (
+            "normal",
+            (0..256 * 64)
+                .map(|_| (rng.unit() as f32 - 0.5) + (rng.unit() as f32 - 0.5))
+                .collect::<Vec<f32>>(),
+        ),
+        (
+            "heavy-tailed",
+            (0..256 * 64).map(|_| (rng.unit() as f32 - 0.5).powi(3) * 8.0).collect(),
+        ),
         ("one sign", (0..256 * 8).map(|_| rng.unit() as f32 + 0.1).collect()),
     ] {
         let nmse = |dtype: DType| {
@@ -358,7 +387,10 @@ fn fixtures_quantised_at_load() {
     ] {
         let r = reference(name);
         let ctx = || wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
-        let opts = wgmoe::model::LoadOptions { quantize: Some(dtype), ..Default::default() };
+        let opts = wgmoe::model::LoadOptions {
+            quantize: Some(dtype),
+            ..Default::default()
+        };
         let model = Model::load_with(ctx(), &fixture(name), &opts, &|_, _| {}).unwrap();
         let (config, src) = wgmoe::model::checkpoint::open(&fixture(name)).unwrap();
         let q = wgmoe::model::quantize::Quantized::new(src.as_ref(), dtype, &config);
@@ -388,26 +420,52 @@ fn fixtures_quantised_at_load() {
         // decode is compared there.
         let coop = wgmoe::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
         let err_decode = max_abs_diff(&decode, &decode_exact);
-        assert!(err_decode <= 1e-3, "{name} {}: decode, packed vs its values: {err_decode}", dtype.name());
-        let num: f64 = packed.iter().zip(&r.logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        assert!(
+            err_decode <= 1e-3,
+            "{name} {}: decode, packed vs its values: {err_decode}",
+            dtype.name()
+        );
+        let num: f64 = packed
+            .iter()
+            .zip(&r.logits)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         let vs_reference = num / r.logits.iter().map(|b| (*b as f64).powi(2)).sum::<f64>();
         eprintln!(
             "{name} {}: packed vs its values {err:.2e}; logits NMSE vs transformers (unquantised) {vs_reference:.2e}; {}",
             dtype.name(),
             model.weights_line()
         );
-        assert!(coop || err <= 1e-3, "{name} {}: packed vs its values: {err}", dtype.name());
+        assert!(
+            coop || err <= 1e-3,
+            "{name} {}: packed vs its values: {err}",
+            dtype.name()
+        );
         assert_eq!(greedy, greedy_exact, "{name} {}", dtype.name());
-        assert!(vs_reference <= bound, "{name} {}: logits NMSE {vs_reference} against transformers'", dtype.name());
-        assert!(model.weights.gpu_bytes() < values.weights.gpu_bytes() / 2, "{name}: {}", model.weights_line());
+        assert!(
+            vs_reference <= bound,
+            "{name} {}: logits NMSE {vs_reference} against transformers'",
+            dtype.name()
+        );
+        assert!(
+            model.weights.gpu_bytes() < values.weights.gpu_bytes() / 2,
+            "{name}: {}",
+            model.weights_line()
+        );
     }
 }
 
 #[test]
 fn quantize_to_a_format_without_a_quantiser_is_an_error() {
     let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
-    let opts = wgmoe::model::LoadOptions { quantize: Some(wgmoe::gpu::DType::Q6_K), ..Default::default() };
-    let e = Model::load_with(ctx, &fixture("llama"), &opts, &|_, _| {}).err().unwrap().to_string();
+    let opts = wgmoe::model::LoadOptions {
+        quantize: Some(wgmoe::gpu::DType::Q6_K),
+        ..Default::default()
+    };
+    let e = Model::load_with(ctx, &fixture("llama"), &opts, &|_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("q6_k") && e.contains("q4_k"), "{e}");
 }
 
@@ -437,37 +495,86 @@ fn fp8_served_packed_at_the_released_tile_size() {
     let scale_bytes: Vec<u8> = bytemuck::cast_slice(&scale).to_vec();
     let one_scale: Vec<u8> = bytemuck::cast_slice(&scale[..2]).to_vec();
     let tensors = [
-        ("w.weight".to_string(), safetensors::Dtype::F8_E4M3, vec![rows, cols], w.clone()),
-        ("w.weight_scale_inv".to_string(), safetensors::Dtype::F32, vec![2, 2], scale_bytes),
-        ("n.weight".to_string(), safetensors::Dtype::F8_E4M3, vec![rows, 64], narrow),
-        ("n.weight_scale_inv".to_string(), safetensors::Dtype::F32, vec![2, 1], one_scale),
+        (
+            "w.weight".to_string(),
+            safetensors::Dtype::F8_E4M3,
+            vec![rows, cols],
+            w.clone(),
+        ),
+        (
+            "w.weight_scale_inv".to_string(),
+            safetensors::Dtype::F32,
+            vec![2, 2],
+            scale_bytes,
+        ),
+        (
+            "n.weight".to_string(),
+            safetensors::Dtype::F8_E4M3,
+            vec![rows, 64],
+            narrow,
+        ),
+        (
+            "n.weight_scale_inv".to_string(),
+            safetensors::Dtype::F32,
+            vec![2, 1],
+            one_scale,
+        ),
     ];
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
-    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
 
     let mut src = Safetensors::open_dir(&dir).unwrap();
     let packed = src.get("w.weight").unwrap();
-    assert_eq!((packed.dtype.clone(), packed.shape.clone()), (SrcDType::Packed(DType::FP8), vec![rows, cols]));
+    assert_eq!(
+        (packed.dtype.clone(), packed.shape.clone()),
+        (SrcDType::Packed(DType::FP8), vec![rows, cols])
+    );
     assert_eq!(packed.bytes.len(), rows * cols / 128 * 132);
-    assert_eq!(src.get("n.weight").unwrap().dtype, SrcDType::BF16, "64 wide: not whole 128-blocks");
+    assert_eq!(
+        src.get("n.weight").unwrap().dtype,
+        SrcDType::BF16,
+        "64 wide: not whole 128-blocks"
+    );
     let got = packed.to_f32().unwrap();
     let bytes = packed.bytes.to_vec();
     src.packed = false;
     let want = src.get("w.weight").unwrap().to_f32().unwrap();
-    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "packed values differ from the bf16 path");
+    assert!(
+        got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "packed values differ from the bf16 path"
+    );
 
     // On the GPU: y = W x with the packed weight against the bf16 values.
     let ctx = common::native();
     let wt = Weight::upload(ctx, "w", DType::FP8, rows, cols, 1, &bytes).unwrap();
     let x = rng.vec(cols, 1.0);
     let (xt, yt) = (Tensor::from_f32(ctx, "x", &x), Tensor::zeros(ctx, "y", rows));
-    let ds = wgmoe::kernels::matmul::matmul(ctx, wgmoe::kernels::matmul::MatmulSpec::packed(1, &wt), &xt, &wt, None, &yt).unwrap();
+    let ds = wgmoe::kernels::matmul::matmul(
+        ctx,
+        wgmoe::kernels::matmul::MatmulSpec::packed(1, &wt),
+        &xt,
+        &wt,
+        None,
+        &yt,
+    )
+    .unwrap();
     ctx.submit(&ds.iter().collect::<Vec<_>>());
     let y = yt.read_f32(ctx).unwrap();
-    let reference: Vec<f64> = (0..rows).map(|r| (0..cols).map(|c| want[r * cols + c] as f64 * x[c] as f64).sum()).collect();
+    let reference: Vec<f64> = (0..rows)
+        .map(|r| (0..cols).map(|c| want[r * cols + c] as f64 * x[c] as f64).sum())
+        .collect();
     common::assert_nmse("fp8 matvec", &y, &reference, 1e-9);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -311,7 +311,11 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             kernel: "moe",
             detail: format!(
                 "E={e} k={k} D={d} I={inter} T={t}{}{}",
-                if down.dtype != gate_up.dtype { format!(" down {}", down.dtype.name()) } else { String::new() },
+                if down.dtype != gate_up.dtype {
+                    format!(" down {}", down.dtype.name())
+                } else {
+                    String::new()
+                },
                 coop_tag(&dispatches)
             ),
             dispatches,
@@ -495,7 +499,7 @@ pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
                 rows.push(Row {
                     shape: s.name.to_string(),
                     dtype,
-                kernel: case.kernel.to_string(),
+                    kernel: case.kernel.to_string(),
                     detail: case.detail,
                     us: secs * 1e6,
                     bytes: case.bytes,

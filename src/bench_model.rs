@@ -25,7 +25,10 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub enum ModelChoice {
     /// A Hugging Face model folder or a .gguf file, loaded with these options (packed by default).
-    File { path: PathBuf, load: crate::model::LoadOptions },
+    File {
+        path: PathBuf,
+        load: crate::model::LoadOptions,
+    },
     /// Random weights with a real model's shape, made on the GPU (see [`synthetic::SHAPES`]).
     Synthetic { shape: String, opts: SynthOptions },
 }
@@ -143,7 +146,9 @@ pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Res
             let model = Model::load_with(ctx, path, load, &|_, _| {})?;
             let dtype = model.weights.main_format();
             // The roofline counts the bytes of the formats the file has (packed where it is).
-            let fp = model.footprint.unwrap_or_else(|| synthetic::footprint(&model.config, dtype));
+            let fp = model
+                .footprint
+                .unwrap_or_else(|| synthetic::footprint(&model.config, dtype));
             log(&format!(
                 "loaded {} in {:.1} s",
                 path.display(),

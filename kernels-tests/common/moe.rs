@@ -154,14 +154,26 @@ pub fn weight_values(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, scal
             .expect("whole blocks");
         (wgmoe::model::source::f32_values(dtype, &bytes), bytes)
     } else {
-        let v: Vec<f32> = rng.vec(rows * cols, scale).into_iter().map(|x| dtype.round(x)).collect();
+        let v: Vec<f32> = rng
+            .vec(rows * cols, scale)
+            .into_iter()
+            .map(|x| dtype.round(x))
+            .collect();
         let bytes = dtype.encode(&v);
         (v, bytes)
     }
 }
 
 /// Per-weight binding limits making chunks of two experts each (`None`: one chunk).
-pub fn upload(ctx: &Context, dtype: DType, rows: usize, cols: usize, group: usize, bytes: &[u8], chunked: bool) -> Weight {
+pub fn upload(
+    ctx: &Context,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    bytes: &[u8],
+    chunked: bool,
+) -> Weight {
     let group_bytes = (wgmoe::gpu::Format::of(dtype).row_stride(cols) * group) as u64;
     let limit = if chunked {
         2 * group_bytes + 32

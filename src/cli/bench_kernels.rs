@@ -36,7 +36,11 @@ pub fn run(opts: &DeviceOptions, args: &BenchKernelsArgs) -> Result<()> {
     let ctx = Context::new(opts)?;
     let options = BenchOptions {
         shapes: args.shapes.clone(),
-        dtypes: args.dtype.iter().map(|d| bench::parse_dtype(d)).collect::<Result<_>>()?,
+        dtypes: args
+            .dtype
+            .iter()
+            .map(|d| bench::parse_dtype(d))
+            .collect::<Result<_>>()?,
         min_ms: args.min_ms,
         filter: args.filter.clone(),
     };

@@ -416,7 +416,15 @@ impl Weight {
         let mut chunks = Vec::new();
         let mut row = 0;
         for (i, &(rows, dtype)) in parts.iter().enumerate() {
-            let part = Self::alloc(ctx, &format!("{label}.{i}"), dtype, rows, cols, group_rows, binding_limit)?;
+            let part = Self::alloc(
+                ctx,
+                &format!("{label}.{i}"),
+                dtype,
+                rows,
+                cols,
+                group_rows,
+                binding_limit,
+            )?;
             for mut c in part.chunks {
                 c.first_row += row as u32;
                 chunks.push(c);
@@ -475,9 +483,11 @@ impl Weight {
         }
         // Checked before anything is written: one format from the first row to the last.
         let end = first_row + n;
-        if let Some(c) = self.chunks.iter().find(|c| {
-            (c.first_row as usize) < end && first_row < (c.first_row + c.rows) as usize && c.dtype != dtype
-        }) {
+        if let Some(c) = self
+            .chunks
+            .iter()
+            .find(|c| (c.first_row as usize) < end && first_row < (c.first_row + c.rows) as usize && c.dtype != dtype)
+        {
             return Err(Error::Invalid(format!(
                 "rows {first_row}..{end} of {} reach rows stored as {}",
                 dtype.name(),

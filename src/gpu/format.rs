@@ -62,11 +62,25 @@ pub struct Format {
 /// One checkpoint row (`src`) into its stored words (`dst`, zeroed).
 pub type RepackRow = fn(src: &[u8], dst: &mut [u8]);
 
-const BLOCKS: &str = include_str!("../../shaders/formats/blocks.wgsl");
-const KQUANT_SCALES: &str = include_str!("../../shaders/formats/kquant_scales.wgsl");
-const IQ4_KVALUES: &str = include_str!("../../shaders/formats/iq4_kvalues.wgsl");
+/// A format's WGSL part.
+macro_rules! part {
+    ($name:literal) => {
+        include_str!(concat!("../../shaders/formats/", $name, ".wgsl"))
+    };
+}
 
-const fn float(name: &'static str, dtype: DType, bytes: usize, wgsl: &'static [&'static str], coop: bool, ggml: Option<u32>) -> Format {
+const BLOCKS: &str = part!("blocks");
+const KQUANT_SCALES: &str = part!("kquant_scales");
+const IQ4_KVALUES: &str = part!("iq4_kvalues");
+
+const fn float(
+    name: &'static str,
+    dtype: DType,
+    bytes: usize,
+    wgsl: &'static [&'static str],
+    coop: bool,
+    ggml: Option<u32>,
+) -> Format {
     Format {
         name,
         dtype,
@@ -80,7 +94,14 @@ const fn float(name: &'static str, dtype: DType, bytes: usize, wgsl: &'static [&
     }
 }
 
-const fn blocks(name: &'static str, dtype: DType, elems: usize, bytes: usize, wgsl: &'static [&'static str], ggml: Option<u32>) -> Format {
+const fn blocks(
+    name: &'static str,
+    dtype: DType,
+    elems: usize,
+    bytes: usize,
+    wgsl: &'static [&'static str],
+    ggml: Option<u32>,
+) -> Format {
     Format {
         name,
         dtype,
@@ -96,27 +117,29 @@ const fn blocks(name: &'static str, dtype: DType, elems: usize, bytes: usize, wg
     }
 }
 
+// One row per format: a table, kept one line a row.
+#[rustfmt::skip]
 pub const FORMATS: &[Format] = &[
-    float("f32", DType::F32, 4, &[include_str!("../../shaders/formats/f32.wgsl")], false, Some(0)),
-    float("f16", DType::F16, 2, &[include_str!("../../shaders/formats/f16.wgsl")], true, Some(1)),
+    float("f32", DType::F32, 4, &[part!("f32")], false, Some(0)),
+    float("f16", DType::F16, 2, &[part!("f16")], true, Some(1)),
     // bf16 -> f16 rounds: the cooperative path holds activations to f16 as well (its tests and
     // parity bounds say so).
-    float("bf16", DType::BF16, 2, &[include_str!("../../shaders/formats/bf16.wgsl")], true, Some(30)),
-    blocks("q8_0", DType::Q8_0, 32, 34, &[BLOCKS, include_str!("../../shaders/formats/q8_0.wgsl")], Some(8)),
-    blocks("q4_0", DType::Q4_0, 32, 18, &[BLOCKS, include_str!("../../shaders/formats/q4_0.wgsl")], Some(2)),
-    blocks("q4_1", DType::Q4_1, 32, 20, &[BLOCKS, include_str!("../../shaders/formats/q4_1.wgsl")], Some(3)),
-    blocks("q5_0", DType::Q5_0, 32, 22, &[BLOCKS, include_str!("../../shaders/formats/q5_0.wgsl")], Some(6)),
-    blocks("q5_1", DType::Q5_1, 32, 24, &[BLOCKS, include_str!("../../shaders/formats/q5_1.wgsl")], Some(7)),
-    blocks("q2_k", DType::Q2_K, 256, 84, &[BLOCKS, include_str!("../../shaders/formats/q2_k.wgsl")], Some(10)),
-    blocks("q3_k", DType::Q3_K, 256, 110, &[BLOCKS, include_str!("../../shaders/formats/q3_k.wgsl")], Some(11)),
-    blocks("q4_k", DType::Q4_K, 256, 144, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q4_k.wgsl")], Some(12)),
-    blocks("q5_k", DType::Q5_K, 256, 176, &[BLOCKS, KQUANT_SCALES, include_str!("../../shaders/formats/q5_k.wgsl")], Some(13)),
-    blocks("q6_k", DType::Q6_K, 256, 210, &[BLOCKS, include_str!("../../shaders/formats/q6_k.wgsl")], Some(14)),
-    blocks("iq4_nl", DType::IQ4_NL, 32, 18, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_nl.wgsl")], Some(20)),
-    blocks("iq4_xs", DType::IQ4_XS, 256, 136, &[BLOCKS, IQ4_KVALUES, include_str!("../../shaders/formats/iq4_xs.wgsl")], Some(23)),
-    blocks("mxfp4", DType::MXFP4, 32, 17, &[BLOCKS, include_str!("../../shaders/formats/mxfp4.wgsl")], Some(39)),
+    float("bf16", DType::BF16, 2, &[part!("bf16")], true, Some(30)),
+    blocks("q8_0",   DType::Q8_0,   32,  34,  &[BLOCKS, part!("q8_0")], Some(8)),
+    blocks("q4_0",   DType::Q4_0,   32,  18,  &[BLOCKS, part!("q4_0")], Some(2)),
+    blocks("q4_1",   DType::Q4_1,   32,  20,  &[BLOCKS, part!("q4_1")], Some(3)),
+    blocks("q5_0",   DType::Q5_0,   32,  22,  &[BLOCKS, part!("q5_0")], Some(6)),
+    blocks("q5_1",   DType::Q5_1,   32,  24,  &[BLOCKS, part!("q5_1")], Some(7)),
+    blocks("q2_k",   DType::Q2_K,   256, 84,  &[BLOCKS, part!("q2_k")], Some(10)),
+    blocks("q3_k",   DType::Q3_K,   256, 110, &[BLOCKS, part!("q3_k")], Some(11)),
+    blocks("q4_k",   DType::Q4_K,   256, 144, &[BLOCKS, KQUANT_SCALES, part!("q4_k")], Some(12)),
+    blocks("q5_k",   DType::Q5_K,   256, 176, &[BLOCKS, KQUANT_SCALES, part!("q5_k")], Some(13)),
+    blocks("q6_k",   DType::Q6_K,   256, 210, &[BLOCKS, part!("q6_k")], Some(14)),
+    blocks("iq4_nl", DType::IQ4_NL, 32,  18,  &[BLOCKS, IQ4_KVALUES, part!("iq4_nl")], Some(20)),
+    blocks("iq4_xs", DType::IQ4_XS, 256, 136, &[BLOCKS, IQ4_KVALUES, part!("iq4_xs")], Some(23)),
+    blocks("mxfp4",  DType::MXFP4,  32,  17,  &[BLOCKS, part!("mxfp4")], Some(39)),
     // Not a GGUF type: DeepSeek-V3's FP8 checkpoints repacked per row (src/model/quant.rs).
-    blocks("fp8", DType::FP8, 128, 132, &[BLOCKS, include_str!("../../shaders/formats/fp8.wgsl")], None),
+    blocks("fp8",    DType::FP8,    128, 132, &[BLOCKS, part!("fp8")], None),
 ];
 
 impl Format {

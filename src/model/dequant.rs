@@ -15,7 +15,9 @@ pub fn quantized() -> impl Iterator<Item = u32> {
 
 /// (elements, bytes) of one block of ggml type `t`, for the types [`dequantize`] reads.
 fn block_layout(t: u32) -> Option<(usize, usize)> {
-    Format::of_ggml(t).filter(|f| f.is_blocked()).map(|f| (f.block_elems, f.block_bytes))
+    Format::of_ggml(t)
+        .filter(|f| f.is_blocked())
+        .map(|f| (f.block_elems, f.block_bytes))
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {

@@ -292,7 +292,13 @@ impl Loader<'_> {
     /// with folded shared experts, theirs. Block formats stay as they are, in chunks of their own
     /// where the two differ ([`Weight::alloc_stacked`]); the shared down projection is cut into
     /// column ranges of I, so it is widened where I is not whole blocks.
-    fn experts_dtypes(&self, s: &Spec, e: usize, routed: &Routed, shared: Option<&layout::Folded>) -> Result<(DType, Option<DType>)> {
+    fn experts_dtypes(
+        &self,
+        s: &Spec,
+        e: usize,
+        routed: &Routed,
+        shared: Option<&layout::Folded>,
+    ) -> Result<(DType, Option<DType>)> {
         let (group, cols) = (s.group_rows, s.cols);
         let parts: Vec<(&str, Vec<usize>)> = match routed {
             Routed::PerExpert { fused, .. } if self.src.contains(fused) => vec![(fused.as_str(), vec![e, group, cols])],
@@ -365,7 +371,11 @@ impl Loader<'_> {
         for (name, r) in parts {
             let t = self.raw(name, &[*r, w.cols])?;
             // A mixed stack's rows are in the part's own format ([`Weight::alloc_stacked`]).
-            let dtype = w.chunks.iter().find(|c| c.first_row as usize == row).map_or(w.dtype, |c| c.dtype);
+            let dtype = w
+                .chunks
+                .iter()
+                .find(|c| c.first_row as usize == row)
+                .map_or(w.dtype, |c| c.dtype);
             w.write_rows(self.ctx, row, &bytes_as(&t, dtype)?)?;
             row += r;
             self.tick();
@@ -390,7 +400,14 @@ impl Loader<'_> {
 
     /// The `e` routed experts of `s` in its first `e` groups (the rest zeroed for folded shared
     /// experts).
-    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed, dtype: DType, shared: Option<DType>) -> Result<Weight> {
+    fn routed_experts(
+        &mut self,
+        s: &Spec,
+        e: usize,
+        routed: &Routed,
+        dtype: DType,
+        shared: Option<DType>,
+    ) -> Result<Weight> {
         let (group, cols) = (s.group_rows, s.cols);
         // Routed and shared experts in different formats: each in chunks of its own.
         let alloc = |l: &Self| match shared {
@@ -441,7 +458,11 @@ impl Loader<'_> {
         // The shared experts' chunks' format; bytes of `n` elements of a row: whole blocks for block
         // formats (experts_dtypes saw to it).
         let first = e * w.group_rows;
-        let dtype = w.chunks.iter().find(|c| c.first_row as usize == first).map_or(w.dtype, |c| c.dtype);
+        let dtype = w
+            .chunks
+            .iter()
+            .find(|c| c.first_row as usize == first)
+            .map_or(w.dtype, |c| c.dtype);
         let f = crate::gpu::Format::of(dtype);
         let span = |n: usize| n / f.block_elems * f.block_bytes;
         match part {

@@ -59,7 +59,10 @@ fn q5_0_block(x: &[f32], out: &mut Vec<u8>) {
     let d = max / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let q: Vec<u8> = x.iter().map(|&v| ((v * id + 16.5) as i8).min(31) as u8).collect();
-    let qh = q.iter().enumerate().fold(0u32, |h, (j, &l)| h | (((l as u32) >> 4) << j));
+    let qh = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (j, &l)| h | (((l as u32) >> 4) << j));
     out.extend(f16_bytes(d));
     out.extend(qh.to_le_bytes());
     out.extend((0..16).map(|j| (q[j] & 0xF) | ((q[j + 16] & 0xF) << 4)));
@@ -177,7 +180,10 @@ fn q4_k_block(x: &[f32], out: &mut Vec<u8>) {
         let (s, m) = if j < 4 {
             (sc[j] & 63, sc[j + 4] & 63)
         } else {
-            ((sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4), (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4))
+            (
+                (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
+                (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+            )
         };
         let dl = d.to_f32() * s as f32;
         if dl == 0.0 {
@@ -206,7 +212,11 @@ pub struct Quantized<'a> {
 }
 
 impl<'a> Quantized<'a> {
-    pub fn new(inner: &'a dyn crate::model::source::TensorSource, dtype: DType, config: &crate::model::config::ModelConfig) -> Self {
+    pub fn new(
+        inner: &'a dyn crate::model::source::TensorSource,
+        dtype: DType,
+        config: &crate::model::config::ModelConfig,
+    ) -> Self {
         Self {
             inner,
             dtype,

@@ -220,7 +220,9 @@ fn host_values(s: &Spec, seed: u64) -> Vec<f32> {
 /// rows that are not whole 16-byte groups) from host values.
 fn make_weight(ctx: &Context, s: &Spec, dtype: DType, seed: u32) -> Result<Weight> {
     let host = !dtype.is_packed()
-        && (matches!(s.init, Init::Norm) || !s.cols.is_multiple_of(dtype.elems_per_vec4()) || s.rows * s.cols <= 1 << 16);
+        && (matches!(s.init, Init::Norm)
+            || !s.cols.is_multiple_of(dtype.elems_per_vec4())
+            || s.rows * s.cols <= 1 << 16);
     match s.init {
         Init::Random(scale) if !host => {
             crate::kernels::bench::random_weight(ctx, &s.label, dtype, s.rows, s.cols, s.group_rows, seed, scale)

@@ -112,7 +112,9 @@ impl ModelWeights {
             f(&l.attn_norm);
             f(&l.ffn_norm);
             match &l.attn {
-                AttnWeights::Gqa { qkv, o, q_norm, k_norm, .. } => {
+                AttnWeights::Gqa {
+                    qkv, o, q_norm, k_norm, ..
+                } => {
                     lin(qkv, &mut f);
                     lin(o, &mut f);
                     q_norm.iter().chain(k_norm).for_each(&mut f);
@@ -187,6 +189,8 @@ impl ModelWeights {
                 }
             }
         });
-        by.into_iter().max_by_key(|&(_, n)| n).map_or(self.embed.dtype, |(d, _)| d)
+        by.into_iter()
+            .max_by_key(|&(_, n)| n)
+            .map_or(self.embed.dtype, |(d, _)| d)
     }
 }

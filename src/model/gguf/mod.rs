@@ -30,11 +30,12 @@ mod names;
 mod source;
 mod tokenizer;
 
-pub use config::SUPPORTED_ARCHS;
 pub use super::dequant::{
-    dequant_mxfp4, dequant_q2_k, dequant_q3_k, dequant_q4_0, dequant_q4_1, dequant_q4_k, dequant_q5_0, dequant_q5_1,
-    dequant_q5_k, dequant_q6_k, dequant_q8_0, dequant_iq4_nl, dequant_iq4_xs, dequantize, e8m0_to_f32_half, quantized,
+    dequant_iq4_nl, dequant_iq4_xs, dequant_mxfp4, dequant_q2_k, dequant_q3_k, dequant_q4_0, dequant_q4_1,
+    dequant_q4_k, dequant_q5_0, dequant_q5_1, dequant_q5_k, dequant_q6_k, dequant_q8_0, dequantize, e8m0_to_f32_half,
+    quantized,
 };
+pub use config::SUPPORTED_ARCHS;
 pub use format::{
     ggml_type_name, GgufFile, TensorInfo, Value, GGML_BF16, GGML_F16, GGML_F32, GGML_MXFP4, GGML_Q2_K, GGML_Q3_K,
     GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q5_0, GGML_Q5_1, GGML_Q5_K, GGML_Q6_K, GGML_Q8_0,

@@ -9,13 +9,13 @@
 //! experts), the transformers form is rebuilt. Other tensor types (the IQ* family, TQ*, Q8_K) are
 //! an error naming the tensor and its type.
 
-use crate::model::dequant::{dequantize, quantized};
 use super::format::{block_layout, ggml_type_name, GgufFile, TensorInfo, GGML_BF16, GGML_F16, GGML_F32, GGML_MXFP4};
 use super::layout::{assemble_kv_b, interleave_gate_up, transpose_last2, unpermute_rows};
 use super::names::{gguf_to_hf, split_layer};
 use super::tokenizer::{tokenizer_parts, TokenizerParts};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
+use crate::model::dequant::{dequantize, quantized};
 use crate::model::source::{f32_values, RawTensor, SrcDType, TensorSource};
 use std::borrow::Cow;
 use std::collections::HashMap;
