@@ -372,3 +372,23 @@ fn rows_written_piecewise_at_any_alignment() {
         assert!(got == bytes, "{}: bytes differ after piecewise writes", dtype.name());
     }
 }
+
+/// A binding limit that fits exactly one row with its tail word makes one chunk a row (the limit
+/// holds exactly, and allocation ends).
+#[test]
+fn chunks_fill_the_binding_limit_exactly() {
+    let ctx = native();
+    for dtype in [DType::Q4_0, DType::MXFP4, DType::Q4_K] {
+        let k = k_of(dtype, 1);
+        let row = Format::of(dtype).row_bytes(k).unwrap() as u64;
+        let one = (row + 16).next_multiple_of(16);
+        for (limit, per_chunk) in [(one, 1), (one + 15, 1), ((2 * row + 16).next_multiple_of(16), 2)] {
+            let (bytes, _) = random(dtype, 5, k, 1);
+            let w = Weight::upload_with_binding_limit(ctx, "w", dtype, 5, k, 1, &bytes, limit).unwrap();
+            assert!(w.chunks.iter().all(|c| c.buffer.size() <= limit), "{}: a chunk over {limit}", dtype.name());
+            assert_eq!(w.chunks[0].rows as u64, per_chunk, "{} at {limit}", dtype.name());
+        }
+        let e = Weight::alloc(ctx, "w", dtype, 5, k, 1, one - 1).err().unwrap().to_string();
+        assert!(e.contains("max_storage_buffer_binding_size"), "{e}");
+    }
+}

@@ -355,7 +355,9 @@ impl Weight {
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
-        let rows_per_chunk = ((limit - tail - 15) / group_bytes) as usize * group_rows;
+        // The most groups whose rows and tail, rounded up to whole words, fit the limit: at least
+        // one (checked above).
+        let rows_per_chunk = (((limit & !15) - tail) / group_bytes) as usize * group_rows;
         let mut chunks = Vec::new();
         let mut first = 0usize;
         while first < rows {
