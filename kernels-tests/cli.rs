@@ -2,7 +2,7 @@
 //! file, tensor or value at fault, exits non-zero, and never panics.
 
 mod common;
-use common::fixtures::{fixture, reference};
+use common::fixtures::{fixture, reference, write_safetensors, FixtureTensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,18 +45,21 @@ fn logits_with_quantize_at_load() {
     let dir = scratch("quantize");
     let out = dir.join("logits-q8_0.bin");
     let model = fixture(name);
-    let m = model.to_str().unwrap();
-    let (ok, _, err) = wgmoe(&[
-        "logits",
-        "--model",
-        m,
-        "--tokens",
-        &list,
-        "--out",
-        out.to_str().unwrap(),
-        "--quantize",
-        "q8_0",
-    ]);
+    let logits = |format: &str| {
+        let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+        wgmoe(&[
+            "logits",
+            "--model",
+            m,
+            "--tokens",
+            &list,
+            "--out",
+            o,
+            "--quantize",
+            format,
+        ])
+    };
+    let (ok, _, err) = logits("q8_0");
     assert!(ok, "{err}");
     let line = err
         .lines()
@@ -74,17 +77,7 @@ fn logits_with_quantize_at_load() {
         .forward(&tokens, wgmoe::model::plan::LogitRows::All)
         .unwrap();
     assert_eq!(read_f32(&out), want, "the CLI's logits are the library's");
-    let (ok, _, err) = wgmoe(&[
-        "logits",
-        "--model",
-        m,
-        "--tokens",
-        &list,
-        "--out",
-        out.to_str().unwrap(),
-        "--quantize",
-        "q3",
-    ]);
+    let (ok, _, err) = logits("q3");
     assert!(!ok && err.contains("q3") && err.contains("q4_k"), "{err}");
 }
 
@@ -161,21 +154,12 @@ fn rewrite_tensors(
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+    let kept: Vec<FixtureTensor> = st
         .tensors()
         .into_iter()
         .filter_map(|(n, v)| edit(n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = kept
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
+    write_safetensors(&path, &kept);
 }
 
 #[test]

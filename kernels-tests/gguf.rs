@@ -13,7 +13,7 @@
 //! (`kquants.bin`, `kquants.json`, `kquants.gguf`).
 
 mod common;
-use common::fixtures::{argmax, fixture, max_abs_diff, reference};
+use common::fixtures::{argmax, fixture, max_abs_diff, prefill_decode_greedy, reference};
 use std::path::{Path, PathBuf};
 use wgmoe::model::gguf::{self, GgufFile, GgufSource, Value};
 use wgmoe::model::plan::LogitRows;
@@ -754,6 +754,39 @@ fn smollm2() -> PathBuf {
     p
 }
 
+/// A JSON array of token ids.
+fn u32_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Greedy decoding through `s`'s KV cache from `first` (the prompt's argmax), one token at a time,
+/// up to transformers' `greedy` tokens of `r` or `<|im_end|>` (id 2); the answer must mention
+/// Paris and be transformers' tokens. Returns the decode steps taken.
+fn assert_smollm2_greedy_answer(s: &mut wgmoe::model::Session<'_>, first: u32, r: &serde_json::Value) -> usize {
+    let want = u32_ids(&r["greedy"]);
+    let mut next = first;
+    let mut greedy = vec![next];
+    while greedy.len() < want.len() && next != 2 {
+        next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
+        greedy.push(next);
+    }
+    let (tok, ..) = GgufSource::open(&smollm2()).unwrap().tokenizer_parts().unwrap();
+    let text = tok.decode(&greedy, true).unwrap();
+    eprintln!("answer: {text:?}");
+    assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
+    assert_eq!(
+        greedy,
+        want[..greedy.len()],
+        "greedy tokens differ from transformers' ({:?})",
+        r["greedy_text"]
+    );
+    greedy.len() - 1
+}
+
 #[test]
 fn smollm2_tokenizer_matches_transformers() {
     let r = json("smollm2_reference.json");
@@ -763,13 +796,7 @@ fn smollm2_tokenizer_matches_transformers() {
     assert_eq!(bos.as_deref(), Some("<|im_start|>"));
     assert_eq!(eos, vec!["<|im_end|>".to_string()]);
     assert_eq!(eos_ids, vec![2]);
-    let ids = |v: &serde_json::Value| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect::<Vec<_>>()
-    };
+    let ids = u32_ids;
     let prompt = r["prompt"].as_str().unwrap();
     assert_eq!(
         tok.encode(prompt, false).unwrap().get_ids(),
@@ -810,12 +837,7 @@ fn smollm2_logits_and_greedy_answer() {
     assert_eq!(model.config.model_type, "llama");
     assert!(model.config.tie_embeddings);
 
-    let ids: Vec<u32> = r["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let ids = u32_ids(&r["ids"]);
     let mut s = model.session(ids.len() + 32);
     let t0 = std::time::Instant::now();
     let all = s.forward(&ids, LogitRows::All).unwrap();
@@ -855,30 +877,9 @@ fn smollm2_logits_and_greedy_answer() {
     assert!(last_err <= bound, "last-row logits differ by {last_err} > {bound}");
 
     // Greedy decoding through the KV cache, one token at a time.
-    let want_greedy: Vec<u32> = r["greedy"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
-    let (tok, ..) = GgufSource::open(&smollm2()).unwrap().tokenizer_parts().unwrap();
     let t0 = std::time::Instant::now();
-    let mut next = argmax(last);
-    let mut greedy = vec![next];
-    while greedy.len() < want_greedy.len() && next != 2 {
-        next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
-        greedy.push(next);
-    }
-    eprintln!("{} decode steps: {:.1} s", greedy.len() - 1, t0.elapsed().as_secs_f32());
-    let text = tok.decode(&greedy, true).unwrap();
-    eprintln!("answer: {text:?}");
-    assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
-    assert_eq!(
-        greedy,
-        want_greedy[..greedy.len()],
-        "greedy tokens differ from transformers' ({:?})",
-        r["greedy_text"]
-    );
+    let steps = assert_smollm2_greedy_answer(&mut s, argmax(last), &r);
+    eprintln!("{steps} decode steps: {:.1} s", t0.elapsed().as_secs_f32());
 }
 
 /// Loaded packed (the default), SmolLM2's Q4_1 file takes its own bytes on the GPU (within 5%),
@@ -905,33 +906,10 @@ fn smollm2_packed_takes_the_files_bytes_and_answers() {
         (fp.read_bytes_per_token / fp.data_bytes as f64 - 1.0).abs() < 1e-9,
         "{fp:?}"
     );
-    let ids: Vec<u32> = r["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
-    let want: Vec<u32> = r["greedy"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let ids = u32_ids(&r["ids"]);
     let mut s = model.session(ids.len() + 32);
-    let mut next = argmax(&s.forward(&ids, LogitRows::Last).unwrap());
-    let mut greedy = vec![next];
-    while greedy.len() < want.len() && next != 2 {
-        next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
-        greedy.push(next);
-    }
-    let (tok, ..) = GgufSource::open(&smollm2()).unwrap().tokenizer_parts().unwrap();
-    let text = tok.decode(&greedy, true).unwrap();
-    assert!(text.contains("Paris"), "the answer {text:?} does not mention Paris");
-    assert_eq!(
-        greedy,
-        want[..greedy.len()],
-        "greedy tokens differ from transformers' ({text:?})"
-    );
+    let first = argmax(&s.forward(&ids, LogitRows::Last).unwrap());
+    assert_smollm2_greedy_answer(&mut s, first, &r);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1214,25 +1192,11 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
             &|_, _| {},
         )
         .unwrap();
-        let mut s = m.session(64);
-        let logits = s.forward(&tokens, LogitRows::All).unwrap();
         let mixed = m.weights.layers.iter().any(|l| match &l.attn {
             wgmoe::model::weights::AttnWeights::Gqa { qkv, .. } => !qkv.w.is_uniform(),
             _ => false,
         });
-        // The decode path (matvec) a token at a time, never on cooperative matrices; then greedy.
-        let mut s = m.session(64);
-        let mut decode = s.forward(&tokens[..1], LogitRows::All).unwrap();
-        for &t in &tokens[1..] {
-            decode.extend(s.forward(&[t], LogitRows::Last).unwrap());
-        }
-        let vocab = m.config.vocab;
-        let mut next = argmax(&decode[decode.len() - vocab..]);
-        let mut greedy = vec![next];
-        for _ in 0..8 {
-            next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
-            greedy.push(next);
-        }
+        let (logits, decode, greedy) = prefill_decode_greedy(&m, &tokens, 8);
         let coop = wgmoe::kernels::matmul::coop_enabled(&m.ctx, &m.weights.embed);
         (
             logits,

@@ -385,10 +385,17 @@ fn chunks_fill_the_binding_limit_exactly() {
         for (limit, per_chunk) in [(one, 1), (one + 15, 1), ((2 * row + 16).next_multiple_of(16), 2)] {
             let (bytes, _) = random(dtype, 5, k, 1);
             let w = Weight::upload_with_binding_limit(ctx, "w", dtype, 5, k, 1, &bytes, limit).unwrap();
-            assert!(w.chunks.iter().all(|c| c.buffer.size() <= limit), "{}: a chunk over {limit}", dtype.name());
+            assert!(
+                w.chunks.iter().all(|c| c.buffer.size() <= limit),
+                "{}: a chunk over {limit}",
+                dtype.name()
+            );
             assert_eq!(w.chunks[0].rows as u64, per_chunk, "{} at {limit}", dtype.name());
         }
-        let e = Weight::alloc(ctx, "w", dtype, 5, k, 1, one - 1).err().unwrap().to_string();
+        let e = Weight::alloc(ctx, "w", dtype, 5, k, 1, one - 1)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("max_storage_buffer_binding_size"), "{e}");
     }
 }

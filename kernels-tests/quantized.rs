@@ -378,7 +378,6 @@ impl TensorSource for Values<'_> {
 #[test]
 fn fixtures_quantised_at_load() {
     use wgmoe::gpu::DType;
-    use wgmoe::model::plan::LogitRows;
     for (name, dtype, bound) in [
         ("qwen3_moe", DType::Q8_0, 5e-3),
         ("olmoe", DType::Q4_K, 0.6),
@@ -395,25 +394,8 @@ fn fixtures_quantised_at_load() {
         let (config, src) = wgmoe::model::checkpoint::open(&fixture(name)).unwrap();
         let q = wgmoe::model::quantize::Quantized::new(src.as_ref(), dtype, &config);
         let values = Model::from_source(ctx(), config, &Values(&q), &|_, _| {}).unwrap();
-        let run = |m: &Model| {
-            let logits = m.session(64).forward(&r.tokens, LogitRows::All).unwrap();
-            // The decode path a token at a time (never on cooperative matrices), then greedy.
-            let mut s = m.session(64);
-            let mut decode = s.forward(&r.tokens[..1], LogitRows::All).unwrap();
-            for &t in &r.tokens[1..] {
-                decode.extend(s.forward(&[t], LogitRows::Last).unwrap());
-            }
-            let vocab = m.config.vocab;
-            let mut next = argmax(&decode[decode.len() - vocab..]);
-            let mut greedy = vec![next];
-            for _ in 0..6 {
-                next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
-                greedy.push(next);
-            }
-            (logits, greedy, decode)
-        };
-        let (packed, greedy, decode) = run(&model);
-        let (exact, greedy_exact, decode_exact) = run(&values);
+        let (packed, decode, greedy) = prefill_decode_greedy(&model, &r.tokens, 6);
+        let (exact, decode_exact, greedy_exact) = prefill_decode_greedy(&values, &r.tokens, 6);
         let err = max_abs_diff(&packed, &exact);
         // Prefill of packed weights runs on cooperative matrices where the adapter has them (f16
         // activations, where the f32 values take f32 tiles, and MoE routing flips on that): only
@@ -520,20 +502,7 @@ fn fp8_served_packed_at_the_released_tile_size() {
             one_scale,
         ),
     ];
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
 
     let mut src = Safetensors::open_dir(&dir).unwrap();
     let packed = src.get("w.weight").unwrap();

@@ -27,6 +27,12 @@ pub fn edited_copy(name: &str, tag: &str, files: &[&str], edit: impl FnOnce(&mut
         .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
         .collect();
     edit(&mut tensors);
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
+    dir
+}
+
+/// Write `tensors` as a safetensors file at `path`.
+pub fn write_safetensors(path: &std::path::Path, tensors: &[FixtureTensor]) {
     let views: Vec<_> = tensors
         .iter()
         .map(|(n, d, s, b)| {
@@ -36,12 +42,26 @@ pub fn edited_copy(name: &str, tag: &str, files: &[&str], edit: impl FnOnce(&mut
             )
         })
         .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
-    dir
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// `model` on `tokens` three ways: prefill logits of every row; the same rows through the decode
+/// path a token at a time (matvec, never on cooperative matrices); then `steps` greedy tokens after
+/// the prompt, continuing that decode. Returns (prefill, decode, greedy).
+pub fn prefill_decode_greedy(model: &Model, tokens: &[u32], steps: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let prefill = model.session(64).forward(tokens, LogitRows::All).unwrap();
+    let mut s = model.session(64);
+    let mut decode = s.forward(&tokens[..1], LogitRows::All).unwrap();
+    for &t in &tokens[1..] {
+        decode.extend(s.forward(&[t], LogitRows::Last).unwrap());
+    }
+    let mut next = argmax(&decode[decode.len() - model.config.vocab..]);
+    let mut greedy = vec![next];
+    for _ in 0..steps {
+        next = argmax(&s.forward(&[next], LogitRows::Last).unwrap());
+        greedy.push(next);
+    }
+    (prefill, decode, greedy)
 }
 
 pub fn fixture(name: &str) -> PathBuf {
