@@ -240,11 +240,6 @@ pub struct Weight {
     pub rows: usize,
     pub cols: usize,
     pub group_rows: usize,
-    /// Weight words (one `w_load` index, [`Format::elems_per_word`] elements) from one row to the
-    /// next: what kernels multiply a row by.
-    pub words_per_row: usize,
-    /// Bytes from one stored row to the next.
-    pub row_bytes: usize,
     pub chunks: Vec<WeightChunk>,
     /// Block-quantised rows need not be whole u32s, but the queue writes whole ones: the known
     /// bytes of each word a write began or ended inside, keyed by (chunk, byte offset), merged
@@ -263,9 +258,29 @@ impl Weight {
         Format::of(self.dtype)
     }
 
+    /// Weight words (one `w_load` index, [`Format::elems_per_word`] elements) from one row to the
+    /// next in the weight's format: what kernels multiply a row by (a mixed stack's chunks carry
+    /// their own, [`WeightChunk::words_per_row`]).
+    pub fn words_per_row(&self) -> usize {
+        self.format().words_per_row(self.cols)
+    }
+
+    /// Bytes from one stored row to the next in the weight's format.
+    pub fn row_bytes(&self) -> usize {
+        self.format().row_stride(self.cols)
+    }
+
+    /// The format row `row` is stored in: the weight's, or in a mixed stack its part's.
+    pub fn dtype_at(&self, row: usize) -> DType {
+        self.chunks
+            .iter()
+            .find(|c| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&row))
+            .map_or(self.dtype, |c| c.dtype)
+    }
+
     /// u32s from one row to the next, for weights read as u32 rows (biases: float types).
     pub fn row_u32s(&self) -> usize {
-        self.row_bytes / 4
+        self.row_bytes() / 4
     }
 
     /// Upload `bytes` (little-endian, `rows` checkpoint rows of `cols` elements of `dtype`,
@@ -378,8 +393,6 @@ impl Weight {
             rows,
             cols,
             group_rows,
-            words_per_row: format.words_per_row(cols),
-            row_bytes: row_bytes as usize,
             chunks,
             edges: Default::default(),
         })
@@ -433,14 +446,11 @@ impl Weight {
             }
             row += rows;
         }
-        let format = Format::of(first);
         Ok(Self {
             dtype: first,
             rows: row,
             cols,
             group_rows,
-            words_per_row: format.words_per_row(cols),
-            row_bytes: format.row_stride(cols),
             chunks,
             edges: Default::default(),
         })
@@ -467,11 +477,7 @@ impl Weight {
     /// Write whole rows starting at `first_row` from unpadded little-endian checkpoint `bytes` of
     /// the format of the chunks they land in (one format), padding each row to its stored size.
     pub fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
-        let dtype = self
-            .chunks
-            .iter()
-            .find(|c| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&first_row))
-            .map_or(self.dtype, |c| c.dtype);
+        let dtype = self.dtype_at(first_row);
         let format = Format::of(dtype);
         let src_row = format.row_bytes(self.cols).unwrap_or(0);
         let n = bytes.len() / src_row.max(1);

@@ -88,9 +88,10 @@ pub fn chain(ctx: &Context, dst: &wgpu::Buffer) -> Dispatch {
     )
 }
 
-/// A weight `[rows, cols]` of uniform random values in `[-scale, scale)`, made on the GPU.
-/// `cols` must fill whole 16-byte groups, so the padding that real shapes never have cannot
-/// hold random values a kernel might read.
+/// A weight `[rows, cols]` of uniform random values in `[-scale, scale)`, made on the GPU; block
+/// formats take random blocks of values about `scale` ([`fill_blocks`]). `cols` must fill whole
+/// 16-byte groups (whole blocks), so the padding that real shapes never have cannot hold random
+/// values a kernel might read.
 #[allow(clippy::too_many_arguments)]
 pub fn random_weight(
     ctx: &Context,
@@ -102,16 +103,19 @@ pub fn random_weight(
     seed: u32,
     scale: f32,
 ) -> Result<Weight> {
-    if dtype.is_packed() {
-        return random_blocks(ctx, label, dtype, rows, cols, group_rows, seed, scale);
-    }
-    if !cols.is_multiple_of(dtype.elems_per_vec4()) || group_rows == 0 || !rows.is_multiple_of(group_rows) {
+    if !dtype.is_packed() && !cols.is_multiple_of(dtype.elems_per_vec4()) {
         return Err(Error::Invalid(format!(
-            "{label}: random weights need whole row groups and cols ({cols}) a multiple of {}",
+            "{label}: random weights need cols ({cols}) a multiple of {}",
             dtype.elems_per_vec4()
         )));
     }
+    // Checks the row groups and, for block formats, whole blocks.
     let w = Weight::alloc(ctx, label, dtype, rows, cols, group_rows, ctx.caps.max_storage_binding)?;
+    if dtype.is_packed() {
+        fill_blocks(ctx, &w, seed, scale)?;
+        ctx.wait()?;
+        return Ok(w);
+    }
     let pipeline = ctx.pipeline(&ctx.shader(&compose()), "fill_random", &[]);
     for chunk in &w.chunks {
         let vec4s = (chunk.buffer.size() / 16) as u32;
@@ -139,30 +143,18 @@ pub fn random_weight(
     Ok(w)
 }
 
-/// Random blocks of a block-quantised `dtype` ([`crate::gpu::Format::random_rows`]: values about
-/// `scale`), made on the host a slab of rows at a time (a GPU fill would have to know every
+/// Fill a block-quantised weight with random blocks ([`crate::gpu::Format::random_rows`]: values
+/// about `scale`), made on the host a slab of rows at a time (a GPU fill would have to know every
 /// format's scale fields).
-#[allow(clippy::too_many_arguments)]
-fn random_blocks(
-    ctx: &Context,
-    label: &str,
-    dtype: DType,
-    rows: usize,
-    cols: usize,
-    group_rows: usize,
-    seed: u32,
-    scale: f32,
-) -> Result<Weight> {
-    let f = crate::gpu::Format::of(dtype);
-    let w = Weight::alloc(ctx, label, dtype, rows, cols, group_rows, ctx.caps.max_storage_binding)?;
-    let slab = ((64 << 20) / f.row_stride(cols).max(1)).max(1);
-    for first in (0..rows).step_by(slab) {
-        let n = slab.min(rows - first);
+fn fill_blocks(ctx: &Context, w: &Weight, seed: u32, scale: f32) -> Result<()> {
+    let f = w.format();
+    let slab = ((64 << 20) / w.row_bytes().max(1)).max(1);
+    for first in (0..w.rows).step_by(slab) {
+        let n = slab.min(w.rows - first);
         let bytes = f
-            .random_rows(n, cols, (seed as u64) << 32 | first as u64, scale)
-            .ok_or_else(|| Error::Invalid(format!("{label}: {cols} is not whole {} blocks", f.name)))?;
+            .random_rows(n, w.cols, (seed as u64) << 32 | first as u64, scale)
+            .ok_or_else(|| Error::Invalid(format!("{} is not whole {} blocks", w.cols, f.name)))?;
         w.write_rows(ctx, first, &bytes)?;
     }
-    ctx.wait()?;
-    Ok(w)
+    Ok(())
 }

@@ -100,7 +100,7 @@ pub fn embedding(ctx: &Context, table: &Weight, ids: &Tensor, tokens: usize, out
         let params = ctx.params(&Params {
             tokens: tokens as u32,
             dim: dim as u32,
-            row_words: table.words_per_row as u32,
+            row_words: table.words_per_row() as u32,
             data_words,
             first_row: chunk.first_row,
             chunk_rows: chunk.rows,

@@ -173,7 +173,7 @@ pub fn head_matvec(ctx: &Context, spec: HeadMatvecSpec, x: &Tensor, w: &Weight, 
         y_row_stride: yl.row_stride as u32,
         y_head_stride: yl.head_stride as u32,
         y_offset: yl.offset as u32,
-        w_words: w.words_per_row as u32,
+        w_words: w.words_per_row() as u32,
         blocks: blocks as u32,
     });
     let pipeline = ctx.pipeline(
@@ -315,7 +315,7 @@ pub fn prepare_mla(
         max_seq: max_seq as u32,
         eps: spec.eps,
         af: spec.attention_factor,
-        uk_words: uk_t.words_per_row as u32,
+        uk_words: uk_t.words_per_row() as u32,
         uk_blocks: uk_blocks as u32,
         q_stride: spec.q_stride as u32,
         latent_stride: spec.latent_stride as u32,

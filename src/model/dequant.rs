@@ -24,6 +24,14 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// `value` of every low nibble of `qs`, then of every high nibble: the 32 elements of a block
+/// that keeps element j in the low nibble of byte j and element j + 16 in its high nibble (Q4_0,
+/// Q4_1, IQ4_NL, IQ4_XS's sub-blocks, MXFP4).
+fn push_nibbles(out: &mut Vec<f32>, qs: &[u8], value: impl Fn(u8) -> f32) {
+    out.extend(qs.iter().map(|&q| value(q & 0xF)));
+    out.extend(qs.iter().map(|&q| value(q >> 4)));
+}
+
 /// Q8_0: blocks of 32 = f16 `d` + 32 × i8 `q`; `x = d * q`.
 pub fn dequant_q8_0(src: &[u8], out: &mut Vec<f32>) {
     for b in src.chunks_exact(34) {
@@ -37,9 +45,7 @@ pub fn dequant_q8_0(src: &[u8], out: &mut Vec<f32>) {
 pub fn dequant_q4_0(src: &[u8], out: &mut Vec<f32>) {
     for b in src.chunks_exact(18) {
         let d = f16_at(b, 0);
-        let qs = &b[2..18];
-        out.extend(qs.iter().map(|&q| d * ((q & 0xF) as i32 - 8) as f32));
-        out.extend(qs.iter().map(|&q| d * ((q >> 4) as i32 - 8) as f32));
+        push_nibbles(out, &b[2..18], |q| d * (q as i32 - 8) as f32);
     }
 }
 
@@ -48,9 +54,7 @@ pub fn dequant_q4_1(src: &[u8], out: &mut Vec<f32>) {
     for b in src.chunks_exact(20) {
         let d = f16_at(b, 0);
         let m = f16_at(b, 2);
-        let qs = &b[4..20];
-        out.extend(qs.iter().map(|&q| d * (q & 0xF) as f32 + m));
-        out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+        push_nibbles(out, &b[4..20], |q| d * q as f32 + m);
     }
 }
 
@@ -219,9 +223,7 @@ pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1
 pub fn dequant_iq4_nl(src: &[u8], out: &mut Vec<f32>) {
     for b in src.chunks_exact(18) {
         let d = f16_at(b, 0);
-        let qs = &b[2..18];
-        out.extend(qs.iter().map(|&q| d * KVALUES_IQ4NL[(q & 0xF) as usize] as f32));
-        out.extend(qs.iter().map(|&q| d * KVALUES_IQ4NL[(q >> 4) as usize] as f32));
+        push_nibbles(out, &b[2..18], |q| d * KVALUES_IQ4NL[q as usize] as f32);
     }
 }
 
@@ -238,9 +240,7 @@ pub fn dequant_iq4_xs(src: &[u8], out: &mut Vec<f32>) {
             let lo = (scales_l[s / 2] >> (4 * (s % 2))) & 0xF;
             let hi = (scales_h >> (2 * s)) & 3;
             let dl = d * ((lo as u32 | (hi << 4)) as i32 - 32) as f32;
-            let q = &qs[16 * s..16 * s + 16];
-            out.extend(q.iter().map(|&x| dl * KVALUES_IQ4NL[(x & 0xF) as usize] as f32));
-            out.extend(q.iter().map(|&x| dl * KVALUES_IQ4NL[(x >> 4) as usize] as f32));
+            push_nibbles(out, &qs[16 * s..16 * s + 16], |q| dl * KVALUES_IQ4NL[q as usize] as f32);
         }
     }
 }
@@ -267,9 +267,7 @@ pub fn e8m0_to_f32_half(e: u8) -> f32 {
 pub fn dequant_mxfp4(src: &[u8], out: &mut Vec<f32>) {
     for b in src.chunks_exact(17) {
         let d = e8m0_to_f32_half(b[0]);
-        let qs = &b[1..17];
-        out.extend(qs.iter().map(|&q| KVALUES_MXFP4[(q & 0xF) as usize] as f32 * d));
-        out.extend(qs.iter().map(|&q| KVALUES_MXFP4[(q >> 4) as usize] as f32 * d));
+        push_nibbles(out, &b[1..17], |q| KVALUES_MXFP4[q as usize] as f32 * d);
     }
 }
 

@@ -118,10 +118,7 @@ impl Loader<'_> {
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
             Source::Stacked(parts) => {
-                let mut dtypes = Vec::with_capacity(parts.len());
-                for (name, rows) in parts {
-                    dtypes.push(self.raw(name, &[*rows, s.cols])?.gpu_dtype()?);
-                }
+                let dtypes = self.dtypes_of(parts.iter().map(|p| p.0.as_str()))?;
                 // Parts in different block formats (Q4_K_M's Q6_K attn_v) stay packed, each in its
                 // own chunks; otherwise one dtype for the stack.
                 let mixed_blocks = dtypes.iter().any(|d| d.is_packed()) && dtypes.iter().any(|&d| d != dtypes[0]);
@@ -129,8 +126,7 @@ impl Loader<'_> {
                     let layout: Vec<(usize, DType)> = parts.iter().map(|p| p.1).zip(dtypes).collect();
                     Weight::alloc_stacked(self.ctx, &s.label, &layout, s.cols, self.ctx.caps.max_storage_binding)?
                 } else {
-                    let dtype = self.common_dtype(parts.iter().map(|(n, r)| (n.as_str(), vec![*r, s.cols])))?;
-                    self.alloc(s, dtype)?
+                    self.alloc(s, common_dtype(&dtypes))?
                 };
                 self.write_stacked(&w, parts)?;
                 Ok(w)
@@ -168,7 +164,7 @@ impl Loader<'_> {
                 routed,
                 shared,
             } => {
-                let (dtype, shared_dtype) = self.experts_dtypes(s, *experts, routed, shared.as_ref())?;
+                let (dtype, shared_dtype) = self.experts_dtypes(routed, shared.as_ref())?;
                 let w = self.routed_experts(s, *experts, routed, dtype, shared_dtype)?;
                 if let Some(f) = shared {
                     self.write_shared_experts(&w, *experts, f.slots, f.inter, &f.part)?;
@@ -205,6 +201,28 @@ fn bytes_as<'a>(t: &'a RawTensor<'_>, dtype: DType) -> Result<std::borrow::Cow<'
         )));
     }
     Ok(std::borrow::Cow::Owned(dtype.encode(&t.to_f32()?)))
+}
+
+/// The dtype one weight made of parts in `dtypes` is stored in: theirs when they agree; when they
+/// differ, the first part's float type, or, when one is block-quantised (two block formats cannot
+/// share rows of one weight), the float type they all widen to ([`DType::widened`]), else f32 if
+/// one is f32, else f16.
+fn common_dtype(dtypes: &[DType]) -> DType {
+    let first = dtypes[0];
+    if dtypes.iter().all(|&d| d == first) {
+        first
+    } else if dtypes.iter().any(|d| d.is_packed()) {
+        let wide = first.widened();
+        if dtypes.iter().all(|d| d.widened() == wide) {
+            wide
+        } else if dtypes.contains(&DType::F32) {
+            DType::F32
+        } else {
+            DType::F16
+        }
+    } else {
+        first
+    }
 }
 
 /// `[rows, cols]` row-major bytes transposed to `[cols, rows]`.
@@ -262,65 +280,35 @@ impl Loader<'_> {
         }
     }
 
-    /// The dtype one weight made of `parts` (name, shape) is stored in: theirs when they agree;
-    /// when they differ, the first part's float type, or, when one is block-quantised (two block
-    /// formats cannot share rows of one weight), the float type they all widen to
-    /// ([`DType::widened`]), else f32 if one is f32, else f16.
-    fn common_dtype<'n>(&self, parts: impl IntoIterator<Item = (&'n str, Vec<usize>)>) -> Result<DType> {
-        let mut dtypes = Vec::new();
-        for (name, shape) in parts {
-            dtypes.push(self.raw(name, &shape)?.gpu_dtype()?);
-        }
-        let first = dtypes[0];
-        Ok(if dtypes.iter().all(|&d| d == first) {
-            first
-        } else if dtypes.iter().any(|d| d.is_packed()) {
-            let wide = first.widened();
-            if dtypes.iter().all(|d| d.widened() == wide) {
-                wide
-            } else if dtypes.contains(&DType::F32) {
-                DType::F32
-            } else {
-                DType::F16
-            }
-        } else {
-            first
-        })
+    /// The GPU dtypes of tensors `names`, as the source would serve them (shapes are checked when
+    /// each is written).
+    fn dtypes_of<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Result<Vec<DType>> {
+        names.into_iter().map(|n| self.src.gpu_dtype_of(n)).collect()
     }
 
     /// The formats of a stacked-experts weight: the routed experts' (packed where they are), and,
     /// with folded shared experts, theirs. Block formats stay as they are, in chunks of their own
     /// where the two differ ([`Weight::alloc_stacked`]); the shared down projection is cut into
     /// column ranges of I, so it is widened where I is not whole blocks.
-    fn experts_dtypes(
-        &self,
-        s: &Spec,
-        e: usize,
-        routed: &Routed,
-        shared: Option<&layout::Folded>,
-    ) -> Result<(DType, Option<DType>)> {
-        let (group, cols) = (s.group_rows, s.cols);
-        let parts: Vec<(&str, Vec<usize>)> = match routed {
-            Routed::PerExpert { fused, .. } if self.src.contains(fused) => vec![(fused.as_str(), vec![e, group, cols])],
-            Routed::PerExpert { parts, .. } => parts.iter().map(|(n, r)| (n.as_str(), vec![*r, cols])).collect(),
+    fn experts_dtypes(&self, routed: &Routed, shared: Option<&layout::Folded>) -> Result<(DType, Option<DType>)> {
+        let routed_names: Vec<&str> = match routed {
+            Routed::PerExpert { fused, .. } if self.src.contains(fused) => vec![fused.as_str()],
+            Routed::PerExpert { parts, .. } => parts.iter().map(|p| p.0.as_str()).collect(),
             // Transposed: values, not rows of blocks.
             Routed::Transposed(name) => {
-                let d = self.raw(name, &[e, cols, group])?.gpu_dtype()?;
-                return Ok((d.widened(), shared.map(|_| d.widened())));
+                let d = self.src.gpu_dtype_of(name)?.widened();
+                return Ok((d, shared.map(|_| d)));
             }
         };
-        let routed_dtype = self.common_dtype(parts)?;
+        let routed_dtype = common_dtype(&self.dtypes_of(routed_names)?);
         let Some(f) = shared else {
             return Ok((routed_dtype, None));
         };
-        let shared_parts: Vec<(&str, Vec<usize>)> = match &f.part {
-            FoldedPart::GateUp { gate, up } => vec![
-                (gate.as_str(), vec![f.slots * f.inter, cols]),
-                (up.as_str(), vec![f.slots * f.inter, cols]),
-            ],
-            FoldedPart::Down(name) => vec![(name.as_str(), vec![group, f.slots * f.inter])],
+        let shared_names: Vec<&str> = match &f.part {
+            FoldedPart::GateUp { gate, up } => vec![gate.as_str(), up.as_str()],
+            FoldedPart::Down(name) => vec![name.as_str()],
         };
-        let mut shared_dtype = self.common_dtype(shared_parts)?;
+        let mut shared_dtype = common_dtype(&self.dtypes_of(shared_names)?);
         let cut = matches!(f.part, FoldedPart::Down(_));
         if cut && !f.inter.is_multiple_of(crate::gpu::Format::of(shared_dtype).block_elems) {
             shared_dtype = shared_dtype.widened();
@@ -371,12 +359,7 @@ impl Loader<'_> {
         for (name, r) in parts {
             let t = self.raw(name, &[*r, w.cols])?;
             // A mixed stack's rows are in the part's own format ([`Weight::alloc_stacked`]).
-            let dtype = w
-                .chunks
-                .iter()
-                .find(|c| c.first_row as usize == row)
-                .map_or(w.dtype, |c| c.dtype);
-            w.write_rows(self.ctx, row, &bytes_as(&t, dtype)?)?;
+            w.write_rows(self.ctx, row, &bytes_as(&t, w.dtype_at(row))?)?;
             row += r;
             self.tick();
         }
@@ -457,12 +440,7 @@ impl Loader<'_> {
     fn write_shared_experts(&mut self, w: &Weight, e: usize, slots: usize, i_: usize, part: &FoldedPart) -> Result<()> {
         // The shared experts' chunks' format; bytes of `n` elements of a row: whole blocks for block
         // formats (experts_dtypes saw to it).
-        let first = e * w.group_rows;
-        let dtype = w
-            .chunks
-            .iter()
-            .find(|c| c.first_row as usize == first)
-            .map_or(w.dtype, |c| c.dtype);
+        let dtype = w.dtype_at(e * w.group_rows);
         let f = crate::gpu::Format::of(dtype);
         let span = |n: usize| n / f.block_elems * f.block_bytes;
         match part {

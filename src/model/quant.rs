@@ -164,7 +164,7 @@ pub const FP8_BLOCK: usize = 128;
 /// f32 `scale_inv` then the 128 bytes as stored. `None` where the tiles do not allow it.
 pub fn fp8_to_blocks(w: &[u8], rows: usize, cols: usize, scale_inv: &[f32], block: [usize; 2]) -> Option<Vec<u8>> {
     let [bh, bw] = block;
-    if !cols.is_multiple_of(FP8_BLOCK) || bw == 0 || bh == 0 || !bw.is_multiple_of(FP8_BLOCK) {
+    if !fp8_packs(cols, block) {
         return None;
     }
     let gc = cols.div_ceil(bw);
@@ -181,6 +181,13 @@ pub fn fp8_to_blocks(w: &[u8], rows: usize, cols: usize, scale_inv: &[f32], bloc
         }
     });
     Some(out)
+}
+
+/// Whether rows of `cols` in tiles `block` repack into FP8 blocks: every 128 values of a row
+/// share one tile.
+pub fn fp8_packs(cols: usize, block: [usize; 2]) -> bool {
+    let [bh, bw] = block;
+    cols.is_multiple_of(FP8_BLOCK) && bh > 0 && bw > 0 && bw.is_multiple_of(FP8_BLOCK)
 }
 
 /// Packed FP8 blocks ([`fp8_to_blocks`]) to their values: `fp8(q) * scale` rounded once to bf16,

@@ -234,6 +234,15 @@ impl<'a> Quantized<'a> {
             || name.contains("kv_b_proj")
             || (self.transposed_experts && name.contains("mlp.experts."))
     }
+
+    /// The block format tensor `name` is quantised to, if it is: a float matrix that is not
+    /// [`Quantized::kept`], in `dtype` or its fallback for its rows.
+    fn target(&self, name: &str, t: &crate::model::source::RawTensor<'_>) -> Option<DType> {
+        use crate::model::source::SrcDType;
+        let float = matches!(t.dtype, SrcDType::F32 | SrcDType::F16 | SrcDType::BF16);
+        let dtype = self.dtype.for_row(t.shape.last().copied().unwrap_or(0));
+        (float && t.shape.len() >= 2 && !self.kept(name) && dtype.is_packed()).then_some(dtype)
+    }
 }
 
 impl crate::model::source::TensorSource for Quantized<'_> {
@@ -244,12 +253,9 @@ impl crate::model::source::TensorSource for Quantized<'_> {
     fn get(&self, name: &str) -> crate::error::Result<crate::model::source::RawTensor<'_>> {
         use crate::model::source::SrcDType;
         let t = self.inner.get(name)?;
-        let float = matches!(t.dtype, SrcDType::F32 | SrcDType::F16 | SrcDType::BF16);
-        let cols = t.shape.last().copied().unwrap_or(0);
-        let dtype = self.dtype.for_row(cols);
-        if !float || t.shape.len() < 2 || self.kept(name) || !dtype.is_packed() {
+        let Some(dtype) = self.target(name, &t) else {
             return Ok(t);
-        }
+        };
         let bytes = quantize(dtype, &t.to_f32()?).ok_or_else(|| {
             crate::error::Error::Invalid(format!("{}: tensor {name}: no {} quantiser", t.file, dtype.name()))
         })?;
@@ -262,6 +268,14 @@ impl crate::model::source::TensorSource for Quantized<'_> {
 
     fn names(&self) -> Vec<String> {
         self.inner.names()
+    }
+
+    fn gpu_dtype_of(&self, name: &str) -> crate::error::Result<DType> {
+        let t = self.inner.get(name)?;
+        match self.target(name, &t) {
+            Some(dtype) => Ok(dtype),
+            None => t.gpu_dtype(),
+        }
     }
 
     fn get_transposed(&self, name: &str) -> Option<crate::error::Result<crate::model::source::RawTensor<'_>>> {

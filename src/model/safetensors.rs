@@ -19,6 +19,7 @@
 use super::quant;
 use super::source::{RawTensor, SrcDType, TensorSource};
 use crate::error::{Error, Result};
+use crate::gpu::DType;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -161,6 +162,22 @@ impl TensorSource for Safetensors {
             "tensor {name} is missing from {}",
             self.all_files()
         )))
+    }
+
+    /// Without the repacking or dequantising `get` does for FP8 and MXFP4 tensors.
+    fn gpu_dtype_of(&self, name: &str) -> Result<DType> {
+        match self.entries.get(name) {
+            Some(e) if e.dtype == SrcDType::Other("F8_E4M3".into()) => {
+                let cols = e.shape.last().copied().unwrap_or(0);
+                Ok(if self.packed && quant::fp8_packs(cols, self.fp8_block) {
+                    DType::FP8
+                } else {
+                    DType::BF16
+                })
+            }
+            Some(e) => self.raw(name, e).gpu_dtype(),
+            None => self.get(name)?.gpu_dtype(),
+        }
     }
 
     fn get_transposed(&self, name: &str) -> Option<Result<RawTensor<'_>>> {

@@ -101,6 +101,11 @@ pub trait TensorSource {
     /// The tensor, or an error naming it and the file(s) searched.
     fn get(&self, name: &str) -> Result<RawTensor<'_>>;
     fn names(&self) -> Vec<String>;
+    /// The GPU dtype `get(name)` would serve, for choosing a weight's format before its parts are
+    /// written. Sources whose `get` converts (quantises, repacks) answer without converting.
+    fn gpu_dtype_of(&self, name: &str) -> Result<DType> {
+        self.get(name)?.gpu_dtype()
+    }
     /// `name`, a `[.., in, out]` tensor stored for `x @ W` (gpt-oss's experts), as `[.., out, in]`
     /// rows when the file holds it that way (llama.cpp's GGUF; gpt-oss's MXFP4 blocks), kept in
     /// its block-quantised type: what the loader would otherwise make by dequantising `get(name)`
