@@ -67,6 +67,8 @@ struct ModelArg {
     /// that are not whole 256-blocks take q5_0, as llama.cpp's quantiser does).
     #[arg(long)]
     quantize: Option<String>,
+    #[command(flatten)]
+    memory: cli::MemoryArgs,
 }
 
 #[derive(Args, Clone)]
@@ -183,8 +185,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Load a model with a progress bar on a terminal, then say what it took.
-fn load_model(opts: &DeviceOptions, arg: &ModelArg) -> Result<Model> {
+/// Load a model with a progress bar on a terminal, then say what it took. `session` is what the
+/// command's session will need on the GPU (kept free when experts are offloaded).
+fn load_model(opts: &DeviceOptions, arg: &ModelArg, session: wgmoe::model::experts::SessionNeeds) -> Result<Model> {
     let path = arg.model.as_path();
     let ctx = gpu::Context::new(opts)?;
     let adapter = format!("{} ({})", ctx.info.name, ctx.backend_name());
@@ -201,6 +204,7 @@ fn load_model(opts: &DeviceOptions, arg: &ModelArg) -> Result<Model> {
     let load = wgmoe::model::LoadOptions {
         packed: !arg.dequantize,
         quantize: arg.quantize.as_deref().map(gpu::DType::from_arg).transpose()?,
+        cache: arg.memory.cache(session)?,
     };
     let model = Model::load_with(ctx, path, &load, &progress)?;
     bar.finish_and_clear();
@@ -211,7 +215,27 @@ fn load_model(opts: &DeviceOptions, arg: &ModelArg) -> Result<Model> {
         start.elapsed().as_secs_f64(),
     );
     eprintln!("{}", model.weights_line());
+    if let Some(line) = model.expert_cache_line() {
+        eprintln!("{}", line.split(", hit rate").next().unwrap_or(&line));
+    }
     Ok(model)
+}
+
+/// The session needs of a command: `batch` tokens at once, with logits for `logit_rows` of them.
+fn needs(arg: &ModelArg, batch: usize, logit_rows: usize, kv: KvDtype) -> wgmoe::model::experts::SessionNeeds {
+    wgmoe::model::experts::SessionNeeds {
+        context: arg.context,
+        batch: batch.max(1),
+        logit_rows,
+        kv,
+    }
+}
+
+/// After a command that ran the model: the expert cache's line, when experts were offloaded.
+fn report_cache(model: &Model) {
+    if let Some(line) = model.expert_cache_line() {
+        eprintln!("{line}");
+    }
 }
 
 fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Result<Session<'m>> {
@@ -298,10 +322,11 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
     };
     let gen = sampling(&args.sampling, &args.model.model, &tok, args.n)?;
     check_fits(&args.model, prompt.len(), args.n)?;
-    let model = load_model(opts, &args.model)?;
+    let model = load_model(opts, &args.model, needs(&args.model, prompt.len(), 1, args.kv_cache))?;
     let mut sess = session(&model, &args.model, args.kv_cache)?;
     let (_, stats) = stream(&mut sess, &tok, &prompt, &gen)?;
     print_stats(&stats);
+    report_cache(&model);
     Ok(())
 }
 
@@ -316,7 +341,13 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
     let gen = sampling(&args.sampling, &args.model.model, &tok, args.n)?;
     // A reply of -n tokens must fit after a prompt of at least one token.
     check_fits(&args.model, 1, args.n)?;
-    let model = load_model(opts, &args.model)?;
+    let context = args.model.context;
+    // A turn longer than this is still run; the reserve is for a typical one.
+    let model = load_model(
+        opts,
+        &args.model,
+        needs(&args.model, context.min(1024), 1, args.kv_cache),
+    )?;
     let mut sess = session(&model, &args.model, args.kv_cache)?;
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.as_str())).collect();
     // Tokens the cache holds, to feed only what a new turn adds.
@@ -361,6 +392,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         }
         println!();
         print_stats(&stats);
+        report_cache(&model);
         cached = ids;
         cached.extend(&reply);
         cached.truncate(sess.position());
@@ -370,7 +402,8 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
 
 fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
     check_fits(&args.model, args.tokens.len(), 0)?;
-    let model = load_model(opts, &args.model)?;
+    let n = args.tokens.len();
+    let model = load_model(opts, &args.model, needs(&args.model, n, n, args.kv_cache))?;
     let mut sess = session(&model, &args.model, args.kv_cache)?;
     let t = &args.tokens;
     let values = if args.decode {
@@ -390,6 +423,7 @@ fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
         model.config.vocab,
         args.out.display()
     );
+    report_cache(&model);
     Ok(())
 }
 

@@ -57,6 +57,16 @@ pub struct BenchArgs {
     /// KV-cache precision: f16, q8 or f32.
     #[arg(long = "kv-cache", default_value = "f16")]
     pub kv_cache: KvDtype,
+    /// GiB wgmoe may allocate on the adapter, or a comma list of budgets to measure in turn
+    /// (fractions allowed): routed experts beyond it stay in host memory with a GPU cache of them.
+    #[arg(long = "gpu-memory", value_name = "GIB", value_delimiter = ',')]
+    pub gpu_memory: Vec<f64>,
+    /// Cache exactly this many routed experts per MoE layer (top-k at least), whatever the memory.
+    #[arg(long = "expert-slots", value_name = "N")]
+    pub expert_slots: Option<usize>,
+    /// Which cached expert gives way to a missing one: lru or lfu.
+    #[arg(long = "cache-policy", default_value = "lru")]
+    pub cache_policy: String,
 }
 
 /// Open the model (progress on stderr), measure, and print the summary and the table, or the
@@ -72,6 +82,55 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
             "--quantize and --dequantize apply to --model; a synthetic model takes --dtype".into(),
         ));
     }
+    let budgets: Vec<Option<f64>> = if args.gpu_memory.is_empty() {
+        vec![None]
+    } else {
+        args.gpu_memory.iter().copied().map(Some).collect()
+    };
+    let mut rows = Vec::new();
+    for budget in &budgets {
+        let memory = super::MemoryArgs {
+            gpu_memory: *budget,
+            expert_slots: args.expert_slots,
+            cache_policy: args.cache_policy.clone(),
+        };
+        let row = run_one(opts, args, &memory)?;
+        rows.extend(row.map(|r| (*budget, r)));
+    }
+    if budgets.len() > 1 {
+        println!();
+        println!("| GPU memory | experts resident | hit rate | uploaded/token | test | t/s |");
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+        for (budget, (cache, tests)) in &rows {
+            for (name, tps) in tests {
+                println!(
+                    "| {} GiB | {} | {} | {} | {name} | {tps:.2} |",
+                    budget.map_or("-".into(), |b| format!("{b}")),
+                    cache.0,
+                    cache.1,
+                    cache.2
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One benchmark run under `memory`'s budget: the expert cache's (resident, hit rate,
+/// uploaded per token) cells and (test, t/s) per test, when experts were offloaded.
+#[allow(clippy::type_complexity)]
+fn run_one(
+    opts: &DeviceOptions,
+    args: &BenchArgs,
+    memory: &super::MemoryArgs,
+) -> Result<Option<((String, String, String), Vec<(String, f64)>)>> {
+    let session = wgmoe::model::experts::SessionNeeds {
+        context: args.n_depth + args.n_prompt.max(args.n_gen + 1),
+        batch: args.n_prompt.max(1),
+        logit_rows: 1,
+        kv: args.kv_cache,
+    };
+    let cache = memory.cache(session)?;
     let choice = match (&args.model, &args.synthetic) {
         (None, Some(shape)) => ModelChoice::Synthetic {
             shape: shape.clone(),
@@ -79,6 +138,7 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
                 dtype: bench_model::parse_dtype(&args.dtype)?,
                 seed: args.seed as u32,
                 max_bytes: args.max_weights_gib.map(|g| (g * (1u64 << 30) as f64) as u64),
+                cache,
             },
         },
         (Some(path), None) => ModelChoice::File {
@@ -86,6 +146,7 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
             load: wgmoe::model::LoadOptions {
                 packed: !args.dequantize,
                 quantize: args.quantize.as_deref().map(wgmoe::gpu::DType::from_arg).transpose()?,
+                cache,
             },
         },
         _ => {
@@ -130,5 +191,23 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
         println!();
         print!("{}", bench_model::markdown(&report));
     }
-    Ok(())
+    let Some(line) = model.expert_cache_line() else {
+        return Ok(None);
+    };
+    eprintln!("{line}");
+    let c = model.experts.as_ref().map(|c| {
+        let c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, e) = c.resident_of();
+        let st = c.stats;
+        (
+            format!("{s} of {e}"),
+            format!("{:.1}%", 100.0 * st.hit_rate()),
+            format!(
+                "{:.2} MiB",
+                st.uploaded_bytes as f64 / st.tokens.max(1) as f64 / (1u64 << 20) as f64
+            ),
+        )
+    });
+    let tests = report.results.iter().map(|t| (t.name(), t.avg_ts())).collect();
+    Ok(c.map(|c| (c, tests)))
 }

@@ -84,7 +84,7 @@ impl Context {
     /// A uniform buffer holding `value` laid out as its WGSL declaration says.
     pub fn params<T: HostStruct>(&self, value: &T) -> wgpu::Buffer {
         let bytes = value.to_bytes();
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buf = self.buffer(&wgpu::BufferDescriptor {
             label: Some(T::DECL.name),
             size: (bytes.len() as u64).max(16).next_multiple_of(16),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,

@@ -181,6 +181,9 @@ pub struct Context {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Bytes written with `upload` since the last flush.
     pending_upload: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of every lasting buffer wgmoe created on this device (an upper bound of what it
+    /// holds): the figure a GPU memory budget is checked against.
+    allocated: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// wgpu stages `write_buffer` data in host memory until the next submit; past this many bytes,
@@ -286,6 +289,7 @@ impl Context {
             pipelines: Arc::default(),
             uncaptured,
             pending_upload: Arc::default(),
+            allocated: Arc::new(32.into()),
         })
     }
 
@@ -302,6 +306,26 @@ impl Context {
             return None;
         }
         host_available_memory(&std::fs::read_to_string("/proc/meminfo").ok()?)
+    }
+
+    /// The adapter's own memory: its largest device-local heap, read from Vulkan (wgpu reports no
+    /// memory size); `None` on other backends and for adapters that run on the CPU, whose memory
+    /// is the host's ([`Context::memory_limit`]).
+    pub fn device_memory(&self) -> Option<u64> {
+        if self.info.device_type == wgpu::DeviceType::Cpu || self.info.backend != wgpu::Backend::Vulkan {
+            return None;
+        }
+        // SAFETY: the raw handles are only used to query properties, while the device is alive.
+        unsafe {
+            let hal = self.device.as_hal::<wgpu::hal::api::Vulkan>()?;
+            let instance = hal.shared_instance().raw_instance();
+            let props = instance.get_physical_device_memory_properties(hal.raw_physical_device());
+            props.memory_heaps[..props.memory_heap_count as usize]
+                .iter()
+                .filter(|h| h.flags.contains(ash::vk::MemoryHeapFlags::DEVICE_LOCAL))
+                .map(|h| h.size)
+                .max()
+        }
     }
 
     /// `compose`'s source for this device (its subgroup code stripped where the device has none).
@@ -350,12 +374,26 @@ impl Context {
 
     /// A storage buffer of `bytes` bytes (rounded up to 16), zeroed.
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+        self.buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(16).next_multiple_of(16),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// Every buffer wgmoe makes is made here, so [`Context::allocated_bytes`] counts it.
+    pub fn buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
+        self.allocated
+            .fetch_add(desc.size, std::sync::atomic::Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// Bytes of all the buffers made on this device so far, freed ones included (transient
+    /// read-back copies aside): an upper bound of what wgmoe holds on the adapter, for checking a
+    /// GPU memory budget.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Write `data` into `buffer` at `offset` in pieces, flushing wgpu's staging memory to the GPU
@@ -431,6 +469,7 @@ impl Context {
     /// Copy `size` bytes at `offset` of `buffer` back to the host (waits for the GPU).
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let size4 = size.next_multiple_of(4);
+        // Transient (freed on return): not counted in `allocated_bytes`.
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back"),
             size: size4.max(4),

@@ -28,6 +28,9 @@ fn is_dir(path: &Path) -> Result<bool> {
 /// How a checkpoint's weights are loaded.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
+    /// The GPU memory the model may take, and the expert cache that keeps it within it
+    /// ([`crate::model::experts`]).
+    pub cache: crate::model::experts::CacheOptions,
     /// Keep block-quantised weights (GGUF Q8_0 .. Q6_K, MXFP4) packed on the GPU, as the file
     /// stores them (the default). `false` expands them to f16 (MXFP4 to bf16) at load, as wgmoe did
     /// before it read them packed: about 3.5x the GPU memory for 4-bit files, kept for comparing.
@@ -45,6 +48,7 @@ impl Default for LoadOptions {
         Self {
             packed: true,
             quantize: None,
+            cache: Default::default(),
         }
     }
 }

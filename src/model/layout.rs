@@ -542,6 +542,13 @@ pub trait Make {
     type T;
     fn weight(&mut self, spec: &Spec) -> Result<Self::W>;
     fn tensor(&mut self, spec: &Spec) -> Result<Self::T>;
+    /// A weight of layer `layer`'s routed experts (gate|up, down or a bias): where experts are
+    /// offloaded ([`super::experts`]), the maker keeps them in host memory and returns the GPU
+    /// pool the layer binds instead.
+    fn experts(&mut self, layer: usize, spec: &Spec) -> Result<Self::W> {
+        let _ = layer;
+        self.weight(spec)
+    }
 }
 
 impl Layout {
@@ -553,12 +560,13 @@ impl Layout {
         let layers = self
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 Ok(LayerWeights {
                     attn_norm: m.weight(&l.attn_norm)?,
                     ffn_norm: m.weight(&l.ffn_norm)?,
                     attn: make_attention(&l.attn, m)?,
-                    ffn: make_ffn(&l.ffn, m)?,
+                    ffn: make_ffn(i, &l.ffn, m)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -639,7 +647,7 @@ fn make_attention<M: Make>(a: &AttnWeights<Spec, Spec>, m: &mut M) -> Result<Att
     })
 }
 
-fn make_ffn<M: Make>(f: &FfnWeights<Spec, Spec>, m: &mut M) -> Result<FfnWeights<M::W, M::T>> {
+fn make_ffn<M: Make>(layer: usize, f: &FfnWeights<Spec, Spec>, m: &mut M) -> Result<FfnWeights<M::W, M::T>> {
     Ok(match f {
         FfnWeights::Dense { gate_up, down } => FfnWeights::Dense {
             gate_up: make_linear(gate_up, m)?,
@@ -656,10 +664,10 @@ fn make_ffn<M: Make>(f: &FfnWeights<Spec, Spec>, m: &mut M) -> Result<FfnWeights
         } => FfnWeights::Moe {
             router: make_linear(router, m)?,
             selection_bias: opt(selection_bias, |s| m.tensor(s))?,
-            gate_up: m.weight(gate_up)?,
-            down: m.weight(down)?,
-            gate_up_bias: opt(gate_up_bias, |s| m.weight(s))?,
-            down_bias: opt(down_bias, |s| m.weight(s))?,
+            gate_up: m.experts(layer, gate_up)?,
+            down: m.experts(layer, down)?,
+            gate_up_bias: opt(gate_up_bias, |s| m.experts(layer, s))?,
+            down_bias: opt(down_bias, |s| m.experts(layer, s))?,
             shared: opt(shared, |s| {
                 Ok(match s {
                     SharedWeights::Folded { slots, gated } => SharedWeights::Folded {

@@ -3,7 +3,8 @@
 //! uploaded and builds fused forms (stacks, MLA's per-head absorbed blocks, gpt-oss's transposed
 //! experts, folded shared experts) piece by piece, so host memory stays at one source tensor.
 
-use super::config::ModelConfig;
+use super::config::{Ffn, ModelConfig};
+use super::experts::{self, HostPart, HostRows, Offload, RowSink};
 use super::layout::{self, FoldedPart, Make, Routed, Source, Spec};
 use super::source::{RawTensor, TensorSource};
 use super::synthetic::Footprint;
@@ -18,24 +19,65 @@ pub fn load(
     src: &dyn TensorSource,
     progress: &dyn Fn(usize, usize),
 ) -> Result<(ModelWeights, Footprint)> {
+    let (w, fp, _) = load_offloaded(ctx, cfg, src, None, progress)?;
+    Ok((w, fp))
+}
+
+/// The layout of `cfg` as `src` fills it (a checkpoint without a logits head ties it to the
+/// embedding).
+pub fn source_layout(cfg: &ModelConfig, src: &dyn TensorSource) -> layout::Layout {
     let mut layout = layout::layout(cfg);
-    // A checkpoint without a logits head ties it to the embedding.
     if layout.lm_head.as_ref().is_some_and(|h| !src.contains(&h.label)) {
         layout.lm_head = None;
     }
+    layout
+}
+
+/// The format each spec of `layout` loads in from `src` (an estimate where parts differ: what
+/// sizing the expert cache needs).
+pub fn spec_dtype(src: &dyn TensorSource, s: &Spec) -> DType {
+    let first = match &s.source {
+        Source::Tensor { name, .. } | Source::KvB { name, .. } => Some(name.as_str()),
+        Source::Stacked(parts) => parts.first().map(|p| p.0.as_str()),
+        Source::Biases(_) => None,
+        Source::Experts { routed, .. } => match routed {
+            Routed::PerExpert { fused, .. } if src.contains(fused) => Some(fused.as_str()),
+            Routed::PerExpert { parts, .. } => parts.first().map(|p| p.0.as_str()),
+            Routed::Transposed(name) => Some(name.as_str()),
+        },
+    };
+    let d = first.and_then(|n| src.gpu_dtype_of(n).ok()).unwrap_or(DType::F32);
+    s.dtype(d)
+}
+
+/// [`load`], with the routed experts of the layers `offload` names kept in host memory and a pool
+/// of slots for them on the GPU: the weights, their footprint and the offloaded experts' host
+/// parts, in layer order (gate|up, down, biases).
+pub fn load_offloaded(
+    ctx: &Context,
+    cfg: &ModelConfig,
+    src: &dyn TensorSource,
+    offload: Option<&Offload>,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(ModelWeights, Footprint, Vec<(usize, HostPart)>)> {
+    let layout = source_layout(cfg, src);
     let mut l = Loader {
         ctx,
+        cfg,
         src,
         progress,
         done: 0,
         total: 0,
         footprint: Footprint::default(),
+        offload,
+        host: Vec::new(),
     };
     let mut total = 0;
     layout.for_each(|s, _| total += l.reads(s));
     l.total = total;
     // Every weight takes at least 16 bits an element on the GPU: what that comes to must fit
-    // where the adapter's memory is known, before anything is allocated.
+    // where the adapter's memory is known, before anything is allocated (host memory, for an
+    // adapter on the CPU: offloaded experts take it too).
     let mut least = 0;
     layout.for_each(|s, leaf| least += s.gpu_bytes(DType::F16, leaf));
     // Block-quantised weights kept packed take the file's bytes.
@@ -52,12 +94,13 @@ pub fn load(
         )));
     }
     let weights = layout.make(&mut l)?;
-    Ok((weights, l.footprint))
+    Ok((weights, l.footprint, l.host))
 }
 
 /// Loads tensors from one source, checking shapes and reporting progress.
 struct Loader<'a> {
     ctx: &'a Context,
+    cfg: &'a ModelConfig,
     src: &'a dyn TensorSource,
     /// Called with (tensors read, tensors to read) after each source tensor.
     progress: &'a dyn Fn(usize, usize),
@@ -65,6 +108,9 @@ struct Loader<'a> {
     total: usize,
     /// What the weights made so far take, in the formats they were loaded in.
     footprint: Footprint,
+    offload: Option<&'a Offload>,
+    /// The offloaded experts' host parts, by layer.
+    host: Vec<(usize, HostPart)>,
 }
 
 // Each tensor is made inside GPU error scopes: a checkpoint that does not fit is an error naming
@@ -84,6 +130,27 @@ impl Make for Loader<'_> {
         Ok(w)
     }
 
+    fn experts(&mut self, layer: usize, s: &Spec) -> Result<Weight> {
+        let (Some(slots), Ffn::Moe { experts, .. }) =
+            (self.offload.and_then(|o| o.slots(layer)), &self.cfg.layers[layer].ffn)
+        else {
+            return self.weight(s);
+        };
+        let host = match self.fill(s, true)? {
+            Sink::Host(h) => h,
+            Sink::Gpu(_) => unreachable!("fill(host) makes host rows"),
+        };
+        let ctx = self.ctx;
+        let (pool, part) = ctx.scoped(&s.label, || experts::offload(ctx, s, host, *experts, slots))?;
+        let fp = &mut self.footprint;
+        fp.gpu_bytes += pool.gpu_bytes();
+        fp.data_bytes += pool.data_bytes();
+        fp.params += s.params();
+        fp.read_bytes_per_token += part.bytes() as f64 * s.read_fraction();
+        self.host.push((layer, part));
+        Ok(pool)
+    }
+
     fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
         let ctx = self.ctx;
         let t = ctx.scoped(&s.label, || self.make_tensor(s))?;
@@ -98,22 +165,11 @@ impl Make for Loader<'_> {
 
 impl Loader<'_> {
     fn make_weight(&mut self, s: &Spec) -> Result<Weight> {
-        // gpt-oss's experts where the source has them as packed `[out, in]` rows already.
-        if let Source::Experts {
-            experts,
-            routed,
-            shared: None,
-        } = &s.source
-        {
-            if let Some(t) = self.rows_of_transposed(routed) {
-                let t = t?;
-                t.expect_shape(&[*experts, s.group_rows, s.cols])?;
-                let w = self.alloc(s, t.gpu_dtype()?)?;
-                w.write_rows(self.ctx, 0, &t.bytes)?;
-                drop(t);
-                self.tick();
-                return Ok(w);
-            }
+        if let Source::Experts { .. } = &s.source {
+            return match self.fill(s, false)? {
+                Sink::Gpu(w) => Ok(w),
+                Sink::Host(_) => unreachable!("fill(gpu) makes a weight"),
+            };
         }
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
@@ -159,18 +215,71 @@ impl Loader<'_> {
                 self.tick();
                 Ok(w)
             }
+            Source::Experts { .. } => unreachable!("made by fill"),
+        }
+    }
+
+    /// Stacked experts (or an experts' bias matrix) written into a GPU weight, or with `host`
+    /// into host memory.
+    fn fill(&mut self, s: &Spec, host: bool) -> Result<Sink> {
+        let sink = |l: &Self, parts: &[(usize, DType)]| -> Result<Sink> {
+            if host {
+                return Ok(Sink::Host(HostRows::new(&s.label, parts, s.cols, s.group_rows)?));
+            }
+            Ok(Sink::Gpu(match parts {
+                [(_, dtype)] => l.alloc(s, *dtype)?,
+                _ => Weight::alloc_grouped(
+                    l.ctx,
+                    &s.label,
+                    parts,
+                    s.cols,
+                    s.group_rows,
+                    l.ctx.caps.max_storage_binding,
+                )?,
+            }))
+        };
+        match &s.source {
             Source::Experts {
                 experts,
                 routed,
                 shared,
             } => {
+                // gpt-oss's experts where the source has them as packed `[out, in]` rows already.
+                if shared.is_none() {
+                    if let Some(t) = self.rows_of_transposed(routed) {
+                        let t = t?;
+                        t.expect_shape(&[*experts, s.group_rows, s.cols])?;
+                        let w = sink(self, &[(s.rows, t.gpu_dtype()?)])?;
+                        w.write_rows(self.ctx, 0, &t.bytes)?;
+                        drop(t);
+                        self.tick();
+                        return Ok(w);
+                    }
+                }
                 let (dtype, shared_dtype) = self.experts_dtypes(routed, shared.as_ref())?;
-                let w = self.routed_experts(s, *experts, routed, dtype, shared_dtype)?;
+                let e = *experts;
+                // Routed and shared experts in different formats: each in chunks of their own.
+                let parts = match shared_dtype {
+                    Some(sd) if sd != dtype => vec![(e * s.group_rows, dtype), (s.rows - e * s.group_rows, sd)],
+                    _ => vec![(s.rows, dtype)],
+                };
+                let w = sink(self, &parts)?;
+                self.routed_experts(s, e, routed, dtype, &w)?;
                 if let Some(f) = shared {
-                    self.write_shared_experts(&w, *experts, f.slots, f.inter, &f.part)?;
+                    self.write_shared_experts(&w, e, f.slots, f.inter, &f.part)?;
                 }
                 Ok(w)
             }
+            // An experts' bias matrix `[E, cols]` (gpt-oss).
+            Source::Tensor { name, shape } if shape.len() == 2 => {
+                let t = self.raw(name, shape)?;
+                let w = sink(self, &[(s.rows, t.gpu_dtype()?)])?;
+                w.write_rows(self.ctx, 0, &t.bytes)?;
+                drop(t);
+                self.tick();
+                Ok(w)
+            }
+            _ => Err(Error::Invalid(format!("{}: not a weight of routed experts", s.label))),
         }
     }
 
@@ -354,10 +463,10 @@ impl Loader<'_> {
 
     /// `[rows_i, cols]` tensors written one after the other from row 0 (in `w`'s dtype), each
     /// uploaded as it is read.
-    fn write_stacked(&mut self, w: &Weight, parts: &[(String, usize)]) -> Result<()> {
+    fn write_stacked(&mut self, w: &dyn RowSink, parts: &[(String, usize)]) -> Result<()> {
         let mut row = 0;
         for (name, r) in parts {
-            let t = self.raw(name, &[*r, w.cols])?;
+            let t = self.raw(name, &[*r, w.cols()])?;
             // A mixed stack's rows are in the part's own format ([`Weight::alloc_stacked`]).
             w.write_rows(self.ctx, row, &bytes_as(&t, w.dtype_at(row))?)?;
             row += r;
@@ -381,55 +490,34 @@ impl Loader<'_> {
         Weight::from_f32(self.ctx, &s.label, DType::F32, 1, values.len(), &values)
     }
 
-    /// The `e` routed experts of `s` in its first `e` groups (the rest zeroed for folded shared
-    /// experts).
-    fn routed_experts(
-        &mut self,
-        s: &Spec,
-        e: usize,
-        routed: &Routed,
-        dtype: DType,
-        shared: Option<DType>,
-    ) -> Result<Weight> {
+    /// The `e` routed experts of `s` written into the first `e` groups of `w` (the rest are for
+    /// folded shared experts).
+    fn routed_experts(&mut self, s: &Spec, e: usize, routed: &Routed, dtype: DType, w: &dyn RowSink) -> Result<()> {
         let (group, cols) = (s.group_rows, s.cols);
-        // Routed and shared experts in different formats: each in chunks of its own.
-        let alloc = |l: &Self| match shared {
-            Some(sd) if sd != dtype => {
-                let parts = [(e * group, dtype), (s.rows - e * group, sd)];
-                Weight::alloc_grouped(l.ctx, &s.label, &parts, cols, group, l.ctx.caps.max_storage_binding)
-            }
-            _ => l.alloc(s, dtype),
-        };
         match routed {
             // transformers 5 in-memory names: `experts.gate_up_proj [E, 2I, D]`,
             // `experts.down_proj [E, D, I]`.
             Routed::PerExpert { fused, .. } if self.src.contains(fused) => {
                 let t = self.raw(fused, &[e, group, cols])?;
-                let w = alloc(self)?;
                 w.write_rows(self.ctx, 0, &bytes_as(&t, dtype)?)?;
                 drop(t);
                 self.tick();
-                Ok(w)
+                Ok(())
             }
-            Routed::PerExpert { parts, .. } => {
-                let w = alloc(self)?;
-                self.write_stacked(&w, parts)?;
-                Ok(w)
-            }
+            Routed::PerExpert { parts, .. } => self.write_stacked(w, parts),
             // gpt-oss stores experts as `x @ W`: `gate_up_proj [E, D, 2I]` (interleaved columns)
             // and `down_proj [E, I, D]`; each expert is transposed to `[out, in]` rows, keeping the
             // interleave.
             Routed::Transposed(name) => {
                 let t = self.raw(name, &[e, cols, group])?.widened()?;
                 let el = dtype.bytes();
-                let w = alloc(self)?;
                 for x in 0..e {
                     let block = &t.bytes[x * cols * group * el..(x + 1) * cols * group * el];
                     w.write_rows(self.ctx, x * group, &transpose(block, cols, group, el))?;
                 }
                 drop(t);
                 self.tick();
-                Ok(w)
+                Ok(())
             }
         }
     }
@@ -437,15 +525,22 @@ impl Loader<'_> {
     /// A shared MLP (width `slots * i_`) written as experts `e..e + slots` of `w`, converted to its
     /// dtype: shared expert `j` takes gate and up rows `j*I..(j+1)*I` and down columns
     /// `j*I..(j+1)*I`.
-    fn write_shared_experts(&mut self, w: &Weight, e: usize, slots: usize, i_: usize, part: &FoldedPart) -> Result<()> {
+    fn write_shared_experts(
+        &mut self,
+        w: &dyn RowSink,
+        e: usize,
+        slots: usize,
+        i_: usize,
+        part: &FoldedPart,
+    ) -> Result<()> {
         // The shared experts' chunks' format; bytes of `n` elements of a row: whole blocks for block
         // formats (experts_dtypes saw to it).
-        let dtype = w.dtype_at(e * w.group_rows);
+        let dtype = w.dtype_at(e * w.group_rows());
         let f = crate::gpu::Format::of(dtype);
         let span = |n: usize| n / f.block_elems * f.block_bytes;
         match part {
             FoldedPart::GateUp { gate, up } => {
-                let d = w.cols;
+                let d = w.cols();
                 for (half, name) in [gate, up].into_iter().enumerate() {
                     let t = self.raw(name, &[slots * i_, d])?;
                     let bytes = bytes_as(&t, dtype)?;
@@ -457,7 +552,7 @@ impl Loader<'_> {
                 }
             }
             FoldedPart::Down(name) => {
-                let d = w.group_rows;
+                let d = w.group_rows();
                 let t = self.raw(name, &[d, slots * i_])?;
                 let bytes = bytes_as(&t, dtype)?;
                 let mut block = vec![0u8; d * span(i_)];
@@ -472,5 +567,38 @@ impl Loader<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Where [`Loader::fill`] writes: a GPU weight, or host memory for offloaded experts.
+enum Sink {
+    Gpu(Weight),
+    Host(HostRows),
+}
+
+impl RowSink for Sink {
+    fn cols(&self) -> usize {
+        match self {
+            Sink::Gpu(w) => w.cols,
+            Sink::Host(h) => h.cols(),
+        }
+    }
+    fn group_rows(&self) -> usize {
+        match self {
+            Sink::Gpu(w) => w.group_rows,
+            Sink::Host(h) => h.group_rows(),
+        }
+    }
+    fn dtype_at(&self, row: usize) -> DType {
+        match self {
+            Sink::Gpu(w) => w.dtype_at(row),
+            Sink::Host(h) => h.dtype_at(row),
+        }
+    }
+    fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
+        match self {
+            Sink::Gpu(w) => w.write_rows(ctx, first_row, bytes),
+            Sink::Host(h) => h.write_rows(ctx, first_row, bytes),
+        }
     }
 }

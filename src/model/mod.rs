@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dequant;
+pub mod experts;
 pub mod gguf;
 pub mod layout;
 pub mod loader;
@@ -37,6 +38,9 @@ pub struct Model {
     /// What the loaded weights take and what a decode step reads of them, in the formats they
     /// were loaded in (a quantised file's mix of formats); `None` for weights made otherwise.
     pub footprint: Option<synthetic::Footprint>,
+    /// Routed experts kept in host memory with a GPU cache of them, when the model does not fit
+    /// the GPU memory it was given ([`experts`]).
+    pub experts: Option<std::sync::Mutex<experts::ExpertCache>>,
     inv_freq: Tensor,
     attention_factor: f32,
 }
@@ -61,9 +65,9 @@ impl Model {
             match opts.quantize {
                 Some(q) => {
                     let src = quantize::Quantized::new(src.as_ref(), q, &config);
-                    Self::from_source(ctx, config, &src, progress)
+                    Self::from_source_with(ctx, config, &src, opts, progress)
                 }
-                None => Self::from_source(ctx, config, src.as_ref(), progress),
+                None => Self::from_source_with(ctx, config, src.as_ref(), opts, progress),
             }
         })
     }
@@ -75,13 +79,36 @@ impl Model {
         src: &dyn TensorSource,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
+        Self::from_source_with(ctx, config, src, &checkpoint::LoadOptions::default(), progress)
+    }
+
+    /// [`Model::from_source`] within `opts`' GPU memory: routed experts that do not fit are
+    /// offloaded to host memory with a GPU cache of them ([`experts`]), decided before anything
+    /// is allocated.
+    pub fn from_source_with(
+        ctx: Context,
+        config: ModelConfig,
+        src: &dyn TensorSource,
+        opts: &checkpoint::LoadOptions,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self> {
         crate::error::guard("loading the model's weights", || {
-            let (weights, footprint) = loader::load(&ctx, &config, src, progress)?;
+            let layout = loader::source_layout(&config, src);
+            let offload = experts::plan_for(&ctx, &config, &layout, &|s| loader::spec_dtype(src, s), &opts.cache)?;
+            let (weights, footprint, host) = loader::load_offloaded(&ctx, &config, src, offload.as_ref(), progress)?;
+            let cache = offload.map(|o| experts::ExpertCache::new(&config, &o, host));
             let mut model = Self::new(ctx, config, weights);
             model.file_tensor_bytes = src.stored_bytes();
             model.footprint = Some(footprint);
+            model.experts = cache.map(std::sync::Mutex::new);
             Ok(model)
         })
+    }
+
+    /// `expert cache: ...` ([`experts::ExpertCache::line`]) when the model's experts are offloaded.
+    pub fn expert_cache_line(&self) -> Option<String> {
+        let c = self.experts.as_ref()?;
+        Some(c.lock().unwrap_or_else(|e| e.into_inner()).line())
     }
 
     /// `GPU weights: N MiB (file tensors: M MiB)`: what the weights take on the adapter beside
@@ -106,6 +133,7 @@ impl Model {
             weights,
             file_tensor_bytes: None,
             footprint: None,
+            experts: None,
             inv_freq,
             attention_factor,
         }
@@ -139,7 +167,7 @@ impl Model {
             .expect("the step, ids and log buffers are sized for advance_step");
         let readback = (0..=LOOKAHEAD)
             .map(|_| {
-                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                self.ctx.buffer(&wgpu::BufferDescriptor {
                     label: Some("token readback"),
                     size: 4,
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -254,10 +282,12 @@ impl Session<'_> {
             self.readback[slot].unmap();
         }
         self.slot_busy[slot] = true;
+        let from = self.run_syncs(key)?;
+        let ctx = &self.model.ctx;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in &self.plans[&key].dispatches {
+            for d in &self.plans[&key].dispatches[from..] {
                 d.record(&mut pass);
             }
             self.tails[&key].1.record(&mut pass);
@@ -357,12 +387,16 @@ impl Session<'_> {
     fn ensure_plan(&mut self, key: (usize, LogitRows)) -> Result<()> {
         if !self.plans.contains_key(&key) {
             let m = self.model;
+            let offloaded = m.experts.as_ref().map_or(Vec::new(), |c| {
+                c.lock().unwrap_or_else(|e| e.into_inner()).offloaded_layers()
+            });
             let io = PlanIo {
                 ids: &self.ids,
                 step: &self.step,
                 cache: &self.cache,
                 inv_freq: &m.inv_freq,
                 attention_factor: m.attention_factor,
+                offloaded: &offloaded,
             };
             // Pipelines are built here: a driver or wgpu-core that chokes is an error, not a panic.
             let what = format!("the forward pass of {} tokens", key.0);
@@ -390,11 +424,50 @@ impl Session<'_> {
     fn run(&mut self, tokens: &[u32], rows: LogitRows) -> Result<()> {
         self.stage(tokens)?;
         self.ensure_plan((tokens.len(), rows))?;
-        let plan = &self.plans[&(tokens.len(), rows)];
-        let refs: Vec<&Dispatch> = plan.dispatches.iter().collect();
+        let key = (tokens.len(), rows);
+        let from = self.run_syncs(key)?;
+        let refs: Vec<&Dispatch> = self.plans[&key].dispatches[from..].iter().collect();
         self.model.ctx.submit(&refs);
         self.pos += tokens.len();
         Ok(())
+    }
+
+    /// Run plan `key` up to its last expert-cache round trip ([`plan::MoeSync`]): each segment up
+    /// to an offloaded layer's router is submitted, the router's expert ids read back, the experts
+    /// placed in the layer's pool (rounds of the expert kernels where the batch needs more than
+    /// it holds) and the ids rewritten as slots. Returns the index of the first dispatch left to
+    /// run; 0 for a plan without round trips (then nothing was submitted).
+    fn run_syncs(&self, key: (usize, LogitRows)) -> Result<usize> {
+        let plan = &self.plans[&key];
+        let (Some(cache), false) = (&self.model.experts, plan.syncs.is_empty()) else {
+            return Ok(0);
+        };
+        let m = self.model;
+        let ctx = &m.ctx;
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.stats.tokens += plan.tokens as u64;
+        let submit = |range: std::ops::Range<usize>| {
+            let refs: Vec<&Dispatch> = plan.dispatches[range].iter().collect();
+            ctx.submit(&refs);
+        };
+        let mut from = 0;
+        for sync in &plan.syncs {
+            submit(from..sync.at);
+            let ids = ctx.read_u32(&sync.ids.buffer, 0, sync.pairs)?;
+            let rounds = cache.route(sync.layer, &ids)?;
+            for (i, round) in rounds.iter().enumerate() {
+                cache.upload(ctx, &m.weights, sync.layer, &round.uploads)?;
+                ctx.queue
+                    .write_buffer(&sync.ids.buffer, 0, bytemuck::cast_slice(&round.ids));
+                // The last round runs with what follows it.
+                if i + 1 < rounds.len() {
+                    submit(sync.experts.clone());
+                }
+            }
+            from = sync.at;
+        }
+        ctx.check()?;
+        Ok(from)
     }
 }
 

@@ -98,6 +98,23 @@ pub struct PlanIo<'a> {
     pub cache: &'a KvCache,
     pub inv_freq: &'a Tensor,
     pub attention_factor: f32,
+    /// Layers whose routed experts are offloaded ([`super::experts`]): the plan stops after their
+    /// routers ([`MoeSync`]).
+    pub offloaded: &'a [bool],
+}
+
+/// Where a forward pass waits for the CPU: after an offloaded layer's router, the CPU reads the
+/// expert ids (`pairs` of them in `ids`), places the experts in the layer's pool and rewrites the
+/// ids as slots, then the pass goes on at `at`. `experts` are the dispatches that read the pool
+/// (a round runs them alone when the batch needs more experts than the pool holds); any
+/// dispatches between their end and the next sync follow the last round.
+#[derive(Clone)]
+pub struct MoeSync {
+    pub layer: usize,
+    pub at: usize,
+    pub experts: std::ops::Range<usize>,
+    pub ids: Tensor,
+    pub pairs: usize,
 }
 
 /// A recorded forward pass for a fixed number of token rows.
@@ -107,6 +124,8 @@ pub struct Plan {
     /// `[rows, vocab]` with rows = tokens or 1.
     pub logits: Tensor,
     pub logit_rows: usize,
+    /// The CPU round trips of offloaded expert layers, in order.
+    pub syncs: Vec<MoeSync>,
 }
 
 /// Scratch activations of one plan, sized for its row count.
@@ -136,29 +155,29 @@ struct Scratch {
 /// (fused q|k|v, MLA's `[q | c | k_pe]` or low-rank `[q_a | c | k_pe]` and the query after
 /// `q_b`), the gate|up rows of a dense or separate shared MLP, the router's rows (the experts and
 /// Qwen2-MoE's folded shared-expert gate); the expert slots per token count folded shared experts.
-fn scratch_widths(cfg: &ModelConfig, w: &ModelWeights) -> [(&'static str, usize); 12] {
+fn scratch_widths<W: Dims, T>(cfg: &ModelConfig, w: &ModelWeights<W, T>) -> [(&'static str, usize); 12] {
     let d = cfg.hidden;
     // (proj, small, the low-rank query's width)
     let (mut proj, mut small, mut q_lora) = (0, 0, 0);
     let (mut gate_up, mut logits, mut slots) = (2, 1, 1);
     for (layer, lw) in cfg.layers.iter().zip(&w.layers) {
         match &lw.attn {
-            AttnWeights::Gqa { qkv, .. } => proj = proj.max(qkv.w.rows),
-            AttnWeights::Mla { q_kv_a, q_b: None, .. } => proj = proj.max(q_kv_a.w.rows),
+            AttnWeights::Gqa { qkv, .. } => proj = proj.max(qkv.w.rows()),
+            AttnWeights::Mla { q_kv_a, q_b: None, .. } => proj = proj.max(q_kv_a.w.rows()),
             AttnWeights::Mla {
                 q_kv_a, q_b: Some(qb), ..
             } => {
-                proj = proj.max(qb.b.w.rows);
-                small = small.max(q_kv_a.w.rows);
-                q_lora = q_lora.max(qb.b.w.cols);
+                proj = proj.max(qb.b.w.rows());
+                small = small.max(q_kv_a.w.rows());
+                q_lora = q_lora.max(qb.b.w.cols());
             }
         }
         match &lw.ffn {
-            FfnWeights::Dense { gate_up: gu, .. } => gate_up = gate_up.max(gu.w.rows),
+            FfnWeights::Dense { gate_up: gu, .. } => gate_up = gate_up.max(gu.w.rows()),
             FfnWeights::Moe { router, shared, .. } => {
-                logits = logits.max(router.w.rows);
+                logits = logits.max(router.w.rows());
                 if let Some(SharedWeights::Separate { gate_up: gu, .. }) = shared {
-                    gate_up = gate_up.max(gu.w.rows);
+                    gate_up = gate_up.max(gu.w.rows());
                 }
                 if let Ffn::Moe { top_k, .. } = &layer.ffn {
                     slots = slots.max(top_k + layer.ffn.shared_slots().unwrap_or(0));
@@ -191,6 +210,68 @@ fn scratch_widths(cfg: &ModelConfig, w: &ModelWeights) -> [(&'static str, usize)
         ("expert_ids", slots),
         ("expert_weights", slots),
     ]
+}
+
+/// The shape of a weight leaf: a GPU [`Weight`] or its [`Spec`](super::layout::Spec), so scratch
+/// can be sized before the weights exist.
+pub trait Dims {
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+}
+
+impl Dims for Weight {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+impl Dims for super::layout::Spec {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// What a session of `needs` takes on the GPU besides the weights: its KV cache, and a plan for a
+/// batch of `needs.batch` tokens and one for single-token decode (scratch, the MoE blocks' own
+/// scratch and the logits), as [`KvCache::new`], [`build`] and [`kernels::moe`] allocate them.
+pub fn session_bytes(cfg: &ModelConfig, layout: &super::layout::Layout, needs: &super::experts::SessionNeeds) -> u64 {
+    let max_seq = needs.context.max(1);
+    let kv = needs.kv;
+    let (hd, vd) = (cfg.head_dim, cfg.v_head_dim);
+    let words: usize = match &cfg.attention {
+        Attention::Gqa { .. } => kv.words(max_seq * cfg.kv_heads * hd, hd) + kv.words(max_seq * cfg.kv_heads * vd, vd),
+        Attention::Mla {
+            kv_lora_rank, rope_dim, ..
+        } => {
+            let row = kv_lora_rank + rope_dim;
+            kv.words(max_seq * row, row)
+        }
+    };
+    let per_token: usize = scratch_widths(cfg, layout).iter().map(|(_, w)| w).sum();
+    let plan = |t: usize| -> u64 {
+        let mut floats = t * per_token + needs.logit_rows.min(t) * cfg.vocab;
+        for l in &cfg.layers {
+            if let Ffn::Moe {
+                experts, top_k, inter, ..
+            } = &l.ffn
+            {
+                let k = top_k + l.ffn.shared_slots().unwrap_or(0);
+                let e = experts + l.ffn.shared_slots().unwrap_or(0);
+                floats += t * k * inter.next_multiple_of(8);
+                if t > kernels::moe::DECODE_MAX_TOKENS {
+                    floats += t * k * cfg.hidden + e * (t + 1);
+                }
+            }
+        }
+        floats as u64 * 4
+    };
+    (words * cfg.layers.len()) as u64 * 4 + plan(needs.batch.max(1)) + plan(1)
 }
 
 /// A buffer of `bytes` must fit one storage binding (DESIGN.md principle 6).
@@ -255,6 +336,8 @@ struct Builder<'a> {
     t: usize,
     s: Scratch,
     out: Vec<Dispatch>,
+    offloaded: &'a [bool],
+    syncs: Vec<MoeSync>,
 }
 
 impl Builder<'_> {
@@ -581,11 +664,14 @@ impl Builder<'_> {
                     &ids,
                     &ws,
                 )?);
-                // Folded shared experts are more experts, and more slots per token.
+                let at = self.out.len();
+                // Folded shared experts are more experts, and more slots per token. An offloaded
+                // layer's pool holds fewer routed experts than the router chooses from.
                 let folded = spec.slots() - *top_k;
+                let pool = gate_up.rows / gate_up.group_rows;
                 let spec = MoeSpec {
                     tokens: self.t,
-                    experts: *experts + folded,
+                    experts: pool,
                     top_k: *top_k + folded,
                     hidden: self.cfg.hidden,
                     inter: *inter,
@@ -610,7 +696,19 @@ impl Builder<'_> {
                     down_bias: down_bias.as_ref(),
                 };
                 let d = moe(self.ctx, spec, experts, &sh, &ids, &ws, &x)?;
+                // The prefill path ends with the reduction over the slots, which runs once.
+                let reduce = usize::from(self.t > kernels::moe::DECODE_MAX_TOKENS);
+                let end = at + d.len() - reduce;
                 self.extend(d);
+                if self.offloaded.get(layer).copied().unwrap_or(false) {
+                    self.syncs.push(MoeSync {
+                        layer,
+                        at,
+                        experts: at..end,
+                        ids: ids.clone(),
+                        pairs: self.t * spec.top_k,
+                    });
+                }
                 if let Some(SharedWeights::Separate { gate_up, down, gate }) = shared {
                     self.gated_mlp(None, gate_up, down, gate.as_ref())?;
                 }
@@ -640,6 +738,8 @@ pub fn build(
         t: tokens,
         s: Scratch::new(ctx, cfg, w, tokens),
         out: Vec::new(),
+        offloaded: io.offloaded,
+        syncs: Vec::new(),
     };
     let (x, h) = (b.s.x.clone(), b.s.h.clone());
     b.extend(kernels::embedding::embedding(ctx, &w.embed, io.ids, tokens, &x)?);
@@ -687,5 +787,6 @@ pub fn build(
         dispatches: b.out,
         logits,
         logit_rows,
+        syncs: b.syncs,
     })
 }

@@ -147,6 +147,9 @@ pub struct SynthOptions {
     pub seed: u32,
     /// Refuse, before allocating anything, weights larger than this many bytes.
     pub max_bytes: Option<u64>,
+    /// The GPU memory the model may take; routed experts beyond it are made in host memory with
+    /// a GPU cache of them ([`super::experts`]).
+    pub cache: super::experts::CacheOptions,
 }
 
 impl Default for SynthOptions {
@@ -155,6 +158,7 @@ impl Default for SynthOptions {
             dtype: DType::F16,
             seed: 1,
             max_bytes: None,
+            cache: Default::default(),
         }
     }
 }
@@ -238,6 +242,17 @@ fn make_weight(ctx: &Context, s: &Spec, dtype: DType, seed: u32) -> Result<Weigh
 /// layout walk as a loaded checkpoint's. `what` names the model in errors. Running out of GPU
 /// memory is an error that says how much the weights need.
 pub fn synthesize(ctx: &Context, cfg: &ModelConfig, what: &str, opts: &SynthOptions) -> Result<ModelWeights> {
+    Ok(synthesize_offloaded(ctx, cfg, what, opts)?.0)
+}
+
+/// [`synthesize`] within `opts.cache`'s GPU memory: the weights and, when routed experts had to be
+/// offloaded, their cache.
+pub fn synthesize_offloaded(
+    ctx: &Context,
+    cfg: &ModelConfig,
+    what: &str,
+    opts: &SynthOptions,
+) -> Result<(ModelWeights, Option<super::experts::ExpertCache>)> {
     let layout = layout(cfg);
     let mut needed = 0;
     layout.for_each(|s, leaf| needed += s.gpu_bytes(opts.dtype, leaf));
@@ -251,22 +266,29 @@ pub fn synthesize(ctx: &Context, cfg: &ModelConfig, what: &str, opts: &SynthOpti
             ": the adapter runs on the CPU, and that is the host memory available",
         ));
     }
+    let offload = super::experts::plan_for(ctx, cfg, &layout, &|s| s.dtype(opts.dtype), &opts.cache)?;
     let mut maker = Maker {
         ctx,
+        cfg,
         what,
         opts,
         needed,
         made: 0,
         done: 0,
+        offload: offload.as_ref(),
+        host: Vec::new(),
     };
     let weights = layout.make(&mut maker)?;
     ctx.wait()?;
-    Ok(weights)
+    let host = std::mem::take(&mut maker.host);
+    let cache = offload.map(|o| super::experts::ExpertCache::new(cfg, &o, host));
+    Ok((weights, cache))
 }
 
 /// Makes each spec of the layout in turn, the `i`th from seed `i` of the model's seed.
 struct Maker<'a> {
     ctx: &'a Context,
+    cfg: &'a ModelConfig,
     what: &'a str,
     opts: &'a SynthOptions,
     /// GPU bytes of all the weights.
@@ -275,6 +297,9 @@ struct Maker<'a> {
     made: u32,
     /// GPU bytes made so far.
     done: u64,
+    offload: Option<&'a super::experts::Offload>,
+    /// The offloaded experts' host parts, by layer.
+    host: Vec<(usize, super::experts::HostPart)>,
 }
 
 impl Maker<'_> {
@@ -314,6 +339,32 @@ impl Make for Maker<'_> {
         self.scoped(s, Leaf::Weight, |seed| make_weight(ctx, s, dtype, seed))
     }
 
+    /// Offloaded experts are made in host memory (values from the host generator, so they differ
+    /// from a resident synthetic model's).
+    fn experts(&mut self, layer: usize, s: &Spec) -> Result<Weight> {
+        use super::config::Ffn;
+        use super::experts::{offload, HostRows, RowSink};
+        let (Some(slots), Ffn::Moe { experts, .. }) =
+            (self.offload.and_then(|o| o.slots(layer)), &self.cfg.layers[layer].ffn)
+        else {
+            return self.weight(s);
+        };
+        let (ctx, dtype, e) = (self.ctx, s.dtype(self.opts.dtype), *experts);
+        let (pool, part) = self.scoped(s, Leaf::Weight, |seed| {
+            let host = HostRows::new(&s.label, &[(s.rows, dtype)], s.cols, s.group_rows)?;
+            let bytes = match s.init {
+                Init::Random(scale) if dtype.is_packed() => crate::gpu::Format::of(dtype)
+                    .random_rows(s.rows, s.cols, (seed as u64) << 32, scale)
+                    .ok_or_else(|| Error::Invalid(format!("{}: not whole {} blocks", s.label, dtype.name())))?,
+                _ => dtype.encode(&host_values(s, seed as u64)),
+            };
+            host.write_rows(ctx, 0, &bytes)?;
+            offload(ctx, s, host, e, slots)
+        })?;
+        self.host.push((layer, part));
+        Ok(pool)
+    }
+
     fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
         let ctx = self.ctx;
         self.scoped(s, Leaf::Tensor, |seed| {
@@ -324,8 +375,10 @@ impl Make for Maker<'_> {
 
 /// A model of random weights with the shape `cfg`, through [`Model::new`] like a loaded one.
 pub fn model_from_config(ctx: Context, cfg: ModelConfig, what: &str, opts: &SynthOptions) -> Result<Model> {
-    let weights = synthesize(&ctx, &cfg, what, opts)?;
-    Ok(Model::new(ctx, cfg, weights))
+    let (weights, cache) = synthesize_offloaded(&ctx, &cfg, what, opts)?;
+    let mut model = Model::new(ctx, cfg, weights);
+    model.experts = cache.map(std::sync::Mutex::new);
+    Ok(model)
 }
 
 /// A model of random weights with the named synthetic shape (see [`SHAPES`]).
