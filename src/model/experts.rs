@@ -156,16 +156,13 @@ pub fn offload(ctx: &Context, spec: &Spec, host: HostRows, experts: usize, slots
     let routed_rows = experts * g;
     let routed_dtype = host.dtype_at(0);
     let mut pool_parts = vec![(slots * g, routed_dtype)];
+    // The folded shared experts' rows (in a part of their own, or the tail of the routed part).
     let mut shared = Vec::new();
     for &(first, rows, dtype, _) in &host.parts {
-        if first >= routed_rows {
-            pool_parts.push((rows, dtype));
-            shared.push((first, rows));
-        } else if first + rows > routed_rows {
-            return Err(Error::Invalid(format!(
-                "{}: a part straddles the routed experts",
-                spec.label
-            )));
+        let from = first.max(routed_rows);
+        if from < first + rows {
+            pool_parts.push((first + rows - from, dtype));
+            shared.push((from, first + rows - from));
         }
     }
     // One part when the shared experts share the routed experts' format.

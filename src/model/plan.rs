@@ -271,7 +271,9 @@ pub fn session_bytes(cfg: &ModelConfig, layout: &super::layout::Layout, needs: &
         }
         floats as u64 * 4
     };
-    (words * cfg.layers.len()) as u64 * 4 + plan(needs.batch.max(1)) + plan(1)
+    // Uniform parameters, step and id buffers and the 16-byte rounding of small ones.
+    let small = 64 << 10;
+    (words * cfg.layers.len()) as u64 * 4 + plan(needs.batch.max(1)) + plan(1) + small
 }
 
 /// A buffer of `bytes` must fit one storage binding (DESIGN.md principle 6).
