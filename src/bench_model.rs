@@ -429,6 +429,13 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize, kv_cache: KvDt
             if ctx.caps.timestamps { "; pass-level timestamps only" } else { "" }
         )));
     }
+    if model.experts.is_some() {
+        // Replaying a step's dispatches in one pass skips the cache's round trips: timings of
+        // the wrong experts.
+        return Ok(Profile::Missing(
+            "routed experts are offloaded (--gpu-memory / --expert-slots): a decode step waits for the CPU after every MoE router, so there is no one-pass step to time".into(),
+        ));
+    }
     let reps = reps.max(1);
     let prompt: &[u32] = if prompt.is_empty() { &[0] } else { prompt };
     // Each replayed step advances the GPU's position by one: leave room for all of them.

@@ -172,6 +172,9 @@ fn run_one(
     options.check(config.max_position)?;
     let ctx = Context::new(opts)?;
     let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
+    if let Some(c) = &model.experts {
+        c.lock().unwrap_or_else(|e| e.into_inner()).record_trace(true);
+    }
     let report = bench_model::measure(&model, info, &options)?;
     if args.json {
         for line in bench_model::summary(&report) {
@@ -191,12 +194,21 @@ fn run_one(
         println!();
         print!("{}", bench_model::markdown(&report));
     }
+    let tests = report.results.iter().map(|t| (t.name(), t.avg_ts())).collect();
     let Some(line) = model.expert_cache_line() else {
-        return Ok(None);
+        let all = ("all".to_string(), "-".to_string(), "-".to_string());
+        return Ok(Some((all, tests)));
     };
     eprintln!("{line}");
     let c = model.experts.as_ref().map(|c| {
-        let c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        // What each policy would have hit on this run's routing, beside the optimum.
+        let trace = c.take_trace();
+        let (e, k) = c.shape();
+        eprintln!(
+            "hit rates on this run's routing by policy:\n{}",
+            wgmoe::model::experts::policy_table(&trace, e, k)
+        );
         let (s, e) = c.resident_of();
         let st = c.stats;
         (
@@ -208,6 +220,5 @@ fn run_one(
             ),
         )
     });
-    let tests = report.results.iter().map(|t| (t.name(), t.avg_ts())).collect();
     Ok(c.map(|c| (c, tests)))
 }

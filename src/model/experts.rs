@@ -383,6 +383,27 @@ pub fn simulate_optimal(trace: &[TraceEntry], slots: usize) -> f64 {
     hits as f64 / lookups.max(1) as f64
 }
 
+/// Hit rates of every policy and of the optimum on `trace` at several slot counts per layer (from
+/// top-k to every expert): markdown, for `wgmoe bench`.
+pub fn policy_table(trace: &[TraceEntry], experts: usize, top_k: usize) -> String {
+    let mut counts: Vec<usize> = [top_k, experts / 4, experts / 2, 3 * experts / 4, experts]
+        .into_iter()
+        .filter(|&s| s >= top_k && s <= experts)
+        .collect();
+    counts.dedup();
+    let mut out = String::from("| slots per layer | lru | lfu | optimal |\n| ---: | ---: | ---: | ---: |\n");
+    for s in counts {
+        let pct = |h: f64| format!("{:.1}%", 100.0 * h);
+        out.push_str(&format!(
+            "| {s} of {experts} | {} | {} | {} |\n",
+            pct(simulate(trace, experts, s, Policy::Lru)),
+            pct(simulate(trace, experts, s, Policy::Lfu)),
+            pct(simulate_optimal(trace, s))
+        ));
+    }
+    out
+}
+
 /// The distinct experts one forward pass needed at one layer.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TraceEntry {
@@ -419,6 +440,7 @@ struct LayerCache {
 /// The expert cache of a model whose routed experts do not all fit the GPU.
 pub struct ExpertCache {
     layers: Vec<Option<LayerCache>>,
+    top_k: usize,
     pub stats: CacheStats,
     trace: Option<Vec<TraceEntry>>,
 }
@@ -456,8 +478,18 @@ impl ExpertCache {
                 })
             })
             .collect();
+        let top_k = cfg
+            .layers
+            .iter()
+            .map(|l| match &l.ffn {
+                Ffn::Moe { top_k, .. } => *top_k,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         Self {
             layers,
+            top_k,
             stats: CacheStats::default(),
             trace: None,
         }
@@ -494,6 +526,12 @@ impl ExpertCache {
     /// Start (or stop) recording which experts each forward pass needs.
     pub fn record_trace(&mut self, on: bool) {
         self.trace = on.then(Vec::new);
+    }
+
+    /// Routed experts and top-k of the offloaded layers (the largest of each).
+    pub fn shape(&self) -> (usize, usize) {
+        let e = self.layers.iter().flatten().map(|l| l.experts).max().unwrap_or(0);
+        (e, self.top_k)
     }
 
     pub fn take_trace(&mut self) -> Vec<TraceEntry> {

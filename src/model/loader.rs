@@ -122,6 +122,7 @@ impl Make for Loader<'_> {
     fn weight(&mut self, s: &Spec) -> Result<Weight> {
         let ctx = self.ctx;
         let w = ctx.scoped(&s.label, || self.make_weight(s))?;
+        self.release(s);
         let fp = &mut self.footprint;
         fp.gpu_bytes += w.gpu_bytes();
         fp.data_bytes += w.data_bytes();
@@ -141,6 +142,7 @@ impl Make for Loader<'_> {
             Sink::Gpu(_) => unreachable!("fill(host) makes host rows"),
         };
         let ctx = self.ctx;
+        self.release(s);
         let (pool, part) = ctx.scoped(&s.label, || experts::offload(ctx, s, host, *experts, slots))?;
         let fp = &mut self.footprint;
         fp.gpu_bytes += pool.gpu_bytes();
@@ -348,6 +350,33 @@ fn transpose(bytes: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u8> {
 }
 
 impl Loader<'_> {
+    /// Let the source drop its pages of `s`'s tensors ([`TensorSource::release`]).
+    fn release(&self, s: &Spec) {
+        let mut names: Vec<&str> = Vec::new();
+        match &s.source {
+            Source::Tensor { name, .. } | Source::KvB { name, .. } => names.push(name),
+            Source::Stacked(parts) => names.extend(parts.iter().map(|p| p.0.as_str())),
+            Source::Biases(parts) => names.extend(parts.iter().filter_map(|p| p.0.as_deref())),
+            Source::Experts { routed, shared, .. } => {
+                match routed {
+                    Routed::PerExpert { parts, fused } => {
+                        names.push(fused);
+                        names.extend(parts.iter().map(|p| p.0.as_str()));
+                    }
+                    Routed::Transposed(name) => names.push(name),
+                }
+                match shared.as_ref().map(|f| &f.part) {
+                    Some(FoldedPart::GateUp { gate, up }) => names.extend([gate.as_str(), up.as_str()]),
+                    Some(FoldedPart::Down(name)) => names.push(name),
+                    None => {}
+                }
+            }
+        }
+        for n in names {
+            self.src.release(n);
+        }
+    }
+
     fn tick(&mut self) {
         self.done += 1;
         (self.progress)(self.done, self.total);
@@ -469,6 +498,8 @@ impl Loader<'_> {
             let t = self.raw(name, &[*r, w.cols()])?;
             // A mixed stack's rows are in the part's own format ([`Weight::alloc_stacked`]).
             w.write_rows(self.ctx, row, &bytes_as(&t, w.dtype_at(row))?)?;
+            drop(t);
+            self.src.release(name);
             row += r;
             self.tick();
         }

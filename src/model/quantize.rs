@@ -250,6 +250,10 @@ impl crate::model::source::TensorSource for Quantized<'_> {
         self.inner.contains(name)
     }
 
+    fn release(&self, name: &str) {
+        self.inner.release(name)
+    }
+
     fn get(&self, name: &str) -> crate::error::Result<crate::model::source::RawTensor<'_>> {
         use crate::model::source::SrcDType;
         let t = self.inner.get(name)?;

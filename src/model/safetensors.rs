@@ -180,6 +180,27 @@ impl TensorSource for Safetensors {
         }
     }
 
+    fn release(&self, name: &str) {
+        for n in [
+            name.to_string(),
+            format!("{name}_blocks"),
+            format!("{name}_scales"),
+            format!("{name}_scale_inv"),
+        ] {
+            if let Some(e) = self.entries.get(&n) {
+                // SAFETY: the map is read-only and private: dropping its pages only makes the next
+                // read fault them in from the file again.
+                let _ = unsafe {
+                    self.maps[e.shard].unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        e.start,
+                        e.end - e.start,
+                    )
+                };
+            }
+        }
+    }
+
     fn get_transposed(&self, name: &str) -> Option<Result<RawTensor<'_>>> {
         let blocks = self.entries.get(&format!("{name}_blocks")).filter(|_| self.packed)?;
         Some(self.mxfp4_rows(name, blocks))

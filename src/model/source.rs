@@ -113,6 +113,10 @@ pub trait TensorSource {
     fn get_transposed(&self, _name: &str) -> Option<Result<RawTensor<'_>>> {
         None
     }
+    /// The loader is done with `name`: a memory-mapped source lets the process's copy of its pages
+    /// go (they stay in the OS's page cache), so host memory during a load holds what was made of
+    /// the file, not the file as well (offloaded experts are a copy of their tensors).
+    fn release(&self, _name: &str) {}
     /// The bytes every tensor takes in the file(s), as stored (quantised blocks, scales): what a
     /// runtime that kept them as they are would hold. `None` for sources that are no file.
     fn stored_bytes(&self) -> Option<u64> {
