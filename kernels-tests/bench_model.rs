@@ -24,6 +24,7 @@ fn synthetic_choice(shape: &str, max_bytes: Option<u64>) -> ModelChoice {
             dtype: DType::F16,
             seed: 1234,
             max_bytes,
+            ..Default::default()
         },
     }
 }
@@ -219,6 +220,7 @@ fn every_architecture_synthesizes_and_runs() {
             dtype,
             seed: 7 + i as u32,
             max_bytes: None,
+            ..Default::default()
         };
         let model =
             synthetic::model_from_config(ctx(), cfg.clone(), shape, &opts).unwrap_or_else(|e| panic!("{shape}: {e}"));
@@ -258,6 +260,7 @@ fn decode_dispatches_per_layer() {
             dtype: DType::F16,
             seed: 1,
             max_bytes: None,
+            ..Default::default()
         };
         let model = synthetic::model_from_config(ctx(), shrunk(shape), shape, &opts).unwrap();
         let mut sess = model.session(8);

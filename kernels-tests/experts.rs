@@ -248,6 +248,7 @@ fn skewed_trace(layers: usize, steps: usize, experts: u32, k: usize, seed: u64) 
 #[test]
 fn policies_against_the_optimum() {
     let trace = skewed_trace(4, 400, 64, 8, 7);
+    eprintln!("{}", experts::policy_table(&trace, 64, 8));
     for slots in [8, 16, 32, 64] {
         let best = experts::simulate_optimal(&trace, slots);
         for p in Policy::ALL {

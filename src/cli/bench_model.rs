@@ -64,8 +64,8 @@ pub struct BenchArgs {
     /// Cache exactly this many routed experts per MoE layer (top-k at least), whatever the memory.
     #[arg(long = "expert-slots", value_name = "N")]
     pub expert_slots: Option<usize>,
-    /// Which cached expert gives way to a missing one: lru or lfu.
-    #[arg(long = "cache-policy", default_value = "lru")]
+    /// Which cached expert gives way to a missing one: lfu (the default) or lru.
+    #[arg(long = "cache-policy", default_value = "lfu")]
     pub cache_policy: String,
 }
 

@@ -19,9 +19,9 @@ pub struct MemoryArgs {
     /// the memory: llama.cpp's --n-cpu-moe turned into a cache size.
     #[arg(long = "expert-slots", value_name = "N")]
     pub expert_slots: Option<usize>,
-    /// Which cached expert gives way to a missing one: lru or lfu (least frequently used, counts
-    /// halving every 64 forward passes).
-    #[arg(long = "cache-policy", default_value = "lru")]
+    /// Which cached expert gives way to a missing one: lfu (least frequently used, counts halving
+    /// every 64 forward passes; the default) or lru.
+    #[arg(long = "cache-policy", default_value = "lfu")]
     pub cache_policy: String,
 }
 

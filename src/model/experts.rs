@@ -196,10 +196,11 @@ pub fn offload(ctx: &Context, spec: &Spec, host: HostRows, experts: usize, slots
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Policy {
     /// The least recently used.
-    #[default]
     Lru,
     /// The least frequently used, counts decaying by half every [`LFU_HALF_LIFE`] lookups of the
-    /// layer, so the cache follows a changing topic.
+    /// layer, so the cache follows a changing topic. The default: measured best on skewed routing
+    /// (README "Models larger than the GPU").
+    #[default]
     Lfu,
 }
 
@@ -231,6 +232,9 @@ pub struct Round {
     pub ids: Vec<u32>,
     pub uploads: Vec<(u32, u32)>,
 }
+
+/// An expert placed for a round: (expert, slot, whether it must be uploaded).
+pub type Placement = (u32, u32, bool);
 
 /// One layer's slots: which expert each holds, and what the policy remembers.
 #[derive(Clone, Debug)]
@@ -285,7 +289,7 @@ impl SlotTable {
     /// Place `needed` (distinct experts, in first-use order) in slots: rounds of (expert, slot,
     /// upload?) where the first round holds every expert already resident, and `hits` the count
     /// of those.
-    pub fn place(&mut self, needed: &[u32]) -> (Vec<Vec<(u32, u32, bool)>>, usize) {
+    pub fn place(&mut self, needed: &[u32]) -> (Vec<Vec<Placement>>, usize) {
         self.clock += 1;
         for &e in needed {
             let s = self.score(e);
@@ -643,27 +647,7 @@ pub struct CacheOptions {
     pub session: SessionNeeds,
 }
 
-/// What the session side needs on the GPU besides the weights, reserved when the cache is sized:
-/// a KV cache for `context` tokens of `kv` and the activations of a batch of `batch` tokens with
-/// logits for `logit_rows` of them (and of single-token decode).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SessionNeeds {
-    pub context: usize,
-    pub batch: usize,
-    pub logit_rows: usize,
-    pub kv: crate::kernels::attention::KvDtype,
-}
-
-impl Default for SessionNeeds {
-    fn default() -> Self {
-        Self {
-            context: 4096,
-            batch: 512,
-            logit_rows: 1,
-            kv: crate::kernels::attention::KvDtype::F16,
-        }
-    }
-}
+pub use super::plan::SessionNeeds;
 
 /// What a model takes on the GPU, split the way the cache decides by.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

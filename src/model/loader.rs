@@ -50,6 +50,9 @@ pub fn spec_dtype(src: &dyn TensorSource, s: &Spec) -> DType {
     s.dtype(d)
 }
 
+/// The weights, their footprint, and the offloaded experts' host parts by layer.
+pub type Loaded = (ModelWeights, Footprint, Vec<(usize, HostPart)>);
+
 /// [`load`], with the routed experts of the layers `offload` names kept in host memory and a pool
 /// of slots for them on the GPU: the weights, their footprint and the offloaded experts' host
 /// parts, in layer order (gate|up, down, biases).
@@ -59,7 +62,7 @@ pub fn load_offloaded(
     src: &dyn TensorSource,
     offload: Option<&Offload>,
     progress: &dyn Fn(usize, usize),
-) -> Result<(ModelWeights, Footprint, Vec<(usize, HostPart)>)> {
+) -> Result<Loaded> {
     let layout = source_layout(cfg, src);
     let mut l = Loader {
         ctx,

@@ -212,6 +212,28 @@ fn scratch_widths<W: Dims, T>(cfg: &ModelConfig, w: &ModelWeights<W, T>) -> [(&'
     ]
 }
 
+/// What the session side needs on the GPU besides the weights, reserved when the cache is sized:
+/// a KV cache for `context` tokens of `kv` and the activations of a batch of `batch` tokens with
+/// logits for `logit_rows` of them (and of single-token decode).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SessionNeeds {
+    pub context: usize,
+    pub batch: usize,
+    pub logit_rows: usize,
+    pub kv: crate::kernels::attention::KvDtype,
+}
+
+impl Default for SessionNeeds {
+    fn default() -> Self {
+        Self {
+            context: 4096,
+            batch: 512,
+            logit_rows: 1,
+            kv: crate::kernels::attention::KvDtype::F16,
+        }
+    }
+}
+
 /// The shape of a weight leaf: a GPU [`Weight`] or its [`Spec`](super::layout::Spec), so scratch
 /// can be sized before the weights exist.
 pub trait Dims {
@@ -240,7 +262,7 @@ impl Dims for super::layout::Spec {
 /// What a session of `needs` takes on the GPU besides the weights: its KV cache, and a plan for a
 /// batch of `needs.batch` tokens and one for single-token decode (scratch, the MoE blocks' own
 /// scratch and the logits), as [`KvCache::new`], [`build`] and [`kernels::moe`] allocate them.
-pub fn session_bytes(cfg: &ModelConfig, layout: &super::layout::Layout, needs: &super::experts::SessionNeeds) -> u64 {
+pub fn session_bytes(cfg: &ModelConfig, layout: &super::layout::Layout, needs: &SessionNeeds) -> u64 {
     let max_seq = needs.context.max(1);
     let kv = needs.kv;
     let (hd, vd) = (cfg.head_dim, cfg.v_head_dim);
