@@ -12,7 +12,8 @@
 //! indices. A batch that needs more experts than the pool holds (prefill) runs the layer's expert
 //! kernels in rounds of at most `slots` experts; each round writes only its own (token, slot)
 //! rows and the reduction over the slots runs once, after the last round, so results are the
-//! resident model's bit for bit. DESIGN.md "Expert cache" compares this with the alternatives.
+//! resident model's bit for bit. README.md "Models larger than the GPU" compares this with the
+//! alternatives.
 
 use super::config::{Ffn, ModelConfig};
 use super::layout::{Layout, Spec};
