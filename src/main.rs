@@ -215,8 +215,8 @@ fn load_model(opts: &DeviceOptions, arg: &ModelArg, session: wgmoe::model::exper
         start.elapsed().as_secs_f64(),
     );
     eprintln!("{}", model.weights_line());
-    if let Some(line) = model.expert_cache_line() {
-        eprintln!("{}", line.split(", hit rate").next().unwrap_or(&line));
+    if let Some(c) = model.expert_cache() {
+        eprintln!("{}", c.resident_line());
     }
     Ok(model)
 }
@@ -233,8 +233,8 @@ fn needs(arg: &ModelArg, batch: usize, logit_rows: usize, kv: KvDtype) -> wgmoe:
 
 /// After a command that ran the model: the expert cache's line, when experts were offloaded.
 fn report_cache(model: &Model) {
-    if let Some(line) = model.expert_cache_line() {
-        eprintln!("{line}");
+    if let Some(c) = model.expert_cache() {
+        eprintln!("{}", c.line());
     }
 }
 

@@ -72,11 +72,10 @@ pub struct BenchArgs {
 /// Open the model (progress on stderr), measure, and print the summary and the table, or the
 /// JSON on stdout with the summary on stderr.
 pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
-    if let Some(g) = args.max_weights_gib.filter(|g| !(g.is_finite() && *g > 0.0)) {
-        return Err(Error::Invalid(format!(
-            "--max-weights-gib {g} is not allowed: give a finite number of GiB > 0"
-        )));
-    }
+    let max_bytes = args
+        .max_weights_gib
+        .map(|g| super::gib_bytes("--max-weights-gib", g))
+        .transpose()?;
     if args.synthetic.is_some() && (args.dequantize || args.quantize.is_some()) {
         return Err(Error::Invalid(
             "--quantize and --dequantize apply to --model; a synthetic model takes --dtype".into(),
@@ -94,8 +93,7 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
             expert_slots: args.expert_slots,
             cache_policy: args.cache_policy.clone(),
         };
-        let row = run_one(opts, args, &memory)?;
-        rows.extend(row.map(|r| (*budget, r)));
+        rows.push((*budget, run_one(opts, args, max_bytes, &memory)?));
     }
     if budgets.len() > 1 {
         println!();
@@ -116,14 +114,17 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One benchmark run under `memory`'s budget: the expert cache's (resident, hit rate,
-/// uploaded per token) cells and (test, t/s) per test, when experts were offloaded.
-#[allow(clippy::type_complexity)]
+/// A budget's row of the table: the expert cache's (resident, hit rate, uploaded per token)
+/// cells (`all`, `-`, `-` when nothing was offloaded) and (test, t/s) per test.
+type BudgetRow = ((String, String, String), Vec<(String, f64)>);
+
+/// One benchmark run under `memory`'s budget.
 fn run_one(
     opts: &DeviceOptions,
     args: &BenchArgs,
+    max_bytes: Option<u64>,
     memory: &super::MemoryArgs,
-) -> Result<Option<((String, String, String), Vec<(String, f64)>)>> {
+) -> Result<BudgetRow> {
     let session = wgmoe::model::experts::SessionNeeds {
         context: args.n_depth + args.n_prompt.max(args.n_gen + 1),
         batch: args.n_prompt.max(1),
@@ -137,7 +138,7 @@ fn run_one(
             opts: SynthOptions {
                 dtype: bench_model::parse_dtype(&args.dtype)?,
                 seed: args.seed as u32,
-                max_bytes: args.max_weights_gib.map(|g| (g * (1u64 << 30) as f64) as u64),
+                max_bytes,
                 cache,
             },
         },
@@ -172,8 +173,8 @@ fn run_one(
     options.check(config.max_position)?;
     let ctx = Context::new(opts)?;
     let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
-    if let Some(c) = &model.experts {
-        c.lock().unwrap_or_else(|e| e.into_inner()).record_trace(true);
+    if let Some(mut c) = model.expert_cache() {
+        c.record_trace(true);
     }
     let report = bench_model::measure(&model, info, &options)?;
     if args.json {
@@ -195,30 +196,22 @@ fn run_one(
         print!("{}", bench_model::markdown(&report));
     }
     let tests = report.results.iter().map(|t| (t.name(), t.avg_ts())).collect();
-    let Some(line) = model.expert_cache_line() else {
-        let all = ("all".to_string(), "-".to_string(), "-".to_string());
-        return Ok(Some((all, tests)));
+    let Some(mut c) = model.expert_cache() else {
+        return Ok((("all".into(), "-".into(), "-".into()), tests));
     };
-    eprintln!("{line}");
-    let c = model.experts.as_ref().map(|c| {
-        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
-        // What each policy would have hit on this run's routing, beside the optimum.
-        let trace = c.take_trace();
-        let (e, k) = c.shape();
-        eprintln!(
-            "hit rates on this run's routing by policy:\n{}",
-            wgmoe::model::experts::policy_table(&trace, e, k)
-        );
-        let (s, e) = c.resident_of();
-        let st = c.stats;
-        (
-            format!("{s} of {e}"),
-            format!("{:.1}%", 100.0 * st.hit_rate()),
-            format!(
-                "{:.2} MiB",
-                st.uploaded_bytes as f64 / st.tokens.max(1) as f64 / (1u64 << 20) as f64
-            ),
-        )
-    });
-    Ok(c.map(|c| (c, tests)))
+    eprintln!("{}", c.line());
+    // What each policy would have hit on this run's routing, beside the optimum.
+    let trace = c.take_trace();
+    let (e, k) = c.shape();
+    eprintln!(
+        "hit rates on this run's routing by policy:\n{}",
+        wgmoe::model::experts::policy_table(&trace, e, k)
+    );
+    let (s, e) = c.resident_of();
+    let cells = (
+        format!("{s} of {e}"),
+        format!("{:.1}%", 100.0 * c.stats.hit_rate()),
+        format!("{:.2} MiB", c.stats.mib_per_token()),
+    );
+    Ok((cells, tests))
 }

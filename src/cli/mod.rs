@@ -29,7 +29,7 @@ impl MemoryArgs {
     /// The cache options these flags set, for sessions of `session`.
     pub fn cache(&self, session: SessionNeeds) -> Result<CacheOptions> {
         Ok(CacheOptions {
-            gpu_memory: self.gpu_memory.map(gib_bytes).transpose()?,
+            gpu_memory: self.gpu_memory.map(|g| gib_bytes("--gpu-memory", g)).transpose()?,
             expert_slots: self.expert_slots,
             policy: Policy::parse(&self.cache_policy)?,
             session,
@@ -37,11 +37,12 @@ impl MemoryArgs {
     }
 }
 
-/// `--gpu-memory` in bytes: a finite number of GiB above 0.
-pub fn gib_bytes(g: f64) -> Result<u64> {
+/// A GiB flag's value (`--gpu-memory`, `--max-weights-gib`) in bytes: a finite number of GiB
+/// above 0.
+pub fn gib_bytes(flag: &str, g: f64) -> Result<u64> {
     if !(g.is_finite() && g > 0.0) {
         return Err(Error::Invalid(format!(
-            "--gpu-memory {g} is not allowed: give a finite number of GiB > 0"
+            "{flag} {g} is not allowed: give a finite number of GiB > 0"
         )));
     }
     Ok((g * (1u64 << 30) as f64) as u64)

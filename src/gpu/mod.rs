@@ -476,24 +476,45 @@ impl Context {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let data = self.submit_and_read(&[], buffer, offset, &staging, size4)?;
+        Ok(data[..size as usize].to_vec())
+    }
+
+    /// Record `dispatches` into one compute pass, copy `size` bytes (a multiple of 4) of `src`
+    /// at `offset` into the mappable `staging` in the same submission, and return them once the
+    /// GPU is done: one submission for work and its read-back.
+    pub fn submit_and_read(
+        &self,
+        dispatches: &[&Dispatch],
+        src: &wgpu::Buffer,
+        offset: u64,
+        staging: &wgpu::Buffer,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size4);
+        if !dispatches.is_empty() {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        enc.copy_buffer_to_buffer(src, offset, staging, 0, size);
         self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..size);
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         self.wait()?;
         rx.recv()
             .map_err(|_| Error::Gpu("read-back callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the read-back buffer failed: {e}")))?;
-        let data = staging
-            .slice(..)
+        let data = slice
             .get_mapped_range()
             .map_err(|e| Error::Gpu(format!("read-back view failed: {e:?}")))?
             .to_vec();
         staging.unmap();
-        Ok(data[..size as usize].to_vec())
+        Ok(data)
     }
 
     pub fn read_f32(&self, buffer: &wgpu::Buffer, offset_elems: u64, len: usize) -> Result<Vec<f32>> {

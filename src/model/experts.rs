@@ -433,6 +433,10 @@ impl CacheStats {
     pub fn hit_rate(&self) -> f64 {
         self.hits as f64 / self.lookups.max(1) as f64
     }
+
+    pub fn mib_per_token(&self) -> f64 {
+        self.uploaded_bytes as f64 / self.tokens.max(1) as f64 / (1u64 << 20) as f64
+    }
 }
 
 struct LayerCache {
@@ -621,14 +625,19 @@ impl ExpertCache {
         Ok(())
     }
 
+    /// `expert cache: S of E experts resident` (what a load chose).
+    pub fn resident_line(&self) -> String {
+        let (s, e) = self.resident_of();
+        format!("expert cache: {s} of {e} experts resident")
+    }
+
     /// `expert cache: S of E experts resident, hit rate H%, U MiB uploaded per token`.
     pub fn line(&self) -> String {
-        let (s, e) = self.resident_of();
-        let st = &self.stats;
         format!(
-            "expert cache: {s} of {e} experts resident, hit rate {:.1}%, {:.2} MiB uploaded per token",
-            100.0 * st.hit_rate(),
-            st.uploaded_bytes as f64 / st.tokens.max(1) as f64 / (1u64 << 20) as f64
+            "{}, hit rate {:.1}%, {:.2} MiB uploaded per token",
+            self.resident_line(),
+            100.0 * self.stats.hit_rate(),
+            self.stats.mib_per_token()
         )
     }
 }
@@ -704,7 +713,7 @@ pub fn needs(cfg: &ModelConfig, layout: &Layout, dtype_of: &dyn Fn(&Spec) -> DTy
             .into_iter()
             .flatten()
         {
-            let f = Format::of(s.dtype(dtype_of(s)));
+            let f = Format::of(dtype_of(s));
             let group = (s.group_rows * f.row_stride(s.cols)) as u64;
             routed += group * *e as u64;
             per_slot += group;

@@ -126,11 +126,7 @@ impl Make for Loader<'_> {
         let ctx = self.ctx;
         let w = ctx.scoped(&s.label, || self.make_weight(s))?;
         self.release(s);
-        let fp = &mut self.footprint;
-        fp.gpu_bytes += w.gpu_bytes();
-        fp.data_bytes += w.data_bytes();
-        fp.params += s.params();
-        fp.read_bytes_per_token += w.data_bytes() as f64 * s.read_fraction();
+        self.count(s, w.gpu_bytes(), w.data_bytes(), w.data_bytes());
         Ok(w)
     }
 
@@ -140,18 +136,12 @@ impl Make for Loader<'_> {
         else {
             return self.weight(s);
         };
-        let host = match self.fill(s, true)? {
-            Sink::Host(h) => h,
-            Sink::Gpu(_) => unreachable!("fill(host) makes host rows"),
-        };
+        let host = self.fill(s, |_, parts| HostRows::new(&s.label, parts, s.cols, s.group_rows))?;
         let ctx = self.ctx;
         self.release(s);
         let (pool, part) = ctx.scoped(&s.label, || experts::offload(ctx, s, host, *experts, slots))?;
-        let fp = &mut self.footprint;
-        fp.gpu_bytes += pool.gpu_bytes();
-        fp.data_bytes += pool.data_bytes();
-        fp.params += s.params();
-        fp.read_bytes_per_token += part.bytes() as f64 * s.read_fraction();
+        // A decode step reads its experts' share of the host copy (through the pool).
+        self.count(s, pool.gpu_bytes(), pool.data_bytes(), part.bytes());
         self.host.push((layer, part));
         Ok(pool)
     }
@@ -159,22 +149,35 @@ impl Make for Loader<'_> {
     fn tensor(&mut self, s: &Spec) -> Result<Tensor> {
         let ctx = self.ctx;
         let t = ctx.scoped(&s.label, || self.make_tensor(s))?;
-        let fp = &mut self.footprint;
-        fp.gpu_bytes += t.buffer.size();
-        fp.data_bytes += s.params() * 4;
-        fp.params += s.params();
-        fp.read_bytes_per_token += (s.params() * 4) as f64 * s.read_fraction();
+        self.count(s, t.buffer.size(), s.params() * 4, s.params() * 4);
         Ok(t)
     }
 }
 
 impl Loader<'_> {
+    /// Add what `s` was made into to the footprint: `gpu` bytes on the adapter, `data` of them real
+    /// data, of which a decode step reads `read`'s share ([`Spec::read_fraction`]).
+    fn count(&mut self, s: &Spec, gpu: u64, data: u64, read: u64) {
+        let fp = &mut self.footprint;
+        fp.gpu_bytes += gpu;
+        fp.data_bytes += data;
+        fp.params += s.params();
+        fp.read_bytes_per_token += read as f64 * s.read_fraction();
+    }
+
     fn make_weight(&mut self, s: &Spec) -> Result<Weight> {
         if let Source::Experts { .. } = &s.source {
-            return match self.fill(s, false)? {
-                Sink::Gpu(w) => Ok(w),
-                Sink::Host(_) => unreachable!("fill(gpu) makes a weight"),
-            };
+            return self.fill(s, |l, parts| match parts {
+                [(_, dtype)] => l.alloc(s, *dtype),
+                _ => Weight::alloc_grouped(
+                    l.ctx,
+                    &s.label,
+                    parts,
+                    s.cols,
+                    s.group_rows,
+                    l.ctx.caps.max_storage_binding,
+                ),
+            });
         }
         match &s.source {
             Source::Tensor { name, shape } => self.matrix(name, shape),
@@ -224,25 +227,9 @@ impl Loader<'_> {
         }
     }
 
-    /// Stacked experts (or an experts' bias matrix) written into a GPU weight, or with `host`
-    /// into host memory.
-    fn fill(&mut self, s: &Spec, host: bool) -> Result<Sink> {
-        let sink = |l: &Self, parts: &[(usize, DType)]| -> Result<Sink> {
-            if host {
-                return Ok(Sink::Host(HostRows::new(&s.label, parts, s.cols, s.group_rows)?));
-            }
-            Ok(Sink::Gpu(match parts {
-                [(_, dtype)] => l.alloc(s, *dtype)?,
-                _ => Weight::alloc_grouped(
-                    l.ctx,
-                    &s.label,
-                    parts,
-                    s.cols,
-                    s.group_rows,
-                    l.ctx.caps.max_storage_binding,
-                )?,
-            }))
-        };
+    /// Stacked experts (or an experts' bias matrix) written into what `sink` makes for their
+    /// parts (rows, format): a GPU weight, or host memory for offloaded experts.
+    fn fill<S: RowSink>(&mut self, s: &Spec, sink: impl Fn(&Self, &[(usize, DType)]) -> Result<S>) -> Result<S> {
         match &s.source {
             Source::Experts {
                 experts,
@@ -601,38 +588,5 @@ impl Loader<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// Where [`Loader::fill`] writes: a GPU weight, or host memory for offloaded experts.
-enum Sink {
-    Gpu(Weight),
-    Host(HostRows),
-}
-
-impl RowSink for Sink {
-    fn cols(&self) -> usize {
-        match self {
-            Sink::Gpu(w) => w.cols,
-            Sink::Host(h) => h.cols(),
-        }
-    }
-    fn group_rows(&self) -> usize {
-        match self {
-            Sink::Gpu(w) => w.group_rows,
-            Sink::Host(h) => h.group_rows(),
-        }
-    }
-    fn dtype_at(&self, row: usize) -> DType {
-        match self {
-            Sink::Gpu(w) => w.dtype_at(row),
-            Sink::Host(h) => h.dtype_at(row),
-        }
-    }
-    fn write_rows(&self, ctx: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
-        match self {
-            Sink::Gpu(w) => w.write_rows(ctx, first_row, bytes),
-            Sink::Host(h) => h.write_rows(ctx, first_row, bytes),
-        }
     }
 }

@@ -105,10 +105,9 @@ impl Model {
         })
     }
 
-    /// `expert cache: ...` ([`experts::ExpertCache::line`]) when the model's experts are offloaded.
-    pub fn expert_cache_line(&self) -> Option<String> {
-        let c = self.experts.as_ref()?;
-        Some(c.lock().unwrap_or_else(|e| e.into_inner()).line())
+    /// The expert cache, when the model's experts are offloaded.
+    pub fn expert_cache(&self) -> Option<std::sync::MutexGuard<'_, experts::ExpertCache>> {
+        Some(self.experts.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// `GPU weights: N MiB (file tensors: M MiB)`: what the weights take on the adapter beside
@@ -387,9 +386,7 @@ impl Session<'_> {
     fn ensure_plan(&mut self, key: (usize, LogitRows)) -> Result<()> {
         if !self.plans.contains_key(&key) {
             let m = self.model;
-            let offloaded = m.experts.as_ref().map_or(Vec::new(), |c| {
-                c.lock().unwrap_or_else(|e| e.into_inner()).offloaded_layers()
-            });
+            let offloaded = m.expert_cache().map_or(Vec::new(), |c| c.offloaded_layers());
             let io = PlanIo {
                 ids: &self.ids,
                 step: &self.step,
@@ -439,29 +436,31 @@ impl Session<'_> {
     /// run; 0 for a plan without round trips (then nothing was submitted).
     fn run_syncs(&self, key: (usize, LogitRows)) -> Result<usize> {
         let plan = &self.plans[&key];
-        let (Some(cache), false) = (&self.model.experts, plan.syncs.is_empty()) else {
+        let (Some(mut cache), Some(readback)) = (self.model.expert_cache(), &plan.ids_readback) else {
             return Ok(0);
         };
         let m = self.model;
         let ctx = &m.ctx;
-        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.stats.tokens += plan.tokens as u64;
-        let submit = |range: std::ops::Range<usize>| {
-            let refs: Vec<&Dispatch> = plan.dispatches[range].iter().collect();
-            ctx.submit(&refs);
-        };
+        let dispatches = |range: std::ops::Range<usize>| -> Vec<&Dispatch> { plan.dispatches[range].iter().collect() };
         let mut from = 0;
         for sync in &plan.syncs {
-            submit(from..sync.at);
-            let ids = ctx.read_u32(&sync.ids.buffer, 0, sync.pairs)?;
-            let rounds = cache.route(sync.layer, &ids)?;
+            // The segment up to the router and the copy of its choices: one submission.
+            let bytes = ctx.submit_and_read(
+                &dispatches(from..sync.at),
+                &sync.ids.buffer,
+                0,
+                readback,
+                sync.pairs as u64 * 4,
+            )?;
+            let rounds = cache.route(sync.layer, &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))?;
             for (i, round) in rounds.iter().enumerate() {
                 cache.upload(ctx, &m.weights, sync.layer, &round.uploads)?;
                 ctx.queue
                     .write_buffer(&sync.ids.buffer, 0, bytemuck::cast_slice(&round.ids));
                 // The last round runs with what follows it.
                 if i + 1 < rounds.len() {
-                    submit(sync.experts.clone());
+                    ctx.submit(&dispatches(sync.experts.clone()));
                 }
             }
             from = sync.at;

@@ -126,6 +126,8 @@ pub struct Plan {
     pub logit_rows: usize,
     /// The CPU round trips of offloaded expert layers, in order.
     pub syncs: Vec<MoeSync>,
+    /// Where the syncs' expert ids are copied for the CPU to read (sized for the largest).
+    pub ids_readback: Option<wgpu::Buffer>,
 }
 
 /// Scratch activations of one plan, sized for its row count.
@@ -811,6 +813,14 @@ pub fn build(
         dispatches: b.out,
         logits,
         logit_rows,
+        ids_readback: b.syncs.iter().map(|s| s.pairs).max().map(|pairs| {
+            ctx.buffer(&wgpu::BufferDescriptor {
+                label: Some("expert ids read-back"),
+                size: (pairs as u64 * 4).max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        }),
         syncs: b.syncs,
     })
 }
