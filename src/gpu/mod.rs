@@ -432,7 +432,7 @@ impl Context {
                 submission_index: None,
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+            .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))?;
         self.check()
     }
 
@@ -440,13 +440,13 @@ impl Context {
     pub fn check(&self) -> Result<()> {
         let mut first = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
         match first.take() {
-            Some(e) => Err(Error::Gpu(e)),
+            Some(e) => Err(Error::Device(e)),
             None => Ok(()),
         }
     }
 
     /// Runs `f` inside out-of-memory and validation error scopes, so that a GPU error it causes is
-    /// an error naming `what` ([`Error::OutOfMemory`], or [`Error::Gpu`]) instead of reaching the
+    /// an error naming `what` ([`Error::OutOfMemory`], or [`Error::Device`]) instead of reaching the
     /// uncaptured-error handler. Scopes are per thread: `f` must do its GPU work on this one.
     pub fn scoped<R>(&self, what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -456,12 +456,13 @@ impl Context {
         let oom = pollster::block_on(oom.pop());
         if let Some(e) = oom {
             return Err(Error::OutOfMemory {
-                what: what.to_string(),
-                detail: e.to_string(),
+                what: format!("{what} ({e})"),
+                needed: None,
+                available: None,
             });
         }
         if let Some(e) = invalid {
-            return Err(Error::Gpu(format!("{what}: {e}")));
+            return Err(Error::Device(format!("{what}: {e}")));
         }
         r
     }
@@ -507,11 +508,11 @@ impl Context {
         });
         self.wait()?;
         rx.recv()
-            .map_err(|_| Error::Gpu("read-back callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping the read-back buffer failed: {e}")))?;
+            .map_err(|_| Error::Device("read-back callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("mapping the read-back buffer failed: {e}")))?;
         let data = slice
             .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("read-back view failed: {e:?}")))?
+            .map_err(|e| Error::Device(format!("read-back view failed: {e:?}")))?
             .to_vec();
         staging.unmap();
         Ok(data)

@@ -309,7 +309,7 @@ impl Maker<'_> {
         let (ctx, what, dtype) = (self.ctx, self.what, self.opts.dtype);
         let seed = self.opts.seed.wrapping_mul(0x0100_0193).wrapping_add(self.made);
         let r = ctx.scoped(&s.label, || make(seed)).map_err(|e| match e {
-            Error::OutOfMemory { detail, .. } => {
+            Error::OutOfMemory { what: detail, .. } => {
                 let detail = format!(
                     " (the GPU ran out of memory at {} after {:.1} GiB: {detail})",
                     s.label,
