@@ -16,7 +16,7 @@ fn main() {
     // cargo passes `--bench` to harness-less benches.
     let argv = std::env::args().filter(|a| a != "--bench");
     let args = Args::parse_from(argv);
-    if let Err(e) = bench_kernels::run(&wgmoe::gpu::DeviceOptions::from_env(), &args.bench) {
+    if let Err(e) = bench_kernels::run(&wgmoe::internals::gpu::DeviceOptions::from_env(), &args.bench) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -2,11 +2,11 @@
 //! regression test that replays saved crash inputs (`kernels-tests/fuzz_regressions.rs`). Each
 //! must end in a value or an error for every input.
 
-use wgmoe::model::config::ModelConfig;
-use wgmoe::model::gguf::{GgufFile, GgufSource};
-use wgmoe::model::safetensors::read_header;
-use wgmoe::model::source::TensorSource;
-use wgmoe::tokenizer::{Message, Tokenizer};
+use wgmoe::internals::model::config::ModelConfig;
+use wgmoe::internals::model::gguf::{GgufFile, GgufSource};
+use wgmoe::internals::model::safetensors::read_header;
+use wgmoe::internals::model::source::TensorSource;
+use wgmoe::internals::tokenizer::{Message, Tokenizer};
 
 /// A GGUF file from bytes, and if it opens, everything the loader reads from it: every tensor
 /// under its transformers name (dequantised), the model config and the tokenizer.

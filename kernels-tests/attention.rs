@@ -19,11 +19,11 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{Context, Tensor};
-use wgmoe::kernels::attention::{
+use wgmoe::internals::gpu::{Context, Tensor};
+use wgmoe::internals::kernels::attention::{
     attention, kv_store, plan, AttnKernel, AttnPlan, AttnSpec, AttnTuning, KvDtype, KvStoreSpec,
 };
-use wgmoe::kernels::step;
+use wgmoe::internals::kernels::step;
 
 fn reference(s: &AttnSpec, q: &[f32], k: &[f32], v: &[f32], sinks: Option<&[f32]>, pos0: usize) -> Vec<f64> {
     let group = s.heads / s.kv_heads;
@@ -497,7 +497,7 @@ fn bad_shapes_are_errors() {
     let (qb, ob) = (Tensor::zeros(ctx, "qb", 16448), Tensor::zeros(ctx, "ob", 16384));
     let r = attention(ctx, big, &qb, &qb, &qb, None, &st, &ob);
     assert!(
-        matches!(r, Err(wgmoe::error::Error::Limit { .. })),
+        matches!(r, Err(wgmoe::internals::error::Error::Limit { .. })),
         "workgroup memory over the limit"
     );
 

@@ -5,11 +5,11 @@ mod common;
 
 #[test]
 fn bench_tiny_reports_every_kernel() {
-    let args = wgmoe::bench::BenchOptions {
+    let args = wgmoe::internals::bench::BenchOptions {
         min_ms: 0.5,
         ..Default::default()
     };
-    let rows = wgmoe::bench::measure(common::native(), &args).unwrap();
+    let rows = wgmoe::internals::bench::measure(common::native(), &args).unwrap();
     let kernels: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.kernel.as_str()).collect();
     for k in [
         "rmsnorm",
@@ -34,11 +34,13 @@ fn bench_tiny_reports_every_kernel() {
 
 #[test]
 fn unknown_shape_is_an_error() {
-    let args = wgmoe::bench::BenchOptions {
+    let args = wgmoe::internals::bench::BenchOptions {
         shapes: vec!["gpt-5".into()],
         ..Default::default()
     };
-    let e = wgmoe::bench::measure(common::native(), &args).unwrap_err().to_string();
+    let e = wgmoe::internals::bench::measure(common::native(), &args)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("gpt-5") && e.contains("olmoe-1b-7b"), "{e}");
 }
 
@@ -46,14 +48,14 @@ fn unknown_shape_is_an_error() {
 /// experts' decode traffic in Q4_K is about 4.5/16 of f16's (tiny's 128-wide down rows take Q5_0).
 #[test]
 fn bench_rows_per_packed_format() {
-    use wgmoe::gpu::DType;
-    let args = wgmoe::bench::BenchOptions {
+    use wgmoe::internals::gpu::DType;
+    let args = wgmoe::internals::bench::BenchOptions {
         min_ms: 0.5,
         dtypes: vec![DType::F16, DType::Q4_K, DType::Q8_0, DType::MXFP4],
         filter: Some("m".into()),
         ..Default::default()
     };
-    let rows = wgmoe::bench::measure(common::native(), &args).unwrap();
+    let rows = wgmoe::internals::bench::measure(common::native(), &args).unwrap();
     let bytes = |dtype: DType, kernel: &str, t: &str| {
         rows.iter()
             .find(|r| r.dtype == dtype && r.kernel == kernel && r.detail.contains(t))

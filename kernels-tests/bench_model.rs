@@ -4,12 +4,12 @@
 //! profile on the tiny shape, and clear errors for unknown shapes and shapes that cannot fit.
 
 use serde_json::Value;
-use wgmoe::bench_model::{self, BenchModelOptions, ModelChoice, Profile};
-use wgmoe::generate::GenerateOptions;
-use wgmoe::gpu::{Context, DType};
-use wgmoe::model::config::ModelConfig;
-use wgmoe::model::plan::LogitRows;
-use wgmoe::model::synthetic::{self, SynthOptions};
+use wgmoe::internals::bench_model::{self, BenchModelOptions, ModelChoice, Profile};
+use wgmoe::internals::generate::GenerateOptions;
+use wgmoe::internals::gpu::{Context, DType};
+use wgmoe::internals::model::config::ModelConfig;
+use wgmoe::internals::model::plan::LogitRows;
+use wgmoe::internals::model::synthetic::{self, SynthOptions};
 
 fn ctx() -> Context {
     Context::from_env().unwrap_or_else(|e| panic!("the benchmark tests need a GPU adapter: {e}"))
@@ -499,8 +499,11 @@ fn depth_runs_on_a_filled_cache() {
 #[test]
 fn cpu_adapters_are_limited_to_host_memory() {
     let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
-    assert_eq!(wgmoe::gpu::host_available_memory(meminfo), Some(20_000_000 * 1024));
-    assert_eq!(wgmoe::gpu::host_available_memory("MemTotal: 5 kB\n"), None);
+    assert_eq!(
+        wgmoe::internals::gpu::host_available_memory(meminfo),
+        Some(20_000_000 * 1024)
+    );
+    assert_eq!(wgmoe::internals::gpu::host_available_memory("MemTotal: 5 kB\n"), None);
 
     let ctx = ctx();
     if ctx.info.device_type != wgpu::DeviceType::Cpu {

@@ -65,16 +65,16 @@ fn logits_with_quantize_at_load() {
         .lines()
         .find(|l| l.starts_with("GPU weights: "))
         .unwrap_or_else(|| panic!("{err}"));
-    let ctx = wgmoe::gpu::Context::from_env().unwrap();
-    let opts = wgmoe::model::LoadOptions {
-        quantize: Some(wgmoe::gpu::DType::Q8_0),
+    let ctx = wgmoe::internals::gpu::Context::from_env().unwrap();
+    let opts = wgmoe::internals::model::LoadOptions {
+        quantize: Some(wgmoe::internals::gpu::DType::Q8_0),
         ..Default::default()
     };
-    let lib = wgmoe::model::Model::load_with(ctx, &model, &opts, &|_, _| {}).unwrap();
+    let lib = wgmoe::internals::model::Model::load_with(ctx, &model, &opts, &|_, _| {}).unwrap();
     assert_eq!(line, lib.weights_line());
     let want = lib
         .session(64)
-        .forward(&tokens, wgmoe::model::plan::LogitRows::All)
+        .forward(&tokens, wgmoe::internals::model::plan::LogitRows::All)
         .unwrap();
     assert_eq!(read_f32(&out), want, "the CLI's logits are the library's");
     let (ok, _, err) = logits("q3");
@@ -272,7 +272,7 @@ fn asset(rel: &str) -> PathBuf {
 #[test]
 fn tokenize_prints_the_tokenizers_ids() {
     let dir = asset("qwen3");
-    let tok = wgmoe::tokenizer::Tokenizer::from_dir(&dir).unwrap();
+    let tok = wgmoe::internals::tokenizer::Tokenizer::from_dir(&dir).unwrap();
     let text = "Hello, 世界! 🦀  code: fn main() {}";
     let (ok, out, err) = wgmoe(&["tokenize", "--model", dir.to_str().unwrap(), "--text", text]);
     assert!(ok, "{err}");
@@ -281,7 +281,9 @@ fn tokenize_prints_the_tokenizers_ids() {
     let (ok, out, err) = wgmoe(&["tokenize", "--model", dir.to_str().unwrap(), "--text", text, "--chat"]);
     assert!(ok, "{err}");
     let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
-    let want = tok.encode_chat(&[wgmoe::tokenizer::Message::user(text)], true).unwrap();
+    let want = tok
+        .encode_chat(&[wgmoe::internals::tokenizer::Message::user(text)], true)
+        .unwrap();
     assert_eq!(ids, want);
     assert!(tok.decode(&ids, false).unwrap().contains("<|im_start|>assistant"));
 }

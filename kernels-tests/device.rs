@@ -5,7 +5,7 @@
 mod common;
 use common::native;
 
-fn too_big(ctx: &wgmoe::gpu::Context) -> wgpu::Buffer {
+fn too_big(ctx: &wgmoe::internals::gpu::Context) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("too big"),
         size: ctx.caps.max_buffer.saturating_mul(2).max(1 << 40),
@@ -22,7 +22,7 @@ fn scoped_errors_name_what_was_made() {
     assert!(e.to_string().contains("the probe buffer"), "{e}");
     // Nothing is left over for the next wait, and the device still works.
     ctx.wait().unwrap();
-    let t = wgmoe::gpu::Tensor::from_f32(ctx, "ok", &[1.0, 2.0]);
+    let t = wgmoe::internals::gpu::Tensor::from_f32(ctx, "ok", &[1.0, 2.0]);
     assert_eq!(t.read_f32(ctx).unwrap(), vec![1.0, 2.0]);
 }
 

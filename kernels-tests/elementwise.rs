@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::Tensor;
-use wgmoe::kernels::elementwise::{copy_rows, Rows};
+use wgmoe::internals::gpu::Tensor;
+use wgmoe::internals::kernels::elementwise::{copy_rows, Rows};
 
 #[test]
 fn copy_between_strided_layouts() {
@@ -72,9 +72,9 @@ fn bad_layouts_are_errors() {
 
 #[test]
 fn advance_step_logs_and_moves_on() {
-    use wgmoe::kernels::elementwise::advance_step;
+    use wgmoe::internals::kernels::elementwise::advance_step;
     for (name, ctx) in contexts() {
-        let step = wgmoe::kernels::step::new(ctx, 5, 3);
+        let step = wgmoe::internals::kernels::step::new(ctx, 5, 3);
         let ids = Tensor::from_u32(ctx, "ids", &[42, 7]);
         let log = Tensor::from_u32(ctx, "log", &[0; 10]);
         let d = advance_step(ctx, &step, &ids, &log).unwrap();

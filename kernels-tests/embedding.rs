@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::embedding::embedding;
+use wgmoe::internals::gpu::{Context, DType, Tensor, Weight};
+use wgmoe::internals::kernels::embedding::embedding;
 
 /// The rows of `table` (rounded to `dtype`) picked by `ids`; zeros for ids past the vocabulary.
 fn reference(dtype: DType, table: &[f32], vocab: usize, dim: usize, ids: &[u32]) -> Vec<f64> {

@@ -6,9 +6,9 @@
 mod common;
 
 use common::fixtures::{fixture, prefill_decode_greedy};
-use wgmoe::gpu::{Context, DType};
-use wgmoe::model::experts::{self, CacheOptions, Policy, SessionNeeds, SlotTable, TraceEntry};
-use wgmoe::model::{LoadOptions, Model};
+use wgmoe::internals::gpu::{Context, DType};
+use wgmoe::internals::model::experts::{self, CacheOptions, Policy, SessionNeeds, SlotTable, TraceEntry};
+use wgmoe::internals::model::{LoadOptions, Model};
 
 /// Every MoE fixture: (name, routed experts, top-k).
 const MOE: [(&str, usize, usize); 11] = [
@@ -93,12 +93,12 @@ fn packed_experts_offloaded_match_resident() {
 
 /// What `name` needs on the GPU for sessions of `session`, as the loader estimates it.
 fn needs_of(name: &str, session: &SessionNeeds) -> experts::Needs {
-    let (cfg, src) = wgmoe::model::checkpoint::open(&fixture(name)).unwrap();
-    let layout = wgmoe::model::loader::source_layout(&cfg, src.as_ref());
+    let (cfg, src) = wgmoe::internals::model::checkpoint::open(&fixture(name)).unwrap();
+    let layout = wgmoe::internals::model::loader::source_layout(&cfg, src.as_ref());
     experts::needs(
         &cfg,
         &layout,
-        &|s| wgmoe::model::loader::spec_dtype(src.as_ref(), s),
+        &|s| wgmoe::internals::model::loader::spec_dtype(src.as_ref(), s),
         session,
     )
 }
@@ -107,7 +107,7 @@ fn moe_layers(m: &Model) -> usize {
     m.config
         .layers
         .iter()
-        .filter(|l| matches!(l.ffn, wgmoe::model::config::Ffn::Moe { .. }))
+        .filter(|l| matches!(l.ffn, wgmoe::internals::model::config::Ffn::Moe { .. }))
         .count()
 }
 
@@ -117,7 +117,7 @@ fn gpu_memory_budget_holds_and_picks_the_slots() {
         context: 64,
         batch: TOKENS.len(),
         logit_rows: TOKENS.len(),
-        kv: wgmoe::model::KvDtype::F32,
+        kv: wgmoe::internals::model::KvDtype::F32,
     };
     for name in ["olmoe", "qwen2_moe_folded", "deepseek_v3", "gpt_oss"] {
         let needs = needs_of(name, &session);

@@ -8,7 +8,7 @@ mod common;
 use common::fixtures::{fixture, write_safetensors, FixtureTensor};
 use std::path::Path;
 use std::process::{Command, Output};
-use wgmoe::model::layout::{self, Routed, Source};
+use wgmoe::internals::model::layout::{self, Routed, Source};
 
 fn wgmoe(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
@@ -94,7 +94,7 @@ fn big_moe(dir: &Path) -> u64 {
         "vocab_size": 128, "tie_word_embeddings": false, "torch_dtype": "float16"
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let cfg = wgmoe::model::checkpoint::config(dir).unwrap();
+    let cfg = wgmoe::internals::model::checkpoint::config(dir).unwrap();
     let mut tensors: Vec<FixtureTensor> = Vec::new();
     // Small f16 values (0.01), varied a little so no two pages are alike.
     let mut add = |name: &str, shape: Vec<usize>| {

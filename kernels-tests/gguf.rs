@@ -15,10 +15,10 @@
 mod common;
 use common::fixtures::{argmax, fixture, max_abs_diff, prefill_decode_greedy, reference};
 use std::path::{Path, PathBuf};
-use wgmoe::model::gguf::{self, GgufFile, GgufSource, Value};
-use wgmoe::model::plan::LogitRows;
-use wgmoe::model::source::{SrcDType, TensorSource};
-use wgmoe::model::Model;
+use wgmoe::internals::model::gguf::{self, GgufFile, GgufSource, Value};
+use wgmoe::internals::model::plan::LogitRows;
+use wgmoe::internals::model::source::{SrcDType, TensorSource};
+use wgmoe::internals::model::Model;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -279,7 +279,7 @@ fn tensors_under_transformers_names_with(packed: bool) {
             "F32" => SrcDType::F32,
             "BF16" => SrcDType::BF16,
             "F16" => SrcDType::F16,
-            q if packed => SrcDType::Packed(wgmoe::gpu::DType::parse(q).unwrap()),
+            q if packed => SrcDType::Packed(wgmoe::internals::gpu::DType::parse(q).unwrap()),
             _ => SrcDType::F16,
         };
         assert_eq!(t.dtype, want_dtype, "{hf}");
@@ -319,7 +319,7 @@ fn q5_0_tensor_and_missing_names() {
     // tiny.gguf's lm_head is Q5_0 (once refused; then dequantised to f16; now kept packed).
     let mut src = GgufSource::open(&data("tiny.gguf")).unwrap();
     let t = src.get("lm_head.weight").unwrap();
-    assert_eq!(t.dtype, SrcDType::Packed(wgmoe::gpu::DType::Q5_0));
+    assert_eq!(t.dtype, SrcDType::Packed(wgmoe::internals::gpu::DType::Q5_0));
     assert_eq!(t.shape, vec![263, 64]);
     src.packed = false;
     let t = src.get("lm_head.weight").unwrap();
@@ -766,7 +766,7 @@ fn u32_ids(v: &serde_json::Value) -> Vec<u32> {
 /// Greedy decoding through `s`'s KV cache from `first` (the prompt's argmax), one token at a time,
 /// up to transformers' `greedy` tokens of `r` or `<|im_end|>` (id 2); the answer must mention
 /// Paris and be transformers' tokens. Returns the decode steps taken.
-fn assert_smollm2_greedy_answer(s: &mut wgmoe::model::Session<'_>, first: u32, r: &serde_json::Value) -> usize {
+fn assert_smollm2_greedy_answer(s: &mut wgmoe::internals::model::Session, first: u32, r: &serde_json::Value) -> usize {
     let want = u32_ids(&r["greedy"]);
     let mut next = first;
     let mut greedy = vec![next];
@@ -823,10 +823,11 @@ const SMOLLM2_COOP_BOUND: f32 = 1e-1;
 #[test]
 fn smollm2_logits_and_greedy_answer() {
     let r = json("smollm2_reference.json");
-    let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
+    let ctx =
+        wgmoe::internals::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let t0 = std::time::Instant::now();
     // transformers ran on the weights rounded to f16: the dequantising load is that model.
-    let dequantised = wgmoe::model::LoadOptions {
+    let dequantised = wgmoe::internals::model::LoadOptions {
         packed: false,
         ..Default::default()
     };
@@ -868,7 +869,7 @@ fn smollm2_logits_and_greedy_answer() {
         .collect();
     let last_err = max_abs_diff(last, &want);
     // f16 weights: prefill runs on cooperative matrices where the adapter has them.
-    let coop = wgmoe::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
+    let coop = wgmoe::internals::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
     let bound = if coop { SMOLLM2_COOP_BOUND } else { SMOLLM2_BOUND };
     eprintln!(
         "max |logit error| (cooperative matrices: {coop}): top-16 of every row {worst:.2e}, last row {last_err:.2e}"
@@ -887,7 +888,8 @@ fn smollm2_logits_and_greedy_answer() {
 #[test]
 fn smollm2_packed_takes_the_files_bytes_and_answers() {
     let r = json("smollm2_reference.json");
-    let ctx = wgmoe::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
+    let ctx =
+        wgmoe::internals::gpu::Context::from_env().expect("the SmolLM2 test needs a GPU adapter (lavapipe works)");
     let model = Model::load(ctx, &smollm2(), &|_, _| {}).unwrap();
     let (gpu, file) = (model.weights.gpu_bytes(), model.file_tensor_bytes.unwrap());
     eprintln!("{}", model.weights_line());
@@ -1017,7 +1019,7 @@ fn fixture_config(name: &str) -> serde_json::Value {
 /// order, each projection's experts stacked into one `[E, rows, cols]` tensor after the rest, as
 /// convert_hf_to_gguf lays them out: `(GGUF name, row-major shape, values)`.
 fn fixture_tensors(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    use wgmoe::model::safetensors::Safetensors;
+    use wgmoe::internals::model::safetensors::Safetensors;
     let cfg = fixture_config(name);
     let model_type = cfg["model_type"].as_str().unwrap();
     let st = Safetensors::open_dir(&fixture(name)).unwrap();
@@ -1181,11 +1183,11 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
     let values = write_temp(&format!("quantised-values-{name}"), &make(Quant::Values));
     let tokens = reference(name).tokens;
     let run = |p: &Path, packed: bool| {
-        let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+        let ctx = wgmoe::internals::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
         let m = Model::load_with(
             ctx,
             p,
-            &wgmoe::model::LoadOptions {
+            &wgmoe::internals::model::LoadOptions {
                 packed,
                 ..Default::default()
             },
@@ -1193,11 +1195,11 @@ fn packed_matches_dequantised_with(name: &str, gqa: bool, make: impl Fn(Quant) -
         )
         .unwrap();
         let mixed = m.weights.layers.iter().any(|l| match &l.attn {
-            wgmoe::model::weights::AttnWeights::Gqa { qkv, .. } => !qkv.w.is_uniform(),
+            wgmoe::internals::model::weights::AttnWeights::Gqa { qkv, .. } => !qkv.w.is_uniform(),
             _ => false,
         });
         let (logits, decode, greedy) = prefill_decode_greedy(&m, &tokens, 8);
-        let coop = wgmoe::kernels::matmul::coop_enabled(&m.ctx, &m.weights.embed);
+        let coop = wgmoe::internals::kernels::matmul::coop_enabled(&m.ctx, &m.weights.embed);
         (
             logits,
             greedy,
@@ -1294,9 +1296,9 @@ fn gguf_bytes_parity(name: &str, model_type: &str, gguf: &[u8]) {
 }
 
 /// Load GGUF `bytes` through a temporary file and check the architecture it maps to.
-fn load_temp_gguf(label: &str, bytes: &[u8], model_type: &str) -> wgmoe::model::Model {
+fn load_temp_gguf(label: &str, bytes: &[u8], model_type: &str) -> wgmoe::internals::model::Model {
     let p = write_temp(label, bytes);
-    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+    let ctx = wgmoe::internals::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
     let model = Model::load(ctx, &p, &|_, _| {});
     std::fs::remove_file(&p).ok();
     let model = model.unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -1333,7 +1335,7 @@ fn fixture_olmoe_through_gguf() {
 /// GGUF model is compared with the fixture's safetensors loaded with `sliding_window` removed.
 #[test]
 fn fixture_mixtral_through_gguf() {
-    use wgmoe::model::safetensors::Safetensors;
+    use wgmoe::internals::model::safetensors::Safetensors;
     let mut cfg = fixture_config("mixtral");
     cfg["sliding_window"] = serde_json::Value::Null;
     let st = Safetensors::open_dir(&fixture("mixtral")).unwrap();
@@ -1353,8 +1355,8 @@ fn gguf_matches_source(
     what: &str,
 ) {
     let tokens = reference(name).tokens;
-    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
-    let config = wgmoe::model::config::ModelConfig::from_value(cfg, &format!("{name}/config.json")).unwrap();
+    let ctx = wgmoe::internals::gpu::Context::from_env().expect("needs a GPU adapter (lavapipe works)");
+    let config = wgmoe::internals::model::config::ModelConfig::from_value(cfg, &format!("{name}/config.json")).unwrap();
     let want = Model::from_source(ctx, config, src, &|_, _| {})
         .unwrap()
         .session(64)
@@ -1544,7 +1546,7 @@ fn deepseek_to_gguf_with(name: &str, split_kv_b: bool, quant: Quant) -> Vec<u8> 
 /// Every tensor of the fixture's safetensors is served by the GGUF under the same name with the
 /// same shape and values (F32 conversion: exact).
 fn same_tensors_as_fixture(name: &str, gguf: &[u8]) {
-    use wgmoe::model::safetensors::Safetensors;
+    use wgmoe::internals::model::safetensors::Safetensors;
     let p = write_temp(&format!("tensors-{name}-{}", gguf.len()), gguf);
     let src = GgufSource::open(&p);
     std::fs::remove_file(&p).ok();
@@ -1569,9 +1571,9 @@ fn deepseek_config_from_metadata() {
         let src = GgufSource::open(&p);
         std::fs::remove_file(&p).ok();
         let got = src.unwrap().config().unwrap();
-        let want = wgmoe::model::config::ModelConfig::from_value(&fixture_config(name), name).unwrap();
+        let want = wgmoe::internals::model::config::ModelConfig::from_value(&fixture_config(name), name).unwrap();
         // All that differs: max_position (same) and the dtype string the fixture carries.
-        let got = wgmoe::model::config::ModelConfig {
+        let got = wgmoe::internals::model::config::ModelConfig {
             dtype: want.dtype.clone(),
             ..got
         };
@@ -1706,8 +1708,8 @@ fn split_rows<T: Copy>(x: &[T], row: usize) -> (Vec<T>, Vec<T>) {
 /// dequantised `gate_up_proj [E, D, 2I]` and `down_proj [E, I, D]` per layer too.
 #[allow(clippy::type_complexity)]
 fn gpt_oss_to_gguf(mxfp4: bool) -> (Vec<u8>, Vec<(Vec<f32>, Vec<f32>)>) {
-    use wgmoe::model::safetensors::Safetensors;
-    use wgmoe::model::source::TensorSource;
+    use wgmoe::internals::model::safetensors::Safetensors;
+    use wgmoe::internals::model::source::TensorSource;
     let name = "gpt_oss";
     let cfg = fixture_config(name);
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
@@ -1812,8 +1814,8 @@ fn gpt_oss_config_from_metadata() {
     let src = GgufSource::open(&p);
     std::fs::remove_file(&p).ok();
     let got = src.unwrap().config().unwrap();
-    let want = wgmoe::model::config::ModelConfig::from_value(&fixture_config("gpt_oss"), "gpt_oss").unwrap();
-    let got = wgmoe::model::config::ModelConfig {
+    let want = wgmoe::internals::model::config::ModelConfig::from_value(&fixture_config("gpt_oss"), "gpt_oss").unwrap();
+    let got = wgmoe::internals::model::config::ModelConfig {
         dtype: want.dtype.clone(),
         ..got
     };
@@ -1833,7 +1835,7 @@ fn fixture_gpt_oss_through_gguf() {
 
 /// A TensorSource that serves some tensors from memory (bf16) and the rest from a fixture.
 struct Overlay {
-    base: wgmoe::model::safetensors::Safetensors,
+    base: wgmoe::internals::model::safetensors::Safetensors,
     extra: std::collections::HashMap<String, (Vec<usize>, Vec<u8>)>,
 }
 
@@ -1841,9 +1843,9 @@ impl TensorSource for Overlay {
     fn contains(&self, name: &str) -> bool {
         self.extra.contains_key(name) || self.base.contains(name)
     }
-    fn get(&self, name: &str) -> wgmoe::error::Result<wgmoe::model::source::RawTensor<'_>> {
+    fn get(&self, name: &str) -> wgmoe::internals::error::Result<wgmoe::internals::model::source::RawTensor<'_>> {
         match self.extra.get(name) {
-            Some((shape, bytes)) => Ok(wgmoe::model::source::RawTensor {
+            Some((shape, bytes)) => Ok(wgmoe::internals::model::source::RawTensor {
                 name: name.to_string(),
                 file: "overlay".into(),
                 dtype: SrcDType::BF16,
@@ -1866,7 +1868,7 @@ impl TensorSource for Overlay {
 /// reference here.
 #[test]
 fn fixture_gpt_oss_mxfp4_through_gguf() {
-    use wgmoe::model::safetensors::Safetensors;
+    use wgmoe::internals::model::safetensors::Safetensors;
     let (bytes, deq) = gpt_oss_to_gguf(true);
     assert!(deq.iter().all(|(g, d)| !g.is_empty() && !d.is_empty()));
     let cfg = fixture_config("gpt_oss");
@@ -1906,10 +1908,10 @@ fn fixture_gpt_oss_mxfp4_through_gguf() {
     // Loaded, the experts are the file's MXFP4 rows (gate and up rows interleaved), not bf16.
     let model = load_temp_gguf("fixture-gpt-oss-mxfp4-packed", &bytes, "gpt_oss");
     for l in &model.weights.layers {
-        if let wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } = &l.ffn {
+        if let wgmoe::internals::model::weights::FfnWeights::Moe { gate_up, down, .. } = &l.ffn {
             assert_eq!(
                 (gate_up.dtype, down.dtype),
-                (wgmoe::gpu::DType::MXFP4, wgmoe::gpu::DType::MXFP4)
+                (wgmoe::internals::gpu::DType::MXFP4, wgmoe::internals::gpu::DType::MXFP4)
             );
         }
     }
@@ -2150,7 +2152,11 @@ fn kquant_gguf_tensors_served_packed() {
         let hf = e["hf"].as_str().unwrap();
         let t = src.get(hf).unwrap();
         let ty = e["type"].as_str().unwrap();
-        assert_eq!(t.dtype, SrcDType::Packed(wgmoe::gpu::DType::parse(ty).unwrap()), "{hf}");
+        assert_eq!(
+            t.dtype,
+            SrcDType::Packed(wgmoe::internals::gpu::DType::parse(ty).unwrap()),
+            "{hf}"
+        );
         let want = u16s(section(&blob, &e["f16"]));
         let got = t.to_f32().unwrap();
         assert_eq!(got.len(), want.len(), "{hf}");

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
-use wgmoe::model::config::ModelConfig;
+use wgmoe::internals::model::config::ModelConfig;
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wgmoe-inputs-{}-{name}", std::process::id()));
@@ -69,8 +69,8 @@ fn every_fixture_config_and_synthetic_shape_still_loads() {
         let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
         ModelConfig::from_json(&text, "config.json").unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     }
-    for shape in wgmoe::model::synthetic::SHAPES {
-        wgmoe::model::synthetic::shape_config(shape).unwrap();
+    for shape in wgmoe::internals::model::synthetic::SHAPES {
+        wgmoe::internals::model::synthetic::shape_config(shape).unwrap();
     }
 }
 
@@ -303,7 +303,7 @@ fn tiny_gguf_with(label: &str, key: &str, patch: Patch) -> PathBuf {
 fn gguf_metadata_errors_name_the_gguf_key() {
     let load = |label: &str, key: &str, patch: Patch| {
         let p = tiny_gguf_with(label, key, patch);
-        let err = match wgmoe::model::checkpoint::config(&p) {
+        let err = match wgmoe::internals::model::checkpoint::config(&p) {
             Ok(_) => panic!("{} accepted", p.display()),
             Err(e) => e.to_string(),
         };
@@ -405,7 +405,7 @@ fn says(h: Hostile) -> &'static str {
 #[cfg(unix)]
 #[test]
 fn non_regular_and_oversized_model_files_are_errors() {
-    use wgmoe::model::checkpoint;
+    use wgmoe::internals::model::checkpoint;
     for h in [Hostile::Fifo, Hostile::DevZero, Hostile::Dir, Hostile::Sparse(5 << 20)] {
         // config.json: the model, its description, and its tokenizer (which reads it for eos ids).
         let dir = model_dir("llama", &format!("config-{h:?}"));
@@ -422,7 +422,7 @@ fn non_regular_and_oversized_model_files_are_errors() {
         make(&dir.join("model.safetensors"), h);
         let d = dir.clone();
         let err = within_seconds("safetensors", move || {
-            wgmoe::model::safetensors::Safetensors::open_dir(&d)
+            wgmoe::internals::model::safetensors::Safetensors::open_dir(&d)
                 .err()
                 .unwrap()
                 .to_string()
@@ -442,13 +442,17 @@ fn non_regular_and_oversized_model_files_are_errors() {
             let dir = model_dir("llama", &format!("tok-{file}-{h:?}"));
             make(&dir.join(file), h);
             let d = dir.clone();
-            let err = within_seconds(file, move || wgmoe::model::tokenizer_for(&d).err().unwrap().to_string());
+            let err = within_seconds(file, move || {
+                wgmoe::internals::model::tokenizer_for(&d).err().unwrap().to_string()
+            });
             assert!(err.contains(file) && err.contains(says(h)), "{file} {h:?}: {err}");
         }
         let dir = model_dir("llama", &format!("gen-{h:?}"));
         make(&dir.join("generation_config.json"), h);
         let err = within_seconds("generation config", move || {
-            wgmoe::generate::sampling_defaults(&dir).unwrap_err().to_string()
+            wgmoe::internals::generate::sampling_defaults(&dir)
+                .unwrap_err()
+                .to_string()
         });
         assert!(err.contains("generation_config.json"), "{h:?}: {err}");
     }
@@ -462,7 +466,10 @@ fn non_regular_and_oversized_model_files_are_errors() {
         assert!(err.contains("model-") && err.contains(says(h)), "{h:?}: {err}");
         let q = p.clone();
         let err = within_seconds("gguf", move || {
-            wgmoe::model::gguf::GgufFile::open(&q).err().unwrap().to_string()
+            wgmoe::internals::model::gguf::GgufFile::open(&q)
+                .err()
+                .unwrap()
+                .to_string()
         });
         assert!(err.contains("model-") && err.contains(says(h)), "{h:?}: {err}");
     }
@@ -478,7 +485,7 @@ fn oversized_file_message_gives_size_and_limit() {
     let dir = scratch("oversized");
     let p = dir.join("config.json");
     make(&p, Hostile::Sparse(6 << 20));
-    let err = wgmoe::input::read_text(&p, wgmoe::input::CONFIG_CAP, "model config")
+    let err = wgmoe::internals::input::read_text(&p, wgmoe::internals::input::CONFIG_CAP, "model config")
         .unwrap_err()
         .to_string();
     assert!(
@@ -486,12 +493,12 @@ fn oversized_file_message_gives_size_and_limit() {
         "{err}"
     );
     // At the cap exactly it is read.
-    make(&p, Hostile::Sparse(wgmoe::input::CONFIG_CAP));
+    make(&p, Hostile::Sparse(wgmoe::internals::input::CONFIG_CAP));
     assert_eq!(
-        wgmoe::input::read_regular(&p, wgmoe::input::CONFIG_CAP, "model config")
+        wgmoe::internals::input::read_regular(&p, wgmoe::internals::input::CONFIG_CAP, "model config")
             .unwrap()
             .len() as u64,
-        wgmoe::input::CONFIG_CAP
+        wgmoe::internals::input::CONFIG_CAP
     );
 }
 
@@ -645,7 +652,7 @@ fn index_shards_stay_inside_the_model_folder() {
     let open = |shard: Value| {
         let index = json!({"metadata": {}, "weight_map": {"model.norm.weight": shard}});
         std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
-        wgmoe::model::safetensors::Safetensors::open_dir(&dir)
+        wgmoe::internals::model::safetensors::Safetensors::open_dir(&dir)
             .err()
             .map(|e| e.to_string())
     };

@@ -15,9 +15,9 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::Dispatch;
-use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::matmul::{
+use wgmoe::internals::gpu::Dispatch;
+use wgmoe::internals::gpu::{Context, DType, Tensor, Weight};
+use wgmoe::internals::kernels::matmul::{
     coop_available, coop_enabled, coop_side, gemm, gemm_coop, matmul, matvec, MatmulSpec, MATVEC_MAX_TOKENS,
 };
 
@@ -371,7 +371,7 @@ fn bad_shapes_are_errors() {
 /// stores for other readers against the reference norm.
 #[test]
 fn norm_prologue_matches_norm_then_matmul() {
-    use wgmoe::kernels::matmul::{matmul_normed, NormPrologue};
+    use wgmoe::internals::kernels::matmul::{matmul_normed, NormPrologue};
     for (name, ctx) in contexts() {
         for (t, n, k, dx, chunk_limit) in [
             (1, 37, 64, 0, None),

@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{Tensor, Weight};
-use wgmoe::kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
+use wgmoe::internals::gpu::{Tensor, Weight};
+use wgmoe::internals::kernels::mla::{head_matvec, HeadLayout, HeadMatvecSpec};
 
 fn check(tokens: usize, heads: usize, in_dim: usize, out_dim: usize, x: HeadLayout, y: HeadLayout) {
     for (name, ctx) in contexts() {
@@ -109,7 +109,7 @@ fn odd_sizes() {
 #[test]
 fn bad_shapes_are_errors() {
     let ctx = native();
-    let w = Weight::from_f32(ctx, "w", wgmoe::gpu::DType::F32, 8, 4, &[0.0; 32]).unwrap();
+    let w = Weight::from_f32(ctx, "w", wgmoe::internals::gpu::DType::F32, 8, 4, &[0.0; 32]).unwrap();
     let x = Tensor::zeros(ctx, "x", 8);
     let y = Tensor::zeros(ctx, "y", 16);
     let l = |s, h| HeadLayout {
@@ -135,9 +135,9 @@ fn bad_shapes_are_errors() {
 /// into the cache at the step buffer's positions, both layouts and cache precisions.
 #[test]
 fn prepare_mla_matches_reference() {
-    use wgmoe::kernels::attention::KvDtype;
-    use wgmoe::kernels::mla::{prepare_mla, MlaPrepSpec};
-    use wgmoe::kernels::rope::RopeLayout;
+    use wgmoe::internals::kernels::attention::KvDtype;
+    use wgmoe::internals::kernels::mla::{prepare_mla, MlaPrepSpec};
+    use wgmoe::internals::kernels::rope::RopeLayout;
     for (name, ctx) in contexts() {
         for (i, (t, h, nope, rope, rank, layout, kv)) in [
             (3, 4, 16, 8, 16, RopeLayout::Interleaved, KvDtype::F32),
@@ -175,7 +175,7 @@ fn prepare_mla_matches_reference() {
                 latent_offset: 0,
             };
             let uk = rng.vec(h * rank * nope, 0.5);
-            let norm = Weight::from_f32(ctx, "kv_norm", wgmoe::gpu::DType::BF16, 1, rank, &g).unwrap();
+            let norm = Weight::from_f32(ctx, "kv_norm", wgmoe::internals::gpu::DType::BF16, 1, rank, &g).unwrap();
             let uk_t = Weight::from_f32(ctx, "uk_t", uk_dtype, h * rank, nope, &uk).unwrap();
             let (tp, tk) = (
                 Tensor::from_f32(ctx, "proj", &proj),
@@ -183,13 +183,13 @@ fn prepare_mla_matches_reference() {
             );
             let (ti, st) = (
                 Tensor::from_f32(ctx, "inv", &inv),
-                wgmoe::kernels::step::new(ctx, pos0 as u32, t as u32),
+                wgmoe::internals::kernels::step::new(ctx, pos0 as u32, t as u32),
             );
             let q_cat = Tensor::zeros(ctx, "q_cat", t * h * width);
             let cache = Tensor::zeros(ctx, "cache", kv.words(max_seq * width, width));
             let d = prepare_mla(ctx, spec, &tp, &tk, &norm, &uk_t, &ti, &st, &q_cat, &cache).unwrap();
             ctx.submit(&[&d]);
-            let gr = rounded(wgmoe::gpu::DType::BF16, &g);
+            let gr = rounded(wgmoe::internals::gpu::DType::BF16, &g);
             let rotate = |x: &mut [f64], pos: usize| {
                 for i in 0..rope / 2 {
                     let angle = (pos as f32 * inv[i]) as f64;

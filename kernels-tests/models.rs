@@ -4,9 +4,9 @@
 
 mod common;
 use common::fixtures::*;
-use wgmoe::generate::GenerateOptions;
-use wgmoe::model::plan::LogitRows;
-use wgmoe::model::{KvDtype, Model};
+use wgmoe::internals::generate::GenerateOptions;
+use wgmoe::internals::model::plan::LogitRows;
+use wgmoe::internals::model::{KvDtype, Model};
 
 // f32 weights: logits of magnitude ~10 agree with transformers' fp32 eager forward to 1e-3.
 const F32_BOUND: f32 = 1e-3;
@@ -36,8 +36,11 @@ fn qwen2_moe_folded_shared_expert() {
     // Its shared expert is twice the experts' width: two gated experts folded into the routed ones
     // (the qwen2_moe fixture's, 1.5x, stays a separate MLP).
     let path = fixture("qwen2_moe_folded").join("config.json");
-    let cfg =
-        wgmoe::model::config::ModelConfig::from_json(&std::fs::read_to_string(&path).unwrap(), "config.json").unwrap();
+    let cfg = wgmoe::internals::model::config::ModelConfig::from_json(
+        &std::fs::read_to_string(&path).unwrap(),
+        "config.json",
+    )
+    .unwrap();
     assert_eq!(cfg.layers[0].ffn.shared_slots(), Some(2));
     parity("qwen2_moe_folded", F32_BOUND);
 }
@@ -124,7 +127,7 @@ fn deepseek_v3_bf16() {
 
 #[test]
 fn sampling_is_seeded_and_stops() {
-    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let ctx = wgmoe::internals::gpu::Context::from_env().expect("model tests need a GPU adapter");
     let model = Model::load(ctx, &fixture("qwen3_moe"), &|_, _| {}).unwrap();
     let prompt = reference("qwen3_moe").prompt;
     let run = |seed: u64, stop: Vec<u32>| {
@@ -155,7 +158,7 @@ fn sampling_is_seeded_and_stops() {
 
 #[test]
 fn bad_requests_are_errors() {
-    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let ctx = wgmoe::internals::gpu::Context::from_env().expect("model tests need a GPU adapter");
     let model = Model::load(ctx, &fixture("llama"), &|_, _| {}).unwrap();
     let mut s = model.session(8);
     let e = s.forward(&[1, 2, 128], LogitRows::Last).unwrap_err().to_string();
@@ -176,7 +179,7 @@ fn bad_requests_are_errors() {
 fn generation_continues_after_max_tokens() {
     for name in ["qwen3_moe", "gpt_oss"] {
         let r = reference(name);
-        let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+        let ctx = wgmoe::internals::gpu::Context::from_env().expect("model tests need a GPU adapter");
         let model = Model::load(ctx, &fixture(name), &|_, _| {}).unwrap();
         let mut s = model.session_with(64, KvDtype::F32);
         let opts = |n| GenerateOptions {
@@ -246,14 +249,17 @@ fn oversized_buffers_are_clear_errors() {
     assert!(model.try_session(64, KvDtype::F16).is_ok());
     // 128 logits (and 128 fused q|k|v values) per row: this many rows exceed one binding.
     let rows = (limit / (128 * 4) + 1) as usize;
-    let e = wgmoe::model::plan::check_plan(&model.ctx, &model.config, &model.weights, rows, LogitRows::All)
+    let e = wgmoe::internals::model::plan::check_plan(&model.ctx, &model.config, &model.weights, rows, LogitRows::All)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains(&format!("{rows} tokens")) && e.contains("max_storage_buffer_binding_size"),
         "{e}"
     );
-    assert!(wgmoe::model::plan::check_plan(&model.ctx, &model.config, &model.weights, 1000, LogitRows::All).is_ok());
+    assert!(
+        wgmoe::internals::model::plan::check_plan(&model.ctx, &model.config, &model.weights, 1000, LogitRows::All)
+            .is_ok()
+    );
     // Through the session: an error, not a failed allocation.
     let mut s = model.session_with(rows + 1, KvDtype::F16);
     let e = s.forward(&vec![1; rows], LogitRows::All).unwrap_err().to_string();

@@ -17,9 +17,9 @@
 mod common;
 use common::moe::*;
 use common::*;
-use wgmoe::gpu::{DType, Tensor, Weight};
-use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, Experts, GateUpLayout, MoeSpec};
-use wgmoe::kernels::router::{router, RouterSpec, Scoring};
+use wgmoe::internals::gpu::{DType, Tensor, Weight};
+use wgmoe::internals::kernels::moe::{moe, moe_decode, moe_prefill, Act, Experts, GateUpLayout, MoeSpec};
+use wgmoe::internals::kernels::router::{router, RouterSpec, Scoring};
 
 const NMSE: f64 = 1e-9;
 #[allow(clippy::too_many_arguments)]
@@ -333,7 +333,7 @@ fn check_coop(s: MoeSpec, dtype: DType, bias: bool, idle: &[u32], chunked: bool,
 }
 
 fn has_coop() -> bool {
-    let side = wgmoe::kernels::matmul::coop_side(native());
+    let side = wgmoe::internals::kernels::matmul::coop_side(native());
     eprintln!("{}: cooperative matrices {side:?}", native().info.name);
     if side.is_none() {
         // Prefill must then keep the tiled GEMMs.

@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use wgmoe::gpu::Context;
-use wgmoe::model::plan::LogitRows;
-use wgmoe::model::{checkpoint, KvDtype, Model};
+use wgmoe::internals::gpu::Context;
+use wgmoe::internals::model::plan::LogitRows;
+use wgmoe::internals::model::{checkpoint, KvDtype, Model};
 
 /// Counts the bytes the test process holds and the most it held.
 struct Counting;
@@ -572,16 +572,16 @@ fn value_at<'a>(c: &'a mut serde_json::Value, path: &[String]) -> &'a mut serde_
 
 fn tokenizer_cases(report: &mut Report) {
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-assets");
-    let run_tokenizer = |tok: wgmoe::tokenizer::Tokenizer| -> wgmoe::Result<Outcome> {
+    let run_tokenizer = |tok: wgmoe::internals::tokenizer::Tokenizer| -> wgmoe::Result<Outcome> {
         let ids = tok.encode("Hello, world! 你好", true)?;
         tok.decode(&ids, false)?;
         if tok.has_chat_template() {
-            tok.encode_chat(&[wgmoe::tokenizer::Message::user("hi")], true)?;
+            tok.encode_chat(&[wgmoe::internals::tokenizer::Message::user("hi")], true)?;
         }
         Ok(Outcome::Ran)
     };
     // The chat template's text: one character replaced by template syntax, 300 times.
-    let qwen3 = wgmoe::model::tokenizer_for(&assets.join("qwen3")).unwrap();
+    let qwen3 = wgmoe::internals::model::tokenizer_for(&assets.join("qwen3")).unwrap();
     let template = qwen3.chat_template().unwrap().as_bytes().to_vec();
     let mut rng = common::Rng::new(0x5EED_70C0);
     for _ in 0..300 {
@@ -606,7 +606,7 @@ fn tokenizer_cases(report: &mut Report) {
         report.add(
             class,
             &name,
-            run(move || run_tokenizer(wgmoe::model::tokenizer_for(&dir)?)),
+            run(move || run_tokenizer(wgmoe::internals::model::tokenizer_for(&dir)?)),
         );
     };
     case(report, "tokenizer original", "as committed".into(), &original);

@@ -17,10 +17,10 @@
 mod common;
 use common::moe::{make_data, reference as moe_reference, run_gpu, spec, Path};
 use common::*;
-use wgmoe::gpu::{Context, DType, Format, Tensor, Weight};
-use wgmoe::kernels::embedding::embedding;
-use wgmoe::kernels::matmul::{coop_enabled, gemm, matmul, matvec, MatmulSpec};
-use wgmoe::model::source::f32_values;
+use wgmoe::internals::gpu::{Context, DType, Format, Tensor, Weight};
+use wgmoe::internals::kernels::embedding::embedding;
+use wgmoe::internals::kernels::matmul::{coop_enabled, gemm, matmul, matvec, MatmulSpec};
+use wgmoe::internals::model::source::f32_values;
 
 const BOUND: f64 = 1e-9;
 const COOP_BOUND: f64 = 1e-5;

@@ -5,8 +5,8 @@
 
 mod common;
 use common::native;
-use wgmoe::gpu::shader::{Compose, Interface, Overrides};
-use wgmoe::gpu::{Context, Dispatch, Tensor};
+use wgmoe::internals::gpu::shader::{Compose, Interface, Overrides};
+use wgmoe::internals::gpu::{Context, Dispatch, Tensor};
 
 wgmoe::wgsl_bindings! {
     mod bind {

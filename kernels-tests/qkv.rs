@@ -5,11 +5,11 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{DType, Tensor, Weight};
-use wgmoe::kernels::attention::KvDtype;
-use wgmoe::kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
-use wgmoe::kernels::rope::RopeLayout;
-use wgmoe::kernels::step;
+use wgmoe::internals::gpu::{DType, Tensor, Weight};
+use wgmoe::internals::kernels::attention::KvDtype;
+use wgmoe::internals::kernels::qkv::{prepare_qkv, QkNorms, QkvSpec};
+use wgmoe::internals::kernels::rope::RopeLayout;
+use wgmoe::internals::kernels::step;
 
 struct Case {
     spec: QkvSpec,

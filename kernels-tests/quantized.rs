@@ -7,10 +7,10 @@ use safetensors::SafeTensors;
 mod common;
 use common::fixtures::*;
 use std::path::{Path, PathBuf};
-use wgmoe::model::config::ModelConfig;
-use wgmoe::model::safetensors::Safetensors;
-use wgmoe::model::source::{SrcDType, TensorSource};
-use wgmoe::model::Model;
+use wgmoe::internals::model::config::ModelConfig;
+use wgmoe::internals::model::safetensors::Safetensors;
+use wgmoe::internals::model::source::{SrcDType, TensorSource};
+use wgmoe::internals::model::Model;
 
 // The reference runs fp32 math on exactly the values the loader serves (bf16), so only f32
 // summation order differs: the f32 bound of kernels-tests/models.rs holds.
@@ -27,8 +27,8 @@ fn deepseek_v3_fp8() {
 }
 
 /// The experts of every MoE layer, as their weights' dtypes (gate|up, down).
-pub fn expert_dtypes(model: &Model) -> Vec<(wgmoe::gpu::DType, wgmoe::gpu::DType)> {
-    use wgmoe::model::weights::FfnWeights;
+pub fn expert_dtypes(model: &Model) -> Vec<(wgmoe::internals::gpu::DType, wgmoe::internals::gpu::DType)> {
+    use wgmoe::internals::model::weights::FfnWeights;
     model
         .weights
         .layers
@@ -44,10 +44,10 @@ pub fn expert_dtypes(model: &Model) -> Vec<(wgmoe::gpu::DType, wgmoe::gpu::DType
 /// bytes), and expand to bf16 only when asked.
 #[test]
 fn gpt_oss_mxfp4_experts_stay_packed() {
-    use wgmoe::gpu::DType;
+    use wgmoe::internals::gpu::DType;
     for (packed, want) in [(true, DType::MXFP4), (false, DType::BF16)] {
-        let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
-        let opts = wgmoe::model::LoadOptions {
+        let ctx = wgmoe::internals::gpu::Context::from_env().expect("needs a GPU adapter");
+        let opts = wgmoe::internals::model::LoadOptions {
             packed,
             ..Default::default()
         };
@@ -64,7 +64,7 @@ fn gpt_oss_mxfp4_experts_stay_packed() {
                 .layers
                 .iter()
                 .filter_map(|l| match &l.ffn {
-                    wgmoe::model::weights::FfnWeights::Moe { gate_up, down, .. } => {
+                    wgmoe::internals::model::weights::FfnWeights::Moe { gate_up, down, .. } => {
                         Some(gate_up.data_bytes() + down.data_bytes())
                     }
                     _ => None,
@@ -165,7 +165,7 @@ fn fp8_rows_use_their_tile_scale() {
         .to_f32()
         .unwrap();
     for (k, (&q, &g)) in w.data().iter().zip(&got).enumerate() {
-        let want = wgmoe::model::quant::fp8_e4m3fn_to_f32(q) * s[(k / 64) / 128];
+        let want = wgmoe::internals::model::quant::fp8_e4m3fn_to_f32(q) * s[(k / 64) / 128];
         assert_eq!(g, half::bf16::from_f32(want).to_f32(), "element {k}");
     }
 }
@@ -202,7 +202,7 @@ fn truncated_mxfp4_scales_are_an_error() {
     let e = get_err(&dir, "model.layers.1.mlp.experts.gate_up_proj");
     assert_names(&e, &[t, "model.safetensors", "[4, 64, 1]", "[4, 64, 2]"]);
     // The same through the model loader (needs an adapter; lavapipe does).
-    if let Ok(ctx) = wgmoe::gpu::Context::from_env() {
+    if let Ok(ctx) = wgmoe::internals::gpu::Context::from_env() {
         let e = Model::load(ctx, &dir, &|_, _| {})
             .err()
             .expect("loaded a malformed checkpoint")
@@ -249,7 +249,7 @@ fn missing_fp8_scale_is_an_error() {
     });
     let e = get_err(&dir, w);
     assert_names(&e, &[w, "weight_scale_inv", "model.safetensors", "missing"]);
-    if let Ok(ctx) = wgmoe::gpu::Context::from_env() {
+    if let Ok(ctx) = wgmoe::internals::gpu::Context::from_env() {
         let e = Model::load(ctx, &dir, &|_, _| {})
             .err()
             .expect("loaded a malformed checkpoint")
@@ -289,7 +289,7 @@ fn gguf_data(name: &str) -> PathBuf {
 /// (`scripts/quantize_reference.py`).
 #[test]
 fn q8_0_q4_0_q5_0_quantisers_match_gguf_py_bit_for_bit() {
-    use wgmoe::gpu::DType;
+    use wgmoe::internals::gpu::DType;
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(gguf_data("quantize.json")).unwrap()).unwrap();
     let blob = std::fs::read(gguf_data("quantize.bin")).unwrap();
@@ -303,7 +303,7 @@ fn q8_0_q4_0_q5_0_quantisers_match_gguf_py_bit_for_bit() {
             index[name]["offset"].as_u64().unwrap() as usize,
             index[name]["length"].as_u64().unwrap() as usize,
         );
-        let got = wgmoe::model::quantize::quantize(dtype, &values).unwrap();
+        let got = wgmoe::internals::model::quantize::quantize(dtype, &values).unwrap();
         assert_eq!(got.len(), l, "{name}");
         let bad = got.iter().zip(&blob[o..o + l]).position(|(a, b)| a != b);
         assert!(
@@ -319,9 +319,9 @@ fn q8_0_q4_0_q5_0_quantisers_match_gguf_py_bit_for_bit() {
 /// dequantiser, better than Q4_0 does (4.5 bits against 4.5), within 1% NMSE.
 #[test]
 fn q4_k_quantiser_beats_q4_0() {
-    use wgmoe::gpu::DType;
-    use wgmoe::model::quantize::quantize;
-    use wgmoe::model::source::f32_values;
+    use wgmoe::internals::gpu::DType;
+    use wgmoe::internals::model::quantize::quantize;
+    use wgmoe::internals::model::source::f32_values;
     let mut rng = common::Rng::new(7);
     for (what, values) in [
         (
@@ -354,9 +354,9 @@ impl TensorSource for Values<'_> {
     fn contains(&self, name: &str) -> bool {
         self.0.contains(name)
     }
-    fn get(&self, name: &str) -> wgmoe::Result<wgmoe::model::source::RawTensor<'_>> {
+    fn get(&self, name: &str) -> wgmoe::Result<wgmoe::internals::model::source::RawTensor<'_>> {
         let t = self.0.get(name)?;
-        Ok(wgmoe::model::source::RawTensor {
+        Ok(wgmoe::internals::model::source::RawTensor {
             dtype: SrcDType::F32,
             bytes: std::borrow::Cow::Owned(bytemuck::cast_slice(&t.to_f32()?).to_vec()),
             ..t
@@ -377,7 +377,7 @@ impl TensorSource for Values<'_> {
 /// 1.9e-3 (Q8_0), 0.22 and 0.31 (4-5 bits).
 #[test]
 fn fixtures_quantised_at_load() {
-    use wgmoe::gpu::DType;
+    use wgmoe::internals::gpu::DType;
     for (name, dtype, bound) in [
         ("qwen3_moe", DType::Q8_0, 5e-3),
         ("olmoe", DType::Q4_K, 0.6),
@@ -385,14 +385,14 @@ fn fixtures_quantised_at_load() {
         ("deepseek_v2_lite", DType::Q8_0, 5e-3),
     ] {
         let r = reference(name);
-        let ctx = || wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
-        let opts = wgmoe::model::LoadOptions {
+        let ctx = || wgmoe::internals::gpu::Context::from_env().expect("needs a GPU adapter");
+        let opts = wgmoe::internals::model::LoadOptions {
             quantize: Some(dtype),
             ..Default::default()
         };
         let model = Model::load_with(ctx(), &fixture(name), &opts, &|_, _| {}).unwrap();
-        let (config, src) = wgmoe::model::checkpoint::open(&fixture(name)).unwrap();
-        let q = wgmoe::model::quantize::Quantized::new(src.as_ref(), dtype, &config);
+        let (config, src) = wgmoe::internals::model::checkpoint::open(&fixture(name)).unwrap();
+        let q = wgmoe::internals::model::quantize::Quantized::new(src.as_ref(), dtype, &config);
         let values = Model::from_source(ctx(), config, &Values(&q), &|_, _| {}).unwrap();
         let (packed, decode, greedy) = prefill_decode_greedy(&model, &r.tokens, 6);
         let (exact, decode_exact, greedy_exact) = prefill_decode_greedy(&values, &r.tokens, 6);
@@ -400,7 +400,7 @@ fn fixtures_quantised_at_load() {
         // Prefill of packed weights runs on cooperative matrices where the adapter has them (f16
         // activations, where the f32 values take f32 tiles, and MoE routing flips on that): only
         // decode is compared there.
-        let coop = wgmoe::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
+        let coop = wgmoe::internals::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
         let err_decode = max_abs_diff(&decode, &decode_exact);
         assert!(
             err_decode <= 1e-3,
@@ -439,9 +439,9 @@ fn fixtures_quantised_at_load() {
 
 #[test]
 fn quantize_to_a_format_without_a_quantiser_is_an_error() {
-    let ctx = wgmoe::gpu::Context::from_env().expect("needs a GPU adapter");
-    let opts = wgmoe::model::LoadOptions {
-        quantize: Some(wgmoe::gpu::DType::Q6_K),
+    let ctx = wgmoe::internals::gpu::Context::from_env().expect("needs a GPU adapter");
+    let opts = wgmoe::internals::model::LoadOptions {
+        quantize: Some(wgmoe::internals::gpu::DType::Q6_K),
         ..Default::default()
     };
     let e = Model::load_with(ctx, &fixture("llama"), &opts, &|_, _| {})
@@ -457,7 +457,7 @@ fn quantize_to_a_format_without_a_quantiser_is_an_error() {
 /// weights computing with them; a width that is not whole 128-blocks falls back to bf16.
 #[test]
 fn fp8_served_packed_at_the_released_tile_size() {
-    use wgmoe::gpu::{DType, Tensor, Weight};
+    use wgmoe::internals::gpu::{DType, Tensor, Weight};
     let dir = std::env::temp_dir().join(format!("wgmoe-fp8-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -530,9 +530,9 @@ fn fp8_served_packed_at_the_released_tile_size() {
     let wt = Weight::upload(ctx, "w", DType::FP8, rows, cols, 1, &bytes).unwrap();
     let x = rng.vec(cols, 1.0);
     let (xt, yt) = (Tensor::from_f32(ctx, "x", &x), Tensor::zeros(ctx, "y", rows));
-    let ds = wgmoe::kernels::matmul::matmul(
+    let ds = wgmoe::internals::kernels::matmul::matmul(
         ctx,
-        wgmoe::kernels::matmul::MatmulSpec::packed(1, &wt),
+        wgmoe::internals::kernels::matmul::MatmulSpec::packed(1, &wt),
         &xt,
         &wt,
         None,

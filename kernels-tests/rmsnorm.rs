@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{Tensor, Weight};
-use wgmoe::kernels::rmsnorm::{rmsnorm, NormOut, NormShape};
+use wgmoe::internals::gpu::{Tensor, Weight};
+use wgmoe::internals::kernels::rmsnorm::{rmsnorm, NormOut, NormShape};
 
 fn reference(x: &[f32], delta: Option<&[f32]>, w: &[f64], s: NormShape) -> (Vec<f64>, Vec<f64>) {
     let mut xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
@@ -124,7 +124,7 @@ fn strided_rows_mla_latent() {
 #[test]
 fn bad_shapes_are_errors() {
     let ctx = native();
-    let w = Weight::from_f32(ctx, "w", wgmoe::gpu::DType::F32, 1, 8, &[1.0; 8]).unwrap();
+    let w = Weight::from_f32(ctx, "w", wgmoe::internals::gpu::DType::F32, 1, 8, &[1.0; 8]).unwrap();
     let x = Tensor::zeros(ctx, "x", 8);
     assert!(rmsnorm(ctx, NormShape::new(2, 8, 1e-6), &x, None, &w, NormOut::InPlace).is_err());
     assert!(rmsnorm(ctx, NormShape::new(1, 16, 1e-6), &x, None, &w, NormOut::InPlace).is_err());

@@ -10,9 +10,9 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{Context, Tensor};
-use wgmoe::kernels::rope::{rope, rope_frequencies, RopeLayout, RopeScaling, RopeSpec};
-use wgmoe::kernels::step;
+use wgmoe::internals::gpu::{Context, Tensor};
+use wgmoe::internals::kernels::rope::{rope, rope_frequencies, RopeLayout, RopeScaling, RopeSpec};
+use wgmoe::internals::kernels::step;
 
 fn reference(x: &[f32], s: &RopeSpec, inv: &[f32], pos0: u32) -> Vec<f64> {
     let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();

@@ -11,8 +11,8 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::Tensor;
-use wgmoe::kernels::router::{router, GroupScore, Groups, RouterSpec, Scoring, SharedSlots};
+use wgmoe::internals::gpu::Tensor;
+use wgmoe::internals::kernels::router::{router, GroupScore, Groups, RouterSpec, Scoring, SharedSlots};
 
 const MARGIN: f64 = 1e-4;
 const WEIGHT_NMSE: f64 = 1e-9;

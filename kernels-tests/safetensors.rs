@@ -1,4 +1,4 @@
-//! The safetensors header reader (`wgmoe::model::safetensors::read_header`): it agrees with the
+//! The safetensors header reader (`wgmoe::internals::model::safetensors::read_header`): it agrees with the
 //! safetensors crate on every fixture, and every malformed header (lengths, JSON, dtypes, shapes,
 //! offsets, overlaps, gaps, trailing bytes, duplicate names) is an error in wgmoe's words naming
 //! the file and the tensor, found without allocating what the header claims. No GPU needed.
@@ -6,8 +6,8 @@
 mod common;
 use common::fixtures::fixture;
 use safetensors::{Dtype, SafeTensors};
-use wgmoe::model::safetensors::{read_header, HeaderTensor, Safetensors, MAX_HEADER_BYTES};
-use wgmoe::model::source::{SrcDType, TensorSource};
+use wgmoe::internals::model::safetensors::{read_header, HeaderTensor, Safetensors, MAX_HEADER_BYTES};
+use wgmoe::internals::model::source::{SrcDType, TensorSource};
 
 const FILE: &str = "bad.safetensors";
 
@@ -258,7 +258,7 @@ fn stored_bytes_are_the_files_tensor_bytes() {
         let src = Safetensors::open_dir(&dir).unwrap();
         assert_eq!(src.stored_bytes(), Some(want), "{}", dir.display());
         if dir.ends_with("llama") {
-            let model = wgmoe::model::Model::load(common::portable_context(), &dir, &|_, _| {}).unwrap();
+            let model = wgmoe::internals::model::Model::load(common::portable_context(), &dir, &|_, _| {}).unwrap();
             assert_eq!(model.file_tensor_bytes, Some(want));
             // f32 fixture weights stay f32: nothing is widened, rows are padded at most.
             assert!(

@@ -6,9 +6,9 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::{Context, Tensor};
-use wgmoe::kernels::sampling::{argmax, sample, sample_uniform, ArgmaxSpec, SampleSpec};
-use wgmoe::kernels::step;
+use wgmoe::internals::gpu::{Context, Tensor};
+use wgmoe::internals::kernels::sampling::{argmax, sample, sample_uniform, ArgmaxSpec, SampleSpec};
+use wgmoe::internals::kernels::step;
 
 fn cpu_argmax(row: &[f32]) -> usize {
     let mut best = 0;
@@ -471,7 +471,7 @@ fn bad_specs_are_errors() {
 /// NONFINITE_TOKEN, whatever else the row holds; -infinity (a masked token) does not.
 #[test]
 fn non_finite_rows_are_flagged() {
-    use wgmoe::kernels::sampling::NONFINITE_TOKEN;
+    use wgmoe::internals::kernels::sampling::NONFINITE_TOKEN;
     for (name, ctx) in contexts() {
         let vocab = 50304;
         let mut rng = Rng::new(9);

@@ -7,8 +7,8 @@
 
 mod common;
 use common::*;
-use wgmoe::gpu::Tensor;
-use wgmoe::kernels::swiglu::{sigmoid_gate, swiglu, Act, GateUpLayout, SigmoidGateSpec, SwigluSpec};
+use wgmoe::internals::gpu::Tensor;
+use wgmoe::internals::kernels::swiglu::{sigmoid_gate, swiglu, Act, GateUpLayout, SigmoidGateSpec, SwigluSpec};
 
 const GPT_OSS: Act = Act::Clamped {
     limit: 7.0,

@@ -300,7 +300,7 @@ fn greedy(max_new_tokens: usize) -> GenerateOptions {
 
 /// An empty cache, then `depth` (untimed) context tokens in it, 512 at a time so a deep context
 /// needs no giant prefill scratch.
-fn fill(sess: &mut Session<'_>, depth: &[u32]) -> Result<()> {
+fn fill(sess: &mut Session, depth: &[u32]) -> Result<()> {
     sess.reset();
     for part in depth.chunks(512) {
         sess.forward(part, LogitRows::Last)?;
@@ -309,7 +309,7 @@ fn fill(sess: &mut Session<'_>, depth: &[u32]) -> Result<()> {
 }
 
 /// `n` decode steps after a one-token prompt on top of `depth` context tokens; returns their seconds.
-fn decode(sess: &mut Session<'_>, depth: &[u32], first: u32, n: usize) -> Result<f64> {
+fn decode(sess: &mut Session, depth: &[u32], first: u32, n: usize) -> Result<f64> {
     fill(sess, depth)?;
     let (_, stats) = sess.generate(&[first], &greedy(n + 1), |_| Ok(()))?;
     if stats.generated != n + 1 {

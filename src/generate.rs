@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::sampling::SampleSpec;
-use crate::model::{Session, LOOKAHEAD};
+use crate::model::{PendingToken, Session, LOOKAHEAD};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -92,6 +92,9 @@ pub fn check_fits(prompt: usize, max_new_tokens: usize, free: usize, capacity: u
 /// false` means greedy whatever the temperature says. A value of the wrong type or out of range
 /// is an error naming the file.
 pub fn sampling_defaults(model: &std::path::Path) -> Result<SamplingDefaults> {
+    if model.is_file() {
+        return gguf_sampling_defaults(model);
+    }
     let path = model.join("generation_config.json");
     let file = path.display().to_string();
     let Some(text) = crate::input::read_text_opt(&path, crate::input::CONFIG_CAP, "generation config")? else {
@@ -122,6 +125,23 @@ pub fn sampling_defaults(model: &std::path::Path) -> Result<SamplingDefaults> {
     })
 }
 
+/// A GGUF file's `general.sampling.*` keys (llama.cpp writes them from generation_config.json).
+fn gguf_sampling_defaults(path: &std::path::Path) -> Result<SamplingDefaults> {
+    let file = crate::model::gguf::GgufFile::open(path)?;
+    let number = |key: &str| file.get(key).and_then(|v| v.as_f64());
+    let temperature = number("general.sampling.temp");
+    let top_p = number("general.sampling.top_p");
+    check_sampling(temperature, top_p, &format!("{}: general.sampling.", path.display()))?;
+    Ok(SamplingDefaults {
+        temperature: temperature.map(|x| x as f32),
+        top_k: file
+            .get("general.sampling.top_k")
+            .and_then(|v| v.as_u64())
+            .map(|x| usize::try_from(x).unwrap_or(usize::MAX)),
+        top_p: top_p.map(|x| x as f32),
+    })
+}
+
 /// What one generation did, for the tokens/s line.
 #[derive(Clone, Debug, Default)]
 pub struct GenerateStats {
@@ -143,15 +163,110 @@ impl GenerateStats {
     }
 }
 
-impl Session<'_> {
+/// The decode loop as a state machine, for the callback form below and the event iterator of the
+/// public API alike. Each step is one submit whose sampler writes the next token where the
+/// following step's embedding reads it, so the GPU never waits for the CPU: [`Decode::next`] keeps
+/// up to [`LOOKAHEAD`] steps queued and reads tokens back behind them.
+pub struct Decode {
+    spec: SampleSpec,
+    pending: VecDeque<PendingToken>,
+    /// The session's position once the prompt is in.
+    prompt_end: usize,
+    /// Tokens handed out so far.
+    returned: usize,
+    max_new_tokens: usize,
+    start: Instant,
+    /// When the first token arrived: the prompt's time ends and decoding's begins.
+    first_at: Option<Instant>,
+}
+
+impl Decode {
+    /// Run `prompt` (appended to what the cache holds) in batches of at most `chunk` tokens and
+    /// submit the step that samples the first new token. `max_new_tokens` must be at least 1.
+    pub fn start(
+        sess: &mut Session,
+        prompt: &[u32],
+        spec: SampleSpec,
+        max_new_tokens: usize,
+        chunk: usize,
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::bad_input("the prompt has no tokens"));
+        }
+        let start = Instant::now();
+        let split = prompt.len() - (prompt.len() - 1) % chunk.max(1) - 1;
+        sess.prefill(&prompt[..split], chunk)?;
+        let first = sess.submit_generation_step(Some(&prompt[split..]), spec)?;
+        Ok(Self {
+            spec,
+            pending: VecDeque::from([first]),
+            prompt_end: sess.position(),
+            returned: 0,
+            max_new_tokens: max_new_tokens.max(1),
+            start,
+            first_at: None,
+        })
+    }
+
+    /// The next sampled token; `None` once `max_new_tokens` were returned or the context is full
+    /// (see [`Decode::context_full`]).
+    pub fn next(&mut self, sess: &mut Session) -> Result<Option<u32>> {
+        let Some(next) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        // Queue the steps after this one before waiting for it. Step i samples token i; the last
+        // useful step samples token max_new_tokens - 1.
+        let submitted = self.returned + 1 + self.pending.len();
+        let room = sess.capacity().saturating_sub(sess.position());
+        let wanted = self.max_new_tokens.saturating_sub(submitted).min(room);
+        for _ in 0..wanted.min(LOOKAHEAD.saturating_sub(self.pending.len())) {
+            self.pending.push_back(sess.submit_generation_step(None, self.spec)?);
+        }
+        let token = sess.wait_token(next)?;
+        self.first_at.get_or_insert_with(Instant::now);
+        if token as usize >= self.spec.vocab {
+            return Err(Error::Device(format!(
+                "the sampler produced token {token}, outside the vocabulary"
+            )));
+        }
+        self.returned += 1;
+        Ok(Some(token))
+    }
+
+    /// Whether decoding ended for want of positions rather than at `max_new_tokens`.
+    pub fn context_full(&self) -> bool {
+        self.pending.is_empty() && self.returned < self.max_new_tokens
+    }
+
+    /// Seconds spent on the prompt (until its first token came back) and on decoding since.
+    pub fn times(&self) -> (f64, f64) {
+        match self.first_at {
+            Some(f) => ((f - self.start).as_secs_f64(), f.elapsed().as_secs_f64()),
+            None => (self.start.elapsed().as_secs_f64(), 0.0),
+        }
+    }
+
+    /// Wait for the steps queued past the end and leave the session holding the prompt and the
+    /// first `kept` returned tokens (or as many of them as were fed back: the last one sampled
+    /// never is).
+    pub fn finish(mut self, sess: &mut Session, kept: usize) -> Result<()> {
+        let mut first_err = None;
+        for p in self.pending.drain(..) {
+            if let Err(e) = sess.wait_token(p) {
+                first_err.get_or_insert(e);
+            }
+        }
+        sess.truncate(self.prompt_end + kept);
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Session {
     /// Run `prompt` (appended to what the cache already holds), then generate, calling `on_token`
     /// with each new token id as it is known. Returns the generated ids (stop token excluded).
     ///
-    /// Each step is one submit whose sampler writes the next token where the following step's
-    /// embedding reads it, so the GPU never waits for the CPU: the CPU keeps up to
-    /// [`LOOKAHEAD`] steps queued and reads tokens back behind them. On return the session holds
-    /// the prompt and every generated token that was fed back (all of them but the last when
-    /// `max_new_tokens` ends it; all of them when a stop token does).
+    /// On return the session holds the prompt and every generated token that was fed back (all
+    /// of them but the last when `max_new_tokens` ends it; all of them when a stop token does).
     pub fn generate(
         &mut self,
         prompt: &[u32],
@@ -159,7 +274,7 @@ impl Session<'_> {
         mut on_token: impl FnMut(u32) -> Result<()>,
     ) -> Result<(Vec<u32>, GenerateStats)> {
         if prompt.is_empty() {
-            return Err(Error::Invalid("the prompt has no tokens".into()));
+            return Err(Error::bad_input("the prompt has no tokens"));
         }
         opts.validate()?;
         check_fits(
@@ -188,57 +303,32 @@ impl Session<'_> {
             stats.prompt_secs = start.elapsed().as_secs_f64();
             return Ok((Vec::new(), stats));
         }
-        let start = Instant::now();
-        let first = self.submit_generation_step(Some(prompt), spec)?;
-        let prompt_end = self.position();
-        let mut pending = VecDeque::from([first]);
+        let mut decode = Decode::start(self, prompt, spec, opts.max_new_tokens, usize::MAX)?;
         let mut out = Vec::new();
-        let mut decode_start = None;
-        while let Some(next) = pending.pop_front() {
-            // Keep the GPU busy: queue the steps after this one before waiting for it. Step i
-            // samples token i; the last useful step samples token max_new_tokens - 1.
-            let submitted = out.len() + 1 + pending.len();
-            let room = self.capacity().saturating_sub(self.position());
-            let wanted = opts.max_new_tokens.saturating_sub(submitted).min(room);
-            for _ in 0..wanted.min(LOOKAHEAD.saturating_sub(pending.len())) {
-                pending.push_back(self.submit_generation_step(None, spec)?);
+        let run = (|| {
+            while let Some(token) = decode.next(self)? {
+                if opts.stop.contains(&token) {
+                    stats.stopped_by = "stop token";
+                    return Ok(());
+                }
+                out.push(token);
+                on_token(token)?;
             }
-            let token = self.wait_token(next)?;
-            if decode_start.is_none() {
-                stats.prompt_secs = start.elapsed().as_secs_f64();
-                decode_start = Some(Instant::now());
-            }
-            if token as usize >= spec.vocab {
-                return Err(Error::Gpu(format!(
-                    "the sampler produced token {token}, outside the vocabulary"
-                )));
-            }
-            if opts.stop.contains(&token) {
-                stats.stopped_by = "stop token";
-                break;
-            }
-            out.push(token);
-            on_token(token)?;
-            if out.len() == opts.max_new_tokens {
-                break;
-            }
-            if pending.is_empty() {
+            if decode.context_full() {
                 stats.stopped_by = "context full";
-                break;
             }
-        }
-        // Steps queued past the end computed positions nobody asked for: drop them.
-        for p in pending {
-            self.wait_token(p)?;
-        }
+            Ok(())
+        })();
+        (stats.prompt_secs, stats.generate_secs) = decode.times();
         let fed = if stats.stopped_by == "stop token" {
             out.len()
         } else {
             out.len().saturating_sub(1)
         };
-        self.truncate(prompt_end + fed);
+        let finished = decode.finish(self, fed);
+        run?;
+        finished?;
         stats.generated = out.len();
-        stats.generate_secs = decode_start.map_or(0.0, |d| d.elapsed().as_secs_f64());
         Ok((out, stats))
     }
 }

@@ -6,12 +6,12 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use wgmoe::generate::{self, GenerateOptions, GenerateStats};
-use wgmoe::gpu::{self, DeviceOptions};
-use wgmoe::model::config::ModelConfig;
-use wgmoe::model::plan::LogitRows;
-use wgmoe::model::{KvDtype, Model, Session};
-use wgmoe::tokenizer::{Message, Tokenizer};
+use wgmoe::internals::generate::{self, GenerateOptions, GenerateStats};
+use wgmoe::internals::gpu::{self, DeviceOptions};
+use wgmoe::internals::model::config::ModelConfig;
+use wgmoe::internals::model::plan::LogitRows;
+use wgmoe::internals::model::{KvDtype, Model, Session};
+use wgmoe::internals::tokenizer::{Message, Tokenizer};
 use wgmoe::{Error, Result};
 
 #[derive(Parser)]
@@ -187,7 +187,11 @@ fn main() -> ExitCode {
 
 /// Load a model with a progress bar on a terminal, then say what it took. `session` is what the
 /// command's session will need on the GPU (kept free when experts are offloaded).
-fn load_model(opts: &DeviceOptions, arg: &ModelArg, session: wgmoe::model::experts::SessionNeeds) -> Result<Model> {
+fn load_model(
+    opts: &DeviceOptions,
+    arg: &ModelArg,
+    session: wgmoe::internals::model::experts::SessionNeeds,
+) -> Result<Model> {
     let path = arg.model.as_path();
     let ctx = gpu::Context::new(opts)?;
     let adapter = format!("{} ({})", ctx.info.name, ctx.backend_name());
@@ -201,7 +205,7 @@ fn load_model(opts: &DeviceOptions, arg: &ModelArg, session: wgmoe::model::exper
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let load = wgmoe::model::LoadOptions {
+    let load = wgmoe::internals::model::LoadOptions {
         packed: !arg.dequantize,
         quantize: arg.quantize.as_deref().map(gpu::DType::from_arg).transpose()?,
         cache: arg.memory.cache(session)?,
@@ -222,8 +226,13 @@ fn load_model(opts: &DeviceOptions, arg: &ModelArg, session: wgmoe::model::exper
 }
 
 /// The session needs of a command: `batch` tokens at once, with logits for `logit_rows` of them.
-fn needs(arg: &ModelArg, batch: usize, logit_rows: usize, kv: KvDtype) -> wgmoe::model::experts::SessionNeeds {
-    wgmoe::model::experts::SessionNeeds {
+fn needs(
+    arg: &ModelArg,
+    batch: usize,
+    logit_rows: usize,
+    kv: KvDtype,
+) -> wgmoe::internals::model::experts::SessionNeeds {
+    wgmoe::internals::model::experts::SessionNeeds {
         context: arg.context,
         batch: batch.max(1),
         logit_rows,
@@ -238,7 +247,7 @@ fn report_cache(model: &Model) {
     }
 }
 
-fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Result<Session<'m>> {
+fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Result<Session> {
     model.try_session(arg.context.min(model.config.max_position), kv_cache)
 }
 
@@ -250,7 +259,7 @@ fn context(arg: &ModelArg) -> Result<(ModelConfig, usize)> {
             "--context is 0: the KV cache needs room for at least 1 token".into(),
         ));
     }
-    let config = wgmoe::model::checkpoint::config(&arg.model)?;
+    let config = wgmoe::internals::model::checkpoint::config(&arg.model)?;
     let context = arg.context.min(config.max_position);
     Ok((config, context))
 }
@@ -295,7 +304,7 @@ fn print_stats(s: &GenerateStats) {
 
 /// Generate after `prompt`, streaming text to stdout.
 fn stream(
-    sess: &mut Session<'_>,
+    sess: &mut Session,
     tok: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
@@ -314,7 +323,7 @@ fn stream(
 }
 
 fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
-    let tok = wgmoe::model::tokenizer_for(&args.model.model)?;
+    let tok = wgmoe::internals::model::tokenizer_for(&args.model.model)?;
     let prompt = if args.chat {
         tok.encode_chat(&[Message::user(args.prompt.as_str())], true)?
     } else {
@@ -331,7 +340,7 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
 }
 
 fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
-    let tok = wgmoe::model::tokenizer_for(&args.model.model)?;
+    let tok = wgmoe::internals::model::tokenizer_for(&args.model.model)?;
     if !tok.has_chat_template() {
         return Err(Error::Invalid(format!(
             "{} has no chat template",
@@ -428,10 +437,10 @@ fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
 }
 
 fn tokenize(args: &TokenizeArgs) -> Result<()> {
-    let tok = wgmoe::model::tokenizer_for(&args.model)?;
+    let tok = wgmoe::internals::model::tokenizer_for(&args.model)?;
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => wgmoe::input::read_text(f, wgmoe::input::PROMPT_CAP, "prompt file")?,
+        (None, Some(f)) => wgmoe::internals::input::read_text(f, wgmoe::internals::input::PROMPT_CAP, "prompt file")?,
         (None, None) => return Err(Error::Invalid("give --text or --file".into())),
     };
     let ids = if args.chat {

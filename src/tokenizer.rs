@@ -1289,6 +1289,7 @@ fn strftime(format: &str, unix_secs: i64) -> String {
     out
 }
 
+#[path = "tokenizer/template_guard.rs"]
 mod template_guard;
 
 #[cfg(test)]

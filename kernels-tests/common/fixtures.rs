@@ -3,9 +3,9 @@
 //! check every model test runs.
 
 use std::path::PathBuf;
-use wgmoe::generate::GenerateOptions;
-use wgmoe::model::plan::LogitRows;
-use wgmoe::model::{KvDtype, Model};
+use wgmoe::internals::generate::GenerateOptions;
+use wgmoe::internals::model::plan::LogitRows;
+use wgmoe::internals::model::{KvDtype, Model};
 
 /// One tensor of a fixture's model.safetensors: name, dtype, shape, little-endian bytes.
 pub type FixtureTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
@@ -123,7 +123,7 @@ pub fn parity(name: &str, bound: f32) {
 /// The same with a KV cache of `kv`.
 pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
     let r = reference(name);
-    let ctx = wgmoe::gpu::Context::from_env().expect("model tests need a GPU adapter");
+    let ctx = wgmoe::internals::gpu::Context::from_env().expect("model tests need a GPU adapter");
     let model = Model::load(ctx, &fixture(name), &|_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
     let vocab = model.config.vocab;
     let t = r.tokens.len();
@@ -131,7 +131,7 @@ pub fn parity_with(name: &str, bound: f32, kv: KvDtype) {
     // Prefill projections of 16-bit weights run on cooperative matrices where the adapter has
     // them, with activations rounded to f16: then prefill is held to the f16 bound. Decode (matvec)
     // keeps `bound`.
-    let coop = wgmoe::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
+    let coop = wgmoe::internals::kernels::matmul::coop_enabled(&model.ctx, &model.weights.embed);
     let prefill_bound = if coop { bound.max(COOP_PREFILL_BOUND) } else { bound };
     let mut s = model.session_with(64, kv);
     let prefill = s.forward(&r.tokens, LogitRows::All).unwrap();

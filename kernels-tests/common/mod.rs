@@ -6,7 +6,7 @@ pub mod fixtures;
 pub mod moe;
 
 use std::sync::OnceLock;
-use wgmoe::gpu::{Context, DeviceOptions};
+use wgmoe::internals::gpu::{Context, DeviceOptions};
 
 fn open(portable: bool) -> Context {
     let mut opts = DeviceOptions::from_env();
@@ -83,11 +83,15 @@ pub fn assert_nmse(what: &str, got: &[f32], want: &[f64], bound: f64) {
 }
 
 /// Weight values rounded to `dtype`, as the GPU sees them, widened to f64 for references.
-pub fn rounded(dtype: wgmoe::gpu::DType, v: &[f32]) -> Vec<f64> {
+pub fn rounded(dtype: wgmoe::internals::gpu::DType, v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| dtype.round(x) as f64).collect()
 }
 
-pub const DTYPES: [wgmoe::gpu::DType; 3] = [wgmoe::gpu::DType::F32, wgmoe::gpu::DType::F16, wgmoe::gpu::DType::BF16];
+pub const DTYPES: [wgmoe::internals::gpu::DType; 3] = [
+    wgmoe::internals::gpu::DType::F32,
+    wgmoe::internals::gpu::DType::F16,
+    wgmoe::internals::gpu::DType::BF16,
+];
 
 /// A fresh portable context (for code that takes ownership of one, like `Model`).
 pub fn portable_context() -> Context {

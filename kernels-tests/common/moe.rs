@@ -2,8 +2,8 @@
 //! random blocks (weights already rounded to their dtype), the f64 reference, and one run on the GPU.
 
 use super::Rng;
-use wgmoe::gpu::{Context, DType, Tensor, Weight};
-use wgmoe::kernels::moe::{moe, moe_decode, moe_prefill, Act, Experts, GateUpLayout, MoeSpec};
+use wgmoe::internals::gpu::{Context, DType, Tensor, Weight};
+use wgmoe::internals::kernels::moe::{moe, moe_decode, moe_prefill, Act, Experts, GateUpLayout, MoeSpec};
 
 pub const GPT_OSS: Act = Act::Clamped {
     limit: 1.0,
@@ -149,10 +149,10 @@ pub fn bias_dtype(dtype: DType) -> DType {
 /// their checkpoint bytes. Block formats dequantise random blocks on the CPU (ggml's formulas).
 pub fn weight_values(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, scale: f32) -> (Vec<f32>, Vec<u8>) {
     if dtype.is_packed() {
-        let bytes = wgmoe::gpu::Format::of(dtype)
+        let bytes = wgmoe::internals::gpu::Format::of(dtype)
             .random_rows(rows, cols, rng.next_u64(), scale)
             .expect("whole blocks");
-        (wgmoe::model::source::f32_values(dtype, &bytes), bytes)
+        (wgmoe::internals::model::source::f32_values(dtype, &bytes), bytes)
     } else {
         let v: Vec<f32> = rng
             .vec(rows * cols, scale)
@@ -174,7 +174,7 @@ pub fn upload(
     bytes: &[u8],
     chunked: bool,
 ) -> Weight {
-    let group_bytes = (wgmoe::gpu::Format::of(dtype).row_stride(cols) * group) as u64;
+    let group_bytes = (wgmoe::internals::gpu::Format::of(dtype).row_stride(cols) * group) as u64;
     let limit = if chunked {
         2 * group_bytes + 32
     } else {

@@ -1,8 +1,8 @@
 //! `wgmoe bench-kernels` (and `cargo bench`, which includes this file): the arguments and the
-//! printed table or JSON of the kernel benchmark, [`wgmoe::bench`].
+//! printed table or JSON of the kernel benchmark, [`wgmoe::internals::bench`].
 
-use wgmoe::bench::{self, BenchOptions, Report};
-use wgmoe::gpu::{Context, DeviceOptions};
+use wgmoe::internals::bench::{self, BenchOptions, Report};
+use wgmoe::internals::gpu::{Context, DeviceOptions};
 use wgmoe::Result;
 
 #[derive(clap::Args, Clone, Debug)]

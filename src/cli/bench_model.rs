@@ -1,12 +1,12 @@
 //! `wgmoe bench`: the arguments and the printed report of the end-to-end benchmark,
-//! [`wgmoe::bench_model`] (which also renders llama-bench's markdown and JSON).
+//! [`wgmoe::internals::bench_model`] (which also renders llama-bench's markdown and JSON).
 
 use std::path::PathBuf;
-use wgmoe::bench_model::{self, BenchModelOptions, ModelChoice};
-use wgmoe::gpu::{Context, DeviceOptions};
-use wgmoe::model::checkpoint;
-use wgmoe::model::synthetic::{self, SynthOptions};
-use wgmoe::model::KvDtype;
+use wgmoe::internals::bench_model::{self, BenchModelOptions, ModelChoice};
+use wgmoe::internals::gpu::{Context, DeviceOptions};
+use wgmoe::internals::model::checkpoint;
+use wgmoe::internals::model::synthetic::{self, SynthOptions};
+use wgmoe::internals::model::KvDtype;
 use wgmoe::{Error, Result};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -125,7 +125,7 @@ fn run_one(
     max_bytes: Option<u64>,
     memory: &super::MemoryArgs,
 ) -> Result<BudgetRow> {
-    let session = wgmoe::model::experts::SessionNeeds {
+    let session = wgmoe::internals::model::experts::SessionNeeds {
         context: args.n_depth + args.n_prompt.max(args.n_gen + 1),
         batch: args.n_prompt.max(1),
         logit_rows: 1,
@@ -144,9 +144,13 @@ fn run_one(
         },
         (Some(path), None) => ModelChoice::File {
             path: path.clone(),
-            load: wgmoe::model::LoadOptions {
+            load: wgmoe::internals::model::LoadOptions {
                 packed: !args.dequantize,
-                quantize: args.quantize.as_deref().map(wgmoe::gpu::DType::from_arg).transpose()?,
+                quantize: args
+                    .quantize
+                    .as_deref()
+                    .map(wgmoe::internals::gpu::DType::from_arg)
+                    .transpose()?,
                 cache,
             },
         },
@@ -205,7 +209,7 @@ fn run_one(
     let (e, k) = c.shape();
     eprintln!(
         "hit rates on this run's routing by policy:\n{}",
-        wgmoe::model::experts::policy_table(&trace, e, k)
+        wgmoe::internals::model::experts::policy_table(&trace, e, k)
     );
     let (s, e) = c.resident_of();
     let cells = (

@@ -1,10 +1,10 @@
 //! The binary's subcommands that have grown beyond a few lines: their arguments and printing.
-//! Their logic is the library's ([`wgmoe::bench`], [`wgmoe::bench_model`]).
+//! Their logic is the library's ([`wgmoe::internals::bench`], [`wgmoe::internals::bench_model`]).
 
 pub mod bench_kernels;
 pub mod bench_model;
 
-use wgmoe::model::experts::{CacheOptions, Policy, SessionNeeds};
+use wgmoe::internals::model::experts::{CacheOptions, Policy, SessionNeeds};
 use wgmoe::{Error, Result};
 
 /// The GPU memory a model may take, and the expert cache that keeps it within it.

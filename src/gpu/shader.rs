@@ -375,20 +375,20 @@ macro_rules! wgsl_struct {
         $vis struct $name {
             $( $(#[doc = $doc])* pub $field: $ty, )*
         }
-        impl $crate::gpu::shader::HostStruct for $name {
-            const DECL: $crate::gpu::shader::StructDecl = $crate::gpu::shader::StructDecl {
+        impl $crate::internals::gpu::shader::HostStruct for $name {
+            const DECL: $crate::internals::gpu::shader::StructDecl = $crate::internals::gpu::shader::StructDecl {
                 name: stringify!($name),
                 members: &[$(
-                    $crate::gpu::shader::Member {
+                    $crate::internals::gpu::shader::Member {
                         name: stringify!($field),
-                        ty: <$ty as $crate::gpu::shader::WgslType>::TY,
+                        ty: <$ty as $crate::internals::gpu::shader::WgslType>::TY,
                         doc: concat!($($doc, "\n",)* ""),
                     },
                 )*],
             };
             fn words(&self) -> Vec<u32> {
                 let mut out = Vec::new();
-                $( $crate::gpu::shader::WgslType::push_words(self.$field, &mut out); )*
+                $( $crate::internals::gpu::shader::WgslType::push_words(self.$field, &mut out); )*
                 out
             }
         }
@@ -412,11 +412,11 @@ macro_rules! wgsl_bindings {
             enum Index { $($name,)* }
             $(
                 $(#[doc = $doc])*
-                pub const $name: $crate::gpu::shader::Slot =
-                    $crate::gpu::shader::Slot { index: Index::$name as u32, name: stringify!($name) };
+                pub const $name: $crate::internals::gpu::shader::Slot =
+                    $crate::internals::gpu::shader::Slot { index: Index::$name as u32, name: stringify!($name) };
             )*
-            pub const ALL: &[$crate::gpu::shader::Binding] = &[$(
-                $crate::gpu::shader::Binding {
+            pub const ALL: &[$crate::internals::gpu::shader::Binding] = &[$(
+                $crate::internals::gpu::shader::Binding {
                     slot: $name,
                     kind: $crate::wgsl_bindings!(@kind $kind $ty),
                     doc: concat!($($doc, "\n",)* ""),
@@ -424,9 +424,9 @@ macro_rules! wgsl_bindings {
             )*];
         }
     };
-    (@kind uniform $t:ident) => { $crate::gpu::shader::BindKind::Uniform(stringify!($t)) };
-    (@kind read $t:literal) => { $crate::gpu::shader::BindKind::Storage { read_only: true, ty: $t } };
-    (@kind read_write $t:literal) => { $crate::gpu::shader::BindKind::Storage { read_only: false, ty: $t } };
+    (@kind uniform $t:ident) => { $crate::internals::gpu::shader::BindKind::Uniform(stringify!($t)) };
+    (@kind read $t:literal) => { $crate::internals::gpu::shader::BindKind::Storage { read_only: true, ty: $t } };
+    (@kind read_write $t:literal) => { $crate::internals::gpu::shader::BindKind::Storage { read_only: false, ty: $t } };
 }
 
 /// Declares a family's interface once: its bindings (a module `bind` of [`Slot`]s, numbered in
@@ -442,9 +442,9 @@ macro_rules! wgsl_interface {
         bindings: { $($bindings:tt)* } $(,)?
     ) => {
         $crate::wgsl_bindings! { pub(crate) mod bind { $($bindings)* } }
-        pub(crate) const INTERFACE: $crate::gpu::shader::Interface = $crate::gpu::shader::Interface {
+        pub(crate) const INTERFACE: $crate::internals::gpu::shader::Interface = $crate::internals::gpu::shader::Interface {
             family: $family,
-            structs: &[$(<$st as $crate::gpu::shader::HostStruct>::DECL),*],
+            structs: &[$(<$st as $crate::internals::gpu::shader::HostStruct>::DECL),*],
             consts: $crate::wgsl_interface!(@consts $($consts)?),
             overrides: $crate::wgsl_interface!(@overrides $($ov)?),
             bindings: bind::ALL,
@@ -453,7 +453,7 @@ macro_rules! wgsl_interface {
     (@consts) => { &[] };
     (@consts $e:expr) => { $e };
     (@overrides) => { &[] };
-    (@overrides $t:ty) => { <$t as $crate::gpu::shader::Overrides>::DECLS };
+    (@overrides $t:ty) => { <$t as $crate::internals::gpu::shader::Overrides>::DECLS };
 }
 
 /// Declares compile-time constants once: Rust `const`s, and the list (`$list`) that [`Interface`]
@@ -466,10 +466,10 @@ macro_rules! wgsl_consts {
         }
     ) => {
         $( $(#[doc = $doc])* $vis const $name: $ty = $v; )*
-        $vis const $list: &[$crate::gpu::shader::ConstDecl] = &[$(
-            $crate::gpu::shader::ConstDecl {
+        $vis const $list: &[$crate::internals::gpu::shader::ConstDecl] = &[$(
+            $crate::internals::gpu::shader::ConstDecl {
                 name: stringify!($name),
-                value: $crate::gpu::shader::Value::$ty($name),
+                value: $crate::internals::gpu::shader::Value::$ty($name),
                 doc: concat!($($doc, "\n",)* ""),
             },
         )*];
@@ -498,17 +498,17 @@ macro_rules! wgsl_overrides {
                 Self { $($field: $default,)* }
             }
         }
-        impl $crate::gpu::shader::Overrides for $name {
-            const DECLS: &'static [$crate::gpu::shader::ConstDecl] = &[$(
-                $crate::gpu::shader::ConstDecl {
+        impl $crate::internals::gpu::shader::Overrides for $name {
+            const DECLS: &'static [$crate::internals::gpu::shader::ConstDecl] = &[$(
+                $crate::internals::gpu::shader::ConstDecl {
                     name: stringify!($field),
-                    value: $crate::gpu::shader::Value::$ty($default),
+                    value: $crate::internals::gpu::shader::Value::$ty($default),
                     doc: concat!($($doc, "\n",)* ""),
                 },
             )*];
-            fn values(&self) -> Vec<(&'static str, $crate::gpu::shader::Value)> {
+            fn values(&self) -> Vec<(&'static str, $crate::internals::gpu::shader::Value)> {
                 vec![$(
-                    (stringify!($field), $crate::gpu::shader::OverrideValue::value(self.$field)),
+                    (stringify!($field), $crate::internals::gpu::shader::OverrideValue::value(self.$field)),
                 )*]
             }
         }

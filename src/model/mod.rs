@@ -25,13 +25,16 @@ use plan::{KvCache, LogitRows, Plan, PlanIo};
 use source::TensorSource;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use weights::ModelWeights;
 
-/// A loaded model: its description, its weights on the GPU and its RoPE table.
+/// A loaded model: its description, its weights on the GPU and its RoPE table. Clones are cheap
+/// and share the weights (sessions hold one).
+#[derive(Clone)]
 pub struct Model {
     pub ctx: Context,
-    pub config: ModelConfig,
-    pub weights: ModelWeights,
+    pub config: Arc<ModelConfig>,
+    pub weights: Arc<ModelWeights>,
     /// The bytes the checkpoint's tensors take in its file(s), when it came from one
     /// ([`source::TensorSource::stored_bytes`]): beside [`ModelWeights::gpu_bytes`], what loading cost.
     pub file_tensor_bytes: Option<u64>,
@@ -40,7 +43,7 @@ pub struct Model {
     pub footprint: Option<synthetic::Footprint>,
     /// Routed experts kept in host memory with a GPU cache of them, when the model does not fit
     /// the GPU memory it was given ([`experts`]).
-    pub experts: Option<std::sync::Mutex<experts::ExpertCache>>,
+    pub experts: Option<Arc<std::sync::Mutex<experts::ExpertCache>>>,
     inv_freq: Tensor,
     attention_factor: f32,
 }
@@ -60,15 +63,30 @@ impl Model {
         opts: &checkpoint::LoadOptions,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self> {
+        Self::load_cancellable(ctx, path, opts, progress, &|| false)
+    }
+
+    /// [`Model::load_with`], stopped with [`Error::Cancelled`] between two tensors once
+    /// `cancelled` says so.
+    pub fn load_cancellable(
+        ctx: Context,
+        path: &Path,
+        opts: &checkpoint::LoadOptions,
+        progress: &dyn Fn(usize, usize),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Self> {
         crate::error::guard(&format!("loading {}", path.display()), || {
             let (config, src) = checkpoint::open_with(path, opts)?;
-            match opts.quantize {
+            let quantized;
+            let inner: &dyn TensorSource = match opts.quantize {
                 Some(q) => {
-                    let src = quantize::Quantized::new(src.as_ref(), q, &config);
-                    Self::from_source_with(ctx, config, &src, opts, progress)
+                    quantized = quantize::Quantized::new(src.as_ref(), q, &config);
+                    &quantized
                 }
-                None => Self::from_source_with(ctx, config, src.as_ref(), opts, progress),
-            }
+                None => src.as_ref(),
+            };
+            let src = Cancellable { inner, cancelled };
+            Self::from_source_with(ctx, config, &src, opts, progress)
         })
     }
 
@@ -100,7 +118,7 @@ impl Model {
             let mut model = Self::new(ctx, config, weights);
             model.file_tensor_bytes = src.stored_bytes();
             model.footprint = Some(footprint);
-            model.experts = cache.map(std::sync::Mutex::new);
+            model.experts = cache.map(|c| Arc::new(std::sync::Mutex::new(c)));
             Ok(model)
         })
     }
@@ -128,8 +146,8 @@ impl Model {
         let inv_freq = Tensor::from_f32(&ctx, "inv_freq", &inv);
         Self {
             ctx,
-            config,
-            weights,
+            config: Arc::new(config),
+            weights: Arc::new(weights),
             file_tensor_bytes: None,
             footprint: None,
             experts: None,
@@ -140,16 +158,16 @@ impl Model {
 
     /// Like [`Model::session_with`], first checking that the KV cache fits the adapter: an error
     /// naming the limit instead of a failed allocation.
-    pub fn try_session(&self, max_seq: usize, kv_dtype: KvDtype) -> Result<Session<'_>> {
+    pub fn try_session(&self, max_seq: usize, kv_dtype: KvDtype) -> Result<Session> {
         KvCache::check(&self.ctx, &self.config, max_seq.max(1), kv_dtype)?;
         let what = format!("a {kv_dtype} KV cache of {max_seq} positions");
-        self.ctx.scoped(&what, || Ok(self.session_with(max_seq, kv_dtype)))
+        self.ctx.scoped(&what, || self.new_session(max_seq, kv_dtype))
     }
 
     /// A fresh generation state with room for `max_seq` tokens and an f32 KV cache (exact parity
     /// with an f32 reference; what the library's parity tests assume). Generation wants
     /// [`Model::session_with`] and [`KvDtype::F16`], as `wgmoe run`, `chat` and `bench` do.
-    pub fn session(&self, max_seq: usize) -> Session<'_> {
+    pub fn session(&self, max_seq: usize) -> Session {
         self.session_with(max_seq, KvDtype::F32)
     }
 
@@ -157,13 +175,21 @@ impl Model {
     /// [`KvDtype::F16`] halves the cache's memory and the bytes attention reads per token of
     /// context (the decode cost that grows with the context), rounding each cached k and v to f16;
     /// [`KvDtype::F32`] keeps them exact.
-    pub fn session_with(&self, max_seq: usize, kv_dtype: KvDtype) -> Session<'_> {
+    /// Panics where [`Model::try_session`] returns an error: for tests and tools that size their
+    /// own caches.
+    pub fn session_with(&self, max_seq: usize, kv_dtype: KvDtype) -> Session {
+        match self.new_session(max_seq, kv_dtype) {
+            Ok(s) => s,
+            Err(e) => panic!("a session of {max_seq} positions: {e}"),
+        }
+    }
+
+    fn new_session(&self, max_seq: usize, kv_dtype: KvDtype) -> Result<Session> {
         let max_seq = max_seq.max(1);
         let step = step::new(&self.ctx, 0, 0);
         let ids = Tensor::zeros(&self.ctx, "ids", max_seq);
         let log = Tensor::zeros(&self.ctx, "token_log", max_seq + 1);
-        let advance = kernels::elementwise::advance_step(&self.ctx, &step, &ids, &log)
-            .expect("the step, ids and log buffers are sized for advance_step");
+        let advance = kernels::elementwise::advance_step(&self.ctx, &step, &ids, &log)?;
         let readback = (0..=LOOKAHEAD)
             .map(|_| {
                 self.ctx.buffer(&wgpu::BufferDescriptor {
@@ -174,8 +200,8 @@ impl Model {
                 })
             })
             .collect();
-        Session {
-            model: self,
+        Ok(Session {
+            model: self.clone(),
             cache: KvCache::new(&self.ctx, &self.config, max_seq, kv_dtype),
             step,
             ids,
@@ -187,7 +213,45 @@ impl Model {
             pos: 0,
             plans: HashMap::new(),
             tails: HashMap::new(),
+            uses: 0,
+        })
+    }
+}
+
+/// A source whose reads fail with [`Error::Cancelled`] once `cancelled` says so: a load stops at
+/// the next tensor.
+struct Cancellable<'a> {
+    inner: &'a dyn TensorSource,
+    cancelled: &'a dyn Fn() -> bool,
+}
+
+impl TensorSource for Cancellable<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+    fn get(&self, name: &str) -> Result<source::RawTensor<'_>> {
+        if (self.cancelled)() {
+            return Err(Error::Cancelled);
         }
+        self.inner.get(name)
+    }
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
+    }
+    fn gpu_dtype_of(&self, name: &str) -> Result<crate::gpu::DType> {
+        self.inner.gpu_dtype_of(name)
+    }
+    fn get_transposed(&self, name: &str) -> Option<Result<source::RawTensor<'_>>> {
+        if (self.cancelled)() {
+            return Some(Err(Error::Cancelled));
+        }
+        self.inner.get_transposed(name)
+    }
+    fn release(&self, name: &str) {
+        self.inner.release(name)
+    }
+    fn stored_bytes(&self) -> Option<u64> {
+        self.inner.stored_bytes()
     }
 }
 
@@ -202,9 +266,13 @@ pub struct PendingToken {
     done: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 
+/// Plans a session keeps besides its single-token one: prompts of other lengths rebuild theirs,
+/// so a long conversation's GPU memory stays flat instead of growing with every new length.
+pub const KEPT_PLANS: usize = 4;
+
 /// One sequence being processed: the KV cache, the position, and the plans built so far.
-pub struct Session<'m> {
-    pub model: &'m Model,
+pub struct Session {
+    pub model: Model,
     pub cache: KvCache,
     step: Tensor,
     ids: Tensor,
@@ -218,11 +286,13 @@ pub struct Session<'m> {
     slot_busy: Vec<bool>,
     next_slot: usize,
     pos: usize,
-    plans: HashMap<(usize, LogitRows), Plan>,
+    /// Plans by (tokens, rows), each with the use count of its last use (for eviction).
+    plans: HashMap<(usize, LogitRows), (Plan, u64)>,
     tails: HashMap<(usize, LogitRows), (String, Dispatch)>,
+    uses: u64,
 }
 
-impl Session<'_> {
+impl Session {
     /// Tokens already in the cache.
     pub fn position(&self) -> usize {
         self.pos
@@ -262,7 +332,7 @@ impl Session<'_> {
         if self.tails.get(&key).is_none_or(|(k, _)| *k != tail_key) {
             let d = kernels::sampling::sample(
                 &self.model.ctx,
-                &self.plans[&key].logits,
+                &self.plans[&key].0.logits,
                 sample,
                 &self.step,
                 &self.ids,
@@ -281,12 +351,14 @@ impl Session<'_> {
             self.readback[slot].unmap();
         }
         self.slot_busy[slot] = true;
-        let from = self.run_syncs(key)?;
+        // Held until the step is submitted: another session's uploads must not take the slots
+        // this one's experts were placed in before its expert kernels are queued.
+        let (from, _experts) = self.run_syncs(key)?;
         let ctx = &self.model.ctx;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in &self.plans[&key].dispatches[from..] {
+            for d in &self.plans[&key].0.dispatches[from..] {
                 d.record(&mut pass);
             }
             self.tails[&key].1.record(&mut pass);
@@ -347,10 +419,10 @@ impl Session<'_> {
     /// Run `tokens` through the model at the current position in one batch and return the logits
     /// of every row (`rows == All`, `[T, vocab]`) or of the last one (`[vocab]`).
     pub fn forward(&mut self, tokens: &[u32], rows: LogitRows) -> Result<Vec<f32>> {
-        let model = self.model;
         let start = self.pos;
         self.run(tokens, rows)?;
-        let logits = self.plans[&(tokens.len(), rows)].logits.read_f32(&model.ctx)?;
+        let model = &self.model;
+        let logits = self.plans[&(tokens.len(), rows)].0.logits.read_f32(&model.ctx)?;
         if let Some(bad) = logits.iter().position(|x| !x.is_finite()) {
             let row = bad / model.config.vocab;
             let position = match rows {
@@ -383,9 +455,29 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Build the plan of `key` unless the session has it, evicting the least recently used of
+    /// the others past [`KEPT_PLANS`] (the single-token plan decode uses stays).
     fn ensure_plan(&mut self, key: (usize, LogitRows)) -> Result<()> {
-        if !self.plans.contains_key(&key) {
-            let m = self.model;
+        self.uses += 1;
+        if let Some((_, used)) = self.plans.get_mut(&key) {
+            *used = self.uses;
+            return Ok(());
+        }
+        let decode = (1, LogitRows::Last);
+        while self.plans.keys().filter(|k| **k != decode).count() >= KEPT_PLANS {
+            let oldest = self
+                .plans
+                .iter()
+                .filter(|(k, _)| **k != decode)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.plans.remove(&k);
+                self.tails.remove(&k);
+            }
+        }
+        {
+            let m = &self.model;
             let offloaded = m.expert_cache().map_or(Vec::new(), |c| c.offloaded_layers());
             let io = PlanIo {
                 ids: &self.ids,
@@ -401,7 +493,7 @@ impl Session<'_> {
                 m.ctx
                     .scoped(&what, || plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1))
             })?;
-            self.plans.insert(key, plan);
+            self.plans.insert(key, (plan, self.uses));
         }
         Ok(())
     }
@@ -422,9 +514,11 @@ impl Session<'_> {
         self.stage(tokens)?;
         self.ensure_plan((tokens.len(), rows))?;
         let key = (tokens.len(), rows);
-        let from = self.run_syncs(key)?;
-        let refs: Vec<&Dispatch> = self.plans[&key].dispatches[from..].iter().collect();
-        self.model.ctx.submit(&refs);
+        {
+            let (from, _experts) = self.run_syncs(key)?;
+            let refs: Vec<&Dispatch> = self.plans[&key].0.dispatches[from..].iter().collect();
+            self.model.ctx.submit(&refs);
+        }
         self.pos += tokens.len();
         Ok(())
     }
@@ -433,13 +527,17 @@ impl Session<'_> {
     /// to an offloaded layer's router is submitted, the router's expert ids read back, the experts
     /// placed in the layer's pool (rounds of the expert kernels where the batch needs more than
     /// it holds) and the ids rewritten as slots. Returns the index of the first dispatch left to
-    /// run; 0 for a plan without round trips (then nothing was submitted).
-    fn run_syncs(&self, key: (usize, LogitRows)) -> Result<usize> {
-        let plan = &self.plans[&key];
+    /// run; 0 for a plan without round trips (then nothing was submitted). The cache's lock comes
+    /// back with it, for the caller to hold until the rest is submitted.
+    fn run_syncs(
+        &self,
+        key: (usize, LogitRows),
+    ) -> Result<(usize, Option<std::sync::MutexGuard<'_, experts::ExpertCache>>)> {
+        let plan = &self.plans[&key].0;
         let (Some(mut cache), Some(readback)) = (self.model.expert_cache(), &plan.ids_readback) else {
-            return Ok(0);
+            return Ok((0, None));
         };
-        let m = self.model;
+        let m = &self.model;
         let ctx = &m.ctx;
         cache.stats.tokens += plan.tokens as u64;
         let dispatches = |range: std::ops::Range<usize>| -> Vec<&Dispatch> { plan.dispatches[range].iter().collect() };
@@ -466,17 +564,93 @@ impl Session<'_> {
             from = sync.at;
         }
         ctx.check()?;
-        Ok(from)
+        Ok((from, Some(cache)))
+    }
+
+    /// Run `tokens` into the cache in batches of at most `chunk`, reading nothing back: a long
+    /// prompt's pass without a plan (and its activations) the size of the whole prompt.
+    pub fn prefill(&mut self, tokens: &[u32], chunk: usize) -> Result<()> {
+        for part in tokens.chunks(chunk.max(1)) {
+            self.run(part, LogitRows::Last)?;
+        }
+        Ok(())
+    }
+
+    /// The cache's first `self.position()` positions, as bytes (for [`Session::restore_cache`]).
+    pub fn save_cache(&self) -> Result<Vec<u8>> {
+        let ctx = &self.model.ctx;
+        let mut out = Vec::new();
+        for (buffer, offset, len) in self.cache.prefix(self.pos) {
+            if len > 0 {
+                out.extend(ctx.read_bytes(buffer, offset, len)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Put back a cache [`Session::save_cache`] wrote at `position`, as this session's first
+    /// positions. `bytes` must come from a session of the same model and KV precision.
+    pub fn restore_cache(&mut self, position: usize, bytes: &[u8]) -> Result<()> {
+        if position > self.cache.max_seq {
+            return Err(Error::ContextFull {
+                needed: position,
+                free: self.cache.max_seq,
+                capacity: self.cache.max_seq,
+            });
+        }
+        let ranges = self.cache.prefix(position);
+        let total: u64 = ranges.iter().map(|r| r.2).sum();
+        if total != bytes.len() as u64 {
+            return Err(Error::bad_input(format!(
+                "a saved cache of {position} positions for this model takes {total} bytes, not {}: \
+                 it was saved from another model or KV precision",
+                bytes.len()
+            )));
+        }
+        let ctx = &self.model.ctx;
+        let mut at = 0usize;
+        for (buffer, offset, len) in ranges {
+            ctx.upload(buffer, offset, &bytes[at..at + len as usize])?;
+            at += len as usize;
+        }
+        ctx.queue.submit([]);
+        self.pos = position;
+        Ok(())
+    }
+
+    /// Copy this session's cache into `other` (a session of the same model and size) on the GPU,
+    /// and its position: the two then continue independently.
+    pub fn copy_cache_to(&self, other: &mut Session) -> Result<()> {
+        if other.cache.max_seq != self.cache.max_seq || other.cache.dtype != self.cache.dtype {
+            return Err(Error::bad_input(
+                "a cache can only be copied to a session of the same size and precision",
+            ));
+        }
+        let ctx = &self.model.ctx;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        for ((src, offset, len), (dst, _, _)) in self
+            .cache
+            .prefix(self.pos)
+            .into_iter()
+            .zip(other.cache.prefix(self.pos))
+        {
+            if len > 0 {
+                enc.copy_buffer_to_buffer(src, offset, dst, offset, len);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        other.pos = self.pos;
+        Ok(())
     }
 }
 
-impl Session<'_> {
+impl Session {
     /// The dispatches one generation step of `tokens` rows replays, in order (the plan, its
     /// sampler tail, the step advance), for `wgmoe bench --profile`; `None` until such a step has
     /// been submitted. Recording them advances the GPU's step buffer like a real step.
     pub fn step_dispatches(&self, tokens: usize) -> Option<Vec<&Dispatch>> {
         let key = (tokens, LogitRows::Last);
-        let mut v: Vec<&Dispatch> = self.plans.get(&key)?.dispatches.iter().collect();
+        let mut v: Vec<&Dispatch> = self.plans.get(&key)?.0.dispatches.iter().collect();
         v.push(&self.tails.get(&key)?.1);
         v.push(&self.advance);
         Some(v)

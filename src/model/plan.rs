@@ -27,6 +27,9 @@ pub struct KvCache {
     pub max_seq: usize,
     pub dtype: KvDtype,
     pub layers: Vec<(Tensor, Option<Tensor>)>,
+    /// Elements per position and per written row of the keys (or MLA latents) and the values.
+    k_shape: (usize, usize),
+    v_shape: (usize, usize),
 }
 
 impl KvCache {
@@ -50,7 +53,44 @@ impl KvCache {
                 }
             })
             .collect();
-        Self { max_seq, dtype, layers }
+        let (k_shape, v_shape) = match &cfg.attention {
+            Attention::Gqa { .. } => ((kv * hd, hd), (kv * vd, vd)),
+            Attention::Mla {
+                kv_lora_rank, rope_dim, ..
+            } => ((kv_lora_rank + rope_dim, kv_lora_rank + rope_dim), (0, 1)),
+        };
+        Self {
+            max_seq,
+            dtype,
+            layers,
+            k_shape,
+            v_shape,
+        }
+    }
+
+    /// Where the first `positions` positions live: (buffer, byte offset, bytes) for each layer's
+    /// keys then values. Positions are the outer index; a q8 cache keeps its block scales after
+    /// all of its bytes, so it has two ranges per tensor.
+    pub fn prefix(&self, positions: usize) -> Vec<(&wgpu::Buffer, u64, u64)> {
+        let positions = positions.min(self.max_seq);
+        let mut tensors: Vec<(&Tensor, (usize, usize))> = Vec::new();
+        for (k, v) in &self.layers {
+            tensors.push((k, self.k_shape));
+            tensors.extend(v.iter().map(|v| (v, self.v_shape)));
+        }
+        let mut out = Vec::new();
+        for (t, (per_position, row)) in tensors {
+            let (n, all) = (positions * per_position, self.max_seq * per_position);
+            match self.dtype {
+                KvDtype::Q8 => {
+                    let block = KvDtype::q8_block(row);
+                    out.push((&*t.buffer, 0, n.div_ceil(4) as u64 * 4));
+                    out.push((&*t.buffer, all.div_ceil(4) as u64 * 4, n.div_ceil(block) as u64 * 4));
+                }
+                d => out.push((&*t.buffer, 0, d.words(n, row) as u64 * 4)),
+            }
+        }
+        out
     }
 
     /// Whether a cache of `max_seq` positions fits the adapter: each layer's tensors within one

@@ -377,7 +377,7 @@ impl Make for Maker<'_> {
 pub fn model_from_config(ctx: Context, cfg: ModelConfig, what: &str, opts: &SynthOptions) -> Result<Model> {
     let (weights, cache) = synthesize_offloaded(&ctx, &cfg, what, opts)?;
     let mut model = Model::new(ctx, cfg, weights);
-    model.experts = cache.map(std::sync::Mutex::new);
+    model.experts = cache.map(|c| std::sync::Arc::new(std::sync::Mutex::new(c)));
     Ok(model)
 }
 

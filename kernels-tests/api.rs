@@ -1,0 +1,419 @@
+//! The embedding API against a real model (SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI): what an
+//! app sees. Greedy decoding makes every expectation exact; the reference for each is the same
+//! model run another way (one uninterrupted generation, a fresh session, one thread).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use wgmoe::{
+    CancelToken, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt, SessionOptions,
+    StopReason,
+};
+
+fn smollm2() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch_test_assets.sh",
+        p.display()
+    );
+    p
+}
+
+/// One model for the whole file (a load takes seconds on lavapipe); sessions are what is tested.
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        std::env::set_var("XDG_RUNTIME_DIR", "/tmp");
+        let opts = ModelOptions {
+            context: 512,
+            prefill_chunk: 64,
+            ..Default::default()
+        };
+        Model::open(smollm2(), &opts).unwrap()
+    })
+}
+
+fn session() -> wgmoe::Session {
+    model().session(&SessionOptions::default()).unwrap()
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions::max_tokens(n).greedy()
+}
+
+fn chat_prompt(text: &str) -> Vec<u32> {
+    let m = model();
+    let rendered = m.apply_chat_template(&[Message::user(text)], true).unwrap();
+    m.tokenize(&rendered, false).unwrap()
+}
+
+#[test]
+fn a_question_is_answered_and_ends_at_the_end_of_turn() {
+    let mut s = session();
+    let prompt = chat_prompt("What is the capital of France?");
+    let c = s.complete(prompt.clone(), &greedy(200)).unwrap();
+    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    // The default stop tokens are the model's: the reply ends at its end of turn, which is not
+    // part of the reply or the session.
+    let StopReason::StopToken(id) = c.stop_reason else {
+        panic!("{:?} after {} tokens", c.stop_reason, c.tokens.len())
+    };
+    assert!(model().eos_tokens().contains(&id));
+    assert!(!c.tokens.contains(&id));
+    assert_eq!(s.tokens(), [prompt.as_slice(), &c.tokens].concat());
+    assert_eq!(c.stats.generated_tokens, c.tokens.len());
+    assert_eq!(c.stats.prompt_tokens, prompt.len());
+    assert_eq!(c.text, model().detokenize(&c.tokens).unwrap());
+}
+
+#[test]
+fn events_stream_the_same_reply_as_the_internal_decode_loop() {
+    let prompt = chat_prompt("Name three colours.");
+    let mut s = session();
+    let mut events = Vec::new();
+    for e in s.generate(prompt.clone(), &greedy(24)).unwrap() {
+        events.push(e.unwrap());
+    }
+    let Some(Event::Done { stop_reason, stats }) = events.last().cloned() else {
+        panic!("the last event is not Done: {events:?}")
+    };
+    let ids: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Token { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let text: String = events
+        .iter()
+        .map(|e| match e {
+            Event::Token { text, .. } | Event::Text(text) => text.as_str(),
+            _ => "",
+        })
+        .collect();
+    assert_eq!(text, model().detokenize(&ids).unwrap());
+    assert_eq!(stats.generated_tokens, ids.len());
+    // The reference: the runtime's own decode loop on the same weights and cache precision.
+    let raw = model().internals();
+    let mut r = raw.try_session(512, wgmoe::KvDtype::F16).unwrap();
+    let opts = wgmoe::internals::generate::GenerateOptions {
+        max_new_tokens: 24,
+        stop: model().eos_tokens().to_vec(),
+        ..Default::default()
+    };
+    let (want, _) = r.generate(&prompt, &opts, |_| Ok(())).unwrap();
+    assert_eq!(ids, want, "{stop_reason:?}");
+}
+
+#[test]
+fn a_generation_continues_where_max_tokens_or_a_cancel_left_it() {
+    let prompt = chat_prompt("Write a short poem about the sea.");
+    let want = session().complete(prompt.clone(), &greedy(16)).unwrap().tokens;
+    assert_eq!(want.len(), 16, "the reference reply ended early");
+
+    // max_tokens: 6 now, 10 more later; the last token of the first part was never run through
+    // the model, and the second call must feed it first.
+    let mut s = session();
+    let a = s.complete(prompt.clone(), &greedy(6)).unwrap();
+    assert_eq!(a.stop_reason, StopReason::MaxTokens);
+    assert_eq!(s.position(), prompt.len() + 6);
+    let b = s.complete(Vec::<u32>::new(), &greedy(10)).unwrap();
+    assert_eq!([a.tokens, b.tokens].concat(), want);
+
+    // A cancel after 4 tokens stops within one step; the session holds exactly what it emitted.
+    let mut s = session();
+    let cancel = CancelToken::new();
+    let opts = GenerateOptions {
+        cancel: Some(cancel.clone()),
+        ..greedy(16)
+    };
+    let mut got = Vec::new();
+    let mut reason = None;
+    for e in s.generate(prompt.clone(), &opts).unwrap() {
+        match e.unwrap() {
+            Event::Token { id, .. } => {
+                got.push(id);
+                if got.len() == 4 {
+                    cancel.cancel();
+                }
+            }
+            Event::Done { stop_reason, .. } => reason = Some(stop_reason),
+            Event::Text(_) => {}
+        }
+    }
+    assert_eq!(reason, Some(StopReason::Cancelled));
+    assert_eq!(got, want[..4]);
+    assert_eq!(s.tokens(), [prompt.as_slice(), &got].concat());
+    let rest = s.complete(Vec::<u32>::new(), &greedy(12)).unwrap();
+    assert_eq!([got, rest.tokens].concat(), want);
+
+    // Dropping the iterator midway is a cancel too.
+    let mut s = session();
+    let first: Vec<_> = s.generate(prompt.clone(), &greedy(16)).unwrap().take(3).collect();
+    assert_eq!(first.len(), 3);
+    assert_eq!(s.position(), prompt.len() + 3);
+}
+
+#[test]
+fn stop_strings_end_the_text_just_before_them() {
+    let prompt = chat_prompt("Count from one to ten in words.");
+    let full = session().complete(prompt.clone(), &greedy(40)).unwrap();
+    // A stop string taken from the middle of the reference reply.
+    let words: Vec<&str> = full.text.split_whitespace().collect();
+    assert!(words.len() > 4, "{:?}", full.text);
+    let stop = words[3].to_string();
+    let at = full.text.find(&stop).unwrap();
+    let opts = GenerateOptions {
+        stop: vec![stop.clone()],
+        ..greedy(40)
+    };
+    let c = session().complete(prompt, &opts).unwrap();
+    assert_eq!(c.stop_reason, StopReason::StopString(stop));
+    assert_eq!(c.text, full.text[..at]);
+    assert!(full.tokens.starts_with(&c.tokens));
+}
+
+#[test]
+fn a_chat_reuses_its_cache_between_turns_and_answers_as_a_fresh_session_would() {
+    let mut chat = model().chat(&SessionOptions::default()).unwrap();
+    chat.set_system("You are a helpful assistant.");
+    let first = chat
+        .send("What is the capital of France?", &greedy(20))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(first.contains("Paris"), "{first:?}");
+    let mut turn = chat.send("And of Italy?", &greedy(20)).unwrap();
+    let mut prompt_tokens = 0;
+    let mut second = String::new();
+    for e in turn.by_ref() {
+        match e.unwrap() {
+            Event::Token { text, .. } | Event::Text(text) => second.push_str(&text),
+            Event::Done { stats, .. } => prompt_tokens = stats.prompt_tokens,
+        }
+    }
+    drop(turn);
+    assert_eq!(chat.messages().len(), 5);
+    assert_eq!(chat.messages()[4], Message::assistant(second.clone()));
+    // Only what the second turn added was run.
+    let whole = chat_prompt_of(&chat.messages()[..4]);
+    assert!(
+        prompt_tokens > 0 && prompt_tokens < whole.len() / 2,
+        "{prompt_tokens} of {}",
+        whole.len()
+    );
+    // The same conversation from scratch gives the same reply.
+    let fresh = session().complete(whole, &greedy(20)).unwrap();
+    assert_eq!(fresh.text, second);
+}
+
+fn chat_prompt_of(messages: &[Message]) -> Vec<u32> {
+    let m = model();
+    m.tokenize(&m.apply_chat_template(messages, true).unwrap(), false)
+        .unwrap()
+}
+
+#[test]
+fn a_full_context_drops_old_turns_or_is_an_error_by_policy() {
+    let small = SessionOptions {
+        context: Some(96),
+        ..Default::default()
+    };
+    let mut chat = model().chat(&small).unwrap();
+    chat.set_system("Be brief.");
+    for q in ["Name a fruit.", "Name a colour.", "Name an animal.", "Name a country."] {
+        let reply = chat.send(q, &greedy(16)).unwrap().text().unwrap();
+        assert!(!reply.is_empty());
+        assert!(chat.session().position() <= 96);
+    }
+    assert!(chat.dropped() > 0, "four turns of ~40 tokens fit 96?");
+    assert_eq!(chat.messages()[0].role, "system");
+
+    let mut strict = model().chat(&small).unwrap().with_policy(ContextPolicy::Error);
+    let mut err = None;
+    for q in ["Name a fruit.", "Name a colour.", "Name an animal.", "Name a country."] {
+        match strict.send(q, &greedy(16)) {
+            Ok(turn) => {
+                turn.text().unwrap();
+            }
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let n = strict.messages().len();
+    assert!(matches!(err, Some(Error::ContextFull { capacity: 96, .. })), "{err:?}");
+    // The refused message was not kept.
+    assert_eq!(strict.messages()[n - 1].role, "assistant");
+}
+
+#[test]
+fn saved_restored_and_forked_states_continue_like_the_original() {
+    let m = model();
+    let system = m
+        .tokenize(
+            &m.apply_chat_template(&[Message::system("You answer in one sentence.")], false)
+                .unwrap(),
+            false,
+        )
+        .unwrap();
+    let question = |q: &str| {
+        let all = chat_prompt_of(&[Message::system("You answer in one sentence."), Message::user(q)]);
+        assert!(all.starts_with(&system));
+        all[system.len()..].to_vec()
+    };
+    let mut base = session();
+    base.prefill(system.clone()).unwrap();
+    let state = base.save_state().unwrap();
+    let fork = base.fork().unwrap();
+
+    let a = base
+        .complete(question("What is the capital of France?"), &greedy(12))
+        .unwrap();
+    let mut restored = session();
+    restored.restore_state(&state).unwrap();
+    assert_eq!(restored.tokens(), system);
+    let b = restored
+        .complete(question("What is the capital of France?"), &greedy(12))
+        .unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let mut fork = fork;
+    let c = fork
+        .complete(question("What is the capital of France?"), &greedy(12))
+        .unwrap();
+    assert_eq!(a.tokens, c.tokens);
+    // Only the question ran after the restore.
+    assert_eq!(b.stats.prompt_tokens, question("What is the capital of France?").len());
+
+    // A state of another cache precision is refused, and so is garbage.
+    let mut f32 = model()
+        .session(&SessionOptions {
+            kv_cache: Some(wgmoe::KvDtype::F32),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(matches!(f32.restore_state(&state), Err(Error::BadInput(_))));
+    assert!(matches!(f32.restore_state(b"nonsense"), Err(Error::BadInput(_))));
+    assert_eq!(f32.position(), 0);
+}
+
+#[test]
+fn two_sessions_on_two_threads_get_their_sequential_results() {
+    let prompts = [
+        chat_prompt("What is the capital of France?"),
+        chat_prompt("Name a large animal."),
+    ];
+    let sequential: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| session().complete(p.clone(), &greedy(20)).unwrap().tokens)
+        .collect();
+    for _ in 0..2 {
+        let threads: Vec<_> = prompts
+            .iter()
+            .cloned()
+            .map(|p| {
+                let model = model().clone();
+                std::thread::spawn(move || {
+                    let mut s = model.session(&SessionOptions::default()).unwrap();
+                    s.complete(p, &greedy(20)).unwrap().tokens
+                })
+            })
+            .collect();
+        let concurrent: Vec<Vec<u32>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(concurrent, sequential);
+    }
+}
+
+#[test]
+fn gpu_memory_stays_flat_over_prompts_of_many_lengths() {
+    let device = &model().internals().ctx.device;
+    let live = || device.get_internal_counters().hal.buffer_memory.read();
+    let mut s = session();
+    let words = "the quick brown fox jumps over the lazy dog ".repeat(20);
+    let words: Vec<&str> = words.split(' ').collect();
+    let mut after = Vec::new();
+    // Prompts of 14 lengths (above and below the 64-token prefill chunk), each a fresh turn.
+    for n in 1..=14 {
+        s.reset();
+        let text = words[..n * 7].join(" ");
+        s.complete(text.as_str(), &greedy(2)).unwrap();
+        after.push(live());
+    }
+    assert!(after[0] > 0, "wgpu's counters are off");
+    let settled = after[6];
+    let last = *after.last().unwrap();
+    assert!(
+        last <= settled,
+        "GPU memory grew from {settled} to {last} bytes over prompts of new lengths: {after:?}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_changes_nothing() {
+    let mut s = session();
+    s.prefill("Hello").unwrap();
+    let before = s.tokens().to_vec();
+    let e = s.complete(vec![u32::MAX], &greedy(4)).unwrap_err();
+    assert!(matches!(e, Error::BadInput(_)), "{e}");
+    let long = vec![1u32; 600];
+    let e = s.complete(long, &greedy(4)).unwrap_err();
+    assert!(matches!(e, Error::ContextFull { capacity: 512, .. }), "{e}");
+    let hot = GenerateOptions {
+        sampling: Some(wgmoe::Sampling {
+            temperature: -1.0,
+            top_k: 0,
+            top_p: 1.0,
+        }),
+        ..greedy(4)
+    };
+    let e = s.complete(" world", &hot).unwrap_err();
+    assert!(matches!(e, Error::BadInput(_) | Error::Invalid(_)), "{e}");
+    let e = s
+        .complete(
+            " world",
+            &GenerateOptions {
+                stop: vec![String::new()],
+                ..greedy(4)
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::BadInput(_)), "{e}");
+    assert_eq!(s.tokens(), before);
+    // Prompts of text after the first get no second begin-of-sequence token.
+    let ids = model().tokenize(" world", false).unwrap();
+    s.complete(Prompt::from(" world"), &greedy(0)).unwrap();
+    assert_eq!(s.tokens(), [before.as_slice(), &ids].concat());
+
+    let missing = Model::open("/nonexistent/model.gguf", &ModelOptions::default()).unwrap_err();
+    assert!(
+        matches!(missing, Error::Io { .. } | Error::BadModel { .. } | Error::Invalid(_)),
+        "{missing}"
+    );
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let opts = ModelOptions {
+        cancel: Some(cancel),
+        ..Default::default()
+    };
+    assert!(matches!(Model::open(smollm2(), &opts), Err(Error::Cancelled)));
+    // A cancel during the load stops it at the next tensor.
+    let cancel = CancelToken::new();
+    let (c, seen) = (
+        cancel.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let seen2 = seen.clone();
+    let opts = ModelOptions {
+        cancel: Some(cancel),
+        progress: Some(std::sync::Arc::new(move |done, _total| {
+            seen2.store(done, std::sync::atomic::Ordering::SeqCst);
+            if done >= 5 {
+                c.cancel();
+            }
+        })),
+        ..Default::default()
+    };
+    assert!(matches!(Model::open(smollm2(), &opts), Err(Error::Cancelled)));
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) <= 6);
+}

@@ -1,0 +1,402 @@
+//! Generation: options, the events a generation streams, and cancellation.
+
+use super::session::Session;
+use crate::error::{Error, Result};
+use crate::generate::Decode;
+use crate::kernels::sampling::SampleSpec;
+use crate::tokenizer::StreamDecoder;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How tokens are drawn from the model's distribution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 is greedy. Finite and >= 0.
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens holding this much probability; in (0, 1], 1 keeps all.
+    pub top_p: f32,
+}
+
+impl Sampling {
+    /// Always the most likely token.
+    pub const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
+}
+
+/// What to generate and when to stop. `GenerateOptions::default()` samples as the model's files
+/// ask, stops at the model's end-of-turn tokens, and otherwise runs until the context is full.
+#[derive(Clone, Debug, Default)]
+pub struct GenerateOptions {
+    /// Tokens to generate at most; `None`: until a stop or a full context.
+    pub max_tokens: Option<usize>,
+    /// `None`: the model's default ([`crate::Model::default_sampling`]).
+    pub sampling: Option<Sampling>,
+    /// Seed of the sampler's random numbers: the same seed, prompt and options give the same
+    /// tokens.
+    pub seed: u64,
+    /// Texts that end the reply; the reply's text stops just before the first of them.
+    pub stop: Vec<String>,
+    /// Token ids that end the reply (not emitted). `None`: the model's end-of-sequence and
+    /// end-of-turn tokens. `Some(vec![])` never stops on a token.
+    pub stop_tokens: Option<Vec<u32>>,
+    /// Stops the generation within one step ([`StopReason::Cancelled`]).
+    pub cancel: Option<CancelToken>,
+}
+
+impl GenerateOptions {
+    /// The defaults, with at most `n` tokens.
+    pub fn max_tokens(n: usize) -> Self {
+        Self {
+            max_tokens: Some(n),
+            ..Self::default()
+        }
+    }
+
+    /// Greedy decoding (the most likely token every step).
+    pub fn greedy(mut self) -> Self {
+        self.sampling = Some(Sampling::GREEDY);
+        self
+    }
+}
+
+/// A flag that stops work in progress: a generation within one step, a load between two
+/// tensors. Clones share the flag, so keep one and hand another to the work (or to a Ctrl-C
+/// handler on another thread).
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Clear the flag, to use the token again.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced one of the stop tokens (its end of turn, by default).
+    StopToken(u32),
+    /// The text reached one of the stop strings (given back here; not in the text).
+    StopString(String),
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The session's context has no room for another token.
+    ContextFull,
+    /// The [`CancelToken`] was set.
+    Cancelled,
+}
+
+/// What a generation did and how fast.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Tokens run through the model before the first new one (the prompt, plus any earlier
+    /// tokens the session's cache did not hold yet).
+    pub prompt_tokens: usize,
+    pub prompt_seconds: f64,
+    /// Tokens emitted.
+    pub generated_tokens: usize,
+    /// Seconds from the first token to the end.
+    pub decode_seconds: f64,
+}
+
+impl Stats {
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_seconds.max(1e-9)
+    }
+    /// Decode steps per second: the tokens after the first, which the prompt's pass samples.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.decode_seconds.max(1e-9)
+    }
+}
+
+/// One step of a streamed generation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A new token and the text it completes (empty while a character is incomplete or the text
+    /// might begin a stop string).
+    Token { id: u32, text: String },
+    /// Text held back until the end (the start of a stop string that did not complete, or bytes
+    /// of an unfinished character); comes at most once, just before `Done`.
+    Text(String),
+    /// The last event.
+    Done { stop_reason: StopReason, stats: Stats },
+}
+
+/// A finished generation, as [`Session::complete`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub stop_reason: StopReason,
+    pub stats: Stats,
+}
+
+impl Completion {
+    /// Collect `events` (stopping at the first error).
+    pub fn collect(
+        events: impl Iterator<Item = Result<Event>>,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Completion> {
+        let mut c = Completion {
+            text: String::new(),
+            tokens: Vec::new(),
+            stop_reason: StopReason::MaxTokens,
+            stats: Stats::default(),
+        };
+        for e in events {
+            let e = e?;
+            on_event(&e);
+            match e {
+                Event::Token { id, text } => {
+                    c.tokens.push(id);
+                    c.text.push_str(&text);
+                }
+                Event::Text(text) => c.text.push_str(&text),
+                Event::Done { stop_reason, stats } => {
+                    c.stop_reason = stop_reason;
+                    c.stats = stats;
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A generation in progress: an iterator of [`Event`]s ending with [`Event::Done`] (or an error).
+/// Dropping it early leaves the session holding the tokens emitted so far, as if it had been
+/// cancelled.
+pub struct Generation<'s> {
+    session: &'s mut Session,
+    state: State,
+}
+
+/// A generation's state, apart from its session.
+pub(super) struct State {
+    decode: Option<Decode>,
+    decoder: StreamDecoder,
+    stop_tokens: Vec<u32>,
+    stop: Vec<String>,
+    /// Decoded text not yet emitted because it may be the start of a stop string.
+    held: String,
+    emitted: usize,
+    max_tokens: usize,
+    cancel: Option<CancelToken>,
+    stats: Stats,
+    /// The reason, once the end is known; `Done` follows the held text.
+    ending: Option<StopReason>,
+    finished: bool,
+}
+
+impl<'s> Generation<'s> {
+    /// Check `opts`, then submit `feed` (what the session's cache lacks of its tokens, the
+    /// prompt's included; `session.tokens()` already holds the prompt) and the first sampling
+    /// step.
+    pub(super) fn prepare(session: &mut Session, feed: &[u32], opts: &GenerateOptions) -> Result<State> {
+        let model = session.model().clone();
+        let sampling = opts.sampling.unwrap_or(model.default_sampling());
+        crate::generate::GenerateOptions {
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            ..Default::default()
+        }
+        .validate()?;
+        if opts.stop.iter().any(String::is_empty) {
+            return Err(Error::bad_input("a stop string is empty"));
+        }
+        let spec = SampleSpec {
+            vocab: model.info().vocab,
+            row: 0,
+            temperature: sampling.temperature,
+            top_k: sampling.top_k,
+            top_p: sampling.top_p,
+            seed: opts.seed,
+        };
+        let max_tokens = opts.max_tokens.unwrap_or(usize::MAX);
+        let mut state = State {
+            decode: None,
+            decoder: model.tokenizer().stream_decoder(true),
+            stop_tokens: opts.stop_tokens.clone().unwrap_or_else(|| model.eos_tokens().to_vec()),
+            stop: opts.stop.clone(),
+            held: String::new(),
+            emitted: 0,
+            max_tokens,
+            cancel: opts.cancel.clone(),
+            stats: Stats {
+                prompt_tokens: feed.len(),
+                ..Default::default()
+            },
+            ending: None,
+            finished: false,
+        };
+        if max_tokens == 0 {
+            // Only the prompt goes in; nothing is sampled.
+            let start = std::time::Instant::now();
+            session.prefill_raw(feed)?;
+            state.stats.prompt_seconds = start.elapsed().as_secs_f64();
+            state.ending = Some(StopReason::MaxTokens);
+            return Ok(state);
+        }
+        let chunk = session.prefill_chunk();
+        state.decode = Some(Decode::start(session.raw(), feed, spec, max_tokens, chunk)?);
+        Ok(state)
+    }
+
+    pub(super) fn new(session: &'s mut Session, state: State) -> Self {
+        Generation { session, state }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.state.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+    }
+
+    /// The next token's event, or the reason the generation ends.
+    fn step(&mut self) -> Result<std::result::Result<Event, StopReason>> {
+        if self.cancelled() {
+            return Ok(Err(StopReason::Cancelled));
+        }
+        if self.state.emitted >= self.state.max_tokens {
+            return Ok(Err(StopReason::MaxTokens));
+        }
+        let Some(decode) = self.state.decode.as_mut() else {
+            return Ok(Err(StopReason::MaxTokens));
+        };
+        let Some(id) = decode.next(self.session.raw())? else {
+            return Ok(Err(if decode.context_full() {
+                StopReason::ContextFull
+            } else {
+                StopReason::MaxTokens
+            }));
+        };
+        if self.state.stop_tokens.contains(&id) {
+            return Ok(Err(StopReason::StopToken(id)));
+        }
+        self.state.emitted += 1;
+        self.session.push_emitted(id);
+        self.state.held.push_str(&self.state.decoder.push(id)?);
+        if let Some((at, s)) = first_stop(&self.state.held, &self.state.stop) {
+            let text = self.state.held[..at].to_string();
+            self.state.held.clear();
+            self.state.ending = Some(StopReason::StopString(s));
+            return Ok(Ok(Event::Token { id, text }));
+        }
+        let keep = self.state.held.len() - longest_stop_prefix(&self.state.held, &self.state.stop);
+        let text = self.state.held[..keep].to_string();
+        self.state.held.drain(..keep);
+        Ok(Ok(Event::Token { id, text }))
+    }
+
+    /// Wait for the steps queued past the end and settle the session on the emitted tokens.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(decode) = self.state.decode.take() {
+            (self.state.stats.prompt_seconds, self.state.stats.decode_seconds) = decode.times();
+            let kept = self.state.emitted;
+            decode.finish(self.session.raw(), kept)?;
+        }
+        self.state.stats.generated_tokens = self.state.emitted;
+        Ok(())
+    }
+}
+
+impl Iterator for Generation<'_> {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        if self.state.finished {
+            return None;
+        }
+        if self.state.ending.is_none() {
+            match self.step() {
+                Ok(Ok(event)) => return Some(Ok(event)),
+                Ok(Err(reason)) => self.state.ending = Some(reason),
+                Err(e) => {
+                    self.state.finished = true;
+                    let _ = self.finish();
+                    return Some(Err(e));
+                }
+            }
+        }
+        // The end: first any held text, then Done.
+        let tail = match self.state.decoder.finish() {
+            Ok(t) => t,
+            Err(e) => {
+                self.state.finished = true;
+                return Some(Err(e));
+            }
+        };
+        self.state.held.push_str(&tail);
+        if !self.state.held.is_empty() && !matches!(self.state.ending, Some(StopReason::StopString(_))) {
+            return Some(Ok(Event::Text(std::mem::take(&mut self.state.held))));
+        }
+        self.state.finished = true;
+        if let Err(e) = self.finish() {
+            return Some(Err(e));
+        }
+        let stop_reason = self.state.ending.take().unwrap_or(StopReason::MaxTokens);
+        Some(Ok(Event::Done {
+            stop_reason,
+            stats: self.state.stats.clone(),
+        }))
+    }
+}
+
+impl Drop for Generation<'_> {
+    fn drop(&mut self) {
+        // Errors cannot leave a drop; the session is consistent either way (it holds the emitted
+        // tokens, and whatever its cache lacks of them is fed with the next prompt).
+        let _ = self.finish();
+    }
+}
+
+/// The earliest complete stop string in `text`: its byte offset and the string.
+fn first_stop(text: &str, stop: &[String]) -> Option<(usize, String)> {
+    stop.iter()
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, s.clone())))
+        .min_by_key(|(at, _)| *at)
+}
+
+/// Bytes at the end of `text` that could be the start of a stop string (held back until the
+/// next token says whether it completes).
+fn longest_stop_prefix(text: &str, stop: &[String]) -> usize {
+    let mut best = 0;
+    for s in stop {
+        for (i, _) in s.char_indices().skip(1) {
+            if i > best && text.ends_with(&s[..i]) {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_are_found_and_their_starts_held() {
+        let stop = vec!["\nUser:".to_string(), "###".to_string()];
+        assert_eq!(first_stop("a\nUser: b ### c", &stop), Some((1, "\nUser:".into())));
+        assert_eq!(first_stop("a ## b", &stop), None);
+        assert_eq!(longest_stop_prefix("hello\nUs", &stop), 3);
+        assert_eq!(longest_stop_prefix("hello ##", &stop), 2);
+        assert_eq!(longest_stop_prefix("hello", &stop), 0);
+        // A multi-byte stop string is held at character boundaries only.
+        let stop = vec!["é!".to_string()];
+        assert_eq!(longest_stop_prefix("café", &stop), 2);
+    }
+}
