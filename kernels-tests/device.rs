@@ -18,7 +18,7 @@ fn too_big(ctx: &wgmoe::internals::gpu::Context) -> wgpu::Buffer {
 fn scoped_errors_name_what_was_made() {
     let ctx = native();
     let e = ctx.scoped("the probe buffer", || Ok(too_big(ctx))).unwrap_err();
-    assert!(matches!(e, wgmoe::Error::Gpu(_)), "{e}");
+    assert!(matches!(e, wgmoe::Error::Device(_)), "{e}");
     assert!(e.to_string().contains("the probe buffer"), "{e}");
     // Nothing is left over for the next wait, and the device still works.
     ctx.wait().unwrap();
@@ -31,7 +31,7 @@ fn uncaptured_errors_come_back_from_wait() {
     let ctx = common::portable_context();
     let _b = too_big(&ctx);
     let e = ctx.wait().unwrap_err();
-    assert!(matches!(e, wgmoe::Error::Gpu(_)), "{e}");
+    assert!(matches!(e, wgmoe::Error::Device(_)), "{e}");
     // Reported once.
     ctx.wait().unwrap();
 }

@@ -65,7 +65,7 @@ pub fn shape(name: &str) -> Result<Shape> {
             } => Some((*experts, *top_k, *inter)),
             Ffn::Dense { .. } => None,
         })
-        .ok_or_else(|| crate::Error::Invalid(format!("shape {name:?} has no MoE layer to benchmark")))?;
+        .ok_or_else(|| crate::Error::bad_input(format!("shape {name:?} has no MoE layer to benchmark")))?;
     Ok(Shape {
         name: name.to_string(),
         hidden: cfg.hidden,

@@ -73,13 +73,13 @@ impl BenchModelOptions {
     pub fn check(&self, max_position: usize) -> Result<()> {
         let (p, n, d) = (self.n_prompt, self.n_gen, self.n_depth);
         if self.reps == 0 {
-            return Err(Error::Invalid("-r (repetitions) is 0: give at least 1".into()));
+            return Err(Error::bad_input("-r (repetitions) is 0: give at least 1"));
         }
         if p == 0 && n == 0 {
-            return Err(Error::Invalid("nothing to measure: -p and -n are both 0".into()));
+            return Err(Error::bad_input("nothing to measure: -p and -n are both 0"));
         }
         let too_long = |test: &str, need: usize| {
-            Error::Invalid(format!(
+            Error::bad_input(format!(
                 "{test} needs {need} positions, more than the model's context of {max_position} \
                  tokens (max_position_embeddings): lower -d, -p or -n"
             ))
@@ -313,7 +313,7 @@ fn decode(sess: &mut Session, depth: &[u32], first: u32, n: usize) -> Result<f64
     fill(sess, depth)?;
     let (_, stats) = sess.generate(&[first], &greedy(n + 1), |_| Ok(()))?;
     if stats.generated != n + 1 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_input(format!(
             "generation stopped after {} of {} tokens ({})",
             stats.generated,
             n + 1,
@@ -344,7 +344,7 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
         fill(&mut sess, &depth)?;
         let logits = sess.forward(&prompt, LogitRows::Last)?;
         if logits.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Gpu(format!(
+            return Err(Error::Device(format!(
                 "the prefill of {p} tokens produced non-finite logits"
             )));
         }
@@ -444,7 +444,7 @@ pub fn profile_decode(model: &Model, prompt: &[u32], reps: usize, kv_cache: KvDt
     let context = sess.position();
     let steps = sess
         .step_dispatches(1)
-        .ok_or_else(|| Error::Gpu("the session recorded no decode step to profile".into()))?;
+        .ok_or_else(|| Error::Device("the session recorded no decode step to profile".into()))?;
     let count = steps.len() + 1;
     let max = wgpu::QUERY_SET_MAX_QUERIES as usize;
     let sets: Vec<wgpu::QuerySet> = (0..count.div_ceil(max))

@@ -45,15 +45,20 @@ fn kind(t: std::fs::FileType) -> &'static str {
 }
 
 fn not_regular(path: &Path, t: std::fs::FileType, what: &str) -> Error {
-    Error::Invalid(format!(
-        "{}: is {}, not a regular file; give the path of a {what}",
-        path.display(),
-        kind(t)
-    ))
+    let io_kind = if t.is_dir() {
+        ErrorKind::IsADirectory
+    } else {
+        ErrorKind::InvalidInput
+    };
+    let msg = format!("is {}, not a regular file; give the path of a {what}", kind(t));
+    Error::io(path, std::io::Error::new(io_kind, msg))
 }
 
-fn io_error(path: &Path, e: std::io::Error, what: &str) -> Error {
-    Error::Invalid(format!("{}: cannot read the {what}: {e}", path.display()))
+fn not_found(path: &Path, what: &str) -> Error {
+    Error::io(
+        path,
+        std::io::Error::new(ErrorKind::NotFound, format!("no such file (a {what})")),
+    )
 }
 
 /// The metadata of `path` (symlinks followed) if it is a regular file; `None` if nothing is there;
@@ -64,7 +69,7 @@ fn regular_meta(path: &Path, what: &str) -> Result<Option<std::fs::Metadata>> {
         Ok(m) => Err(not_regular(path, m.file_type(), what)),
         // A file where a folder is expected (`model.gguf/config.json`) also means nothing there.
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
-        Err(e) => Err(io_error(path, e, what)),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
@@ -73,12 +78,12 @@ fn regular_meta(path: &Path, what: &str) -> Result<Option<std::fs::Metadata>> {
 pub fn check_regular(path: &Path, what: &str) -> Result<()> {
     match regular_meta(path, what)? {
         Some(_) => Ok(()),
-        None => Err(Error::Invalid(format!("{}: no such file (a {what})", path.display()))),
+        None => Err(not_found(path, what)),
     }
 }
 
 fn too_large(path: &Path, size: u64, cap: u64, what: &str) -> Error {
-    Error::Invalid(format!(
+    Error::bad_input(format!(
         "{}: {} is more than the {} wgmoe reads from a {what}; check that this is the right file",
         path.display(),
         mib(size),
@@ -104,17 +109,17 @@ pub fn read_regular_opt(path: &Path, cap: u64, what: &str) -> Result<Option<Vec<
     if meta.len() > cap {
         return Err(too_large(path, meta.len(), cap, what));
     }
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e, what))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // The path may have been swapped between the check and the open: check what was opened, and
     // never read more than the cap whatever it is.
-    let opened = file.metadata().map_err(|e| io_error(path, e, what))?;
+    let opened = file.metadata().map_err(|e| Error::io(path, e))?;
     if !opened.file_type().is_file() {
         return Err(not_regular(path, opened.file_type(), what));
     }
     let mut bytes = Vec::with_capacity(opened.len().min(cap) as usize);
     file.take(cap + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, e, what))?;
+        .map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > cap {
         return Err(too_large(path, bytes.len() as u64, cap, what));
     }
@@ -123,17 +128,16 @@ pub fn read_regular_opt(path: &Path, cap: u64, what: &str) -> Result<Option<Vec<
 
 /// [`read_regular_opt`] for a file that must be there.
 pub fn read_regular(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
-    read_regular_opt(path, cap, what)?
-        .ok_or_else(|| Error::Invalid(format!("{}: no such file (a {what})", path.display())))
+    read_regular_opt(path, cap, what)?.ok_or_else(|| not_found(path, what))
 }
 
 fn utf8(path: &Path, bytes: Vec<u8>, what: &str) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
-        Error::Invalid(format!(
-            "{}: the {what} is not UTF-8 text (invalid byte at offset {})",
-            path.display(),
+        let msg = format!(
+            "the {what} is not UTF-8 text (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
-        ))
+        );
+        Error::io(path, std::io::Error::new(ErrorKind::InvalidData, msg))
     })
 }
 

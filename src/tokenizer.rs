@@ -104,18 +104,17 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let tok_path = dir.join("tokenizer.json");
         let Some(bytes) = input::read_regular_opt(&tok_path, input::LARGE_JSON_CAP, "tokenizer.json")? else {
-            return Err(Error::Invalid(format!(
-                "{}: not found. A model folder needs tokenizer.json (the Hugging Face tokenizers \
-                 format) to tokenize text",
-                tok_path.display()
-            )));
+            return Err(Error::bad_model(
+                &tok_path,
+                "not found. A model folder needs tokenizer.json (the Hugging Face tokenizers format) to tokenize \
+                 text",
+            ));
         };
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
-            Error::Invalid(format!(
-                "{}: not a valid tokenizer.json (truncated or from an unsupported tokenizers \
-                 version?): {e}",
-                tok_path.display()
-            ))
+            Error::bad_model(
+                &tok_path,
+                format!("not a valid tokenizer.json (truncated or from an unsupported tokenizers version?): {e}"),
+            )
         })?;
         check_post_processor(&inner, &tok_path)?;
 
@@ -262,15 +261,12 @@ impl Tokenizer {
         let mut specials: Vec<(String, u32)> = Vec::new();
         let lookup = |name: &str, tok: Option<&String>| -> Result<(String, u32)> {
             let t = tok.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: cannot add {name}: the tokenizer has no {name}",
-                    self.source
-                ))
+                Error::bad_model(&self.source, format!("cannot add {name}: the tokenizer has no {name}"))
             })?;
             let id = self
                 .inner
                 .token_to_id(t)
-                .ok_or_else(|| Error::Invalid(format!("{}: {name} {t:?} is not in the vocabulary", self.source)))?;
+                .ok_or_else(|| Error::bad_model(&self.source, format!("{name} {t:?} is not in the vocabulary")))?;
             Ok((t.clone(), id))
         };
         let bos = if add_bos {
@@ -298,7 +294,7 @@ impl Tokenizer {
             }
         }
         let pair = format!("{single}{pair_b}");
-        let err = |e: String| Error::Invalid(format!("{}: cannot build the BOS/EOS template: {e}", self.source));
+        let err = |e: String| Error::bad_model(&self.source, format!("cannot build the BOS/EOS template: {e}"));
         let processor = TemplateProcessing::builder()
             .try_single(single)
             .map_err(err)?
@@ -323,7 +319,7 @@ impl Tokenizer {
             let enc = self
                 .inner
                 .encode_fast(text, add_special)
-                .map_err(|e| Error::Invalid(format!("{}: cannot encode the text: {e}", self.source)))?;
+                .map_err(|e| Error::bad_model(&self.source, format!("cannot encode the text: {e}")))?;
             Ok(enc.get_ids().to_vec())
         })
     }
@@ -344,14 +340,14 @@ impl Tokenizer {
         crate::error::guard(&format!("{}: decoding", self.source), || {
             self.inner
                 .decode(ids, skip_special)
-                .map_err(|e| Error::Invalid(format!("{}: cannot decode ids: {e}", self.source)))
+                .map_err(|e| Error::bad_model(&self.source, format!("cannot decode ids: {e}")))
         })
     }
 
     /// Errors if any id has no token in the vocabulary (added tokens included).
     pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         if let Some(&bad) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "token id {bad} is out of range for {} (vocabulary of {} tokens)",
                 self.source,
                 self.vocab_size()
@@ -426,7 +422,7 @@ impl Tokenizer {
         extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String> {
         let Some(template) = self.chat_template.as_deref() else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "{} has no chat template ({}); use a plain prompt instead of chat",
                 self.source, self.template_source
             )));
@@ -452,14 +448,15 @@ impl Tokenizer {
                 let _ = write!(msg, ": {s}");
                 src = s.source();
             }
-            Error::Invalid(msg)
+            Error::unsupported(msg)
         };
         let what = format!("rendering the chat template from {}", self.template_source);
         let render = || {
             crate::error::guard(&what, || {
                 let template = without_generation_blocks(template);
-                template_guard::check(&template)
-                    .map_err(|why| Error::Invalid(format!("the chat template from {} {why}", self.template_source)))?;
+                template_guard::check(&template).map_err(|why| {
+                    Error::unsupported(format!("the chat template from {} {why}", self.template_source))
+                })?;
                 let env = chat_environment();
                 let tmpl = env
                     .template_from_named_str("chat_template", &template)
@@ -467,7 +464,8 @@ impl Tokenizer {
                 let ctx = self.template_context(messages, add_generation_prompt, extra);
                 let mut out = CappedWriter { buf: Vec::new(), cap };
                 tmpl.render_captured_to(ctx, &mut out).map_err(render_err)?;
-                String::from_utf8(out.buf).map_err(|e| Error::Invalid(format!("{what}: the output is not UTF-8: {e}")))
+                String::from_utf8(out.buf)
+                    .map_err(|e| Error::unsupported(format!("{what}: the output is not UTF-8: {e}")))
             })
         };
         // Parsing, rendering and dropping what the template built all recurse on its structure or
@@ -478,9 +476,9 @@ impl Tokenizer {
                 .name("wgmoe-chat-template".into())
                 .stack_size(TEMPLATE_STACK)
                 .spawn_scoped(scope, render)
-                .map_err(|e| Error::Invalid(format!("{what}: cannot start its thread: {e}")))?
+                .map_err(|e| Error::unsupported(format!("{what}: cannot start its thread: {e}")))?
                 .join()
-                .unwrap_or_else(|_| Err(Error::Invalid(format!("{what}: its thread panicked"))))
+                .unwrap_or_else(|_| Err(Error::unsupported(format!("{what}: its thread panicked"))))
         })
     }
 
@@ -603,9 +601,8 @@ fn check_post_processor(inner: &tokenizers::Tokenizer, path: &Path) -> Result<()
     let Some(pp) = inner.get_post_processor() else {
         return Ok(());
     };
-    let v = serde_json::to_value(pp)
-        .map_err(|e| Error::Invalid(format!("{}: unreadable post_processor: {e}", path.display())))?;
-    let bad = |msg: String| Error::Invalid(format!("{}: post_processor: {msg}", path.display()));
+    let v = serde_json::to_value(pp).map_err(|e| Error::bad_model(path, format!("unreadable post_processor: {e}")))?;
+    let bad = |msg: String| Error::bad_model(path, format!("post_processor: {msg}"));
     let mut stack = vec![&v];
     while let Some(node) = stack.pop() {
         match node {
@@ -666,7 +663,7 @@ fn read_json_opt(path: &Path, cap: u64) -> Result<Option<serde_json::Value>> {
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| Error::Invalid(format!("{}: invalid JSON: {e}", path.display())))
+        .map_err(|e| Error::bad_model(path, format!("invalid JSON: {e}")))
 }
 
 /// A special token entry: a string or an AddedToken object `{"content": ...}`.
@@ -692,9 +689,10 @@ fn parse_template_entry(v: &serde_json::Value, path: &Path) -> Result<(Option<St
                 match (name, tmpl) {
                     (Some(n), Some(t)) => named.push((n.to_string(), t.to_string())),
                     _ => {
-                        return Err(Error::Invalid(format!(
-                            "{file}: chat_template list entries must be {{\"name\": ..., \"template\": ...}}"
-                        )))
+                        return Err(Error::bad_model(
+                            path,
+                            "chat_template list entries must be {\"name\": ..., \"template\": ...}",
+                        ))
                     }
                 }
             }
@@ -703,14 +701,15 @@ fn parse_template_entry(v: &serde_json::Value, path: &Path) -> Result<(Option<St
             for (n, t) in o {
                 let t = t
                     .as_str()
-                    .ok_or_else(|| Error::Invalid(format!("{file}: chat_template {n:?} is not a string")))?;
+                    .ok_or_else(|| Error::bad_model(path, format!("chat_template {n:?} is not a string")))?;
                 named.push((n.clone(), t.to_string()));
             }
         }
         _ => {
-            return Err(Error::Invalid(format!(
-                "{file}: chat_template must be a string or a list of named templates"
-            )))
+            return Err(Error::bad_model(
+                path,
+                "chat_template must be a string or a list of named templates",
+            ))
         }
     }
     match named.iter().find(|(n, _)| n == "default") {
@@ -727,12 +726,7 @@ fn parse_template_entry(v: &serde_json::Value, path: &Path) -> Result<(Option<St
 
 /// `eos_token_id`: absent/null, an int, or a list of ints.
 fn id_list(v: Option<&serde_json::Value>, path: &Path) -> Result<Vec<u32>> {
-    let bad = || {
-        Error::Invalid(format!(
-            "{}: eos_token_id must be an integer or a list of integers",
-            path.display()
-        ))
-    };
+    let bad = || Error::bad_model(path, "eos_token_id must be an integer or a list of integers");
     let one = |v: &serde_json::Value| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad);
     match v {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),

@@ -77,8 +77,8 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
         .map(|g| super::gib_bytes("--max-weights-gib", g))
         .transpose()?;
     if args.synthetic.is_some() && (args.dequantize || args.quantize.is_some()) {
-        return Err(Error::Invalid(
-            "--quantize and --dequantize apply to --model; a synthetic model takes --dtype".into(),
+        return Err(Error::bad_input(
+            "--quantize and --dequantize apply to --model; a synthetic model takes --dtype",
         ));
     }
     let budgets: Vec<Option<f64>> = if args.gpu_memory.is_empty() {
@@ -155,8 +155,8 @@ fn run_one(
             },
         },
         _ => {
-            return Err(Error::Invalid(
-                "give exactly one of --model PATH or --synthetic SHAPE".into(),
+            return Err(Error::bad_input(
+                "give exactly one of --model PATH or --synthetic SHAPE",
             ))
         }
     };

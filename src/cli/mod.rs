@@ -41,7 +41,7 @@ impl MemoryArgs {
 /// above 0.
 pub fn gib_bytes(flag: &str, g: f64) -> Result<u64> {
     if !(g.is_finite() && g > 0.0) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_input(format!(
             "{flag} {g} is not allowed: give a finite number of GiB > 0"
         )));
     }

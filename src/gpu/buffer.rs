@@ -109,7 +109,7 @@ impl DType {
     pub fn from_arg(s: &str) -> Result<DType> {
         DType::parse(s).ok_or_else(|| {
             let names: Vec<&str> = super::FORMATS.iter().map(|f| f.name).collect();
-            Error::Invalid(format!("unknown --dtype {s:?}: use one of {}", names.join(", ")))
+            Error::bad_input(format!("unknown --dtype {s:?}: use one of {}", names.join(", ")))
         })
     }
 
@@ -322,7 +322,7 @@ impl Weight {
         let w = Self::alloc(ctx, label, dtype, rows, cols, group_rows, binding_limit)?;
         let want = rows * w.format().row_bytes(cols).unwrap_or(0);
         if bytes.len() != want {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "{label}: expected {want} bytes for [{rows}, {cols}] {}, got {}",
                 dtype.name(),
                 bytes.len()
@@ -344,13 +344,13 @@ impl Weight {
         binding_limit: u64,
     ) -> Result<Self> {
         if rows == 0 || cols == 0 || group_rows == 0 || !rows.is_multiple_of(group_rows) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "{label}: [{rows}, {cols}] does not split into groups of {group_rows} rows"
             )));
         }
         let format = Format::of(dtype);
         if format.row_bytes(cols).is_none() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsupported(format!(
                 "{label}: rows of {cols} elements are not a whole number of {}-element {} blocks",
                 format.block_elems, format.name
             )));
@@ -427,7 +427,7 @@ impl Weight {
         let first = parts
             .first()
             .map(|p| p.1)
-            .ok_or_else(|| Error::Invalid(format!("{label}: no parts to stack")))?;
+            .ok_or_else(|| Error::bad_input(format!("{label}: no parts to stack")))?;
         let mut chunks = Vec::new();
         let mut row = 0;
         for (i, &(rows, dtype)) in parts.iter().enumerate() {
@@ -482,7 +482,7 @@ impl Weight {
         let src_row = format.row_bytes(self.cols).unwrap_or(0);
         let n = bytes.len() / src_row.max(1);
         if src_row == 0 || !bytes.len().is_multiple_of(src_row) || first_row + n > self.rows {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "{} bytes are not whole rows of {} bytes fitting at row {first_row} of {}",
                 bytes.len(),
                 src_row,
@@ -496,7 +496,7 @@ impl Weight {
             .iter()
             .find(|c| (c.first_row as usize) < end && first_row < (c.first_row + c.rows) as usize && c.dtype != dtype)
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "rows {first_row}..{end} of {} reach rows stored as {}",
                 dtype.name(),
                 c.dtype.name()
@@ -510,7 +510,7 @@ impl Weight {
                 .iter()
                 .enumerate()
                 .find(|(_, c)| (c.first_row as usize..(c.first_row + c.rows) as usize).contains(&row))
-                .ok_or_else(|| Error::Invalid(format!("row {row} is in no chunk")))?;
+                .ok_or_else(|| Error::bad_input(format!("row {row} is in no chunk")))?;
             let row_bytes = chunk.row_bytes;
             let in_chunk = ((chunk.first_row + chunk.rows) as usize).min(first_row + n) - row;
             let src = &bytes[(row - first_row) * src_row..][..in_chunk * src_row];

@@ -54,7 +54,7 @@ fn params(ctx: &Context, words: u32, seed: u32, scale: f32, dtype: DType) -> wgp
 pub fn copy(ctx: &Context, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<Dispatch> {
     let vec4s = bytes / 16;
     if !bytes.is_multiple_of(16) || bytes > src.size() || bytes > dst.size() || vec4s > u32::MAX as u64 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_input(format!(
             "copy of {bytes} bytes does not fit the buffers"
         )));
     }
@@ -104,7 +104,7 @@ pub fn random_weight(
     scale: f32,
 ) -> Result<Weight> {
     if !dtype.is_packed() && !cols.is_multiple_of(dtype.elems_per_vec4()) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_input(format!(
             "{label}: random weights need cols ({cols}) a multiple of {}",
             dtype.elems_per_vec4()
         )));
@@ -153,7 +153,7 @@ fn fill_blocks(ctx: &Context, w: &Weight, seed: u32, scale: f32) -> Result<()> {
         let n = slab.min(w.rows - first);
         let bytes = f
             .random_rows(n, w.cols, (seed as u64) << 32 | first as u64, scale)
-            .ok_or_else(|| Error::Invalid(format!("{} is not whole {} blocks", w.cols, f.name)))?;
+            .ok_or_else(|| Error::unsupported(format!("{} is not whole {} blocks", w.cols, f.name)))?;
         w.write_rows(ctx, first, &bytes)?;
     }
     Ok(())

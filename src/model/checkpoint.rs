@@ -17,11 +17,11 @@ fn is_dir(path: &Path) -> Result<bool> {
         Ok(m) if m.is_dir() => Ok(true),
         Ok(m) if m.is_file() => Ok(false),
         Ok(_) => crate::input::check_regular(path, "model folder or .gguf file").map(|()| false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Invalid(format!(
-            "{}: no such model folder or .gguf file",
-            path.display()
-        ))),
-        Err(e) => Err(Error::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::io(
+            path,
+            std::io::Error::new(e.kind(), "no such model folder or .gguf file"),
+        )),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
@@ -63,7 +63,7 @@ pub fn open_with(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, Box<dy
     if let Some(q) = opts.quantize {
         if !super::quantize::QUANTIZERS.contains(&q) {
             let names: Vec<&str> = super::quantize::QUANTIZERS.iter().map(|d| d.name()).collect();
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "--quantize {}: wgmoe quantises to {}",
                 q.name(),
                 names.join(", ")

@@ -261,19 +261,21 @@ impl Json<'_> {
         }
     }
     fn missing(&self, key: &str) -> Error {
-        Error::Invalid(format!("{}: required key {} is missing", self.file, self.name(key)))
+        Error::bad_model(self.file, format!("required key {} is missing", self.name(key)))
     }
     fn bad(&self, key: &str, want: &str) -> Error {
-        Error::Invalid(format!(
-            "{}: {} should be {want}, found {}",
+        Error::bad_model(
             self.file,
-            self.name(key),
-            shown(self.v.get(key).unwrap_or(&Value::Null))
-        ))
+            format!(
+                "{} should be {want}, found {}",
+                self.name(key),
+                shown(self.v.get(key).unwrap_or(&Value::Null))
+            ),
+        )
     }
     /// An error about values that do not fit together: `what` names them (see [`Json::name`]).
     fn conflict(&self, what: String) -> Error {
-        Error::Invalid(format!("{}: {what}", self.file))
+        Error::bad_model(self.file, what)
     }
     /// `key <= limit`, the limit being the value of `limit_key`.
     fn at_most(&self, key: &str, value: usize, limit_key: &str, limit: usize) -> Result<()> {
@@ -332,7 +334,7 @@ impl ModelConfig {
     /// Parse the text of a `config.json`; `file` names it in errors.
     pub fn from_json(text: &str, file: &str) -> Result<Self> {
         let v: Value =
-            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{file}: not valid JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| Error::bad_model(file, format!("not valid JSON: {e}")))?;
         Self::from_value(&v, file)
     }
 
@@ -345,10 +347,10 @@ impl ModelConfig {
     /// errors name what the file holds (a GGUF file's `qwen3moe.embedding_length`).
     pub fn from_value_named(v: &Value, file: &str, names: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         if !v.is_object() {
-            return Err(Error::Invalid(format!(
-                "{file}: should be a JSON object, found {}",
-                shown(v)
-            )));
+            return Err(Error::bad_model(
+                file,
+                format!("should be a JSON object, found {}", shown(v)),
+            ));
         }
         let j = Json {
             v,
@@ -361,7 +363,7 @@ impl ModelConfig {
             .ok_or_else(|| j.missing("model_type"))?
             .to_string();
         if !SUPPORTED.contains(&model_type.as_str()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsupported(format!(
                 "{file}: model_type {model_type:?} is not supported; supported: {}",
                 SUPPORTED.join(", ")
             )));

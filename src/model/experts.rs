@@ -68,7 +68,7 @@ impl HostRows {
         let (mut row, mut offset) = (0, 0);
         for &(rows, dtype) in parts {
             let row_bytes = Format::of(dtype).row_bytes(cols).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::unsupported(format!(
                     "{label}: rows of {cols} elements are not whole {} blocks",
                     dtype.name()
                 ))
@@ -78,10 +78,10 @@ impl HostRows {
             offset += rows * row_bytes;
         }
         let mut bytes = Vec::new();
-        bytes.try_reserve_exact(offset).map_err(|_| {
-            Error::Invalid(format!(
-                "{label}: no host memory for {offset} bytes of offloaded experts"
-            ))
+        bytes.try_reserve_exact(offset).map_err(|_| Error::OutOfMemory {
+            what: format!("{label}: no host memory for {offset} bytes of offloaded experts"),
+            needed: Some(offset as u64),
+            available: None,
         })?;
         bytes.resize(offset, 0);
         Ok(Self {
@@ -100,7 +100,7 @@ impl HostRows {
     fn rows(&self, first: usize, n: usize) -> Result<Vec<u8>> {
         let &(p0, _, dtype, off) = self
             .part_at(first)
-            .ok_or_else(|| Error::Invalid(format!("row {first} is in no part")))?;
+            .ok_or_else(|| Error::bad_input(format!("row {first} is in no part")))?;
         let rb = Format::of(dtype).row_bytes(self.cols).unwrap_or(0);
         let bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
         Ok(bytes[off + (first - p0) * rb..][..n * rb].to_vec())
@@ -120,10 +120,10 @@ impl RowSink for HostRows {
     fn write_rows(&self, _: &Context, first_row: usize, bytes: &[u8]) -> Result<()> {
         let &(p0, rows, dtype, off) = self
             .part_at(first_row)
-            .ok_or_else(|| Error::Invalid(format!("row {first_row} is in no part")))?;
+            .ok_or_else(|| Error::bad_input(format!("row {first_row} is in no part")))?;
         let rb = Format::of(dtype).row_bytes(self.cols).unwrap_or(0);
         if rb == 0 || !bytes.len().is_multiple_of(rb) || first_row + bytes.len() / rb > p0 + rows {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "{} bytes are not whole rows of {rb} bytes fitting at row {first_row}",
                 bytes.len()
             )));
@@ -222,7 +222,7 @@ impl Policy {
         Self::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| Error::Invalid(format!("unknown cache policy {s:?}: use lru or lfu")))
+            .ok_or_else(|| Error::bad_input(format!("unknown cache policy {s:?}: use lru or lfu")))
     }
 }
 
@@ -553,7 +553,7 @@ impl ExpertCache {
     pub fn route(&mut self, layer: usize, ids: &[u32]) -> Result<Vec<Round>> {
         let lc = self.layers[layer]
             .as_mut()
-            .ok_or_else(|| Error::Invalid(format!("layer {layer}'s experts are not offloaded")))?;
+            .ok_or_else(|| Error::bad_input(format!("layer {layer}'s experts are not offloaded")))?;
         let (e, s) = (lc.experts as u32, lc.table.slots() as u32);
         let mut needed: Vec<u32> = Vec::new();
         for &id in ids {
@@ -600,7 +600,7 @@ impl ExpertCache {
     ) -> Result<()> {
         let lc = self.layers[layer]
             .as_ref()
-            .ok_or_else(|| Error::Invalid(format!("layer {layer}'s experts are not offloaded")))?;
+            .ok_or_else(|| Error::bad_input(format!("layer {layer}'s experts are not offloaded")))?;
         let FfnWeights::Moe {
             gate_up,
             down,
@@ -609,7 +609,7 @@ impl ExpertCache {
             ..
         } = &weights.layers[layer].ffn
         else {
-            return Err(Error::Invalid(format!("layer {layer} has no experts")));
+            return Err(Error::bad_input(format!("layer {layer} has no experts")));
         };
         let pools: Vec<&Weight> = [Some(gate_up), Some(down), gate_up_bias.as_ref(), down_bias.as_ref()]
             .into_iter()
@@ -745,7 +745,7 @@ pub fn plan(
     let moe: Vec<bool> = cfg.layers.iter().map(|l| matches!(l.ffn, Ffn::Moe { .. })).collect();
     if !moe.contains(&true) {
         return match forced {
-            Some(_) => Err(Error::Invalid("--expert-slots: the model has no routed experts".into())),
+            Some(_) => Err(Error::bad_input("--expert-slots: the model has no routed experts")),
             None => Ok(None),
         };
     }
@@ -755,7 +755,7 @@ pub fn plan(
     };
     if let Some(s) = forced {
         if s < needs.top_k || s > needs.experts {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "--expert-slots {s}: give {}..={} (top-k to the experts per layer)",
                 needs.top_k, needs.experts
             )));
@@ -769,17 +769,21 @@ pub fn plan(
     let least = needs.with_slots(needs.top_k);
     if least > budget {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        return Err(Error::Invalid(format!(
-            "the model needs at least {:.3} GiB on the adapter even with its routed experts in host \
-             memory ({:.3} GiB resident weights, {:.3} GiB KV cache and activations, {} experts per \
-             layer cached), but the budget is {:.3} GiB: try a smaller --context, --kv-cache q8, a \
-             smaller quantisation (--quantize q4_k), or a larger --gpu-memory",
-            gib(least),
-            gib(needs.resident),
-            gib(needs.session),
-            needs.top_k,
-            gib(budget)
-        )));
+        return Err(Error::OutOfMemory {
+            what: format!(
+                "the model, which needs at least {:.3} GiB on the adapter even with its routed experts in host \
+                 memory ({:.3} GiB resident weights, {:.3} GiB KV cache and activations, {} experts per layer \
+                 cached), but the budget is {:.3} GiB; --kv-cache q8, a smaller quantisation (--quantize \
+                 q4_k) or a larger --gpu-memory may also fit it",
+                gib(least),
+                gib(needs.resident),
+                gib(needs.session),
+                needs.top_k,
+                gib(budget)
+            ),
+            needed: Some(least),
+            available: Some(budget),
+        });
     }
     let slots = ((budget - needs.with_slots(0)) / needs.per_slot.max(1)) as usize;
     Ok(Some(make(slots.clamp(needs.top_k, needs.experts))))

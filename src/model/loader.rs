@@ -88,13 +88,17 @@ pub fn load_offloaded(
         least = least.min(file);
     }
     if let Some(limit) = ctx.memory_limit().filter(|&l| least > l) {
-        return Err(Error::Invalid(format!(
-            "the {} model's weights need at least {} on the adapter, but it runs on the CPU and the \
-             host has {} available",
-            cfg.model_type,
-            crate::model::synthetic::human_bytes(least),
-            crate::model::synthetic::human_bytes(limit)
-        )));
+        return Err(Error::OutOfMemory {
+            what: format!(
+                "the {} model's weights, at least {} on the adapter, but it runs on the CPU and the host has {} \
+                 available",
+                cfg.model_type,
+                crate::model::synthetic::human_bytes(least),
+                crate::model::synthetic::human_bytes(limit)
+            ),
+            needed: Some(least),
+            available: Some(limit),
+        });
     }
     let weights = layout.make(&mut l)?;
     Ok((weights, l.footprint, l.host))
@@ -271,14 +275,17 @@ impl Loader<'_> {
                 self.tick();
                 Ok(w)
             }
-            _ => Err(Error::Invalid(format!("{}: not a weight of routed experts", s.label))),
+            _ => Err(Error::unsupported(format!(
+                "{}: not a weight of routed experts",
+                s.label
+            ))),
         }
     }
 
     fn make_tensor(&mut self, s: &Spec) -> Result<Tensor> {
         match &s.source {
             Source::Tensor { name, shape } if shape.len() == 1 => self.vector_f32(name, shape[0]),
-            _ => Err(Error::Invalid(format!(
+            _ => Err(Error::unsupported(format!(
                 "{}: an activation-side tensor is one checkpoint vector",
                 s.label
             ))),
@@ -293,7 +300,7 @@ fn bytes_as<'a>(t: &'a RawTensor<'_>, dtype: DType) -> Result<std::borrow::Cow<'
         return Ok(std::borrow::Cow::Borrowed(&t.bytes));
     }
     if dtype.is_packed() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::unsupported(format!(
             "{}: tensor {} is {}, but the weight it joins is {} (a quantiser would be needed)",
             t.file,
             t.name,
@@ -459,7 +466,7 @@ impl Loader<'_> {
         let (rows, cols) = match shape {
             [n] => (1, *n),
             [r, c] => (*r, *c),
-            _ => return Err(Error::Invalid(format!("{name}: unexpected rank {}", shape.len()))),
+            _ => return Err(Error::unsupported(format!("{name}: unexpected rank {}", shape.len()))),
         };
         let w = Weight::upload(self.ctx, name, dtype, rows, cols, 1, &t.bytes)?;
         self.tick();

@@ -261,7 +261,7 @@ impl crate::model::source::TensorSource for Quantized<'_> {
             return Ok(t);
         };
         let bytes = quantize(dtype, &t.to_f32()?).ok_or_else(|| {
-            crate::error::Error::Invalid(format!("{}: tensor {name}: no {} quantiser", t.file, dtype.name()))
+            crate::error::Error::unsupported(format!("{}: tensor {name}: no {} quantiser", t.file, dtype.name()))
         })?;
         Ok(crate::model::source::RawTensor {
             dtype: SrcDType::Packed(dtype),

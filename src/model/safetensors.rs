@@ -51,7 +51,7 @@ pub struct Safetensors {
 /// folder, so an index from a stranger cannot make wgmoe open `/etc/...` or `../../...`.
 fn shard_path(dir: &Path, index: &Path, tensor: &str, file: &serde_json::Value) -> Result<PathBuf> {
     let Some(name) = file.as_str() else {
-        return Err(io_err(
+        return Err(Error::bad_model(
             index,
             format!("weight_map[\"{tensor}\"] is {file}, not a file name"),
         ));
@@ -59,16 +59,12 @@ fn shard_path(dir: &Path, index: &Path, tensor: &str, file: &serde_json::Value) 
     let rel = Path::new(name);
     let inside = !name.is_empty() && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
     if !inside {
-        return Err(io_err(
+        return Err(Error::bad_model(
             index,
             format!("weight_map[\"{tensor}\"] = {name:?} is not a file inside the model folder"),
         ));
     }
     Ok(dir.join(rel))
-}
-
-fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("{}: {e}", path.display()))
 }
 
 impl Safetensors {
@@ -78,11 +74,12 @@ impl Safetensors {
         let single = dir.join("model.safetensors");
         let files: Vec<PathBuf> = if index.exists() {
             let text = crate::input::read_text(&index, crate::input::LARGE_JSON_CAP, "safetensors index")?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io_err(&index, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::bad_model(&index, e.to_string()))?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| io_err(&index, "no \"weight_map\" object"))?;
+                .ok_or_else(|| Error::bad_model(&index, "no \"weight_map\" object"))?;
             let mut names = Vec::with_capacity(map.len());
             for (tensor, file) in map {
                 names.push(shard_path(dir, &index, tensor, file)?);
@@ -93,10 +90,10 @@ impl Safetensors {
         } else if single.exists() {
             vec![single]
         } else {
-            return Err(Error::Invalid(format!(
-                "{}: no model.safetensors or model.safetensors.index.json",
-                dir.display()
-            )));
+            return Err(Error::bad_model(
+                dir,
+                "no model.safetensors or model.safetensors.index.json",
+            ));
         };
         let mut s = Self {
             paths: Vec::new(),
@@ -113,15 +110,15 @@ impl Safetensors {
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
         crate::input::check_regular(path, "safetensors file")?;
-        let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the file is only read; a checkpoint modified while it is being loaded is a user
         // error that can at worst produce wrong weights.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
-        let header = read_header(&map, &path.display().to_string())?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = read_header(&map, path)?;
         let shard = self.maps.len();
         for t in header {
             if let Some(other) = self.entries.get(&t.name) {
-                return Err(io_err(
+                return Err(Error::bad_model(
                     path,
                     format!("tensor {} is also in {}", t.name, self.paths[other.shard].display()),
                 ));
@@ -158,10 +155,10 @@ impl TensorSource for Safetensors {
         if let Some(blocks) = self.entries.get(&format!("{name}_blocks")) {
             return self.mxfp4_dequantised(name, blocks);
         }
-        Err(Error::Invalid(format!(
-            "tensor {name} is missing from {}",
-            self.all_files()
-        )))
+        Err(Error::bad_model(
+            self.dir(),
+            format!("tensor {name} is missing from {}", self.all_files()),
+        ))
     }
 
     /// Without the repacking or dequantising `get` does for FP8 and MXFP4 tensors.
@@ -247,7 +244,7 @@ fn fp8_block_size(dir: &Path) -> Result<[usize; 2]> {
         .as_deref()
     {
         Some([Some(r), Some(c)]) if *r > 0 && *c > 0 => Ok([*r as usize, *c as usize]),
-        _ => Err(io_err(
+        _ => Err(Error::bad_model(
             &path,
             format!("quantization_config.weight_block_size must be two positive integers, found {b}"),
         )),
@@ -255,10 +252,16 @@ fn fp8_block_size(dir: &Path) -> Result<[usize; 2]> {
 }
 
 impl Safetensors {
+    /// The model folder.
+    fn dir(&self) -> &Path {
+        self.paths.first().and_then(|p| p.parent()).unwrap_or(Path::new("."))
+    }
+
+    /// The names of the files in [`Safetensors::dir`].
     fn all_files(&self) -> String {
         self.paths
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -295,11 +298,13 @@ impl Safetensors {
     /// The `_scales` sibling of `blocks_name`, or the `_scale_inv` of an FP8 weight.
     fn sibling(&self, of: &str, of_entry: &Entry, name: &str, what: &str) -> Result<&Entry> {
         self.entries.get(name).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: tensor {of} is {what} but its scale tensor {name} is missing (searched {})",
-                self.file(of_entry),
-                self.all_files()
-            ))
+            Error::bad_model(
+                &self.paths[of_entry.shard],
+                format!(
+                    "tensor {of} is {what} but its scale tensor {name} is missing (searched {})",
+                    self.all_files()
+                ),
+            )
         })
     }
 
@@ -333,7 +338,8 @@ impl Safetensors {
     fn mxfp4_parts(&self, name: &str, b: &Entry) -> Result<(&[u8], &[u8], [usize; 3])> {
         let bname = format!("{name}_blocks");
         let sname = format!("{name}_scales");
-        let bad = |e: &Entry, n: &str, why: String| Error::Invalid(format!("{}: MXFP4 tensor {n} {why}", self.file(e)));
+        let bad =
+            |e: &Entry, n: &str, why: String| Error::bad_model(&self.paths[e.shard], format!("MXFP4 tensor {n} {why}"));
         if b.dtype != SrcDType::Other("U8".into()) {
             return Err(bad(b, &bname, format!("has type {:?}; expected U8", b.dtype)));
         }
@@ -368,7 +374,8 @@ impl Safetensors {
 
     /// A DeepSeek-V3 FP8 weight with its block scales, served as bf16.
     fn fp8_dequantised(&self, name: &str, w: &Entry) -> Result<RawTensor<'_>> {
-        let bad = |e: &Entry, n: &str, why: String| Error::Invalid(format!("{}: FP8 tensor {n} {why}", self.file(e)));
+        let bad =
+            |e: &Entry, n: &str, why: String| Error::bad_model(&self.paths[e.shard], format!("FP8 tensor {n} {why}"));
         let [rows, cols] = w.shape[..] else {
             return Err(bad(
                 w,
@@ -592,8 +599,9 @@ impl<'de> serde::de::Visitor<'de> for Entries<'_> {
 /// tensor's `data_offsets` holding exactly `shape` x dtype bytes (overflow-checked) inside the
 /// data; and the tensors tiling the data, with no overlap, gap or trailing bytes (the format
 /// requires it). `file` names the file in errors, which also name the tensor at fault.
-pub fn read_header(bytes: &[u8], file: &str) -> Result<Vec<HeaderTensor>> {
-    let bad = |why: String| Error::Invalid(format!("{file}: not a valid safetensors file: {why}"));
+pub fn read_header(bytes: &[u8], file: impl AsRef<Path>) -> Result<Vec<HeaderTensor>> {
+    let file = file.as_ref();
+    let bad = |why: String| Error::bad_model(file, format!("not a valid safetensors file: {why}"));
     let mut len = [0u8; 8];
     len.copy_from_slice(bytes.get(..8).ok_or_else(|| {
         bad(format!(
@@ -629,10 +637,13 @@ pub fn read_header(bytes: &[u8], file: &str) -> Result<Vec<HeaderTensor>> {
     for (name, r) in raw {
         let (s, e) = r.data_offsets;
         let tbad = |why: String| {
-            Error::Invalid(format!(
-                "{file}: tensor {name} ({} {:?}, data_offsets [{s}, {e}]): {why}",
-                r.dtype, r.shape
-            ))
+            Error::bad_model(
+                file,
+                format!(
+                    "tensor {name} ({} {:?}, data_offsets [{s}, {e}]): {why}",
+                    r.dtype, r.shape
+                ),
+            )
         };
         let &(_, bits) = DTYPE_BITS.iter().find(|d| d.0 == r.dtype).ok_or_else(|| {
             tbad(format!(

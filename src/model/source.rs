@@ -32,7 +32,7 @@ impl RawTensor<'_> {
             SrcDType::F16 => Ok(DType::F16),
             SrcDType::BF16 => Ok(DType::BF16),
             SrcDType::Packed(d) => Ok(*d),
-            SrcDType::Other(t) => Err(Error::Invalid(format!(
+            SrcDType::Other(t) => Err(Error::unsupported(format!(
                 "{}: tensor {} has type {t}; supported: F32, F16, BF16",
                 self.file, self.name
             ))),
@@ -42,10 +42,10 @@ impl RawTensor<'_> {
     /// Check the shape against what the model description expects.
     pub fn expect_shape(&self, want: &[usize]) -> Result<()> {
         if self.shape != want {
-            return Err(Error::Invalid(format!(
-                "{}: tensor {} has shape {:?}, expected {:?}",
-                self.file, self.name, self.shape, want
-            )));
+            return Err(Error::bad_model(
+                &self.file,
+                format!("tensor {} has shape {:?}, expected {:?}", self.name, self.shape, want),
+            ));
         }
         Ok(())
     }

@@ -92,9 +92,10 @@ pub const SHAPES_JSON: &str = r#"{
 
 /// The `config.json` values of a synthetic shape.
 pub fn shape_json(name: &str) -> Result<Value> {
-    let all: Value = serde_json::from_str(SHAPES_JSON).map_err(|e| Error::Invalid(format!("synthetic shapes: {e}")))?;
+    let all: Value =
+        serde_json::from_str(SHAPES_JSON).map_err(|e| Error::bad_model("synthetic shapes", e.to_string()))?;
     all.get(name).cloned().ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::bad_input(format!(
             "unknown synthetic shape {name:?}: use one of {}",
             SHAPES.join(", ")
         ))
@@ -163,21 +164,26 @@ impl Default for SynthOptions {
     }
 }
 
-/// The error for weights that do not fit.
+/// The error for weights that do not fit: they need `needed` bytes, of which `limit` are allowed
+/// where known.
 fn too_big(what: &str, dtype: DType, needed: u64, limit: Option<u64>, detail: &str) -> Error {
-    let limit = limit.map_or(String::new(), |l| format!(" but only {} are allowed", human_bytes(l)));
+    let allowed = limit.map_or(String::new(), |l| format!(", but only {} are allowed", human_bytes(l)));
+    // Display already says to try a smaller model or a GPU with more memory.
     let hint = if dtype == DType::F32 {
-        "--dtype f16 or bf16 (half the bytes)"
+        "; try --dtype f16 or bf16 (half the bytes)"
     } else {
-        "a smaller shape"
+        ""
     };
-    Error::Invalid(format!(
-        "{what} in {} needs {} ({:.1} GB) of GPU memory for its weights alone{limit}{detail}; \
-         try {hint} or a GPU with more memory",
-        dtype.name(),
-        human_bytes(needed),
-        needed as f64 * 1e-9
-    ))
+    Error::OutOfMemory {
+        what: format!(
+            "{what}'s weights alone in {}, {} ({:.1} GB){allowed}{detail}{hint}",
+            dtype.name(),
+            human_bytes(needed),
+            needed as f64 * 1e-9
+        ),
+        needed: Some(needed),
+        available: limit,
+    }
 }
 
 /// `bytes` in GiB (MiB below one GiB).
@@ -311,13 +317,13 @@ impl Maker<'_> {
         let r = ctx.scoped(&s.label, || make(seed)).map_err(|e| match e {
             Error::OutOfMemory { what: detail, .. } => {
                 let detail = format!(
-                    " (the GPU ran out of memory at {} after {:.1} GiB: {detail})",
+                    ": out of memory at {} after {:.1} GiB ({detail})",
                     s.label,
                     gib(self.done)
                 );
                 too_big(what, dtype, self.needed, None, &detail)
             }
-            Error::Gpu(err) => Error::Gpu(format!(
+            Error::Device(err) => Error::Device(format!(
                 "{what}: making {} failed after {:.1} GiB of weights: {err}",
                 s.label,
                 gib(self.done)
@@ -355,7 +361,7 @@ impl Make for Maker<'_> {
             let bytes = match s.init {
                 Init::Random(scale) if dtype.is_packed() => crate::gpu::Format::of(dtype)
                     .random_rows(s.rows, s.cols, (seed as u64) << 32, scale)
-                    .ok_or_else(|| Error::Invalid(format!("{}: not whole {} blocks", s.label, dtype.name())))?,
+                    .ok_or_else(|| Error::unsupported(format!("{}: not whole {} blocks", s.label, dtype.name())))?,
                 _ => dtype.encode(&host_values(s, seed as u64)),
             };
             host.write_rows(ctx, 0, &bytes)?;

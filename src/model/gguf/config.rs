@@ -51,7 +51,7 @@ impl GgufSource {
             }
             "gpt-oss" => "gpt_oss",
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::unsupported(format!(
                     "{}: GGUF architecture {other:?} is not supported; supported: {}",
                     self.file.name(),
                     SUPPORTED_ARCHS.join(", ")
@@ -79,10 +79,12 @@ impl GgufSource {
                     .tensor("token_embd.weight")
                     .and_then(|t| t.dims.get(1).copied())
                     .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "{}: no vocabulary size (no tokenizer.ggml.tokens, {a}.vocab_size or token_embd.weight)",
-                            f.name()
-                        ))
+                        Error::bad_model(
+                            &f.path,
+                            format!(
+                                "no vocabulary size (no tokenizer.ggml.tokens, {a}.vocab_size or token_embd.weight)"
+                            ),
+                        )
                     })?,
             },
         };
@@ -92,11 +94,13 @@ impl GgufSource {
         c.insert("hidden_size".into(), json!(hidden));
         let layers = f.req_u64(&k("block_count"))?;
         if layers == 0 || layers as usize > f.tensors.len() {
-            return Err(Error::Invalid(format!(
-                "{}: {a}.block_count is {layers}, but the file has {} tensors",
-                f.name(),
-                f.tensors.len()
-            )));
+            return Err(Error::bad_model(
+                &f.path,
+                format!(
+                    "{a}.block_count is {layers}, but the file has {} tensors",
+                    f.tensors.len()
+                ),
+            ));
         }
         c.insert("num_hidden_layers".into(), json!(layers));
         c.insert("num_attention_heads".into(), json!(heads));
@@ -207,10 +211,10 @@ impl GgufSource {
             None => f.req_u64(&k("attention.value_length"))?,
         };
         if qk <= rope {
-            return Err(Error::Invalid(format!(
-                "{}: MLA key length {qk} is not larger than the rope dimension count {rope}",
-                f.name()
-            )));
+            return Err(Error::bad_model(
+                &f.path,
+                format!("MLA key length {qk} is not larger than the rope dimension count {rope}"),
+            ));
         }
         c.insert("qk_rope_head_dim".into(), json!(rope));
         c.insert("qk_nope_head_dim".into(), json!(qk - rope));
@@ -344,7 +348,7 @@ impl GgufSource {
                 return Ok(Some(Json::Object(m)));
             }
             Some(other) => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::unsupported(format!(
                     "{}: \"{a}.rope.scaling.type\" is {other:?}, which is not supported (none, yarn; Llama 3 scaling comes as rope_freqs.weight)",
                     f.name()
                 )))
@@ -358,11 +362,10 @@ impl GgufSource {
         let got: Vec<f32> = match t.ggml_type {
             GGML_F32 => bytemuck::pod_collect_to_vec(f.tensor_bytes(t)?),
             _ => {
-                return Err(Error::Invalid(format!(
-                    "{}: rope_freqs.weight has type {}, expected F32",
-                    f.name(),
-                    t.type_name()
-                )))
+                return Err(Error::bad_model(
+                    &f.path,
+                    format!("rope_freqs.weight has type {}, expected F32", t.type_name()),
+                ))
             }
         };
         let factor = got.iter().cloned().fold(1.0f32, f32::max) as f64;
@@ -390,10 +393,12 @@ impl GgufSource {
             }
         }
         if !ok {
-            return Err(Error::Invalid(format!(
-                "{}: rope_freqs.weight does not match Llama 3 rope scaling (factor {factor}, low 1, high 4, original context {orig})",
-                f.name()
-            )));
+            return Err(Error::bad_model(
+                &f.path,
+                format!(
+                    "rope_freqs.weight does not match Llama 3 rope scaling (factor {factor}, low 1, high 4, original context {orig})"
+                ),
+            ));
         }
         Ok(Some(json!({
             "rope_type": "llama3",
@@ -471,11 +476,13 @@ impl GgufSource {
     }
 
     fn bad(&self, key: &str, want: &str) -> Error {
-        Error::Invalid(format!(
-            "{}: {key:?} should be {want}, found {}",
-            self.file.name(),
-            self.file.get(key).map_or("nothing".into(), |v| format!("{v:?}"))
-        ))
+        Error::bad_model(
+            &self.file.path,
+            format!(
+                "{key:?} should be {want}, found {}",
+                self.file.get(key).map_or("nothing".into(), |v| format!("{v:?}"))
+            ),
+        )
     }
 
     /// A number metadata value, which must be finite (a NaN would vanish in the JSON config).

@@ -3,7 +3,7 @@
 //! types (block sizes and names).
 //!
 //! The whole file is checked against the format when it is opened, before any tensor byte is used
-//! (see [`GgufFile`]); every malformed input is an `Error::Invalid` naming the file and the key or
+//! (see [`GgufFile`]); every malformed input is an `Error::BadModel` naming the file and the key or
 //! tensor at fault, never a panic, and no count or length the file claims is allocated before the
 //! bytes that would hold it are known to be there.
 
@@ -196,7 +196,7 @@ impl std::ops::Deref for Bytes {
 /// aligned, no duplicate names); and the tensors tile the data section as every GGUF writer lays
 /// it out (gguf-py, llama.cpp): each starts where the one before it ends, rounded up to the
 /// alignment, with no overlap, no gap and nothing after the last one but its padding. A file
-/// that breaks any of this is an `Error::Invalid` naming the file and the key or tensor.
+/// that breaks any of this is an `Error::BadModel` naming the file and the key or tensor.
 pub struct GgufFile {
     pub path: PathBuf,
     map: Bytes,
@@ -240,27 +240,29 @@ fn min_value_bytes(t: u32) -> Option<u64> {
 struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
-    file: &'a str,
+    file: &'a Path,
     /// Metadata values read so far (array elements included), against [`MAX_VALUES`].
     values: u64,
 }
 
 impl<'a> Cursor<'a> {
     fn err(&self, what: &str) -> Error {
-        Error::Invalid(format!("{}: not a valid GGUF file: {what}", self.file))
+        Error::bad_model(self.file, format!("not a valid GGUF file: {what}"))
     }
     fn remaining(&self) -> u64 {
         (self.b.len() - self.pos) as u64
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: truncated GGUF file: {what} needs {n} bytes at offset {} but the file has {} bytes \
-                 (incomplete download?)",
+            Error::bad_model(
                 self.file,
-                self.pos,
-                self.b.len()
-            ))
+                format!(
+                    "truncated GGUF file: {what} needs {n} bytes at offset {} but the file has {} bytes \
+                     (incomplete download?)",
+                    self.pos,
+                    self.b.len()
+                ),
+            )
         })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
@@ -317,11 +319,13 @@ impl<'a> Cursor<'a> {
                 // Never trust a count for an allocation: the elements must fit in the bytes left.
                 let remaining = self.remaining();
                 if n.checked_mul(min).is_none_or(|need| need > remaining) {
-                    return Err(Error::Invalid(format!(
-                        "{}: truncated GGUF file: {what} claims an array of {n} elements of at least {min} \
-                         bytes each but only {remaining} bytes remain",
-                        self.file
-                    )));
+                    return Err(Error::bad_model(
+                        self.file,
+                        format!(
+                            "truncated GGUF file: {what} claims an array of {n} elements of at least {min} \
+                             bytes each but only {remaining} bytes remain"
+                        ),
+                    ));
                 }
                 self.count_values(n, what)?;
                 let mut items = Vec::with_capacity(n as usize);
@@ -348,21 +352,18 @@ struct RawInfo {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let name = path.display().to_string();
         crate::input::check_regular(path, "GGUF file")?;
-        let file = std::fs::File::open(path).map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::Invalid(format!("{name}: {e}")))?
-            .len();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 24 {
-            return Err(Error::Invalid(format!(
-                "{name}: truncated GGUF file: {len} bytes, shorter than the 24-byte header (incomplete download?)"
-            )));
+            return Err(Error::bad_model(
+                path,
+                format!("truncated GGUF file: {len} bytes, shorter than the 24-byte header (incomplete download?)"),
+            ));
         }
         // SAFETY: the file is only read; a file modified while it is being loaded is a user error
         // that can at worst produce wrong weights.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Self::parse(path.to_path_buf(), Bytes::Map(map))
     }
 
@@ -371,29 +372,31 @@ impl GgufFile {
     pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
         let path = path.into();
         if bytes.len() < 24 {
-            return Err(Error::Invalid(format!(
-                "{}: truncated GGUF file: {} bytes, shorter than the 24-byte header (incomplete download?)",
-                path.display(),
-                bytes.len()
-            )));
+            return Err(Error::bad_model(
+                path,
+                format!(
+                    "truncated GGUF file: {} bytes, shorter than the 24-byte header (incomplete download?)",
+                    bytes.len()
+                ),
+            ));
         }
         Self::parse(path, Bytes::Owned(bytes))
     }
 
     fn parse(path: PathBuf, map: Bytes) -> Result<Self> {
-        let name = path.display().to_string();
         let bytes: &[u8] = &map;
         let mut c = Cursor {
             b: bytes,
             pos: 0,
-            file: &name,
+            file: &path,
             values: 0,
         };
         let magic = c.take(4, "the magic")?;
         if magic != MAGIC {
-            return Err(Error::Invalid(format!(
-                "{name}: not a GGUF file (starts with {magic:02x?}, expected \"GGUF\")"
-            )));
+            return Err(Error::bad_model(
+                &path,
+                format!("not a GGUF file (starts with {magic:02x?}, expected \"GGUF\")"),
+            ));
         }
         let version = c.u32("the version")?;
         if version != 2 && version != 3 {
@@ -402,9 +405,10 @@ impl GgufFile {
             } else {
                 ""
             };
-            return Err(Error::Invalid(format!(
-                "{name}: GGUF version {version} is not supported (versions 2 and 3 are){hint}"
-            )));
+            return Err(Error::bad_model(
+                &path,
+                format!("GGUF version {version} is not supported (versions 2 and 3 are){hint}"),
+            ));
         }
         let n_tensors = c.u64("the tensor count")?;
         let n_kv = c.u64("the metadata count")?;
@@ -413,18 +417,16 @@ impl GgufFile {
         let left = c.remaining();
         let kv_bytes = n_kv.saturating_mul(MIN_KV_BYTES);
         if kv_bytes > left {
-            return Err(Error::Invalid(format!(
-                "{name}: not a valid GGUF file: the header claims {n_kv} metadata entries (kv_count), which \
-                 need at least {kv_bytes} bytes, but only {left} bytes follow the header (corrupt header or \
-                 truncated file)"
+            return Err(c.err(&format!(
+                "the header claims {n_kv} metadata entries (kv_count), which need at least {kv_bytes} bytes, but \
+                 only {left} bytes follow the header (corrupt header or truncated file)"
             )));
         }
         let table_bytes = n_tensors.saturating_mul(MIN_TENSOR_INFO_BYTES);
         if table_bytes.saturating_add(kv_bytes) > left {
-            return Err(Error::Invalid(format!(
-                "{name}: not a valid GGUF file: the header claims {n_tensors} tensors (tensor_count) and {n_kv} \
-                 metadata entries, whose tables need at least {} bytes, but only {left} bytes follow the header \
-                 (corrupt header or truncated file)",
+            return Err(c.err(&format!(
+                "the header claims {n_tensors} tensors (tensor_count) and {n_kv} metadata entries, whose tables \
+                 need at least {} bytes, but only {left} bytes follow the header (corrupt header or truncated file)",
                 table_bytes.saturating_add(kv_bytes)
             )));
         }
@@ -481,9 +483,9 @@ impl GgufFile {
             .ok_or_else(|| c.err("the data section starts past the end of the address space"))?;
         let tensors = infos
             .into_iter()
-            .map(|t| check_tensor(&name, t, alignment, data_start, bytes.len()))
+            .map(|t| check_tensor(&path, t, alignment, data_start, bytes.len()))
             .collect::<Result<Vec<_>>>()?;
-        check_layout(&name, &tensors, alignment, data_start, bytes.len())?;
+        check_layout(&path, &tensors, alignment, data_start, bytes.len())?;
         Ok(Self {
             path,
             map,
@@ -501,14 +503,14 @@ impl GgufFile {
 /// One tensor-table entry checked on its own: a ggml type this reader knows the size of, no empty
 /// dimension, rows of whole blocks, a size that fits the address space, an offset aligned to
 /// `alignment` and the bytes inside the file (whose data section starts at `data_start`).
-fn check_tensor(file: &str, t: RawInfo, alignment: usize, data_start: usize, file_len: usize) -> Result<TensorInfo> {
+fn check_tensor(file: &Path, t: RawInfo, alignment: usize, data_start: usize, file_len: usize) -> Result<TensorInfo> {
     let RawInfo {
         name,
         dims,
         ggml_type,
         offset,
     } = t;
-    let bad = |why: String| Error::Invalid(format!("{file}: not a valid GGUF file: tensor {name} {why}"));
+    let bad = |why: String| Error::bad_model(file, format!("not a valid GGUF file: tensor {name} {why}"));
     let type_name = ggml_type_name(ggml_type);
     let (be, bb) = block_layout(ggml_type).ok_or_else(|| {
         bad(format!(
@@ -528,9 +530,10 @@ fn check_tensor(file: &str, t: RawInfo, alignment: usize, data_start: usize, fil
         .ok_or_else(|| bad(format!("({type_name}) has dimensions {dims:?}, too large")))?;
     let row = dims.first().copied().unwrap_or(1);
     if !row.is_multiple_of(be as u64) {
-        return Err(Error::Invalid(format!(
-            "{file}: tensor {name} ({type_name}) has rows of {row} elements, not a multiple of its block size {be}"
-        )));
+        return Err(Error::bad_model(
+            file,
+            format!("tensor {name} ({type_name}) has rows of {row} elements, not a multiple of its block size {be}"),
+        ));
     }
     let size = (elements / be)
         .checked_mul(bb)
@@ -546,10 +549,13 @@ fn check_tensor(file: &str, t: RawInfo, alignment: usize, data_start: usize, fil
         .and_then(|o| o.checked_add(data_start))
         .ok_or_else(|| bad(format!("({type_name}) has offset {offset}, past the end of the file")))?;
     if start.checked_add(size).is_none_or(|e| e > file_len) {
-        return Err(Error::Invalid(format!(
-            "{file}: tensor {name} ({type_name}) runs past the end of the file (offset {start}, {size} bytes, \
-             file {file_len} bytes): truncated?"
-        )));
+        return Err(Error::bad_model(
+            file,
+            format!(
+                "tensor {name} ({type_name}) runs past the end of the file (offset {start}, {size} bytes, file \
+                 {file_len} bytes): truncated?"
+            ),
+        ));
     }
     Ok(TensorInfo {
         name,
@@ -566,7 +572,7 @@ fn check_tensor(file: &str, t: RawInfo, alignment: usize, data_start: usize, fil
 /// bytes; a gap or bytes after the last tensor mean a size that does not match its type and
 /// dimensions, or a `tensor_count` that leaves tensors out (whose data would then be read shifted).
 fn check_layout(
-    file: &str,
+    file: &Path,
     tensors: &[TensorInfo],
     alignment: usize,
     data_start: usize,
@@ -574,7 +580,7 @@ fn check_layout(
 ) -> Result<()> {
     let mut order: Vec<&TensorInfo> = tensors.iter().collect();
     order.sort_by_key(|t| (t.start, t.size));
-    let bad = |why: String| Error::Invalid(format!("{file}: not a valid GGUF file: {why}"));
+    let bad = |why: String| Error::bad_model(file, format!("not a valid GGUF file: {why}"));
     let rel = |t: &TensorInfo| t.start - data_start;
     // Offsets relative to the data section, so every check below is overflow-free: each tensor's
     // end is inside the file.
@@ -652,25 +658,27 @@ impl GgufFile {
             .checked_add(t.size)
             .and_then(|end| self.map.get(t.start..end))
             .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: tensor {} ({}, {} bytes at offset {}) is not inside the file",
-                    self.name(),
-                    t.name,
-                    t.type_name(),
-                    t.size,
-                    t.start
-                ))
+                Error::bad_model(
+                    &self.path,
+                    format!(
+                        "tensor {} ({}, {} bytes at offset {}) is not inside the file",
+                        t.name,
+                        t.type_name(),
+                        t.size,
+                        t.start
+                    ),
+                )
             })
     }
 
     pub(super) fn req(&self, key: &str) -> Result<&Value> {
         self.get(key)
-            .ok_or_else(|| Error::Invalid(format!("{}: metadata key {key:?} is missing", self.name())))
+            .ok_or_else(|| Error::bad_model(&self.path, format!("metadata key {key:?} is missing")))
     }
     pub(super) fn req_u64(&self, key: &str) -> Result<u64> {
         let v = self.req(key)?;
         v.as_u64()
-            .ok_or_else(|| Error::Invalid(format!("{}: {key:?} should be an integer, found {v:?}", self.name())))
+            .ok_or_else(|| Error::bad_model(&self.path, format!("{key:?} should be an integer, found {v:?}")))
     }
     pub(super) fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
@@ -684,7 +692,7 @@ impl GgufFile {
             Some(v) => v
                 .as_f64()
                 .map(Some)
-                .ok_or_else(|| Error::Invalid(format!("{}: {key:?} should be a number, found {v:?}", self.name()))),
+                .ok_or_else(|| Error::bad_model(&self.path, format!("{key:?} should be a number, found {v:?}"))),
         }
     }
     pub(super) fn opt_str(&self, key: &str) -> Option<&str> {

@@ -20,8 +20,9 @@
 //!
 //! Every malformed input (bad magic, unsupported version, truncated header, counts the file cannot
 //! hold, duplicate keys or tensors, misaligned, overlapping or out-of-file tensors, sizes that do not
-//! match the tensor table, an unsupported tensor type) is an `Error::Invalid` naming the file and the
-//! key or tensor, never a panic; the file is checked when it is opened, before any tensor is read.
+//! match the tensor table) is an `Error::BadModel` naming the file and the key or tensor, and a
+//! tensor type wgmoe does not decode an `Error::Unsupported` naming the file, the tensor and the
+//! type, never a panic; the file is checked when it is opened, before any tensor is read.
 
 mod config;
 mod format;

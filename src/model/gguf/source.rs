@@ -67,12 +67,7 @@ impl GgufSource {
     pub fn from_file(file: GgufFile) -> Result<Self> {
         let arch = file
             .opt_str("general.architecture")
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: metadata key \"general.architecture\" is missing",
-                    file.name()
-                ))
-            })?
+            .ok_or_else(|| Error::bad_model(&file.path, "metadata key \"general.architecture\" is missing"))?
             .to_string();
         let mut s = Self {
             file,
@@ -94,12 +89,10 @@ impl GgufSource {
             .map_or(heads, |v| v as usize);
         let f = &s.file;
         let bad = |t: &TensorInfo, what: &str| {
-            Error::Invalid(format!(
-                "{}: tensor {} has dimensions {:?}: {what}",
-                f.name(),
-                t.name,
-                t.dims
-            ))
+            Error::bad_model(
+                &f.path,
+                format!("tensor {} has dimensions {:?}: {what}", t.name, t.dims),
+            )
         };
         let mut names = HashMap::new();
         for (ti, t) in f.tensors.iter().enumerate() {
@@ -228,7 +221,7 @@ impl GgufSource {
         let f = &self.file;
         let supported = matches!(t.ggml_type, GGML_F32 | GGML_F16 | GGML_BF16) || quantized().any(|q| q == t.ggml_type);
         if !supported {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsupported(format!(
                 "{}: tensor {label} has type {}; supported: F32, F16, BF16, {}",
                 f.name(),
                 t.type_name(),
@@ -243,12 +236,14 @@ impl GgufSource {
         // The reader sized the tensor from its dimensions; a slice of it must still be whole blocks.
         if let Some((_, bb)) = block_layout(t.ggml_type) {
             if !bytes.len().is_multiple_of(bb) {
-                return Err(Error::Invalid(format!(
-                    "{}: tensor {label} ({}): {} bytes is not a whole number of {bb}-byte blocks",
-                    f.name(),
-                    t.type_name(),
-                    bytes.len()
-                )));
+                return Err(Error::bad_model(
+                    &f.path,
+                    format!(
+                        "tensor {label} ({}): {} bytes is not a whole number of {bb}-byte blocks",
+                        t.type_name(),
+                        bytes.len()
+                    ),
+                ));
             }
         }
         let packed = (self.packed && rows_kept)
@@ -264,7 +259,7 @@ impl GgufSource {
             GGML_BF16 => (SrcDType::BF16, Cow::Borrowed(bytes)),
             q => {
                 let v = dequantize(q, bytes)
-                    .ok_or_else(|| Error::Invalid(format!("{}: tensor {label}: no dequantiser", f.name())))?;
+                    .ok_or_else(|| Error::unsupported(format!("{}: tensor {label}: no dequantiser", f.name())))?;
                 if q == GGML_MXFP4 {
                     let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
                     (SrcDType::BF16, Cow::Owned(bytemuck::cast_slice(&h).to_vec()))
@@ -288,13 +283,15 @@ impl GgufSource {
         let es = if dtype == SrcDType::F32 { 4 } else { 2 };
         for (t, x) in [(a, &xa), (b, &xb)] {
             if x.len() != t.elements() * es {
-                return Err(Error::Invalid(format!(
-                    "{}: tensor {label}: {} holds {} bytes, expected {}",
-                    self.file.name(),
-                    t.name,
-                    x.len(),
-                    t.elements() * es
-                )));
+                return Err(Error::bad_model(
+                    &self.file.path,
+                    format!(
+                        "tensor {label}: {} holds {} bytes, expected {}",
+                        t.name,
+                        x.len(),
+                        t.elements() * es
+                    ),
+                ));
             }
         }
         Ok((dtype, es, xa, xb))
@@ -324,7 +321,7 @@ impl TensorSource for GgufSource {
         let m = self
             .names
             .get(name)
-            .ok_or_else(|| Error::Invalid(format!("tensor {name} is missing from {}", f.name())))?;
+            .ok_or_else(|| Error::bad_model(&f.path, format!("tensor {name} is missing")))?;
         let t = &f.tensors[m.tensor];
         let label = match &m.form {
             Form::KvB(o) | Form::Interleave { up: o, .. } => format!("{} + {} ({name})", t.name, f.tensors[*o].name),
@@ -344,10 +341,10 @@ impl TensorSource for GgufSource {
                 let rows = shape.first().copied().unwrap_or(1);
                 let row_bytes = data.len() / rows.max(1);
                 if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
-                    return Err(Error::Invalid(format!(
-                        "{}: tensor {label} has {rows} rows, which do not split into {n_head} heads of even size",
-                        f.name()
-                    )));
+                    return Err(Error::bad_model(
+                        &f.path,
+                        format!("tensor {label} has {rows} rows, which do not split into {n_head} heads of even size"),
+                    ));
                 }
                 (dtype, Cow::Owned(unpermute_rows(&data, rows, row_bytes, n_head)))
             }
@@ -378,7 +375,7 @@ impl TensorSource for GgufSource {
                 let es = if dtype == SrcDType::F32 { 4 } else { 2 };
                 let (e, rows, cols) = (shape[0], shape[1], shape[2]);
                 if data.len() != e * rows * cols * es {
-                    return Err(Error::Invalid(format!("{}: tensor {label}: size mismatch", f.name())));
+                    return Err(Error::bad_model(&f.path, format!("tensor {label}: size mismatch")));
                 }
                 shape = vec![e, cols, rows];
                 (dtype, Cow::Owned(transpose_last2(&data, e, rows, cols, es)))
@@ -435,12 +432,14 @@ impl TensorSource for GgufSource {
                     let (_, up) = self.decode(u, &label, None, true)?;
                     let row = g.len() / (e * i_).max(1);
                     if row == 0 || g.len() != row * e * i_ || up.len() != g.len() {
-                        return Err(Error::Invalid(format!(
-                            "{}: tensor {label}: {} and {} bytes are not {e} x {i_} rows",
-                            f.name(),
-                            g.len(),
-                            up.len()
-                        )));
+                        return Err(Error::bad_model(
+                            &f.path,
+                            format!(
+                                "tensor {label}: {} and {} bytes are not {e} x {i_} rows",
+                                g.len(),
+                                up.len()
+                            ),
+                        ));
                     }
                     let mut out = Vec::with_capacity(2 * g.len());
                     for (gr, ur) in g.chunks_exact(row).zip(up.chunks_exact(row)) {

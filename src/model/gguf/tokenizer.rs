@@ -68,14 +68,14 @@ pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
     let name = f.name();
     let model = f.opt_str("tokenizer.ggml.model").unwrap_or("(none)");
     if model != "gpt2" {
-        return Err(Error::Invalid(format!(
+        return Err(Error::unsupported(format!(
             "{name}: tokenizer.ggml.model {model:?} is not supported; supported: gpt2 (byte-level BPE)"
         )));
     }
     let tokens: Vec<&str> = f
         .get("tokenizer.ggml.tokens")
         .and_then(Value::as_array)
-        .ok_or_else(|| Error::Invalid(format!("{name}: tokenizer.ggml.tokens is missing")))?
+        .ok_or_else(|| Error::bad_model(&f.path, "tokenizer.ggml.tokens is missing"))?
         .iter()
         .map(|v| v.as_str().unwrap_or(""))
         .collect();
@@ -88,9 +88,10 @@ pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
         .get("tokenizer.ggml.merges")
         .and_then(Value::as_array)
         .ok_or_else(|| {
-            Error::Invalid(format!(
-                "{name}: tokenizer.ggml.merges is missing (needed for a gpt2 tokenizer)"
-            ))
+            Error::bad_model(
+                &f.path,
+                "tokenizer.ggml.merges is missing (needed for a gpt2 tokenizer)",
+            )
         })?;
 
     let table = bytes_to_unicode();
@@ -156,11 +157,12 @@ pub fn tokenizer_parts(f: &GgufFile) -> Result<TokenizerParts> {
             "vocab": vocab, "merges": merges,
         },
     });
-    let text = serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("{name}: tokenizer: {e}")))?;
+    let text = serde_json::to_string(&spec).map_err(|e| Error::bad_model(&f.path, format!("tokenizer: {e}")))?;
     let tok: tokenizers::Tokenizer = text.parse().map_err(|e| {
-        Error::Invalid(format!(
-            "{name}: could not build the tokenizer from the GGUF vocabulary: {e}"
-        ))
+        Error::bad_model(
+            &f.path,
+            format!("could not build the tokenizer from the GGUF vocabulary: {e}"),
+        )
     })?;
 
     let mut eos_ids = Vec::new();
