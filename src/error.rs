@@ -33,11 +33,12 @@ pub enum Error {
     #[error("{0}")]
     BadInput(String),
 
-    /// The GPU (or the budget it was given) has too little memory: for a load, a KV cache or a
-    /// forward pass. `needed` and `available` are bytes, where known.
+    /// The GPU (or the budget it was given, or host memory for offloaded experts) has too little
+    /// memory: for a load, a KV cache or a forward pass. `needed` and `available` are bytes, where
+    /// known.
     #[error(
-        "the GPU ran out of memory for {what}{}{}: try a smaller context, a smaller model or a GPU \
-         with more memory",
+        "not enough memory for {what}{}{}: try a smaller context, a smaller model or a GPU with \
+         more memory",
         needed.map(|n| format!(" (needs {})", mib(n))).unwrap_or_default(),
         available.map(|n| format!(", {} available", mib(n))).unwrap_or_default()
     )]
@@ -104,16 +105,6 @@ pub enum Error {
          corrupt, or a config value (rms_norm_eps, rope_theta, a scaling factor) is out of range"
     )]
     NonFinite { position: usize },
-
-    /// Being replaced by the typed variants above.
-    #[doc(hidden)]
-    #[error("GPU error: {0}")]
-    Gpu(String),
-
-    /// Being replaced by the typed variants above.
-    #[doc(hidden)]
-    #[error("{0}")]
-    Invalid(String),
 }
 
 fn mib(bytes: u64) -> String {

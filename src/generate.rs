@@ -50,23 +50,23 @@ impl GenerateOptions {
     /// or infinite, a top-p outside (0, 1]. [`Session::generate`] checks them; an app can check
     /// them earlier, before loading a model, as the CLI does.
     pub fn validate(&self) -> Result<()> {
-        check_sampling(Some(self.temperature as f64), Some(self.top_p as f64), "")
+        match sampling_problem(Some(self.temperature as f64), Some(self.top_p as f64)) {
+            Some(why) => Err(Error::bad_input(why)),
+            None => Ok(()),
+        }
     }
 }
 
-/// The sampling checks of [`GenerateOptions::validate`]; `source` (a file) prefixes the message.
-fn check_sampling(temperature: Option<f64>, top_p: Option<f64>, source: &str) -> Result<()> {
+/// The sampling checks of [`GenerateOptions::validate`]: what is wrong, if anything.
+fn sampling_problem(temperature: Option<f64>, top_p: Option<f64>) -> Option<String> {
     if let Some(t) = temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
-        return Err(Error::Invalid(format!(
-            "{source}temperature {t} is not allowed: it should be a finite number >= 0 (0 is greedy)"
-        )));
+        return Some(format!(
+            "temperature {t} is not allowed: it should be a finite number >= 0 (0 is greedy)"
+        ));
     }
-    if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-        return Err(Error::Invalid(format!(
-            "{source}top-p {p} is not allowed: it should be in (0, 1] (1 keeps every token)"
-        )));
-    }
-    Ok(())
+    top_p
+        .filter(|p| !(*p > 0.0 && *p <= 1.0))
+        .map(|p| format!("top-p {p} is not allowed: it should be in (0, 1] (1 keeps every token)"))
 }
 
 /// Refuse, before any work, a generation of `max_new_tokens` after a prompt of `prompt` tokens
@@ -77,15 +77,11 @@ pub fn check_fits(prompt: usize, max_new_tokens: usize, free: usize, capacity: u
     if need <= free {
         return Ok(());
     }
-    let held = if free == capacity {
-        format!("the context holds {capacity}")
-    } else {
-        format!("only {free} of the context's {capacity} are free")
-    };
-    Err(Error::Invalid(format!(
-        "the prompt ({prompt} tokens) and {max_new_tokens} generated tokens need {need} positions of \
-         the KV cache, but {held}: generate fewer tokens, shorten the prompt or use a longer context"
-    )))
+    Err(Error::ContextFull {
+        needed: need,
+        free,
+        capacity,
+    })
 }
 
 /// Read `generation_config.json` beside a model (a folder; GGUF files carry none). `do_sample:
@@ -96,15 +92,14 @@ pub fn sampling_defaults(model: &std::path::Path) -> Result<SamplingDefaults> {
         return gguf_sampling_defaults(model);
     }
     let path = model.join("generation_config.json");
-    let file = path.display().to_string();
     let Some(text) = crate::input::read_text_opt(&path, crate::input::CONFIG_CAP, "generation config")? else {
         return Ok(SamplingDefaults::default());
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{file}: not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::bad_model(&path, format!("not valid JSON: {e}")))?;
     // A present value of the wrong type is an error, never the default.
     let typed = |key: &str, want: &str, ok: fn(&Value) -> bool| -> Result<Option<&Value>> {
         Ok(match v.get(key).filter(|x| !x.is_null()) {
-            Some(x) if !ok(x) => return Err(Error::Invalid(format!("{file}: {key:?} should be {want}, found {x}"))),
+            Some(x) if !ok(x) => return Err(Error::bad_model(&path, format!("{key:?} should be {want}, found {x}"))),
             x => x,
         })
     };
@@ -117,7 +112,9 @@ pub fn sampling_defaults(model: &std::path::Path) -> Result<SamplingDefaults> {
     let temperature = typed("temperature", "a number", Value::is_number)?.and_then(Value::as_f64);
     let top_p = typed("top_p", "a number", Value::is_number)?.and_then(Value::as_f64);
     let top_k = typed("top_k", "a non-negative integer", Value::is_u64)?.and_then(Value::as_u64);
-    check_sampling(temperature, top_p, &format!("{file}: "))?;
+    if let Some(why) = sampling_problem(temperature, top_p) {
+        return Err(Error::bad_model(&path, why));
+    }
     Ok(SamplingDefaults {
         temperature: temperature.map(|x| x as f32),
         top_k: top_k.map(|x| usize::try_from(x).unwrap_or(usize::MAX)),
@@ -131,7 +128,9 @@ fn gguf_sampling_defaults(path: &std::path::Path) -> Result<SamplingDefaults> {
     let number = |key: &str| file.get(key).and_then(|v| v.as_f64());
     let temperature = number("general.sampling.temp");
     let top_p = number("general.sampling.top_p");
-    check_sampling(temperature, top_p, &format!("{}: general.sampling.", path.display()))?;
+    if let Some(why) = sampling_problem(temperature, top_p) {
+        return Err(Error::bad_model(path, format!("general.sampling.{why}")));
+    }
     Ok(SamplingDefaults {
         temperature: temperature.map(|x| x as f32),
         top_k: file

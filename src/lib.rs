@@ -23,8 +23,8 @@
 //! fn main() -> wgmoe::Result<()> {
 //!     let model = Model::open("SmolLM2-135M-Instruct.Q4_1.gguf", &ModelOptions::default())?;
 //!     let mut chat = model.chat(&SessionOptions::default())?;
-//!     let reply = chat.send("What is the capital of France?", &GenerateOptions::max_tokens(64))?;
-//!     println!("{}", reply.text()?);
+//!     let reply = chat.ask("What is the capital of France?", &GenerateOptions::max_tokens(64))?;
+//!     println!("{reply}");
 //!     Ok(())
 //! }
 //! ```

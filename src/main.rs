@@ -6,13 +6,17 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use wgmoe::internals::generate::{self, GenerateOptions, GenerateStats};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wgmoe::internals::generate;
 use wgmoe::internals::gpu::{self, DeviceOptions};
 use wgmoe::internals::model::config::ModelConfig;
 use wgmoe::internals::model::plan::LogitRows;
-use wgmoe::internals::model::{KvDtype, Model, Session};
-use wgmoe::internals::tokenizer::{Message, Tokenizer};
-use wgmoe::{Error, Result};
+use wgmoe::internals::model::Model as RawModel;
+use wgmoe::{
+    CancelToken, Error, Event, GenerateOptions, KvDtype, Message, Model, ModelOptions, Result, Sampling,
+    SessionOptions, Stats, StopReason,
+};
 
 #[derive(Parser)]
 #[command(
@@ -91,9 +95,12 @@ struct SamplingArgs {
 struct RunArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// The prompt text.
+    /// The prompt text; `-` reads it from standard input.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    prompt: Option<String>,
+    /// Read the prompt from this file.
     #[arg(long)]
-    prompt: String,
+    file: Option<PathBuf>,
     /// Tokens to generate at most.
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n: usize,
@@ -191,15 +198,11 @@ fn load_model(
     opts: &DeviceOptions,
     arg: &ModelArg,
     session: wgmoe::internals::model::experts::SessionNeeds,
-) -> Result<Model> {
+) -> Result<RawModel> {
     let path = arg.model.as_path();
     let ctx = gpu::Context::new(opts)?;
     let adapter = format!("{} ({})", ctx.info.name, ctx.backend_name());
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} tensors {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar();
     let start = std::time::Instant::now();
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
@@ -210,7 +213,7 @@ fn load_model(
         quantize: arg.quantize.as_deref().map(gpu::DType::from_arg).transpose()?,
         cache: arg.memory.cache(session)?,
     };
-    let model = Model::load_with(ctx, path, &load, &progress)?;
+    let model = RawModel::load_with(ctx, path, &load, &progress)?;
     bar.finish_and_clear();
     eprintln!(
         "loaded {} ({}) in {:.1} s on {adapter}",
@@ -221,6 +224,57 @@ fn load_model(
     eprintln!("{}", model.weights_line());
     if let Some(c) = model.expert_cache() {
         eprintln!("{}", c.resident_line());
+    }
+    Ok(model)
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} tensors {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Open a model through the library's API with a progress bar on a terminal, then say what it
+/// took. `batch`: the longest prompt chunk the command runs at once.
+fn open_model(opts: &DeviceOptions, arg: &ModelArg, kv_cache: KvDtype) -> Result<Model> {
+    let bar = progress_bar();
+    let shown = bar.clone();
+    let start = std::time::Instant::now();
+    let options = ModelOptions {
+        device: opts.selector.clone(),
+        portable: opts.portable,
+        gpu_memory: arg
+            .memory
+            .gpu_memory
+            .map(|g| cli::gib_bytes("--gpu-memory", g))
+            .transpose()?,
+        expert_slots: arg.memory.expert_slots,
+        cache_policy: wgmoe::CachePolicy::parse(&arg.memory.cache_policy)?,
+        dequantize: arg.dequantize,
+        quantize: arg.quantize.clone(),
+        context: arg.context,
+        kv_cache,
+        progress: Some(std::sync::Arc::new(move |done, total| {
+            shown.set_length(total as u64);
+            shown.set_position(done as u64);
+        })),
+        ..Default::default()
+    };
+    let model = Model::open(&arg.model, &options)?;
+    bar.finish_and_clear();
+    let info = model.info();
+    eprintln!(
+        "loaded {} ({}) in {:.1} s on {}",
+        arg.model.display(),
+        info.architecture,
+        start.elapsed().as_secs_f64(),
+        info.adapter,
+    );
+    for line in model.memory_report() {
+        eprintln!("{line}");
     }
     Ok(model)
 }
@@ -240,23 +294,12 @@ fn needs(
     }
 }
 
-/// After a command that ran the model: the expert cache's line, when experts were offloaded.
-fn report_cache(model: &Model) {
-    if let Some(c) = model.expert_cache() {
-        eprintln!("{}", c.line());
-    }
-}
-
-fn session<'m>(model: &'m Model, arg: &ModelArg, kv_cache: KvDtype) -> Result<Session> {
-    model.try_session(arg.context.min(model.config.max_position), kv_cache)
-}
-
 /// The model's description (without loading it) and the context a command gets: `--context`,
 /// capped at the model's maximum.
 fn context(arg: &ModelArg) -> Result<(ModelConfig, usize)> {
     if arg.context == 0 {
-        return Err(Error::Invalid(
-            "--context is 0: the KV cache needs room for at least 1 token".into(),
+        return Err(Error::bad_input(
+            "--context is 0: the KV cache needs room for at least 1 token",
         ));
     }
     let config = wgmoe::internals::model::checkpoint::config(&arg.model)?;
@@ -269,143 +312,208 @@ fn context(arg: &ModelArg) -> Result<(ModelConfig, usize)> {
 fn check_fits(arg: &ModelArg, prompt: usize, n: usize) -> Result<()> {
     let (config, context) = context(arg)?;
     generate::check_fits(prompt, n, context, context).map_err(|e| {
-        Error::Invalid(format!(
+        Error::bad_input(format!(
             "{e} (--context {} capped at the model's maximum of {})",
             arg.context, config.max_position
         ))
     })
 }
 
-/// The sampling options: the flags, else generation_config.json's, else greedy; checked.
-fn sampling(args: &SamplingArgs, model: &Path, tok: &Tokenizer, max_new_tokens: usize) -> Result<GenerateOptions> {
+/// The sampling: the flags over the model's defaults (generation_config.json, GGUF
+/// general.sampling.*), checked before anything is loaded.
+fn sampling(args: &SamplingArgs, model: &Path) -> Result<Sampling> {
     let d = generate::sampling_defaults(model)?;
-    let opts = GenerateOptions {
-        max_new_tokens,
+    let s = Sampling {
         temperature: args.temperature.or(d.temperature).unwrap_or(0.0),
         top_k: args.top_k.or(d.top_k).unwrap_or(0),
         top_p: args.top_p.or(d.top_p).unwrap_or(1.0),
-        seed: args.seed,
-        stop: tok.eos_ids().to_vec(),
     };
-    opts.validate()?;
-    Ok(opts)
+    generate::GenerateOptions {
+        temperature: s.temperature,
+        top_p: s.top_p,
+        ..Default::default()
+    }
+    .validate()?;
+    Ok(s)
 }
 
-fn print_stats(s: &GenerateStats) {
+fn print_stats(s: &Stats, reason: &StopReason) {
+    let why = match reason {
+        StopReason::StopToken(_) => "stop token".to_string(),
+        StopReason::StopString(s) => format!("stop string {s:?}"),
+        StopReason::MaxTokens => "max tokens".into(),
+        StopReason::ContextFull => "context full".into(),
+        StopReason::Cancelled => "stopped".into(),
+    };
     eprintln!(
-        "\nprompt: {} tokens, {:.1} tok/s; generated: {} tokens, {:.1} tok/s ({})",
+        "\nprompt: {} tokens, {:.1} tok/s; generated: {} tokens, {:.1} tok/s ({why})",
         s.prompt_tokens,
-        s.prompt_tps(),
-        s.generated,
-        s.generate_tps(),
-        s.stopped_by
+        s.prompt_tokens_per_second(),
+        s.generated_tokens,
+        s.decode_tokens_per_second(),
     );
 }
 
-/// Generate after `prompt`, streaming text to stdout.
-fn stream(
-    sess: &mut Session,
-    tok: &Tokenizer,
-    prompt: &[u32],
-    opts: &GenerateOptions,
-) -> Result<(Vec<u32>, GenerateStats)> {
-    let mut decoder = tok.stream_decoder(true);
+/// Print a generation's events to stdout as they come; returns how it ended.
+fn stream(events: impl Iterator<Item = Result<Event>>) -> Result<(Stats, StopReason)> {
     let mut out = std::io::stdout();
-    let r = sess.generate(prompt, opts, |id| {
-        let text = decoder.push(id)?;
-        out.write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-            .map_err(|e| Error::Invalid(format!("stdout: {e}")))
-    })?;
-    let rest = decoder.finish()?;
-    let _ = out.write_all(rest.as_bytes()).and_then(|_| out.flush());
-    Ok(r)
+    for e in events {
+        match e? {
+            Event::Token { text, .. } | Event::Text(text) => {
+                out.write_all(text.as_bytes())
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Error::io("standard output", e))?;
+            }
+            Event::Done { stop_reason, stats } => return Ok((stats, stop_reason)),
+        }
+    }
+    Err(Error::Device("the generation ended without saying why".into()))
+}
+
+/// Ctrl-C: stops the reply in progress (through `cancel`); with no reply running (`busy` false)
+/// it quits, as a terminal user expects.
+fn interrupts(cancel: &CancelToken, busy: &Arc<AtomicBool>) {
+    let (cancel, busy) = (cancel.clone(), busy.clone());
+    let _ = ctrlc::set_handler(move || {
+        if busy.load(Ordering::SeqCst) {
+            cancel.cancel();
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    });
+}
+
+/// The prompt of `run`: --prompt, --prompt - (standard input) or --file.
+fn prompt_text(args: &RunArgs) -> Result<String> {
+    match (&args.prompt, &args.file) {
+        (Some(p), _) if p == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::io("standard input", e))?;
+            Ok(text)
+        }
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(f)) => wgmoe::internals::input::read_text(f, wgmoe::internals::input::PROMPT_CAP, "prompt file"),
+        (None, None) => Err(Error::bad_input("give --prompt or --file")),
+    }
 }
 
 fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
+    let text = prompt_text(args)?;
     let tok = wgmoe::internals::model::tokenizer_for(&args.model.model)?;
     let prompt = if args.chat {
-        tok.encode_chat(&[Message::user(args.prompt.as_str())], true)?
+        tok.encode_chat(&[Message::user(text.as_str())], true)?
     } else {
-        tok.encode(&args.prompt, true)?
+        tok.encode(&text, true)?
     };
-    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n)?;
+    let sampling = sampling(&args.sampling, &args.model.model)?;
     check_fits(&args.model, prompt.len(), args.n)?;
-    let model = load_model(opts, &args.model, needs(&args.model, prompt.len(), 1, args.kv_cache))?;
-    let mut sess = session(&model, &args.model, args.kv_cache)?;
-    let (_, stats) = stream(&mut sess, &tok, &prompt, &gen)?;
-    print_stats(&stats);
+    let model = open_model(opts, &args.model, args.kv_cache)?;
+    let mut session = model.session(&SessionOptions::default())?;
+    let cancel = CancelToken::new();
+    let busy = Arc::new(AtomicBool::new(true));
+    interrupts(&cancel, &busy);
+    let gen = GenerateOptions {
+        max_tokens: Some(args.n),
+        sampling: Some(sampling),
+        seed: args.sampling.seed,
+        cancel: Some(cancel),
+        ..Default::default()
+    };
+    let (stats, reason) = stream(session.generate(prompt, &gen)?)?;
+    print_stats(&stats, &reason);
     report_cache(&model);
     Ok(())
 }
 
+/// After a command that ran the model: the expert cache's line, when experts were offloaded.
+fn report_cache(model: &Model) {
+    for line in model.memory_report().iter().skip(1) {
+        eprintln!("{line}");
+    }
+}
+
+const CHAT_HELP: &str = "/exit (or Ctrl-D) quits, /reset forgets the conversation, /system TEXT sets the \
+                         system message, /help shows this; Ctrl-C stops a reply";
+
 fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
     let tok = wgmoe::internals::model::tokenizer_for(&args.model.model)?;
     if !tok.has_chat_template() {
-        return Err(Error::Invalid(format!(
-            "{} has no chat template",
+        return Err(Error::unsupported(format!(
+            "{} has no chat template; use `wgmoe run` with a plain prompt",
             args.model.model.display()
         )));
     }
-    let gen = sampling(&args.sampling, &args.model.model, &tok, args.n)?;
+    let sampling = sampling(&args.sampling, &args.model.model)?;
     // A reply of -n tokens must fit after a prompt of at least one token.
     check_fits(&args.model, 1, args.n)?;
-    let context = args.model.context;
-    // A turn longer than this is still run; the reserve is for a typical one.
-    let model = load_model(
-        opts,
-        &args.model,
-        needs(&args.model, context.min(1024), 1, args.kv_cache),
-    )?;
-    let mut sess = session(&model, &args.model, args.kv_cache)?;
-    let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.as_str())).collect();
-    // Tokens the cache holds, to feed only what a new turn adds.
-    let mut cached: Vec<u32> = Vec::new();
+    let model = open_model(opts, &args.model, args.kv_cache)?;
+    let mut chat = model.chat(&SessionOptions::default())?;
+    if let Some(system) = &args.system {
+        chat.set_system(system.as_str());
+    }
+    let cancel = CancelToken::new();
+    let busy = Arc::new(AtomicBool::new(false));
+    interrupts(&cancel, &busy);
+    let gen = GenerateOptions {
+        max_tokens: Some(args.n),
+        sampling: Some(sampling),
+        seed: args.sampling.seed,
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    eprintln!("chatting with {}: {CHAT_HELP}", args.model.model.display());
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin
-            .read_line(&mut line)
-            .map_err(|e| Error::Invalid(format!("stdin: {e}")))?
-            == 0
-        {
+        if stdin.read_line(&mut line).map_err(|e| Error::io("standard input", e))? == 0 {
             return Ok(());
         }
         let line = line.trim_end_matches(['\n', '\r']);
-        if line.is_empty() {
-            continue;
+        match line.split_once(' ').map_or((line, ""), |(c, rest)| (c, rest.trim())) {
+            ("", _) => continue,
+            ("/exit" | "/quit", _) => return Ok(()),
+            ("/help", _) => {
+                eprintln!("{CHAT_HELP}");
+                continue;
+            }
+            ("/reset", _) => {
+                chat.reset();
+                eprintln!("(conversation forgotten)");
+                continue;
+            }
+            ("/system", text) => {
+                chat.set_system(text);
+                chat.reset();
+                eprintln!("(system message set; conversation restarted)");
+                continue;
+            }
+            _ => {}
         }
-        messages.push(Message::user(line));
-        let ids = tok.encode_chat(&messages, true)?;
-        // Keep the cached prefix the new conversation shares (a template may re-render earlier
-        // turns differently), and feed at least one token so there are logits to sample.
-        if ids.is_empty() {
-            return Err(Error::Invalid(
-                "the chat template rendered the conversation as no tokens".into(),
-            ));
+        let dropped = chat.dropped();
+        cancel.reset();
+        busy.store(true, Ordering::SeqCst);
+        let result = chat.send(line, &gen).and_then(stream);
+        busy.store(false, Ordering::SeqCst);
+        match result {
+            Ok((stats, reason)) => {
+                println!();
+                print_stats(&stats, &reason);
+            }
+            // A conversation that no longer fits is not the end of the chat.
+            Err(e @ Error::ContextFull { .. }) => eprintln!("{e}\n(/reset starts over)"),
+            Err(e) => return Err(e),
         }
-        let shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        let start = shared.min(ids.len() - 1);
-        sess.truncate(start);
-        // The reply fills at most what the conversation leaves of the context (generation
-        // refuses a conversation that no longer fits).
-        let room = (sess.capacity() + 1).saturating_sub(ids.len()).max(1);
-        let turn = GenerateOptions {
-            max_new_tokens: gen.max_new_tokens.min(room),
-            ..gen.clone()
-        };
-        let (reply, mut stats) = stream(&mut sess, &tok, &ids[start..], &turn)?;
-        if turn.max_new_tokens < gen.max_new_tokens && stats.generated == turn.max_new_tokens {
-            stats.stopped_by = "context full";
+        if chat.dropped() > dropped {
+            eprintln!(
+                "(dropped the {} oldest messages to fit the context of {} tokens)",
+                chat.dropped() - dropped,
+                chat.session().capacity()
+            );
         }
-        println!();
-        print_stats(&stats);
         report_cache(&model);
-        cached = ids;
-        cached.extend(&reply);
-        cached.truncate(sess.position());
-        messages.push(Message::assistant(tok.decode(&reply, true)?));
     }
 }
 
@@ -413,7 +521,7 @@ fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
     check_fits(&args.model, args.tokens.len(), 0)?;
     let n = args.tokens.len();
     let model = load_model(opts, &args.model, needs(&args.model, n, n, args.kv_cache))?;
-    let mut sess = session(&model, &args.model, args.kv_cache)?;
+    let mut sess = model.try_session(args.model.context.min(model.config.max_position), args.kv_cache)?;
     let t = &args.tokens;
     let values = if args.decode {
         let mut v = sess.forward(&t[..1], LogitRows::All)?;
@@ -424,15 +532,16 @@ fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
     } else {
         sess.forward(t, LogitRows::All)?
     };
-    std::fs::write(&args.out, bytemuck::cast_slice(&values))
-        .map_err(|e| Error::Invalid(format!("{}: {e}", args.out.display())))?;
+    std::fs::write(&args.out, bytemuck::cast_slice(&values)).map_err(|e| Error::io(&args.out, e))?;
     eprintln!(
         "wrote [{}, {}] f32 logits to {}",
         t.len(),
         model.config.vocab,
         args.out.display()
     );
-    report_cache(&model);
+    if let Some(c) = model.expert_cache() {
+        eprintln!("{}", c.line());
+    }
     Ok(())
 }
 
@@ -441,7 +550,7 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => wgmoe::internals::input::read_text(f, wgmoe::internals::input::PROMPT_CAP, "prompt file")?,
-        (None, None) => return Err(Error::Invalid("give --text or --file".into())),
+        (None, None) => return Err(Error::bad_input("give --text or --file")),
     };
     let ids = if args.chat {
         tok.encode_chat(&[Message::user(text)], true)?

@@ -23,7 +23,7 @@ pub enum ContextPolicy {
 /// # fn run(model: &wgmoe::Model) -> wgmoe::Result<()> {
 /// let mut chat = model.chat(&wgmoe::SessionOptions::default())?;
 /// chat.set_system("You are brief.");
-/// let reply = chat.send("What is the capital of France?", &wgmoe::GenerateOptions::max_tokens(64))?.text()?;
+/// let reply = chat.ask("What is the capital of France?", &wgmoe::GenerateOptions::max_tokens(64))?;
 /// println!("{reply}");
 /// # Ok(())
 /// # }
@@ -124,6 +124,11 @@ impl Chat {
                 Err(e)
             }
         }
+    }
+
+    /// Send a user message and wait for the whole reply: [`Chat::send`] then [`ChatTurn::text`].
+    pub fn ask(&mut self, text: impl Into<String>, options: &GenerateOptions) -> Result<String> {
+        self.send(text, options)?.text()
     }
 
     /// The conversation's ids with the generation prompt, after dropping what the policy allows

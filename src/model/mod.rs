@@ -321,10 +321,11 @@ impl Session {
         if let Some(p) = prompt {
             self.stage(p)?;
         } else if self.pos + 1 > self.cache.max_seq {
-            return Err(Error::Invalid(format!(
-                "the context of {} tokens is full",
-                self.cache.max_seq
-            )));
+            return Err(Error::ContextFull {
+                needed: 1,
+                free: 0,
+                capacity: self.cache.max_seq,
+            });
         }
         let key = (n, rows);
         self.ensure_plan(key)?;
@@ -390,15 +391,15 @@ impl Session {
                     submission_index: Some(t.submission.clone()),
                     timeout: None,
                 })
-                .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+                .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))?;
         };
-        status.map_err(|e| Error::Gpu(format!("reading back the token at {} failed: {e}", t.position)))?;
+        status.map_err(|e| Error::Device(format!("reading back the token at {} failed: {e}", t.position)))?;
         let buf = &self.readback[t.slot];
         let id = {
             let view = buf
                 .slice(..)
                 .get_mapped_range()
-                .map_err(|e| Error::Gpu(format!("{e:?}")))?;
+                .map_err(|e| Error::Device(format!("{e:?}")))?;
             u32::from_le_bytes([view[0], view[1], view[2], view[3]])
         };
         buf.unmap();
@@ -437,20 +438,19 @@ impl Session {
     fn check(&self, tokens: &[u32]) -> Result<()> {
         let vocab = self.model.config.vocab;
         if tokens.is_empty() {
-            return Err(Error::Invalid("no tokens to process".into()));
+            return Err(Error::bad_input("no tokens to process"));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_input(format!(
                 "token id {bad} is out of range: the vocabulary has {vocab} tokens"
             )));
         }
         if self.pos + tokens.len() > self.cache.max_seq {
-            return Err(Error::Invalid(format!(
-                "{} tokens after {} would exceed the context of {} tokens",
-                tokens.len(),
-                self.pos,
-                self.cache.max_seq
-            )));
+            return Err(Error::ContextFull {
+                needed: tokens.len(),
+                free: self.cache.max_seq - self.pos,
+                capacity: self.cache.max_seq,
+            });
         }
         Ok(())
     }

@@ -780,7 +780,7 @@ impl Builder<'_> {
                 }
                 Ok(())
             }
-            _ => Err(crate::Error::Invalid(format!(
+            _ => Err(crate::Error::unsupported(format!(
                 "layer {layer}: weights do not match the FFN description"
             ))),
         }
