@@ -631,3 +631,30 @@ fn real_chat_templates_match_transformers() {
     }
     assert!(rendered >= 60 && refused >= 2, "{rendered} rendered, {refused} refused");
 }
+
+#[test]
+fn tools_and_tool_messages_reach_templates_that_render_them() {
+    // Qwen3's template lists `tools` as Python's json.dumps writes them and wraps a tool's result
+    // in <tool_response>; the expected text is the template's own literal text around them.
+    let tool = serde_json::json!({
+        "type": "function",
+        "function": {"name": "get_weather", "description": "The weather in a city", "parameters": {"type": "object"}}
+    });
+    let mut extra = serde_json::Map::new();
+    extra.insert("tools".into(), serde_json::json!([tool]));
+    let msgs = [Message::user("Weather in Paris?"), Message::tool("{\"temp\": 21}")];
+    let out = qwen3().apply_chat_template_with(&msgs, true, &extra).unwrap();
+    let dumped = r#"{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": {"type": "object"}}}"#;
+    let head = format!(
+        "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are \
+         provided with function signatures within <tools></tools> XML tags:\n<tools>\n{dumped}\n</tools>"
+    );
+    assert!(out.starts_with(&head), "{out}");
+    assert!(
+        out.contains("<tool_response>\n{\"temp\": 21}\n</tool_response>"),
+        "{out}"
+    );
+    // Without tools, no tools block.
+    let plain = qwen3().apply_chat_template(&msgs[..1], true).unwrap();
+    assert!(!plain.contains("<tools>"), "{plain}");
+}

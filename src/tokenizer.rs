@@ -53,6 +53,10 @@ impl Message {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new("assistant", content)
     }
+    /// A tool's result, for templates that render tool calls (Qwen3, Llama 3.1, ...).
+    pub fn tool(content: impl Into<String>) -> Self {
+        Self::new("tool", content)
+    }
 }
 
 /// A tokenizer with its chat template and special tokens. Cloning is cheap (the vocabulary is
@@ -413,8 +417,9 @@ impl Tokenizer {
 
     /// [`Tokenizer::apply_chat_template`] with extra template variables, like keyword arguments to
     /// transformers' `apply_chat_template` (e.g. `{"enable_thinking": false}` for Qwen3). They
-    /// override the special tokens but not `messages`, `tools`, `documents` or
-    /// `add_generation_prompt`.
+    /// override the special tokens but not `messages`, `documents` or `add_generation_prompt`;
+    /// `tools`, a list of tool definitions, is the template's `tools` (as transformers'
+    /// `tools=` argument).
     pub fn apply_chat_template_with(
         &self,
         messages: &[Message],
@@ -483,7 +488,7 @@ impl Tokenizer {
     }
 
     /// What a chat template sees: the special tokens, `extra` over them, then the messages,
-    /// `tools` and `documents` (none) and `add_generation_prompt`, which `extra` cannot override.
+    /// `tools` (`extra`'s list, else none), `documents` (none) and `add_generation_prompt`.
     fn template_context(
         &self,
         messages: &[Message],
@@ -510,7 +515,8 @@ impl Tokenizer {
             })
             .collect();
         ctx.push(("messages".into(), Value::from(msgs)));
-        ctx.push(("tools".into(), Value::from(())));
+        let tools = extra.get("tools").filter(|t| t.is_array());
+        ctx.push(("tools".into(), tools.map_or(Value::from(()), Value::from_serialize)));
         ctx.push(("documents".into(), Value::from(())));
         ctx.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
         Value::from_iter(ctx)

@@ -1,6 +1,6 @@
 //! Generation: options, the events a generation streams, and cancellation.
 
-use super::session::Session;
+use super::session::{Prompt, Session};
 use crate::error::{Error, Result};
 use crate::generate::Decode;
 use crate::kernels::sampling::SampleSpec;
@@ -174,6 +174,53 @@ impl Completion {
             }
         }
         Ok(c)
+    }
+}
+
+// Generation is what a session does; its methods live here so that sessions need not know
+// generations.
+impl Session {
+    /// Generate after `prompt`: an iterator of [`Event`]s ending with [`Event::Done`].
+    ///
+    /// ```no_run
+    /// # fn run(session: &mut wgmoe::Session) -> wgmoe::Result<()> {
+    /// use std::io::Write;
+    /// for event in session.generate("Once upon a time", &wgmoe::GenerateOptions::max_tokens(64))? {
+    ///     if let wgmoe::Event::Token { text, .. } | wgmoe::Event::Text(text) = event? {
+    ///         print!("{text}");
+    ///         std::io::stdout().flush().ok();
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn generate(&mut self, prompt: impl Into<Prompt>, options: &GenerateOptions) -> Result<Generation<'_>> {
+        let tokens = self.tokens_of(prompt.into())?;
+        let before = self.position();
+        let feed = self.admit(&tokens, 1)?;
+        // A generation that cannot start leaves the session as it was.
+        match Generation::prepare(self, &feed, options) {
+            Ok(state) => Ok(Generation::new(self, state)),
+            Err(e) => {
+                self.truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Session::generate`] with a callback for each event; returns the whole reply.
+    pub fn generate_with(
+        &mut self,
+        prompt: impl Into<Prompt>,
+        options: &GenerateOptions,
+        on_event: impl FnMut(&Event),
+    ) -> Result<Completion> {
+        Completion::collect(self.generate(prompt, options)?, on_event)
+    }
+
+    /// Generate after `prompt` and return the whole reply.
+    pub fn complete(&mut self, prompt: impl Into<Prompt>, options: &GenerateOptions) -> Result<Completion> {
+        self.generate_with(prompt, options, |_| {})
     }
 }
 

@@ -1,6 +1,5 @@
 //! A session: one sequence's KV cache over a shared model, its tokens, and its saved states.
 
-use super::generation::{Completion, Event, GenerateOptions, Generation};
 use super::{KvDtype, Model};
 use crate::error::{Error, Result};
 use crate::model;
@@ -135,49 +134,6 @@ impl Session {
         self.prefill_raw(&feed)
     }
 
-    /// Generate after `prompt`: an iterator of [`Event`]s ending with [`Event::Done`].
-    ///
-    /// ```no_run
-    /// # fn run(session: &mut wgmoe::Session) -> wgmoe::Result<()> {
-    /// use std::io::Write;
-    /// for event in session.generate("Once upon a time", &wgmoe::GenerateOptions::max_tokens(64))? {
-    ///     if let wgmoe::Event::Token { text, .. } | wgmoe::Event::Text(text) = event? {
-    ///         print!("{text}");
-    ///         std::io::stdout().flush().ok();
-    ///     }
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn generate(&mut self, prompt: impl Into<Prompt>, options: &GenerateOptions) -> Result<Generation<'_>> {
-        let tokens = self.tokens_of(prompt.into())?;
-        let before = self.tokens.len();
-        let feed = self.admit(&tokens, 1)?;
-        // A generation that cannot start leaves the session as it was.
-        match Generation::prepare(self, &feed, options) {
-            Ok(state) => Ok(Generation::new(self, state)),
-            Err(e) => {
-                self.truncate(before);
-                Err(e)
-            }
-        }
-    }
-
-    /// [`Session::generate`] with a callback for each event; returns the whole reply.
-    pub fn generate_with(
-        &mut self,
-        prompt: impl Into<Prompt>,
-        options: &GenerateOptions,
-        on_event: impl FnMut(&Event),
-    ) -> Result<Completion> {
-        Completion::collect(self.generate(prompt, options)?, on_event)
-    }
-
-    /// Generate after `prompt` and return the whole reply.
-    pub fn complete(&mut self, prompt: impl Into<Prompt>, options: &GenerateOptions) -> Result<Completion> {
-        self.generate_with(prompt, options, |_| {})
-    }
-
     /// A second session that continues from this one's state (its own copy of the KV cache, made
     /// on the GPU): fork after a shared system prompt or document, then let each branch go on.
     pub fn fork(&self) -> Result<Session> {
@@ -248,7 +204,7 @@ impl Session {
         })
     }
 
-    fn tokens_of(&self, prompt: Prompt) -> Result<Vec<u32>> {
+    pub(super) fn tokens_of(&self, prompt: Prompt) -> Result<Vec<u32>> {
         let tokens = match prompt {
             Prompt::Text(text) => self.model.tokenize(&text, self.tokens.is_empty())?,
             Prompt::Tokens(t) => t,
@@ -265,7 +221,7 @@ impl Session {
     /// Append `prompt` to the session's tokens and return what the cache must run: the tokens it
     /// lacks, the prompt's included. `sampled` more positions must fit (1 when a token will be
     /// sampled after it, whose logits need the last one run).
-    fn admit(&mut self, prompt: &[u32], sampled: usize) -> Result<Vec<u32>> {
+    pub(super) fn admit(&mut self, prompt: &[u32], sampled: usize) -> Result<Vec<u32>> {
         let total = self.tokens.len() + prompt.len();
         if total > self.capacity() {
             return Err(Error::ContextFull {

@@ -348,7 +348,7 @@ impl Context {
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
             source_hash: shader.hash,
         };
-        let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return p.clone();
         }
