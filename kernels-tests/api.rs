@@ -68,7 +68,12 @@ fn a_question_is_answered_and_ends_at_the_end_of_turn() {
 
 #[test]
 fn events_stream_the_same_reply_as_the_internal_decode_loop() {
-    let prompt = chat_prompt("Name three colours.");
+    // Longer than the 64-token prefill chunk: the API runs it in two chunks, the reference in one.
+    let prompt = chat_prompt(
+        "Here is a list of things I saw on my walk today: a red car, a blue bird, a green tree, a yellow \
+         flower, a white cloud, a black cat, an orange leaf and a purple door. Name three colours from it.",
+    );
+    assert!(prompt.len() > 64 && prompt.len() <= 128, "{}", prompt.len());
     let mut s = session();
     let mut events = Vec::new();
     for e in s.generate(prompt.clone(), &greedy(24)).unwrap() {

@@ -87,6 +87,8 @@ fn logits_file_matches_transformers_in_both_paths() {
     let tokens = reference(name).tokens;
     let list = tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let want = read_f32(&fixture(name).join("logits.bin"));
+    // The second run takes the ids as the JSON array `wgmoe tokenize` prints.
+    let json = serde_json::to_string(&tokens).unwrap();
     let dir = scratch("logits");
     for decode in [false, true] {
         let out = dir.join(format!("logits-{decode}.bin"));
@@ -96,7 +98,7 @@ fn logits_file_matches_transformers_in_both_paths() {
             "--model",
             model.to_str().unwrap(),
             "--tokens",
-            &list,
+            if decode { &json } else { &list },
             "--out",
             out.to_str().unwrap(),
         ];
@@ -238,6 +240,8 @@ fn bad_requests_are_clear_errors() {
     let m = fixture("llama");
     let err = logits_error(&m, "1,2,999");
     assert!(err.contains("999") && err.contains("vocabulary"), "{err}");
+    let err = logits_error(&m, "[1, x]");
+    assert!(err.contains("\"x\" is not a token id"), "{err}");
     let long = (0..300).map(|i| (i % 100).to_string()).collect::<Vec<_>>().join(",");
     let err = logits_error(&m, &long);
     assert!(err.contains("context"), "{err}");

@@ -50,6 +50,8 @@ pub struct BenchModelOptions {
     pub seed: u64,
     /// KV-cache precision of the sessions measured.
     pub kv_cache: KvDtype,
+    /// Told what runs next ("pp512: repetition 2 of 5"), for a user watching a long run.
+    pub progress: Option<fn(&str)>,
 }
 
 impl Default for BenchModelOptions {
@@ -62,6 +64,7 @@ impl Default for BenchModelOptions {
             profile: false,
             seed: 1234,
             kv_cache: KvDtype::F16,
+            progress: None,
         }
     }
 }
@@ -338,9 +341,15 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
     let depth: Vec<u32> = (0..opts.n_depth).map(|_| rng.below(vocab)).collect();
     let d = depth.len();
     let mut sess = model.try_session(d + p.max(1) + n + 2, opts.kv_cache)?;
+    let say = |what: String| {
+        if let Some(f) = opts.progress {
+            f(&what);
+        }
+    };
     let mut results = Vec::new();
     if p > 0 {
         // Warm-up: pipelines, the plan for p rows, caches.
+        say(format!("pp{p}: warm-up (shaders, the plan for {p} rows)"));
         fill(&mut sess, &depth)?;
         let logits = sess.forward(&prompt, LogitRows::Last)?;
         if logits.iter().any(|x| !x.is_finite()) {
@@ -349,7 +358,8 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
             )));
         }
         let mut samples = Vec::with_capacity(reps);
-        for _ in 0..reps {
+        for i in 0..reps {
+            say(format!("pp{p}: repetition {} of {reps}", i + 1));
             // The same cache each time, like a fresh session (the plan is kept).
             fill(&mut sess, &depth)?;
             let start = Instant::now();
@@ -367,14 +377,17 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
     }
     let mut copy_bytes_per_s = None;
     if n > 0 {
-        decode(&mut sess, &depth, first, n.min(8))?; // warm-up
+        say(format!("tg{n}: warm-up"));
+        decode(&mut sess, &depth, first, n.min(8))?;
         let mut samples = Vec::with_capacity(reps);
-        for _ in 0..reps {
+        for i in 0..reps {
+            say(format!("tg{n}: repetition {} of {reps}", i + 1));
             samples.push(decode(&mut sess, &depth, first, n)?);
         }
         // The noop adapter does no GPU work: there is no bandwidth to measure, and a step's time is
         // what the host spends on it.
         if !host_only(ctx) {
+            say("measuring the adapter's copy bandwidth (for the roofline)".into());
             let timer = GpuTimer::new(ctx);
             copy_bytes_per_s = Some(copy_bandwidth(ctx, &timer, 20.0)?);
         }
@@ -388,6 +401,7 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
         });
     }
     let profile = if opts.profile {
+        say("profiling a decode step per kernel family".into());
         Some(profile_decode(model, &prompt, reps, opts.kv_cache)?)
     } else {
         None

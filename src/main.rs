@@ -137,9 +137,9 @@ struct ChatArgs {
 struct LogitsArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// Comma-separated token ids.
-    #[arg(long, value_delimiter = ',', required = true)]
-    tokens: Vec<u32>,
+    /// Token ids: comma-separated (1,2,3) or the JSON array `wgmoe tokenize` prints ([1, 2, 3]).
+    #[arg(long, required = true, value_parser = parse_tokens)]
+    tokens: TokenList,
     /// Output file.
     #[arg(long)]
     out: PathBuf,
@@ -354,10 +354,31 @@ fn print_stats(s: &Stats, reason: &StopReason) {
     );
 }
 
-/// Print a generation's events to stdout as they come; returns how it ended.
-fn stream(events: impl Iterator<Item = Result<Event>>) -> Result<(Stats, StopReason)> {
+/// A spinner on a terminal (nothing when standard error is not one) while `what` runs.
+fn spinner(what: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Print a generation's events to stdout as they come, with a spinner until the first one (the
+/// prompt's pass, and the shaders' first compilation); returns how it ended.
+fn stream(events: impl Iterator<Item = Result<Event>>, prompt_tokens: usize) -> Result<(Stats, StopReason)> {
     let mut out = std::io::stdout();
+    let what = match prompt_tokens {
+        0 => "reading the conversation".to_string(),
+        n => format!("reading the prompt ({n} tokens)"),
+    };
+    let mut waiting = Some(spinner(what));
     for e in events {
+        if let Some(bar) = waiting.take() {
+            bar.finish_and_clear();
+        }
         match e? {
             Event::Token { text, .. } | Event::Text(text) => {
                 out.write_all(text.as_bytes())
@@ -421,7 +442,8 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
         cancel: Some(cancel),
         ..Default::default()
     };
-    let (stats, reason) = stream(session.generate(prompt, &gen)?)?;
+    let n = prompt.len();
+    let (stats, reason) = stream(session.generate(prompt, &gen)?, n)?;
     print_stats(&stats, &reason);
     report_cache(&model);
     Ok(())
@@ -495,7 +517,7 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
         let dropped = chat.dropped();
         cancel.reset();
         busy.store(true, Ordering::SeqCst);
-        let result = chat.send(line, &gen).and_then(stream);
+        let result = chat.send(line, &gen).and_then(|turn| stream(turn, 0));
         busy.store(false, Ordering::SeqCst);
         match result {
             Ok((stats, reason)) => {
@@ -518,11 +540,11 @@ fn chat(opts: &DeviceOptions, args: &ChatArgs) -> Result<()> {
 }
 
 fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
-    check_fits(&args.model, args.tokens.len(), 0)?;
-    let n = args.tokens.len();
+    check_fits(&args.model, args.tokens.0.len(), 0)?;
+    let n = args.tokens.0.len();
     let model = load_model(opts, &args.model, needs(&args.model, n, n, args.kv_cache))?;
     let mut sess = model.try_session(args.model.context.min(model.config.max_position), args.kv_cache)?;
-    let t = &args.tokens;
+    let t = &args.tokens.0;
     let values = if args.decode {
         let mut v = sess.forward(&t[..1], LogitRows::All)?;
         for &tok in &t[1..] {
@@ -543,6 +565,25 @@ fn logits(opts: &DeviceOptions, args: &LogitsArgs) -> Result<()> {
         eprintln!("{}", c.line());
     }
     Ok(())
+}
+
+/// `logits --tokens`: ids as `1,2,3` or `[1, 2, 3]`.
+#[derive(Clone, Debug)]
+struct TokenList(Vec<u32>);
+
+fn parse_tokens(s: &str) -> std::result::Result<TokenList, String> {
+    let inner = s.trim();
+    let inner = inner.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(inner);
+    let ids: std::result::Result<Vec<u32>, _> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().map_err(|_| format!("{t:?} is not a token id")))
+        .collect();
+    match ids? {
+        ids if ids.is_empty() => Err("no token ids".into()),
+        ids => Ok(TokenList(ids)),
+    }
 }
 
 fn tokenize(args: &TokenizeArgs) -> Result<()> {

@@ -56,6 +56,7 @@ impl Chat {
         })
     }
 
+    /// The same chat with another [`ContextPolicy`].
     pub fn with_policy(mut self, policy: ContextPolicy) -> Self {
         self.policy = policy;
         self
@@ -81,6 +82,7 @@ impl Chat {
         self.messages.push(message);
     }
 
+    /// The conversation so far.
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
@@ -97,6 +99,7 @@ impl Chat {
         self.dropped
     }
 
+    /// The session under the conversation.
     pub fn session(&self) -> &Session {
         &self.session
     }

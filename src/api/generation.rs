@@ -71,12 +71,15 @@ impl GenerateOptions {
 pub struct CancelToken(Arc<AtomicBool>);
 
 impl CancelToken {
+    /// A new flag, not set.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Set the flag: work using it stops at its next check.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
+    /// Whether the flag is set.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -107,6 +110,7 @@ pub struct Stats {
     /// Tokens run through the model before the first new one (the prompt, plus any earlier
     /// tokens the session's cache did not hold yet).
     pub prompt_tokens: usize,
+    /// Seconds from the start to the first new token.
     pub prompt_seconds: f64,
     /// Tokens emitted.
     pub generated_tokens: usize,
@@ -115,6 +119,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Prompt tokens per second.
     pub fn prompt_tokens_per_second(&self) -> f64 {
         self.prompt_tokens as f64 / self.prompt_seconds.max(1e-9)
     }
@@ -129,20 +134,34 @@ impl Stats {
 pub enum Event {
     /// A new token and the text it completes (empty while a character is incomplete or the text
     /// might begin a stop string).
-    Token { id: u32, text: String },
+    Token {
+        /// The token's id.
+        id: u32,
+        /// The text it completes.
+        text: String,
+    },
     /// Text held back until the end (the start of a stop string that did not complete, or bytes
     /// of an unfinished character); comes at most once, just before `Done`.
     Text(String),
     /// The last event.
-    Done { stop_reason: StopReason, stats: Stats },
+    Done {
+        /// Why it ended.
+        stop_reason: StopReason,
+        /// What it did and how fast.
+        stats: Stats,
+    },
 }
 
 /// A finished generation, as [`Session::complete`] returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
+    /// The reply's text (stop strings left out).
     pub text: String,
+    /// The reply's token ids (stop tokens left out).
     pub tokens: Vec<u32>,
+    /// Why it ended.
     pub stop_reason: StopReason,
+    /// How long it took.
     pub stats: Stats,
 }
 

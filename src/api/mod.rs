@@ -3,6 +3,8 @@
 //! [`Event`]s; [`Chat`] keeps a conversation and its template. Everything else in the crate is
 //! [`crate::internals`].
 
+#![warn(missing_docs)]
+
 mod chat;
 mod generation;
 mod session;
@@ -41,6 +43,7 @@ pub struct ModelOptions {
     pub gpu_memory: Option<u64>,
     /// Cache exactly this many routed experts per MoE layer, whatever the memory.
     pub expert_slots: Option<usize>,
+    /// Which cached expert gives way to a missing one (LFU by default).
     pub cache_policy: CachePolicy,
     /// Expand block-quantised weights (GGUF Q4_K, ...) to f16 at load instead of keeping them
     /// packed: about 3.5x the memory, for comparing against the packed kernels.
@@ -50,10 +53,12 @@ pub struct ModelOptions {
     /// The sessions' defaults ([`SessionOptions`] overrides them per session). The expert cache
     /// keeps room for one session of this size when it sizes itself.
     pub context: usize,
+    /// How a session's KV cache stores keys and values (f16 by default; q8 for long contexts).
     pub kv_cache: KvDtype,
     /// Tokens of a prompt run in one batch: longer prompts go in chunks of this many, which
     /// bounds the activations (and the memory kept free for them).
     pub prefill_chunk: usize,
+    /// Called as tensors load: `(done, total)`.
     pub progress: Option<ProgressFn>,
     /// Stops a load between two tensors with [`Error::Cancelled`].
     pub cancel: Option<CancelToken>,
@@ -103,12 +108,15 @@ impl std::fmt::Debug for ModelOptions {
 pub struct ModelInfo {
     /// `model_type` of the checkpoint (`qwen3_moe`, `llama`, ...).
     pub architecture: String,
+    /// Tokens in the vocabulary.
     pub vocab: usize,
+    /// Transformer layers.
     pub layers: usize,
     /// The longest context the model was trained for.
     pub max_context: usize,
     /// Routed experts per MoE layer and how many each token uses (0 for a dense model).
     pub experts: usize,
+    /// Experts each token is routed to.
     pub experts_per_token: usize,
     /// The adapter's name and backend (`NVIDIA H200 (vulkan)`).
     pub adapter: String,
@@ -260,6 +268,7 @@ impl Model {
         &self.shared.options
     }
 
+    /// What the model is and where it runs.
     pub fn info(&self) -> ModelInfo {
         let m = &self.shared.model;
         let c = &m.config;

@@ -9,6 +9,7 @@ use crate::model;
 pub struct SessionOptions {
     /// Tokens the KV cache holds (prompts and replies together), capped at the model's maximum.
     pub context: Option<usize>,
+    /// How the cache stores keys and values; `None`: the model's default.
     pub kv_cache: Option<KvDtype>,
 }
 
@@ -16,7 +17,9 @@ pub struct SessionOptions {
 /// begin-of-sequence token where the model wants one) or token ids as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Prompt {
+    /// Text, tokenized by the model's tokenizer.
     Text(String),
+    /// Token ids, as they are.
     Tokens(Vec<u32>),
 }
 
@@ -88,6 +91,7 @@ impl Session {
         })
     }
 
+    /// The model the session runs.
     pub fn model(&self) -> &Model {
         &self.model
     }

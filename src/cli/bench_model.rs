@@ -1,6 +1,7 @@
 //! `wgmoe bench`: the arguments and the printed report of the end-to-end benchmark,
 //! [`wgmoe::internals::bench_model`] (which also renders llama-bench's markdown and JSON).
 
+use std::io::Write;
 use std::path::PathBuf;
 use wgmoe::internals::bench_model::{self, BenchModelOptions, ModelChoice};
 use wgmoe::internals::gpu::{Context, DeviceOptions};
@@ -114,6 +115,17 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the benchmark does next, on a terminal's standard error (overwritten by the next line and
+/// cleared at the end); nothing when it is not a terminal.
+fn progress(what: &str) {
+    use std::io::IsTerminal;
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\r\x1b[2K{what}");
+        let _ = err.flush();
+    }
+}
+
 /// A budget's row of the table: the expert cache's (resident, hit rate, uploaded per token)
 /// cells (`all`, `-`, `-` when nothing was offloaded) and (test, t/s) per test.
 type BudgetRow = ((String, String, String), Vec<(String, f64)>);
@@ -168,6 +180,7 @@ fn run_one(
         profile: args.profile,
         seed: args.seed,
         kv_cache: args.kv_cache,
+        progress: Some(progress),
     };
     // Refuse what does not fit the model's context before loading it.
     let config = match &choice {
@@ -181,6 +194,7 @@ fn run_one(
         c.record_trace(true);
     }
     let report = bench_model::measure(&model, info, &options)?;
+    progress("");
     if args.json {
         for line in bench_model::summary(&report) {
             eprintln!("{line}");

@@ -468,6 +468,15 @@ impl Offload {
 }
 
 impl ExpertCache {
+    /// Forget which experts `layer`'s slots hold (after a failed upload): the next pass uploads
+    /// what it needs again.
+    pub fn forget(&mut self, layer: usize) {
+        if let Some(Some(lc)) = self.layers.get_mut(layer) {
+            let (experts, slots, policy) = (lc.experts, lc.table.slots(), lc.table.policy);
+            lc.table = SlotTable::new(experts, slots, policy);
+        }
+    }
+
     /// The cache of `offload`, holding each offloaded layer's host parts (gate|up, down, biases).
     pub fn new(cfg: &ModelConfig, offload: &Offload, parts: Vec<(usize, HostPart)>) -> Self {
         let mut by_layer: Vec<Vec<HostPart>> = (0..cfg.layers.len()).map(|_| Vec::new()).collect();
@@ -615,12 +624,21 @@ impl ExpertCache {
             .into_iter()
             .flatten()
             .collect();
-        for &(expert, slot) in uploads {
+        let mut written = 0u64;
+        let result = uploads.iter().try_for_each(|&(expert, slot)| {
             for (part, pool) in lc.parts.iter().zip(&pools) {
                 let bytes = &part.bytes[expert as usize * part.group_bytes..][..part.group_bytes];
                 pool.write_rows(ctx, slot as usize * part.group_rows, bytes)?;
-                self.stats.uploaded_bytes += bytes.len() as u64;
+                written += bytes.len() as u64;
             }
+            Ok(())
+        });
+        self.stats.uploaded_bytes += written;
+        if let Err(e) = result {
+            // The table already counts these experts as resident: forget the layer's slots so
+            // that nothing reads a slot whose upload failed.
+            self.forget(layer);
+            return Err(e);
         }
         Ok(())
     }

@@ -489,7 +489,9 @@ impl Builder<'_> {
             _ => None,
         };
         let (kc, vc) = &io.cache.layers[layer];
-        let vc = vc.as_ref().expect("GQA cache has values");
+        let Some(vc) = vc.as_ref() else {
+            return Err(crate::error::shape_err("attention", "a GQA layer's KV cache has no values"));
+        };
         self.push(prepare_qkv(self.ctx, spec, &sq, norms, io.inv_freq, io.step, kc, vc)?);
         let mut spec = AttnSpec::gqa(t, h, kv, hd, io.cache.max_seq);
         spec.q_row_stride = row;
