@@ -129,7 +129,7 @@ fn gguf_sampling_defaults(path: &std::path::Path) -> Result<SamplingDefaults> {
     let temperature = number("general.sampling.temp");
     let top_p = number("general.sampling.top_p");
     if let Some(why) = sampling_problem(temperature, top_p) {
-        return Err(Error::bad_model(path, format!("general.sampling.{why}")));
+        return Err(Error::bad_model(path, format!("general.sampling: {why}")));
     }
     Ok(SamplingDefaults {
         temperature: temperature.map(|x| x as f32),
@@ -329,5 +329,56 @@ impl Session {
         finished?;
         stats.generated = out.len();
         Ok((out, stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF (version 3, no tensors) holding `kvs`: (key, GGUF value type, value bytes).
+    fn gguf_with(kvs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend((kvs.len() as u64).to_le_bytes());
+        for (key, ty, value) in kvs {
+            b.extend((key.len() as u64).to_le_bytes());
+            b.extend(key.as_bytes());
+            b.extend(ty.to_le_bytes());
+            b.extend(value);
+        }
+        b.resize(b.len().next_multiple_of(32), 0);
+        b
+    }
+
+    #[test]
+    fn gguf_sampling_keys_are_the_defaults() {
+        // llama.cpp's keys and GGUF's type ids: 4 = UINT32, 6 = FLOAT32.
+        let dir = std::env::temp_dir().join(format!("wgmoe-sampling-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        let kvs = [
+            ("general.sampling.temp", 6, 0.7f32.to_le_bytes().to_vec()),
+            ("general.sampling.top_k", 4, 40u32.to_le_bytes().to_vec()),
+            ("general.sampling.top_p", 6, 0.9f32.to_le_bytes().to_vec()),
+        ];
+        std::fs::write(&path, gguf_with(&kvs)).unwrap();
+        let d = sampling_defaults(&path).unwrap();
+        assert_eq!((d.temperature, d.top_k, d.top_p), (Some(0.7), Some(40), Some(0.9)));
+        // None of them: greedy by the caller's default.
+        std::fs::write(&path, gguf_with(&[])).unwrap();
+        let d = sampling_defaults(&path).unwrap();
+        assert_eq!((d.temperature, d.top_k, d.top_p), (None, None, None));
+        // Out of range: an error naming the file and the key.
+        std::fs::write(
+            &path,
+            gguf_with(&[("general.sampling.temp", 6, (-1f32).to_le_bytes().to_vec())]),
+        )
+        .unwrap();
+        let e = sampling_defaults(&path).unwrap_err();
+        assert!(matches!(e, Error::BadModel { .. }), "{e}");
+        assert!(e.to_string().contains("general.sampling: temperature -1"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

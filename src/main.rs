@@ -573,7 +573,10 @@ struct TokenList(Vec<u32>);
 
 fn parse_tokens(s: &str) -> std::result::Result<TokenList, String> {
     let inner = s.trim();
-    let inner = inner.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(inner);
+    let inner = inner
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(inner);
     let ids: std::result::Result<Vec<u32>, _> = inner
         .split(',')
         .map(str::trim)

@@ -115,7 +115,9 @@ impl Model {
             let offload = experts::plan_for(&ctx, &config, &layout, &|s| loader::spec_dtype(src, s), &opts.cache)?;
             let (weights, footprint, host) = loader::load_offloaded(&ctx, &config, src, offload.as_ref(), progress)?;
             let cache = offload.map(|o| experts::ExpertCache::new(&config, &o, host));
-            let mut model = ctx.clone().scoped("the RoPE table", || Ok(Self::new(ctx, config, weights)))?;
+            let mut model = ctx
+                .clone()
+                .scoped("the RoPE table", || Ok(Self::new(ctx, config, weights)))?;
             model.file_tensor_bytes = src.stored_bytes();
             model.footprint = Some(footprint);
             model.experts = cache.map(|c| Arc::new(std::sync::Mutex::new(c)));

@@ -490,7 +490,10 @@ impl Builder<'_> {
         };
         let (kc, vc) = &io.cache.layers[layer];
         let Some(vc) = vc.as_ref() else {
-            return Err(crate::error::shape_err("attention", "a GQA layer's KV cache has no values"));
+            return Err(crate::error::shape_err(
+                "attention",
+                "a GQA layer's KV cache has no values",
+            ));
         };
         self.push(prepare_qkv(self.ctx, spec, &sq, norms, io.inv_freq, io.step, kc, vc)?);
         let mut spec = AttnSpec::gqa(t, h, kv, hd, io.cache.max_seq);
