@@ -360,3 +360,84 @@ fn run_and_chat_answer_with_smollm2() {
         "second turn re-fed the whole conversation: {prompts:?}"
     );
 }
+
+/// `run --prompt -` reads the prompt from standard input.
+#[test]
+fn run_reads_the_prompt_from_standard_input() {
+    use std::io::Write;
+    let gguf = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args([
+            "run",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--chat",
+            "--prompt",
+            "-",
+            "-n",
+            "16",
+        ])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Paris"), "{stdout:?}");
+}
+
+/// Ctrl-C during a reply stops the reply, not the chat: the next command still runs.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_reply_and_keeps_the_chat() {
+    use std::io::{Read, Write};
+    let gguf = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args(["chat", "--model", gguf.to_str().unwrap(), "-n", "200"])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Write a long story about a dragon.\n").unwrap();
+    stdin.flush().unwrap();
+    // Wait for the reply to start streaming, then interrupt it.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).unwrap();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    stdin.write_all(b"/exit\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the chat ended with {:?}: {stderr}", out.status);
+    let stats = stderr
+        .lines()
+        .find(|l| l.starts_with("prompt: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(stats.ends_with("(stopped)"), "{stats}");
+    let generated: usize = stats
+        .split("generated: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(generated < 200, "{stats}");
+    assert!(stderr.contains("/exit"), "the start hint names /exit: {stderr}");
+}

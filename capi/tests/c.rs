@@ -9,16 +9,35 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The directory holding libwgmoe.so / libwgmoe.a: the test binary is <dir>/deps/c-HASH.
+/// The directory holding libwgmoe.so / libwgmoe.a, built first: `cargo test` builds only what
+/// Rust tests link, so the C library is built here by cargo itself, into the same target
+/// directory and profile (the test binary is <dir>/deps/c-HASH).
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    assert!(
-        dir.join("libwgmoe.so").exists() || dir.join("libwgmoe.dylib").exists(),
-        "no libwgmoe in {}",
-        dir.display()
-    );
-    dir
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let target = dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .current_dir(root())
+                .args(["build", "-p", "wgmoe-capi", "--target-dir"])
+                .arg(target);
+            if dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let out = build.output().expect("cargo");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                dir.join("libwgmoe.so").exists() || dir.join("libwgmoe.dylib").exists(),
+                "no libwgmoe in {}",
+                dir.display()
+            );
+            dir
+        })
+        .clone()
 }
 
 fn smollm2() -> String {

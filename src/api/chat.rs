@@ -108,22 +108,26 @@ impl Chat {
     /// done (also when it was cancelled or stopped at `max_tokens`).
     pub fn send(&mut self, text: impl Into<String>, options: &GenerateOptions) -> Result<ChatTurn<'_>> {
         self.messages.push(Message::user(text));
-        let before = self.messages.len();
-        match self.fit(options) {
-            Ok(ids) => {
-                let kept = self.session.keep_prefix(&ids);
-                // At least one token runs, so there are logits to sample from.
-                let from = kept.min(ids.len() - 1);
-                self.session.truncate(from);
-                let gen = self.session.generate(ids[from..].to_vec(), options)?;
-                Ok(ChatTurn {
-                    gen,
-                    messages: &mut self.messages,
-                    reply: String::new(),
-                })
-            }
+        let ids = match self.fit(options) {
+            Ok(ids) => ids,
             Err(e) => {
-                self.messages.truncate(before - 1);
+                // Refused: the conversation stays as it was.
+                self.messages.pop();
+                return Err(e);
+            }
+        };
+        let kept = self.session.keep_prefix(&ids);
+        // At least one token runs, so there are logits to sample from.
+        let from = kept.min(ids.len() - 1);
+        self.session.truncate(from);
+        match self.session.generate(ids[from..].to_vec(), options) {
+            Ok(gen) => Ok(ChatTurn {
+                gen,
+                messages: &mut self.messages,
+                reply: String::new(),
+            }),
+            Err(e) => {
+                self.messages.pop();
                 Err(e)
             }
         }
