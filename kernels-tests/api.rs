@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use wgmoe::{
-    CancelToken, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt, SessionOptions,
-    StopReason,
+    CancelToken, Completion, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
+    SessionOptions, StopReason,
 };
 
 fn smollm2() -> PathBuf {
@@ -149,7 +149,7 @@ fn a_generation_continues_where_max_tokens_or_a_cancel_left_it() {
     assert_eq!(reason, Some(StopReason::Cancelled));
     assert_eq!(got, want[..4]);
     assert_eq!(s.tokens(), [prompt.as_slice(), &got].concat());
-    let rest = s.complete(Vec::<u32>::new(), &greedy(12)).unwrap();
+    let rest = Completion::collect(s.resume(&greedy(12)).unwrap(), |_| {}).unwrap();
     assert_eq!([got, rest.tokens].concat(), want);
 
     // Dropping the iterator midway is a cancel too.

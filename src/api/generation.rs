@@ -227,6 +227,12 @@ impl Session {
         }
     }
 
+    /// Go on generating after the session's tokens, with no new prompt (after `max_tokens`, a
+    /// cancel or a stop the app chose to ignore).
+    pub fn resume(&mut self, options: &GenerateOptions) -> Result<Generation<'_>> {
+        self.generate(Prompt::Tokens(Vec::new()), options)
+    }
+
     /// [`Session::generate`] with a callback for each event; returns the whole reply.
     pub fn generate_with(
         &mut self,
