@@ -80,12 +80,10 @@ pub enum Error {
     #[error("no adapter matches --device {selector:?}. Available adapters:\n{available}")]
     NoMatchingAdapter { selector: String, available: String },
 
-    #[error("could not open a device on {adapter}: {source}")]
-    RequestDevice {
-        adapter: String,
-        #[source]
-        source: wgpu::RequestDeviceError,
-    },
+    /// The adapter refused to open a device (its driver's reason, as text: no wgpu type in the
+    /// API).
+    #[error("could not open a device on {adapter}: {reason}")]
+    RequestDevice { adapter: String, reason: String },
 
     /// A size past one of the adapter's limits (a binding, a workgroup).
     #[error("{what} needs {needed} but the adapter allows at most {limit} ({limit_name})")]

@@ -255,11 +255,10 @@ impl Context {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|source| Error::RequestDevice {
-                adapter: info.name.clone(),
-                source,
-            })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            reason: e.to_string(),
+        })?;
         let caps = Caps::of_device(adapter, &device, portable);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
