@@ -2,22 +2,14 @@
 //! app sees. Greedy decoding makes every expectation exact; the reference for each is the same
 //! model run another way (one uninterrupted generation, a fresh session, one thread).
 
-use std::path::PathBuf;
+mod common;
+
+use common::smollm2;
 use std::sync::OnceLock;
 use wgmoe::{
     CancelToken, Completion, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
     SessionOptions, StopReason,
 };
-
-fn smollm2() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch_test_assets.sh",
-        p.display()
-    );
-    p
-}
 
 /// One model for the whole file (a load takes seconds on lavapipe); sessions are what is tested.
 fn model() -> &'static Model {

@@ -262,15 +262,19 @@ fn bad_requests_are_clear_errors() {
 }
 
 fn asset(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-assets")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch_test_assets.sh",
-        p.display()
-    );
-    p
+    common::asset(rel)
+}
+
+/// `wgmoe args` started with its standard streams piped, to talk to it.
+fn spawn_wgmoe(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 #[test]
@@ -328,14 +332,7 @@ fn run_and_chat_answer_with_smollm2() {
     assert!(gpu <= 1.05 * file, "{line}");
 
     // Two turns through stdin: the second feeds only what the turn adds to the cached conversation.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
-        .args(["chat", "--model", model, "-n", "12"])
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_wgmoe(&["chat", "--model", model, "-n", "12"]);
     use std::io::Write;
     child
         .stdin
@@ -366,23 +363,16 @@ fn run_and_chat_answer_with_smollm2() {
 fn run_reads_the_prompt_from_standard_input() {
     use std::io::Write;
     let gguf = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
-        .args([
-            "run",
-            "--model",
-            gguf.to_str().unwrap(),
-            "--chat",
-            "--prompt",
-            "-",
-            "-n",
-            "16",
-        ])
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_wgmoe(&[
+        "run",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--chat",
+        "--prompt",
+        "-",
+        "-n",
+        "16",
+    ]);
     child
         .stdin
         .take()
@@ -401,14 +391,7 @@ fn run_reads_the_prompt_from_standard_input() {
 fn ctrl_c_stops_a_reply_and_keeps_the_chat() {
     use std::io::{Read, Write};
     let gguf = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
-        .args(["chat", "--model", gguf.to_str().unwrap(), "-n", "200"])
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_wgmoe(&["chat", "--model", gguf.to_str().unwrap(), "-n", "200"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"Write a long story about a dragon.\n").unwrap();
     stdin.flush().unwrap();

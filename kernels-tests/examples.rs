@@ -1,6 +1,8 @@
 //! The `examples/` programs, built by `cargo test`, run as a user would run them: the model path
 //! and a question as arguments, the answer on standard output (SmolLM2-135M-Instruct from PyPI).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -17,21 +19,11 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-fn smollm2() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch_test_assets.sh",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
 /// Run an example with the model and the question; its standard output.
 fn answer(name: &str, stdin: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(example(name))
-        .args([smollm2().as_str(), "What is the capital of France?"])
+        .args([common::smollm2().to_str().unwrap(), "What is the capital of France?"])
         .env("XDG_RUNTIME_DIR", "/tmp")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

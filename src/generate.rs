@@ -50,10 +50,16 @@ impl GenerateOptions {
     /// or infinite, a top-p outside (0, 1]. [`Session::generate`] checks them; an app can check
     /// them earlier, before loading a model, as the CLI does.
     pub fn validate(&self) -> Result<()> {
-        match sampling_problem(Some(self.temperature as f64), Some(self.top_p as f64)) {
-            Some(why) => Err(Error::bad_input(why)),
-            None => Ok(()),
-        }
+        check_sampling(self.temperature, self.top_p)
+    }
+}
+
+/// Refuse a temperature and top-p that describe no distribution ([`GenerateOptions::validate`],
+/// and the API's `Sampling::validate`).
+pub fn check_sampling(temperature: f32, top_p: f32) -> Result<()> {
+    match sampling_problem(Some(temperature as f64), Some(top_p as f64)) {
+        Some(why) => Err(Error::bad_input(why)),
+        None => Ok(()),
     }
 }
 

@@ -328,12 +328,7 @@ fn sampling(args: &SamplingArgs, model: &Path) -> Result<Sampling> {
         top_k: args.top_k.or(d.top_k).unwrap_or(0),
         top_p: args.top_p.or(d.top_p).unwrap_or(1.0),
     };
-    generate::GenerateOptions {
-        temperature: s.temperature,
-        top_p: s.top_p,
-        ..Default::default()
-    }
-    .validate()?;
+    s.validate()?;
     Ok(s)
 }
 
@@ -451,7 +446,7 @@ fn run(opts: &DeviceOptions, args: &RunArgs) -> Result<()> {
 
 /// After a command that ran the model: the expert cache's line, when experts were offloaded.
 fn report_cache(model: &Model) {
-    for line in model.memory_report().iter().skip(1) {
+    if let Some(line) = model.expert_cache_report() {
         eprintln!("{line}");
     }
 }

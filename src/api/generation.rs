@@ -26,6 +26,12 @@ impl Sampling {
         top_k: 0,
         top_p: 1.0,
     };
+
+    /// Refuse values that describe no distribution: a temperature that is negative, NaN or
+    /// infinite, a top-p outside (0, 1]. Generation checks them; an app can check them earlier.
+    pub fn validate(&self) -> Result<()> {
+        crate::generate::check_sampling(self.temperature, self.top_p)
+    }
 }
 
 /// What to generate and when to stop. `GenerateOptions::default()` samples as the model's files
@@ -281,17 +287,12 @@ impl<'s> Generation<'s> {
     pub(super) fn prepare(session: &mut Session, feed: &[u32], opts: &GenerateOptions) -> Result<State> {
         let model = session.model().clone();
         let sampling = opts.sampling.unwrap_or(model.default_sampling());
-        crate::generate::GenerateOptions {
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            ..Default::default()
-        }
-        .validate()?;
+        sampling.validate()?;
         if opts.stop.iter().any(String::is_empty) {
             return Err(Error::bad_input("a stop string is empty"));
         }
         let spec = SampleSpec {
-            vocab: model.info().vocab,
+            vocab: model.internals().config.vocab,
             row: 0,
             temperature: sampling.temperature,
             top_k: sampling.top_k,

@@ -292,15 +292,19 @@ impl Model {
         }
     }
 
-    /// Lines describing the GPU memory the model takes (weights, and the expert cache's state
-    /// when experts are offloaded), as `wgmoe` prints them.
+    /// Lines describing the GPU memory the model takes (the weights, and how many experts are
+    /// resident when experts are offloaded), as `wgmoe` prints them after a load.
     pub fn memory_report(&self) -> Vec<String> {
         let m = &self.shared.model;
         let mut lines = vec![m.weights_line()];
-        if let Some(c) = m.expert_cache() {
-            lines.push(c.line());
-        }
+        lines.extend(m.expert_cache().map(|c| c.resident_line()));
         lines
+    }
+
+    /// The expert cache's line so far (resident experts, hit rate, MiB uploaded per token), when
+    /// experts are offloaded.
+    pub fn expert_cache_report(&self) -> Option<String> {
+        self.shared.model.expert_cache().map(|c| c.line())
     }
 
     /// The runtime's own model, for wgmoe's CLI, benchmarks and tests: no stability promise.

@@ -75,7 +75,7 @@ const STATE_MAGIC: &[u8; 8] = b"WGMOEKV1";
 impl Session {
     pub(super) fn new(model: Model, options: &SessionOptions) -> Result<Session> {
         let defaults = model.options();
-        let max = model.info().max_context;
+        let max = model.internals().config.max_position;
         let context = options.context.unwrap_or(defaults.context);
         if context == 0 {
             return Err(Error::bad_input(
@@ -213,7 +213,7 @@ impl Session {
             Prompt::Text(text) => self.model.tokenize(&text, self.tokens.is_empty())?,
             Prompt::Tokens(t) => t,
         };
-        let vocab = self.model.info().vocab;
+        let vocab = self.model.internals().config.vocab;
         if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::bad_input(format!(
                 "token id {bad} is out of range: the vocabulary has {vocab} tokens"
