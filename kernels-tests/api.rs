@@ -7,7 +7,7 @@ mod common;
 use common::smollm2;
 use std::sync::OnceLock;
 use wgmoe::{
-    CancelToken, Completion, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
+    CancelToken, Completion, Constraint, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
     SessionOptions, StopReason,
 };
 
@@ -434,4 +434,53 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
     };
     assert!(matches!(Model::open(smollm2(), &opts), Err(Error::Cancelled)));
     assert!(seen.load(std::sync::atomic::Ordering::SeqCst) <= 6);
+}
+
+#[test]
+fn constrained_replies_match_their_schema_or_pattern() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 24},
+            "country": {"enum": ["France", "Italy", "Spain", "Germany"]},
+            "population": {"type": "integer", "minimum": 0}
+        },
+        "required": ["city", "country"],
+        "additionalProperties": false
+    });
+    let opts = GenerateOptions {
+        constraint: Some(Constraint::json_schema(schema)),
+        ..greedy(80)
+    };
+    let prompt = chat_prompt("Name a European capital and its country, as JSON.");
+    let c = session().complete(prompt, &opts).unwrap();
+    // The grammar completes, then allows only the end of turn.
+    assert!(matches!(c.stop_reason, StopReason::StopToken(_)), "{:?}: {:?}", c.stop_reason, c.text);
+    let v: serde_json::Value = serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("{e}: {:?}", c.text));
+    let o = v.as_object().unwrap();
+    assert!(o.keys().all(|k| ["city", "country", "population"].contains(&k.as_str())), "{v}");
+    assert!(o["city"].as_str().is_some_and(|c| c.chars().count() <= 24), "{v}");
+    assert!(["France", "Italy", "Spain", "Germany"].contains(&o["country"].as_str().unwrap()), "{v}");
+    assert!(o.get("population").is_none_or(|p| p.as_u64().is_some()), "{v}");
+
+    // A pattern the unconstrained model does not follow by itself (it explains), greedy both.
+    let prompt = chat_prompt("Is Paris in France? Answer yes or no.");
+    let free = session().complete(prompt.clone(), &greedy(12)).unwrap();
+    let opts = GenerateOptions {
+        constraint: Some(Constraint::regex("(Yes|No)\\.")),
+        ..greedy(12)
+    };
+    let c = session().complete(prompt, &opts).unwrap();
+    assert!(c.text == "Yes." || c.text == "No.", "{:?} (unconstrained: {:?})", c.text, free.text);
+    assert_ne!(free.text, c.text);
+
+    // A schema that is not one is the caller's error.
+    let bad = GenerateOptions {
+        constraint: Some(Constraint::json_schema(serde_json::json!({"type": "no such type"}))),
+        ..greedy(5)
+    };
+    let mut s = session();
+    let err = s.complete(chat_prompt("Hi"), &bad).unwrap_err();
+    assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+    assert_eq!(s.position(), 0);
 }

@@ -90,3 +90,35 @@ fn advance_step_logs_and_moves_on() {
         assert_eq!(step.read_u32(ctx).unwrap()[..2], [11, 1], "{name}");
     }
 }
+
+#[test]
+fn mask_logits_clears_disallowed_tokens() {
+    use wgmoe::internals::kernels::elementwise::mask_logits;
+    for (name, ctx) in contexts() {
+        let mut rng = Rng::new(11);
+        // A vocabulary that is not a multiple of 32, in the second row of a two-row buffer, with a
+        // mask one word short (its last 37 tokens have no bits: masked).
+        let vocab = 200;
+        let logits = rng.vec(2 * vocab, 4.0);
+        let words = vocab.div_ceil(32) - 1;
+        let mask: Vec<u32> = (0..words).map(|_| rng.next_u64() as u32).collect();
+        let t = Tensor::from_f32(ctx, "logits", &logits);
+        let m = Tensor::from_u32(ctx, "mask", &mask);
+        let row = Rows {
+            rows: 1,
+            width: vocab,
+            stride: vocab,
+            offset: vocab,
+        };
+        ctx.submit(&[&mask_logits(ctx, &t, row, &m).unwrap()]);
+        let want: Vec<f32> = (0..2 * vocab)
+            .map(|j| {
+                let i = j.wrapping_sub(vocab);
+                let allowed = j < vocab || (i / 32 < words && (mask[i / 32] >> (i % 32)) & 1 == 1);
+                if allowed { logits[j] } else { f32::NEG_INFINITY }
+            })
+            .collect();
+        assert_eq!(t.read_f32(ctx).unwrap(), want, "{name}");
+        assert!(want.iter().any(|v| v.is_infinite()) && want[vocab..].iter().any(|v| v.is_finite()));
+    }
+}

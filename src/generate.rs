@@ -168,6 +168,17 @@ impl GenerateStats {
     }
 }
 
+/// A grammar that decides before each step which tokens may come next (constrained decoding: JSON
+/// schemas, tool calls). A constrained generation runs one step at a time, since each mask
+/// depends on the token before.
+pub trait TokenConstraint: Send {
+    /// The tokens allowed next, one bit each (1 = allowed), bit `i % 32` of word `i / 32`. A
+    /// grammar that is complete allows only its end-of-sequence tokens.
+    fn mask(&mut self) -> Result<Vec<u32>>;
+    /// Take the token that was sampled.
+    fn accept(&mut self, token: u32) -> Result<()>;
+}
+
 /// The decode loop as a state machine, for the callback form below and the event iterator of the
 /// public API alike. Each step is one submit whose sampler writes the next token where the
 /// following step's embedding reads it, so the GPU never waits for the CPU: [`Decode::next`] keeps
@@ -183,25 +194,29 @@ pub struct Decode {
     start: Instant,
     /// When the first token arrived: the prompt's time ends and decoding's begins.
     first_at: Option<Instant>,
+    constraint: Option<Box<dyn TokenConstraint>>,
 }
 
 impl Decode {
     /// Run `prompt` (appended to what the cache holds) in batches of at most `chunk` tokens and
     /// submit the step that samples the first new token. `max_new_tokens` must be at least 1.
+    /// With a `constraint`, every sampled token is one it allows.
     pub fn start(
         sess: &mut Session,
         prompt: &[u32],
         spec: SampleSpec,
         max_new_tokens: usize,
         chunk: usize,
+        mut constraint: Option<Box<dyn TokenConstraint>>,
     ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::bad_input("the prompt has no tokens"));
         }
         let start = Instant::now();
+        let mask = constraint.as_mut().map(|c| c.mask()).transpose()?;
         let split = prompt.len() - (prompt.len() - 1) % chunk.max(1) - 1;
         sess.prefill(&prompt[..split], chunk)?;
-        let first = sess.submit_generation_step(Some(&prompt[split..]), spec)?;
+        let first = sess.submit_generation_step(Some(&prompt[split..]), spec, mask.as_deref())?;
         Ok(Self {
             spec,
             pending: VecDeque::from([first]),
@@ -210,6 +225,7 @@ impl Decode {
             max_new_tokens: max_new_tokens.max(1),
             start,
             first_at: None,
+            constraint,
         })
     }
 
@@ -224,8 +240,10 @@ impl Decode {
         let submitted = self.returned + 1 + self.pending.len();
         let room = sess.capacity().saturating_sub(sess.position());
         let wanted = self.max_new_tokens.saturating_sub(submitted).min(room);
-        for _ in 0..wanted.min(LOOKAHEAD.saturating_sub(self.pending.len())) {
-            self.pending.push_back(sess.submit_generation_step(None, self.spec)?);
+        if self.constraint.is_none() {
+            for _ in 0..wanted.min(LOOKAHEAD.saturating_sub(self.pending.len())) {
+                self.pending.push_back(sess.submit_generation_step(None, self.spec, None)?);
+            }
         }
         let token = sess.wait_token(next)?;
         self.first_at.get_or_insert_with(Instant::now);
@@ -235,6 +253,14 @@ impl Decode {
             )));
         }
         self.returned += 1;
+        // A constrained step waits for its token: the next mask depends on it.
+        if let Some(c) = self.constraint.as_mut() {
+            c.accept(token)?;
+            if wanted > 0 {
+                let mask = c.mask()?;
+                self.pending.push_back(sess.submit_generation_step(None, self.spec, Some(&mask))?);
+            }
+        }
         Ok(Some(token))
     }
 
@@ -308,7 +334,7 @@ impl Session {
             stats.prompt_secs = start.elapsed().as_secs_f64();
             return Ok((Vec::new(), stats));
         }
-        let mut decode = Decode::start(self, prompt, spec, opts.max_new_tokens, usize::MAX)?;
+        let mut decode = Decode::start(self, prompt, spec, opts.max_new_tokens, usize::MAX, None)?;
         let mut out = Vec::new();
         let run = (|| {
             while let Some(token) = decode.next(self)? {

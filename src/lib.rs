@@ -35,7 +35,7 @@
 mod api;
 
 pub use api::{
-    CachePolicy, CancelToken, Chat, ChatTurn, Completion, ContextPolicy, Event, GenerateOptions, Generation, KvDtype,
+    CachePolicy, CancelToken, Chat, ChatTurn, Completion, Constraint, ContextPolicy, Event, GenerateOptions, Generation, KvDtype,
     Model, ModelInfo, ModelOptions, ProgressFn, Prompt, Sampling, Session, SessionOptions, Stats, StopReason,
 };
 pub use error::{Error, Result};

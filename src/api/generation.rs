@@ -52,6 +52,10 @@ pub struct GenerateOptions {
     pub stop_tokens: Option<Vec<u32>>,
     /// Stops the generation within one step ([`StopReason::Cancelled`]).
     pub cancel: Option<CancelToken>,
+    /// Only replies that match it: a JSON schema, a grammar or a regular expression. The reply
+    /// ends with an end-of-sequence token once the grammar is complete (keep the default
+    /// `stop_tokens` for that); `max_tokens` can still cut it short.
+    pub constraint: Option<super::Constraint>,
 }
 
 impl GenerateOptions {
@@ -325,7 +329,8 @@ impl<'s> Generation<'s> {
             return Ok(state);
         }
         let chunk = session.prefill_chunk();
-        state.decode = Some(Decode::start(session.raw(), feed, spec, max_tokens, chunk)?);
+        let constraint = opts.constraint.as_ref().map(|c| model.constraint(c)).transpose()?;
+        state.decode = Some(Decode::start(session.raw(), feed, spec, max_tokens, chunk, constraint)?);
         Ok(state)
     }
 

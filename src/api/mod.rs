@@ -6,10 +6,12 @@
 #![warn(missing_docs)]
 
 mod chat;
+mod constraint;
 mod generation;
 mod session;
 
 pub use chat::{Chat, ChatTurn, ContextPolicy};
+pub use constraint::Constraint;
 pub use generation::{CancelToken, Completion, Event, GenerateOptions, Generation, Sampling, Stats, StopReason};
 pub use session::{Prompt, Session, SessionOptions};
 
@@ -149,6 +151,8 @@ struct Shared {
     sampling: Sampling,
     path: PathBuf,
     options: ModelOptions,
+    /// The tokenizer's trie for constrained decoding, built on first use.
+    grammars: std::sync::OnceLock<std::result::Result<Arc<constraint::Grammars>, String>>,
 }
 
 impl Model {
@@ -209,6 +213,7 @@ impl Model {
                 sampling,
                 path: path.to_path_buf(),
                 options: options.clone(),
+                grammars: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -256,6 +261,21 @@ impl Model {
     /// `general.sampling.*`); greedy where they say nothing.
     pub fn default_sampling(&self) -> Sampling {
         self.shared.sampling
+    }
+
+    /// A fresh automaton for `c` over this model's vocabulary (the tokenizer's trie is built on
+    /// the first call).
+    pub(crate) fn constraint(&self, c: &Constraint) -> Result<Box<dyn crate::generate::TokenConstraint>> {
+        let grammars = self.shared.grammars.get_or_init(|| {
+            let vocab = self.shared.model.config.vocab;
+            constraint::Grammars::new(&self.shared.tokenizer, vocab, self.eos_tokens())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
+        match grammars {
+            Ok(g) => g.start(c),
+            Err(e) => Err(Error::unsupported(e.clone())),
+        }
     }
 
     /// The file or folder the model came from.

@@ -1,5 +1,6 @@
 //! Glue between the big kernels: row copies between strided layouts (MLA's query assembly, the
-//! last prefill row into the logits head) and the end-of-step bookkeeping of generation.
+//! last prefill row into the logits head), the end-of-step bookkeeping of generation and the token
+//! mask of constrained decoding.
 
 use crate::error::{shape_err, Result};
 use crate::gpu::shader::{Compose, Slot};
@@ -36,6 +37,8 @@ crate::wgsl_interface! {
         step_state: read_write "array<u32>",
         next_ids: read "array<u32>",
         token_log: read_write "array<u32>",
+        /// mask_logits: one bit per token, 1 = allowed.
+        token_mask: read "array<u32>",
     },
 }
 
@@ -131,4 +134,29 @@ pub fn advance_step(ctx: &Context, step_buf: &Tensor, ids: &Tensor, log: &Tensor
         (bind::token_log, log.binding()),
     ];
     Ok(Dispatch::new(ctx, op, pipeline, &res, [1, 1, 1], vec![]))
+}
+
+/// Constrained decoding: `logits[row * width + i] = -inf` wherever bit `i` of `mask` is clear (the
+/// sampler never picks a -inf logit). `rows` = one row of `width` = vocabulary logits at `offset`;
+/// the mask holds `width.div_ceil(32)` words, and tokens past its bits are masked.
+pub fn mask_logits(ctx: &Context, logits: &Tensor, row: Rows, mask: &Tensor) -> Result<Dispatch> {
+    let op = "mask_logits";
+    row.check(op, "logits", logits)?;
+    if row.rows != 1 || mask.len == 0 {
+        return Err(shape_err(op, "masks one row of logits with a non-empty mask"));
+    }
+    let p = Params {
+        rows: 1,
+        width: row.width as u32,
+        src_stride: mask.len as u32,
+        src_offset: 0,
+        dst_stride: row.stride as u32,
+        dst_offset: row.offset as u32,
+    };
+    Ok(build(
+        ctx,
+        op,
+        p,
+        &[(bind::dst, logits.binding()), (bind::token_mask, mask.binding())],
+    ))
 }

@@ -215,6 +215,8 @@ impl Model {
             pos: 0,
             plans: HashMap::new(),
             tails: HashMap::new(),
+            mask: None,
+            mask_tails: HashMap::new(),
             uses: 0,
         })
     }
@@ -291,6 +293,10 @@ pub struct Session {
     /// Plans by (tokens, rows), each with the use count of its last use (for eviction).
     plans: HashMap<(usize, LogitRows), (Plan, u64)>,
     tails: HashMap<(usize, LogitRows), (String, Dispatch)>,
+    /// Constrained decoding: the allowed-token bits of the next step, and per plan the dispatch
+    /// that masks its logits with them (both made on first use).
+    mask: Option<Tensor>,
+    mask_tails: HashMap<(usize, LogitRows), Dispatch>,
     uses: u64,
 }
 
@@ -311,12 +317,14 @@ impl Session {
 
     /// Submit one generation step without waiting: `prompt` (written from the host) or, with
     /// `None`, the token the previous step sampled (already in the ids buffer, at the position the
-    /// GPU's step buffer holds); the last row is sampled by `sample` and logged. At most
+    /// GPU's step buffer holds); the last row is sampled by `sample` and logged. With `mask`
+    /// (one bit per token, 1 = allowed), the sampler only sees the allowed tokens. At most
     /// [`LOOKAHEAD`] + 1 steps may be pending.
     pub fn submit_generation_step(
         &mut self,
         prompt: Option<&[u32]>,
         sample: kernels::sampling::SampleSpec,
+        mask: Option<&[u32]>,
     ) -> Result<PendingToken> {
         let n = prompt.map_or(1, <[u32]>::len);
         let rows = LogitRows::Last;
@@ -343,6 +351,9 @@ impl Session {
             )?;
             self.tails.insert(key, (tail_key, d));
         }
+        if let Some(bits) = mask {
+            self.stage_mask(key, bits)?;
+        }
         self.pos += n;
         let position = self.pos;
         let slot = self.next_slot;
@@ -364,6 +375,9 @@ impl Session {
             for d in &self.plans[&key].0.dispatches[from..] {
                 d.record(&mut pass);
             }
+            if mask.is_some() {
+                self.mask_tails[&key].record(&mut pass);
+            }
             self.tails[&key].1.record(&mut pass);
             self.advance.record(&mut pass);
         }
@@ -379,6 +393,25 @@ impl Session {
             submission,
             done,
         })
+    }
+
+    /// Write the next step's allowed-token bits (missing words mask their tokens) and make the
+    /// masking dispatch of plan `key`.
+    fn stage_mask(&mut self, key: (usize, LogitRows), bits: &[u32]) -> Result<()> {
+        let vocab = self.model.config.vocab;
+        let words = vocab.div_ceil(32);
+        let ctx = &self.model.ctx;
+        let mask = self.mask.get_or_insert_with(|| Tensor::zeros(ctx, "token mask", words)).clone();
+        if !self.mask_tails.contains_key(&key) {
+            let logits = &self.plans[&key].0.logits;
+            let row = kernels::elementwise::Rows::packed(1, vocab);
+            let d = kernels::elementwise::mask_logits(ctx, logits, row, &mask)?;
+            self.mask_tails.insert(key, d);
+        }
+        let mut staged = bits[..bits.len().min(words)].to_vec();
+        staged.resize(words, 0);
+        ctx.queue.write_buffer(&mask.buffer, 0, bytemuck::cast_slice(&staged));
+        Ok(())
     }
 
     /// Wait for a submitted step's token.
@@ -476,6 +509,7 @@ impl Session {
             if let Some(k) = oldest {
                 self.plans.remove(&k);
                 self.tails.remove(&k);
+                self.mask_tails.remove(&k);
             }
         }
         {
