@@ -51,6 +51,20 @@ enum Command {
     Logits(LogitsArgs),
     /// Print the token ids of a text as a JSON array (needs only the tokenizer files).
     Tokenize(TokenizeArgs),
+    /// Serve the model over HTTP: the OpenAI API (/v1/chat/completions, /v1/completions,
+    /// /v1/models), /health, /metrics, and a chat page at /.
+    Serve(ServeCmd),
+}
+
+#[derive(Args)]
+struct ServeCmd {
+    #[command(flatten)]
+    model: ModelArg,
+    #[command(flatten)]
+    serve: cli::serve::ServeArgs,
+    /// KV-cache precision of each sequence: f16, q8 or f32.
+    #[arg(long = "kv-cache", default_value = "f16")]
+    kv_cache: KvDtype,
 }
 
 #[derive(Args)]
@@ -182,6 +196,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat(&opts, &args),
         Command::Logits(args) => logits(&opts, &args),
         Command::Tokenize(args) => tokenize(&args),
+        Command::Serve(args) => serve(&opts, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,6 +254,12 @@ fn progress_bar() -> indicatif::ProgressBar {
 
 /// Open a model through the library's API with a progress bar on a terminal, then say what it
 /// took. `batch`: the longest prompt chunk the command runs at once.
+fn serve(opts: &DeviceOptions, args: &ServeCmd) -> Result<()> {
+    let model = open_model(opts, &args.model, args.kv_cache)?;
+    let context = args.model.context.min(model.info().max_context.max(1));
+    cli::serve::run(model, context, &args.serve)
+}
+
 fn open_model(opts: &DeviceOptions, arg: &ModelArg, kv_cache: KvDtype) -> Result<Model> {
     let bar = progress_bar();
     let shown = bar.clone();

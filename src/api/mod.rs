@@ -327,6 +327,41 @@ impl Model {
         self.shared.model.expert_cache().map(|c| c.line())
     }
 
+    /// The expert cache's hit rate so far (hits / lookups of routed experts), when experts are
+    /// offloaded.
+    pub fn expert_cache_hit_rate(&self) -> Option<f64> {
+        self.shared.model.expert_cache().map(|c| c.stats.hit_rate())
+    }
+
+    /// Bytes of GPU buffers alive on this model's device now: weights, KV caches, activations.
+    pub fn gpu_memory_in_use(&self) -> u64 {
+        let counters = self.shared.model.ctx.device.get_internal_counters();
+        counters.hal.buffer_memory.read().max(0) as u64
+    }
+
+    /// Whether the chat template renders a list of tools (Qwen3, Llama 3.1, Hermes, ...): pass
+    /// them with [`Model::apply_chat_template_with_tools`].
+    pub fn chat_template_takes_tools(&self) -> bool {
+        self.shared.tokenizer.chat_template().is_some_and(|t| t.contains("tools"))
+    }
+
+    /// [`Model::apply_chat_template`] with `tools` (OpenAI-style function definitions, a JSON
+    /// array) given to the template as transformers' `tools=` argument.
+    pub fn apply_chat_template_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let mut extra = serde_json::Map::new();
+        if let Some(t) = tools {
+            extra.insert("tools".into(), t.clone());
+        }
+        self.shared
+            .tokenizer
+            .apply_chat_template_with(messages, add_generation_prompt, &extra)
+    }
+
     /// The runtime's own model, for wgmoe's CLI, benchmarks and tests: no stability promise.
     #[doc(hidden)]
     pub fn internals(&self) -> &model::Model {
