@@ -807,3 +807,66 @@ fn rows_without_split_matches() {
     let s = tuned(AttnSpec::gqa(20, 8, 2, 64, 30), AttnKernel::Rows, 1, 256);
     check("rows prefill, one chunk", s, 4, 241);
 }
+
+/// Continuous batching: one cache holds several sequences (`slots` of `len` rows); a table step
+/// puts each query token at its own (first row, position), and a contiguous step with a base runs
+/// one sequence's prefill in its rows. Each token must see exactly its sequence's rows 0..=pos:
+/// the reference is the same token alone over that sequence's slice of the cache.
+#[test]
+fn tokens_of_several_sequences_read_their_own_cache_rows() {
+    let (slots, len) = (3, 300);
+    let one = AttnSpec::gqa(1, 4, 2, 32, len);
+    let all = AttnSpec::gqa(1, 4, 2, 32, slots * len);
+    // (slot, position): a long one across split-KV chunks, a short one, a first token, and two
+    // tokens of one sequence (a table may hold both).
+    let places = [(0, 299), (1, 5), (2, 0), (1, 100)];
+    let inp0 = inputs(&AttnSpec { tokens: places.len(), ..all }, false, 77);
+    for dtype in DTYPES {
+        let s = AttnSpec {
+            tokens: places.len(),
+            kv_dtype: dtype,
+            ..all
+        };
+        if dtype == KvDtype::Q8 && !q8_layout(&s) {
+            continue;
+        }
+        let inp = as_cache(&inp0, &s);
+        let mut want = Vec::new();
+        for (t, &(slot, pos)) in places.iter().enumerate() {
+            let rows = |x: &[f32], stride: usize| x[slot * len * stride..][..len * stride].to_vec();
+            let q = inp.q[t * s.q_row_stride..][..s.q_row_stride].to_vec();
+            let (k, v) = (rows(&inp.k, s.k_stride), rows(&inp.v, s.v_stride));
+            want.extend(reference(&AttnSpec { kv_dtype: dtype, ..one }, &q, &k, &v, None, pos));
+        }
+        let table = step::table(&places.map(|(slot, pos)| (slot * len, pos)));
+        for (name, ctx) in contexts() {
+            let q = Tensor::from_f32(ctx, "q", &inp.q);
+            let k = Tensor::from_u32(ctx, "k", &cache_words(&s, &inp.k, s.k_stride));
+            let v = Tensor::from_u32(ctx, "v", &cache_words(&s, &inp.v, s.v_stride));
+            let st = Tensor::from_u32(ctx, "step", &table);
+            let o = Tensor::zeros(ctx, "o", s.tokens * s.heads * s.v_dim);
+            let spec = tuned(s, AttnKernel::Rows, 0, 64);
+            ctx.submit(&[&attention(ctx, spec, &q, &k, &v, None, &st, &o).unwrap()]);
+            assert_nmse(&format!("{name} table {dtype:?}"), &o.read_f32(ctx).unwrap(), &want, 1e-7);
+        }
+        // One sequence's prefill in its slot, tiled: 9 tokens from position 20 of slot 1.
+        let (slot, pos0, n) = (1, 20, 9);
+        let s = AttnSpec { tokens: n, ..s };
+        let inp = as_cache(&inputs(&s, false, 78), &s);
+        let rows = |x: &[f32], stride: usize| x[slot * len * stride..][..len * stride].to_vec();
+        let sub = AttnSpec { tokens: n, kv_dtype: dtype, ..one };
+        let want = reference(&sub, &inp.q, &rows(&inp.k, s.k_stride), &rows(&inp.v, s.v_stride), None, pos0);
+        for (name, ctx) in contexts() {
+            let q = Tensor::from_f32(ctx, "q", &inp.q);
+            let k = Tensor::from_u32(ctx, "k", &cache_words(&s, &inp.k, s.k_stride));
+            let v = Tensor::from_u32(ctx, "v", &cache_words(&s, &inp.v, s.v_stride));
+            let st = Tensor::from_u32(ctx, "step", &step::contiguous(pos0, n, slot * len));
+            for kernel in [AttnKernel::Tiled, AttnKernel::Rows] {
+                let o = Tensor::zeros(ctx, "o", n * s.heads * s.v_dim);
+                let spec = tuned(s, kernel, 0, 64);
+                ctx.submit(&[&attention(ctx, spec, &q, &k, &v, None, &st, &o).unwrap()]);
+                assert_nmse(&format!("{name} slot prefill {kernel:?} {dtype:?}"), &o.read_f32(ctx).unwrap(), &want, 1e-7);
+            }
+        }
+    }
+}

@@ -314,3 +314,50 @@ fn bad_shapes_are_errors() {
     assert!(prepare_qkv(ctx, s, &qkv, None, &inv, &st, &h, &h).is_err());
     assert!(prepare_qkv(ctx, QkvSpec { max_seq: 65, ..s16 }, &qkv, None, &inv, &st, &h, &h).is_err());
 }
+
+/// Continuous batching: a table step places each token at its own (first cache row, position);
+/// RoPE takes the position and the store the row. Reference: each token alone at its position in
+/// a cache of its own, whose rows must appear at the token's slot of the shared cache.
+#[test]
+fn table_steps_rotate_and_store_each_token_at_its_place() {
+    let (slots, len) = (3, 16);
+    let one = QkvSpec { max_seq: len, ..spec(1, 4, 2, 16) };
+    let places = [(2, 9), (0, 0), (1, 15), (0, 3)];
+    let all = QkvSpec {
+        tokens: places.len(),
+        max_seq: slots * len,
+        ..one
+    };
+    let mut rng = Rng::new(5);
+    let w = all.row_width();
+    let qkv = rng.vec(places.len() * w, 3.0);
+    let inv: Vec<f32> = (0..8).map(|i| 10000f32.powf(-2.0 * i as f32 / 16.0)).collect();
+    let row = all.kv_heads * all.head_dim;
+    let (mut want_q, mut want_k, mut want_v) = (Vec::new(), vec![0.0; slots * len * row], vec![0.0; slots * len * row]);
+    for (t, &(slot, pos)) in places.iter().enumerate() {
+        let c = Case {
+            spec: one,
+            norm: None,
+            full: false,
+            pos0: pos,
+        };
+        let (q, k, v) = reference(&c, &qkv[t * w..][..w], &[], &[], &inv);
+        want_q.extend(q);
+        let at = (slot * len + pos) * row;
+        want_k[at..at + row].copy_from_slice(&k[pos * row..][..row]);
+        want_v[at..at + row].copy_from_slice(&v[pos * row..][..row]);
+    }
+    let table = step::table(&places.map(|(slot, pos)| (slot * len, pos)));
+    for (name, ctx) in contexts() {
+        let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
+        let (kc, vc) = (Tensor::zeros(ctx, "k", slots * len * row), Tensor::zeros(ctx, "v", slots * len * row));
+        let st = Tensor::from_u32(ctx, "step", &table);
+        let t_inv = Tensor::from_f32(ctx, "inv", &inv);
+        ctx.submit(&[&prepare_qkv(ctx, all, &t_qkv, None, &t_inv, &st, &kc, &vc).unwrap()]);
+        let got = t_qkv.read_f32(ctx).unwrap();
+        let got_q: Vec<f32> = (0..places.len()).flat_map(|t| got[t * w..][..all.heads * all.head_dim].to_vec()).collect();
+        assert_nmse(&format!("{name} table q"), &got_q, &want_q, 1e-10);
+        assert_nmse(&format!("{name} table k"), &kc.read_f32(ctx).unwrap(), &want_k, 1e-10);
+        assert_nmse(&format!("{name} table v"), &vc.read_f32(ctx).unwrap(), &want_v, 1e-12);
+    }
+}

@@ -1,6 +1,7 @@
 // Causal attention over a KV cache, GQA / MQA / absorbed MLA (MODELS.md §1, §6.5, §7). Query token t
-// sits at position pos = step[0] + t and sees cache positions lo..=pos, lo = pos + 1 - window with a
-// sliding window. gpt-oss sinks add exp(sink[h] - m) to the denominator and contribute no value.
+// sits at position pos = token_pos(t) of its sequence and sees positions lo..=pos, lo = pos + 1 -
+// window with a sliding window; its sequence's cache rows start at token_base(t) (step.wgsl: one
+// sequence, or a table of several for continuous batching). gpt-oss sinks add exp(sink[h] - m) to the denominator and contribute no value.
 // Two kernels (src/kernels/attention.rs picks one per shape):
 //
 // * Rows (`attention*`): one workgroup per (query token, RW query heads of one KV group, key chunk).
@@ -210,9 +211,10 @@ fn job(gid: u32) -> Job {
     j.slice = rest % p.slices;
     j.t = rest / p.slices;
     j.h0 = j.slice * RW;
-    let pos = step[0] + j.t;
+    let pos = token_pos(j.t);
+    let base = token_base(j.t);
     // Clamped so a position past the cache reads nothing out of bounds (the host checks T <= max_seq).
-    let hi = min(pos, p.max_seq - 1u);
+    let hi = min(pos, p.max_seq - 1u - min(base, p.max_seq - 1u));
     let lo = window_lo(pos);
     let n = select(0u, hi + 1u - lo, hi + 1u > lo);
     let cs = max(p.min_chunk, (n + p.chunks - 1u) / p.chunks);
@@ -222,8 +224,9 @@ fn job(gid: u32) -> Job {
         return j;
     }
     j.live = live;
-    j.kb = lo + j.chunk * cs;
-    j.ke = min(j.kb + cs, lo + n);
+    // Key positions become cache rows of the token's sequence.
+    j.kb = base + lo + j.chunk * cs;
+    j.ke = min(j.kb + cs, base + lo + n);
     return j;
 }
 
@@ -482,7 +485,9 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     }
     let h0 = slice * RH;
     let g = h0 / p.group;
+    // Tiles serve one sequence (contiguous steps): its positions from step[0], rows from step[2].
     let pos0 = step[0];
+    let base = step[2];
     let t_last = min(t0 + tq_tokens, p.tokens) - 1u;
     // The union of the rows' visible ranges (contiguous: consecutive tokens, sliding windows).
     let k_lo = window_lo(pos0 + t0);
@@ -526,7 +531,7 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             let c = i - j * KQ;
             var x = vec4<f32>(0.0);
             if j < nk {
-                x = load_k4(kb + j, kh, c);
+                x = load_k4(base + kb + j, kh, c);
             }
             tkv[j * KT4 + c] = x;
         }
@@ -554,7 +559,7 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             let c = i - j * vq;
             var x = vec4<f32>(0.0);
             if j < nk {
-                x = load_v4(kb + j, vh, c);
+                x = load_v4(base + kb + j, vh, c);
             }
             tkv[j * KT4 + c] = x;
         }
@@ -610,7 +615,7 @@ fn attention_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 }
 
 // Copy `tokens` rows of `width` floats (source rows `src_stride` apart from `src_offset`) into the
-// cache rows at positions step[0] + t (`dst_stride` apart, from `dst_offset`; all in elements).
+// cache rows of their positions (token_base(t) + token_pos(t); `dst_stride` apart, from `dst_offset`; all in elements).
 // Each invocation writes one whole cache word: with KV16 (width, dst_stride and dst_offset even,
 // checked by the host) the pair of elements 2i, 2i + 1, rounded to f16 (clamped to the finite
 // f16 range, where pack2x16float is defined).
@@ -628,11 +633,11 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     }
     let t = id / wpr;
     let i = id - t * wpr;
-    let pos = step[0] + t;
-    if pos >= sp.max_seq {
+    let row = token_base(t) + token_pos(t);
+    if row >= sp.max_seq {
         return;
     }
-    let dst = pos * sp.dst_stride + sp.dst_offset;
+    let dst = row * sp.dst_stride + sp.dst_offset;
     let s0 = t * sp.src_stride + sp.src_offset;
     if KV16 {
         let e = 2u * i;

@@ -71,7 +71,7 @@ fn hm_reduce(acc: array<f32, HM_ROWS>, lid: u32) {
 // prepare_mla: everything between MLA's projections and attention, in one dispatch. One workgroup
 // per (token, slot): slots 0..H rotate each head's q_pe (the last `rope` values of its q row) into
 // its q_cat row after the latent part; slot H normalises the latent c (kv_a_layernorm), rotates
-// the shared k_pe, and stores [c | k_pe] in the cache at position step[0] + t (f32 words, or f16
+// the shared k_pe, and stores [c | k_pe] in the cache at position token_pos(t) (f32 words, or f16
 // pairs with KV16). Then one workgroup per (token, head, HM_ROWS latent outputs) computes the
 // absorbed query W_UK_h^T q_nope into the latent part of q_cat, as head_matvec does (W = uk_t).
 
@@ -130,7 +130,8 @@ fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
     let t = g / slots;
     let slot = g % slots;
-    let pos = step[0] + t;
+    let pos = token_pos(t);
+    let row = token_base(t) + pos;
     let half = mp.rope / 2u;
     let width = mp.rank + mp.rope;
     if slot < mp.heads {
@@ -176,10 +177,10 @@ fn prepare_mla(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         lat[ab.y] = xb * cs.x + xa * cs.y;
     }
     workgroupBarrier();
-    if pos >= mp.max_seq {
+    if row >= mp.max_seq {
         return;
     }
-    let dst = pos * width;
+    let dst = row * width;
     if KV8 {
         // As prepare_qkv stores a q8 head: block scales, then words of four signed bytes.
         let block = 1u << mp.q8_shift;

@@ -1,7 +1,7 @@
 // Everything between the fused q|k|v projection and attention, in one dispatch (DESIGN.md
 // principle 4): for each token and each head of the fused row [q heads | k heads | v heads]:
 //   q, k: optional RMSNorm, per head (Qwen3 q_norm / k_norm) or over all q heads and over all k
-//         heads (OLMoE), optional clamp (OLMoE clip_qkv), RoPE at position step[0] + t
+//         heads (OLMoE), optional clamp (OLMoE clip_qkv), RoPE at position token_pos(t)
 //         (half-split or interleaved, amplitude af);
 //   q stays in place for attention; k and v go to the KV cache at that position.
 // prepare_qkv: one workgroup per (token, head). prepare_qkv_full (OLMoE's whole-projection norms):
@@ -122,7 +122,8 @@ fn head(t: u32, slot: u32, lid: u32, full_scale: f32) {
         }
         workgroupBarrier();
     }
-    let pos = step[0] + t;
+    let pos = token_pos(t);
+    let row = token_base(t) + pos;
     if is_q || is_k {
         let half = hd / 2u;
         for (var i = lid; i < half; i += WG) {
@@ -146,11 +147,11 @@ fn head(t: u32, slot: u32, lid: u32, full_scale: f32) {
         }
         return;
     }
-    if pos >= p.max_seq {
+    if row >= p.max_seq {
         return;
     }
     let kvh = select(slot - p.heads - p.kv_heads, slot - p.heads, is_k);
-    let dst = (pos * p.kv_heads + kvh) * hd;
+    let dst = (row * p.kv_heads + kvh) * hd;
     if KV8 {
         // Each block's largest magnitude (its scale), then whole words of four signed bytes.
         let block = 1u << p.q8_shift;

@@ -1,6 +1,6 @@
 // Rotary position embedding, in place (MODELS.md §2). `x` is viewed as rows of `row_stride` floats
 // (one per token), each holding `heads` heads of `head_stride` floats; inside every head the
-// `2*half` values from `rot_offset` on are rotated. Token t sits at position step[0] + t (the step
+// `2*half` values from `rot_offset` on are rotated. Token t sits at position token_pos(t) (step.wgsl) (the step
 // buffer, so a recorded dispatch replays at every decode position).
 //   half-split (NeoX):    pair (i, i + half) turns by pos * inv[i]
 //   interleaved (GPT-J):  pair (2i, 2i + 1) turns by pos * inv[i]
@@ -21,7 +21,7 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let rem = id - t * pairs_per_token;
     let head = rem / p.half;
     let i = rem - head * p.half;
-    let pos = step[0] + t;
+    let pos = token_pos(t);
     let cs = cos_sin(f32(pos) * inv_freq[i]) * p.af;
     let base = t * p.row_stride + head * p.head_stride + p.rot_offset;
     var a = base + i;

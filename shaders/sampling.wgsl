@@ -246,7 +246,12 @@ fn draw(lid: u32, floor: u32, m: f32, argmax_i: u32) {
             prefix[t] = total;
             total += red_v[t];
         }
-        sh_f = uniform_draw(step_buf[POS0]) * total;
+        // A table step (continuous batching) draws at the sampled row's own position.
+        var at = step_buf[POS0];
+        if step_buf[3] == 1u {
+            at = step_buf[5u + 2u * p.row];
+        }
+        sh_f = uniform_draw(at) * total;
     }
     let goal = workgroupUniformLoad(&sh_f);
     let r = goal - prefix[lid];

@@ -158,7 +158,7 @@ crate::wgsl_interface! {
 }
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose::new(&INTERFACE, vec![BODY])
+    Compose::new(&INTERFACE, vec![super::step::WGSL, BODY])
 }
 
 /// How the KV cache stores its elements. Every cache is a [`Tensor`] of 32-bit words:

@@ -99,7 +99,7 @@ crate::wgsl_interface! {
 
 /// The source for per-head weights of `format`.
 pub(crate) fn compose(format: &'static Format) -> Compose<'static> {
-    let mut c = Compose::new(&INTERFACE, vec![BODY]);
+    let mut c = Compose::new(&INTERFACE, vec![super::step::WGSL, BODY]);
     format.apply(&mut c);
     c
 }

@@ -54,11 +54,38 @@ pub mod step {
     pub const POS0: usize = 0;
     /// Tokens in this batch.
     pub const N_TOKENS: usize = 1;
-    /// Words in the step buffer.
+    /// The first cache row of the batch's sequence (0 for a session's own cache; a slot's first
+    /// row in a batch cache).
+    pub const BASE: usize = 2;
+    /// 1: the tokens' places are in the table that follows, not `POS0` / `BASE`.
+    pub const TABLE: usize = 3;
+    /// Words in the step buffer (without a table).
     pub const LEN: usize = 4;
+    /// The WGSL of `token_pos(t)` / `token_base(t)` for kernels that bind the buffer as `step`.
+    pub const WGSL: &str = include_str!("../../shaders/step.wgsl");
 
     /// A step buffer holding `pos0` and `n_tokens`.
     pub fn new(ctx: &crate::gpu::Context, pos0: u32, n_tokens: u32) -> crate::gpu::Tensor {
         crate::gpu::Tensor::from_u32(ctx, "step", &[pos0, n_tokens, 0, 0])
+    }
+
+    /// A step buffer with room for a table of `rows` tokens.
+    pub fn with_table(ctx: &crate::gpu::Context, rows: usize) -> crate::gpu::Tensor {
+        crate::gpu::Tensor::from_u32(ctx, "step", &vec![0; LEN + 2 * rows])
+    }
+
+    /// The words of a contiguous step: `n_tokens` tokens from `pos0` of the sequence whose cache
+    /// rows start at `base`.
+    pub fn contiguous(pos0: usize, n_tokens: usize, base: usize) -> [u32; LEN] {
+        [pos0 as u32, n_tokens as u32, base as u32, 0]
+    }
+
+    /// The words of a table step: token t at (first cache row, position) `places[t]`.
+    pub fn table(places: &[(usize, usize)]) -> Vec<u32> {
+        let mut w = vec![places.first().map_or(0, |p| p.1) as u32, places.len() as u32, 0, 1];
+        for &(base, pos) in places {
+            w.extend([base as u32, pos as u32]);
+        }
+        w
     }
 }

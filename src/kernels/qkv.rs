@@ -75,7 +75,7 @@ crate::wgsl_interface! {
 }
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose::new(&INTERFACE, vec![BODY])
+    Compose::new(&INTERFACE, vec![super::step::WGSL, BODY])
 }
 
 /// The fused row `[q heads | k heads | v heads]` of `tokens` tokens and what to do to it.

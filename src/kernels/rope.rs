@@ -255,7 +255,7 @@ crate::wgsl_interface! {
 }
 
 pub(crate) fn compose() -> Compose<'static> {
-    Compose::new(&INTERFACE, vec![BODY])
+    Compose::new(&INTERFACE, vec![super::step::WGSL, BODY])
 }
 
 fn validate(spec: &RopeSpec, x: &Tensor, inv_freq: &Tensor, step_buf: &Tensor) -> Result<()> {
