@@ -110,7 +110,7 @@ fn mask_logits_clears_disallowed_tokens() {
             stride: vocab,
             offset: vocab,
         };
-        ctx.submit(&[&mask_logits(ctx, &t, row, &m).unwrap()]);
+        ctx.submit(&[&mask_logits(ctx, &t, row, &m, 0).unwrap()]);
         let want: Vec<f32> = (0..2 * vocab)
             .map(|j| {
                 let i = j.wrapping_sub(vocab);

@@ -27,8 +27,8 @@ fn advance_step() {
     step_state[1] = 1u;
 }
 
-// Constrained decoding: a token whose bit is clear in the mask (p.src_stride words; bits past
-// them count as clear) gets -inf, which the sampler never picks.
+// Constrained decoding: a token whose bit is clear in the mask (p.src_stride words from word
+// p.src_offset; bits past them count as clear) gets -inf, which the sampler never picks.
 @compute @workgroup_size(WG)
 fn mask_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_group(wid) * WG + lid.x;
@@ -38,7 +38,7 @@ fn mask_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let w = i / 32u;
     var allowed = false;
     if w < p.src_stride {
-        allowed = ((token_mask[w] >> (i % 32u)) & 1u) == 1u;
+        allowed = ((token_mask[p.src_offset + w] >> (i % 32u)) & 1u) == 1u;
     }
     if !allowed {
         dst[p.dst_offset + i] = -bitcast<f32>(0x7f800000u);

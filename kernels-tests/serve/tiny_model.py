@@ -50,16 +50,18 @@ MERGES = [
 ]
 
 # ChatML. With `tools`, a system block lists each tool's function JSON (name, description,
-# parameters) inside <tools></tools> and says how to call one -- the Hermes / Qwen convention
-# the server parses replies in, kept short because the fixture holds only 256 positions. Tool
-# results go back as a user turn wrapped in <tool_response>, as Qwen's template does.
+# parameters) inside <tools></tools>, as Hermes / Qwen templates do, but without their
+# paragraph on how to call (<tool_call>{"name": ..., "arguments": ...}</tool_call>): the fixture
+# holds only 256 positions, a random-weight model reads no instructions, and a forced call is
+# shaped by constrained decoding anyway. Tool results go back as a user turn wrapped in
+# <tool_response>, as in Qwen's template.
 CHAT_TEMPLATE = (
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
     "{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n' }}{%- endif %}"
     "{{- '<tools>' }}"
     "{%- for tool in tools %}{{- '\\n' + (tool.function | tojson) }}{%- endfor %}"
-    "{{- '\\n</tools>\\nCall: <tool_call>{\"name\": .., \"arguments\": ..}</tool_call><|im_end|>\\n' }}"
+    "{{- '\\n</tools><|im_end|>\\n' }}"
     "{%- elif messages[0].role == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
     "{%- endif %}"

@@ -138,18 +138,19 @@ pub fn advance_step(ctx: &Context, step_buf: &Tensor, ids: &Tensor, log: &Tensor
 
 /// Constrained decoding: `logits[row * width + i] = -inf` wherever bit `i` of `mask` is clear (the
 /// sampler never picks a -inf logit). `rows` = one row of `width` = vocabulary logits at `offset`;
-/// the mask holds `width.div_ceil(32)` words, and tokens past its bits are masked.
-pub fn mask_logits(ctx: &Context, logits: &Tensor, row: Rows, mask: &Tensor) -> Result<Dispatch> {
+/// the mask is the `width.div_ceil(32)` words of `mask` from word `at` (missing words mask their
+/// tokens).
+pub fn mask_logits(ctx: &Context, logits: &Tensor, row: Rows, mask: &Tensor, at: usize) -> Result<Dispatch> {
     let op = "mask_logits";
     row.check(op, "logits", logits)?;
-    if row.rows != 1 || mask.len == 0 {
-        return Err(shape_err(op, "masks one row of logits with a non-empty mask"));
+    if row.rows != 1 || mask.len <= at {
+        return Err(shape_err(op, "masks one row of logits with mask words from `at` on"));
     }
     let p = Params {
         rows: 1,
         width: row.width as u32,
-        src_stride: mask.len as u32,
-        src_offset: 0,
+        src_stride: (mask.len - at).min(row.width.div_ceil(32)) as u32,
+        src_offset: at as u32,
         dst_stride: row.stride as u32,
         dst_offset: row.offset as u32,
     };

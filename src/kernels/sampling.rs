@@ -69,7 +69,7 @@ pub struct ArgmaxSpec {
 }
 
 /// A sampler over row `row` of `[rows, vocab]` logits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleSpec {
     pub vocab: usize,
     pub row: usize,

@@ -1,5 +1,6 @@
 //! Checkpoints to models: the config, the weights, the forward plan and the KV cache.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod dequant;
@@ -156,6 +157,78 @@ impl Model {
             inv_freq,
             attention_factor,
         }
+    }
+
+    /// Run `plan` up to its last expert-cache round trip ([`plan::MoeSync`]): each segment up
+    /// to an offloaded layer's router is submitted, the router's expert ids read back, the experts
+    /// placed in the layer's pool (rounds of the expert kernels where the batch needs more than
+    /// it holds) and the ids rewritten as slots. Returns the index of the first dispatch left to
+    /// run; 0 for a plan without round trips (then nothing was submitted). The cache's lock comes
+    /// back with it, for the caller to hold until the rest is submitted.
+    pub fn run_syncs<'m>(
+        &'m self,
+        plan: &Plan,
+    ) -> Result<(usize, Option<std::sync::MutexGuard<'m, experts::ExpertCache>>)> {
+        let (Some(mut cache), Some(readback)) = (self.expert_cache(), &plan.ids_readback) else {
+            return Ok((0, None));
+        };
+        let m = self;
+        let ctx = &m.ctx;
+        cache.stats.tokens += plan.tokens as u64;
+        let dispatches = |range: std::ops::Range<usize>| -> Vec<&Dispatch> { plan.dispatches[range].iter().collect() };
+        let mut from = 0;
+        for sync in &plan.syncs {
+            // The segment up to the router and the copy of its choices: one submission.
+            let bytes = ctx.submit_and_read(
+                &dispatches(from..sync.at),
+                &sync.ids.buffer,
+                0,
+                readback,
+                sync.pairs as u64 * 4,
+            )?;
+            let rounds = cache.route(sync.layer, &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))?;
+            for (i, round) in rounds.iter().enumerate() {
+                cache.upload(ctx, &m.weights, sync.layer, &round.uploads)?;
+                ctx.queue
+                    .write_buffer(&sync.ids.buffer, 0, bytemuck::cast_slice(&round.ids));
+                // The last round runs with what follows it.
+                if i + 1 < rounds.len() {
+                    ctx.submit(&dispatches(sync.experts.clone()));
+                }
+            }
+            from = sync.at;
+        }
+        ctx.check()?;
+        Ok((from, Some(cache)))
+    }
+
+    /// Record the forward pass of `tokens` rows reading ids from `ids` and places from `step`,
+    /// into `cache`. `table`: the step buffer places each row itself (a batch of sequences).
+    pub fn build_plan(
+        &self,
+        ids: &Tensor,
+        step: &Tensor,
+        cache: &KvCache,
+        tokens: usize,
+        rows: LogitRows,
+        table: bool,
+    ) -> Result<Plan> {
+        let offloaded = self.expert_cache().map_or(Vec::new(), |c| c.offloaded_layers());
+        let io = PlanIo {
+            ids,
+            step,
+            cache,
+            inv_freq: &self.inv_freq,
+            attention_factor: self.attention_factor,
+            offloaded: &offloaded,
+            table,
+        };
+        // Pipelines are built here: a driver or wgpu-core that chokes is an error, not a panic.
+        let what = format!("the forward pass of {tokens} tokens");
+        crate::error::guard(&what, || {
+            self.ctx
+                .scoped(&what, || plan::build(&self.ctx, &self.config, &self.weights, &io, tokens, rows))
+        })
     }
 
     /// Like [`Model::session_with`], first checking that the KV cache fits the adapter: an error
@@ -367,7 +440,7 @@ impl Session {
         self.slot_busy[slot] = true;
         // Held until the step is submitted: another session's uploads must not take the slots
         // this one's experts were placed in before its expert kernels are queued.
-        let (from, _experts) = self.run_syncs(key)?;
+        let (from, _experts) = self.model.run_syncs(&self.plans[&key].0)?;
         let ctx = &self.model.ctx;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
@@ -405,7 +478,7 @@ impl Session {
         if !self.mask_tails.contains_key(&key) {
             let logits = &self.plans[&key].0.logits;
             let row = kernels::elementwise::Rows::packed(1, vocab);
-            let d = kernels::elementwise::mask_logits(ctx, logits, row, &mask)?;
+            let d = kernels::elementwise::mask_logits(ctx, logits, row, &mask, 0)?;
             self.mask_tails.insert(key, d);
         }
         let mut staged = bits[..bits.len().min(words)].to_vec();
@@ -512,25 +585,8 @@ impl Session {
                 self.mask_tails.remove(&k);
             }
         }
-        {
-            let m = &self.model;
-            let offloaded = m.expert_cache().map_or(Vec::new(), |c| c.offloaded_layers());
-            let io = PlanIo {
-                ids: &self.ids,
-                step: &self.step,
-                cache: &self.cache,
-                inv_freq: &m.inv_freq,
-                attention_factor: m.attention_factor,
-                offloaded: &offloaded,
-            };
-            // Pipelines are built here: a driver or wgpu-core that chokes is an error, not a panic.
-            let what = format!("the forward pass of {} tokens", key.0);
-            let plan = crate::error::guard(&what, || {
-                m.ctx
-                    .scoped(&what, || plan::build(&m.ctx, &m.config, &m.weights, &io, key.0, key.1))
-            })?;
-            self.plans.insert(key, (plan, self.uses));
-        }
+        let plan = self.model.build_plan(&self.ids, &self.step, &self.cache, key.0, key.1, false)?;
+        self.plans.insert(key, (plan, self.uses));
         Ok(())
     }
 
@@ -551,56 +607,12 @@ impl Session {
         self.ensure_plan((tokens.len(), rows))?;
         let key = (tokens.len(), rows);
         {
-            let (from, _experts) = self.run_syncs(key)?;
+            let (from, _experts) = self.model.run_syncs(&self.plans[&key].0)?;
             let refs: Vec<&Dispatch> = self.plans[&key].0.dispatches[from..].iter().collect();
             self.model.ctx.submit(&refs);
         }
         self.pos += tokens.len();
         Ok(())
-    }
-
-    /// Run plan `key` up to its last expert-cache round trip ([`plan::MoeSync`]): each segment up
-    /// to an offloaded layer's router is submitted, the router's expert ids read back, the experts
-    /// placed in the layer's pool (rounds of the expert kernels where the batch needs more than
-    /// it holds) and the ids rewritten as slots. Returns the index of the first dispatch left to
-    /// run; 0 for a plan without round trips (then nothing was submitted). The cache's lock comes
-    /// back with it, for the caller to hold until the rest is submitted.
-    fn run_syncs(
-        &self,
-        key: (usize, LogitRows),
-    ) -> Result<(usize, Option<std::sync::MutexGuard<'_, experts::ExpertCache>>)> {
-        let plan = &self.plans[&key].0;
-        let (Some(mut cache), Some(readback)) = (self.model.expert_cache(), &plan.ids_readback) else {
-            return Ok((0, None));
-        };
-        let m = &self.model;
-        let ctx = &m.ctx;
-        cache.stats.tokens += plan.tokens as u64;
-        let dispatches = |range: std::ops::Range<usize>| -> Vec<&Dispatch> { plan.dispatches[range].iter().collect() };
-        let mut from = 0;
-        for sync in &plan.syncs {
-            // The segment up to the router and the copy of its choices: one submission.
-            let bytes = ctx.submit_and_read(
-                &dispatches(from..sync.at),
-                &sync.ids.buffer,
-                0,
-                readback,
-                sync.pairs as u64 * 4,
-            )?;
-            let rounds = cache.route(sync.layer, &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))?;
-            for (i, round) in rounds.iter().enumerate() {
-                cache.upload(ctx, &m.weights, sync.layer, &round.uploads)?;
-                ctx.queue
-                    .write_buffer(&sync.ids.buffer, 0, bytemuck::cast_slice(&round.ids));
-                // The last round runs with what follows it.
-                if i + 1 < rounds.len() {
-                    ctx.submit(&dispatches(sync.experts.clone()));
-                }
-            }
-            from = sync.at;
-        }
-        ctx.check()?;
-        Ok((from, Some(cache)))
     }
 
     /// Run `tokens` into the cache in batches of at most `chunk`, reading nothing back: a long

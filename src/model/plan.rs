@@ -141,6 +141,10 @@ pub struct PlanIo<'a> {
     /// Layers whose routed experts are offloaded ([`super::experts`]): the plan stops after their
     /// routers ([`MoeSync`]).
     pub offloaded: &'a [bool],
+    /// The step buffer holds a table: each row is one token of its own sequence (continuous
+    /// batching). Attention then runs the rows kernel, split into as many key chunks as one
+    /// token alone gets, so a sequence's numbers do not depend on what it is batched with.
+    pub table: bool,
 }
 
 /// Where a forward pass waits for the CPU: after an offloaded layer's router, the CPU reads the
@@ -502,6 +506,9 @@ impl Builder<'_> {
         spec.window = cfg.layers[layer].window.map(|w| w as u32);
         spec.sinks = sinks.is_some();
         spec.kv_dtype = io.cache.dtype;
+        if io.table {
+            pin_for_table(self.ctx, &mut spec)?;
+        }
         self.push(kernels::attention::attention(
             self.ctx,
             spec,
@@ -612,6 +619,9 @@ impl Builder<'_> {
         let mut spec = AttnSpec::mla(t, h, r, dr, self.cfg.attn_scale, ms);
         spec.window = self.cfg.layers[layer].window.map(|w| w as u32);
         spec.kv_dtype = io.cache.dtype;
+        if io.table {
+            pin_for_table(self.ctx, &mut spec)?;
+        }
         self.push(kernels::attention::attention(
             self.ctx, spec, &qcat, cache, cache, None, io.step, &olat,
         )?);
@@ -790,6 +800,17 @@ impl Builder<'_> {
             ))),
         }
     }
+}
+
+/// A table step's attention: the rows kernel (tiles serve one sequence) with the key chunks of a
+/// single token.
+fn pin_for_table(ctx: &Context, spec: &mut AttnSpec) -> Result<()> {
+    use kernels::attention::{plan, AttnKernel, AttnPlan};
+    spec.tuning.kernel = AttnKernel::Rows;
+    if let AttnPlan::Rows { chunks, .. } = plan(ctx, &AttnSpec { tokens: 1, ..*spec })? {
+        spec.tuning.max_chunks = chunks;
+    }
+    Ok(())
 }
 
 /// Build the forward pass for `tokens` rows reading ids from `io.ids` at positions from the step
