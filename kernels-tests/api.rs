@@ -7,7 +7,7 @@ mod common;
 use common::smollm2;
 use std::sync::OnceLock;
 use wgmoe::{
-    CancelToken, Completion, Constraint, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
+    BatchOptions, CancelToken, Completion, Constraint, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
     SessionOptions, StopReason,
 };
 
@@ -483,4 +483,58 @@ fn constrained_replies_match_their_schema_or_pattern() {
     let err = s.complete(chat_prompt("Hi"), &bad).unwrap_err();
     assert!(matches!(err, Error::BadInput(_)), "{err:?}");
     assert_eq!(s.position(), 0);
+}
+
+#[test]
+fn a_batch_gives_each_generation_its_result_alone() {
+    let m = model();
+    let questions = ["What is the capital of France?", "Name a color.", "What is 2 + 2?"];
+    let prompts: Vec<Vec<u32>> = questions.iter().map(|q| chat_prompt(q)).collect();
+    // The reference: each alone in a session of its own.
+    let alone: Vec<Completion> = prompts.iter().map(|p| session().complete(p.clone(), &greedy(8)).unwrap()).collect();
+    // Two sequences for three generations: the third waits for a slot, then joins.
+    let mut batch = m
+        .batch(&BatchOptions {
+            sequences: 2,
+            context: Some(256),
+            kv_cache: None,
+        })
+        .unwrap();
+    let ids: Vec<_> = prompts.iter().map(|p| batch.add(p.clone(), &greedy(8)).unwrap()).collect();
+    assert_eq!((batch.running(), batch.waiting()), (0, 3));
+    let mut got: Vec<Completion> = ids.iter().map(|_| Completion::default()).collect();
+    let mut most_running = 0;
+    while !batch.is_idle() {
+        for (id, event) in batch.step() {
+            got[ids.iter().position(|i| *i == id).unwrap()].add(event.unwrap());
+        }
+        most_running = most_running.max(batch.running());
+    }
+    assert_eq!(most_running, 2);
+    for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
+        assert_eq!((&g.tokens, &g.text, &g.stop_reason), (&a.tokens, &a.text, &a.stop_reason), "{}", questions[i]);
+        assert_eq!(g.stats.generated_tokens, g.tokens.len());
+    }
+    // The last question again: its slot still holds it (the first question's slot went to the
+    // third), so only the last prompt token runs.
+    let again = batch.add(prompts[2].clone(), &greedy(8)).unwrap();
+    let mut c = Completion::default();
+    while !batch.is_idle() {
+        for (id, event) in batch.step() {
+            assert_eq!(id, again);
+            c.add(event.unwrap());
+        }
+    }
+    assert_eq!(c.tokens, alone[2].tokens);
+    assert_eq!(c.stats.prompt_tokens, 1, "cached prompt");
+    // Bad input is refused at once, and a cancel ends a generation with Cancelled.
+    assert!(matches!(batch.add(vec![u32::MAX], &greedy(1)), Err(Error::BadInput(_))));
+    let long = vec![prompts[0][0]; 300];
+    assert!(matches!(batch.add(long, &greedy(1)), Err(Error::ContextFull { .. })));
+    let id = batch.add(prompts[1].clone(), &greedy(50)).unwrap();
+    batch.step();
+    assert!(batch.cancel(id));
+    let last: Vec<_> = batch.step().into_iter().map(|(_, e)| e.unwrap()).collect();
+    assert!(matches!(last.last(), Some(Event::Done { stop_reason: StopReason::Cancelled, .. })), "{last:?}");
+    assert!(batch.is_idle());
 }

@@ -45,13 +45,15 @@ CITY_SCHEMA = {
     "additionalProperties": False,
 }
 
-# Tools. The tiny model has random weights and 256 positions, so every string is bounded
-# (maxLength) and objects are closed (additionalProperties false): without them a random
-# model never closes a string or keeps inventing keys, and the call runs out of tokens.
+# The tool of the forced call. The tiny model has random weights, 256 positions and a 128-id
+# vocabulary, so its string is bounded (maxLength) and the object closed (additionalProperties
+# false): without them a random model never closes the string or keeps inventing keys, and the
+# call runs out of tokens. Its definition alone is about 160 of the 256 positions.
 WEATHER = {
     "type": "function",
     "function": {
         "name": "get_weather",
+        "description": "Current weather in a city",
         "parameters": {
             "type": "object",
             "properties": {
@@ -63,27 +65,16 @@ WEATHER = {
         },
     },
 }
-# Two small tools for tool_choice "required": both definitions, the question and the call
-# must fit 256 positions with this 128-token vocabulary.
-WEATHER_SMALL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 12}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
+# The second tool for tool_choice "required", which runs on SmolLM2: two definitions, the
+# question and the call do not fit the tiny model's 256 positions.
 TIME = {
     "type": "function",
     "function": {
         "name": "get_time",
+        "description": "Current time in a time zone",
         "parameters": {
             "type": "object",
-            "properties": {"tz": {"enum": ["UTC", "CET"]}},
+            "properties": {"tz": {"type": "string", "maxLength": 32}},
             "required": ["tz"],
             "additionalProperties": False,
         },
@@ -131,8 +122,9 @@ def raw(base, method, path, body=None, headers=None, timeout=TIMEOUT):
         conn.close()
 
 
-def error_body(status, data, want_status):
-    """The OpenAI error object of a raw reply, after checking the status and the shape."""
+def error_body(status, headers, data, want_status):
+    """The OpenAI error object of a raw reply (`raw`'s triple), after checking the status and
+    the shape."""
     assert status == want_status, f"status {status}, want {want_status}: {data[:300]!r}"
     try:
         body = json.loads(data)
@@ -268,32 +260,37 @@ def check_completions(ctx):
 
 def check_seed(ctx):
     req = dict(messages=user("Say something random."), max_tokens=16, temperature=1.0, top_p=1.0)
-    a = ctx.chat(seed=1234, **req).choices[0].message.content
-    b = ctx.chat(seed=1234, **req).choices[0].message.content
-    assert a == b, f"seed 1234 gave {a!r} then {b!r}"
+    a = ctx.chat(seed=1234, **req)
+    b = ctx.chat(seed=1234, **req)
+    ta, tb = a.choices[0].message.content, b.choices[0].message.content
+    assert ta == tb, (
+        f"seed 1234 gave {ta!r} (cached_tokens {cached_tokens(a.usage)}) then {tb!r} "
+        f"(cached_tokens {cached_tokens(b.usage)})"
+    )
     others = [ctx.chat(seed=s, **req).choices[0].message.content for s in (1235, 1236, 1237)]
-    assert any(o != a for o in others), f"seeds 1234..1237 all gave {a!r}: sampling does not sample"
+    assert any(o != ta for o in others), f"seeds 1234..1237 all gave {ta!r}: sampling does not sample"
     greedy = ctx.chat(messages=req["messages"], max_tokens=16, temperature=0).choices[0].message.content
-    assert any(t != greedy for t in [a, *others]), f"temperature 1 always gives the greedy text {greedy!r}"
+    assert any(t != greedy for t in [ta, *others]), f"temperature 1 always gives the greedy text {greedy!r}"
 
 
 def check_stop(ctx):
     req = dict(messages=user("Count to twenty."), max_tokens=24, temperature=0)
     full = ctx.chat(**req).choices[0].message.content
     assert len(full) >= 8, f"the greedy reply is too short to cut: {full!r}"
-    mid = len(full) // 2
-    stop = full[mid : mid + 3]
+    # Three characters from the middle whose first occurrence is at position 2 or later.
+    starts = [i for i in range(len(full) // 2, len(full) - 2) if full.find(full[i : i + 3]) >= 2]
+    assert starts, f"no stop string to pick from {full!r}"
+    stop = full[starts[0] : starts[0] + 3]
     want = full[: full.find(stop)]
-    assert full.find(stop) >= 2 or mid >= 2, "unreachable"  # the stop starts past position 2
     r = ctx.chat(stop=[stop], **req)
     got = r.choices[0]
-    assert got.message.content == want, (
-        f"stop={stop!r} on {full!r}: got {got.message.content!r}, want {want!r}"
-    )
+    assert got.message.content == want, f"stop={stop!r} on {full!r}: got {got.message.content!r}, want {want!r}"
     assert got.finish_reason == "stop", f"stop string hit, finish_reason {got.finish_reason!r}"
     # Streamed, the stop string must not leak either.
     text, chunks = stream_chat(ctx, stop=[stop], **req)
     assert text == want, f"streamed with stop={stop!r}: {text!r}, want {want!r}"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"], f"streamed with a stop string: finish reasons {finishes}"
 
 
 def cached_tokens(usage):
@@ -359,10 +356,14 @@ def validate_call(call, tools):
 
 
 def check_tool_call(ctx):
-    q = user("What is the weather in Paris?")
+    q = user("Paris?")
+    # The room the call has: what the prompt (tool list included) leaves of the context.
+    probe = ctx.chat(messages=q, max_tokens=1, temperature=0, tools=[WEATHER])
+    room = CONTEXT - probe.usage.prompt_tokens
+    assert room >= 40, f"the tool prompt is {probe.usage.prompt_tokens} tokens: {room} left for the call"
     r = ctx.chat(
         messages=q,
-        max_tokens=64,
+        max_tokens=room,
         temperature=0,
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
@@ -374,38 +375,39 @@ def check_tool_call(ctx):
     assert calls[0].function.name == "get_weather", f"called {calls[0].function.name!r}"
     validate_call(calls[0], [WEATHER])
 
-    # "required" with two tools: a call of either, valid for the one it names.
-    r2 = ctx.chat(
-        messages=user("Weather or time?"), max_tokens=48, temperature=0, tools=[WEATHER_SMALL, TIME], tool_choice="required"
-    )
-    c2 = r2.choices[0]
-    assert c2.finish_reason == "tool_calls", f"required: finish_reason {c2.finish_reason!r}: {c2.message}"
-    assert c2.message.tool_calls, f"required: no tool_calls: {c2.message}"
-    for call in c2.message.tool_calls:
-        validate_call(call, [WEATHER_SMALL, TIME])
-
-    # The result goes back: the assistant's call, then the tool's answer.
+    # The result goes back: the assistant's call, then the tool's answer (without the tool
+    # list, which would not fit the tiny model's context again).
     follow = [
         *q,
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {
-                    "id": calls[0].id,
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": calls[0].function.arguments},
-                }
-            ],
+            "tool_calls": [{"id": calls[0].id, "type": "function", "function": calls[0].function.model_dump()}],
         },
-        {"role": "tool", "tool_call_id": calls[0].id, "content": '{"temp": 21}'},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": '{"temp": 21, "unit": "celsius"}'},
     ]
     raw_reply = ctx.client.chat.completions.with_raw_response.create(
-        model=ctx.model, messages=follow, max_tokens=8, temperature=0, tools=[WEATHER_SMALL]
+        model=ctx.model, messages=follow, max_tokens=8, temperature=0
     )
     assert raw_reply.status_code == 200, f"status {raw_reply.status_code}"
     m = raw_reply.parse().choices[0].message
     assert (m.content or "").strip() or m.tool_calls, f"no content and no call after the tool result: {m}"
+
+
+def check_smol_tools_required(ctx):
+    """tool_choice "required" with two tools (SmolLM2: two definitions do not fit the tiny
+    model's context), then the result sent back."""
+    q = user("What is the weather in Paris?")
+    tools = [WEATHER, TIME]
+    r = ctx.smol.chat.completions.create(
+        model=ctx.smol_model, messages=q, max_tokens=60, temperature=0, tools=tools, tool_choice="required"
+    )
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls", f"required: finish_reason {c.finish_reason!r}: {c.message}"
+    assert c.message.tool_calls and len(c.message.tool_calls) == 1, f"required: tool_calls {c.message.tool_calls}"
+    call = c.message.tool_calls[0]
+    args = validate_call(call, tools)
+    print(f"    SmolLM2 called {call.function.name}({json.dumps(args)})")
 
 
 def check_auth(ctx):
@@ -418,8 +420,8 @@ def check_auth(ctx):
     else:
         raise AssertionError("a wrong key was accepted")
     # No key at all, raw.
-    status, _, data = raw(ctx.base, "GET", "/v1/models")
-    assert error_body(status, data, 401)["code"] == "invalid_api_key", f"no key: {data!r}"
+    err = error_body(*raw(ctx.base, "GET", "/v1/models"), 401)
+    assert err["code"] == "invalid_api_key", f"no key: {err}"
     # These stay open.
     status, text = get_text(ctx.base + "/health")
     assert status == 200 and json.loads(text).get("status") == "ok", f"/health {status} {text!r}"
@@ -434,7 +436,7 @@ def check_errors(ctx):
     def post(body, path="/v1/chat/completions"):
         return raw(ctx.base, "POST", path, body=body, headers=auth)
 
-    err = error_body(*post(b'{"model": "x", "messages": [', ), 400)
+    err = error_body(*post(b'{"model": "x", "messages": ['), 400)
     assert err["type"] == "invalid_request_error", f"malformed JSON: type {err['type']!r}"
 
     err = error_body(*post({"model": ctx.model, "messages": msgs, "max_tokens": "ten"}), 400)
@@ -540,9 +542,14 @@ def check_smol_paris(ctx):
 
 
 def check_smol_json_schema(ctx):
+    # The facts are in the prompt: asked to recall a population, a 135M model writes
+    # "11.1 million", which an integer schema turns into an endless 1111...
     r = ctx.smol.chat.completions.create(
         model=ctx.smol_model,
-        messages=user("Describe the city of Paris as JSON with its name, country and population."),
+        messages=user(
+            "Paris is the capital of France and has 2148271 inhabitants. "
+            "Give its name, country and population as JSON."
+        ),
         max_tokens=60,
         temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA}},
@@ -553,6 +560,7 @@ def check_smol_json_schema(ctx):
     except ValueError:
         raise AssertionError(f"SmolLM2 json_schema reply is not JSON ({r.choices[0].finish_reason}): {text!r}") from None
     jsonschema.validate(obj, CITY_SCHEMA)
+    assert obj["country"] == "France", f"SmolLM2: {obj}"
     print(f"    SmolLM2: {text}")
 
 
@@ -568,6 +576,7 @@ CHECKS = [
     check_tool_call,
     check_smol_paris,
     check_smol_json_schema,
+    check_smol_tools_required,
     check_auth,
     check_errors,
     check_disconnect,

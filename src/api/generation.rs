@@ -175,34 +175,46 @@ pub struct Completion {
     pub stats: Stats,
 }
 
+impl Default for Completion {
+    fn default() -> Self {
+        Completion {
+            text: String::new(),
+            tokens: Vec::new(),
+            stop_reason: StopReason::MaxTokens,
+            stats: Stats::default(),
+        }
+    }
+}
+
 impl Completion {
     /// Collect `events` (stopping at the first error).
     pub fn collect(
         events: impl Iterator<Item = Result<Event>>,
         mut on_event: impl FnMut(&Event),
     ) -> Result<Completion> {
-        let mut c = Completion {
-            text: String::new(),
-            tokens: Vec::new(),
-            stop_reason: StopReason::MaxTokens,
-            stats: Stats::default(),
-        };
+        let mut c = Completion::default();
         for e in events {
             let e = e?;
             on_event(&e);
-            match e {
-                Event::Token { id, text } => {
-                    c.tokens.push(id);
-                    c.text.push_str(&text);
-                }
-                Event::Text(text) => c.text.push_str(&text),
-                Event::Done { stop_reason, stats } => {
-                    c.stop_reason = stop_reason;
-                    c.stats = stats;
-                }
-            }
+            c.add(e);
         }
         Ok(c)
+    }
+
+    /// Add one event: a token and its text, held text, or the end (a [`crate::Batch`]'s events
+    /// are collected per generation this way).
+    pub fn add(&mut self, event: Event) {
+        match event {
+            Event::Token { id, text } => {
+                self.tokens.push(id);
+                self.text.push_str(&text);
+            }
+            Event::Text(text) => self.text.push_str(&text),
+            Event::Done { stop_reason, stats } => {
+                self.stop_reason = stop_reason;
+                self.stats = stats;
+            }
+        }
     }
 }
 
@@ -270,18 +282,82 @@ pub struct Generation<'s> {
 /// A generation's state, apart from its session.
 pub(super) struct State {
     decode: Option<Decode>,
+    reply: Reply,
+    stats: Stats,
+    finished: bool,
+}
+
+/// A reply's text as its tokens arrive: stop tokens and strings, text held back while it may be
+/// the start of a stop string, the token budget and the cancel token. A session's [`Generation`]
+/// and a [`crate::Batch`]'s sequences share it.
+pub(super) struct Reply {
     decoder: StreamDecoder,
     stop_tokens: Vec<u32>,
     stop: Vec<String>,
     /// Decoded text not yet emitted because it may be the start of a stop string.
     held: String,
-    emitted: usize,
-    max_tokens: usize,
+    pub(super) emitted: usize,
+    pub(super) max_tokens: usize,
     cancel: Option<CancelToken>,
-    stats: Stats,
     /// The reason, once the end is known; `Done` follows the held text.
-    ending: Option<StopReason>,
-    finished: bool,
+    pub(super) ending: Option<StopReason>,
+}
+
+impl Reply {
+    /// Check the stop strings of `opts`.
+    pub(super) fn new(model: &crate::Model, opts: &GenerateOptions) -> Result<Reply> {
+        if opts.stop.iter().any(String::is_empty) {
+            return Err(Error::bad_input("a stop string is empty"));
+        }
+        Ok(Reply {
+            decoder: model.tokenizer().stream_decoder(true),
+            stop_tokens: opts.stop_tokens.clone().unwrap_or_else(|| model.eos_tokens().to_vec()),
+            stop: opts.stop.clone(),
+            held: String::new(),
+            emitted: 0,
+            max_tokens: opts.max_tokens.unwrap_or(usize::MAX),
+            cancel: opts.cancel.clone(),
+            ending: None,
+        })
+    }
+
+    /// Why the reply must end before another token, if it must: a cancel, the token budget.
+    pub(super) fn must_end(&self) -> Option<StopReason> {
+        if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Some(StopReason::Cancelled);
+        }
+        (self.emitted >= self.max_tokens).then_some(StopReason::MaxTokens)
+    }
+
+    /// Take the next sampled token: its event, or the reason the reply ends there (a stop
+    /// token, not emitted). A stop string ends it after this event (`ending` is set).
+    pub(super) fn push(&mut self, id: u32) -> Result<std::result::Result<Event, StopReason>> {
+        if self.stop_tokens.contains(&id) {
+            return Ok(Err(StopReason::StopToken(id)));
+        }
+        self.emitted += 1;
+        self.held.push_str(&self.decoder.push(id)?);
+        if let Some((at, s)) = first_stop(&self.held, &self.stop) {
+            let text = self.held[..at].to_string();
+            self.held.clear();
+            self.ending = Some(StopReason::StopString(s));
+            return Ok(Ok(Event::Token { id, text }));
+        }
+        let keep = self.held.len() - longest_stop_prefix(&self.held, &self.stop);
+        let text = self.held[..keep].to_string();
+        self.held.drain(..keep);
+        Ok(Ok(Event::Token { id, text }))
+    }
+
+    /// At the end: the text held back (unless a stop string ended the reply), if any.
+    pub(super) fn tail(&mut self) -> Result<Option<String>> {
+        let tail = self.decoder.finish()?;
+        self.held.push_str(&tail);
+        if self.held.is_empty() || matches!(self.ending, Some(StopReason::StopString(_))) {
+            return Ok(None);
+        }
+        Ok(Some(std::mem::take(&mut self.held)))
+    }
 }
 
 impl<'s> Generation<'s> {
@@ -292,9 +368,7 @@ impl<'s> Generation<'s> {
         let model = session.model().clone();
         let sampling = opts.sampling.unwrap_or(model.default_sampling());
         sampling.validate()?;
-        if opts.stop.iter().any(String::is_empty) {
-            return Err(Error::bad_input("a stop string is empty"));
-        }
+        let reply = Reply::new(&model, opts)?;
         let spec = SampleSpec {
             vocab: model.internals().config.vocab,
             row: 0,
@@ -306,18 +380,11 @@ impl<'s> Generation<'s> {
         let max_tokens = opts.max_tokens.unwrap_or(usize::MAX);
         let mut state = State {
             decode: None,
-            decoder: model.tokenizer().stream_decoder(true),
-            stop_tokens: opts.stop_tokens.clone().unwrap_or_else(|| model.eos_tokens().to_vec()),
-            stop: opts.stop.clone(),
-            held: String::new(),
-            emitted: 0,
-            max_tokens,
-            cancel: opts.cancel.clone(),
+            reply,
             stats: Stats {
                 prompt_tokens: feed.len(),
                 ..Default::default()
             },
-            ending: None,
             finished: false,
         };
         if max_tokens == 0 {
@@ -325,7 +392,7 @@ impl<'s> Generation<'s> {
             let start = std::time::Instant::now();
             session.prefill_raw(feed)?;
             state.stats.prompt_seconds = start.elapsed().as_secs_f64();
-            state.ending = Some(StopReason::MaxTokens);
+            state.reply.ending = Some(StopReason::MaxTokens);
             return Ok(state);
         }
         let chunk = session.prefill_chunk();
@@ -338,17 +405,10 @@ impl<'s> Generation<'s> {
         Generation { session, state }
     }
 
-    fn cancelled(&self) -> bool {
-        self.state.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
-    }
-
     /// The next token's event, or the reason the generation ends.
     fn step(&mut self) -> Result<std::result::Result<Event, StopReason>> {
-        if self.cancelled() {
-            return Ok(Err(StopReason::Cancelled));
-        }
-        if self.state.emitted >= self.state.max_tokens {
-            return Ok(Err(StopReason::MaxTokens));
+        if let Some(reason) = self.state.reply.must_end() {
+            return Ok(Err(reason));
         }
         let Some(decode) = self.state.decode.as_mut() else {
             return Ok(Err(StopReason::MaxTokens));
@@ -360,32 +420,21 @@ impl<'s> Generation<'s> {
                 StopReason::MaxTokens
             }));
         };
-        if self.state.stop_tokens.contains(&id) {
-            return Ok(Err(StopReason::StopToken(id)));
+        let event = self.state.reply.push(id)?;
+        if event.is_ok() {
+            self.session.push_emitted(id);
         }
-        self.state.emitted += 1;
-        self.session.push_emitted(id);
-        self.state.held.push_str(&self.state.decoder.push(id)?);
-        if let Some((at, s)) = first_stop(&self.state.held, &self.state.stop) {
-            let text = self.state.held[..at].to_string();
-            self.state.held.clear();
-            self.state.ending = Some(StopReason::StopString(s));
-            return Ok(Ok(Event::Token { id, text }));
-        }
-        let keep = self.state.held.len() - longest_stop_prefix(&self.state.held, &self.state.stop);
-        let text = self.state.held[..keep].to_string();
-        self.state.held.drain(..keep);
-        Ok(Ok(Event::Token { id, text }))
+        Ok(event)
     }
 
     /// Wait for the steps queued past the end and settle the session on the emitted tokens.
     fn finish(&mut self) -> Result<()> {
         if let Some(decode) = self.state.decode.take() {
             (self.state.stats.prompt_seconds, self.state.stats.decode_seconds) = decode.times();
-            let kept = self.state.emitted;
+            let kept = self.state.reply.emitted;
             decode.finish(self.session.raw(), kept)?;
         }
-        self.state.stats.generated_tokens = self.state.emitted;
+        self.state.stats.generated_tokens = self.state.reply.emitted;
         Ok(())
     }
 }
@@ -397,10 +446,10 @@ impl Iterator for Generation<'_> {
         if self.state.finished {
             return None;
         }
-        if self.state.ending.is_none() {
+        if self.state.reply.ending.is_none() {
             match self.step() {
                 Ok(Ok(event)) => return Some(Ok(event)),
-                Ok(Err(reason)) => self.state.ending = Some(reason),
+                Ok(Err(reason)) => self.state.reply.ending = Some(reason),
                 Err(e) => {
                     self.state.finished = true;
                     let _ = self.finish();
@@ -409,22 +458,19 @@ impl Iterator for Generation<'_> {
             }
         }
         // The end: first any held text, then Done.
-        let tail = match self.state.decoder.finish() {
-            Ok(t) => t,
+        match self.state.reply.tail() {
+            Ok(Some(text)) => return Some(Ok(Event::Text(text))),
+            Ok(None) => {}
             Err(e) => {
                 self.state.finished = true;
                 return Some(Err(e));
             }
-        };
-        self.state.held.push_str(&tail);
-        if !self.state.held.is_empty() && !matches!(self.state.ending, Some(StopReason::StopString(_))) {
-            return Some(Ok(Event::Text(std::mem::take(&mut self.state.held))));
         }
         self.state.finished = true;
         if let Err(e) = self.finish() {
             return Some(Err(e));
         }
-        let stop_reason = self.state.ending.take().unwrap_or(StopReason::MaxTokens);
+        let stop_reason = self.state.reply.ending.take().unwrap_or(StopReason::MaxTokens);
         Some(Ok(Event::Done {
             stop_reason,
             stats: self.state.stats.clone(),

@@ -5,11 +5,13 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod chat;
 mod constraint;
 mod generation;
 mod session;
 
+pub use batch::{Batch, BatchOptions, SeqId};
 pub use chat::{Chat, ChatTurn, ContextPolicy};
 pub use constraint::Constraint;
 pub use generation::{CancelToken, Completion, Event, GenerateOptions, Generation, Sampling, Stats, StopReason};
