@@ -568,3 +568,30 @@ fn file_roofline_counts_packed_bytes() {
         f16.read_bytes_per_token
     );
 }
+
+#[cfg(feature = "cli")]
+#[test]
+fn cli_bench_parallel_reports_every_stream_count() {
+    use std::process::Command;
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
+        .args(["bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "-r", "1", "--parallel", "1,3"])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| tiny"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for (row, streams) in rows.iter().zip(["1", "3"]) {
+        assert_eq!(row[3], streams, "{stdout}");
+        // TTFT, per-stream and total tokens/s are positive, and total = streams x per stream.
+        let num = |i: usize| row[i].parse::<f64>().unwrap_or_else(|_| panic!("{stdout}"));
+        assert!(num(6) > 0.0 && num(7) > 0.0 && num(8) > 0.0, "{stdout}");
+        let n: f64 = streams.parse().unwrap();
+        assert!((num(8) - n * num(7)).abs() <= 0.02 * num(8) + 0.01, "{stdout}");
+    }
+}

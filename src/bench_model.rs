@@ -740,3 +740,114 @@ pub fn to_json(r: &Report) -> Value {
         .collect::<Vec<_>>();
     Value::Array(rows)
 }
+
+/// One row of the continuous-batching table: `streams` generations decoded together.
+#[derive(Clone, Debug)]
+pub struct ParallelResult {
+    pub streams: usize,
+    /// Mean seconds from the start until a stream's first token (all prompts arrive at once and
+    /// are prefilled one after another).
+    pub ttft: f64,
+    /// Decode tokens per second of one stream, and of all together.
+    pub stream_tps: f64,
+    pub total_tps: f64,
+}
+
+/// Continuous batching: for each stream count, that many `n_prompt`-token prompts arrive at
+/// once, are prefilled into their slots, then decode `n_gen` tokens together (one batch of rows
+/// per step, greedy). Best of `reps` repetitions after a warm-up.
+pub fn measure_parallel(model: &Model, streams: &[usize], opts: &BenchModelOptions) -> Result<Vec<ParallelResult>> {
+    use crate::kernels::sampling::SampleSpec;
+    use crate::model::batch::{Batch, Row};
+    let vocab = model.config.vocab;
+    let mut rng = Rng(opts.seed | 1);
+    let mut out = Vec::new();
+    for &n in streams {
+        if n == 0 {
+            return Err(Error::bad_input("--parallel takes stream counts of at least 1"));
+        }
+        let context = opts.n_prompt.max(1) + opts.n_gen + 1;
+        let mut batch = Batch::new(model, n, context, opts.kv_cache, 512)?;
+        let sample = SampleSpec {
+            vocab,
+            row: 0,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        };
+        let mut best: Option<ParallelResult> = None;
+        for rep in 0..=opts.reps.max(1) {
+            if let Some(p) = opts.progress {
+                p(&format!("{n} streams: repetition {rep} of {}", opts.reps.max(1)));
+            }
+            let prompts: Vec<Vec<u32>> = (0..n)
+                .map(|_| (0..opts.n_prompt.max(1)).map(|_| rng.below(vocab)).collect())
+                .collect();
+            let start = Instant::now();
+            let mut firsts = Vec::with_capacity(n);
+            for (slot, p) in prompts.iter().enumerate() {
+                batch.prefill(slot, 0, &p[..p.len() - 1])?;
+            }
+            let mut next: Vec<u32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
+            let mut pos = prompts[0].len() - 1;
+            let mut decode_start = start;
+            for step in 0..=opts.n_gen {
+                if step == 1 {
+                    // The first step samples every stream's first token.
+                    decode_start = Instant::now();
+                    firsts.extend(std::iter::repeat_n((decode_start - start).as_secs_f64(), n));
+                }
+                let rows: Vec<Row> = (0..n)
+                    .map(|slot| Row {
+                        slot,
+                        pos,
+                        token: next[slot],
+                        sample,
+                        mask: None,
+                    })
+                    .collect();
+                next = batch.step(&rows)?;
+                pos += 1;
+            }
+            if opts.n_gen == 0 {
+                firsts = vec![start.elapsed().as_secs_f64(); n];
+            }
+            let secs = decode_start.elapsed().as_secs_f64().max(1e-9);
+            let r = ParallelResult {
+                streams: n,
+                ttft: firsts.iter().sum::<f64>() / n as f64,
+                stream_tps: opts.n_gen as f64 / secs,
+                total_tps: (n * opts.n_gen) as f64 / secs,
+            };
+            // Repetition 0 warms up (pipelines, plans).
+            if rep > 0 && best.as_ref().is_none_or(|b| r.total_tps > b.total_tps) {
+                best = Some(r);
+            }
+        }
+        out.extend(best);
+    }
+    Ok(out)
+}
+
+/// The continuous-batching table in markdown.
+pub fn parallel_table(model_name: &str, backend: &str, rows: &[ParallelResult], opts: &BenchModelOptions) -> String {
+    let mut s = format!(
+        "| model | backend | streams | pp | tg | TTFT ms | t/s per stream | t/s total | x one stream |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    );
+    let one = rows.iter().find(|r| r.streams == 1).map(|r| r.total_tps);
+    for r in rows {
+        s.push_str(&format!(
+            "| {model_name} | {backend} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {} |\n",
+            r.streams,
+            opts.n_prompt,
+            opts.n_gen,
+            r.ttft * 1e3,
+            r.stream_tps,
+            r.total_tps,
+            one.map_or("-".into(), |o| format!("{:.2}", r.total_tps / o.max(1e-9))),
+        ));
+    }
+    s
+}

@@ -48,12 +48,12 @@ CITY_SCHEMA = {
 # The tool of the forced call. The tiny model has random weights, 256 positions and a 128-id
 # vocabulary, so its string is bounded (maxLength) and the object closed (additionalProperties
 # false): without them a random model never closes the string or keeps inventing keys, and the
-# call runs out of tokens. Its definition alone is about 160 of the 256 positions.
+# call runs out of tokens. Its definition alone is about 160 of the 256 positions (so no
+# description either).
 WEATHER = {
     "type": "function",
     "function": {
         "name": "get_weather",
-        "description": "Current weather in a city",
         "parameters": {
             "type": "object",
             "properties": {
@@ -122,19 +122,19 @@ def raw(base, method, path, body=None, headers=None, timeout=TIMEOUT):
         conn.close()
 
 
-def error_body(status, headers, data, want_status):
+def error_body(status, headers, data, want_status, what="the reply"):
     """The OpenAI error object of a raw reply (`raw`'s triple), after checking the status and
-    the shape."""
-    assert status == want_status, f"status {status}, want {want_status}: {data[:300]!r}"
+    the shape; `what` names the request in failures."""
+    assert status == want_status, f"{what}: status {status}, want {want_status}: {data[:300]!r}"
     try:
         body = json.loads(data)
     except ValueError:
-        raise AssertionError(f"the {status} body is not JSON: {data[:300]!r}") from None
-    assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"no error object: {body}"
+        raise AssertionError(f"{what}: the {status} body is not JSON: {data[:300]!r}") from None
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"{what}: no error object: {body}"
     err = body["error"]
-    assert isinstance(err.get("message"), str) and err["message"], f"error.message: {err}"
-    assert isinstance(err.get("type"), str) and err["type"], f"error.type: {err}"
-    assert "code" in err and "param" in err, f"error lacks code/param: {err}"
+    assert isinstance(err.get("message"), str) and err["message"], f"{what}: error.message: {err}"
+    assert isinstance(err.get("type"), str) and err["type"], f"{what}: error.type: {err}"
+    assert "code" in err and "param" in err, f"{what}: error lacks code/param: {err}"
     return err
 
 
@@ -398,7 +398,8 @@ def check_smol_tools_required(ctx):
     """tool_choice "required" with two tools (SmolLM2: two definitions do not fit the tiny
     model's context), then the result sent back."""
     q = user("What is the weather in Paris?")
-    tools = [WEATHER, TIME]
+    weather = {**WEATHER, "function": {**WEATHER["function"], "description": "Current weather in a city"}}
+    tools = [weather, TIME]
     r = ctx.smol.chat.completions.create(
         model=ctx.smol_model, messages=q, max_tokens=60, temperature=0, tools=tools, tool_choice="required"
     )
@@ -436,14 +437,14 @@ def check_errors(ctx):
     def post(body, path="/v1/chat/completions"):
         return raw(ctx.base, "POST", path, body=body, headers=auth)
 
-    err = error_body(*post(b'{"model": "x", "messages": ['), 400)
+    err = error_body(*post(b'{"model": "x", "messages": ['), 400, what="malformed JSON")
     assert err["type"] == "invalid_request_error", f"malformed JSON: type {err['type']!r}"
 
-    err = error_body(*post({"model": ctx.model, "messages": msgs, "max_tokens": "ten"}), 400)
+    err = error_body(*post({"model": ctx.model, "messages": msgs, "max_tokens": "ten"}), 400, what='max_tokens "ten"')
     assert "max_tokens" in err["message"], f"wrong type of max_tokens: message {err['message']!r}"
-    assert err["type"] == "invalid_request_error", f"type {err['type']!r}"
+    assert err["type"] == "invalid_request_error", f"max_tokens \"ten\": type {err['type']!r}"
 
-    err = error_body(*post({"model": ctx.model, "messages": msgs, "n": 2}), 400)
+    err = error_body(*post({"model": ctx.model, "messages": msgs, "n": 2}), 400, what="n=2")
     assert err["type"] == "invalid_request_error", f"n=2: {err}"
 
     long_prompt = "one two three four five six seven eight nine ten " * 40  # > 256 tokens
@@ -451,15 +452,26 @@ def check_errors(ctx):
         ("/v1/chat/completions", {"model": ctx.model, "messages": user(long_prompt), "max_tokens": 4}),
         ("/v1/completions", {"model": ctx.model, "prompt": long_prompt, "max_tokens": 4}),
     ):
-        err = error_body(*post(body, path), 400)
+        err = error_body(*post(body, path), 400, what=f"{path} with a prompt past the context")
         assert err["code"] == "context_length_exceeded", f"{path}, prompt past the context: {err}"
 
     huge = {"model": ctx.model, "messages": user("x" * (MAX_BODY + 1000)), "max_tokens": 1}
-    err = error_body(*post(huge), 413)
+    err = error_body(*post(huge), 413, what=f"a body over {MAX_BODY} bytes")
     assert err["type"] == "invalid_request_error", f"413: {err}"
 
-    err = error_body(*raw(ctx.base, "GET", "/v1/nope", headers=auth), 404)
-    err = error_body(*raw(ctx.base, "POST", "/nope", body={}, headers=auth), 404)
+    error_body(*raw(ctx.base, "GET", "/v1/nope", headers=auth), 404, what="GET /v1/nope")
+    error_body(*raw(ctx.base, "POST", "/nope", body={}, headers=auth), 404, what="POST /nope")
+
+
+def check_wrong_method(ctx):
+    """A known path with the wrong method is an error too, and errors are JSON (OpenAI answers
+    `GET /v1/chat/completions` with {"error": {"message": "Invalid URL (GET /v1/chat/completions)",
+    "type": "invalid_request_error", ...}})."""
+    auth = {"Authorization": f"Bearer {ctx.key}"}
+    for method, path in (("GET", "/v1/chat/completions"), ("GET", "/v1/completions"), ("POST", "/v1/models")):
+        status, headers, data = raw(ctx.base, method, path, body={} if method == "POST" else None, headers=auth)
+        assert status in (404, 405), f"{method} {path}: status {status}"
+        error_body(status, headers, data, status, what=f"{method} {path}")
 
 
 def sse_lines(resp):
@@ -579,6 +591,7 @@ CHECKS = [
     check_smol_tools_required,
     check_auth,
     check_errors,
+    check_wrong_method,
     check_disconnect,
     check_metrics,  # last: it looks at what the others did
 ]
@@ -599,13 +612,13 @@ def main():
         except Exception as e:  # noqa: BLE001 -- report every failure, go on with the rest
             failed.append(check.__name__)
             kind = "FAIL" if isinstance(e, (AssertionError, jsonschema.ValidationError)) else "ERROR"
-            print(f"{kind} {check.__name__}: {e}", file=sys.stderr)
+            print(f"{kind} {check.__name__}: {e}", flush=True)
             if kind == "ERROR":
-                traceback.print_exc()
+                traceback.print_exc(file=sys.stdout)
             if check is check_models:
                 break  # nothing else can run without the model id
         else:
-            print(f"ok   {check.__name__} ({time.time() - t:.1f} s)")
+            print(f"ok   {check.__name__} ({time.time() - t:.1f} s)", flush=True)
     passed = len(CHECKS) - len(failed) if ctx.model else 0
     print(f"openai_client.py: {passed}/{len(CHECKS)} checks passed in {time.time() - start:.0f} s"
           + (f"; failed: {', '.join(failed)}" if failed else ""))

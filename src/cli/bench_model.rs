@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// Which cached expert gives way to a missing one: lfu (the default) or lru.
     #[arg(long = "cache-policy", default_value = "lfu")]
     pub cache_policy: String,
+    /// Continuous batching instead of the pp/tg tests: for each count (e.g. 1,2,4,8), that many
+    /// -p-token prompts arrive at once and decode -n tokens together; prints time to first token,
+    /// per-stream and total tokens/s.
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Vec<usize>,
 }
 
 /// Open the model (progress on stderr), measure, and print the summary and the table, or the
@@ -137,9 +142,10 @@ fn run_one(
     max_bytes: Option<u64>,
     memory: &super::MemoryArgs,
 ) -> Result<BudgetRow> {
+    let streams = args.parallel.iter().copied().max().unwrap_or(1);
     let session = wgmoe::internals::model::experts::SessionNeeds {
-        context: args.n_depth + args.n_prompt.max(args.n_gen + 1),
-        batch: args.n_prompt.max(1),
+        context: streams * (args.n_depth + args.n_prompt.max(1) + args.n_gen + 1),
+        batch: args.n_prompt.max(streams),
         logit_rows: 1,
         kv: args.kv_cache,
     };
@@ -192,6 +198,17 @@ fn run_one(
     let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
     if let Some(mut c) = model.expert_cache() {
         c.record_trace(true);
+    }
+    if !args.parallel.is_empty() {
+        if args.n_depth > 0 || args.profile {
+            return Err(Error::bad_input("--parallel runs without --n-depth and --profile"));
+        }
+        let rows = bench_model::measure_parallel(&model, &args.parallel, &options)?;
+        progress("");
+        let backend = format!("{} ({})", model.ctx.info.name, model.ctx.info.backend);
+        print!("{}", bench_model::parallel_table(&info.name, &backend, &rows, &options));
+        let tests = rows.iter().map(|r| (format!("{} streams", r.streams), r.total_tps)).collect();
+        return Ok((("all".into(), "-".into(), "-".into()), tests));
     }
     let report = bench_model::measure(&model, info, &options)?;
     progress("");

@@ -62,7 +62,6 @@ pub struct Metrics {
     /// When recent tokens came out, for the aggregate rate over the last [`WINDOW`].
     recent: Mutex<VecDeque<Instant>>,
     pub ttft: Histogram,
-    pub queue_wait: Histogram,
 }
 
 /// The window of `wgmoe_tokens_per_second`.
@@ -79,7 +78,6 @@ impl Metrics {
             decode_us: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
             ttft: Histogram::new(),
-            queue_wait: Histogram::new(),
         }
     }
 
@@ -163,7 +161,6 @@ impl Metrics {
             "wgmoe_time_to_first_token_seconds",
             "From a request's arrival in the queue to its first token.",
         );
-        self.queue_wait.write(&mut out, "wgmoe_queue_wait_seconds", "Time requests waited for a worker.");
         out
     }
 }

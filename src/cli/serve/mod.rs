@@ -1,8 +1,8 @@
 //! `wgmoe serve`: an OpenAI-compatible HTTP server (axum on tokio) over the public API.
 //!
 //! Requests are parsed and rendered into prompts on the async side ([`openai`]), queued for the
-//! workers that own the sessions ([`workers`]), and answered as one JSON body or as server-sent
-//! events while the worker's tokens arrive.
+//! engine that decodes them together ([`workers`]: continuous batching), and answered as one JSON
+//! body or as server-sent events while their tokens arrive.
 
 mod metrics;
 mod openai;
@@ -40,7 +40,8 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1/ requests.
     #[arg(long, env = "WGMOE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Sequences generated at the same time, each with its own KV cache of --context tokens.
+    /// Sequences decoded together in one batch (continuous batching), each with its own
+    /// --context tokens of KV cache.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
     /// Requests that may wait for a free sequence; beyond them the server answers 429.
@@ -316,7 +317,6 @@ impl Drop for CancelOnDrop {
 async fn collect(mut rx: UnboundedReceiver<Out>, mut reply: Reply, _guard: CancelOnDrop) -> Response {
     loop {
         match rx.recv().await {
-            Some(Out::Started { cached }) => reply.cached = cached,
             Some(Out::Text(t)) => reply.text.push_str(&t),
             Some(Out::Done { reason, stats }) => return reply.body(&reason, &stats).into_response(),
             Some(Out::Failed(e)) => return ApiError::from(e).into_response(),
@@ -367,7 +367,8 @@ impl Reply {
     }
 
     /// The whole answer.
-    fn body(&self, reason: &StopReason, stats: &Stats) -> Json<Value> {
+    fn body(&mut self, reason: &StopReason, stats: &Stats) -> Json<Value> {
+        self.cached = self.prompt_tokens.saturating_sub(stats.prompt_tokens);
         let (content, calls) = openai::split_tool_calls(&self.text, self.tools);
         let finish = openai::finish_reason(reason, !calls.is_empty());
         let choice = match self.kind {
@@ -426,7 +427,6 @@ impl Reply {
             events.push(data(self.chunk(json!({"role": "assistant", "content": ""}), None)));
         }
         match out {
-            Some(Out::Started { cached }) => self.cached = cached,
             Some(Out::Text(t)) if self.tools == ToolMode::None => {
                 if !t.is_empty() {
                     events.push(data(self.chunk(json!({"content": t}), None)));
@@ -434,6 +434,7 @@ impl Reply {
             }
             Some(Out::Text(t)) => self.text.push_str(&t),
             Some(Out::Done { reason, stats }) => {
+                self.cached = self.prompt_tokens.saturating_sub(stats.prompt_tokens);
                 let (content, calls) = openai::split_tool_calls(&self.text, self.tools);
                 if self.tools != ToolMode::None {
                     if let Some(c) = content.filter(|c| !c.is_empty()) {

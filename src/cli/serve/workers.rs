@@ -1,239 +1,223 @@
-//! The sequences the server decodes: `--parallel` workers, each a thread with its own session
-//! (KV cache), fed from one bounded queue. A request goes to the idle worker whose session shares
-//! the longest start with its prompt, so a conversation that comes back finds its prefix cached.
-//!
-//! Workers are threads, not async tasks: a generation step blocks on the GPU. They talk to the
-//! request handlers through unbounded channels, so a slow client never stalls a worker; a client
-//! that goes away closes its channel, and the worker cancels that generation at the next token.
+//! The engine: one thread owns a [`wgmoe::Batch`] of `--parallel` sequences and steps it while
+//! there is work (continuous batching: every running request moves one token per step, new ones
+//! join at step boundaries). Request handlers hand it jobs through a channel and get their events
+//! back through one channel per job; a handler that goes away (its client disconnected) closes
+//! its channel, and the engine cancels that generation at the next step.
 
 use super::metrics::Metrics;
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
-use wgmoe::{CancelToken, Error, Event, GenerateOptions, Model, Prompt, SessionOptions, Stats, StopReason};
+use wgmoe::{Batch, BatchOptions, Error, Event, GenerateOptions, Model, SeqId, Stats, StopReason};
 
 /// One generation to run.
 pub struct Job {
     pub prompt: Vec<u32>,
-    /// Its `cancel` is set by the worker when the client is gone.
     pub options: GenerateOptions,
     pub events: UnboundedSender<Out>,
     pub queued: Instant,
 }
 
-/// What a worker reports about a job, in order: `Started`, any number of `Text`, then `Done` or
-/// `Failed`.
+/// What the engine reports about a job, in order: any number of `Text`, then `Done` or `Failed`.
 #[derive(Debug)]
 pub enum Out {
-    /// The job left the queue; `cached` prompt tokens were already in the worker's cache.
-    Started { cached: usize },
     /// New text of the reply.
     Text(String),
     Done { reason: StopReason, stats: Stats },
     Failed(Error),
 }
 
-struct Slot {
-    /// The tokens the worker's session holds (what a new prompt can reuse).
-    tokens: Vec<u32>,
-    job: Option<Job>,
-    busy: bool,
-}
-
-struct State {
-    queue: VecDeque<Job>,
-    slots: Vec<Slot>,
-    stopping: bool,
-}
-
-/// The queue and the workers that drain it.
-pub struct Pool {
-    shared: Arc<(Mutex<State>, Condvar)>,
-    queue_cap: usize,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// The job came back: the queue is full.
+/// The queue full: the job comes back.
 pub struct QueueFull;
 
+/// What handlers see of the engine.
+pub struct Pool {
+    jobs: Sender<Job>,
+    /// Jobs sent but not yet taken by the engine, and the batch's waiting and running counts as
+    /// of its last step.
+    in_channel: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    parallel: usize,
+    queue_cap: usize,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
 impl Pool {
-    /// Start `parallel` workers, each with a session of `context` tokens, and a queue of at most
-    /// `queue_cap` waiting jobs.
+    /// Start the engine with a batch of `parallel` sequences of `context` tokens and a queue of
+    /// at most `queue_cap` waiting jobs.
     pub fn start(model: &Model, parallel: usize, queue_cap: usize, context: usize, metrics: Arc<Metrics>) -> wgmoe::Result<Pool> {
-        let shared = Arc::new((
-            Mutex::new(State {
-                queue: VecDeque::new(),
-                slots: (0..parallel).map(|_| Slot { tokens: Vec::new(), job: None, busy: false }).collect(),
-                stopping: false,
-            }),
-            Condvar::new(),
-        ));
-        let mut threads = Vec::new();
-        for i in 0..parallel {
-            // Sessions are made here so that a context too big for the GPU fails the start.
-            let session = model.session(&SessionOptions {
-                context: Some(context),
-                kv_cache: None,
-            })?;
-            let (shared, metrics) = (shared.clone(), metrics.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("wgmoe-worker-{i}"))
-                    .spawn(move || work(i, session, &shared, &metrics))
-                    .map_err(|e| Error::Device(format!("cannot start a worker thread: {e}")))?,
-            );
-        }
+        // Made here so that a batch too big for the GPU fails the start.
+        let batch = model.batch(&BatchOptions {
+            sequences: parallel,
+            context: Some(context),
+            kv_cache: None,
+        })?;
+        let (jobs, rx) = channel();
+        let in_channel = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = Engine {
+            batch,
+            rx,
+            jobs: HashMap::new(),
+            in_channel: in_channel.clone(),
+            waiting: waiting.clone(),
+            running: running.clone(),
+            stop: stop.clone(),
+            metrics,
+        };
+        let thread = std::thread::Builder::new()
+            .name("wgmoe-engine".into())
+            .spawn(move || engine.run())
+            .map_err(|e| Error::Device(format!("cannot start the engine thread: {e}")))?;
         Ok(Pool {
-            shared,
+            jobs,
+            in_channel,
+            waiting,
+            running,
+            parallel,
             queue_cap,
-            threads,
+            stop,
+            thread: Some(thread),
         })
     }
 
-    /// Queue a job, or give it back when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), (Job, QueueFull)> {
-        let (lock, cv) = &*self.shared;
-        let mut st = lock_state(lock);
-        st.queue.push_back(job);
-        assign(&mut st);
-        if st.queue.len() > self.queue_cap {
-            let job = st.queue.pop_back().expect("just pushed");
-            return Err((job, QueueFull));
+    /// Queue a job, or refuse it when the sequences are busy and `queue_cap` jobs already wait.
+    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
+        let (waiting, running) = self.load();
+        if waiting + running >= self.parallel + self.queue_cap {
+            return Err(QueueFull);
         }
-        cv.notify_all();
+        self.in_channel.fetch_add(1, SeqCst);
+        if self.jobs.send(job).is_err() {
+            self.in_channel.fetch_sub(1, SeqCst);
+            return Err(QueueFull);
+        }
         Ok(())
     }
 
     /// (jobs waiting, jobs running).
     pub fn load(&self) -> (usize, usize) {
-        let st = lock_state(&self.shared.0);
-        (st.queue.len(), st.slots.iter().filter(|s| s.busy).count())
+        (
+            self.in_channel.load(SeqCst) + self.waiting.load(SeqCst),
+            self.running.load(SeqCst),
+        )
     }
 
-    /// Cancel what runs, drop what waits, and join the workers.
+    /// End the engine: running and waiting jobs fail with `Cancelled`.
     pub fn stop(mut self) {
-        {
-            let mut st = lock_state(&self.shared.0);
-            st.stopping = true;
-            for job in st.queue.drain(..) {
-                let _ = job.events.send(Out::Failed(Error::Cancelled));
-            }
-            for s in &st.slots {
-                if let Some(c) = s.job.as_ref().and_then(|j| j.options.cancel.as_ref()) {
-                    c.cancel();
-                }
-            }
-            self.shared.1.notify_all();
-        }
-        for t in self.threads.drain(..) {
+        self.stop.store(true, SeqCst);
+        let (tx, _) = channel();
+        drop(std::mem::replace(&mut self.jobs, tx));
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// A poisoned lock only means a worker panicked mid-update of plain data; go on with it.
-fn lock_state(lock: &Mutex<State>) -> MutexGuard<'_, State> {
-    lock.lock().unwrap_or_else(|e| e.into_inner())
+struct Engine {
+    batch: Batch,
+    rx: Receiver<Job>,
+    jobs: HashMap<SeqId, Running>,
+    in_channel: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
-/// Hand queued jobs, oldest first, to idle workers: each to the one whose tokens share the
-/// longest start with its prompt.
-fn assign(st: &mut State) {
-    while let Some(job) = st.queue.front() {
-        let best = st
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.busy && s.job.is_none())
-            .max_by_key(|(i, s)| (common_prefix(&s.tokens, &job.prompt), std::cmp::Reverse(*i)))
-            .map(|(i, _)| i);
-        let Some(i) = best else { break };
-        let job = st.queue.pop_front().expect("front exists");
-        st.slots[i].job = Some(job);
-        st.slots[i].busy = true;
-    }
+struct Running {
+    events: UnboundedSender<Out>,
+    queued: Instant,
+    prompt: usize,
+    first: bool,
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-fn work(me: usize, mut session: wgmoe::Session, shared: &(Mutex<State>, Condvar), metrics: &Metrics) {
-    let (lock, cv) = shared;
-    loop {
-        let job = {
-            let mut st = lock_state(lock);
-            loop {
-                if let Some(job) = st.slots[me].job.take() {
-                    break job;
-                }
-                if st.stopping {
-                    return;
-                }
-                st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
+impl Engine {
+    fn run(mut self) {
+        loop {
+            if self.stop.load(SeqCst) {
+                break;
             }
-        };
-        run(&mut session, job, metrics);
-        let mut st = lock_state(lock);
-        st.slots[me].tokens = session.tokens().to_vec();
-        st.slots[me].busy = false;
-        assign(&mut st);
-        cv.notify_all();
-    }
-}
-
-/// Run one job on the session, reusing the longest cached start of its prompt (the last prompt
-/// token always runs: its logits give the first new token).
-fn run(session: &mut wgmoe::Session, job: Job, metrics: &Metrics) {
-    let Job {
-        prompt,
-        mut options,
-        events,
-        queued,
-    } = job;
-    metrics.queue_wait.observe(queued.elapsed().as_secs_f64());
-    let cancel = options.cancel.get_or_insert_with(CancelToken::new).clone();
-    let cached = session.keep_prefix(&prompt[..prompt.len().saturating_sub(1)]);
-    if events.send(Out::Started { cached }).is_err() {
-        return;
-    }
-    metrics.add_prompt(prompt.len(), cached);
-    let mut first = true;
-    let generation = match session.generate(Prompt::Tokens(prompt[cached..].to_vec()), &options) {
-        Ok(g) => g,
-        Err(e) => {
-            let _ = events.send(Out::Failed(e));
-            return;
+            if self.batch.is_idle() {
+                // Nothing to step: sleep until a job comes (or every sender is gone).
+                match self.rx.recv() {
+                    Ok(job) => self.take(job),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(job) = self.rx.try_recv() {
+                self.take(job);
+            }
+            for (id, event) in self.batch.step() {
+                self.route(id, event);
+            }
+            self.waiting.store(self.batch.waiting(), SeqCst);
+            self.running.store(self.batch.running(), SeqCst);
         }
-    };
-    for event in generation {
-        let out = match event {
+        for (_, job) in self.jobs.drain() {
+            let _ = job.events.send(Out::Failed(Error::Cancelled));
+        }
+    }
+
+    fn take(&mut self, job: Job) {
+        self.in_channel.fetch_sub(1, SeqCst);
+        match self.batch.add(job.prompt.clone(), &job.options) {
+            Ok(id) => {
+                self.jobs.insert(
+                    id,
+                    Running {
+                        events: job.events,
+                        queued: job.queued,
+                        prompt: job.prompt.len(),
+                        first: true,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = job.events.send(Out::Failed(e));
+            }
+        }
+        self.waiting.store(self.batch.waiting(), SeqCst);
+    }
+
+    /// Hand one event to its job; a job whose client is gone is cancelled.
+    fn route(&mut self, id: SeqId, event: wgmoe::Result<Event>) {
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        let (out, last) = match event {
             Ok(Event::Token { text, .. }) => {
-                if first {
-                    first = false;
-                    metrics.ttft.observe(queued.elapsed().as_secs_f64());
+                if job.first {
+                    job.first = false;
+                    self.metrics.ttft.observe(job.queued.elapsed().as_secs_f64());
                 }
-                metrics.add_completion(1);
-                Out::Text(text)
+                self.metrics.add_completion(1);
+                (Out::Text(text), false)
             }
-            Ok(Event::Text(text)) => Out::Text(text),
+            Ok(Event::Text(text)) => (Out::Text(text), false),
             Ok(Event::Done { stop_reason, stats }) => {
-                metrics.add_decode(&stats);
-                Out::Done {
-                    reason: stop_reason,
-                    stats,
-                }
+                self.metrics.add_prompt(job.prompt, job.prompt - stats.prompt_tokens.min(job.prompt));
+                self.metrics.add_decode(&stats);
+                (
+                    Out::Done {
+                        reason: stop_reason,
+                        stats,
+                    },
+                    true,
+                )
             }
-            Err(e) => Out::Failed(e),
+            Err(e) => (Out::Failed(e), true),
         };
-        let end = matches!(out, Out::Failed(_));
-        if events.send(out).is_err() {
-            // The client is gone: stop at the next step; the iterator then ends with Cancelled.
-            cancel.cancel();
-        }
-        if end {
-            break;
+        let gone = job.events.send(out).is_err();
+        if last {
+            self.jobs.remove(&id);
+        } else if gone {
+            self.batch.cancel(id);
         }
     }
 }
