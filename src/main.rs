@@ -255,12 +255,17 @@ fn progress_bar() -> indicatif::ProgressBar {
 /// Open a model through the library's API with a progress bar on a terminal, then say what it
 /// took. `batch`: the longest prompt chunk the command runs at once.
 fn serve(opts: &DeviceOptions, args: &ServeCmd) -> Result<()> {
-    let model = open_model(opts, &args.model, args.kv_cache)?;
+    let model = open_model_for(opts, &args.model, args.kv_cache, args.serve.parallel)?;
     let context = args.model.context.min(model.info().max_context.max(1));
     cli::serve::run(model, context, &args.serve)
 }
 
 fn open_model(opts: &DeviceOptions, arg: &ModelArg, kv_cache: KvDtype) -> Result<Model> {
+    open_model_for(opts, arg, kv_cache, 1)
+}
+
+/// [`open_model`] for `sequences` sequences of `--context` tokens at once (a server's batch).
+fn open_model_for(opts: &DeviceOptions, arg: &ModelArg, kv_cache: KvDtype, sequences: usize) -> Result<Model> {
     let bar = progress_bar();
     let shown = bar.clone();
     let start = std::time::Instant::now();
@@ -278,6 +283,7 @@ fn open_model(opts: &DeviceOptions, arg: &ModelArg, kv_cache: KvDtype) -> Result
         quantize: arg.quantize.clone(),
         context: arg.context,
         kv_cache,
+        sequences,
         progress: Some(std::sync::Arc::new(move |done, total| {
             shown.set_length(total as u64);
             shown.set_position(done as u64);

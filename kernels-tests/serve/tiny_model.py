@@ -23,6 +23,7 @@ Exits 0 on success, 1 with a message otherwise.
 import json
 import os
 import shutil
+import string
 import subprocess
 import sys
 
@@ -76,12 +77,14 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-# Text that must tokenize losslessly (the kinds of prompt the serve tests send).
+# Text that must tokenize losslessly: every ASCII character the tests may send (all of
+# printable ASCII, space, newline and tab; not CR, VT or FF) and prompts like theirs.
 ROUND_TRIP = [
     "hello world",
+    "".join(c for c in string.printable if c not in "\r\x0b\x0c"),
     "What is the capital of France?",
-    'Reply in JSON: {"name": "Oslo", "population": 709037}\n\tTabs, "quotes" & symbols ~!@#$%^*()_+`-=[]|;\':,./<>?',
-    "Story Q: once upon a time there was a tiny model that decoded quickly.",
+    'Reply in JSON: {"name": "Oslo", "population": 709037}\n\tTabs & symbols',
+    "Q: once upon a time a tiny model told a story about the sea.",
 ]
 
 

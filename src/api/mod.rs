@@ -59,6 +59,10 @@ pub struct ModelOptions {
     pub context: usize,
     /// How a session's KV cache stores keys and values (f16 by default; q8 for long contexts).
     pub kv_cache: KvDtype,
+    /// Sequences of `context` tokens the GPU memory plan leaves room for (the expert cache of a
+    /// model larger than the GPU sizes itself around them): 1 for an app with one session, a
+    /// [`Batch`]'s `sequences` for a server.
+    pub sequences: usize,
     /// Tokens of a prompt run in one batch: longer prompts go in chunks of this many, which
     /// bounds the activations (and the memory kept free for them).
     pub prefill_chunk: usize,
@@ -80,6 +84,7 @@ impl Default for ModelOptions {
             quantize: None,
             context: 4096,
             kv_cache: KvDtype::F16,
+            sequences: 1,
             prefill_chunk: 512,
             progress: None,
             cancel: None,
@@ -190,8 +195,8 @@ impl Model {
                 expert_slots: options.expert_slots,
                 policy: options.cache_policy,
                 session: experts::SessionNeeds {
-                    context: options.context,
-                    batch: options.prefill_chunk.max(1),
+                    context: options.context * options.sequences.max(1),
+                    batch: options.prefill_chunk.max(options.sequences).max(1),
                     logit_rows: 1,
                     kv: options.kv_cache,
                 },
