@@ -36,6 +36,8 @@ fn tiny_model() -> &'static Path {
         let out = Command::new(python())
             .arg(root().join("kernels-tests/serve/tiny_model.py"))
             .arg(&dir)
+            .env("WGMOE_BIN", env!("CARGO_BIN_EXE_wgmoe"))
+            .env("XDG_RUNTIME_DIR", "/tmp")
             .output()
             .expect("run tiny_model.py");
         assert!(out.status.success(), "tiny_model.py: {}", String::from_utf8_lossy(&out.stderr));

@@ -5,7 +5,7 @@
 // sample: p_i ∝ exp((l_i - max) / T) over the tokens that survive top-k (every logit >= the k-th
 // largest, ties kept, as transformers' TopKLogitsWarper) and then top-p (every logit >= the largest
 // value v whose tokens {l >= v} carry >= top_p of the top-k mass). A uniform u from a counter-based
-// hash of (seed, step[POS0]) picks the first token, in index order, whose cumulative mass exceeds
+// hash of (seed, position of the batch's last token) picks the first token, in index order, whose cumulative mass exceeds
 // u * total. Every sum runs in a fixed order, so a draw is reproducible on a given adapter.
 //
 // Thresholds are found on order-preserving u32 keys of the logits by a 9-ary search: each pass
@@ -246,8 +246,10 @@ fn draw(lid: u32, floor: u32, m: f32, argmax_i: u32) {
             prefix[t] = total;
             total += red_v[t];
         }
-        // A table step (continuous batching) draws at the sampled row's own position.
-        var at = step_buf[POS0];
+        // The draw is keyed on the position of the token whose successor is drawn: the batch's
+        // last (a prompt gets the same draws whether or not its start was cached), or in a table
+        // step (continuous batching) the sampled row's own.
+        var at = step_buf[POS0] + max(step_buf[1], 1u) - 1u;
         if step_buf[3] == 1u {
             at = step_buf[5u + 2u * p.row];
         }

@@ -47,6 +47,23 @@ def requests_total(replica):
     return sum(float(v) for v in vals)
 
 
+def wait_ready(proxy, seconds=180):
+    """The proxy takes several seconds to start: poll its readiness endpoint."""
+    import time
+
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        try:
+            status, _ = http_get(proxy + "/health/readiness", timeout=5)
+            if status == 200:
+                return
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(0.5)
+    fail(f"the proxy at {proxy} was not ready after {seconds} s ({last})")
+
+
 def main():
     if len(sys.argv) != 4:
         print(__doc__, file=sys.stderr)
@@ -55,6 +72,7 @@ def main():
     key = os.environ.get("LITELLM_MASTER_KEY", "none")
     model = os.environ.get("WGMOE_CHECK_MODEL", "wgmoe")
     client = OpenAI(base_url=proxy + "/v1", api_key=key, timeout=600, max_retries=0)
+    wait_ready(proxy)
 
     before = {r: requests_total(r) for r in (rep_a, rep_b)}
     used = {}

@@ -89,8 +89,9 @@ pub fn pcg_hash(x: u32) -> u32 {
     (word >> 22) ^ word
 }
 
-/// The uniform number in `[0, 1)` that [`sample`] draws for `seed` at step position `pos0`
-/// (`step[POS0]`), bit-identical to the shader's: 24 random bits scaled by 2^-24.
+/// The uniform number in `[0, 1)` that [`sample`] draws for `seed` at position `pos0` (of the
+/// batch's last token: `step[POS0] + step[N_TOKENS] - 1`, or a table row's own), bit-identical to
+/// the shader's: 24 random bits scaled by 2^-24.
 pub fn sample_uniform(seed: u64, pos0: u32) -> f32 {
     let h = pcg_hash(pcg_hash(pcg_hash(pos0) ^ seed as u32) ^ (seed >> 32) as u32);
     (h >> 8) as f32 * (1.0 / 16_777_216.0)

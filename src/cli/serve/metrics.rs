@@ -70,7 +70,11 @@ const WINDOW: Duration = Duration::from_secs(10);
 impl Metrics {
     pub fn new() -> Self {
         Self {
-            requests: Mutex::new(BTreeMap::new()),
+            // The main series exist from the start, so a scrape before any request reads 0.
+            requests: Mutex::new(BTreeMap::from([
+                (("/v1/chat/completions", 200), 0),
+                (("/v1/completions", 200), 0),
+            ])),
             prompt_tokens: AtomicU64::new(0),
             cached_prompt_tokens: AtomicU64::new(0),
             completion_tokens: AtomicU64::new(0),

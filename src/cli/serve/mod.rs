@@ -114,6 +114,7 @@ async fn serve(app: Arc<App>, args: &ServeArgs) -> Result<()> {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
         .layer(middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(args.max_body))
@@ -170,6 +171,15 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", "no such endpoint")
+}
+
+async fn wrong_method(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        format!("{} is not served for {}", req.method(), req.uri().path()),
+    )
 }
 
 async fn page() -> Html<&'static str> {
