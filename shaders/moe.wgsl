@@ -136,19 +136,37 @@ fn x_vec(t: u32, q: u32) -> array<f32, 8> {
 }
 
 // One workgroup per (pair = token*k + slot, 4 consecutive outputs i): gate and up dots (8 rows).
+// Batched decode groups the step's tokens by expert: the first pair of the step routed to an
+// expert computes every pair routed to it, one after another, so the expert's rows come from
+// memory once and from cache for the others (the other pairs' workgroups exit); each pair's sums
+// are the same as alone.
 fn gate_up_decode(wid: vec3<u32>, lid: u32) {
     let tiles = (p.inter + 3u) / 4u;
     let g = flat_group(wid);
     let pair = g / tiles;
-    if pair >= p.tokens * p.top_k {
+    let pairs = p.tokens * p.top_k;
+    if pair >= pairs {
         return;
     }
     let e = ids[pair];
     if !in_chunk(e) {
         return;
     }
-    let local = e - p.first_expert;
+    for (var before = 0u; before < pair; before++) {
+        if ids[before] == e {
+            return;
+        }
+    }
     let i0 = (g % tiles) * 4u;
+    for (var other = pair; other < pairs; other++) {
+        if ids[other] == e {
+            gate_up_pair(other, e, i0, lid);
+        }
+    }
+}
+
+fn gate_up_pair(pair: u32, e: u32, i0: u32, lid: u32) {
+    let local = e - p.first_expert;
     let t = pair / p.top_k;
     let rw = p.w_words;
     var rows: array<u32, 8>;
@@ -177,6 +195,8 @@ fn gate_up_decode(wid: vec3<u32>, lid: u32) {
         let uv = red[4u + lid] + bias_at(e, up_col(i));
         h_out[pair * p.h_stride + i] = act(gv, uv);
     }
+    // `red` is read again by the next pair's reduction.
+    workgroupBarrier();
 }
 
 // h[pair] elements 4q.. or 8q.. (matching one weight vec4); h rows are padded with zeros to 8.
@@ -192,15 +212,17 @@ fn h_vec(pair: u32, q: u32) -> array<f32, 8> {
 }
 
 // One workgroup per (token, 8 consecutive rows r of y): sum over the k slots of
-// w * (down[e, r] . h[t, j] + db[e, r]), for the slots whose expert is in this chunk.
+// w * (down[e, r] . h[t, j] + db[e, r]), for the slots whose expert is in this chunk. The tokens'
+// workgroups of the same rows are neighbours in the grid, so tokens routed to the same expert
+// read its rows while they are in cache.
 fn down_decode(wid: vec3<u32>, lid: u32) {
     let tiles = (p.dim + 7u) / 8u;
     let g = flat_group(wid);
-    let t = g / tiles;
-    if t >= p.tokens {
+    let t = g % p.tokens;
+    if g / p.tokens >= tiles {
         return;
     }
-    let r0 = (g % tiles) * 8u;
+    let r0 = (g / p.tokens) * 8u;
     let rw = p.w_words;
     var acc: array<f32, 8>;
     for (var j = 0u; j < p.top_k; j++) {
