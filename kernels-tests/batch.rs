@@ -120,3 +120,46 @@ fn greedy_tokens_are_the_same_alone_and_batched() {
         }
     }
 }
+
+#[test]
+fn each_row_of_a_step_gets_its_own_token_mask() {
+    let model = Model::load(native().clone(), &fixture("qwen3_moe"), &|_, _| {}).unwrap();
+    let words = model.config.vocab.div_ceil(32);
+    let only = |ids: &[u32]| {
+        let mut m = vec![0u32; words];
+        for &i in ids {
+            m[i as usize / 32] |= 1 << (i % 32);
+        }
+        m
+    };
+    let (a, b) = (only(&[5, 7]), only(&[100]));
+    let mut batch = Batch::new(&model, 3, 16, KvDtype::F16, 4).unwrap();
+    for step in 0..4 {
+        let rows = [
+            Row {
+                slot: 0,
+                pos: step,
+                token: 1,
+                sample: greedy(&model),
+                mask: Some(&a),
+            },
+            Row {
+                slot: 1,
+                pos: step,
+                token: 2,
+                sample: greedy(&model),
+                mask: None,
+            },
+            Row {
+                slot: 2,
+                pos: step,
+                token: 3,
+                sample: greedy(&model),
+                mask: Some(&b),
+            },
+        ];
+        let got = batch.step(&rows).unwrap();
+        assert!(got[0] == 5 || got[0] == 7, "step {step}: {got:?}");
+        assert_eq!(got[2], 100, "step {step}: {got:?}");
+    }
+}

@@ -120,5 +120,29 @@ fn mask_logits_clears_disallowed_tokens() {
             .collect();
         assert_eq!(t.read_f32(ctx).unwrap(), want, "{name}");
         assert!(want.iter().any(|v| v.is_infinite()) && want[vocab..].iter().any(|v| v.is_finite()));
+
+        // A batch's masks: row r's bits from word r * words of one buffer (here row 1's mask is
+        // the second half, row 0's the first).
+        let words = vocab.div_ceil(32);
+        let masks: Vec<u32> = (0..2 * words).map(|_| rng.next_u64() as u32).collect();
+        let t = Tensor::from_f32(ctx, "logits", &logits);
+        let m = Tensor::from_u32(ctx, "masks", &masks);
+        for r in 0..2 {
+            let row = Rows {
+                rows: 1,
+                width: vocab,
+                stride: vocab,
+                offset: r * vocab,
+            };
+            ctx.submit(&[&mask_logits(ctx, &t, row, &m, r * words).unwrap()]);
+        }
+        let want: Vec<f32> = (0..2 * vocab)
+            .map(|j| {
+                let (r, i) = (j / vocab, j % vocab);
+                let bit = (masks[r * words + i / 32] >> (i % 32)) & 1;
+                if bit == 1 { logits[j] } else { f32::NEG_INFINITY }
+            })
+            .collect();
+        assert_eq!(t.read_f32(ctx).unwrap(), want, "{name} rows");
     }
 }
