@@ -354,7 +354,7 @@ impl Reply {
     fn new(app: &App, plan: &Plan, kind: Kind) -> Self {
         let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
         Reply {
-            id: format!("{prefix}-{:016x}", app.created ^ rand_u64()),
+            id: format!("{prefix}-{:016x}", openai::random_u64()),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             model: app.id.clone(),
             kind,
@@ -496,11 +496,4 @@ fn timings(stats: &Stats) -> Value {
         "predicted_ms": stats.decode_seconds * 1e3,
         "predicted_per_second": stats.decode_tokens_per_second(),
     })
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
-    h.finish()
 }

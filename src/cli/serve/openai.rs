@@ -255,7 +255,7 @@ impl Knobs {
             return Err(ApiError::invalid("max_tokens must be at least 1"));
         }
         // Without a seed each request draws its own.
-        let seed = self.seed.map_or_else(fresh_seed, |s| s as u64);
+        let seed = self.seed.map_or_else(random_u64, |s| s as u64);
         let options = GenerateOptions {
             max_tokens,
             sampling: Some(sampling),
@@ -269,7 +269,8 @@ impl Knobs {
     }
 }
 
-fn fresh_seed() -> u64 {
+/// A random 64-bit number (ids, seeds of requests that give none).
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
@@ -458,7 +459,7 @@ pub fn split_tool_calls(text: &str, mode: ToolMode) -> (Option<String>, Vec<Valu
         let name = v.get("name")?.as_str()?;
         let args = v.get("arguments").cloned().unwrap_or(json!({}));
         Some(json!({
-            "id": format!("call_{:016x}", fresh_seed()),
+            "id": format!("call_{:016x}", random_u64()),
             "type": "function",
             "function": {"name": name, "arguments": args.to_string()},
         }))
