@@ -542,4 +542,16 @@ fn a_batch_gives_each_generation_its_result_alone() {
     let last: Vec<_> = batch.step().into_iter().map(|(_, e)| e.unwrap()).collect();
     assert!(matches!(last.last(), Some(Event::Done { stop_reason: StopReason::Cancelled, .. })), "{last:?}");
     assert!(batch.is_idle());
+    // One cancelled while it waits for a slot ends at the next step, never run.
+    let ids: Vec<_> = prompts.iter().map(|p| batch.add(p.clone(), &greedy(2)).unwrap()).collect();
+    assert!(batch.cancel(ids[2]));
+    let first = batch.step();
+    let ended = first.iter().find(|(id, _)| *id == ids[2]).map(|(_, e)| e.as_ref().unwrap());
+    assert!(
+        matches!(ended, Some(Event::Done { stop_reason: StopReason::Cancelled, stats }) if stats.generated_tokens == 0),
+        "{first:?}"
+    );
+    while !batch.is_idle() {
+        assert!(batch.step().iter().all(|(id, e)| *id != ids[2] && e.is_ok()));
+    }
 }

@@ -72,7 +72,7 @@ fn run(model: &Model, prompts: &[Vec<u32>], joins: &[usize], slot_of: &[usize], 
                 }
             })
             .collect();
-        let sampled = b.step(&rows).unwrap();
+        let sampled: Vec<u32> = b.step(&rows).unwrap().into_iter().map(Result::unwrap).collect();
         for (&i, t) in live.iter().zip(sampled) {
             let s = seqs[i].as_mut().unwrap();
             s.out.push(t);
@@ -158,7 +158,7 @@ fn each_row_of_a_step_gets_its_own_token_mask() {
                 mask: Some(&b),
             },
         ];
-        let got = batch.step(&rows).unwrap();
+        let got: Vec<u32> = batch.step(&rows).unwrap().into_iter().map(Result::unwrap).collect();
         assert!(got[0] == 5 || got[0] == 7, "step {step}: {got:?}");
         assert_eq!(got[2], 100, "step {step}: {got:?}");
     }

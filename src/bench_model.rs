@@ -807,7 +807,7 @@ pub fn measure_parallel(model: &Model, streams: &[usize], opts: &BenchModelOptio
                         mask: None,
                     })
                     .collect();
-                next = batch.step(&rows)?;
+                next = batch.step(&rows)?.into_iter().collect::<Result<_>>()?;
                 pos += 1;
             }
             if opts.n_gen == 0 {

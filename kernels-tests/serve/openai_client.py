@@ -454,6 +454,16 @@ def check_errors(ctx):
         err = error_body(*post(body, path), 400, what=f"{path} with a prompt past the context")
         assert err["code"] == "context_length_exceeded", f"{path}, prompt past the context: {err}"
 
+    # Errors only the engine can find (a schema that is not one, token ids past the vocabulary)
+    # still get their status when the request streams: the answer starts after the engine took it.
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
+    for path, body in (
+        ("/v1/chat/completions", {"model": ctx.model, "messages": msgs, "stream": True, "response_format": bad_schema}),
+        ("/v1/completions", {"model": ctx.model, "prompt": [1, 999999], "stream": True, "max_tokens": 2}),
+    ):
+        err = error_body(*post(body, path), 400, what=f"streamed {path} with a bad schema or token id")
+        assert err["type"] == "invalid_request_error", f"streamed {path}: {err}"
+
     huge = {"model": ctx.model, "messages": user("x" * (MAX_BODY + 1000)), "max_tokens": 1}
     err = error_body(*post(huge), 413, what=f"a body over {MAX_BODY} bytes")
     assert err["type"] == "invalid_request_error", f"413: {err}"

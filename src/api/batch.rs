@@ -242,10 +242,18 @@ impl Batch {
     pub fn step(&mut self) -> Vec<(SeqId, Result<Event>)> {
         let mut out = Vec::new();
         // Generations cancelled while waiting end without a slot.
-        while self.waiting.front().is_some_and(|s| s.reply.ending.is_some()) {
-            let mut seq = self.waiting.pop_front().expect("front");
-            finish(&mut seq, &mut out);
+        let mut kept = VecDeque::with_capacity(self.waiting.len());
+        for mut seq in self.waiting.drain(..) {
+            if seq.reply.ending.is_none() {
+                seq.reply.ending = seq.reply.must_end().filter(|r| *r == StopReason::Cancelled);
+            }
+            if seq.reply.ending.is_some() {
+                finish(&mut seq, &mut out);
+            } else {
+                kept.push_back(seq);
+            }
         }
+        self.waiting = kept;
         self.admit();
         self.prefill_one(&mut out);
         self.decode(&mut out);
@@ -256,16 +264,18 @@ impl Batch {
     /// shares the longest start with its prompt.
     fn admit(&mut self) {
         while let Some(seq) = self.waiting.front() {
-            if seq.reply.ending.is_some() {
-                break;
-            }
             let known = &seq.prompt[..seq.prompt.len() - 1];
+            // The longest shared start; between equals, the slot holding the least (keep other
+            // conversations' caches while an emptier slot will do).
             let best = self
                 .slots
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.seq.is_none())
-                .max_by_key(|(i, s)| (common_prefix(&s.held, known), std::cmp::Reverse(*i)))
+                .max_by_key(|(i, s)| {
+                    let shared = common_prefix(&s.held, known);
+                    (shared, std::cmp::Reverse(s.held.len() - shared), std::cmp::Reverse(*i))
+                })
                 .map(|(i, _)| i);
             let Some(i) = best else { break };
             let mut seq = self.waiting.pop_front().expect("front");
@@ -291,6 +301,13 @@ impl Batch {
         let chunk = self.model.options().prefill_chunk.max(1);
         let slot = &mut self.slots[i];
         let seq = slot.seq.as_mut().expect("joining");
+        // A cancelled prompt stops here; its slot keeps what was run of it.
+        if seq.reply.must_end() == Some(StopReason::Cancelled) || seq.reply.ending.is_some() {
+            let mut seq = slot.seq.take().expect("joining");
+            seq.reply.ending.get_or_insert(StopReason::Cancelled);
+            finish(&mut seq, out);
+            return;
+        }
         let end = (seq.fed + chunk).min(seq.prompt.len() - 1);
         match self.raw.prefill(i, seq.fed, &seq.prompt[seq.fed..end]) {
             Ok(()) => {
@@ -386,6 +403,16 @@ impl Batch {
             slot.held.push(seq.next);
             seq.pos += 1;
             seq.first.get_or_insert(now);
+            // A row that went wrong (non-finite logits, nothing allowed) fails alone.
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    slot.held.clear();
+                    let seq = slot.seq.take().expect("live");
+                    out.push((seq.id, Err(e)));
+                    continue;
+                }
+            };
             if let Some(c) = seq.constraint.as_mut() {
                 if let Err(e) = c.accept(id) {
                     let seq = slot.seq.take().expect("live");

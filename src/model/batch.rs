@@ -137,8 +137,10 @@ impl Batch {
         Ok(())
     }
 
-    /// One decode step of up to `slots` rows (at most one per slot): the sampled token of each.
-    pub fn step(&mut self, rows: &[Row<'_>]) -> Result<Vec<u32>> {
+    /// One decode step of up to `slots` rows (at most one per slot): the sampled token of each,
+    /// or that row's own error (non-finite logits, a mask that allowed nothing); the outer error
+    /// is the step's (bad rows, the device).
+    pub fn step(&mut self, rows: &[Row<'_>]) -> Result<Vec<Result<u32>>> {
         let n = rows.len();
         if n == 0 || n > self.slots {
             return Err(Error::bad_input(format!("a step of {n} rows in a batch of {} slots", self.slots)));
@@ -194,15 +196,22 @@ impl Batch {
         }
         let bytes = ctx.submit_and_read(&refs, &self.out.buffer, 0, &self.readback, n as u64 * 4)?;
         let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        for (r, &id) in rows.iter().zip(&ids) {
-            if id == kernels::sampling::NONFINITE_TOKEN {
-                return Err(Error::NonFinite { position: r.pos });
-            }
-            if id as usize >= vocab {
-                return Err(Error::Device(format!("the sampler produced token {id}, outside the vocabulary")));
-            }
-        }
-        Ok(ids)
+        Ok(rows
+            .iter()
+            .zip(ids)
+            .map(|(r, id)| {
+                if id == kernels::sampling::NONFINITE_TOKEN {
+                    Err(Error::NonFinite { position: r.pos })
+                } else if id as usize >= vocab {
+                    Err(Error::Device(format!(
+                        "the sampler produced token {id} at position {}, outside the vocabulary (did the mask allow nothing?)",
+                        r.pos
+                    )))
+                } else {
+                    Ok(id)
+                }
+            })
+            .collect())
     }
 
     fn check_place(&self, slot: usize, end: usize) -> Result<()> {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use wgmoe::{CancelToken, Error, Model, Result, Stats, StopReason};
-use workers::{Job, Out, Pool};
+use workers::{Job, Out, Pool, Refused};
 
 /// `wgmoe serve`'s own flags (the model's come from the caller's `ModelArg`).
 #[derive(clap::Args, Clone, Debug)]
@@ -186,9 +186,13 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-async fn health(State(app): State<Arc<App>>) -> Json<Value> {
+async fn health(State(app): State<Arc<App>>) -> Response {
     let (waiting, running) = app.pool.load();
-    Json(json!({"status": "ok", "waiting": waiting, "running": running}))
+    if app.pool.is_dead() {
+        let body = json!({"status": "error", "error": "the engine failed; restart the server"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({"status": "ok", "waiting": waiting, "running": running})).into_response()
 }
 
 async fn models(State(app): State<Arc<App>>) -> Json<Value> {
@@ -282,18 +286,37 @@ async fn respond(app: &Arc<App>, mut plan: Plan, kind: Kind) -> std::result::Res
         events: tx,
         queued: Instant::now(),
     };
-    if app.pool.submit(job).is_err() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "queue_full",
-            "the server's queue is full; retry later",
-        ));
+    match app.pool.submit(job) {
+        Ok(()) => {}
+        Err(Refused::QueueFull) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "queue_full",
+                "the server's queue is full; retry later",
+            ))
+        }
+        Err(Refused::EngineDown) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "engine_down",
+                "the server's engine failed; it must be restarted",
+            ))
+        }
+    }
+    // Dropping the receiver (the client went away, and with it this future or stream) cancels
+    // the generation: the engine's next send fails; the guard cancels a job still waiting.
+    let cancel_on_drop = CancelOnDrop(plan.options.cancel.clone().unwrap_or_default());
+    // The batch checks what only it can (the constraint compiles, the prompt fits) before the
+    // answer's status is chosen.
+    let mut rx = rx;
+    match rx.recv().await {
+        Some(Out::Accepted) => {}
+        Some(Out::Failed(e)) => return Err(e.into()),
+        Some(_) | None => return Err(Error::Device("the engine dropped the request".into()).into()),
     }
     let reply = Reply::new(app, &plan, kind);
-    // Dropping the receiver (the client went away, and with it this future or stream) cancels
-    // the generation: the worker's next send fails.
-    let cancel_on_drop = CancelOnDrop(plan.options.cancel.clone().unwrap_or_default());
     if plan.stream {
         let stream = futures_util::stream::unfold((rx, reply, cancel_on_drop, VecDeque::new()), |state| async move {
             let (mut rx, mut reply, guard, mut ready) = state;
@@ -327,6 +350,7 @@ impl Drop for CancelOnDrop {
 async fn collect(mut rx: UnboundedReceiver<Out>, mut reply: Reply, _guard: CancelOnDrop) -> Response {
     loop {
         match rx.recv().await {
+            Some(Out::Accepted) => {}
             Some(Out::Text(t)) => reply.text.push_str(&t),
             Some(Out::Done { reason, stats }) => return reply.body(&reason, &stats).into_response(),
             Some(Out::Failed(e)) => return ApiError::from(e).into_response(),
@@ -437,6 +461,7 @@ impl Reply {
             events.push(data(self.chunk(json!({"role": "assistant", "content": ""}), None)));
         }
         match out {
+            Some(Out::Accepted) => {}
             Some(Out::Text(t)) if self.tools == ToolMode::None => {
                 if !t.is_empty() {
                     events.push(data(self.chunk(json!({"content": t}), None)));

@@ -21,29 +21,37 @@ pub struct Job {
     pub queued: Instant,
 }
 
-/// What the engine reports about a job, in order: any number of `Text`, then `Done` or `Failed`.
+/// What the engine reports about a job, in order: `Accepted` (the batch took it: its options and
+/// prompt are good) or `Failed`, then any number of `Text`, then `Done` or `Failed`.
 #[derive(Debug)]
 pub enum Out {
+    Accepted,
     /// New text of the reply.
     Text(String),
     Done { reason: StopReason, stats: Stats },
     Failed(Error),
 }
 
-/// The queue full: the job comes back.
-pub struct QueueFull;
+/// Why a job was not queued.
+pub enum Refused {
+    /// `--parallel` jobs run and `--queue` more wait.
+    QueueFull,
+    /// The engine stopped (it failed); nothing more will run.
+    EngineDown,
+}
 
 /// What handlers see of the engine.
 pub struct Pool {
     jobs: Sender<Job>,
-    /// Jobs sent but not yet taken by the engine, and the batch's waiting and running counts as
-    /// of its last step.
-    in_channel: Arc<AtomicUsize>,
-    waiting: Arc<AtomicUsize>,
+    /// Jobs admitted and not yet finished (the queue's limit counts these), and the batch's
+    /// running count as of its last step.
+    outstanding: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
     parallel: usize,
     queue_cap: usize,
     stop: Arc<AtomicBool>,
+    /// Set when the engine thread ended by a failure.
+    dead: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -58,56 +66,66 @@ impl Pool {
             kv_cache: None,
         })?;
         let (jobs, rx) = channel();
-        let in_channel = Arc::new(AtomicUsize::new(0));
-        let waiting = Arc::new(AtomicUsize::new(0));
+        let outstanding = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let dead = Arc::new(AtomicBool::new(false));
         let engine = Engine {
             batch,
             rx,
             jobs: HashMap::new(),
-            in_channel: in_channel.clone(),
-            waiting: waiting.clone(),
+            outstanding: outstanding.clone(),
             running: running.clone(),
             stop: stop.clone(),
             metrics,
         };
+        let died = dead.clone();
         let thread = std::thread::Builder::new()
             .name("wgmoe-engine".into())
-            .spawn(move || engine.run())
+            .spawn(move || {
+                if !engine.run() {
+                    died.store(true, SeqCst);
+                }
+            })
             .map_err(|e| Error::Device(format!("cannot start the engine thread: {e}")))?;
         Ok(Pool {
             jobs,
-            in_channel,
-            waiting,
+            outstanding,
             running,
             parallel,
             queue_cap,
             stop,
+            dead,
             thread: Some(thread),
         })
     }
 
-    /// Queue a job, or refuse it when the sequences are busy and `queue_cap` jobs already wait.
-    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
-        let (waiting, running) = self.load();
-        if waiting + running >= self.parallel + self.queue_cap {
-            return Err(QueueFull);
+    /// Queue a job, or refuse it when `--parallel` jobs run and `--queue` more wait.
+    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+        if self.is_dead() {
+            return Err(Refused::EngineDown);
         }
-        self.in_channel.fetch_add(1, SeqCst);
+        let cap = self.parallel + self.queue_cap;
+        // One atomic step: concurrent handlers cannot both take the last place.
+        self.outstanding
+            .fetch_update(SeqCst, SeqCst, |n| (n < cap).then_some(n + 1))
+            .map_err(|_| Refused::QueueFull)?;
         if self.jobs.send(job).is_err() {
-            self.in_channel.fetch_sub(1, SeqCst);
-            return Err(QueueFull);
+            self.outstanding.fetch_sub(1, SeqCst);
+            return Err(Refused::EngineDown);
         }
         Ok(())
     }
 
     /// (jobs waiting, jobs running).
     pub fn load(&self) -> (usize, usize) {
-        (
-            self.in_channel.load(SeqCst) + self.waiting.load(SeqCst),
-            self.running.load(SeqCst),
-        )
+        let running = self.running.load(SeqCst);
+        (self.outstanding.load(SeqCst).saturating_sub(running), running)
+    }
+
+    /// Whether the engine failed and stopped.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(SeqCst)
     }
 
     /// End the engine: running and waiting jobs fail with `Cancelled`.
@@ -125,8 +143,7 @@ struct Engine {
     batch: Batch,
     rx: Receiver<Job>,
     jobs: HashMap<SeqId, Running>,
-    in_channel: Arc<AtomicUsize>,
-    waiting: Arc<AtomicUsize>,
+    outstanding: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -140,36 +157,55 @@ struct Running {
 }
 
 impl Engine {
-    fn run(mut self) {
-        loop {
+    /// Step the batch while there is work, until stopped (true) or failed (false). A panic in
+    /// the batch (a bug) fails every job and stops the engine instead of taking the server down
+    /// with a silent queue.
+    fn run(mut self) -> bool {
+        let ok = loop {
             if self.stop.load(SeqCst) {
-                break;
+                break true;
             }
-            if self.batch.is_idle() {
-                // Nothing to step: sleep until a job comes (or every sender is gone).
-                match self.rx.recv() {
-                    Ok(job) => self.take(job),
-                    Err(_) => break,
-                }
+            let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round()));
+            match round {
+                Ok(true) => {}
+                Ok(false) => break true,
+                Err(_) => break false,
             }
-            while let Ok(job) = self.rx.try_recv() {
-                self.take(job);
-            }
-            for (id, event) in self.batch.step() {
-                self.route(id, event);
-            }
-            self.waiting.store(self.batch.waiting(), SeqCst);
-            self.running.store(self.batch.running(), SeqCst);
-        }
+        };
         for (_, job) in self.jobs.drain() {
-            let _ = job.events.send(Out::Failed(Error::Cancelled));
+            let e = if ok {
+                Error::Cancelled
+            } else {
+                Error::Device("the engine failed (a bug: see the server's log)".into())
+            };
+            let _ = job.events.send(Out::Failed(e));
         }
+        ok
+    }
+
+    /// Take new jobs (waiting for one when idle) and run one step; false when every sender is
+    /// gone.
+    fn round(&mut self) -> bool {
+        if self.batch.is_idle() {
+            match self.rx.recv() {
+                Ok(job) => self.take(job),
+                Err(_) => return false,
+            }
+        }
+        while let Ok(job) = self.rx.try_recv() {
+            self.take(job);
+        }
+        for (id, event) in self.batch.step() {
+            self.route(id, event);
+        }
+        self.running.store(self.batch.running(), SeqCst);
+        true
     }
 
     fn take(&mut self, job: Job) {
-        self.in_channel.fetch_sub(1, SeqCst);
         match self.batch.add(job.prompt.clone(), &job.options) {
             Ok(id) => {
+                let _ = job.events.send(Out::Accepted);
                 self.jobs.insert(
                     id,
                     Running {
@@ -181,10 +217,10 @@ impl Engine {
                 );
             }
             Err(e) => {
+                self.outstanding.fetch_sub(1, SeqCst);
                 let _ = job.events.send(Out::Failed(e));
             }
         }
-        self.waiting.store(self.batch.waiting(), SeqCst);
     }
 
     /// Hand one event to its job; a job whose client is gone is cancelled.
@@ -216,6 +252,7 @@ impl Engine {
         let gone = job.events.send(out).is_err();
         if last {
             self.jobs.remove(&id);
+            self.outstanding.fetch_sub(1, SeqCst);
         } else if gone {
             self.batch.cancel(id);
         }
