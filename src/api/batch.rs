@@ -152,11 +152,7 @@ impl Batch {
         if prompt.is_empty() {
             return Err(Error::bad_input("the prompt has no tokens"));
         }
-        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::bad_input(format!(
-                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
-            )));
-        }
+        crate::model::check_ids(&prompt, vocab)?;
         let context = self.raw.context();
         if prompt.len() > context {
             return Err(Error::ContextFull {

@@ -213,12 +213,7 @@ impl Session {
             Prompt::Text(text) => self.model.tokenize(&text, self.tokens.is_empty())?,
             Prompt::Tokens(t) => t,
         };
-        let vocab = self.model.internals().config.vocab;
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::bad_input(format!(
-                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
-            )));
-        }
+        crate::model::check_ids(&tokens, self.model.internals().config.vocab)?;
         Ok(tokens)
     }
 

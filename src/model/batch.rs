@@ -11,7 +11,7 @@
 //! attention split is pinned to a single token's), so greedy output is the same alone or batched.
 
 use super::plan::{KvCache, LogitRows, Plan};
-use super::{Model, KEPT_PLANS};
+use super::{check_ids, Model, KEPT_PLANS};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Tensor};
 use crate::kernels::{self, attention::KvDtype, elementwise::Rows, sampling::SampleSpec, step};
@@ -262,14 +262,3 @@ impl Batch {
     }
 }
 
-fn check_ids(tokens: &[u32], vocab: usize) -> Result<()> {
-    if tokens.is_empty() {
-        return Err(Error::bad_input("no tokens to process"));
-    }
-    match tokens.iter().find(|&&t| t as usize >= vocab) {
-        Some(bad) => Err(Error::bad_input(format!(
-            "token id {bad} is out of range: the vocabulary has {vocab} tokens"
-        ))),
-        None => Ok(()),
-    }
-}

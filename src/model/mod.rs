@@ -295,6 +295,17 @@ impl Model {
     }
 }
 
+/// Every id of `tokens` is a row of the model's `vocab` logits (sessions, batches and the API
+/// check prompts with it).
+pub fn check_ids(tokens: &[u32], vocab: usize) -> Result<()> {
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(bad) => Err(Error::bad_input(format!(
+            "token id {bad} is out of range: the vocabulary has {vocab} tokens"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A source whose reads fail with [`Error::Cancelled`] once `cancelled` says so: a load stops at
 /// the next tensor.
 struct Cancellable<'a> {
@@ -544,15 +555,10 @@ impl Session {
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
-        let vocab = self.model.config.vocab;
         if tokens.is_empty() {
             return Err(Error::bad_input("no tokens to process"));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::bad_input(format!(
-                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
-            )));
-        }
+        check_ids(tokens, self.model.config.vocab)?;
         if self.pos + tokens.len() > self.cache.max_seq {
             return Err(Error::ContextFull {
                 needed: tokens.len(),

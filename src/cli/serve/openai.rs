@@ -364,12 +364,6 @@ pub fn completion_plan(model: &Model, body: &Value) -> Result<Plan, ApiError> {
     if prompt.is_empty() {
         return Err(ApiError::invalid("the prompt is empty"));
     }
-    let vocab = model.info().vocab;
-    if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-        return Err(ApiError::invalid(format!(
-            "token id {bad} is out of range: the vocabulary has {vocab} tokens"
-        )));
-    }
     Ok(Plan {
         prompt,
         options,
