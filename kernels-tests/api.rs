@@ -7,8 +7,8 @@ mod common;
 use common::smollm2;
 use std::sync::OnceLock;
 use wgmoe::{
-    BatchOptions, CancelToken, Completion, Constraint, ContextPolicy, Error, Event, GenerateOptions, Message, Model, ModelOptions, Prompt,
-    SessionOptions, StopReason,
+    BatchOptions, CancelToken, Completion, Constraint, ContextPolicy, Error, Event, GenerateOptions, Message, Model,
+    ModelOptions, Prompt, SessionOptions, StopReason,
 };
 
 /// One model for the whole file (a load takes seconds on lavapipe); sessions are what is tested.
@@ -455,12 +455,24 @@ fn constrained_replies_match_their_schema_or_pattern() {
     let prompt = chat_prompt("Name a European capital and its country, as JSON.");
     let c = session().complete(prompt, &opts).unwrap();
     // The grammar completes, then allows only the end of turn.
-    assert!(matches!(c.stop_reason, StopReason::StopToken(_)), "{:?}: {:?}", c.stop_reason, c.text);
+    assert!(
+        matches!(c.stop_reason, StopReason::StopToken(_)),
+        "{:?}: {:?}",
+        c.stop_reason,
+        c.text
+    );
     let v: serde_json::Value = serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("{e}: {:?}", c.text));
     let o = v.as_object().unwrap();
-    assert!(o.keys().all(|k| ["city", "country", "population"].contains(&k.as_str())), "{v}");
+    assert!(
+        o.keys()
+            .all(|k| ["city", "country", "population"].contains(&k.as_str())),
+        "{v}"
+    );
     assert!(o["city"].as_str().is_some_and(|c| c.chars().count() <= 24), "{v}");
-    assert!(["France", "Italy", "Spain", "Germany"].contains(&o["country"].as_str().unwrap()), "{v}");
+    assert!(
+        ["France", "Italy", "Spain", "Germany"].contains(&o["country"].as_str().unwrap()),
+        "{v}"
+    );
     assert!(o.get("population").is_none_or(|p| p.as_u64().is_some()), "{v}");
 
     // A pattern no model writes by itself: three digits, a dash, two lowercase letters, then the
@@ -472,7 +484,10 @@ fn constrained_replies_match_their_schema_or_pattern() {
     let c = session().complete("Code:", &opts).unwrap();
     let b = c.text.as_bytes();
     assert!(
-        b.len() == 6 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b'-' && b[4..].iter().all(u8::is_ascii_lowercase),
+        b.len() == 6
+            && b[..3].iter().all(u8::is_ascii_digit)
+            && b[3] == b'-'
+            && b[4..].iter().all(u8::is_ascii_lowercase),
         "{:?}",
         c.text
     );
@@ -496,7 +511,10 @@ fn a_batch_gives_each_generation_its_result_alone() {
     let questions = ["The capital of France is", "One, two, three,", "My favourite colour is"];
     let prompts: Vec<Vec<u32>> = questions.iter().map(|q| m.tokenize(q, true).unwrap()).collect();
     // The reference: each alone in a session of its own.
-    let alone: Vec<Completion> = prompts.iter().map(|p| session().complete(p.clone(), &greedy(8)).unwrap()).collect();
+    let alone: Vec<Completion> = prompts
+        .iter()
+        .map(|p| session().complete(p.clone(), &greedy(8)).unwrap())
+        .collect();
     // Two sequences for three generations: the third waits for a slot, then joins.
     let mut batch = m
         .batch(&BatchOptions {
@@ -505,7 +523,10 @@ fn a_batch_gives_each_generation_its_result_alone() {
             kv_cache: None,
         })
         .unwrap();
-    let ids: Vec<_> = prompts.iter().map(|p| batch.add(p.clone(), &greedy(8)).unwrap()).collect();
+    let ids: Vec<_> = prompts
+        .iter()
+        .map(|p| batch.add(p.clone(), &greedy(8)).unwrap())
+        .collect();
     assert_eq!((batch.running(), batch.waiting()), (0, 3));
     let mut got: Vec<Completion> = ids.iter().map(|_| Completion::default()).collect();
     let mut most_running = 0;
@@ -517,7 +538,12 @@ fn a_batch_gives_each_generation_its_result_alone() {
     }
     assert_eq!(most_running, 2);
     for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
-        assert_eq!((&g.tokens, &g.text, &g.stop_reason), (&a.tokens, &a.text, &a.stop_reason), "{}", questions[i]);
+        assert_eq!(
+            (&g.tokens, &g.text, &g.stop_reason),
+            (&a.tokens, &a.text, &a.stop_reason),
+            "{}",
+            questions[i]
+        );
         assert_eq!(g.stats.generated_tokens, g.tokens.len());
     }
     // The last question again: its slot still holds it (the first question's slot went to the
@@ -540,13 +566,28 @@ fn a_batch_gives_each_generation_its_result_alone() {
     batch.step();
     assert!(batch.cancel(id));
     let last: Vec<_> = batch.step().into_iter().map(|(_, e)| e.unwrap()).collect();
-    assert!(matches!(last.last(), Some(Event::Done { stop_reason: StopReason::Cancelled, .. })), "{last:?}");
+    assert!(
+        matches!(
+            last.last(),
+            Some(Event::Done {
+                stop_reason: StopReason::Cancelled,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
     assert!(batch.is_idle());
     // One cancelled while it waits for a slot ends at the next step, never run.
-    let ids: Vec<_> = prompts.iter().map(|p| batch.add(p.clone(), &greedy(2)).unwrap()).collect();
+    let ids: Vec<_> = prompts
+        .iter()
+        .map(|p| batch.add(p.clone(), &greedy(2)).unwrap())
+        .collect();
     assert!(batch.cancel(ids[2]));
     let first = batch.step();
-    let ended = first.iter().find(|(id, _)| *id == ids[2]).map(|(_, e)| e.as_ref().unwrap());
+    let ended = first
+        .iter()
+        .find(|(id, _)| *id == ids[2])
+        .map(|(_, e)| e.as_ref().unwrap());
     assert!(
         matches!(ended, Some(Event::Done { stop_reason: StopReason::Cancelled, stats }) if stats.generated_tokens == 0),
         "{first:?}"

@@ -820,7 +820,14 @@ fn tokens_of_several_sequences_read_their_own_cache_rows() {
     // (slot, position): a long one across split-KV chunks, a short one, a first token, and two
     // tokens of one sequence (a table may hold both).
     let places = [(0, 299), (1, 5), (2, 0), (1, 100)];
-    let inp0 = inputs(&AttnSpec { tokens: places.len(), ..all }, false, 77);
+    let inp0 = inputs(
+        &AttnSpec {
+            tokens: places.len(),
+            ..all
+        },
+        false,
+        77,
+    );
     for dtype in DTYPES {
         let s = AttnSpec {
             tokens: places.len(),
@@ -847,15 +854,31 @@ fn tokens_of_several_sequences_read_their_own_cache_rows() {
             let o = Tensor::zeros(ctx, "o", s.tokens * s.heads * s.v_dim);
             let spec = tuned(s, AttnKernel::Rows, 0, 64);
             ctx.submit(&[&attention(ctx, spec, &q, &k, &v, None, &st, &o).unwrap()]);
-            assert_nmse(&format!("{name} table {dtype:?}"), &o.read_f32(ctx).unwrap(), &want, 1e-7);
+            assert_nmse(
+                &format!("{name} table {dtype:?}"),
+                &o.read_f32(ctx).unwrap(),
+                &want,
+                1e-7,
+            );
         }
         // One sequence's prefill in its slot, tiled: 9 tokens from position 20 of slot 1.
         let (slot, pos0, n) = (1, 20, 9);
         let s = AttnSpec { tokens: n, ..s };
         let inp = as_cache(&inputs(&s, false, 78), &s);
         let rows = |x: &[f32], stride: usize| x[slot * len * stride..][..len * stride].to_vec();
-        let sub = AttnSpec { tokens: n, kv_dtype: dtype, ..one };
-        let want = reference(&sub, &inp.q, &rows(&inp.k, s.k_stride), &rows(&inp.v, s.v_stride), None, pos0);
+        let sub = AttnSpec {
+            tokens: n,
+            kv_dtype: dtype,
+            ..one
+        };
+        let want = reference(
+            &sub,
+            &inp.q,
+            &rows(&inp.k, s.k_stride),
+            &rows(&inp.v, s.v_stride),
+            None,
+            pos0,
+        );
         for (name, ctx) in contexts() {
             let q = Tensor::from_f32(ctx, "q", &inp.q);
             let k = Tensor::from_u32(ctx, "k", &cache_words(&s, &inp.k, s.k_stride));
@@ -865,7 +888,12 @@ fn tokens_of_several_sequences_read_their_own_cache_rows() {
                 let o = Tensor::zeros(ctx, "o", n * s.heads * s.v_dim);
                 let spec = tuned(s, kernel, 0, 64);
                 ctx.submit(&[&attention(ctx, spec, &q, &k, &v, None, &st, &o).unwrap()]);
-                assert_nmse(&format!("{name} slot prefill {kernel:?} {dtype:?}"), &o.read_f32(ctx).unwrap(), &want, 1e-7);
+                assert_nmse(
+                    &format!("{name} slot prefill {kernel:?} {dtype:?}"),
+                    &o.read_f32(ctx).unwrap(),
+                    &want,
+                    1e-7,
+                );
             }
         }
     }

@@ -89,7 +89,9 @@ fn run(model: &Model, prompts: &[Vec<u32>], joins: &[usize], slot_of: &[usize], 
 /// The session path's greedy tokens: the prompt in one pass, then one token at a time.
 fn session_greedy(model: &Model, prompt: &[u32]) -> Vec<u32> {
     let mut s = model.session_with(48, KvDtype::F16);
-    let mut logits = s.forward(prompt, wgmoe::internals::model::plan::LogitRows::Last).unwrap();
+    let mut logits = s
+        .forward(prompt, wgmoe::internals::model::plan::LogitRows::Last)
+        .unwrap();
     let mut out = Vec::new();
     for _ in 0..STEPS {
         let t = argmax(&logits);
@@ -111,12 +113,19 @@ fn greedy_tokens_are_the_same_alone_and_batched() {
             .iter()
             .map(|&n| (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect())
             .collect();
-        let alone: Vec<Vec<u32>> = prompts.iter().map(|p| run(&model, &[p.clone()], &[0], &[0], 1)[0].clone()).collect();
+        let alone: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| run(&model, &[p.clone()], &[0], &[0], 1)[0].clone())
+            .collect();
         // Four sequences in three slots: the last joins when the first has left (same slot).
         let batched = run(&model, &prompts, &[0, 2, 3, 10], &[2, 0, 1, 2], 3);
         for (i, p) in prompts.iter().enumerate() {
             assert_eq!(batched[i], alone[i], "{name}: prompt {i} batched vs alone");
-            assert_eq!(alone[i], session_greedy(&model, p), "{name}: prompt {i} batch vs session path");
+            assert_eq!(
+                alone[i],
+                session_greedy(&model, p),
+                "{name}: prompt {i} batch vs session path"
+            );
         }
     }
 }

@@ -574,11 +574,26 @@ fn file_roofline_counts_packed_bytes() {
 fn cli_bench_parallel_reports_every_stream_count() {
     use std::process::Command;
     let out = Command::new(env!("CARGO_BIN_EXE_wgmoe"))
-        .args(["bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "-r", "1", "--parallel", "1,3"])
+        .args([
+            "bench",
+            "--synthetic",
+            "tiny",
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--parallel",
+            "1,3",
+        ])
         .env("XDG_RUNTIME_DIR", "/tmp")
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stderr}");
     let rows: Vec<Vec<&str>> = stdout
         .lines()

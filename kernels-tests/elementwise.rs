@@ -115,7 +115,11 @@ fn mask_logits_clears_disallowed_tokens() {
             .map(|j| {
                 let i = j.wrapping_sub(vocab);
                 let allowed = j < vocab || (i / 32 < words && (mask[i / 32] >> (i % 32)) & 1 == 1);
-                if allowed { logits[j] } else { f32::NEG_INFINITY }
+                if allowed {
+                    logits[j]
+                } else {
+                    f32::NEG_INFINITY
+                }
             })
             .collect();
         assert_eq!(t.read_f32(ctx).unwrap(), want, "{name}");
@@ -140,7 +144,11 @@ fn mask_logits_clears_disallowed_tokens() {
             .map(|j| {
                 let (r, i) = (j / vocab, j % vocab);
                 let bit = (masks[r * words + i / 32] >> (i % 32)) & 1;
-                if bit == 1 { logits[j] } else { f32::NEG_INFINITY }
+                if bit == 1 {
+                    logits[j]
+                } else {
+                    f32::NEG_INFINITY
+                }
             })
             .collect();
         assert_eq!(t.read_f32(ctx).unwrap(), want, "{name} rows");

@@ -321,7 +321,10 @@ fn bad_shapes_are_errors() {
 #[test]
 fn table_steps_rotate_and_store_each_token_at_its_place() {
     let (slots, len) = (3, 16);
-    let one = QkvSpec { max_seq: len, ..spec(1, 4, 2, 16) };
+    let one = QkvSpec {
+        max_seq: len,
+        ..spec(1, 4, 2, 16)
+    };
     let places = [(2, 9), (0, 0), (1, 15), (0, 3)];
     let all = QkvSpec {
         tokens: places.len(),
@@ -350,12 +353,17 @@ fn table_steps_rotate_and_store_each_token_at_its_place() {
     let table = step::table(&places.map(|(slot, pos)| (slot * len, pos)));
     for (name, ctx) in contexts() {
         let t_qkv = Tensor::from_f32(ctx, "qkv", &qkv);
-        let (kc, vc) = (Tensor::zeros(ctx, "k", slots * len * row), Tensor::zeros(ctx, "v", slots * len * row));
+        let (kc, vc) = (
+            Tensor::zeros(ctx, "k", slots * len * row),
+            Tensor::zeros(ctx, "v", slots * len * row),
+        );
         let st = Tensor::from_u32(ctx, "step", &table);
         let t_inv = Tensor::from_f32(ctx, "inv", &inv);
         ctx.submit(&[&prepare_qkv(ctx, all, &t_qkv, None, &t_inv, &st, &kc, &vc).unwrap()]);
         let got = t_qkv.read_f32(ctx).unwrap();
-        let got_q: Vec<f32> = (0..places.len()).flat_map(|t| got[t * w..][..all.heads * all.head_dim].to_vec()).collect();
+        let got_q: Vec<f32> = (0..places.len())
+            .flat_map(|t| got[t * w..][..all.heads * all.head_dim].to_vec())
+            .collect();
         assert_nmse(&format!("{name} table q"), &got_q, &want_q, 1e-10);
         assert_nmse(&format!("{name} table k"), &kc.read_f32(ctx).unwrap(), &want_k, 1e-10);
         assert_nmse(&format!("{name} table v"), &vc.read_f32(ctx).unwrap(), &want_v, 1e-12);

@@ -40,7 +40,11 @@ fn tiny_model() -> &'static Path {
             .env("XDG_RUNTIME_DIR", "/tmp")
             .output()
             .expect("run tiny_model.py");
-        assert!(out.status.success(), "tiny_model.py: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tiny_model.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -110,7 +114,10 @@ fn script(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
     stdout.to_string()
 }
@@ -119,7 +126,18 @@ fn script(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 fn the_openai_client_gets_what_the_api_promises() {
     let tiny = Server::start(
         tiny_model(),
-        &["--api-key", "sk-test", "--parallel", "2", "--queue", "8", "--context", "256", "--max-body", "65536"],
+        &[
+            "--api-key",
+            "sk-test",
+            "--parallel",
+            "2",
+            "--queue",
+            "8",
+            "--context",
+            "256",
+            "--max-body",
+            "65536",
+        ],
     );
     let smol = Server::start(&common::smollm2(), &["--context", "1024", "--parallel", "1"]);
     let out = script("openai_client.py", &[&tiny.url, "sk-test", &smol.url], &[]);
@@ -146,7 +164,11 @@ fn the_chat_page_streams_an_answer_in_a_real_browser() {
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let out = script("browser.py", &[&smol.url, shot.to_str().unwrap()], &[]);
     assert!(out.contains("Paris"), "{out}");
-    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "no screenshot at {}", shot.display());
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+        "no screenshot at {}",
+        shot.display()
+    );
 }
 
 #[test]

@@ -242,7 +242,8 @@ impl Decode {
         let wanted = self.max_new_tokens.saturating_sub(submitted).min(room);
         if self.constraint.is_none() {
             for _ in 0..wanted.min(LOOKAHEAD.saturating_sub(self.pending.len())) {
-                self.pending.push_back(sess.submit_generation_step(None, self.spec, None)?);
+                self.pending
+                    .push_back(sess.submit_generation_step(None, self.spec, None)?);
             }
         }
         let token = sess.wait_token(next)?;
@@ -258,7 +259,8 @@ impl Decode {
             c.accept(token)?;
             if wanted > 0 {
                 let mask = c.mask()?;
-                self.pending.push_back(sess.submit_generation_step(None, self.spec, Some(&mask))?);
+                self.pending
+                    .push_back(sess.submit_generation_step(None, self.spec, Some(&mask))?);
             }
         }
         Ok(Some(token))

@@ -35,8 +35,9 @@
 mod api;
 
 pub use api::{
-    Batch, BatchOptions, CachePolicy, CancelToken, Chat, ChatTurn, Completion, Constraint, ContextPolicy, Event, GenerateOptions, Generation, KvDtype,
-    Model, ModelInfo, ModelOptions, ProgressFn, Prompt, Sampling, SeqId, Session, SessionOptions, Stats, StopReason,
+    Batch, BatchOptions, CachePolicy, CancelToken, Chat, ChatTurn, Completion, Constraint, ContextPolicy, Event,
+    GenerateOptions, Generation, KvDtype, Model, ModelInfo, ModelOptions, ProgressFn, Prompt, Sampling, SeqId, Session,
+    SessionOptions, Stats, StopReason,
 };
 pub use error::{Error, Result};
 pub use tokenizer::Message;

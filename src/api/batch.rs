@@ -125,7 +125,10 @@ impl Model {
         if options.sequences == 0 {
             return Err(Error::bad_input("a batch of 0 sequences"));
         }
-        let context = options.context.unwrap_or(self.options().context).min(self.info().max_context.max(1));
+        let context = options
+            .context
+            .unwrap_or(self.options().context)
+            .min(self.info().max_context.max(1));
         let kv = options.kv_cache.unwrap_or(self.options().kv_cache);
         let chunk = self.options().prefill_chunk;
         let raw = raw::Batch::new(self.internals(), options.sequences, context, kv, chunk)?;
@@ -164,7 +167,11 @@ impl Batch {
         let sampling = options.sampling.unwrap_or(self.model.default_sampling());
         sampling.validate()?;
         let reply = Reply::new(&self.model, options)?;
-        let constraint = options.constraint.as_ref().map(|c| self.model.constraint(c)).transpose()?;
+        let constraint = options
+            .constraint
+            .as_ref()
+            .map(|c| self.model.constraint(c))
+            .transpose()?;
         let id = SeqId(self.next_id);
         self.next_id += 1;
         let next = prompt[prompt.len() - 1];
@@ -323,7 +330,9 @@ impl Batch {
         // Generations that must end before another token (cancelled, out of budget or room).
         let context = self.raw.context();
         for slot in &mut self.slots {
-            let Some(seq) = slot.seq.as_mut().filter(|s| s.decoding()) else { continue };
+            let Some(seq) = slot.seq.as_mut().filter(|s| s.decoding()) else {
+                continue;
+            };
             if seq.reply.ending.is_none() {
                 seq.reply.ending = seq.reply.must_end();
             }

@@ -63,9 +63,9 @@ impl Constraint {
                 };
                 let mut fields = fields.clone();
                 // Small models given free whitespace tend to spend their tokens on it.
-                fields.entry("x-guidance").or_insert_with(|| {
-                    json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
-                });
+                fields.entry("x-guidance").or_insert_with(
+                    || json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+                );
                 TopLevelGrammar::from_json_schema(Value::Object(fields))
             }
             Grammar::Lark(g) => TopLevelGrammar::from_lark(g.clone()),
@@ -100,8 +100,8 @@ impl Grammars {
             trie,
             tokenizer: tokenizer.clone(),
         });
-        let factory = ParserFactory::new_simple(&env)
-            .map_err(|e| Error::unsupported(format!("constrained decoding: {e}")))?;
+        let factory =
+            ParserFactory::new_simple(&env).map_err(|e| Error::unsupported(format!("constrained decoding: {e}")))?;
         Ok(Self {
             factory,
             eos: eos.to_vec(),
@@ -112,7 +112,10 @@ impl Grammars {
     /// A fresh automaton for one generation. A malformed schema or grammar is `BadInput`.
     pub(crate) fn start(&self, c: &Constraint) -> Result<Box<dyn TokenConstraint>> {
         let bad = |e: String| Error::bad_input(format!("the constraint cannot be used: {e}"));
-        let parser = self.factory.create_parser(c.top_level()?).map_err(|e| bad(e.to_string()))?;
+        let parser = self
+            .factory
+            .create_parser(c.top_level()?)
+            .map_err(|e| bad(e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(bad(e));
@@ -155,9 +158,11 @@ impl TokenConstraint for Active {
         if self.matcher.is_stopped() {
             return Ok(());
         }
-        self.matcher
-            .consume_token(token)
-            .map_err(|e| Error::Device(format!("constrained decoding: the sampled token {token} broke the grammar: {e}")))
+        self.matcher.consume_token(token).map_err(|e| {
+            Error::Device(format!(
+                "constrained decoding: the sampled token {token} broke the grammar: {e}"
+            ))
+        })
     }
 }
 
@@ -172,9 +177,8 @@ impl TokenizerEnv for Env {
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.tokenize_with_greedy_fallback(s, |s| {
-            self.tokenizer.encode(s, false).unwrap_or_default()
-        })
+        self.trie
+            .tokenize_with_greedy_fallback(s, |s| self.tokenizer.encode(s, false).unwrap_or_default())
     }
 }
 
@@ -225,7 +229,10 @@ fn token_bytes(tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<Vec<u8>>> {
         } else if inner.get_added_tokens_decoder().get(&id).is_some() {
             name.into_bytes()
         } else if level {
-            name.chars().map(|c| char_to_byte.get(&c).copied()).collect::<Option<Vec<u8>>>().unwrap_or_default()
+            name.chars()
+                .map(|c| char_to_byte.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_default()
         } else if name.len() == 6 && name.starts_with("<0x") && name.ends_with('>') {
             u8::from_str_radix(&name[3..5], 16).map(|b| vec![b]).unwrap_or_default()
         } else {

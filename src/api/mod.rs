@@ -349,7 +349,10 @@ impl Model {
     /// Whether the chat template renders a list of tools (Qwen3, Llama 3.1, Hermes, ...): pass
     /// them with [`Model::apply_chat_template_with_tools`].
     pub fn chat_template_takes_tools(&self) -> bool {
-        self.shared.tokenizer.chat_template().is_some_and(|t| t.contains("tools"))
+        self.shared
+            .tokenizer
+            .chat_template()
+            .is_some_and(|t| t.contains("tools"))
     }
 
     /// [`Model::apply_chat_template`] with `tools` (OpenAI-style function definitions, a JSON

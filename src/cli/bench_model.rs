@@ -207,7 +207,10 @@ fn run_one(
         progress("");
         let backend = format!("{} ({})", model.ctx.info.name, model.ctx.info.backend);
         print!("{}", bench_model::parallel_table(&info.name, &backend, &rows, &options));
-        let tests = rows.iter().map(|r| (format!("{} streams", r.streams), r.total_tps)).collect();
+        let tests = rows
+            .iter()
+            .map(|r| (format!("{} streams", r.streams), r.total_tps))
+            .collect();
         return Ok((("all".into(), "-".into(), "-".into()), tests));
     }
     let report = bench_model::measure(&model, info, &options)?;

@@ -125,7 +125,8 @@ impl Batch {
             let ctx = &self.model.ctx;
             ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(part));
             let words = step::contiguous(at, part.len(), slot * self.context);
-            ctx.queue.write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&words));
+            ctx.queue
+                .write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&words));
             let key = (part.len(), LogitRows::Last, false);
             self.ensure_plan(key)?;
             let plan = &self.plans[&key].0;
@@ -143,7 +144,10 @@ impl Batch {
     pub fn step(&mut self, rows: &[Row<'_>]) -> Result<Vec<Result<u32>>> {
         let n = rows.len();
         if n == 0 || n > self.slots {
-            return Err(Error::bad_input(format!("a step of {n} rows in a batch of {} slots", self.slots)));
+            return Err(Error::bad_input(format!(
+                "a step of {n} rows in a batch of {} slots",
+                self.slots
+            )));
         }
         for r in rows {
             self.check_place(r.slot, r.pos + 1)?;
@@ -173,7 +177,8 @@ impl Batch {
             }
         }
         let ctx = &self.model.ctx;
-        ctx.queue.write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(&tokens));
+        ctx.queue
+            .write_buffer(&self.ids.buffer, 0, bytemuck::cast_slice(&tokens));
         ctx.queue
             .write_buffer(&self.step.buffer, 0, bytemuck::cast_slice(&step::table(&places)));
         for (i, r) in rows.iter().enumerate() {
@@ -181,7 +186,8 @@ impl Batch {
                 let mut staged = bits[..bits.len().min(self.words)].to_vec();
                 staged.resize(self.words, 0);
                 let at = (i * self.words * 4) as u64;
-                ctx.queue.write_buffer(&self.masks.buffer, at, bytemuck::cast_slice(&staged));
+                ctx.queue
+                    .write_buffer(&self.masks.buffer, at, bytemuck::cast_slice(&staged));
             }
         }
         let plan = &self.plans[&key].0;
@@ -261,4 +267,3 @@ impl Batch {
         Ok(())
     }
 }
-

@@ -226,8 +226,9 @@ impl Model {
         // Pipelines are built here: a driver or wgpu-core that chokes is an error, not a panic.
         let what = format!("the forward pass of {tokens} tokens");
         crate::error::guard(&what, || {
-            self.ctx
-                .scoped(&what, || plan::build(&self.ctx, &self.config, &self.weights, &io, tokens, rows))
+            self.ctx.scoped(&what, || {
+                plan::build(&self.ctx, &self.config, &self.weights, &io, tokens, rows)
+            })
         })
     }
 
@@ -485,7 +486,10 @@ impl Session {
         let vocab = self.model.config.vocab;
         let words = vocab.div_ceil(32);
         let ctx = &self.model.ctx;
-        let mask = self.mask.get_or_insert_with(|| Tensor::zeros(ctx, "token mask", words)).clone();
+        let mask = self
+            .mask
+            .get_or_insert_with(|| Tensor::zeros(ctx, "token mask", words))
+            .clone();
         if !self.mask_tails.contains_key(&key) {
             let logits = &self.plans[&key].0.logits;
             let row = kernels::elementwise::Rows::packed(1, vocab);
@@ -591,7 +595,9 @@ impl Session {
                 self.mask_tails.remove(&k);
             }
         }
-        let plan = self.model.build_plan(&self.ids, &self.step, &self.cache, key.0, key.1, false)?;
+        let plan = self
+            .model
+            .build_plan(&self.ids, &self.step, &self.cache, key.0, key.1, false)?;
         self.plans.insert(key, (plan, self.uses));
         Ok(())
     }

@@ -119,19 +119,34 @@ impl Metrics {
             "# HELP wgmoe_requests_total Requests by endpoint and HTTP status.\n# TYPE wgmoe_requests_total counter"
         );
         for ((endpoint, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "wgmoe_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "wgmoe_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+            );
         }
         let counters = [
-            ("wgmoe_prompt_tokens_total", "Prompt tokens of all requests.", &self.prompt_tokens),
+            (
+                "wgmoe_prompt_tokens_total",
+                "Prompt tokens of all requests.",
+                &self.prompt_tokens,
+            ),
             (
                 "wgmoe_prompt_tokens_cached_total",
                 "Prompt tokens found in a worker's KV cache (not run again).",
                 &self.cached_prompt_tokens,
             ),
-            ("wgmoe_completion_tokens_total", "Tokens generated.", &self.completion_tokens),
+            (
+                "wgmoe_completion_tokens_total",
+                "Tokens generated.",
+                &self.completion_tokens,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         let now = Instant::now();
         let recent = {

@@ -119,7 +119,10 @@ async fn serve(app: Arc<App>, args: &ServeArgs) -> Result<()> {
         .layer(middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(args.max_body))
         .with_state(app.clone());
-    eprintln!("serving {} on http://{local} (web chat at /, OpenAI API at /v1)", app.id);
+    eprintln!(
+        "serving {} on http://{local} (web chat at /, OpenAI API at /v1)",
+        app.id
+    );
     eprintln!("listening on http://{local}");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -170,7 +173,12 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", "no such endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        "no such endpoint",
+    )
 }
 
 async fn wrong_method(req: Request) -> ApiError {
@@ -226,7 +234,11 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
         ),
     ];
     if let Some(rate) = app.model.expert_cache_hit_rate() {
-        gauges.push(("wgmoe_expert_cache_hit_rate", "Routed-expert lookups found on the GPU.", rate));
+        gauges.push((
+            "wgmoe_expert_cache_hit_rate",
+            "Routed-expert lookups found on the GPU.",
+            rate,
+        ));
     }
     let text = app.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

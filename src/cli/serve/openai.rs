@@ -49,7 +49,12 @@ impl From<Error> for ApiError {
                 ..ApiError::invalid(e.to_string())
             },
             e @ Error::Unsupported { .. } => ApiError::invalid(e.to_string()),
-            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", e.to_string()),
+            e => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -250,7 +255,11 @@ impl Knobs {
         if stop.len() > 4 || stop.iter().any(String::is_empty) {
             return Err(ApiError::invalid("`stop` takes up to 4 non-empty strings"));
         }
-        let max_tokens = self.max_completion_tokens.or(self.max_tokens).map(|n| n as usize).or(default_max);
+        let max_tokens = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .map(|n| n as usize)
+            .or(default_max);
         if max_tokens == Some(0) {
             return Err(ApiError::invalid("max_tokens must be at least 1"));
         }
@@ -273,7 +282,11 @@ impl Knobs {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
@@ -312,7 +325,9 @@ pub fn chat_plan(model: &Model, body: &Value) -> Result<Plan, ApiError> {
                 .ok_or_else(|| ApiError::invalid("`tool_choice.function.name` is missing"))?;
             let picked: Vec<Tool> = t.iter().filter(|t| t.function.name == name).cloned().collect();
             if picked.is_empty() {
-                return Err(ApiError::invalid(format!("tool_choice names {name:?}, which is not in `tools`")));
+                return Err(ApiError::invalid(format!(
+                    "tool_choice names {name:?}, which is not in `tools`"
+                )));
             }
             picked
         }
@@ -397,7 +412,8 @@ fn message(i: usize, m: &ChatMessage) -> Result<Message, ApiError> {
     };
     // Earlier calls go back in the form the model writes them.
     for call in m.tool_calls.iter().flatten() {
-        let args: Value = serde_json::from_str(&call.function.arguments).unwrap_or(Value::String(call.function.arguments.clone()));
+        let args: Value =
+            serde_json::from_str(&call.function.arguments).unwrap_or(Value::String(call.function.arguments.clone()));
         if !text.is_empty() {
             text.push('\n');
         }
@@ -406,19 +422,18 @@ fn message(i: usize, m: &ChatMessage) -> Result<Message, ApiError> {
             json!({"name": call.function.name, "arguments": args})
         ));
     }
-    let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+    let role = if m.role == "developer" {
+        "system"
+    } else {
+        m.role.as_str()
+    };
     Ok(Message::new(role, text))
 }
 
 /// For a template that does not render tools: describe them in the system message, in the
 /// Hermes / Qwen format the replies are parsed in.
 fn announce_tools(messages: &mut Vec<Message>, tools: &Value) {
-    let lines: Vec<String> = tools
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| t.to_string())
-        .collect();
+    let lines: Vec<String> = tools.as_array().into_iter().flatten().map(|t| t.to_string()).collect();
     let text = format!(
         "You may call one or more functions to assist with the user query.\n\n\
          You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{}\n</tools>\n\n\
@@ -473,7 +488,9 @@ pub fn split_tool_calls(text: &str, mode: ToolMode) -> (Option<String>, Vec<Valu
         ToolMode::Auto => {
             let (mut content, mut calls, mut rest) = (String::new(), Vec::new(), text);
             while let Some(start) = rest.find("<tool_call>") {
-                let Some(len) = rest[start..].find("</tool_call>") else { break };
+                let Some(len) = rest[start..].find("</tool_call>") else {
+                    break;
+                };
                 let inner = &rest[start + "<tool_call>".len()..start + len];
                 match serde_json::from_str::<Value>(inner.trim()).ok().as_ref().and_then(call) {
                     Some(c) => {
@@ -486,7 +503,10 @@ pub fn split_tool_calls(text: &str, mode: ToolMode) -> (Option<String>, Vec<Valu
             }
             content.push_str(rest);
             let content = content.trim();
-            ((!content.is_empty() || calls.is_empty()).then(|| content.to_string()), calls)
+            (
+                (!content.is_empty() || calls.is_empty()).then(|| content.to_string()),
+                calls,
+            )
         }
     }
 }
@@ -515,7 +535,8 @@ mod tests {
 
     #[test]
     fn tool_calls_are_split_from_the_text() {
-        let text = "Let me check.\n<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let text =
+            "Let me check.\n<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
         let (content, calls) = split_tool_calls(text, ToolMode::Auto);
         assert_eq!(content.as_deref(), Some("Let me check."));
         assert_eq!(calls.len(), 1);
@@ -524,7 +545,10 @@ mod tests {
         assert_eq!(args, json!({"city": "Paris"}));
         // A block that is not a call stays text; no tools, no parsing.
         let (content, calls) = split_tool_calls("<tool_call>oops</tool_call>", ToolMode::Auto);
-        assert_eq!((content.as_deref(), calls.len()), (Some("<tool_call>oops</tool_call>"), 0));
+        assert_eq!(
+            (content.as_deref(), calls.len()),
+            (Some("<tool_call>oops</tool_call>"), 0)
+        );
         let (content, calls) = split_tool_calls(text, ToolMode::None);
         assert_eq!((content.as_deref(), calls.len()), (Some(text), 0));
         let (content, calls) = split_tool_calls("{\"name\": \"f\", \"arguments\": {}}", ToolMode::Forced);

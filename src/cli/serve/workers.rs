@@ -28,7 +28,10 @@ pub enum Out {
     Accepted,
     /// New text of the reply.
     Text(String),
-    Done { reason: StopReason, stats: Stats },
+    Done {
+        reason: StopReason,
+        stats: Stats,
+    },
     Failed(Error),
 }
 
@@ -58,7 +61,13 @@ pub struct Pool {
 impl Pool {
     /// Start the engine with a batch of `parallel` sequences of `context` tokens and a queue of
     /// at most `queue_cap` waiting jobs.
-    pub fn start(model: &Model, parallel: usize, queue_cap: usize, context: usize, metrics: Arc<Metrics>) -> wgmoe::Result<Pool> {
+    pub fn start(
+        model: &Model,
+        parallel: usize,
+        queue_cap: usize,
+        context: usize,
+        metrics: Arc<Metrics>,
+    ) -> wgmoe::Result<Pool> {
         // Made here so that a batch too big for the GPU fails the start.
         let batch = model.batch(&BatchOptions {
             sequences: parallel,
@@ -237,7 +246,8 @@ impl Engine {
             }
             Ok(Event::Text(text)) => (Out::Text(text), false),
             Ok(Event::Done { stop_reason, stats }) => {
-                self.metrics.add_prompt(job.prompt, job.prompt - stats.prompt_tokens.min(job.prompt));
+                self.metrics
+                    .add_prompt(job.prompt, job.prompt - stats.prompt_tokens.min(job.prompt));
                 self.metrics.add_decode(&stats);
                 (
                     Out::Done {
