@@ -580,11 +580,21 @@ fn post_processor_with_undefined_special_token_is_an_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Today as wgmoe's `strftime_now('%Y-%m-%d')` prints it.
+fn todays_date() -> String {
+    let tok = olmoe()
+        .clone()
+        .with_chat_template(Some("{{ strftime_now('%Y-%m-%d') }}".into()), "today");
+    tok.apply_chat_template_with(&[], false, &serde_json::Map::new())
+        .unwrap()
+}
+
 /// The real chat templates of released models (llama.cpp's collection, from the llama-cpp-python
 /// sdist that scripts/fetch_test_assets.sh unpacks) render one four-turn chat exactly as
 /// transformers does (`real_templates.json`, written by scripts/tokenizer_reference.py): under the
 /// step and output budgets, past the namespace check, with transformers' `{% generation %}` blocks
-/// and Jinja2's `none is iterable`. Where transformers refuses the chat, wgmoe refuses it too, but for
+/// and Jinja2's `none is iterable`. The two that print today's date (`strftime_now`) are compared
+/// on the reference's pinned date. Where transformers refuses the chat, wgmoe refuses it too, but for
 /// one documented difference: minijinja iterates `none` as empty where Python raises, so the
 /// tool-use templates that loop over `tools` without checking it render an empty tool list.
 #[test]
@@ -606,7 +616,11 @@ fn real_chat_templates_match_transformers() {
         let name = case["template"].as_str().unwrap();
         let template = std::fs::read_to_string(dir.join(name)).unwrap();
         let tok = olmoe().clone().with_chat_template(Some(template), name);
-        let got = tok.apply_chat_template_with(&msgs, true, extra);
+        // Templates that print today's date: the reference rendered them on a pinned clock.
+        let today = todays_date();
+        let got = tok
+            .apply_chat_template_with(&msgs, true, extra)
+            .map(|text| text.replace(&today, want["today"].as_str().unwrap()));
         match (&case["expected"], &case["error"], got) {
             (Json::String(text), _, Ok(got)) => {
                 assert_eq!(&got, text, "{name}");

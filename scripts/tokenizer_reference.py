@@ -150,8 +150,20 @@ def main():
     write(os.path.join(DATA, "tojson.json"), {"value": value, "cases": cases})
 
     # Real chat templates: one four-turn chat, the special tokens given as variables (as the Rust
-    # test does), and a fixed date for the templates that print today's.
+    # test does), and a fixed date for the templates that print today's: `date_string` for those
+    # that take it, and a pinned clock behind `strftime_now` for those that call it (the Rust test
+    # puts the same date where wgmoe printed its own today).
+    import datetime as real_datetime
+
+    from transformers.utils import chat_template_utils
     from transformers.utils.chat_template_utils import render_jinja_template
+
+    class PinnedClock(real_datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2024, 7, 26, 12, 0, 0)
+
+    chat_template_utils.datetime = PinnedClock
 
     chat = [
         {"role": "system", "content": "You are terse."},
@@ -179,6 +191,7 @@ def main():
         "templates": f"target/test-assets/templates (llama-cpp-python sdist sha256 {sdist})",
         "messages": chat,
         "variables": variables,
+        "today": PinnedClock.now().strftime("%Y-%m-%d"),
         "cases": cases,
     }
     write(os.path.join(DATA, "real_templates.json"), out)
