@@ -17,7 +17,8 @@ use crate::gpu::{Context, DType, GpuTimer};
 use crate::model::plan::LogitRows;
 use crate::model::synthetic::{self, Footprint, SynthOptions};
 use crate::model::{KvDtype, Model, Session};
-use serde_json::{json, Value};
+use crate::record::{self, Machine};
+use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -112,6 +113,9 @@ pub struct ModelInfo {
     /// The shape or the file.
     pub filename: String,
     pub model_type: String,
+    /// The model as llama.cpp describes it (`llama_model_desc`, llama-bench's `model_type`), e.g.
+    /// "qwen3moe 30B.A3B Q4_K - Medium", so that rows of both line up.
+    pub llama_type: String,
     pub weight_format: DType,
     pub footprint: Footprint,
 }
@@ -138,6 +142,7 @@ pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Res
             let info = ModelInfo {
                 name: format!("{shape} {}", dtype.name().to_uppercase()),
                 filename: format!("synthetic:{shape}"),
+                llama_type: record::llama_model_desc(&model.config, record::llama_ftype_of(dtype)),
                 model_type,
                 weight_format: dtype,
                 footprint: fp,
@@ -164,6 +169,7 @@ pub fn open_model(ctx: Context, choice: &ModelChoice, log: &dyn Fn(&str)) -> Res
             let info = ModelInfo {
                 name: format!("{stem} {}", dtype.name().to_uppercase()),
                 filename: path.display().to_string(),
+                llama_type: record::llama_model_desc(&model.config, &record::llama_ftype_of_file(path, dtype)),
                 model_type: model.config.model_type.clone(),
                 weight_format: dtype,
                 footprint: fp,
@@ -259,6 +265,8 @@ pub enum Profile {
 /// Everything `wgmoe bench` reports.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The build, host and adapter, for the records.
+    pub machine: Machine,
     pub adapter: String,
     pub backend: String,
     pub driver: String,
@@ -271,6 +279,16 @@ pub struct Report {
     pub started: u64,
     /// KV-cache precision of the sessions measured.
     pub kv_cache: KvDtype,
+}
+
+impl Report {
+    /// Add the tests of another run of the same model (the next of a list of tests); the copy
+    /// bandwidth and the profile are the first measured.
+    pub fn merge(&mut self, other: Report) {
+        self.results.extend(other.results);
+        self.copy_bytes_per_s = self.copy_bytes_per_s.or(other.copy_bytes_per_s);
+        self.profile = self.profile.take().or(other.profile);
+    }
 }
 
 /// Whether the adapter does no GPU work (wgpu's noop backend, the `noop` feature).
@@ -407,6 +425,7 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
         None
     };
     Ok(Report {
+        machine: Machine::of(ctx),
         adapter: ctx.info.name.clone(),
         backend: ctx.backend_name().to_string(),
         driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info)
@@ -671,74 +690,103 @@ pub fn profile_table(p: &Profile) -> String {
     }
 }
 
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (llama-bench's `test_time`).
-fn iso8601(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// llama-bench's fields (tools/llama-bench/llama-bench.cpp, `test::get_fields`, 2026) with the
+/// values wgmoe's runs have, for one test: llama.cpp's own options that wgmoe has no equivalent
+/// of take llama-bench's defaults, so that rows line up in llama.cpp's scripts. `use_mmap` is
+/// the older name of `load_mode` that scripts/compare-llama-bench.py still requires.
+fn llama_bench_fields(m: &ModelInfo, machine: &Machine, kv: KvDtype, started: u64) -> Map<String, Value> {
+    let mut o = Map::new();
+    let mut put = |k: &str, v: Value| {
+        o.insert(k.to_string(), v);
+    };
+    let kv_type = match kv {
+        KvDtype::Q8 => "q8_0",
+        other => other.name(),
+    };
+    put("build_commit", json!(record::BUILD_COMMIT));
+    put("build_number", json!(record::BUILD_NUMBER.parse::<u64>().unwrap_or(0)));
+    put("cpu_info", json!(machine.cpu_info));
+    put("gpu_info", json!(machine.adapter));
+    put("backends", json!(backend_label(&machine.backend)));
+    put("model_filename", json!(m.filename));
+    put("model_type", json!(m.llama_type));
+    put("model_size", json!(m.footprint.data_bytes));
+    put("model_n_params", json!(m.footprint.params));
+    put("n_batch", json!(0));
+    put("n_ubatch", json!(0));
+    // wgmoe drives the GPU from one host thread.
+    put("n_threads", json!(1));
+    put("cpu_mask", json!("0x0"));
+    put("cpu_strict", json!(false));
+    put("poll", json!(50));
+    put("type_k", json!(kv_type));
+    put("type_v", json!(kv_type));
+    // Every layer runs on the GPU (offloaded experts are cached there).
+    put("n_gpu_layers", json!(99));
+    put("n_cpu_moe", json!(0));
+    put("split_mode", json!("layer"));
+    put("main_gpu", json!(0));
+    put("no_kv_offload", json!(false));
+    // Attention is one fused kernel (online softmax), llama.cpp's flash attention.
+    put("flash_attn", json!(1));
+    put("devices", json!("auto"));
+    put("tensor_split", json!("0.00"));
+    put("tensor_buft_overrides", json!("none"));
+    put("load_mode", json!("mmap"));
+    put("use_mmap", json!(true));
+    put("embeddings", json!(false));
+    put("no_op_offload", json!(0));
+    put("no_host", json!(false));
+    put("fit_target", json!(0));
+    put("fit_min_ctx", json!(0));
+    put("test_time", json!(record::iso8601(started)));
+    o
 }
 
-/// A JSON array with one object per test, in llama-bench's field names plus wgmoe's own
-/// (`adapter`, `driver`, `weight_format`, and for generation the roofline).
-pub fn to_json(r: &Report) -> Value {
+/// One record per test: llama-bench's fields, its samples, then wgmoe's own (`record`, the
+/// machine, the weight format, KV precision, and for generation the roofline).
+pub fn records(r: &Report) -> Vec<Map<String, Value>> {
     let m = &r.model;
-    let rows = r
-        .results
+    r.results
         .iter()
         .map(|t| {
-            let mut o = json!({
-                "build_commit": env!("CARGO_PKG_VERSION"),
-                "backends": backend_label(&r.backend),
-                "gpu_info": r.adapter,
-                "model_filename": m.filename,
-                "model_type": format!("{} {:.2}B {}", m.model_type, m.footprint.params as f64 * 1e-9, m.weight_format.name().to_uppercase()),
-                "model_size": m.footprint.data_bytes,
-                "model_n_params": m.footprint.params,
-                "n_batch": t.n_prompt.max(1),
-                "n_ubatch": t.n_prompt.max(1),
-                "type_k": r.kv_cache.name(),
-                "type_v": r.kv_cache.name(),
-                "n_gpu_layers": 99,
-                "n_prompt": t.n_prompt,
-                "n_gen": t.n_gen,
-                "n_depth": t.n_depth,
-                "test_time": iso8601(r.started),
-                "avg_ns": t.avg_ns().round() as u64,
-                "stddev_ns": t.stddev_ns().round() as u64,
-                "avg_ts": t.avg_ts(),
-                "stddev_ts": t.stddev_ts(),
-                "samples_ns": t.samples_ns.iter().map(|x| x.round() as u64).collect::<Vec<_>>(),
-                "samples_ts": t.samples_ts,
-                "adapter": r.adapter,
-                "backend": r.backend,
-                "driver": r.driver,
-                "weight_format": m.weight_format.name(),
-            });
-            if let (Some(roof), Some(f), Some(c)) = (t.roofline_ts, t.roofline_fraction(), r.copy_bytes_per_s) {
-                o["roofline_ts"] = json!(roof);
-                o["roofline_fraction"] = json!(f);
-                o["weight_bytes_per_token"] = json!(m.footprint.read_bytes_per_token);
-                o["copy_bandwidth_gbs"] = json!(c * 1e-9);
-            }
+            let mut o = llama_bench_fields(m, &r.machine, r.kv_cache, r.started);
+            let test_time = o.remove("test_time").unwrap_or_default();
+            // llama-bench's batch: the prompt goes through in one batch.
+            o["n_batch"] = json!(t.n_prompt.max(1));
+            o["n_ubatch"] = json!(t.n_prompt.max(1));
+            o.insert("n_prompt".into(), json!(t.n_prompt));
+            o.insert("n_gen".into(), json!(t.n_gen));
+            o.insert("n_depth".into(), json!(t.n_depth));
+            o.insert("test_time".into(), test_time);
+            o.insert("avg_ns".into(), json!(t.avg_ns().round() as u64));
+            o.insert("stddev_ns".into(), json!(t.stddev_ns().round() as u64));
+            o.insert("avg_ts".into(), json!(t.avg_ts()));
+            o.insert("stddev_ts".into(), json!(t.stddev_ts()));
+            o.insert(
+                "samples_ns".into(),
+                json!(t.samples_ns.iter().map(|x| x.round() as u64).collect::<Vec<_>>()),
+            );
+            o.insert("samples_ts".into(), json!(t.samples_ts));
+            wgmoe_fields(&mut o, m, &r.machine, r.kv_cache);
+            o.insert("test".into(), json!(t.name()));
+            o.insert("roofline_ts".into(), json!(t.roofline_ts));
+            o.insert("roofline_fraction".into(), json!(t.roofline_fraction()));
+            o.insert("weight_bytes_per_token".into(), json!(m.footprint.read_bytes_per_token));
+            o.insert("copy_bandwidth_gbs".into(), json!(r.copy_bytes_per_s.map(|c| c * 1e-9)));
             o
         })
-        .collect::<Vec<_>>();
-    Value::Array(rows)
+        .collect()
+}
+
+/// wgmoe's fields after llama-bench's: what the record is, the model as wgmoe names it, the
+/// machine, weight format and KV precision.
+fn wgmoe_fields(o: &mut Map<String, Value>, m: &ModelInfo, machine: &Machine, kv: KvDtype) {
+    o.insert("record".into(), json!(record::BENCH));
+    o.insert("model".into(), json!(m.name));
+    o.extend(machine.fields());
+    o.insert("weight_format".into(), json!(m.weight_format.name()));
+    o.insert("kv_cache".into(), json!(kv.name()));
 }
 
 /// One row of the continuous-batching table: `streams` generations decoded together.
@@ -828,6 +876,43 @@ pub fn measure_parallel(model: &Model, streams: &[usize], opts: &BenchModelOptio
         out.extend(best);
     }
     Ok(out)
+}
+
+/// One record per stream count of a continuous-batching run: llama-bench's fields for the
+/// decode of `n_gen` tokens after `n_prompt` (`avg_ts` is the total over all streams), and
+/// `n_parallel`, `ttft_ms` and `stream_ts`.
+pub fn parallel_records(
+    m: &ModelInfo,
+    machine: &Machine,
+    rows: &[ParallelResult],
+    opts: &BenchModelOptions,
+) -> Vec<Map<String, Value>> {
+    let started = record::now();
+    rows.iter()
+        .map(|r| {
+            let mut o = llama_bench_fields(m, machine, opts.kv_cache, started);
+            let test_time = o.remove("test_time").unwrap_or_default();
+            let ns = (r.streams * opts.n_gen) as f64 / r.total_tps.max(1e-12) * 1e9;
+            o["n_batch"] = json!(r.streams);
+            o["n_ubatch"] = json!(r.streams);
+            o.insert("n_prompt".into(), json!(opts.n_prompt));
+            o.insert("n_gen".into(), json!(opts.n_gen));
+            o.insert("n_depth".into(), json!(0));
+            o.insert("test_time".into(), test_time);
+            o.insert("avg_ns".into(), json!(ns.round() as u64));
+            o.insert("stddev_ns".into(), json!(0));
+            o.insert("avg_ts".into(), json!(r.total_tps));
+            o.insert("stddev_ts".into(), json!(0.0));
+            o.insert("samples_ns".into(), json!([ns.round() as u64]));
+            o.insert("samples_ts".into(), json!([r.total_tps]));
+            wgmoe_fields(&mut o, m, machine, opts.kv_cache);
+            o.insert("test".into(), json!(format!("tg{} x{}", opts.n_gen, r.streams)));
+            o.insert("n_parallel".into(), json!(r.streams));
+            o.insert("ttft_ms".into(), json!(r.ttft * 1e3));
+            o.insert("stream_ts".into(), json!(r.stream_tps));
+            o
+        })
+        .collect()
 }
 
 /// The continuous-batching table in markdown.

@@ -18,5 +18,7 @@ pub mod input;
 pub mod kernels;
 #[path = "model/mod.rs"]
 pub mod model;
+#[path = "record.rs"]
+pub mod record;
 #[path = "tokenizer.rs"]
 pub mod tokenizer;

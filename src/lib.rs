@@ -46,4 +46,4 @@ pub use tokenizer::Message;
 /// wgmoe's command line, benchmarks and tests; no stability promise, and not documented as API.
 #[doc(hidden)]
 pub mod internals;
-use internals::{bench, error, generate, gpu, input, kernels, model, tokenizer};
+use internals::{bench, error, generate, gpu, input, kernels, model, record, tokenizer};

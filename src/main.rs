@@ -51,6 +51,9 @@ enum Command {
     Logits(LogitsArgs),
     /// Print the token ids of a text as a JSON array (needs only the tokenizer files).
     Tokenize(TokenizeArgs),
+    /// Merge benchmark records (`bench -o json`, `bench-kernels -o json`, llama-bench's JSON) from
+    /// any machines and runs into markdown tables and SVG charts.
+    Report(cli::report::ReportArgs),
     /// Serve the model over HTTP: the OpenAI API (/v1/chat/completions, /v1/completions,
     /// /v1/models), /health, /metrics, and a chat page at /.
     Serve(ServeCmd),
@@ -197,6 +200,7 @@ fn main() -> ExitCode {
         Command::Logits(args) => logits(&opts, &args),
         Command::Tokenize(args) => tokenize(&args),
         Command::Serve(args) => serve(&opts, &args),
+        Command::Report(args) => cli::report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use wgmoe::internals::gpu::{Context, DeviceOptions};
 use wgmoe::internals::model::checkpoint;
 use wgmoe::internals::model::synthetic::{self, SynthOptions};
 use wgmoe::internals::model::KvDtype;
+use wgmoe::internals::record::{self, Machine, Output};
 use wgmoe::{Error, Result};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -19,31 +20,37 @@ pub struct BenchArgs {
     /// deepseek-v2-lite, gpt-oss-20b, mixtral-8x7b, or tiny (for software adapters and CI).
     #[arg(long)]
     pub synthetic: Option<String>,
-    /// Prompt tokens of the prefill test (0: skip it).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-    pub n_prompt: usize,
-    /// Generated tokens of the decode test (0: skip it).
-    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
-    pub n_gen: usize,
-    /// Tokens already in the KV cache when each test starts (llama-bench's depth): how speed holds
-    /// up with context, e.g. `-d 8192` against the default 0.
-    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
-    pub n_depth: usize,
+    /// Prompt tokens of the prefill tests, a comma list (0: none).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Generated tokens of the decode tests, a comma list (0: none).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Tokens already in the KV cache when each test starts (llama-bench's depth), a comma list:
+    /// how speed holds up with context, e.g. `-d 0,8192`.
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
+    pub n_depth: Vec<usize>,
     /// Repetitions of each test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
-    /// Weight format of a synthetic model: f16, bf16, f32, or a block-quantised format kept packed
-    /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, mxfp4, fp8; rows
-    /// that are not whole blocks take llama.cpp's fallback format, vectors f16).
-    #[arg(long, default_value = "f16")]
-    pub dtype: String,
+    /// Weight formats of a synthetic model, a comma list (default f16): f16, bf16, f32, or
+    /// block-quantised formats kept packed (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k,
+    /// q6_k, iq4_nl, iq4_xs, mxfp4, fp8; rows that are not whole blocks take llama.cpp's fallback
+    /// format, vectors f16).
+    #[arg(long, value_delimiter = ',')]
+    pub dtype: Vec<String>,
     /// With --model: expand block-quantised weights to f16 at load (the speed of the old path).
     #[arg(long)]
     pub dequantize: bool,
     /// With --model: quantise a 16/32-bit checkpoint's matrices at load: q8_0, q4_0, q5_0 or q4_k.
     #[arg(long)]
     pub quantize: Option<String>,
-    /// Print a JSON array (llama-bench's fields) instead of the markdown table.
+    /// Output format: md (a table for people), or records for files and tools: json, jsonl, csv,
+    /// sql (llama-bench's fields and formats, with wgmoe's own fields added; `wgmoe report` merges
+    /// them). Progress and the summary go to standard error.
+    #[arg(short = 'o', long = "output", default_value = "md")]
+    pub output: Output,
+    /// The same as `-o json`.
     #[arg(long)]
     pub json: bool,
     /// Also time one decode step per kernel family (GPU timestamps between dispatches).
@@ -75,8 +82,8 @@ pub struct BenchArgs {
     pub parallel: Vec<usize>,
 }
 
-/// Open the model (progress on stderr), measure, and print the summary and the table, or the
-/// JSON on stdout with the summary on stderr.
+/// Open the model (progress on stderr), measure every test, and print the summary and the table,
+/// or the records on stdout with the summary on stderr.
 pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
     let max_bytes = args
         .max_weights_gib
@@ -87,19 +94,40 @@ pub fn run(opts: &DeviceOptions, args: &BenchArgs) -> Result<()> {
             "--quantize and --dequantize apply to --model; a synthetic model takes --dtype",
         ));
     }
+    if args.model.is_some() && !args.dtype.is_empty() {
+        return Err(Error::bad_input(
+            "--dtype applies to --synthetic; a file's weights are what it stores (see --quantize, --dequantize)",
+        ));
+    }
+    let output = if args.json { Output::Json } else { args.output };
     let budgets: Vec<Option<f64>> = if args.gpu_memory.is_empty() {
         vec![None]
     } else {
         args.gpu_memory.iter().copied().map(Some).collect()
     };
+    // One model per weight format (a file has its own).
+    let dtypes: Vec<Option<&str>> = if args.synthetic.is_some() && !args.dtype.is_empty() {
+        args.dtype.iter().map(|d| Some(d.as_str())).collect()
+    } else {
+        vec![None]
+    };
     let mut rows = Vec::new();
+    let mut records = Vec::new();
     for budget in &budgets {
-        let memory = super::MemoryArgs {
-            gpu_memory: *budget,
-            expert_slots: args.expert_slots,
-            cache_policy: args.cache_policy.clone(),
-        };
-        rows.push((*budget, run_one(opts, args, max_bytes, &memory)?));
+        for dtype in &dtypes {
+            let memory = super::MemoryArgs {
+                gpu_memory: *budget,
+                expert_slots: args.expert_slots,
+                cache_policy: args.cache_policy.clone(),
+            };
+            let (row, recs) = run_one(opts, args, *dtype, max_bytes, &memory, output)?;
+            rows.push((*budget, row));
+            records.extend(recs);
+        }
+    }
+    if output != Output::Md {
+        print!("{}", record::render(&records, output, "llama_bench"));
+        return Ok(());
     }
     if budgets.len() > 1 {
         println!();
@@ -135,17 +163,31 @@ fn progress(what: &str) {
 /// cells (`all`, `-`, `-` when nothing was offloaded) and (test, t/s) per test.
 type BudgetRow = ((String, String, String), Vec<(String, f64)>);
 
-/// One benchmark run under `memory`'s budget.
+/// The tests in llama-bench's order: for each depth, the prefill tests, then the decode tests,
+/// as (n_prompt, n_gen, n_depth).
+fn tests(args: &BenchArgs) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for &d in &args.n_depth {
+        out.extend(args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0, d)));
+        out.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n, d)));
+    }
+    out
+}
+
+/// One benchmark run of one model under `memory`'s budget: its table row, and its records.
 fn run_one(
     opts: &DeviceOptions,
     args: &BenchArgs,
+    dtype: Option<&str>,
     max_bytes: Option<u64>,
     memory: &super::MemoryArgs,
-) -> Result<BudgetRow> {
+    output: Output,
+) -> Result<(BudgetRow, Vec<serde_json::Map<String, serde_json::Value>>)> {
     let streams = args.parallel.iter().copied().max().unwrap_or(1);
+    let max = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
     let session = wgmoe::internals::model::experts::SessionNeeds {
-        context: streams * (args.n_depth + args.n_prompt.max(1) + args.n_gen + 1),
-        batch: args.n_prompt.max(streams),
+        context: streams * (max(&args.n_depth) + max(&args.n_prompt).max(1) + max(&args.n_gen) + 1),
+        batch: max(&args.n_prompt).max(streams),
         logit_rows: 1,
         kv: args.kv_cache,
     };
@@ -154,7 +196,7 @@ fn run_one(
         (None, Some(shape)) => ModelChoice::Synthetic {
             shape: shape.clone(),
             opts: SynthOptions {
-                dtype: bench_model::parse_dtype(&args.dtype)?,
+                dtype: bench_model::parse_dtype(dtype.unwrap_or("f16"))?,
                 seed: args.seed as u32,
                 max_bytes,
                 cache,
@@ -178,12 +220,13 @@ fn run_one(
             ))
         }
     };
-    let options = BenchModelOptions {
-        n_prompt: args.n_prompt,
-        n_gen: args.n_gen,
-        n_depth: args.n_depth,
+    let tests = tests(args);
+    let options = |(n_prompt, n_gen, n_depth): (usize, usize, usize), profile: bool| BenchModelOptions {
+        n_prompt,
+        n_gen,
+        n_depth,
         reps: args.reps,
-        profile: args.profile,
+        profile,
         seed: args.seed,
         kv_cache: args.kv_cache,
         progress: Some(progress),
@@ -193,49 +236,50 @@ fn run_one(
         ModelChoice::File { path, .. } => checkpoint::config(path)?,
         ModelChoice::Synthetic { shape, .. } => synthetic::shape_config(shape)?,
     };
-    options.check(config.max_position)?;
+    if tests.is_empty() {
+        return Err(Error::bad_input("nothing to measure: every -p and -n is 0"));
+    }
+    for &t in &tests {
+        options(t, false).check(config.max_position)?;
+    }
     let ctx = Context::new(opts)?;
+    let machine = Machine::of(&ctx);
     let (model, info) = bench_model::open_model(ctx, &choice, &|line| eprintln!("{line}"))?;
     if let Some(mut c) = model.expert_cache() {
         c.record_trace(true);
     }
     if !args.parallel.is_empty() {
-        if args.n_depth > 0 || args.profile {
-            return Err(Error::bad_input("--parallel runs without --n-depth and --profile"));
-        }
-        let rows = bench_model::measure_parallel(&model, &args.parallel, &options)?;
-        progress("");
-        let backend = format!("{} ({})", model.ctx.info.name, model.ctx.info.backend);
-        print!("{}", bench_model::parallel_table(&info.name, &backend, &rows, &options));
-        let tests = rows
-            .iter()
-            .map(|r| (format!("{} streams", r.streams), r.total_tps))
-            .collect();
-        return Ok((("all".into(), "-".into(), "-".into()), tests));
+        return run_parallel(args, &model, &info, &machine, output);
     }
-    let report = bench_model::measure(&model, info, &options)?;
+    // The profile runs once, after the last test.
+    let mut report: Option<bench_model::Report> = None;
+    for (i, &t) in tests.iter().enumerate() {
+        let r = bench_model::measure(&model, info.clone(), &options(t, args.profile && i + 1 == tests.len()))?;
+        match &mut report {
+            None => report = Some(r),
+            Some(all) => all.merge(r),
+        }
+    }
+    let report = report.ok_or_else(|| Error::bad_input("nothing to measure"))?;
     progress("");
-    if args.json {
+    if output == Output::Md {
+        for line in bench_model::summary(&report) {
+            println!("{line}");
+        }
+        println!();
+        print!("{}", bench_model::markdown(&report));
+    } else {
         for line in bench_model::summary(&report) {
             eprintln!("{line}");
         }
         if let Some(p) = &report.profile {
             eprint!("{}", bench_model::profile_table(p));
         }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&bench_model::to_json(&report)).unwrap_or_default()
-        );
-    } else {
-        for line in bench_model::summary(&report) {
-            println!("{line}");
-        }
-        println!();
-        print!("{}", bench_model::markdown(&report));
     }
+    let records = bench_model::records(&report);
     let tests = report.results.iter().map(|t| (t.name(), t.avg_ts())).collect();
     let Some(mut c) = model.expert_cache() else {
-        return Ok((("all".into(), "-".into(), "-".into()), tests));
+        return Ok(((("all".into(), "-".into(), "-".into()), tests), records));
     };
     eprintln!("{}", c.line());
     // What each policy would have hit on this run's routing, beside the optimum.
@@ -251,5 +295,44 @@ fn run_one(
         format!("{:.1}%", 100.0 * c.stats.hit_rate()),
         format!("{:.2} MiB", c.stats.mib_per_token()),
     );
-    Ok((cells, tests))
+    Ok(((cells, tests), records))
+}
+
+/// `--parallel`: the continuous-batching table (or its records) for one -p and one -n.
+fn run_parallel(
+    args: &BenchArgs,
+    model: &wgmoe::internals::model::Model,
+    info: &bench_model::ModelInfo,
+    machine: &Machine,
+    output: Output,
+) -> Result<(BudgetRow, Vec<serde_json::Map<String, serde_json::Value>>)> {
+    let (p, n) = match (args.n_prompt.as_slice(), args.n_gen.as_slice()) {
+        ([p], [n]) => (*p, *n),
+        _ => return Err(Error::bad_input("--parallel takes one -p and one -n")),
+    };
+    if args.n_depth.iter().any(|&d| d > 0) || args.profile {
+        return Err(Error::bad_input("--parallel runs without --n-depth and --profile"));
+    }
+    let options = BenchModelOptions {
+        n_prompt: p,
+        n_gen: n,
+        n_depth: 0,
+        reps: args.reps,
+        profile: false,
+        seed: args.seed,
+        kv_cache: args.kv_cache,
+        progress: Some(progress),
+    };
+    let rows = bench_model::measure_parallel(model, &args.parallel, &options)?;
+    progress("");
+    let backend = format!("{} ({})", model.ctx.info.name, model.ctx.info.backend);
+    if output == Output::Md {
+        print!("{}", bench_model::parallel_table(&info.name, &backend, &rows, &options));
+    }
+    let records = bench_model::parallel_records(info, machine, &rows, &options);
+    let tests = rows
+        .iter()
+        .map(|r| (format!("{} streams", r.streams), r.total_tps))
+        .collect();
+    Ok(((("all".into(), "-".into(), "-".into()), tests), records))
 }

@@ -3,6 +3,7 @@
 
 pub mod bench_kernels;
 pub mod bench_model;
+pub mod report;
 pub mod serve;
 
 use wgmoe::internals::model::experts::{CacheOptions, Policy, SessionNeeds};

@@ -25,6 +25,9 @@ pub struct Caps {
     pub max_storage_buffers_per_stage: u32,
     pub max_workgroups_per_dim: u32,
     pub storage_offset_alignment: u32,
+    /// Opened as the weakest adapter wgmoe supports (`--portable`): WebGPU's default limits, no
+    /// optional features.
+    pub portable: bool,
 }
 
 impl Caps {
@@ -78,6 +81,7 @@ impl Caps {
             max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
             max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
             storage_offset_alignment: l.min_storage_buffer_offset_alignment,
+            portable,
         }
     }
 

@@ -1,0 +1,532 @@
+//! `wgmoe report`: merge benchmark records from any number of machines and runs into one markdown
+//! report and SVG charts. It reads what `wgmoe bench -o json|jsonl` and `wgmoe bench-kernels
+//! -o json|jsonl` write, and llama-bench's `-o json|jsonl`, so wgmoe and llama.cpp numbers for
+//! the same model and device land in one table.
+//!
+//! Model tables: one per workload (llama.cpp's model description, e.g. "qwen3moe 30B.A3B Q4_K -
+//! Medium"), a row per test, a column per device and runtime; cells are tokens/s mean ± sd, with
+//! the share of the bandwidth roofline where wgmoe measured one. Kernel tables: one per shape and
+//! weight format, a row per kernel, a column per device; cells are GB/s and the share of that
+//! device's measured copy bandwidth.
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use wgmoe::internals::record;
+use wgmoe::{Error, Result};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReportArgs {
+    /// Record files: `wgmoe bench` / `wgmoe bench-kernels` output (-o json or jsonl) and
+    /// llama-bench's (-o json or jsonl), from any machines and runs.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the markdown here instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Also write SVG charts into this folder: tg.svg and pp.svg (tokens/s per workload, a series
+    /// per device), kernels.svg (each kernel's GB/s as a share of each device's bandwidth).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// Where a number was measured: one column of the tables, one series of the charts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Column {
+    pub device: String,
+    pub runtime: String,
+}
+
+impl Column {
+    pub fn label(&self) -> String {
+        format!("{} · {}", self.device, self.runtime)
+    }
+}
+
+/// One model test of one column (several records of it are pooled).
+#[derive(Clone, Debug)]
+struct TestCell {
+    /// Mean and sd of each record, with its samples.
+    runs: Vec<(f64, f64, Vec<f64>)>,
+    roofline: Option<f64>,
+}
+
+impl TestCell {
+    /// Mean ± sd: a record's own, or over the pooled samples of several.
+    fn stats(&self) -> (f64, f64) {
+        if let [(mean, sd, _)] = self.runs.as_slice() {
+            return (*mean, *sd);
+        }
+        let samples: Vec<f64> = self.runs.iter().flat_map(|r| r.2.iter().copied()).collect();
+        if samples.len() < 2 {
+            let means: Vec<f64> = self.runs.iter().map(|r| r.0).collect();
+            return (mean(&means), 0.0);
+        }
+        (mean(&samples), stddev(&samples))
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn stddev(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// One measured kernel of one column.
+#[derive(Clone, Debug)]
+struct KernelCell {
+    gbs: f64,
+    fraction: Option<f64>,
+    nmse: Option<f64>,
+}
+
+/// Everything the inputs hold, grouped for the tables.
+#[derive(Default)]
+pub struct Merged {
+    /// Per column: what the machine is (for the devices table).
+    machines: BTreeMap<Column, Vec<(String, String)>>,
+    /// workload -> test -> column -> cell; tests keep the order first seen.
+    tests: BTreeMap<String, Vec<(String, BTreeMap<Column, TestCell>)>>,
+    /// (shape, weight format) -> (kernel, detail) -> column -> cell.
+    kernels: BTreeMap<(String, String), Vec<((String, String), BTreeMap<Column, KernelCell>)>>,
+    /// Records read, and those that were neither kind.
+    pub read: usize,
+    pub skipped: usize,
+}
+
+fn text(r: &Map<String, Value>, k: &str) -> String {
+    match r.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn num(r: &Map<String, Value>, k: &str) -> Option<f64> {
+    match r.get(k)? {
+        Value::Number(n) => n.as_f64(),
+        // CSV-born JSON and some tools write numbers as strings.
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .filter(|x| x.is_finite())
+}
+
+fn nums(r: &Map<String, Value>, k: &str) -> Vec<f64> {
+    r.get(k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// The column of a record: wgmoe's say adapter, backend and `--portable`; llama-bench's say
+/// gpu_info (cpu_info for CPU-only runs) and its backends.
+fn column(r: &Map<String, Value>) -> Column {
+    if r.contains_key("record") {
+        let portable = r.get("portable").and_then(Value::as_bool).unwrap_or(false);
+        let backend = text(r, "backend");
+        let device = format!(
+            "{} ({backend}{})",
+            text(r, "adapter"),
+            if portable { ", portable" } else { "" }
+        );
+        Column {
+            device,
+            runtime: "wgmoe".into(),
+        }
+    } else {
+        let gpu = text(r, "gpu_info");
+        let device = if gpu.is_empty() { text(r, "cpu_info") } else { gpu };
+        Column {
+            device: format!("{device} ({})", text(r, "backends")),
+            runtime: "llama.cpp".into(),
+        }
+    }
+}
+
+/// llama-bench's test name: pp512, tg128, pp512+tg128, with " @ d4096" at a depth.
+fn test_name(r: &Map<String, Value>) -> String {
+    if let Some(Value::String(t)) = r.get("test") {
+        return t.clone();
+    }
+    let n = |k: &str| num(r, k).unwrap_or(0.0) as u64;
+    let (p, g, d) = (n("n_prompt"), n("n_gen"), n("n_depth"));
+    let mut t = match (p, g) {
+        (p, 0) => format!("pp{p}"),
+        (0, g) => format!("tg{g}"),
+        (p, g) => format!("pp{p}+tg{g}"),
+    };
+    if d > 0 {
+        t += &format!(" @ d{d}");
+    }
+    t
+}
+
+/// The lines of the devices table that say what a column's machine is.
+fn machine_facts(r: &Map<String, Value>) -> Vec<(String, String)> {
+    let keys: &[&str] = if r.contains_key("record") {
+        &[
+            "vendor_id",
+            "device_id",
+            "device_type",
+            "driver",
+            "driver_info",
+            "os",
+            "wgpu_version",
+            "subgroup_min",
+            "subgroup_max",
+            "f16",
+            "coop_matrix",
+            "build_commit",
+        ]
+    } else {
+        &["cpu_info", "build_commit", "build_number", "n_threads", "flash_attn"]
+    };
+    keys.iter()
+        .map(|k| (k.to_string(), text(r, k)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+impl Merged {
+    /// Add every record of one file.
+    pub fn add(&mut self, records: Vec<Map<String, Value>>) {
+        for r in records {
+            self.read += 1;
+            let kind = r.get("record").and_then(Value::as_str).map(str::to_string);
+            let col = column(&r);
+            match kind.as_deref() {
+                Some(record::KERNEL) => self.add_kernel(&r, &col),
+                Some(record::BENCH) | None if r.contains_key("avg_ts") && r.contains_key("model_type") => {
+                    self.add_test(&r, &col)
+                }
+                _ => {
+                    self.skipped += 1;
+                    continue;
+                }
+            }
+            self.machines.entry(col).or_insert_with(|| machine_facts(&r));
+        }
+    }
+
+    fn add_test(&mut self, r: &Map<String, Value>, col: &Column) {
+        let workload = text(r, "model_type");
+        let test = test_name(r);
+        let run = (
+            num(r, "avg_ts").unwrap_or(0.0),
+            num(r, "stddev_ts").unwrap_or(0.0),
+            nums(r, "samples_ts"),
+        );
+        let tests = self.tests.entry(workload).or_default();
+        let cells = match tests.iter_mut().position(|(t, _)| *t == test) {
+            Some(i) => &mut tests[i].1,
+            None => {
+                tests.push((test, BTreeMap::new()));
+                &mut tests.last_mut().expect("just pushed").1
+            }
+        };
+        let cell = cells.entry(col.clone()).or_insert(TestCell {
+            runs: vec![],
+            roofline: None,
+        });
+        cell.runs.push(run);
+        cell.roofline = cell.roofline.or(num(r, "roofline_ts"));
+    }
+
+    fn add_kernel(&mut self, r: &Map<String, Value>, col: &Column) {
+        let key = (text(r, "shape"), text(r, "weight_format"));
+        let row = (text(r, "kernel"), text(r, "detail"));
+        let cell = KernelCell {
+            gbs: num(r, "gbs").unwrap_or(0.0),
+            fraction: num(r, "bw_fraction"),
+            nmse: num(r, "nmse"),
+        };
+        let rows = self.kernels.entry(key).or_default();
+        match rows.iter_mut().find(|(k, _)| *k == row) {
+            Some((_, cells)) => {
+                cells.insert(col.clone(), cell);
+            }
+            None => rows.push((row, BTreeMap::from([(col.clone(), cell)]))),
+        }
+    }
+
+    /// Every column, in order: by device, wgmoe before llama.cpp.
+    pub fn columns(&self) -> Vec<Column> {
+        let mut c: Vec<Column> = self.machines.keys().cloned().collect();
+        c.sort_by(|a, b| (&a.device, a.runtime != "wgmoe").cmp(&(&b.device, b.runtime != "wgmoe")));
+        c
+    }
+
+    /// The markdown report.
+    pub fn markdown(&self, sources: &[String]) -> String {
+        let columns = self.columns();
+        let mut s = String::from("# wgmoe report\n\n");
+        s += &format!(
+            "{} records from {}{}.\n\n",
+            self.read,
+            sources.join(", "),
+            if self.skipped > 0 {
+                format!(" ({} of another kind skipped)", self.skipped)
+            } else {
+                String::new()
+            }
+        );
+        s += "## Devices\n\n| device | runtime | facts |\n| --- | --- | --- |\n";
+        for c in &columns {
+            let facts = self.machines[c]
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            s += &format!("| {} | {} | {} |\n", cell_text(&c.device), c.runtime, cell_text(&facts));
+        }
+        for (workload, tests) in &self.tests {
+            let used: Vec<&Column> = columns
+                .iter()
+                .filter(|c| tests.iter().any(|(_, cells)| cells.contains_key(c)))
+                .collect();
+            s += &format!("\n## {workload}\n\ntokens/s, mean ± sd over repetitions");
+            s += " (with the share of the bandwidth roofline where wgmoe measured it)\n\n| test |";
+            for c in &used {
+                s += &format!(" {} |", cell_text(&c.label()));
+            }
+            s += "\n| --- |";
+            s += &" ---: |".repeat(used.len());
+            s += "\n";
+            for (test, cells) in tests {
+                s += &format!("| {test} |");
+                for c in &used {
+                    s += &match cells.get(c) {
+                        None => " - |".to_string(),
+                        Some(cell) => {
+                            let (m, sd) = cell.stats();
+                            let roof = cell
+                                .roofline
+                                .filter(|r| *r > 0.0)
+                                .map_or(String::new(), |r| format!(" ({:.0}% of roofline)", 100.0 * m / r));
+                            format!(" {m:.2} ± {sd:.2}{roof} |")
+                        }
+                    };
+                }
+                s += "\n";
+            }
+        }
+        for ((shape, format), rows) in &self.kernels {
+            let used: Vec<&Column> = columns
+                .iter()
+                .filter(|c| rows.iter().any(|(_, cells)| cells.contains_key(c)))
+                .collect();
+            s += &format!(
+                "\n## Kernels: {shape}, {format} weights\n\nGB/s (share of the device's copy bandwidth); \
+                 NMSE against the f64 CPU reference\n\n| kernel | detail |"
+            );
+            for c in &used {
+                s += &format!(" {} |", cell_text(&c.label()));
+            }
+            s += "\n| --- | --- |";
+            s += &" ---: |".repeat(used.len());
+            s += "\n";
+            for ((kernel, detail), cells) in rows {
+                s += &format!("| {kernel} | {} |", cell_text(detail));
+                for c in &used {
+                    s += &match cells.get(c) {
+                        None => " - |".to_string(),
+                        Some(k) => {
+                            let share = k.fraction.map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
+                            let nmse = k.nmse.map_or(String::new(), |e| format!(", NMSE {e:.1e}"));
+                            format!(" {:.1}{share}{nmse} |", k.gbs)
+                        }
+                    };
+                }
+                s += "\n";
+            }
+        }
+        s
+    }
+
+    /// Charts into `dir`: tg.svg and pp.svg when there are such tests, kernels.svg when there are
+    /// kernel records. Returns the files written.
+    pub fn svgs(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let columns = self.columns();
+        let mut written = Vec::new();
+        for (file, title, decode) in [
+            ("tg.svg", "Generation (tg), tokens/s", true),
+            ("pp.svg", "Prompt processing (pp), tokens/s", false),
+        ] {
+            let mut categories = Vec::new();
+            let mut values: Vec<Vec<Option<f64>>> = vec![vec![]; columns.len()];
+            for (workload, tests) in &self.tests {
+                for (test, cells) in tests {
+                    if test.starts_with("tg") != decode {
+                        continue;
+                    }
+                    categories.push(format!("{workload} {test}"));
+                    for (j, c) in columns.iter().enumerate() {
+                        values[j].push(cells.get(c).map(|cell| cell.stats().0));
+                    }
+                }
+            }
+            if categories.is_empty() {
+                continue;
+            }
+            let path = dir.join(file);
+            bar_chart(&path, title, "tokens/s", &categories, &series(&columns, values))?;
+            written.push(path);
+        }
+        let mut categories = Vec::new();
+        let mut values: Vec<Vec<Option<f64>>> = vec![vec![]; columns.len()];
+        for ((shape, format), rows) in &self.kernels {
+            for ((kernel, detail), cells) in rows {
+                categories.push(format!("{shape} {format} {kernel} {detail}"));
+                for (j, c) in columns.iter().enumerate() {
+                    values[j].push(cells.get(c).and_then(|k| k.fraction).map(|f| 100.0 * f));
+                }
+            }
+        }
+        if !categories.is_empty() {
+            let path = dir.join("kernels.svg");
+            let title = "Kernel bandwidth, % of each device's copy bandwidth";
+            bar_chart(
+                &path,
+                title,
+                "% of copy bandwidth",
+                &categories,
+                &series(&columns, values),
+            )?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// The columns that have a value, as chart series.
+fn series(columns: &[Column], values: Vec<Vec<Option<f64>>>) -> Vec<(String, Vec<Option<f64>>)> {
+    columns
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| v.iter().any(Option::is_some))
+        .map(|(c, v)| (c.label(), v))
+        .collect()
+}
+
+/// A markdown cell's text: no bars or line breaks.
+fn cell_text(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Horizontal grouped bars: a group per category, a bar (and a legend entry) per series.
+fn bar_chart(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::io(path, std::io::Error::other(e.to_string()));
+    let n = categories.len();
+    let k = series.len().max(1);
+    let bar = 14u32;
+    let group = bar * k as u32 + 12;
+    let legend = 22 * k as u32 + 20;
+    let height = 110 + group * n as u32 + legend;
+    let label_width = categories.iter().map(|c| c.chars().count()).max().unwrap_or(10) as u32 * 7 + 20;
+    let max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten())
+        .fold(0.0f64, |a, &b| a.max(b));
+    let top = if max > 0.0 { max * 1.15 } else { 1.0 };
+    let root = SVGBackend::new(path, (1100 + label_width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let (plot, legend_area) = root.split_vertically(height - legend);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(0f64..top, 0f64..n as f64)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc(unit)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    // The category names, right-aligned left of the axis, top to bottom.
+    let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    for (i, name) in categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(0.0, (n - i) as f64 - 0.5));
+        plot.draw(&Text::new(name.clone(), (x - 6, y), style.clone()))
+            .map_err(|e| fail(&e))?;
+    }
+    // Each bar takes its share of its category's height, the first series on top.
+    let slot = 1.0 / (k as f64 + 0.8);
+    for (j, (_, values)) in series.iter().enumerate() {
+        let color = Palette99::pick(j).mix(0.9);
+        let bars = values.iter().enumerate().filter_map(|(i, v)| {
+            let v = (*v)?;
+            let y1 = (n - i) as f64 - 0.4 * slot - j as f64 * slot;
+            Some(Rectangle::new([(0.0, y1 - slot * 0.9), (v, y1)], color.filled()))
+        });
+        chart.draw_series(bars).map_err(|e| fail(&e))?;
+    }
+    // The legend sits below the plot (over the bars it would hide some): one entry per series.
+    let mut legend_chart = ChartBuilder::on(&legend_area)
+        .margin(12)
+        .build_cartesian_2d(0f64..1.0, 0f64..1.0)
+        .map_err(|e| fail(&e))?;
+    for (j, (name, _)) in series.iter().enumerate() {
+        let color = Palette99::pick(j).mix(0.9);
+        legend_chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(|e| fail(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    legend_chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// Read every file, merge, write the markdown (and the charts).
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let mut merged = Merged::default();
+    let mut sources = Vec::new();
+    for f in &args.files {
+        let text = wgmoe::internals::input::read_text(f, 1 << 30, "record file")?;
+        merged.add(record::parse(&text, &f.display().to_string())?);
+        sources.push(f.display().to_string());
+    }
+    if merged.read == merged.skipped {
+        return Err(Error::bad_input(format!(
+            "no benchmark records in {}: give files written by `wgmoe bench -o json`, `wgmoe bench-kernels -o json` or `llama-bench -o json`",
+            sources.join(", ")
+        )));
+    }
+    let md = merged.markdown(&sources);
+    match &args.output {
+        Some(path) => std::fs::write(path, &md).map_err(|e| Error::io(path, e))?,
+        None => print!("{md}"),
+    }
+    if let Some(dir) = &args.svg {
+        for p in merged.svgs(dir)? {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
