@@ -309,10 +309,9 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
         assert!(summary.contains(k), "{summary}");
     }
 
-    let json = bench_model::to_json(&report);
-    let rows = json.as_array().unwrap();
+    let rows = bench_model::records(&report);
     assert_eq!(rows.len(), 2);
-    for r in rows {
+    for r in &rows {
         for k in [
             "model_type",
             "model_size",
@@ -331,7 +330,7 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
             "driver",
             "weight_format",
         ] {
-            assert!(r.get(k).is_some(), "JSON row lacks {k}: {r}");
+            assert!(r.get(k).is_some(), "JSON row lacks {k}: {r:?}");
         }
         assert_eq!(r["model_n_params"], 2_496_000);
         assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
@@ -344,7 +343,7 @@ fn bench_tiny_reports_pp_tg_json_and_profile() {
         (rows[1]["n_prompt"].as_u64(), rows[1]["n_gen"].as_u64()),
         (Some(0), Some(6))
     );
-    assert!(rows[0].get("roofline_fraction").is_none());
+    assert!(rows[0]["roofline_fraction"].is_null());
     assert!(rows[1]["roofline_fraction"].as_f64().unwrap() > 0.0);
 
     match report.profile.as_ref().unwrap() {
@@ -487,9 +486,8 @@ fn depth_runs_on_a_filled_cache() {
     let report = bench_model::measure(&model, info, &args).unwrap();
     let names: Vec<String> = report.results.iter().map(|t| t.name()).collect();
     assert_eq!(names, ["pp8 @ d530", "tg4 @ d530"]);
-    let json = bench_model::to_json(&report);
-    let rows = json.as_array().unwrap();
-    assert!(rows.iter().all(|r| r["n_depth"] == 530), "{json}");
+    let rows = bench_model::records(&report);
+    assert!(rows.iter().all(|r| r["n_depth"] == 530), "{rows:?}");
     assert!(report.results.iter().all(|t| t.avg_ts() > 0.0));
 }
 

@@ -91,8 +91,8 @@ struct KernelCell {
 /// Everything the inputs hold, grouped for the tables.
 #[derive(Default)]
 pub struct Merged {
-    /// Per column: what the machine is (for the devices table).
-    machines: BTreeMap<Column, Vec<(String, String)>>,
+    /// Per column, in the order the inputs first name them: what the machine is.
+    machines: Vec<(Column, Vec<(String, String)>)>,
     /// workload -> test -> column -> cell; tests keep the order first seen.
     tests: BTreeMap<String, Vec<(String, BTreeMap<Column, TestCell>)>>,
     /// (shape, weight format) -> (kernel, detail) -> column -> cell.
@@ -213,7 +213,9 @@ impl Merged {
                     continue;
                 }
             }
-            self.machines.entry(col).or_insert_with(|| machine_facts(&r));
+            if !self.machines.iter().any(|(c, _)| *c == col) {
+                self.machines.push((col, machine_facts(&r)));
+            }
         }
     }
 
@@ -258,11 +260,9 @@ impl Merged {
         }
     }
 
-    /// Every column, in order: by device, wgmoe before llama.cpp.
+    /// Every column, in the order the inputs first name them.
     pub fn columns(&self) -> Vec<Column> {
-        let mut c: Vec<Column> = self.machines.keys().cloned().collect();
-        c.sort_by(|a, b| (&a.device, a.runtime != "wgmoe").cmp(&(&b.device, b.runtime != "wgmoe")));
-        c
+        self.machines.iter().map(|(c, _)| c.clone()).collect()
     }
 
     /// The markdown report.
@@ -280,8 +280,8 @@ impl Merged {
             }
         );
         s += "## Devices\n\n| device | runtime | facts |\n| --- | --- | --- |\n";
-        for c in &columns {
-            let facts = self.machines[c]
+        for (c, facts) in &self.machines {
+            let facts = facts
                 .iter()
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
