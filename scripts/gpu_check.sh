@@ -74,7 +74,7 @@ print(f'{sys.argv[3]:>18} {sys.argv[4]:>7}: max |logit error| {e:.2e}', 'ok' if 
 done
 
 step kernel benchmark
-timeout 300 $w bench-kernels --json > "$out/kernels.json" 2>"$out/kernels.err"
+timeout 300 $w bench-kernels -o json > "$out/records-kernels.json" 2>"$out/kernels.err"
 timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-a3b 2>&1 | tee "$out/kernels.md"
 # Packed weights: the decode GEMVs and expert kernels per format (issue 10's >= 70% of copy
 # bandwidth targets for q4_k, q8_0 and mxfp4).
@@ -84,7 +84,8 @@ WGMOE_COOP_MATRIX=0 timeout 300 $w bench-kernels --shapes olmoe-1b-7b,qwen3-30b-
 
 step model benchmark
 for s in olmoe-1b-7b qwen3-30b-a3b; do
-    timeout 300 $w bench --synthetic "$s" --profile 2>&1 | tee "$out/bench-$s.md"
+    # Records for `wgmoe report` on stdout; the summary and the per-family profile on stderr.
+    timeout 300 $w bench --synthetic "$s" --profile -o json > "$out/records-$s.json" 2> >(tee "$out/bench-$s.md" >&2)
     # The context target: decode at 8,192 tokens of context against the run above.
     timeout 300 $w bench --synthetic "$s" -p 0 -n 128 -r 3 -d 8192 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
     # ... and with the q8 cache, which reads 56% of f16's bytes per token of context.
@@ -92,10 +93,10 @@ for s in olmoe-1b-7b qwen3-30b-a3b; do
     # Prefill on the portable tiles, against the cooperative-matrix default above.
     WGMOE_COOP_MATRIX=0 timeout 300 $w bench --synthetic "$s" -n 0 -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
     # Packed weights (issue 10: OLMoE Q4_K tg128 >= 1.8x its f16 tg128).
-    for q in q4_k q8_0 mxfp4; do
-        timeout 300 $w bench --synthetic "$s" --dtype $q -r 3 2>&1 | tail -3 | tee -a "$out/bench-$s.md"
-    done
+    timeout 600 $w bench --synthetic "$s" --dtype q4_k,q8_0,mxfp4 -r 3 -o json > "$out/records-$s-packed.json" 2>>"$out/bench-$s.md"
 done
+# Every record in one report: a table per workload, charts of tg, pp and kernel bandwidth.
+$w report "$out"/records-*.json -o "$out/report.md" --svg "$out/svg" && cat "$out/report.md"
 
 fi
 
