@@ -617,7 +617,11 @@ fn plan_picks_paths() {
         match plan(ctx, &d).unwrap() {
             AttnPlan::Rows { heads, chunks, .. } => {
                 assert_eq!(heads, 8, "a KV group's 8 heads share one workgroup");
-                assert_eq!(chunks > 1, splits_by_default(), "decode splits the keys on Vulkan: {chunks}");
+                assert_eq!(
+                    chunks > 1,
+                    splits_by_default(),
+                    "decode splits the keys on Vulkan: {chunks}"
+                );
             }
             p => panic!("decode: {p:?}"),
         }
