@@ -101,7 +101,11 @@ pub fn list_adapters() -> Result<Vec<AdapterEntry>> {
 
 /// What stops wgmoe's kernels on `adapter` (its own limits, which a device may request).
 fn unmet(adapter: &wgpu::Adapter) -> Vec<String> {
-    crate::kernels::needs().unmet(&adapter.limits(), needs::has_compute(adapter))
+    let (limits, compute) = (adapter.limits(), needs::has_compute(adapter));
+    if compute && needs::meets_webgpu_defaults(&limits) {
+        return Vec::new();
+    }
+    crate::kernels::needs().unmet(&limits, compute)
 }
 
 /// Each adapter on any backend of this build, `WGPU_BACKEND` aside (the other variables wgpu

@@ -24,6 +24,16 @@ pub struct Need {
 #[derive(Clone, Debug)]
 pub struct Needs(pub Vec<Need>);
 
+/// The limits a [`Need`] can name.
+const LIMIT_NAMES: [&str; 6] = [
+    "max_storage_buffers_per_shader_stage",
+    "max_uniform_buffers_per_shader_stage",
+    "max_bindings_per_bind_group",
+    "max_compute_workgroup_storage_size",
+    "max_compute_invocations_per_workgroup",
+    "max_compute_workgroup_size_x",
+];
+
 /// A limit's value by the name [`Need::limit_name`] uses.
 fn limit(limits: &wgpu::Limits, name: &str) -> Option<u64> {
     Some(match name {
@@ -114,6 +124,15 @@ impl Needs {
     }
 }
 
+/// Whether `limits` reach WebGPU's defaults in every limit a [`Need`] names. Every kernel runs
+/// within those defaults (the `--portable` twins; `counts_come_from_the_entry_points` checks the
+/// counted needs too), so such an adapter needs no closer look, and opening it skips reflecting
+/// every kernel's source (a quarter of a second).
+pub fn meets_webgpu_defaults(limits: &wgpu::Limits) -> bool {
+    let webgpu = wgpu::Limits::default();
+    LIMIT_NAMES.iter().all(|n| limit(limits, n) >= limit(&webgpu, n))
+}
+
 /// Whether `adapter` runs compute shaders (every backend but OpenGL ES 3.0 / WebGL 2 does).
 pub fn has_compute(adapter: &wgpu::Adapter) -> bool {
     adapter
@@ -148,6 +167,13 @@ mod tests {
         let ours = crate::kernels::needs();
         assert!(ours.unmet(&wgpu::Limits::default(), true).is_empty(), "{ours:?}");
         assert!(ours.0[0].needed >= 4, "{ours:?}");
+        assert!(ours.0.iter().all(|n| LIMIT_NAMES.contains(&n.limit_name)));
+        assert!(meets_webgpu_defaults(&wgpu::Limits::default()));
+        let gles = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: 4,
+            ..wgpu::Limits::default()
+        };
+        assert!(!meets_webgpu_defaults(&gles));
     }
 
     #[test]
