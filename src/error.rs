@@ -77,6 +77,11 @@ pub enum Error {
     )]
     NoAdapter { backends: String },
 
+    /// `WGPU_BACKEND` names no backend wgpu knows, or allows only backends with no adapter (the
+    /// message says which backends have one).
+    #[error("{0}")]
+    BackendEnv(String),
+
     #[error("no adapter matches --device {selector:?}. Available adapters:\n{available}")]
     NoMatchingAdapter { selector: String, available: String },
 

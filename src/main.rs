@@ -632,12 +632,7 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
 }
 
 fn devices(opts: &DeviceOptions) -> Result<()> {
-    let entries = gpu::list_adapters();
-    if entries.is_empty() {
-        return Err(Error::NoAdapter {
-            backends: "vulkan, metal, dx12".into(),
-        });
-    }
+    let entries = gpu::list_adapters()?;
     let chosen = gpu::Context::new(opts)
         .ok()
         .map(|c| (c.info.name.clone(), c.info.backend));
@@ -671,12 +666,16 @@ fn devices(opts: &DeviceOptions) -> Result<()> {
             c.immediate_bytes
         );
         println!(
-            "    max storage binding {}, max buffer {}, workgroup storage {} B, invocations per workgroup {}",
+            "    max storage binding {}, max buffer {}, workgroup storage {} B, invocations per workgroup {}, storage buffers per stage {}",
             bytes(c.max_storage_binding),
             bytes(c.max_buffer),
             c.max_workgroup_storage,
-            c.max_invocations
+            c.max_invocations,
+            c.max_storage_buffers_per_stage
         );
+        for why in &e.unmet {
+            println!("    cannot run wgmoe: {why}");
+        }
     }
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! The wgpu context: adapter choice, capabilities, buffers, read-back, GPU timers, shader sources
 //! and their interfaces ([`shader`]), pipelines and recorded dispatches ([`Dispatch`]).
 
+pub mod backends;
 mod buffer;
 mod caps;
 mod dispatch;
 mod format;
+mod needs;
 pub mod shader;
 mod timer;
 
@@ -12,6 +14,7 @@ pub use buffer::{DType, Tensor, Weight, WeightChunk};
 pub use caps::Caps;
 pub use dispatch::{grid, window, Dispatch};
 pub use format::{Format, FORMATS};
+pub use needs::{EntryBindings, Need, Needs};
 pub use shader::{Compose, Shader};
 pub use timer::GpuTimer;
 
@@ -47,27 +50,75 @@ pub struct AdapterEntry {
     pub adapter: wgpu::Adapter,
     pub info: wgpu::AdapterInfo,
     pub caps: Caps,
+    /// What stops wgmoe's kernels on this adapter ([`Needs::unmet`]), one line each; empty when
+    /// nothing does.
+    pub unmet: Vec<String>,
 }
 
 fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 
-/// Every adapter on every backend this build of wgpu has, in the instance's order.
-pub fn list_adapters() -> Vec<AdapterEntry> {
+/// Every adapter on every backend this build of wgpu has (those `WGPU_BACKEND` allows), in the
+/// instance's order; none is an error that says why: a `WGPU_BACKEND` that names no backend wgpu
+/// knows, one that allows only backends without an adapter (naming where adapters are), or no
+/// driver at all.
+pub fn list_adapters() -> Result<Vec<AdapterEntry>> {
+    let filter = backends::BackendFilter::from_env();
+    if let Some(why) = filter.as_ref().and_then(|f| f.misspelt()) {
+        return Err(Error::BackendEnv(why));
+    }
     let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
-    adapters
+    if adapters.is_empty() {
+        let elsewhere = match &filter {
+            Some(_) => adapters_ignoring_env(),
+            None => Vec::new(),
+        };
+        return Err(match filter {
+            Some(f) if !elsewhere.is_empty() => Error::BackendEnv(f.excluded(&elsewhere)),
+            _ => Error::NoAdapter {
+                backends: backends::names(backends::built_in()),
+            },
+        });
+    }
+    Ok(adapters
         .into_iter()
         .enumerate()
         .map(|(index, adapter)| {
             let info = adapter.get_info();
             let caps = Caps::of_adapter(&adapter, &adapter.limits(), false);
+            let unmet = unmet(&adapter);
             AdapterEntry {
                 index,
                 adapter,
                 info,
                 caps,
+                unmet,
             }
+        })
+        .collect())
+}
+
+/// What stops wgmoe's kernels on `adapter` (its own limits, which a device may request).
+fn unmet(adapter: &wgpu::Adapter) -> Vec<String> {
+    let (limits, compute) = (adapter.limits(), needs::has_compute(adapter));
+    if compute && needs::meets_webgpu_defaults(&limits) {
+        return Vec::new();
+    }
+    crate::kernels::needs().unmet(&limits, compute)
+}
+
+/// Each adapter on any backend of this build, `WGPU_BACKEND` aside (the other variables wgpu
+/// reads still apply), as (backend, name): what an error can offer instead.
+fn adapters_ignoring_env() -> Vec<(wgpu::Backends, String)> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::all();
+    let adapters = pollster::block_on(wgpu::Instance::new(desc).enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            (info.backend.into(), info.name)
         })
         .collect()
 }
@@ -112,12 +163,15 @@ fn matches(entry: &AdapterEntry, selector: &str) -> bool {
     if let Ok(i) = selector.parse::<usize>() {
         return entry.index == i;
     }
-    let s = selector.to_ascii_lowercase();
-    let backend = backend_name(entry.info.backend);
-    if ["vulkan", "metal", "dx12", "gl", "webgpu"].contains(&s.as_str()) {
-        return backend == s;
+    // A backend in any of wgpu's spellings (`gl`, `gles`, `opengl`, `vk`, ...), as WGPU_BACKEND takes.
+    if let Some(b) = backends::parse_backend(selector) {
+        return wgpu::Backends::from(entry.info.backend) == b;
     }
-    entry.info.name.to_ascii_lowercase().contains(&s)
+    entry
+        .info
+        .name
+        .to_ascii_lowercase()
+        .contains(&selector.to_ascii_lowercase())
 }
 
 /// One line per adapter, for errors that need to say what exists.
@@ -194,12 +248,7 @@ impl Context {
     /// Choose an adapter as `opts` says and open it with the adapter's own limits (or WebGPU's
     /// defaults when `portable`).
     pub fn new(opts: &DeviceOptions) -> Result<Self> {
-        let entries = list_adapters();
-        if entries.is_empty() {
-            return Err(Error::NoAdapter {
-                backends: "vulkan, metal, dx12, gl".into(),
-            });
-        }
+        let entries = list_adapters()?;
         let candidates: Vec<&AdapterEntry> = match &opts.selector {
             Some(sel) => entries.iter().filter(|e| matches(e, sel)).collect(),
             None => entries.iter().collect(),
@@ -223,6 +272,18 @@ impl Context {
 
     fn open(adapter: &wgpu::Adapter, portable: bool) -> Result<Self> {
         let info = adapter.get_info();
+        let unmet = unmet(adapter);
+        if !unmet.is_empty() {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "{} ({}) cannot run wgmoe's kernels: {}. Choose another adapter with --device \
+                     (`wgmoe devices` lists them)",
+                    info.name,
+                    backend_name(info.backend),
+                    unmet.join("; ")
+                ),
+            });
+        }
         let (features, limits, experimental) = if portable {
             (
                 wgpu::Features::empty(),

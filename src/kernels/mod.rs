@@ -18,7 +18,7 @@ pub mod router;
 pub mod sampling;
 pub mod swiglu;
 
-use crate::gpu::{Compose, FORMATS};
+use crate::gpu::{Compose, EntryBindings, Needs, FORMATS};
 
 /// Every mode of the GEMM bodies (src/kernels/matmul/variant.rs).
 pub const GEMM_MODES: &[&matmul::Mode] = &[&matmul::DENSE, &moe::GATE_UP, &moe::DOWN];
@@ -43,6 +43,57 @@ pub fn all_variants() -> Vec<Compose<'static>> {
     v
 }
 
+/// What the kernels need of an adapter ([`Needs`]): the buffers each entry point of every variant
+/// binds, as naga reflects the composed source (wgpu lays out each pipeline from the same
+/// reflection). Made once per process.
+pub fn needs() -> &'static Needs {
+    static NEEDS: std::sync::OnceLock<Needs> = std::sync::OnceLock::new();
+    NEEDS.get_or_init(|| {
+        let entries: Vec<EntryBindings> = all_variants().iter().flat_map(entry_bindings).collect();
+        Needs::of(&entries)
+    })
+}
+
+/// The storage and uniform buffers each entry point of `c` uses (without subgroups: the same
+/// bindings either way). A source naga does not take counts nothing here; its pipeline's own
+/// error names it, and `interface_tests` keeps every variant valid.
+fn entry_bindings(c: &Compose<'_>) -> Vec<EntryBindings> {
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let shader = c.build(false);
+    let Ok(module) = naga::front::wgsl::parse_str(&shader.source) else {
+        return Vec::new();
+    };
+    let Ok(info) = Validator::new(ValidationFlags::empty(), Capabilities::all()).validate(&module) else {
+        return Vec::new();
+    };
+    module
+        .entry_points
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let used = info.get_entry_point(i);
+            let (mut storage, mut uniform) = (0, 0);
+            for (h, g) in module.global_variables.iter() {
+                if used[h].is_empty() {
+                    continue;
+                }
+                match g.space {
+                    naga::AddressSpace::Storage { .. } => storage += 1,
+                    naga::AddressSpace::Uniform => uniform += 1,
+                    _ => {}
+                }
+            }
+            EntryBindings {
+                what: format!("{} {}", c.family(), ep.name),
+                storage,
+                uniform,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod gles_tests;
 #[cfg(test)]
 mod interface_tests;
 
