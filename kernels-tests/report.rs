@@ -44,10 +44,12 @@ fn json_records(text: &str) -> Vec<Record> {
 
 /// A tiny-model benchmark on lavapipe: pp16 and tg8, 3 repetitions.
 fn bench_tiny(portable: bool, output: &str) -> String {
-    let mut args = vec![];
-    if portable {
-        args.push("--portable");
-    }
+    bench_tiny_on(&[if portable { "--portable" } else { "" }], output)
+}
+
+/// [`bench_tiny`] with these global options (`--device gl`, `--portable`).
+fn bench_tiny_on(options: &[&str], output: &str) -> String {
+    let mut args: Vec<&str> = options.iter().copied().filter(|o| !o.is_empty()).collect();
     args.extend([
         "bench",
         "--synthetic",
@@ -470,8 +472,9 @@ fn assert_series(path: &Path, devices: &[String], categories: usize) {
     );
 }
 
-/// The report of the devices CI has (lavapipe, and lavapipe with --portable), the one the README
-/// shows: target/report/report.md and its charts. Its tables hold each run's numbers, a column per
+/// The report of the devices CI has (lavapipe, lavapipe with --portable, and llvmpipe through
+/// wgpu's GL backend where EGL finds it), the one the README shows: target/report/report.md and
+/// its charts. Its tables hold each run's numbers, a column per
 /// device; the charts hold a series per device. Then round trip with llama.cpp: a llama-bench JSON
 /// for the same model lands in the same table, in a column of its own, with its own numbers.
 #[test]
@@ -490,11 +493,15 @@ fn report_from_ci_devices() {
         "-o",
         "json",
     ]);
-    let inputs = [
+    let gl_text = run(&["devices"])
+        .contains("backend gl")
+        .then(|| bench_tiny_on(&["--device", "gl"], "json"));
+    let mut inputs = vec![
         ("lavapipe.json", &fast_text),
         ("lavapipe-portable.json", &portable_text),
-        ("lavapipe-kernels.json", &kernels_text),
     ];
+    inputs.extend(gl_text.as_ref().map(|t| ("llvmpipe-gl.json", t)));
+    inputs.push(("lavapipe-kernels.json", &kernels_text));
     let mut files = Vec::new();
     for (name, text) in inputs {
         files.push(dir.join(name));
@@ -505,10 +512,15 @@ fn report_from_ci_devices() {
     let fast = json_records(&fast_text);
     let portable = json_records(&portable_text);
     let adapter = fast[0]["adapter"].as_str().unwrap();
-    let devices = [
+    let gl = gl_text.as_deref().map(json_records);
+    let mut devices = vec![
         format!("{adapter} (vulkan) · wgmoe"),
         format!("{adapter} (vulkan, portable) · wgmoe"),
     ];
+    if let Some(gl) = &gl {
+        devices.push(format!("{} (gl) · wgmoe", gl[0]["adapter"].as_str().unwrap()));
+    }
+    let runs: Vec<&Vec<Record>> = [&fast, &portable].into_iter().chain(gl.as_ref()).collect();
     let cell = |r: &Record| {
         format!(
             "{:.2} ± {:.2}",
@@ -540,7 +552,7 @@ fn report_from_ci_devices() {
     check_model_table(&md, &[]);
     // The devices table says what each machine is.
     let (_, machines) = table(&md, "Devices");
-    assert_eq!(machines.len(), 2, "{machines:?}");
+    assert_eq!(machines.len(), devices.len(), "{machines:?}");
     assert!(
         machines.iter().all(|d| d[2].contains("wgpu_version: 30.")),
         "{machines:?}"
@@ -575,7 +587,7 @@ fn report_from_ci_devices() {
     let rows = check_model_table(&md, std::slice::from_ref(&llama_column));
     let llama = json_records(&llama_text);
     for (row, r) in rows.iter().zip(&llama) {
-        assert_eq!(row[3], cell(r), "{row:?}");
+        assert_eq!(row[1 + runs.len()], cell(r), "{row:?}");
     }
     let all: Vec<String> = devices.iter().cloned().chain([llama_column]).collect();
     assert_series(&trip.join("svg").join("tg.svg"), &all, 1);
