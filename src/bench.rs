@@ -222,8 +222,9 @@ const DECODE_CONTEXT: usize = 1024;
 /// The position the per-token kernels (rope, sample) run at.
 const STEP_POS: u32 = 100;
 
-/// The kernels of one model shape, in decode (T = 1) and prefill (T = 512) forms.
-fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
+/// The kernels of one model shape, in decode (T = 1) and prefill (T = 512) forms, each with the
+/// probe its correctness check runs.
+pub fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     use kernels::attention::{attention, AttnSpec, KvDtype};
     use kernels::matmul::{matmul, MatmulSpec};
     let mut out = Vec::new();
