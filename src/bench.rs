@@ -1,12 +1,17 @@
 //! The kernel benchmark behind `wgmoe bench-kernels` and `cargo bench`: every kernel at the real
 //! shapes of the target models, timed on the GPU (timestamp queries; wall clock where absent), with
 //! GB/s, GFLOP/s and the fraction of the adapter's measured copy bandwidth (the roofline for
-//! decode). This module measures and returns rows; the binary parses arguments and prints them.
+//! decode), and checked: each case's kernel also runs at a reduced shape against an f64 CPU
+//! reference ([`crate::bench_reference`]), as llama.cpp's test-backend-ops shares cases between
+//! its perf and eval modes. This module measures and returns rows and their records
+//! ([`records`]); the binary parses arguments and prints them.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::gpu::{Context, DType, GpuTimer, Tensor};
+use crate::internals::bench_reference::{self as reference, Check, Probe};
 use crate::kernels;
+use serde_json::{json, Map, Value};
 
 /// What [`measure`] times.
 #[derive(Clone, Debug)]
@@ -17,8 +22,10 @@ pub struct BenchOptions {
     /// Weight formats, one row per kernel, shape and format (f16, bf16, f32, q4_k, q8_0, mxfp4,
     /// ...); a matrix whose rows are not whole blocks takes [`DType::for_row`]'s fallback.
     pub dtypes: Vec<DType>,
-    /// Minimum GPU time per measurement, in milliseconds (a kernel is repeated to reach it).
+    /// Minimum GPU time per sample, in milliseconds (a kernel is repeated to reach it).
     pub min_ms: f64,
+    /// Timed samples per kernel (mean and sd over them).
+    pub repetitions: usize,
     /// Only kernels whose name contains this.
     pub filter: Option<String>,
 }
@@ -29,6 +36,7 @@ impl Default for BenchOptions {
             shapes: vec!["tiny".into()],
             dtypes: vec![DType::F16],
             min_ms: 20.0,
+            repetitions: 5,
             filter: None,
         }
     }
@@ -84,7 +92,7 @@ pub fn shape(name: &str) -> Result<Shape> {
     })
 }
 
-/// One measured kernel.
+/// One measured and checked kernel.
 #[derive(Clone, Debug)]
 pub struct Row {
     pub shape: String,
@@ -92,35 +100,74 @@ pub struct Row {
     pub dtype: DType,
     pub kernel: String,
     pub detail: String,
-    pub us: f64,
+    /// GPU microseconds of one run, per timed sample.
+    pub samples_us: Vec<f64>,
     pub bytes: f64,
     pub flops: f64,
     pub copy_gbs: f64,
+    /// The same kernel at a reduced shape against the f64 reference.
+    pub check: Check,
 }
 
 impl Row {
+    /// Mean microseconds over the samples.
+    pub fn avg_us(&self) -> f64 {
+        mean(&self.samples_us)
+    }
+    /// Sample standard deviation (n - 1) of the microseconds; 0 for one sample.
+    pub fn stddev_us(&self) -> f64 {
+        stddev(&self.samples_us)
+    }
     pub fn gbs(&self) -> f64 {
-        self.bytes / self.us * 1e-3
+        self.bytes / self.avg_us() * 1e-3
     }
     pub fn gflops(&self) -> f64 {
-        self.flops / self.us * 1e-3
+        self.flops / self.avg_us() * 1e-3
     }
-    pub fn roofline(&self) -> f64 {
+    /// GB/s as a fraction of the measured copy bandwidth.
+    pub fn bw_fraction(&self) -> f64 {
         self.gbs() / self.copy_gbs
     }
 }
 
-/// A kernel to time: its dispatches and the bytes and FLOPs one run moves and computes.
+/// The mean of `v` (0 when empty).
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The sample standard deviation of `v` (n - 1 in the denominator, as llama-bench's); 0 below two
+/// values.
+pub fn stddev(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// A kernel to time: its dispatches, the bytes and FLOPs one run moves and computes, and what its
+/// correctness check runs.
 pub struct Case {
     pub kernel: &'static str,
     pub detail: String,
     pub dispatches: Vec<Dispatch>,
     pub bytes: f64,
     pub flops: f64,
+    pub probe: Probe,
 }
 
-/// GPU seconds for one run of `dispatches`, repeated in one pass until `min_ms` is reached.
-pub fn time_dispatches(ctx: &Context, timer: &GpuTimer, dispatches: &[Dispatch], min_ms: f64) -> Result<f64> {
+/// GPU seconds of one run of `dispatches`, per sample: a warm-up, then `samples` measurements, each
+/// repeating the dispatches in one pass until `min_ms` is reached.
+pub fn time_samples(
+    ctx: &Context,
+    timer: &GpuTimer,
+    dispatches: &[Dispatch],
+    min_ms: f64,
+    samples: usize,
+) -> Result<Vec<f64>> {
     let run = |reps: usize| {
         timer.time_pass(ctx, |pass| {
             for _ in 0..reps {
@@ -133,10 +180,12 @@ pub fn time_dispatches(ctx: &Context, timer: &GpuTimer, dispatches: &[Dispatch],
     run(1)?; // warm-up: pipeline first use, caches
     let once = run(1)?.max(1e-7);
     let reps = ((min_ms * 1e-3 / once).ceil() as usize).clamp(1, 10_000);
-    let mut samples = Vec::new();
-    for _ in 0..3 {
-        samples.push(run(reps)? / reps as f64);
-    }
+    (0..samples).map(|_| Ok(run(reps)? / reps as f64)).collect()
+}
+
+/// GPU seconds for one run of `dispatches`: the median of three [`time_samples`].
+pub fn time_dispatches(ctx: &Context, timer: &GpuTimer, dispatches: &[Dispatch], min_ms: f64) -> Result<f64> {
+    let mut samples = time_samples(ctx, timer, dispatches, min_ms, 3)?;
     samples.sort_by(f64::total_cmp);
     Ok(samples[1])
 }
@@ -170,9 +219,12 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 const PREFILL: usize = 512;
 /// Cache positions already filled when decode attention is measured.
 const DECODE_CONTEXT: usize = 1024;
+/// The position the per-token kernels (rope, sample) run at.
+const STEP_POS: u32 = 100;
 
-/// The kernels of one model shape, in decode (T = 1) and prefill (T = 512) forms.
-fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
+/// The kernels of one model shape, in decode (T = 1) and prefill (T = 512) forms, each with the
+/// probe its correctness check runs.
+pub fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
     use kernels::attention::{attention, AttnSpec, KvDtype};
     use kernels::matmul::{matmul, MatmulSpec};
     let mut out = Vec::new();
@@ -206,6 +258,12 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             dispatches: vec![n],
             bytes: (t * d * 8) as f64 + norm_w.data_bytes() as f64,
             flops: (t * d * 4) as f64,
+            probe: Probe::Rmsnorm {
+                tokens: t,
+                dim: d,
+                eps: 1e-6,
+                gain: vector_dtype,
+            },
         });
     }
 
@@ -220,6 +278,11 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             dispatches,
             bytes: wq.data_bytes() as f64 + (t * (d + q_rows) * 4) as f64,
             flops: (2 * t * q_rows * d) as f64,
+            probe: Probe::Matmul {
+                rows: q_rows,
+                cols: d,
+                tokens: t,
+            },
         });
     }
     let head = rnd("lm_head", vocab, d, 1, 3)?;
@@ -230,6 +293,11 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         dispatches: matmul(ctx, MatmulSpec::packed(1, &head), &x, &head, None, &logits)?,
         bytes: head.data_bytes() as f64 + ((d + vocab) * 4) as f64,
         flops: (2 * vocab * d) as f64,
+        probe: Probe::Matmul {
+            rows: vocab,
+            cols: d,
+            tokens: 1,
+        },
     });
 
     // Router tail and experts.
@@ -266,6 +334,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             )?],
             bytes: (t * (e + 2 * k) * 4) as f64,
             flops: (t * e * 4) as f64,
+            probe: Probe::Router(spec),
         });
     }
     let gate_up = rnd("experts.gate_up", e * 2 * inter, d, 2 * inter, 4)?;
@@ -321,6 +390,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             dispatches,
             bytes: used * per_expert + (t * d * 8) as f64,
             flops: (t * k * 6 * inter * d) as f64,
+            probe: Probe::Moe(spec),
         });
     }
 
@@ -370,13 +440,18 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
                 // The cache read once, the ideal a kernel could reach.
                 bytes: (pos0 + t) as f64 * (kv_row * rows_read) as f64 * kv_dtype.bits_per_elem(writer_row) / 8.0,
                 flops: (2 * h * pairs * (spec.k_dim + spec.v_dim)) as f64,
+                probe: Probe::Attention {
+                    spec,
+                    pos0,
+                    shared: s.kv_lora > 0,
+                },
             });
         }
     }
 
     // Small per-token kernels.
     let inv = Tensor::from_f32(ctx, "inv_freq", &vec![1e-2; s.rope_dims / 2]);
-    let step = kernels::step::new(ctx, 100, 1);
+    let step = kernels::step::new(ctx, STEP_POS, 1);
     let rope = kernels::rope::RopeSpec::heads(1, h, hd, kernels::rope::RopeLayout::Half, 1.0);
     if s.kv_lora == 0 {
         out.push(Case {
@@ -385,6 +460,10 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
             dispatches: vec![kernels::rope::rope(ctx, &q, rope, &inv, &step)?],
             bytes: (2 * h * hd * 4) as f64,
             flops: (3 * h * hd) as f64,
+            probe: Probe::Rope {
+                spec: rope,
+                pos0: STEP_POS,
+            },
         });
     }
     let embed = rnd("embed", vocab, d, 1, 6)?;
@@ -394,6 +473,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         dispatches: kernels::embedding::embedding(ctx, &embed, &ids, 1, &y)?,
         bytes: (embed.data_bytes() / vocab as u64) as f64 + d as f64 * 4.0,
         flops: 0.0,
+        probe: Probe::Embedding { vocab, dim: d },
     });
     let sw = kernels::swiglu::SwigluSpec::new(
         1,
@@ -407,6 +487,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         dispatches: vec![kernels::swiglu::swiglu(ctx, sw, &x, &y)?],
         bytes: (3 * inter * 4) as f64,
         flops: (6 * inter) as f64,
+        probe: Probe::Swiglu(sw),
     });
     let token = Tensor::zeros(ctx, "token", 4);
     let am = kernels::sampling::ArgmaxSpec { vocab, row: 0 };
@@ -416,6 +497,7 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         dispatches: vec![kernels::sampling::argmax(ctx, &logits, am, &token, 0)?],
         bytes: (vocab * 4) as f64,
         flops: vocab as f64,
+        probe: Probe::Argmax { vocab },
     });
     let sp = kernels::sampling::SampleSpec {
         vocab,
@@ -431,6 +513,10 @@ fn cases(ctx: &Context, s: &Shape, dtype: DType) -> Result<Vec<Case>> {
         dispatches: vec![kernels::sampling::sample(ctx, &logits, sp, &step, &token, 0)?],
         bytes: (vocab * 4) as f64,
         flops: vocab as f64,
+        probe: Probe::Sample {
+            spec: sp,
+            pos0: STEP_POS,
+        },
     });
     Ok(out)
 }
@@ -448,6 +534,8 @@ pub struct Report {
     pub copy_gbs: f64,
     /// GPU time of one dependent dispatch, in microseconds.
     pub dispatch_us: f64,
+    /// When the measurement began (seconds since the epoch).
+    pub started: u64,
     pub rows: Vec<Row>,
 }
 
@@ -460,10 +548,16 @@ impl Report {
             "wall clock (no timestamp queries)"
         }
     }
+
+    /// The rows whose correctness check failed.
+    pub fn failed(&self) -> Vec<&Row> {
+        self.rows.iter().filter(|r| !r.check.passed).collect()
+    }
 }
 
 /// [`measure`], then the dependent-dispatch overhead, with the adapter's description.
 pub fn report(ctx: &Context, opts: &BenchOptions) -> Result<Report> {
+    let started = crate::record::now();
     let rows = measure(ctx, opts)?;
     let timer = GpuTimer::new(ctx);
     let overhead = dispatch_overhead(ctx, &timer)?;
@@ -474,12 +568,16 @@ pub fn report(ctx: &Context, opts: &BenchOptions) -> Result<Report> {
         gpu_timestamps: timer.is_gpu(),
         copy_gbs: rows.first().map_or(0.0, |r| r.copy_gbs),
         dispatch_us: overhead * 1e6,
+        started,
         rows,
     })
 }
 
-/// Time every kernel of every requested shape.
+/// Time and check every kernel of every requested shape.
 pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
+    if opts.repetitions == 0 {
+        return Err(Error::bad_input("--repetitions must be at least 1"));
+    }
     let shapes = opts.shapes.iter().map(|name| shape(name)).collect::<Result<Vec<_>>>()?;
     let timer = GpuTimer::new(ctx);
     let copy_gbs = copy_bandwidth(ctx, &timer, opts.min_ms)? * 1e-9;
@@ -495,21 +593,56 @@ pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
                 if dtype != opts.dtypes[0] && !reads_weights {
                     continue;
                 }
-                let secs = time_dispatches(ctx, &timer, &case.dispatches, opts.min_ms)?;
+                let secs = time_samples(ctx, &timer, &case.dispatches, opts.min_ms, opts.repetitions)?;
+                let check = reference::check(ctx, &case.probe, dtype, None)?;
                 rows.push(Row {
                     shape: s.name.to_string(),
                     dtype,
                     kernel: case.kernel.to_string(),
                     detail: case.detail,
-                    us: secs * 1e6,
+                    samples_us: secs.iter().map(|s| s * 1e6).collect(),
                     bytes: case.bytes,
                     flops: case.flops,
                     copy_gbs,
+                    check,
                 });
             }
         }
     }
     Ok(rows)
+}
+
+/// The records of a report (`wgmoe report` reads them; `record::render` prints them): one flat
+/// object per kernel, shape and format, with the build and the machine it ran on.
+pub fn records(r: &Report, machine: &crate::record::Machine) -> Vec<Map<String, Value>> {
+    use crate::record;
+    let test_time = record::iso8601(r.started);
+    r.rows
+        .iter()
+        .map(|k| {
+            let mut o = Map::new();
+            o.insert("record".into(), json!(record::KERNEL));
+            o.insert("build_commit".into(), json!(record::BUILD_COMMIT));
+            o.insert("test_time".into(), json!(test_time));
+            o.extend(machine.fields());
+            o.insert("shape".into(), json!(k.shape));
+            o.insert("weight_format".into(), json!(k.dtype.name()));
+            o.insert("kernel".into(), json!(k.kernel));
+            o.insert("detail".into(), json!(k.detail));
+            o.insert("avg_us".into(), json!(k.avg_us()));
+            o.insert("stddev_us".into(), json!(k.stddev_us()));
+            o.insert("samples_us".into(), json!(k.samples_us));
+            o.insert("gbs".into(), json!(k.gbs()));
+            o.insert("gflops".into(), json!(k.gflops()));
+            o.insert("copy_gbs".into(), json!(k.copy_gbs));
+            o.insert("bw_fraction".into(), json!(k.bw_fraction()));
+            o.insert("dispatch_us".into(), json!(r.dispatch_us));
+            o.insert("nmse".into(), json!(k.check.nmse));
+            o.insert("nmse_detail".into(), json!(k.check.detail));
+            o.insert("passed".into(), json!(k.check.passed));
+            o
+        })
+        .collect()
 }
 
 /// " (coop)" when the dispatches run on cooperative matrices (`WGMOE_COOP_MATRIX=0` turns them off).

@@ -6,6 +6,8 @@
 pub mod bench;
 #[path = "bench_model.rs"]
 pub mod bench_model;
+#[path = "bench_reference.rs"]
+pub mod bench_reference;
 #[path = "error.rs"]
 pub mod error;
 #[path = "generate.rs"]

@@ -1,13 +1,18 @@
 //! `wgmoe bench-kernels` (and `cargo bench`, which includes this file): the arguments and the
-//! printed table or JSON of the kernel benchmark, [`wgmoe::internals::bench`].
+//! printed table or records of the kernel benchmark, [`wgmoe::internals::bench`].
 
 use wgmoe::internals::bench::{self, BenchOptions, Report};
 use wgmoe::internals::gpu::{Context, DeviceOptions};
-use wgmoe::Result;
+use wgmoe::internals::record::{self, Machine, Output};
+use wgmoe::{Error, Result};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchKernelsArgs {
-    /// Print JSON instead of a table.
+    /// Output format: md (a table for people), or one record per kernel, shape and format for
+    /// files and tools: json, jsonl, csv, sql (`wgmoe report` merges them).
+    #[arg(short = 'o', long = "output", default_value = "md")]
+    pub output: Output,
+    /// The same as `-o json`.
     #[arg(long)]
     pub json: bool,
     /// Model shapes to benchmark (comma separated): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite,
@@ -23,15 +28,19 @@ pub struct BenchKernelsArgs {
     /// llama.cpp's fallback format, named in the row).
     #[arg(long, value_delimiter = ',', default_value = "f16")]
     pub dtype: Vec<String>,
-    /// Minimum GPU time per measurement, in milliseconds (a kernel is repeated to reach it).
+    /// Minimum GPU time per sample, in milliseconds (a kernel is repeated to reach it).
     #[arg(long, default_value_t = 20.0)]
     pub min_ms: f64,
+    /// Timed samples per kernel: the records carry them, their mean and standard deviation.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
     /// Only kernels whose name contains this.
     #[arg(long)]
     pub filter: Option<String>,
 }
 
-/// Measure on the adapter `opts` selects and print the report.
+/// Measure on the adapter `opts` selects and print the table or the records; an error (after
+/// printing) when a kernel failed its correctness check.
 pub fn run(opts: &DeviceOptions, args: &BenchKernelsArgs) -> Result<()> {
     let ctx = Context::new(opts)?;
     let options = BenchOptions {
@@ -42,33 +51,30 @@ pub fn run(opts: &DeviceOptions, args: &BenchKernelsArgs) -> Result<()> {
             .map(|d| bench::parse_dtype(d))
             .collect::<Result<_>>()?,
         min_ms: args.min_ms,
+        repetitions: args.repetitions,
         filter: args.filter.clone(),
     };
     let report = bench::report(&ctx, &options)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&report)).unwrap_or_default()
-        );
-    } else {
+    let output = if args.json { Output::Json } else { args.output };
+    if output == Output::Md {
         print!("{}", table(&report));
+    } else {
+        let records = bench::records(&report, &Machine::of(&ctx));
+        print!("{}", record::render(&records, output, "wgmoe_kernel"));
     }
-    Ok(())
-}
-
-fn to_json(r: &Report) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": r.adapter,
-        "backend": r.backend,
-        "driver": r.driver,
-        "clock": r.clock(),
-        "copy_gbs": r.copy_gbs,
-        "dispatch_us": r.dispatch_us,
-        "kernels": r.rows.iter().map(|r| serde_json::json!({
-            "shape": r.shape, "dtype": r.dtype.name(), "kernel": r.kernel, "detail": r.detail, "us": r.us,
-            "gbs": r.gbs(), "gflops": r.gflops(), "roofline": r.roofline(),
-        })).collect::<Vec<_>>(),
-    })
+    let failed = report.failed();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = failed
+        .iter()
+        .map(|r| format!("{} {} {} ({})", r.shape, r.dtype.name(), r.kernel, r.check.detail))
+        .collect();
+    Err(Error::bad_input(format!(
+        "{} kernel(s) failed the correctness check against the f64 reference: {}",
+        failed.len(),
+        names.join("; ")
+    )))
 }
 
 /// The adapter, the clock and bandwidths, then one markdown row per kernel.
@@ -80,19 +86,26 @@ fn table(r: &Report) -> String {
         r.copy_gbs,
         r.dispatch_us
     );
-    s += "| shape | weights | kernel | detail | us | GB/s | GFLOP/s | of copy BW |\n";
-    s += "|---|---|---|---|---:|---:|---:|---:|\n";
+    s += "| shape | weights | kernel | detail | us | sd | GB/s | GFLOP/s | of copy BW | NMSE | check |\n";
+    s += "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|\n";
     for k in &r.rows {
+        let nmse = match (k.check.nmse, k.check.tolerance > 0.0) {
+            (Some(e), _) => format!("{e:.1e}"),
+            (None, false) => "exact".to_string(),
+            (None, true) => "not finite".to_string(),
+        };
         s += &format!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0}% |\n",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {nmse} | {} |\n",
             k.shape,
             k.dtype.name(),
             k.kernel,
             k.detail,
-            k.us,
+            k.avg_us(),
+            k.stddev_us(),
             k.gbs(),
             k.gflops(),
-            100.0 * k.roofline()
+            100.0 * k.bw_fraction(),
+            if k.check.passed { "ok" } else { "FAIL" }
         );
     }
     s
