@@ -417,18 +417,21 @@ fn table(md: &str, heading: &str) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// `wgmoe report FILES -o MD --svg DIR`; the markdown.
+/// `wgmoe report FILES -o MD --svg DIR`, run in MD's folder with the files under it named relative
+/// to it, as a user names them; the markdown.
 fn report(files: &[PathBuf], md: &Path, svg: &Path) -> String {
     let _ = std::fs::remove_dir_all(svg);
+    let here = md.parent().unwrap();
+    let name = |p: &Path| p.strip_prefix(here).unwrap_or(p).display().to_string();
     let mut args: Vec<String> = vec!["report".into()];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    args.extend([
-        "-o".into(),
-        md.display().to_string(),
-        "--svg".into(),
-        svg.display().to_string(),
-    ]);
-    run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    args.extend(files.iter().map(|f| name(f)));
+    args.extend(["-o".into(), name(md), "--svg".into(), name(svg)]);
+    let out = wgmoe().args(&args).current_dir(here).output().unwrap();
+    assert!(
+        out.status.success(),
+        "wgmoe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(md).unwrap()
 }
 

@@ -86,6 +86,8 @@ struct KernelCell {
     gbs: f64,
     fraction: Option<f64>,
     nmse: Option<f64>,
+    /// The correctness check's verdict (NMSE under the kernel's bound, or the exact check).
+    passed: Option<bool>,
 }
 
 /// Everything the inputs hold, grouped for the tables.
@@ -250,6 +252,7 @@ impl Merged {
             gbs: num(r, "gbs").unwrap_or(0.0),
             fraction: num(r, "bw_fraction"),
             nmse: num(r, "nmse"),
+            passed: r.get("passed").and_then(Value::as_bool),
         };
         let rows = self.kernels.entry(key).or_default();
         match rows.iter_mut().find(|(k, _)| *k == row) {
@@ -326,7 +329,7 @@ impl Merged {
                 .collect();
             s += &format!(
                 "\n## Kernels: {shape}, {format} weights\n\nGB/s (share of the device's copy bandwidth); \
-                 NMSE against the f64 CPU reference\n\n| kernel | detail |"
+                 NMSE against the f64 CPU reference, or \"exact\" for kernels checked token for token\n\n| kernel | detail |"
             );
             for c in &used {
                 s += &format!(" {} |", cell_text(&c.label()));
@@ -341,8 +344,13 @@ impl Merged {
                         None => " - |".to_string(),
                         Some(k) => {
                             let share = k.fraction.map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
-                            let nmse = k.nmse.map_or(String::new(), |e| format!(", NMSE {e:.1e}"));
-                            format!(" {:.1}{share}{nmse} |", k.gbs)
+                            let check = match (k.nmse, k.passed) {
+                                (_, Some(false)) => ", **check failed**".to_string(),
+                                (Some(e), _) => format!(", NMSE {e:.1e}"),
+                                (None, Some(true)) => ", exact".to_string(),
+                                (None, None) => String::new(),
+                            };
+                            format!(" {:.1}{share}{check} |", k.gbs)
                         }
                     };
                 }
@@ -436,7 +444,7 @@ fn bar_chart(
     let k = series.len().max(1);
     let bar = 14u32;
     let group = bar * k as u32 + 12;
-    let legend = 22 * k as u32 + 20;
+    let legend = 22 * k as u32 + 44;
     let height = 110 + group * n as u32 + legend;
     let label_width = categories.iter().map(|c| c.chars().count()).max().unwrap_or(10) as u32 * 7 + 20;
     let max = series
