@@ -46,12 +46,17 @@ fn main() {
         "cargo:rustc-env=WGMOE_WGPU_VERSION={}",
         wgpu_version(&manifest_dir).unwrap_or_else(|| "30".into())
     );
-    // Rebuild when HEAD moves: HEAD itself, the branch it points at, and packed refs (only files
-    // that exist: cargo reruns a build script on every build for a missing one).
+    // Rebuild when HEAD moves: HEAD itself, the branch it points at, packed refs, and HEAD's reflog,
+    // which every commit and checkout appends to (a branch that lives only in packed-refs gets a
+    // new loose file on its next commit, which nothing watched). Only files that exist: cargo
+    // reruns a build script on every build for a missing one.
     println!("cargo:rerun-if-changed=Cargo.lock");
     if ours {
         let branch = git(&["symbolic-ref", "-q", "HEAD"]);
-        let watched = ["HEAD", "packed-refs"].into_iter().map(str::to_string).chain(branch);
+        let watched = ["HEAD", "packed-refs", "logs/HEAD"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(branch);
         for path in watched {
             if let Some(p) = git(&["rev-parse", "--git-path", &path]).filter(|p| Path::new(p).exists()) {
                 println!("cargo:rerun-if-changed={p}");

@@ -108,14 +108,17 @@ fn bench_tiny_records_every_kernel_checked() {
         assert!(!rec["nmse_detail"].as_str().unwrap().is_empty());
         assert_eq!(rec["passed"], true, "{rec:?}");
     }
-    // The f32-rounding floor, not a constant: the products' NMSE are positive and not all equal.
-    let nmses: Vec<f64> = report
+    // The rounding floor, not a constant: the products' NMSE are positive, far under their bound
+    // (f32 sums; f16 inputs on cooperative matrices), and not all equal.
+    let products = report
         .rows
         .iter()
-        .filter(|r| matches!(r.kernel.as_str(), "matvec" | "gemm" | "moe" | "attention"))
-        .map(|r| r.check.nmse.unwrap())
-        .collect();
-    assert!(nmses.iter().all(|&e| e > 0.0 && e < 1e-9), "{nmses:?}");
+        .filter(|r| matches!(r.kernel.as_str(), "matvec" | "gemm" | "moe" | "attention"));
+    for r in products.clone() {
+        let e = r.check.nmse.unwrap();
+        assert!(e > 0.0 && e < 0.1 * r.check.tolerance, "{} {}: {e}", r.kernel, r.detail);
+    }
+    let nmses: Vec<f64> = products.map(|r| r.check.nmse.unwrap()).collect();
     assert!(nmses.iter().any(|&e| e != nmses[0]), "{nmses:?}");
 }
 

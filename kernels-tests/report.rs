@@ -321,6 +321,9 @@ db.executescript(open(sys.argv[2]).read())
 got = db.execute("SELECT n_prompt, n_gen, avg_ts, use_mmap, portable FROM llama_bench").fetchall()
 assert len(got) == 2 and got[0][:2] == (16, 0) and got[1][:2] == (0, 8), got
 assert all(g[2] > 0 and g[3] == 1 and g[4] == 0 for g in got), got
+# A value a test does not have is NULL (pp has no roofline), not '' that AVG would count as 0.
+roof = [r[0] for r in db.execute("SELECT roofline_ts FROM llama_bench")]
+assert roof[0] is None and roof[1] > 0, roof
 cols = [c[1] for c in db.execute("PRAGMA table_info(llama_bench)")]
 assert all(k in cols for k in keys), set(keys) - set(cols)
 print("ok")
@@ -595,6 +598,115 @@ fn report_from_ci_devices() {
     let all: Vec<String> = devices.iter().cloned().chain([llama_column]).collect();
     assert_series(&trip.join("svg").join("tg.svg"), &all, 1);
     assert_series(&trip.join("svg").join("pp.svg"), &all, 1);
+
+    // Two runs of one device and build pool their samples into one cell.
+    let pool = out_dir("report-pooled");
+    let twice = [dir.join("lavapipe.json"), dir.join("lavapipe.json")];
+    let md = report(&twice, &pool.join("report.md"), &pool.join("svg"));
+    let (header, rows) = table(&md, "qwen3moe ?B F16");
+    assert_eq!(header.len(), 2, "{header:?}");
+    for (row, r) in rows.iter().zip(&fast) {
+        let samples: Vec<f64> = r["samples_ts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let both: Vec<f64> = samples.iter().chain(&samples).copied().collect();
+        let m = mean(&both);
+        let sd = (both.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (both.len() - 1) as f64).sqrt();
+        assert!(row[1].starts_with(&format!("{m:.2} ± {sd:.2}")), "{row:?} vs {both:?}");
+    }
+}
+
+/// Comma lists run every test in llama-bench's order (per depth: the prefills, then the decodes),
+/// each record with its own numbers; a run with another KV precision gets a column of its own.
+#[test]
+fn comma_lists_run_every_test_in_llama_bench_order() {
+    let text = run(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "-p",
+        "8,16",
+        "-n",
+        "4",
+        "-d",
+        "0,8",
+        "-r",
+        "1",
+        "--kv-cache",
+        "q8",
+        "-o",
+        "json",
+    ]);
+    let recs = json_records(&text);
+    let tests: Vec<(u64, u64, u64)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["n_prompt"].as_u64().unwrap(),
+                r["n_gen"].as_u64().unwrap(),
+                r["n_depth"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tests,
+        [(8, 0, 0), (16, 0, 0), (0, 4, 0), (8, 0, 8), (16, 0, 8), (0, 4, 8)]
+    );
+    assert!(recs.iter().all(|r| r["type_k"] == "q8_0" && r["kv_cache"] == "q8"));
+    assert!(recs.iter().all(|r| r["avg_ts"].as_f64().unwrap() > 0.0));
+    let dir = out_dir("report-kv");
+    std::fs::write(dir.join("q8.json"), &text).unwrap();
+    let md = report(&[dir.join("q8.json")], &dir.join("report.md"), &dir.join("svg"));
+    let (header, rows) = table(&md, "qwen3moe ?B F16");
+    assert!(header[1].ends_with(" · wgmoe, KV q8"), "{header:?}");
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["pp8", "pp16", "tg4", "pp8 @ d8", "pp16 @ d8", "tg4 @ d8"]);
+}
+
+/// `--parallel` records: llama-bench's decode fields with the total over the streams, every
+/// repetition a sample.
+#[test]
+fn parallel_records_carry_every_repetition() {
+    let recs = json_records(&run(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "--parallel",
+        "1,2",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(recs.len(), 2);
+    for (r, streams) in recs.iter().zip([1u64, 2]) {
+        assert_eq!(r["n_parallel"].as_u64(), Some(streams));
+        assert_eq!((r["n_prompt"].as_u64(), r["n_gen"].as_u64()), (Some(0), Some(4)));
+        assert_eq!(r["parallel_prompt"].as_u64(), Some(8));
+        let samples: Vec<f64> = r["samples_ts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(samples.len(), 2);
+        let avg = r["avg_ts"].as_f64().unwrap();
+        assert!((mean(&samples) - avg).abs() <= 1e-9 * avg, "{r:?}");
+        // avg_ns is the time of n_parallel x n_gen tokens at each sample's rate.
+        let ns: Vec<f64> = samples.iter().map(|t| (streams * 4) as f64 / t * 1e9).collect();
+        assert!(
+            (mean(&ns) - r["avg_ns"].as_f64().unwrap()).abs() <= 1.0 + 1e-6 * mean(&ns),
+            "{r:?}"
+        );
+        assert_eq!(r["test"], format!("tg4 x{streams}").as_str());
+    }
 }
 
 /// Files that are not records are clear errors that name the file.

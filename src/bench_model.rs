@@ -10,7 +10,7 @@
 //! [`Session`] code path. This module measures and renders the report (llama-bench's markdown
 //! and JSON); the binary parses arguments and prints.
 
-use crate::bench::copy_bandwidth;
+use crate::bench::{copy_bandwidth, mean, stddev};
 use crate::error::{Error, Result};
 use crate::generate::GenerateOptions;
 use crate::gpu::{Context, DType, GpuTimer};
@@ -189,19 +189,8 @@ pub struct TestResult {
     pub samples_ts: Vec<f64>,
     /// Generation only: tokens/s the weight traffic allows at the measured copy bandwidth.
     pub roofline_ts: Option<f64>,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-/// Sample standard deviation (n - 1), 0 for one sample, as llama-bench computes it.
-fn stddev(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(v);
-    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    /// Seconds since the Unix epoch when the test started (llama-bench's `test_time`).
+    pub started: u64,
 }
 
 impl TestResult {
@@ -391,6 +380,7 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
             samples_ns: samples.iter().map(|s| s * 1e9).collect(),
             samples_ts: samples.iter().map(|s| p as f64 / s).collect(),
             roofline_ts: None,
+            started,
         });
     }
     let mut copy_bytes_per_s = None;
@@ -416,6 +406,7 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
             samples_ns: samples.iter().map(|s| s * 1e9).collect(),
             samples_ts: samples.iter().map(|s| n as f64 / s).collect(),
             roofline_ts: copy_bytes_per_s.map(|copy| copy / info.footprint.read_bytes_per_token),
+            started,
         });
     }
     let profile = if opts.profile {
@@ -691,9 +682,11 @@ pub fn profile_table(p: &Profile) -> String {
 }
 
 /// llama-bench's fields (tools/llama-bench/llama-bench.cpp, `test::get_fields`, 2026) with the
-/// values wgmoe's runs have, for one test: llama.cpp's own options that wgmoe has no equivalent
-/// of take llama-bench's defaults, so that rows line up in llama.cpp's scripts. `use_mmap` is
-/// the older name of `load_mode` that scripts/compare-llama-bench.py still requires.
+/// values that describe how wgmoe ran, for one test: the prompt in one batch (`n_batch`), one
+/// host thread, every layer on the GPU (`n_gpu_layers` 99), fused attention (`flash_attn` 1);
+/// options wgmoe has no counterpart of (CPU masks, polling, splits, overrides, fitting) take
+/// llama-bench's defaults. `use_mmap` is the older name of `load_mode` that
+/// scripts/compare-llama-bench.py still requires.
 fn llama_bench_fields(m: &ModelInfo, machine: &Machine, kv: KvDtype, started: u64) -> Map<String, Value> {
     let mut o = Map::new();
     let mut put = |k: &str, v: Value| {
@@ -750,7 +743,7 @@ pub fn records(r: &Report) -> Vec<Map<String, Value>> {
     r.results
         .iter()
         .map(|t| {
-            let mut o = llama_bench_fields(m, &r.machine, r.kv_cache, r.started);
+            let mut o = llama_bench_fields(m, &r.machine, r.kv_cache, t.started);
             let test_time = o.remove("test_time").unwrap_or_default();
             // llama-bench's batch: the prompt goes through in one batch.
             o["n_batch"] = json!(t.n_prompt.max(1));
@@ -799,6 +792,8 @@ pub struct ParallelResult {
     /// Decode tokens per second of one stream, and of all together.
     pub stream_tps: f64,
     pub total_tps: f64,
+    /// The total tokens/s of every repetition (the fields above are the best one's).
+    pub samples_total_tps: Vec<f64>,
 }
 
 /// Continuous batching: for each stream count, that many `n_prompt`-token prompts arrive at
@@ -825,6 +820,7 @@ pub fn measure_parallel(model: &Model, streams: &[usize], opts: &BenchModelOptio
             seed: 0,
         };
         let mut best: Option<ParallelResult> = None;
+        let mut samples = Vec::new();
         for rep in 0..=opts.reps.max(1) {
             if let Some(p) = opts.progress {
                 p(&format!("{n} streams: repetition {rep} of {}", opts.reps.max(1)));
@@ -867,20 +863,29 @@ pub fn measure_parallel(model: &Model, streams: &[usize], opts: &BenchModelOptio
                 ttft: firsts.iter().sum::<f64>() / n as f64,
                 stream_tps: opts.n_gen as f64 / secs,
                 total_tps: (n * opts.n_gen) as f64 / secs,
+                samples_total_tps: vec![],
             };
             // Repetition 0 warms up (pipelines, plans).
+            if rep > 0 {
+                samples.push(r.total_tps);
+            }
             if rep > 0 && best.as_ref().is_none_or(|b| r.total_tps > b.total_tps) {
                 best = Some(r);
             }
         }
-        out.extend(best);
+        out.extend(best.map(|b| ParallelResult {
+            samples_total_tps: samples,
+            ..b
+        }));
     }
     Ok(out)
 }
 
-/// One record per stream count of a continuous-batching run: llama-bench's fields for the
-/// decode of `n_gen` tokens after `n_prompt` (`avg_ts` is the total over all streams), and
-/// `n_parallel`, `ttft_ms` and `stream_ts`.
+/// One record per stream count of a continuous-batching run: llama-bench's fields for a decode
+/// test of `n_gen` tokens per stream (`n_prompt` 0: the prompts, `parallel_prompt` tokens each,
+/// are prefilled before the timed steps), with `avg_ts` and the samples the total over all
+/// `n_parallel` streams, so `avg_ts` is `n_parallel x n_gen` tokens over `avg_ns`; and
+/// `ttft_ms` and `stream_ts` of the best repetition.
 pub fn parallel_records(
     m: &ModelInfo,
     machine: &Machine,
@@ -892,22 +897,31 @@ pub fn parallel_records(
         .map(|r| {
             let mut o = llama_bench_fields(m, machine, opts.kv_cache, started);
             let test_time = o.remove("test_time").unwrap_or_default();
-            let ns = (r.streams * opts.n_gen) as f64 / r.total_tps.max(1e-12) * 1e9;
+            let tokens = (r.streams * opts.n_gen) as f64;
+            let samples_ns: Vec<f64> = r
+                .samples_total_tps
+                .iter()
+                .map(|t| tokens / t.max(1e-12) * 1e9)
+                .collect();
             o["n_batch"] = json!(r.streams);
             o["n_ubatch"] = json!(r.streams);
-            o.insert("n_prompt".into(), json!(opts.n_prompt));
+            o.insert("n_prompt".into(), json!(0));
             o.insert("n_gen".into(), json!(opts.n_gen));
             o.insert("n_depth".into(), json!(0));
             o.insert("test_time".into(), test_time);
-            o.insert("avg_ns".into(), json!(ns.round() as u64));
-            o.insert("stddev_ns".into(), json!(0));
-            o.insert("avg_ts".into(), json!(r.total_tps));
-            o.insert("stddev_ts".into(), json!(0.0));
-            o.insert("samples_ns".into(), json!([ns.round() as u64]));
-            o.insert("samples_ts".into(), json!([r.total_tps]));
+            o.insert("avg_ns".into(), json!(mean(&samples_ns).round() as u64));
+            o.insert("stddev_ns".into(), json!(stddev(&samples_ns).round() as u64));
+            o.insert("avg_ts".into(), json!(mean(&r.samples_total_tps)));
+            o.insert("stddev_ts".into(), json!(stddev(&r.samples_total_tps)));
+            o.insert(
+                "samples_ns".into(),
+                json!(samples_ns.iter().map(|x| x.round() as u64).collect::<Vec<_>>()),
+            );
+            o.insert("samples_ts".into(), json!(r.samples_total_tps));
             wgmoe_fields(&mut o, m, machine, opts.kv_cache);
             o.insert("test".into(), json!(format!("tg{} x{}", opts.n_gen, r.streams)));
             o.insert("n_parallel".into(), json!(r.streams));
+            o.insert("parallel_prompt".into(), json!(opts.n_prompt));
             o.insert("ttft_ms".into(), json!(r.ttft * 1e3));
             o.insert("stream_ts".into(), json!(r.stream_tps));
             o

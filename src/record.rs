@@ -66,9 +66,12 @@ impl Machine {
         }
     }
 
-    /// The record fields, in the order records print them.
+    /// The record fields, in the order records print them (a record that already has
+    /// llama-bench's `build_number` and `cpu_info` keeps them where llama-bench puts them).
     pub fn fields(&self) -> Map<String, Value> {
         let mut m = Map::new();
+        m.insert("build_number".into(), json!(BUILD_NUMBER.parse::<u64>().unwrap_or(0)));
+        m.insert("cpu_info".into(), json!(self.cpu_info));
         m.insert("adapter".into(), json!(self.adapter));
         m.insert("vendor_id".into(), json!(format!("0x{:04x}", self.vendor_id)));
         m.insert("device_id".into(), json!(format!("0x{:04x}", self.device_id)));
@@ -186,7 +189,7 @@ impl std::str::FromStr for Output {
 }
 
 /// Records as JSON, JSONL, CSV or SQL (`table` names the SQL table; llama-bench's is
-/// `llama_bench`). CSV and SQL take the first record's fields as columns and leave out arrays
+/// `llama_bench`); `Md` gives the JSON array too (each command prints its own table instead). CSV and SQL take the first record's fields as columns and leave out arrays
 /// (the samples), as llama-bench does; booleans there are 0 and 1.
 pub fn render(records: &[Map<String, Value>], output: Output, table: &str) -> String {
     let columns: Vec<&String> = records
@@ -233,9 +236,13 @@ pub fn render(records: &[Map<String, Value>], output: Output, table: &str) -> St
             let mut s = format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n);\n\n", defs.join(",\n"));
             let names = columns.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
             for r in records {
+                // A missing value is NULL, not '' (which SQLite's AVG would count as 0).
                 let values: Vec<String> = columns
                     .iter()
-                    .map(|c| format!("'{}'", cell(r.get(*c)).replace('\'', "''")))
+                    .map(|c| match r.get(*c) {
+                        None | Some(Value::Null) => "NULL".to_string(),
+                        v => format!("'{}'", cell(v).replace('\'', "''")),
+                    })
                     .collect();
                 s += &format!("INSERT INTO {table} ({names}) VALUES ({});\n", values.join(", "));
             }
@@ -244,23 +251,27 @@ pub fn render(records: &[Map<String, Value>], output: Output, table: &str) -> St
     }
 }
 
-/// Records read back from text in any of [`render`]'s JSON forms (an array, or one object per
-/// line), or llama-bench's; `name` is for errors.
+/// Records read back from text in any of [`render`]'s JSON forms (an array, one object, or one
+/// object per line), or llama-bench's; `name` is for errors.
 pub fn parse(text: &str, name: &str) -> Result<Vec<Map<String, Value>>> {
     let bad = |what: String| Error::bad_input(format!("{name}: {what}"));
-    let trimmed = text.trim_start();
-    let values: Vec<Value> = if trimmed.starts_with('[') {
-        match serde_json::from_str(trimmed).map_err(|e| bad(format!("not a JSON array of records: {e}")))? {
-            Value::Array(a) => a,
-            other => vec![other],
-        }
-    } else {
-        trimmed
+    let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(a)) => a,
+        Ok(one) => vec![one],
+        // Not one JSON document: JSON lines, numbered as the file numbers them.
+        Err(whole) => text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| bad(format!("line {}: not a JSON record: {e}", i + 1))))
-            .collect::<Result<_>>()?
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| {
+                    bad(format!(
+                        "neither one JSON document ({whole}) nor JSON lines (line {}: {e})",
+                        i + 1
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?,
     };
     values
         .into_iter()
@@ -289,9 +300,14 @@ pub fn llama_arch(model_type: &str) -> &str {
 /// fallback).
 pub fn llama_size(config: &crate::model::config::ModelConfig, experts: usize) -> &'static str {
     let (layers, hidden, heads) = (config.layers.len(), config.hidden, config.heads);
-    match (config.model_type.as_str(), layers) {
-        ("mixtral", 32) if experts == 8 => "8x7B",
-        ("mixtral", 56) if experts == 8 => "8x22B",
+    // Mixtral is llama.cpp's llama arch: without its two 8-expert cases, the dense table.
+    let arch = match config.model_type.as_str() {
+        "mixtral" if !(experts == 8 && matches!(layers, 32 | 56)) => "llama",
+        other => other,
+    };
+    match (arch, layers) {
+        ("mixtral", 32) => "8x7B",
+        ("mixtral", 56) => "8x22B",
         ("llama", 16 | 22) => "1B",
         ("llama", 26 | 28) => "3B",
         ("llama", 30) => "256M",

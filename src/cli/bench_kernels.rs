@@ -13,7 +13,7 @@ pub struct BenchKernelsArgs {
     #[arg(short = 'o', long = "output", default_value = "md")]
     pub output: Output,
     /// The same as `-o json`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
     /// Model shapes to benchmark (comma separated): olmoe-1b-7b, qwen3-30b-a3b, deepseek-v2-lite,
     /// gpt-oss-20b, or tiny (a small shape for software adapters and CI).

@@ -51,7 +51,7 @@ pub struct BenchArgs {
     #[arg(short = 'o', long = "output", default_value = "md")]
     pub output: Output,
     /// The same as `-o json`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
     /// Also time one decode step per kernel family (GPU timestamps between dispatches).
     #[arg(long)]
@@ -249,7 +249,8 @@ fn run_one(
         c.record_trace(true);
     }
     if !args.parallel.is_empty() {
-        return run_parallel(args, &model, &info, &machine, output);
+        let (row, records) = run_parallel(args, &model, &info, &machine, output)?;
+        return Ok((row, with_settings(records, args, memory)));
     }
     // The profile runs once, after the last test.
     let mut report: Option<bench_model::Report> = None;
@@ -276,7 +277,7 @@ fn run_one(
             eprint!("{}", bench_model::profile_table(p));
         }
     }
-    let records = bench_model::records(&report);
+    let records = with_settings(bench_model::records(&report), args, memory);
     let tests = report.results.iter().map(|t| (t.name(), t.avg_ts())).collect();
     let Some(mut c) = model.expert_cache() else {
         return Ok(((("all".into(), "-".into(), "-".into()), tests), records));
@@ -296,6 +297,25 @@ fn run_one(
         format!("{:.2} MiB", c.stats.mib_per_token()),
     );
     Ok(((cells, tests), records))
+}
+
+/// The run's settings that records must carry to tell runs apart (`wgmoe report` keeps runs that
+/// differ in them in columns of their own): the memory budget and expert cache, and how a file's
+/// weights were loaded.
+fn with_settings(
+    mut records: Vec<serde_json::Map<String, serde_json::Value>>,
+    args: &BenchArgs,
+    memory: &super::MemoryArgs,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    use serde_json::json;
+    for r in &mut records {
+        r.insert("gpu_memory_gib".into(), json!(memory.gpu_memory));
+        r.insert("expert_slots".into(), json!(memory.expert_slots));
+        r.insert("cache_policy".into(), json!(memory.cache_policy));
+        r.insert("dequantize".into(), json!(args.dequantize));
+        r.insert("quantize".into(), json!(args.quantize));
+    }
+    records
 }
 
 /// `--parallel`: the continuous-batching table (or its records) for one -p and one -n.

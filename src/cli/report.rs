@@ -14,6 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use wgmoe::internals::bench::{mean, stddev};
 use wgmoe::internals::record;
 use wgmoe::{Error, Result};
 
@@ -32,16 +33,25 @@ pub struct ReportArgs {
     pub svg: Option<PathBuf>,
 }
 
-/// Where a number was measured: one column of the tables, one series of the charts.
+/// Where and how a number was measured: one column of the tables, one series of the charts.
+/// Runs that differ in any of these stay apart; runs that agree pool.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Column {
     pub device: String,
+    /// wgmoe or llama.cpp, with the settings that change what is measured (KV precision, a GPU
+    /// memory budget, how a file's weights were loaded) where they are not the defaults.
     pub runtime: String,
+    pub build: String,
 }
 
 impl Column {
-    pub fn label(&self) -> String {
-        format!("{} · {}", self.device, self.runtime)
+    /// The column's name; with the build when the inputs hold several builds of one device and
+    /// runtime.
+    pub fn label(&self, with_build: bool) -> String {
+        match with_build {
+            true => format!("{} · {} @ {}", self.device, self.runtime, self.build),
+            false => format!("{} · {}", self.device, self.runtime),
+        }
     }
 }
 
@@ -54,33 +64,39 @@ struct TestCell {
 }
 
 impl TestCell {
-    /// Mean ± sd: a record's own, or over the pooled samples of several.
+    /// Mean ± sd: a record's own; over the pooled samples of several when every one has its
+    /// samples; else the mean and sd of their means.
     fn stats(&self) -> (f64, f64) {
         if let [(mean, sd, _)] = self.runs.as_slice() {
             return (*mean, *sd);
         }
-        let samples: Vec<f64> = self.runs.iter().flat_map(|r| r.2.iter().copied()).collect();
-        if samples.len() < 2 {
-            let means: Vec<f64> = self.runs.iter().map(|r| r.0).collect();
-            return (mean(&means), 0.0);
+        if self.runs.iter().all(|r| !r.2.is_empty()) {
+            let samples: Vec<f64> = self.runs.iter().flat_map(|r| r.2.iter().copied()).collect();
+            return (mean(&samples), stddev(&samples));
         }
-        (mean(&samples), stddev(&samples))
+        let means: Vec<f64> = self.runs.iter().map(|r| r.0).collect();
+        (mean(&means), stddev(&means))
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn stddev(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return 0.0;
+/// Several runs of one kernel on one column: mean GB/s and share, the worst NMSE, and passed only
+/// if every run passed.
+fn kernel_summary(runs: &[KernelCell]) -> KernelCell {
+    let gbs: Vec<f64> = runs.iter().map(|k| k.gbs).collect();
+    let fractions: Option<Vec<f64>> = runs.iter().map(|k| k.fraction).collect();
+    KernelCell {
+        gbs: mean(&gbs),
+        fraction: fractions.map(|f| mean(&f)),
+        nmse: runs.iter().filter_map(|k| k.nmse).reduce(f64::max),
+        passed: runs
+            .iter()
+            .map(|k| k.passed)
+            .collect::<Option<Vec<bool>>>()
+            .map(|p| p.iter().all(|&x| x)),
     }
-    let m = mean(v);
-    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
-/// One measured kernel of one column.
+/// One measured kernel of one column (one record; several are averaged).
 #[derive(Clone, Debug)]
 struct KernelCell {
     gbs: f64,
@@ -97,8 +113,8 @@ pub struct Merged {
     machines: Vec<(Column, Vec<(String, String)>)>,
     /// workload -> test -> column -> cell; tests keep the order first seen.
     tests: BTreeMap<String, Vec<(String, BTreeMap<Column, TestCell>)>>,
-    /// (shape, weight format) -> (kernel, detail) -> column -> cell.
-    kernels: BTreeMap<(String, String), Vec<((String, String), BTreeMap<Column, KernelCell>)>>,
+    /// (shape, weight format) -> (kernel, detail) -> column -> runs.
+    kernels: BTreeMap<(String, String), Vec<((String, String), BTreeMap<Column, Vec<KernelCell>>)>>,
     /// Records read, and those that were neither kind.
     pub read: usize,
     pub skipped: usize,
@@ -132,6 +148,7 @@ fn nums(r: &Map<String, Value>, k: &str) -> Vec<f64> {
 /// The column of a record: wgmoe's say adapter, backend and `--portable`; llama-bench's say
 /// gpu_info (cpu_info for CPU-only runs) and its backends.
 fn column(r: &Map<String, Value>) -> Column {
+    let build = text(r, "build_commit");
     if r.contains_key("record") {
         let portable = r.get("portable").and_then(Value::as_bool).unwrap_or(false);
         let backend = text(r, "backend");
@@ -142,7 +159,8 @@ fn column(r: &Map<String, Value>) -> Column {
         );
         Column {
             device,
-            runtime: "wgmoe".into(),
+            runtime: wgmoe_runtime(r),
+            build,
         }
     } else {
         let gpu = text(r, "gpu_info");
@@ -150,8 +168,33 @@ fn column(r: &Map<String, Value>) -> Column {
         Column {
             device: format!("{device} ({})", text(r, "backends")),
             runtime: "llama.cpp".into(),
+            build,
         }
     }
+}
+
+/// "wgmoe", with what the run changed from the defaults: "wgmoe, KV q8, 4 GiB GPU memory".
+fn wgmoe_runtime(r: &Map<String, Value>) -> String {
+    let mut parts = vec!["wgmoe".to_string()];
+    let kv = text(r, "kv_cache");
+    if !kv.is_empty() && kv != "f16" {
+        parts.push(format!("KV {kv}"));
+    }
+    let limited = [("gpu_memory_gib", " GiB GPU memory"), ("expert_slots", " expert slots")]
+        .iter()
+        .filter_map(|(k, what)| num(r, k).map(|v| format!("{v}{what}")))
+        .collect::<Vec<_>>();
+    if !limited.is_empty() {
+        parts.extend(limited);
+        parts.push(format!("{} cache", text(r, "cache_policy")));
+    }
+    if r.get("dequantize").and_then(Value::as_bool) == Some(true) {
+        parts.push("dequantized".into());
+    }
+    if let Some(Value::String(q)) = r.get("quantize") {
+        parts.push(format!("quantized to {q}"));
+    }
+    parts.join(", ")
 }
 
 /// llama-bench's test name: pp512, tg128, pp512+tg128, with " @ d4096" at a depth.
@@ -182,6 +225,7 @@ fn machine_facts(r: &Map<String, Value>) -> Vec<(String, String)> {
             "driver",
             "driver_info",
             "os",
+            "cpu_info",
             "wgpu_version",
             "subgroup_min",
             "subgroup_max",
@@ -256,10 +300,8 @@ impl Merged {
         };
         let rows = self.kernels.entry(key).or_default();
         match rows.iter_mut().find(|(k, _)| *k == row) {
-            Some((_, cells)) => {
-                cells.insert(col.clone(), cell);
-            }
-            None => rows.push((row, BTreeMap::from([(col.clone(), cell)]))),
+            Some((_, cells)) => cells.entry(col.clone()).or_default().push(cell),
+            None => rows.push((row, BTreeMap::from([(col.clone(), vec![cell])]))),
         }
     }
 
@@ -268,9 +310,19 @@ impl Merged {
         self.machines.iter().map(|(c, _)| c.clone()).collect()
     }
 
+    /// Whether the inputs hold several builds of one device and runtime (then columns say which).
+    fn with_build(&self) -> bool {
+        let same_but_build =
+            |c: &Column, o: &Column| c.device == o.device && c.runtime == o.runtime && c.build != o.build;
+        self.machines
+            .iter()
+            .any(|(c, _)| self.machines.iter().any(|(o, _)| same_but_build(c, o)))
+    }
+
     /// The markdown report.
     pub fn markdown(&self, sources: &[String]) -> String {
         let columns = self.columns();
+        let wb = self.with_build();
         let mut s = String::from("# wgmoe report\n\n");
         s += &format!(
             "{} records from {}{}.\n\n",
@@ -299,7 +351,7 @@ impl Merged {
             s += &format!("\n## {workload}\n\ntokens/s, mean ± sd over repetitions");
             s += " (with the share of the bandwidth roofline where wgmoe measured it)\n\n| test |";
             for c in &used {
-                s += &format!(" {} |", cell_text(&c.label()));
+                s += &format!(" {} |", cell_text(&c.label(wb)));
             }
             s += "\n| --- |";
             s += &" ---: |".repeat(used.len());
@@ -332,7 +384,7 @@ impl Merged {
                  NMSE against the f64 CPU reference, or \"exact\" for kernels checked token for token\n\n| kernel | detail |"
             );
             for c in &used {
-                s += &format!(" {} |", cell_text(&c.label()));
+                s += &format!(" {} |", cell_text(&c.label(wb)));
             }
             s += "\n| --- | --- |";
             s += &" ---: |".repeat(used.len());
@@ -340,7 +392,7 @@ impl Merged {
             for ((kernel, detail), cells) in rows {
                 s += &format!("| {kernel} | {} |", cell_text(detail));
                 for c in &used {
-                    s += &match cells.get(c) {
+                    s += &match cells.get(c).map(|runs| kernel_summary(runs)) {
                         None => " - |".to_string(),
                         Some(k) => {
                             let share = k.fraction.map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
@@ -387,7 +439,13 @@ impl Merged {
                 continue;
             }
             let path = dir.join(file);
-            bar_chart(&path, title, "tokens/s", &categories, &series(&columns, values))?;
+            bar_chart(
+                &path,
+                title,
+                "tokens/s",
+                &categories,
+                &series(&columns, values, self.with_build()),
+            )?;
             written.push(path);
         }
         let mut categories = Vec::new();
@@ -396,7 +454,12 @@ impl Merged {
             for ((kernel, detail), cells) in rows {
                 categories.push(format!("{shape} {format} {kernel} {detail}"));
                 for (j, c) in columns.iter().enumerate() {
-                    values[j].push(cells.get(c).and_then(|k| k.fraction).map(|f| 100.0 * f));
+                    values[j].push(
+                        cells
+                            .get(c)
+                            .and_then(|runs| kernel_summary(runs).fraction)
+                            .map(|f| 100.0 * f),
+                    );
                 }
             }
         }
@@ -408,7 +471,7 @@ impl Merged {
                 title,
                 "% of copy bandwidth",
                 &categories,
-                &series(&columns, values),
+                &series(&columns, values, self.with_build()),
             )?;
             written.push(path);
         }
@@ -417,12 +480,12 @@ impl Merged {
 }
 
 /// The columns that have a value, as chart series.
-fn series(columns: &[Column], values: Vec<Vec<Option<f64>>>) -> Vec<(String, Vec<Option<f64>>)> {
+fn series(columns: &[Column], values: Vec<Vec<Option<f64>>>, with_build: bool) -> Vec<(String, Vec<Option<f64>>)> {
     columns
         .iter()
         .zip(values)
         .filter(|(_, v)| v.iter().any(Option::is_some))
-        .map(|(c, v)| (c.label(), v))
+        .map(|(c, v)| (c.label(with_build), v))
         .collect()
 }
 

@@ -14,7 +14,7 @@ pub use buffer::{DType, Tensor, Weight, WeightChunk};
 pub use caps::Caps;
 pub use dispatch::{grid, window, Dispatch};
 pub use format::{Format, FORMATS};
-pub use needs::{EntryBindings, Need, Needs};
+pub use needs::{kernel_needs, EntryBindings, Need, Needs, KERNEL_BINDINGS};
 pub use shader::{Compose, Shader};
 pub use timer::GpuTimer;
 
@@ -105,7 +105,7 @@ fn unmet(adapter: &wgpu::Adapter) -> Vec<String> {
     if compute && needs::meets_webgpu_defaults(&limits) {
         return Vec::new();
     }
-    crate::kernels::needs().unmet(&limits, compute)
+    needs::kernel_needs().unmet(&limits, compute)
 }
 
 /// Each adapter on any backend of this build, `WGPU_BACKEND` aside (the other variables wgpu
@@ -253,9 +253,12 @@ impl Context {
             Some(sel) => entries.iter().filter(|e| matches(e, sel)).collect(),
             None => entries.iter().collect(),
         };
+        // An adapter that can run the kernels beats one that cannot, whatever its kind: a GL-only
+        // GPU short of a limit must not hide a working adapter (a named one is still refused
+        // with the limit).
         let Some(chosen) = candidates
             .into_iter()
-            .max_by_key(|e| (rank(&e.info), usize::MAX - e.index))
+            .max_by_key(|e| (e.unmet.is_empty(), rank(&e.info), usize::MAX - e.index))
         else {
             return Err(Error::NoMatchingAdapter {
                 selector: opts.selector.clone().unwrap_or_default(),

@@ -4,7 +4,9 @@
 //! what stops it, instead of a validation error from the first pipeline past the limit.
 //!
 //! Binding counts come from the kernels' own sources (what each entry point uses, as naga reflects
-//! it and as wgpu lays out its pipeline: src/kernels/mod.rs `needs`). Workgroup
+//! it and as wgpu lays out its pipeline: src/kernels/mod.rs `needs`). This layer sits below the
+//! kernels, so it holds the result ([`KERNEL_BINDINGS`]), and a kernels test keeps it equal to
+//! the reflection: a kernel that starts binding more fails that test until it is updated. Workgroup
 //! sizes and memory are not counted the same way: kernels pick some of them at run time within the
 //! adapter's limits, and the others are known to fit WebGPU's defaults because every kernel's
 //! portable twin runs (and is tested) within them; wgmoe has no smaller variants, so those defaults
@@ -56,6 +58,17 @@ pub struct EntryBindings {
     pub uniform: u32,
 }
 
+/// The most buffers any kernel entry point binds, and which: (storage buffers, uniform buffers,
+/// both), as `kernels::needs()` reflects them from the composed sources (checked equal by
+/// `kernels::tests::recorded_bindings_match_the_sources`).
+pub const KERNEL_BINDINGS: [(u32, &str); 3] = [(8, "mla prepare_mla"), (1, "moe gemm_coop"), (9, "mla prepare_mla")];
+
+/// What wgmoe's kernels need of an adapter, from [`KERNEL_BINDINGS`].
+pub fn kernel_needs() -> Needs {
+    let [storage, uniform, both] = KERNEL_BINDINGS;
+    Needs::from_most(storage, uniform, both)
+}
+
 /// The entry point with the most of `count`, and that count.
 fn most(entries: &[EntryBindings], count: impl Fn(&EntryBindings) -> u32) -> (u64, &str) {
     entries
@@ -68,29 +81,31 @@ fn most(entries: &[EntryBindings], count: impl Fn(&EntryBindings) -> u32) -> (u6
 impl Needs {
     /// The needs of kernels whose entry points bind `entries` (one bind group each).
     pub fn of(entries: &[EntryBindings]) -> Self {
-        let bind = |limit_name, (needed, what): (u64, &str), kind: &str| Need {
+        let max = |count: &dyn Fn(&EntryBindings) -> u32| {
+            let (n, what) = most(entries, count);
+            (n as u32, what)
+        };
+        Self::from_most(
+            max(&|e| e.storage),
+            max(&|e| e.uniform),
+            max(&|e| e.storage + e.uniform),
+        )
+    }
+
+    /// The needs of kernels whose most-binding entry points are these (count, `family entry`):
+    /// storage buffers, uniform buffers, both.
+    pub fn from_most(storage: (u32, &str), uniform: (u32, &str), both: (u32, &str)) -> Self {
+        let bind = |limit_name, (needed, what): (u32, &str), kind: &str| Need {
             limit_name,
-            needed,
+            needed: u64::from(needed),
             why: format!(
                 "the {what} kernel binds {needed} {kind}{}",
                 if needed == 1 { "" } else { "s" }
             ),
         };
-        let storage = bind(
-            "max_storage_buffers_per_shader_stage",
-            most(entries, |e| e.storage),
-            "storage buffer",
-        );
-        let uniform = bind(
-            "max_uniform_buffers_per_shader_stage",
-            most(entries, |e| e.uniform),
-            "uniform buffer",
-        );
-        let group = bind(
-            "max_bindings_per_bind_group",
-            most(entries, |e| e.storage + e.uniform),
-            "buffer",
-        );
+        let storage = bind("max_storage_buffers_per_shader_stage", storage, "storage buffer");
+        let uniform = bind("max_uniform_buffers_per_shader_stage", uniform, "uniform buffer");
+        let group = bind("max_bindings_per_bind_group", both, "buffer");
         let webgpu = wgpu::Limits::default();
         let portable = |limit_name: &'static str, what: &str| Need {
             limit_name,
@@ -164,7 +179,7 @@ mod tests {
         assert_eq!(needs.0[0].why, "the b y kernel binds 6 storage buffers");
         assert_eq!((needs.0[1].needed, needs.0[2].needed), (1, 6));
         // wgmoe runs on WebGPU's defaults (--portable), so they meet every need of its kernels.
-        let ours = crate::kernels::needs();
+        let ours = kernel_needs();
         assert!(ours.unmet(&wgpu::Limits::default(), true).is_empty(), "{ours:?}");
         assert!(ours.0[0].needed >= 4, "{ours:?}");
         assert!(ours.0.iter().all(|n| LIMIT_NAMES.contains(&n.limit_name)));
@@ -178,7 +193,7 @@ mod tests {
 
     #[test]
     fn unmet_names_the_limit_and_what_needs_it() {
-        let needs = crate::kernels::needs();
+        let needs = kernel_needs();
         let gles = wgpu::Limits {
             max_storage_buffers_per_shader_stage: 4,
             ..wgpu::Limits::default()

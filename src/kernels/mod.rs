@@ -18,7 +18,9 @@ pub mod router;
 pub mod sampling;
 pub mod swiglu;
 
-use crate::gpu::{Compose, EntryBindings, Needs, FORMATS};
+use crate::gpu::{Compose, FORMATS};
+#[cfg(test)]
+use crate::gpu::{EntryBindings, Needs};
 
 /// Every mode of the GEMM bodies (src/kernels/matmul/variant.rs).
 pub const GEMM_MODES: &[&matmul::Mode] = &[&matmul::DENSE, &moe::GATE_UP, &moe::DOWN];
@@ -45,7 +47,9 @@ pub fn all_variants() -> Vec<Compose<'static>> {
 
 /// What the kernels need of an adapter ([`Needs`]): the buffers each entry point of every variant
 /// binds, as naga reflects the composed source (wgpu lays out each pipeline from the same
-/// reflection). Made once per process.
+/// reflection). The GPU layer keeps the result ([`crate::gpu::KERNEL_BINDINGS`]) to check adapters
+/// against; `recorded_bindings_match_the_sources` keeps the two equal.
+#[cfg(test)]
 pub fn needs() -> &'static Needs {
     static NEEDS: std::sync::OnceLock<Needs> = std::sync::OnceLock::new();
     NEEDS.get_or_init(|| {
@@ -57,6 +61,7 @@ pub fn needs() -> &'static Needs {
 /// The storage and uniform buffers each entry point of `c` uses (without subgroups: the same
 /// bindings either way). A source naga does not take counts nothing here; its pipeline's own
 /// error names it, and `interface_tests` keeps every variant valid.
+#[cfg(test)]
 fn entry_bindings(c: &Compose<'_>) -> Vec<EntryBindings> {
     use naga::valid::{Capabilities, ValidationFlags, Validator};
     let shader = c.build(false);
@@ -94,6 +99,19 @@ fn entry_bindings(c: &Compose<'_>) -> Vec<EntryBindings> {
 
 #[cfg(test)]
 mod gles_tests;
+
+#[cfg(test)]
+mod needs_tests {
+    /// The binding counts the GPU layer checks adapters against are the kernels' own.
+    #[test]
+    fn recorded_bindings_match_the_sources() {
+        assert_eq!(
+            super::needs().0,
+            crate::gpu::kernel_needs().0,
+            "update gpu::KERNEL_BINDINGS to what the kernels bind now"
+        );
+    }
+}
 #[cfg(test)]
 mod interface_tests;
 
