@@ -26,9 +26,10 @@ const KERNELS: [&str; 11] = [
 
 /// The keys of a kernel record, in order, around the machine's fields.
 const HEAD: [&str; 3] = ["record", "build_commit", "test_time"];
-const TAIL: [&str; 15] = [
+const TAIL: [&str; 16] = [
     "shape",
     "weight_format",
+    "kv_cache",
     "kernel",
     "detail",
     "avg_us",

@@ -183,6 +183,16 @@ fn git_head() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// A record's `samples_ts`.
+fn samples_ts(r: &Record) -> Vec<f64> {
+    r["samples_ts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -213,12 +223,7 @@ fn bench_json_has_llama_bench_fields_and_the_machine() {
         }
         assert!(r["avg_ts"].is_f64() && r["stddev_ts"].is_f64());
         // avg_ts is the mean of the samples, which are 3 repetitions.
-        let samples: Vec<f64> = r["samples_ts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let samples = samples_ts(r);
         assert_eq!(samples.len(), 3);
         assert!((mean(&samples) - r["avg_ts"].as_f64().unwrap()).abs() < 1e-9 * mean(&samples));
         // The tiny shape has no llama.cpp size: llama.cpp's own "?B".
@@ -606,12 +611,7 @@ fn report_from_ci_devices() {
     let (header, rows) = table(&md, "qwen3moe ?B F16");
     assert_eq!(header.len(), 2, "{header:?}");
     for (row, r) in rows.iter().zip(&fast) {
-        let samples: Vec<f64> = r["samples_ts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let samples = samples_ts(r);
         let both: Vec<f64> = samples.iter().chain(&samples).copied().collect();
         let m = mean(&both);
         let sd = (both.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (both.len() - 1) as f64).sqrt();
@@ -690,12 +690,7 @@ fn parallel_records_carry_every_repetition() {
         assert_eq!(r["n_parallel"].as_u64(), Some(streams));
         assert_eq!((r["n_prompt"].as_u64(), r["n_gen"].as_u64()), (Some(0), Some(4)));
         assert_eq!(r["parallel_prompt"].as_u64(), Some(8));
-        let samples: Vec<f64> = r["samples_ts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let samples = samples_ts(r);
         assert_eq!(samples.len(), 2);
         let avg = r["avg_ts"].as_f64().unwrap();
         assert!((mean(&samples) - avg).abs() <= 1e-9 * avg, "{r:?}");

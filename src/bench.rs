@@ -107,6 +107,8 @@ pub struct Row {
     pub copy_gbs: f64,
     /// The same kernel at a reduced shape against the f64 reference.
     pub check: Check,
+    /// The KV-cache precision an attention case reads (None for other kernels).
+    pub kv_cache: Option<crate::kernels::attention::KvDtype>,
 }
 
 impl Row {
@@ -595,7 +597,12 @@ pub fn measure(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Row>> {
                 }
                 let secs = time_samples(ctx, &timer, &case.dispatches, opts.min_ms, opts.repetitions)?;
                 let check = reference::check(ctx, &case.probe, dtype, None)?;
+                let kv_cache = match &case.probe {
+                    Probe::Attention { spec, .. } => Some(spec.kv_dtype),
+                    _ => None,
+                };
                 rows.push(Row {
+                    kv_cache,
                     shape: s.name.to_string(),
                     dtype,
                     kernel: case.kernel.to_string(),
@@ -627,6 +634,7 @@ pub fn records(r: &Report, machine: &crate::record::Machine) -> Vec<Map<String, 
             o.extend(machine.fields());
             o.insert("shape".into(), json!(k.shape));
             o.insert("weight_format".into(), json!(k.dtype.name()));
+            o.insert("kv_cache".into(), json!(k.kv_cache.map(|kv| kv.name())));
             o.insert("kernel".into(), json!(k.kernel));
             o.insert("detail".into(), json!(k.detail));
             o.insert("avg_us".into(), json!(k.avg_us()));

@@ -176,8 +176,9 @@ fn column(r: &Map<String, Value>) -> Column {
 /// "wgmoe", with what the run changed from the defaults: "wgmoe, KV q8, 4 GiB GPU memory".
 fn wgmoe_runtime(r: &Map<String, Value>) -> String {
     let mut parts = vec!["wgmoe".to_string()];
+    // A model run's cache precision is a setting; a kernel record's is part of its case.
     let kv = text(r, "kv_cache");
-    if !kv.is_empty() && kv != "f16" {
+    if text(r, "record") == record::BENCH && !kv.is_empty() && kv != "f16" {
         parts.push(format!("KV {kv}"));
     }
     let limited = [("gpu_memory_gib", " GiB GPU memory"), ("expert_slots", " expert slots")]

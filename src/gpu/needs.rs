@@ -141,8 +141,7 @@ impl Needs {
 
 /// Whether `limits` reach WebGPU's defaults in every limit a [`Need`] names. Every kernel runs
 /// within those defaults (the `--portable` twins; `counts_come_from_the_entry_points` checks the
-/// counted needs too), so such an adapter needs no closer look, and opening it skips reflecting
-/// every kernel's source (a quarter of a second).
+/// counted needs too), so such an adapter needs no closer look.
 pub fn meets_webgpu_defaults(limits: &wgpu::Limits) -> bool {
     let webgpu = wgpu::Limits::default();
     LIMIT_NAMES.iter().all(|n| limit(limits, n) >= limit(&webgpu, n))
