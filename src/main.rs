@@ -25,7 +25,7 @@ use wgmoe::{
     about = "Portable Mixture-of-Experts inference on any GPU (WGSL through wgpu)"
 )]
 struct Cli {
-    /// Adapter: an index from `wgmoe devices`, a backend (vulkan, metal, dx12) or part of its name.
+    /// Adapter: an index from `wgmoe devices`, a backend (vulkan, metal, dx12, gl) or part of its name.
     #[arg(long, global = true, env = "WGMOE_DEVICE")]
     device: Option<String>,
     /// Use WebGPU default limits and no optional features (the weakest adapter wgmoe supports).
