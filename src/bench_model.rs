@@ -256,16 +256,11 @@ pub enum Profile {
 pub struct Report {
     /// The build, host and adapter, for the records.
     pub machine: Machine,
-    pub adapter: String,
-    pub backend: String,
-    pub driver: String,
     pub model: ModelInfo,
     /// Measured copy bandwidth (bytes read + written per second), when generation was measured.
     pub copy_bytes_per_s: Option<f64>,
     pub results: Vec<TestResult>,
     pub profile: Option<Profile>,
-    /// Seconds since the Unix epoch when the measurement started.
-    pub started: u64,
     /// KV-cache precision of the sessions measured.
     pub kv_cache: KvDtype,
 }
@@ -336,9 +331,7 @@ fn decode(sess: &mut Session, depth: &[u32], first: u32, n: usize) -> Result<f64
 /// Run the benchmark on a model.
 pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Result<Report> {
     let ctx = &model.ctx;
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let started = record::now();
     opts.check(model.config.max_position)?;
     let (p, n, reps) = (opts.n_prompt, opts.n_gen, opts.reps);
     let vocab = model.config.vocab;
@@ -417,16 +410,10 @@ pub fn measure(model: &Model, info: ModelInfo, opts: &BenchModelOptions) -> Resu
     };
     Ok(Report {
         machine: Machine::of(ctx),
-        adapter: ctx.info.name.clone(),
-        backend: ctx.backend_name().to_string(),
-        driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info)
-            .trim()
-            .to_string(),
         model: info,
         copy_bytes_per_s,
         results,
         profile,
-        started,
         kv_cache: opts.kv_cache,
     })
 }
@@ -574,14 +561,16 @@ fn backend_label(backend: &str) -> String {
 
 /// The header lines: adapter, backend, driver, weight format, bandwidth roofline.
 pub fn summary(r: &Report) -> Vec<String> {
+    let m = &r.machine;
+    let driver = format!("{} {}", m.driver, m.driver_info);
     let mut out = vec![
-        format!("adapter: {}", r.adapter),
-        format!("backend: {}", backend_label(&r.backend)),
-        format!("driver: {}", r.driver),
+        format!("adapter: {}", m.adapter),
+        format!("backend: {}", backend_label(&m.backend)),
+        format!("driver: {}", driver.trim()),
         format!("weight format: {}", r.model.weight_format.name()),
         format!("KV cache: {}", r.kv_cache),
     ];
-    if r.backend == "noop" {
+    if m.backend == "noop" {
         if let Some(tg) = r.results.iter().find(|t| t.n_gen > 0) {
             out.push(format!(
                 "no GPU work (wgpu's noop adapter): a decode step costs the host {:.1} us",
@@ -613,7 +602,7 @@ pub fn markdown(r: &Report) -> String {
             m.name,
             size_cell(m.footprint.data_bytes),
             params_cell(m.footprint.params),
-            backend_label(&r.backend),
+            backend_label(&r.machine.backend),
             t.name(),
             t.avg_ts(),
             t.stddev_ts()

@@ -1207,7 +1207,9 @@ fn strftime_now(format: String) -> String {
     strftime(&format, secs)
 }
 
-fn strftime(format: &str, unix_secs: i64) -> String {
+/// `unix_secs` (UTC) formatted like Python's `strftime`, with [`strftime_now`]'s directives
+/// (benchmark records use it for their timestamps too).
+pub(crate) fn strftime(format: &str, unix_secs: i64) -> String {
     const MONTHS: [&str; 12] = [
         "January",
         "February",

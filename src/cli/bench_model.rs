@@ -221,16 +221,8 @@ fn run_one(
         }
     };
     let tests = tests(args);
-    let options = |(n_prompt, n_gen, n_depth): (usize, usize, usize), profile: bool| BenchModelOptions {
-        n_prompt,
-        n_gen,
-        n_depth,
-        reps: args.reps,
-        profile,
-        seed: args.seed,
-        kv_cache: args.kv_cache,
-        progress: Some(progress),
-    };
+    // `--parallel` runs one test; its flags are refused before anything loads.
+    let parallel = (!args.parallel.is_empty()).then(|| parallel_test(args)).transpose()?;
     // Refuse what does not fit the model's context before loading it.
     let config = match &choice {
         ModelChoice::File { path, .. } => checkpoint::config(path)?,
@@ -240,7 +232,7 @@ fn run_one(
         return Err(Error::bad_input("nothing to measure: every -p and -n is 0"));
     }
     for &t in &tests {
-        options(t, false).check(config.max_position)?;
+        options(args, t, false).check(config.max_position)?;
     }
     let ctx = Context::new(opts)?;
     let machine = Machine::of(&ctx);
@@ -248,14 +240,18 @@ fn run_one(
     if let Some(mut c) = model.expert_cache() {
         c.record_trace(true);
     }
-    if !args.parallel.is_empty() {
-        let (row, records) = run_parallel(args, &model, &info, &machine, output)?;
+    if let Some(test) = parallel {
+        let (row, records) = run_parallel(args, &options(args, test, false), &model, &info, &machine, output)?;
         return Ok((row, with_settings(records, args, memory)));
     }
     // The profile runs once, after the last test.
     let mut report: Option<bench_model::Report> = None;
     for (i, &t) in tests.iter().enumerate() {
-        let r = bench_model::measure(&model, info.clone(), &options(t, args.profile && i + 1 == tests.len()))?;
+        let r = bench_model::measure(
+            &model,
+            info.clone(),
+            &options(args, t, args.profile && i + 1 == tests.len()),
+        )?;
         match &mut report {
             None => report = Some(r),
             Some(all) => all.merge(r),
@@ -318,14 +314,22 @@ fn with_settings(
     records
 }
 
-/// `--parallel`: the continuous-batching table (or its records) for one -p and one -n.
-fn run_parallel(
-    args: &BenchArgs,
-    model: &wgmoe::internals::model::Model,
-    info: &bench_model::ModelInfo,
-    machine: &Machine,
-    output: Output,
-) -> Result<(BudgetRow, Vec<serde_json::Map<String, serde_json::Value>>)> {
+/// The options of one test (n_prompt, n_gen, n_depth).
+fn options(args: &BenchArgs, (n_prompt, n_gen, n_depth): (usize, usize, usize), profile: bool) -> BenchModelOptions {
+    BenchModelOptions {
+        n_prompt,
+        n_gen,
+        n_depth,
+        reps: args.reps,
+        profile,
+        seed: args.seed,
+        kv_cache: args.kv_cache,
+        progress: Some(progress),
+    }
+}
+
+/// `--parallel`'s one test: a single -p and -n, no depth, no profile.
+fn parallel_test(args: &BenchArgs) -> Result<(usize, usize, usize)> {
     let (p, n) = match (args.n_prompt.as_slice(), args.n_gen.as_slice()) {
         ([p], [n]) => (*p, *n),
         _ => return Err(Error::bad_input("--parallel takes one -p and one -n")),
@@ -333,23 +337,25 @@ fn run_parallel(
     if args.n_depth.iter().any(|&d| d > 0) || args.profile {
         return Err(Error::bad_input("--parallel runs without --n-depth and --profile"));
     }
-    let options = BenchModelOptions {
-        n_prompt: p,
-        n_gen: n,
-        n_depth: 0,
-        reps: args.reps,
-        profile: false,
-        seed: args.seed,
-        kv_cache: args.kv_cache,
-        progress: Some(progress),
-    };
-    let rows = bench_model::measure_parallel(model, &args.parallel, &options)?;
+    Ok((p, n, 0))
+}
+
+/// `--parallel`: the continuous-batching table (or its records) for one -p and one -n.
+fn run_parallel(
+    args: &BenchArgs,
+    options: &BenchModelOptions,
+    model: &wgmoe::internals::model::Model,
+    info: &bench_model::ModelInfo,
+    machine: &Machine,
+    output: Output,
+) -> Result<(BudgetRow, Vec<serde_json::Map<String, serde_json::Value>>)> {
+    let rows = bench_model::measure_parallel(model, &args.parallel, options)?;
     progress("");
     let backend = format!("{} ({})", model.ctx.info.name, model.ctx.info.backend);
     if output == Output::Md {
-        print!("{}", bench_model::parallel_table(&info.name, &backend, &rows, &options));
+        print!("{}", bench_model::parallel_table(&info.name, &backend, &rows, options));
     }
-    let records = bench_model::parallel_records(info, machine, &rows, &options);
+    let records = bench_model::parallel_records(info, machine, &rows, options);
     let tests = rows
         .iter()
         .map(|r| (format!("{} streams", r.streams), r.total_tps))

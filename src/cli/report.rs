@@ -56,7 +56,7 @@ impl Column {
 }
 
 /// One model test of one column (several records of it are pooled).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct TestCell {
     /// Mean and sd of each record, with its samples.
     runs: Vec<(f64, f64, Vec<f64>)>,
@@ -77,6 +77,18 @@ impl TestCell {
         let means: Vec<f64> = self.runs.iter().map(|r| r.0).collect();
         (mean(&means), stddev(&means))
     }
+}
+
+/// The cells of `key`'s row; a new row goes at the end, so rows keep the order first seen.
+fn row_of<K: PartialEq, C: Default>(rows: &mut Vec<(K, C)>, key: K) -> &mut C {
+    let i = match rows.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            rows.push((key, C::default()));
+            rows.len() - 1
+        }
+    };
+    &mut rows[i].1
 }
 
 /// Several runs of one kernel on one column: mean GB/s and share, the worst NMSE, and passed only
@@ -274,18 +286,9 @@ impl Merged {
             num(r, "stddev_ts").unwrap_or(0.0),
             nums(r, "samples_ts"),
         );
-        let tests = self.tests.entry(workload).or_default();
-        let cells = match tests.iter_mut().position(|(t, _)| *t == test) {
-            Some(i) => &mut tests[i].1,
-            None => {
-                tests.push((test, BTreeMap::new()));
-                &mut tests.last_mut().expect("just pushed").1
-            }
-        };
-        let cell = cells.entry(col.clone()).or_insert(TestCell {
-            runs: vec![],
-            roofline: None,
-        });
+        let cell = row_of(self.tests.entry(workload).or_default(), test)
+            .entry(col.clone())
+            .or_default();
         cell.runs.push(run);
         cell.roofline = cell.roofline.or(num(r, "roofline_ts"));
     }
@@ -299,11 +302,10 @@ impl Merged {
             nmse: num(r, "nmse"),
             passed: r.get("passed").and_then(Value::as_bool),
         };
-        let rows = self.kernels.entry(key).or_default();
-        match rows.iter_mut().find(|(k, _)| *k == row) {
-            Some((_, cells)) => cells.entry(col.clone()).or_default().push(cell),
-            None => rows.push((row, BTreeMap::from([(col.clone(), vec![cell])]))),
-        }
+        row_of(self.kernels.entry(key).or_default(), row)
+            .entry(col.clone())
+            .or_default()
+            .push(cell);
     }
 
     /// Every column, in the order the inputs first name them.
