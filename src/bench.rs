@@ -655,7 +655,7 @@ pub fn records(r: &Report, machine: &crate::record::Machine) -> Vec<Map<String, 
 
 /// " (coop)" when the dispatches run on cooperative matrices (`WGMOE_COOP_MATRIX=0` turns them off).
 fn coop_tag(dispatches: &[Dispatch]) -> &'static str {
-    if dispatches.iter().any(|d| d.label.contains("coop")) {
+    if reference::coop(dispatches) {
         " (coop)"
     } else {
         ""

@@ -271,7 +271,7 @@ fn silu(g: f64) -> f64 {
 }
 
 /// Whether a dispatch runs on cooperative matrices (their pipelines' labels say so).
-fn coop(dispatches: &[crate::gpu::Dispatch]) -> bool {
+pub fn coop(dispatches: &[crate::gpu::Dispatch]) -> bool {
     dispatches.iter().any(|d| d.label.contains("coop"))
 }
 

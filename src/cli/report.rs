@@ -347,70 +347,41 @@ impl Merged {
             s += &format!("| {} | {} | {} |\n", cell_text(&c.device), c.runtime, cell_text(&facts));
         }
         for (workload, tests) in &self.tests {
-            let used: Vec<&Column> = columns
-                .iter()
-                .filter(|c| tests.iter().any(|(_, cells)| cells.contains_key(c)))
-                .collect();
             s += &format!("\n## {workload}\n\ntokens/s, mean ± sd over repetitions");
-            s += " (with the share of the bandwidth roofline where wgmoe measured it)\n\n| test |";
-            for c in &used {
-                s += &format!(" {} |", cell_text(&c.label(wb)));
-            }
-            s += "\n| --- |";
-            s += &" ---: |".repeat(used.len());
-            s += "\n";
-            for (test, cells) in tests {
-                s += &format!("| {test} |");
-                for c in &used {
-                    s += &match cells.get(c) {
-                        None => " - |".to_string(),
-                        Some(cell) => {
-                            let (m, sd) = cell.stats();
-                            let roof = cell
-                                .roofline
-                                .filter(|r| *r > 0.0)
-                                .map_or(String::new(), |r| format!(" ({:.0}% of roofline)", 100.0 * m / r));
-                            format!(" {m:.2} ± {sd:.2}{roof} |")
-                        }
-                    };
-                }
-                s += "\n";
-            }
+            s += " (with the share of the bandwidth roofline where wgmoe measured it)\n\n";
+            s += &grid(
+                tests,
+                &columns,
+                wb,
+                &["test"],
+                |t| vec![t.clone()],
+                |cell| {
+                    let (m, sd) = cell.stats();
+                    let roof = cell
+                        .roofline
+                        .filter(|r| *r > 0.0)
+                        .map_or(String::new(), |r| format!(" ({:.0}% of roofline)", 100.0 * m / r));
+                    format!("{m:.2} ± {sd:.2}{roof}")
+                },
+            );
         }
         for ((shape, format), rows) in &self.kernels {
-            let used: Vec<&Column> = columns
-                .iter()
-                .filter(|c| rows.iter().any(|(_, cells)| cells.contains_key(c)))
-                .collect();
             s += &format!(
                 "\n## Kernels: {shape}, {format} weights\n\nGB/s (share of the device's copy bandwidth); \
-                 NMSE against the f64 CPU reference, or \"exact\" for kernels checked token for token\n\n| kernel | detail |"
+                 NMSE against the f64 CPU reference, or \"exact\" for kernels checked token for token\n\n"
             );
-            for c in &used {
-                s += &format!(" {} |", cell_text(&c.label(wb)));
-            }
-            s += "\n| --- | --- |";
-            s += &" ---: |".repeat(used.len());
-            s += "\n";
-            for ((kernel, detail), cells) in rows {
-                s += &format!("| {kernel} | {} |", cell_text(detail));
-                for c in &used {
-                    s += &match cells.get(c).map(|runs| kernel_summary(runs)) {
-                        None => " - |".to_string(),
-                        Some(k) => {
-                            let share = k.fraction.map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
-                            let check = match (k.nmse, k.passed) {
-                                (_, Some(false)) => ", **check failed**".to_string(),
-                                (Some(e), _) => format!(", NMSE {e:.1e}"),
-                                (None, Some(true)) => ", exact".to_string(),
-                                (None, None) => String::new(),
-                            };
-                            format!(" {:.1}{share}{check} |", k.gbs)
-                        }
-                    };
-                }
-                s += "\n";
-            }
+            let lead = |(kernel, detail): &(String, String)| vec![kernel.clone(), cell_text(detail)];
+            s += &grid(rows, &columns, wb, &["kernel", "detail"], lead, |runs| {
+                let k = kernel_summary(runs);
+                let share = k.fraction.map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
+                let check = match (k.nmse, k.passed) {
+                    (_, Some(false)) => ", **check failed**".to_string(),
+                    (Some(e), _) => format!(", NMSE {e:.1e}"),
+                    (None, Some(true)) => ", exact".to_string(),
+                    (None, None) => String::new(),
+                };
+                format!("{:.1}{share}{check}", k.gbs)
+            });
         }
         s
     }
@@ -490,6 +461,40 @@ fn series(columns: &[Column], values: Vec<Vec<Option<f64>>>, with_build: bool) -
         .filter(|(_, v)| v.iter().any(Option::is_some))
         .map(|(c, v)| (c.label(with_build), v))
         .collect()
+}
+
+/// A markdown table of `rows`: the `lead` columns (`lead_cells` of each row's key), then one per
+/// column of `columns` that has a cell in some row (`cell` of it, "-" where a row has none).
+fn grid<K, C>(
+    rows: &[(K, BTreeMap<Column, C>)],
+    columns: &[Column],
+    with_build: bool,
+    lead: &[&str],
+    lead_cells: impl Fn(&K) -> Vec<String>,
+    cell: impl Fn(&C) -> String,
+) -> String {
+    let used: Vec<&Column> = columns
+        .iter()
+        .filter(|c| rows.iter().any(|(_, cells)| cells.contains_key(c)))
+        .collect();
+    let line = |cells: Vec<String>| format!("|{}\n", cells.iter().map(|c| format!(" {c} |")).collect::<String>());
+    let header = lead.iter().map(|h| h.to_string());
+    let mut s = line(
+        header
+            .chain(used.iter().map(|c| cell_text(&c.label(with_build))))
+            .collect(),
+    );
+    s += &line(
+        lead.iter()
+            .map(|_| "---".to_string())
+            .chain(used.iter().map(|_| "---:".to_string()))
+            .collect(),
+    );
+    for (key, cells) in rows {
+        let values = used.iter().map(|c| cells.get(c).map_or("-".to_string(), &cell));
+        s += &line(lead_cells(key).into_iter().chain(values).collect());
+    }
+    s
 }
 
 /// A markdown cell's text: no bars or line breaks.

@@ -265,7 +265,7 @@ impl Context {
                 available: describe_adapters(&entries),
             });
         };
-        Self::open(&chosen.adapter, opts.portable)
+        Self::open(chosen, opts.portable)
     }
 
     /// Like [`Context::new`] with the options from the environment, as tests and benches use it.
@@ -273,9 +273,10 @@ impl Context {
         Self::new(&DeviceOptions::from_env())
     }
 
-    fn open(adapter: &wgpu::Adapter, portable: bool) -> Result<Self> {
+    /// Open `entry`'s adapter, unless it cannot run the kernels ([`AdapterEntry::unmet`]).
+    fn open(entry: &AdapterEntry, portable: bool) -> Result<Self> {
+        let (adapter, unmet) = (&entry.adapter, &entry.unmet);
         let info = adapter.get_info();
-        let unmet = unmet(adapter);
         if !unmet.is_empty() {
             return Err(Error::Unsupported {
                 what: format!(
